@@ -1,0 +1,61 @@
+# vibration-edge: one entry point for people and CI.
+#   make demo   the whole story on embedded defaults
+#   make test   every test (sets up what it needs)
+#   make check  format, lint, mypy strict, import layering, generated-file drift
+#   make bench  figures beside their baselines
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+# uv from PATH when there is one, else a private copy installed by `make setup`.
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+RUN := $(UV) run --frozen
+PY_DIRS := core training-job inference-image operator tests tools
+
+.PHONY: help setup demo test check fmt lint typecheck layers generate verify-generated bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	@echo "setup: uv not found on PATH; installing uv $(UV_VERSION) into .tools/ (from PyPI)"
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+setup: $(UV) ## create .venv from uv.lock (installs uv first if missing)
+	$(UV) sync --frozen --all-packages --quiet
+
+demo: setup ## run the demo on embedded defaults
+	$(RUN) python tools/demo.py
+
+test: setup ## run every test
+	$(RUN) pytest
+
+check: setup lint typecheck layers verify-generated ## every verifier, as CI runs them
+
+fmt: setup ## format the code and apply safe lint fixes
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+lint:
+	$(RUN) ruff format --check .
+	$(RUN) ruff check .
+
+typecheck:
+	$(RUN) mypy
+
+layers:
+	$(RUN) lint-imports
+
+generate: setup ## regenerate the generated files (docs tables)
+	$(RUN) python tools/generate.py
+
+verify-generated:
+	$(RUN) python tools/generate.py --check
+
+bench: setup ## print benchmark figures beside their baselines
+	OMP_NUM_THREADS=1 $(RUN) python tools/bench.py
+
+clean: ## remove the environment and caches
+	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Shared signal core of vibration-edge."""

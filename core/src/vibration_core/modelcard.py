@@ -1,0 +1,232 @@
+"""The model card: what a model promises, and the checks that hold it to that.
+
+The card travels next to the artifact (``modelcard.json`` beside
+``model.onnx``). Serving and validation read the class labels, the feature
+order, the input tensor and the signal it was trained for from the card and
+from nowhere else, and refuse a model whose runtime signature or whose input
+signal does not match it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vibration_core.errors import ContractMismatchError, ModelCardError
+from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
+from vibration_core.reference import ReferenceDistribution
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+CARD_FILENAME = "modelcard.json"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+ModelFormat = Literal["onnx", "tflite", "edgetpu"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Artifact(_Frozen):
+    """The model file this card describes."""
+
+    filename: str = Field(description="File name of the artifact next to the card, e.g. model.onnx.")
+    sha256: str = Field(pattern=_SHA256.pattern, description="Lower-case hex sha256 of the artifact's bytes.")
+    size_bytes: int = Field(ge=1, description="Size of the artifact in bytes.")
+
+
+class Signal(_Frozen):
+    """The raw signal the model was trained on; other inputs are refused."""
+
+    sample_rate: float = Field(gt=0, description="Sample rate of the training windows, Hz.")
+    window_length: int = Field(ge=2, description="Samples per window.")
+
+
+class FeatureSpec(_Frozen):
+    """The model's input features, in input order."""
+
+    names: tuple[str, ...] = Field(description="Feature names in the model's input column order.")
+    extractor_version: str = Field(description="Version of vibration_core.features that computed them.")
+
+
+class TensorSpec(_Frozen):
+    """Name, shape (None for a free dimension) and dtype of one tensor."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+
+class ClassMetrics(_Frozen):
+    """Held-out figures for one class."""
+
+    precision: float = Field(ge=0, le=1)
+    recall: float = Field(ge=0, le=1)
+    f1: float = Field(ge=0, le=1)
+    support: int = Field(ge=0)
+
+
+class Metrics(_Frozen):
+    """Held-out figures of the model."""
+
+    accuracy: float = Field(ge=0, le=1)
+    macro_f1: float = Field(ge=0, le=1)
+    weighted_f1: float = Field(ge=0, le=1)
+    per_class: dict[str, ClassMetrics]
+    test_samples: int = Field(ge=1, description="Windows in the held-out split.")
+
+
+class TrainingData(_Frozen):
+    """Summary of the data the model was trained on."""
+
+    samples: int = Field(ge=1, description="Windows used for training and testing together.")
+    start: datetime = Field(description="Timestamp of the earliest window.")
+    end: datetime = Field(description="Timestamp of the latest window.")
+    machines: tuple[str, ...] = Field(description="Machines the windows came from.")
+    class_counts: dict[str, int] = Field(description="Windows per class label.")
+
+
+class ModelCard(_Frozen):
+    """Everything a consumer may rely on about one model version."""
+
+    schema_version: Literal[1] = 1
+    model_id: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    framework: str = Field(description="What trained it, e.g. sklearn-gradient-boosting 1.9.1.")
+    format: ModelFormat
+    created: datetime
+    artifact: Artifact
+    labels: tuple[str, ...] = Field(min_length=2, description="Class labels in the model's output order.")
+    features: FeatureSpec
+    signal: Signal
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...] = Field(
+        min_length=1, description="Output tensors; the last holds probabilities."
+    )
+    training: TrainingData
+    metrics: Metrics
+    reference: ReferenceDistribution
+    hyperparameters: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if len(set(self.labels)) != len(self.labels):
+            msg = f"labels must be unique, got {list(self.labels)}"
+            raise ValueError(msg)
+        if set(self.metrics.per_class) != set(self.labels):
+            msg = (
+                f"metrics.per_class covers {sorted(self.metrics.per_class)}, labels are {sorted(self.labels)}"
+            )
+            raise ValueError(msg)
+        if tuple(self.reference.class_shares) != self.labels:
+            msg = "reference.class_shares must list the labels in output order"
+            raise ValueError(msg)
+        if tuple(self.reference.feature_quantiles) != self.features.names:
+            msg = "reference.feature_quantiles must list the features in input order"
+            raise ValueError(msg)
+        if self.input.shape[-1:] != (len(self.features.names),):
+            msg = (
+                f"input shape {self.input.shape} does not end in the feature count {len(self.features.names)}"
+            )
+            raise ValueError(msg)
+        return self
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "<bytes>") -> ModelCard:
+        """Parse a card, naming the first field that is wrong."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise ModelCardError(source, _first_error(exc)) from exc
+
+    @classmethod
+    def load(cls, path: Path) -> ModelCard:
+        """Read a card from a JSON file."""
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise ModelCardError(str(path), f"cannot be read: {exc.strerror or exc}") from exc
+        return cls.from_json(text, source=str(path))
+
+    def to_json(self) -> str:
+        """Serialise the card as indented JSON with a trailing newline."""
+        return self.model_dump_json(indent=2) + "\n"
+
+    def save(self, path: Path) -> None:
+        """Write the card as JSON, atomically (a reader never sees half a card)."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json(), encoding="utf-8")
+        tmp.replace(path)
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "card"
+    return f"{where}: {first['msg']} ({exc.error_count()} error(s) in all)"
+
+
+def sha256_file(path: Path) -> str:
+    """Return the lower-case hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class RuntimeSignature:
+    """What a loaded model reports about itself, from whichever runtime."""
+
+    inputs: Sequence[TensorSpec]
+    n_classes: int | None
+    """Width of the probability output, None when the runtime cannot tell."""
+
+
+def check_extractor(card: ModelCard) -> None:
+    """Refuse a card whose features this extractor does not compute."""
+    if card.features.names != FEATURE_NAMES:
+        raise ContractMismatchError("features.names", FEATURE_NAMES, card.features.names)
+    if card.features.extractor_version.split(".")[0] != EXTRACTOR_VERSION.split(".")[0]:
+        raise ContractMismatchError(
+            "features.extractor_version", EXTRACTOR_VERSION, card.features.extractor_version
+        )
+
+
+def check_signature(card: ModelCard, signature: RuntimeSignature) -> None:
+    """Refuse a loaded model whose inputs or outputs differ from the card."""
+    if len(signature.inputs) != 1:
+        raise ContractMismatchError("input count", 1, len(signature.inputs))
+    actual = signature.inputs[0]
+    if actual.name != card.input.name:
+        raise ContractMismatchError("input name", card.input.name, actual.name)
+    if actual.dtype != card.input.dtype:
+        raise ContractMismatchError("input dtype", card.input.dtype, actual.dtype)
+    if len(actual.shape) != len(card.input.shape) or actual.shape[-1] != card.input.shape[-1]:
+        raise ContractMismatchError("input shape", card.input.shape, actual.shape)
+    if signature.n_classes is not None and signature.n_classes != len(card.labels):
+        raise ContractMismatchError("class count", len(card.labels), signature.n_classes)
+
+
+def check_signal(card: ModelCard, sample_rate: float, window_length: int) -> None:
+    """Refuse windows of another sample rate or length than the model's."""
+    if not math.isclose(sample_rate, card.signal.sample_rate, rel_tol=1e-9):
+        raise ContractMismatchError("signal.sample_rate", card.signal.sample_rate, sample_rate)
+    if window_length != card.signal.window_length:
+        raise ContractMismatchError("signal.window_length", card.signal.window_length, window_length)
+
+
+def check_artifact(card: ModelCard, path: Path) -> None:
+    """Refuse an artifact whose bytes are not the ones the card names."""
+    actual = sha256_file(path)
+    if actual != card.artifact.sha256:
+        raise ContractMismatchError("artifact.sha256", card.artifact.sha256, actual)

@@ -1,0 +1,203 @@
+"""The model card: round trip, consistency rules, and the contract checks."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from vibration_core.errors import ContractMismatchError, ModelCardError
+from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
+from vibration_core.modelcard import (
+    ModelCard,
+    RuntimeSignature,
+    TensorSpec,
+    check_artifact,
+    check_extractor,
+    check_signal,
+    check_signature,
+    sha256_file,
+)
+from vibration_core.reference import build_reference
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+LABELS = ("normal", "imbalance", "misalignment", "bearing_fault")
+
+
+def card_dict(artifact_sha: str = "a" * 64) -> dict[str, Any]:
+    rng = np.random.default_rng(1)
+    features = rng.gamma(2.0, 1.0, (400, 10))
+    labels = np.asarray(LABELS)[rng.integers(0, 4, 400)]
+    reference = build_reference(features, labels, feature_names=FEATURE_NAMES, label_order=LABELS)
+    per_class = {
+        label: {"precision": 0.9, "recall": 0.95, "f1": 0.92, "support": 100} for label in LABELS
+    }
+    return {
+        "model_id": "spindle-classifier",
+        "version": "v3",
+        "framework": "sklearn-gradient-boosting 1.9.1",
+        "format": "onnx",
+        "created": "2026-11-24T22:00:00Z",
+        "artifact": {"filename": "model.onnx", "sha256": artifact_sha, "size_bytes": 1234},
+        "labels": list(LABELS),
+        "features": {"names": list(FEATURE_NAMES), "extractor_version": EXTRACTOR_VERSION},
+        "signal": {"sample_rate": 25600.0, "window_length": 4096},
+        "input": {"name": "features", "shape": [None, 10], "dtype": "float32"},
+        "outputs": [
+            {"name": "label", "shape": [None], "dtype": "string"},
+            {"name": "probabilities", "shape": [None, 4], "dtype": "float32"},
+        ],
+        "training": {
+            "samples": 400,
+            "start": "2026-11-01T00:00:00Z",
+            "end": "2026-11-02T00:00:00Z",
+            "machines": ["m-01", "m-02"],
+            "class_counts": dict.fromkeys(LABELS, 100),
+        },
+        "metrics": {
+            "accuracy": 0.95,
+            "macro_f1": 0.949,
+            "weighted_f1": 0.95,
+            "per_class": per_class,
+            "test_samples": 80,
+        },
+        "reference": json.loads(reference.model_dump_json()),
+        "hyperparameters": {"n_estimators": 150, "max_depth": 5},
+    }
+
+
+def make_card(**changes: Any) -> ModelCard:
+    return ModelCard.model_validate({**card_dict(), **changes})
+
+
+def test_card_round_trips_through_a_file(tmp_path: Path) -> None:
+    card = make_card()
+    path = tmp_path / "modelcard.json"
+    card.save(path)
+    assert ModelCard.load(path) == card
+    assert card.created == datetime(2026, 11, 24, 22, tzinfo=UTC)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_labels_come_in_output_order() -> None:
+    assert make_card().labels == LABELS
+    assert tuple(make_card().reference.class_shares) == LABELS
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"labels": ["normal", "normal", "imbalance", "bearing_fault"]}, "labels must be unique"),
+        ({"labels": ["normal"]}, r"labels: Tuple should have at least 2 items"),
+        ({"model_id": "Spindle_Classifier"}, "model_id: String should match pattern"),
+        ({"format": "pickle"}, "format: Input should be 'onnx', 'tflite' or 'edgetpu'"),
+        ({"artifact": {"filename": "m", "sha256": "XYZ", "size_bytes": 1}}, "artifact.sha256"),
+        (
+            {"input": {"name": "features", "shape": [None, 9], "dtype": "float32"}},
+            "does not end in the feature",
+        ),
+        ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
+        ({"labels": ["a", "b", "c", "d"]}, "metrics.per_class covers"),
+    ],
+    ids=[
+        "duplicate-labels",
+        "one-label",
+        "bad-id",
+        "bad-format",
+        "bad-sha",
+        "bad-shape",
+        "extra",
+        "labels-vs-metrics",
+    ],
+)
+def test_inconsistent_cards_are_refused_naming_the_field(
+    change: dict[str, Any], message: str
+) -> None:
+    text = json.dumps({**card_dict(), **change})
+    with pytest.raises(ModelCardError, match=message):
+        ModelCard.from_json(text, source="test")
+
+
+def test_missing_field_is_named() -> None:
+    data = card_dict()
+    del data["signal"]
+    with pytest.raises(ModelCardError, match=r"model card test: signal: Field required"):
+        ModelCard.from_json(json.dumps(data), source="test")
+
+
+def test_unreadable_and_non_json_cards_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelCardError, match="cannot be read"):
+        ModelCard.load(tmp_path / "absent.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ModelCardError, match="Invalid JSON"):
+        ModelCard.load(tmp_path / "bad.json")
+
+
+def test_signature_check_accepts_the_matching_model() -> None:
+    signature = RuntimeSignature(
+        inputs=[TensorSpec(name="features", shape=(None, 10), dtype="float32")], n_classes=4
+    )
+    check_signature(make_card(), signature)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "n_classes", "field"),
+    [
+        ([TensorSpec(name="x", shape=(None, 10), dtype="float32")], 4, "input name"),
+        ([TensorSpec(name="features", shape=(None, 9), dtype="float32")], 4, "input shape"),
+        ([TensorSpec(name="features", shape=(None, 10), dtype="float64")], 4, "input dtype"),
+        ([TensorSpec(name="features", shape=(None, 10), dtype="float32")], 3, "class count"),
+        ([], 4, "input count"),
+    ],
+)
+def test_signature_mismatches_are_named(
+    inputs: list[TensorSpec], n_classes: int, field: str
+) -> None:
+    with pytest.raises(ContractMismatchError) as info:
+        check_signature(make_card(), RuntimeSignature(inputs=inputs, n_classes=n_classes))
+    assert info.value.field == field
+
+
+def test_extractor_check() -> None:
+    check_extractor(make_card())
+    renamed = card_dict()
+    renamed["features"]["names"] = list(reversed(FEATURE_NAMES))
+    renamed["reference"]["feature_quantiles"] = {
+        name: renamed["reference"]["feature_quantiles"][name] for name in reversed(FEATURE_NAMES)
+    }
+    with pytest.raises(ContractMismatchError, match=r"features\.names"):
+        check_extractor(ModelCard.model_validate(renamed))
+    with pytest.raises(ContractMismatchError, match="extractor_version"):
+        check_extractor(
+            make_card(features={"names": list(FEATURE_NAMES), "extractor_version": "2.0.0"})
+        )
+
+
+def test_signal_check_refuses_other_rates_and_lengths() -> None:
+    card = make_card()
+    check_signal(card, 25600.0, 4096)
+    with pytest.raises(
+        ContractMismatchError, match=r"signal.sample_rate: expected 25600.0, found 51200.0"
+    ):
+        check_signal(card, 51200.0, 4096)
+    with pytest.raises(
+        ContractMismatchError, match=r"signal.window_length: expected 4096, found 2048"
+    ):
+        check_signal(card, 25600.0, 2048)
+
+
+def test_artifact_check_compares_the_digest(tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"model bytes")
+    card = make_card(
+        artifact={"filename": "model.onnx", "sha256": sha256_file(model), "size_bytes": 11}
+    )
+    check_artifact(card, model)
+    model.write_bytes(b"other bytes")
+    with pytest.raises(ContractMismatchError, match=r"artifact\.sha256"):
+        check_artifact(card, model)

@@ -1,0 +1,60 @@
+"""The reference distribution a card carries for drift checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from vibration_core.reference import DEFAULT_QUANTILE_LEVELS, ReferenceDistribution, build_reference
+
+
+def test_quantiles_and_shares_summarise_the_data() -> None:
+    features = np.column_stack([np.arange(101.0), np.arange(101.0) * 2])
+    labels = ["a"] * 25 + ["b"] * 76
+    ref = build_reference(features, labels, feature_names=("x", "y"), label_order=("b", "a"))
+    assert ref.samples == 101
+    assert ref.quantile_levels == DEFAULT_QUANTILE_LEVELS
+    assert ref.feature_quantiles["x"][10] == pytest.approx(50.0)  # the median
+    assert ref.feature_quantiles["y"][-1] == pytest.approx(200.0)
+    assert list(ref.class_shares) == ["b", "a"]
+    assert ref.class_shares["a"] == pytest.approx(25 / 101)
+
+
+def test_a_class_missing_from_the_data_has_share_zero() -> None:
+    ref = build_reference(np.ones((4, 1)), ["a"] * 4, feature_names=("x",), label_order=("a", "b"))
+    assert ref.class_shares == {"a": 1.0, "b": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("features", "labels", "message"),
+    [
+        (np.ones((3, 2)), ["a"] * 3, r"features must be \(n > 0, 1\)"),
+        (np.ones((0, 1)), [], r"features must be"),
+        (np.ones((3, 1)), ["a"] * 2, "need one label per row"),
+        (np.ones((3, 1)), ["a", "a", "z"], r"labels \['z'\] are not in the label order"),
+    ],
+)
+def test_bad_inputs_are_refused(features: np.ndarray, labels: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_reference(features, labels, feature_names=("x",), label_order=("a",))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"quantile_levels": (0.0, 0.6, 0.5)}, "must increase"),
+        ({"feature_quantiles": {"x": (1.0, 0.0, 2.0)}}, "non-decreasing"),
+        ({"feature_quantiles": {"x": (1.0, 2.0)}}, "has 2 values for 3 levels"),
+        ({"class_shares": {"a": 0.5, "b": 0.6}}, "sum to 1"),
+    ],
+)
+def test_inconsistent_references_are_refused(fields: dict[str, object], message: str) -> None:
+    base: dict[str, object] = {
+        "samples": 10,
+        "quantile_levels": (0.0, 0.5, 1.0),
+        "feature_quantiles": {"x": (0.0, 1.0, 2.0)},
+        "class_shares": {"a": 0.5, "b": 0.5},
+    }
+    with pytest.raises(ValidationError, match=message):
+        ReferenceDistribution.model_validate({**base, **fields})

@@ -1,0 +1,71 @@
+"""Benchmarks with figures, each beside its baseline measured in the same run.
+
+Not a test: it prints figures and the targets they are meant to meet, and
+exits 0 either way (a shared, noisy machine is no place for timed asserts).
+Runs pinned to one core. Later issues add sections for training, serving and
+the operator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import numpy as np
+from vibration_core.features import BANDS_HZ, extract_features
+
+
+def seed_style_features(windows: np.ndarray, sample_rate: float) -> np.ndarray:
+    """The plain per-window numpy code of the reference pipeline, for comparison."""
+    rows = []
+    for x in windows:
+        rms = np.sqrt(np.mean(x**2))
+        peak = np.max(np.abs(x))
+        amplitude = np.abs(np.fft.rfft(x)) * 2 / len(x)
+        freqs = np.fft.rfftfreq(len(x), 1 / sample_rate)
+        energies = [np.sum(amplitude[(freqs >= lo) & (freqs < hi)] ** 2) for lo, hi in BANDS_HZ]
+        total = sum(energies)
+        d = x - x.mean()
+        kurtosis = np.mean(d**4) / np.mean(d**2) ** 2 - 3
+        rows.append([rms, peak, peak / rms, kurtosis, *energies, *(e / total for e in energies)])
+    return np.asarray(rows)
+
+
+def best_of(repeats: int, fn: Callable[[], object]) -> float:
+    """Best wall time of `repeats` calls, in seconds (the least disturbed run)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_features(repeats: int) -> None:
+    rng = np.random.default_rng(0)
+    windows = rng.standard_normal((256, 4096)).astype(np.float32)
+    fast = best_of(repeats, lambda: extract_features(windows, 25600.0)) / 256 * 1e6
+    plain = best_of(max(3, repeats // 10), lambda: seed_style_features(windows, 25600.0)) / 256 * 1e6
+    print("## feature extractor: 256 float32 windows x 4096 samples, one core")
+    print(f"  vibration_core.extract_features   {fast:8.1f} us/window   (target <= 15 us)")
+    print(f"  seed-style per-window numpy       {plain:8.1f} us/window   (baseline)")
+    print(f"  speed-up                          {plain / fast:8.1f} x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=50, help="timed runs per figure; the best is shown")
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    print(f"# vibration-edge benchmarks on {platform.machine()}, {platform.python_implementation()} "
+          f"{platform.python_version()}, numpy {np.__version__}, pinned to one core")
+    bench_features(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
