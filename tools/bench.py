@@ -12,10 +12,14 @@ import argparse
 import os
 import platform
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
 from vibration_core.features import BANDS_HZ, extract_features
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def seed_style_features(windows: np.ndarray, sample_rate: float) -> np.ndarray:
@@ -46,6 +50,7 @@ def best_of(repeats: int, fn: Callable[[], object]) -> float:
 
 
 def bench_features(repeats: int) -> None:
+    """Print the extractor's cost per window beside the seed-style loop."""
     rng = np.random.default_rng(0)
     windows = rng.standard_normal((256, 4096)).astype(np.float32)
     fast = best_of(repeats, lambda: extract_features(windows, 25600.0)) / 256 * 1e6
@@ -57,13 +62,16 @@ def bench_features(repeats: int) -> None:
 
 
 def main() -> None:
+    """Run every benchmark section."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per figure; the best is shown")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    print(f"# vibration-edge benchmarks on {platform.machine()}, {platform.python_implementation()} "
-          f"{platform.python_version()}, numpy {np.__version__}, pinned to one core")
+    print(
+        f"# vibration-edge benchmarks on {platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}, numpy {np.__version__}, pinned to one core"
+    )
     bench_features(args.repeats)
 
 

@@ -58,9 +58,7 @@ def test_feature_names_are_the_contract_order() -> None:
 def test_golden_vectors_pin_the_output() -> None:
     actual = extract_features(golden_windows(), FS)
     if os.environ.get("UPDATE_GOLDEN") == "1":
-        GOLDEN.write_text(
-            json.dumps({"sample_rate": FS, "features": actual.tolist()}, indent=1) + "\n"
-        )
+        GOLDEN.write_text(json.dumps({"sample_rate": FS, "features": actual.tolist()}, indent=1) + "\n")
     expected = np.asarray(json.loads(GOLDEN.read_text())["features"])
     np.testing.assert_allclose(actual, expected, rtol=2e-5, atol=1e-9)
 
@@ -69,25 +67,23 @@ def test_golden_vectors_pin_the_output() -> None:
 @pytest.mark.parametrize("n", [1024, 4096, 4097])
 def test_fast_extractor_matches_the_plain_formulas(fs: float, n: int) -> None:
     rng = np.random.default_rng(int(fs) + n)
-    windows = rng.standard_normal((70, n)).astype(np.float32) * rng.uniform(
-        0.01, 10, (70, 1)
-    ).astype(np.float32)
+    windows = rng.standard_normal((70, n)).astype(np.float32) * rng.uniform(0.01, 10, (70, 1)).astype(
+        np.float32
+    )
     windows[::7, ::50] += 6.0  # impulsive rows, so kurtosis is not near 0 everywhere
     windows[3] += 1.5  # a DC offset
     fast, plain = extract_features(windows, fs), reference_features(windows, fs)
     # Excess kurtosis sits near 0 for Gaussian rows, so it is held to an
     # absolute bound as well; every other feature to a relative one.
     np.testing.assert_allclose(fast[:, 3], plain[:, 3], rtol=2e-5, atol=2e-5)
-    np.testing.assert_allclose(
-        np.delete(fast, 3, axis=1), np.delete(plain, 3, axis=1), rtol=2e-5, atol=1e-9
-    )
+    np.testing.assert_allclose(np.delete(fast, 3, axis=1), np.delete(plain, 3, axis=1), rtol=2e-5, atol=1e-9)
 
 
 def test_a_pure_tone_has_its_textbook_features() -> None:
     freq = 100 * FS / N  # exactly on bin 100 (625 Hz, mid band)
-    rms, peak, crest, kurtosis, low, mid, high, r_low, r_mid, r_high = extract_features(
-        tone(freq, 2.0), FS
-    )[0]
+    rms, peak, crest, kurtosis, low, mid, high, r_low, r_mid, r_high = extract_features(tone(freq, 2.0), FS)[
+        0
+    ]
     assert rms == pytest.approx(2.0 / np.sqrt(2), rel=1e-5)
     assert peak == pytest.approx(2.0, rel=1e-3)
     assert crest == pytest.approx(np.sqrt(2), rel=1e-3)
@@ -166,9 +162,7 @@ def test_all_zero_window_has_all_zero_features() -> None:
 
 @pytest.mark.parametrize("value", [1.0, -3.5, 1e-3])
 def test_constant_window_is_defined(value: float) -> None:
-    rms, peak, crest, kurtosis, *spectral = extract_features(
-        np.full(N, value, dtype=np.float32), FS
-    )[0]
+    rms, peak, crest, kurtosis, *spectral = extract_features(np.full(N, value, dtype=np.float32), FS)[0]
     assert rms == pytest.approx(abs(value), rel=1e-5)
     assert peak == pytest.approx(abs(value))
     assert crest == pytest.approx(1.0, rel=1e-5)
@@ -178,9 +172,7 @@ def test_constant_window_is_defined(value: float) -> None:
 
 def test_one_window_is_a_batch_of_one() -> None:
     window = golden_windows()[1]
-    np.testing.assert_array_equal(
-        extract_features(window, FS), extract_features(window[np.newaxis], FS)
-    )
+    np.testing.assert_array_equal(extract_features(window, FS), extract_features(window[np.newaxis], FS))
 
 
 def test_other_dtypes_give_the_float32_result() -> None:
@@ -196,11 +188,12 @@ def test_float32_batch_is_not_copied(monkeypatch: pytest.MonkeyPatch) -> None:
     batch = golden_windows()
     seen: list[np.ndarray] = []
     original = module._extract_block
-    monkeypatch.setattr(
-        module,
-        "_extract_block",
-        lambda block, bins, out: (seen.append(block), original(block, bins, out)),
-    )
+
+    def spy(block: np.ndarray, bins: tuple[tuple[int, int], ...], out: np.ndarray) -> None:
+        seen.append(block)
+        original(block, bins, out)
+
+    monkeypatch.setattr(module, "_extract_block", spy)
     extract_features(batch, FS)
     assert all(np.shares_memory(block, batch) for block in seen)
 

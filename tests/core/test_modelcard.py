@@ -34,9 +34,7 @@ def card_dict(artifact_sha: str = "a" * 64) -> dict[str, Any]:
     features = rng.gamma(2.0, 1.0, (400, 10))
     labels = np.asarray(LABELS)[rng.integers(0, 4, 400)]
     reference = build_reference(features, labels, feature_names=FEATURE_NAMES, label_order=LABELS)
-    per_class = {
-        label: {"precision": 0.9, "recall": 0.95, "f1": 0.92, "support": 100} for label in LABELS
-    }
+    per_class = {label: {"precision": 0.9, "recall": 0.95, "f1": 0.92, "support": 100} for label in LABELS}
     return {
         "model_id": "spindle-classifier",
         "version": "v3",
@@ -115,9 +113,7 @@ def test_labels_come_in_output_order() -> None:
         "labels-vs-metrics",
     ],
 )
-def test_inconsistent_cards_are_refused_naming_the_field(
-    change: dict[str, Any], message: str
-) -> None:
+def test_inconsistent_cards_are_refused_naming_the_field(change: dict[str, Any], message: str) -> None:
     text = json.dumps({**card_dict(), **change})
     with pytest.raises(ModelCardError, match=message):
         ModelCard.from_json(text, source="test")
@@ -155,9 +151,7 @@ def test_signature_check_accepts_the_matching_model() -> None:
         ([], 4, "input count"),
     ],
 )
-def test_signature_mismatches_are_named(
-    inputs: list[TensorSpec], n_classes: int, field: str
-) -> None:
+def test_signature_mismatches_are_named(inputs: list[TensorSpec], n_classes: int, field: str) -> None:
     with pytest.raises(ContractMismatchError) as info:
         check_signature(make_card(), RuntimeSignature(inputs=inputs, n_classes=n_classes))
     assert info.value.field == field
@@ -173,30 +167,22 @@ def test_extractor_check() -> None:
     with pytest.raises(ContractMismatchError, match=r"features\.names"):
         check_extractor(ModelCard.model_validate(renamed))
     with pytest.raises(ContractMismatchError, match="extractor_version"):
-        check_extractor(
-            make_card(features={"names": list(FEATURE_NAMES), "extractor_version": "2.0.0"})
-        )
+        check_extractor(make_card(features={"names": list(FEATURE_NAMES), "extractor_version": "2.0.0"}))
 
 
 def test_signal_check_refuses_other_rates_and_lengths() -> None:
     card = make_card()
     check_signal(card, 25600.0, 4096)
-    with pytest.raises(
-        ContractMismatchError, match=r"signal.sample_rate: expected 25600.0, found 51200.0"
-    ):
+    with pytest.raises(ContractMismatchError, match=r"signal.sample_rate: expected 25600.0, found 51200.0"):
         check_signal(card, 51200.0, 4096)
-    with pytest.raises(
-        ContractMismatchError, match=r"signal.window_length: expected 4096, found 2048"
-    ):
+    with pytest.raises(ContractMismatchError, match=r"signal.window_length: expected 4096, found 2048"):
         check_signal(card, 25600.0, 2048)
 
 
 def test_artifact_check_compares_the_digest(tmp_path: Path) -> None:
     model = tmp_path / "model.onnx"
     model.write_bytes(b"model bytes")
-    card = make_card(
-        artifact={"filename": "model.onnx", "sha256": sha256_file(model), "size_bytes": 11}
-    )
+    card = make_card(artifact={"filename": "model.onnx", "sha256": sha256_file(model), "size_bytes": 11})
     check_artifact(card, model)
     model.write_bytes(b"other bytes")
     with pytest.raises(ContractMismatchError, match=r"artifact\.sha256"):

@@ -1,0 +1,169 @@
+"""The JSON messages of vibration-edge (contract 3) and the vocabulary of refusals.
+
+Predictions, alerts, errors and model status go out as JSON objects described
+by the pydantic models below; their field descriptions are the documentation
+of the contract (tabulated in docs/contracts.md). Raw windows, the inbound
+payloads, are in `vibration_core.raw`. Every refusal is a `MessageError`
+whose `reason` is one of `ErrorReason`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vibration_core.errors import MessageError
+
+ID_PATTERN = r"^[A-Za-z0-9._-]+$"
+MAX_ID_LENGTH = 128
+I64_LIMIT = 1 << 63
+
+
+class ErrorReason(StrEnum):
+    """Why an input could not be used: the `reason` of every error message."""
+
+    NOT_JSON = "not_json"
+    """Neither a binary window (magic ``VW``) nor a JSON object, or JSON that does not parse."""
+    BAD_FIELD = "bad_field"
+    """A JSON field, or an identifier, that is missing, of the wrong type or out of range."""
+    BAD_LENGTH = "bad_length"
+    """A binary payload whose size is not the header plus ``n_samples`` samples."""
+    BAD_DTYPE = "bad_dtype"
+    """A binary payload with a sample type other than float32 (1) or int16 (2)."""
+    NON_FINITE = "non_finite"
+    """A NaN or infinite sample (or number); the detail names the first one."""
+    OVERSIZED = "oversized"
+    """A payload larger than the configured limit; refused before it is parsed."""
+    UNKNOWN_TOPIC = "unknown_topic"
+    """A message on a topic that is not part of the hall's layout."""
+    BAD_HEADER = "bad_header"
+    """A binary header that is truncated, of an unknown version, or holds a bad value."""
+    SAMPLE_RATE_MISMATCH = "sample_rate_mismatch"
+    """A window whose sample rate is not the one the serving model was trained for."""
+    WINDOW_LENGTH_MISMATCH = "window_length_mismatch"
+    """A window whose length is not the one the serving model was trained for."""
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+TimestampNs = Annotated[int, Field(ge=0, lt=I64_LIMIT)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Count = Annotated[int, Field(ge=0)]
+ModelState = Literal["loading", "serving", "validating", "failed", "no_model"]
+Severity = Literal["warning", "critical"]
+
+
+def _validation_error(exc: ValidationError) -> MessageError:
+    first = exc.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return MessageError(ErrorReason.NOT_JSON, "payload", first["msg"])
+    if not first["loc"]:
+        return MessageError(ErrorReason.NOT_JSON, "payload", "not a JSON object")
+    field = ".".join(str(part) for part in first["loc"])
+    return MessageError(ErrorReason.BAD_FIELD, field, first["msg"])
+
+
+class JsonMessage(BaseModel):
+    """Base of the outbound JSON messages: frozen, no unknown fields, no NaN, strict on decode."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    schema_version: Literal[1] = Field(
+        default=1, description="Version of this message's schema; bumped on breaking changes."
+    )
+
+    def encode(self) -> bytes:
+        """Serialize to the UTF-8 JSON payload published on MQTT."""
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        """Parse a payload strictly (no "1" for 1); refusals raise `MessageError`."""
+        try:
+            return cls.model_validate_json(payload, strict=True)
+        except ValidationError as exc:
+            raise _validation_error(exc) from None
+
+
+class Prediction(JsonMessage):
+    """The model's answer for one raw window, on ``.../machines/{machine}/predictions``."""
+
+    machine: Identifier = Field(description="Machine id, as in the raw topic.")
+    timestamp_ns: TimestampNs = Field(description="Timestamp of the window, ns since the epoch.")
+    model_id: str = Field(min_length=1, description="Id of the model that answered.")
+    model_version: str = Field(min_length=1, description="Version of that model.")
+    label: str = Field(min_length=1, description="Predicted class, a label of the model card.")
+    confidence: Probability = Field(description="Probability of `label`, 0..1.")
+    probabilities: dict[str, Probability] = Field(
+        description="Probability of every class of the model card, by label."
+    )
+    latency_ms: float = Field(ge=0.0, description="From receipt of the window to this answer.")
+
+
+class Alert(JsonMessage):
+    """A sustained fault, on ``.../machines/{machine}/alerts``."""
+
+    machine: Identifier = Field(description="Machine id, as in the raw topic.")
+    timestamp_ns: TimestampNs = Field(description="Timestamp of the window that raised it.")
+    model_id: str = Field(min_length=1, description="Id of the model that answered.")
+    model_version: str = Field(min_length=1, description="Version of that model.")
+    label: str = Field(min_length=1, description="The fault class, a label of the model card.")
+    confidence: Probability = Field(description="Probability of `label` in the last window.")
+    consecutive: int = Field(ge=1, description="Windows in a row above the alert threshold.")
+    severity: Severity = Field(description="`warning` or `critical`, per the alert policy.")
+
+
+class ErrorMessage(JsonMessage):
+    """An input that could not be used, and why.
+
+    Published on ``.../machines/{machine}/errors`` for a machine's raw topic,
+    or on ``{prefix}/errors`` when the topic itself is unknown.
+    """
+
+    topic: str = Field(description="Topic the unusable input arrived on.")
+    reason: ErrorReason = Field(description="Machine-readable reason, see `ErrorReason`.")
+    field: str = Field(description="The part of the input that is wrong.")
+    detail: str = Field(description="What is wrong with it, for a person.")
+    machine: Identifier | None = Field(default=None, description="Machine id, when the topic names one.")
+    received_ns: TimestampNs = Field(description="When the input arrived, ns since the epoch.")
+
+    @classmethod
+    def from_error(cls, err: MessageError, topic: str, machine: str | None, received_ns: int) -> Self:
+        """Build the error message for a refused input.
+
+        `err.reason` must be an `ErrorReason` value; anything else is a bug
+        and raises `ValueError`.
+        """
+        return cls(
+            topic=topic,
+            reason=ErrorReason(err.reason),
+            field=err.field,
+            detail=err.detail,
+            machine=machine,
+            received_ns=received_ns,
+        )
+
+
+class ModelStatus(JsonMessage):
+    """What one serving pod runs, retained on ``{prefix}/nodes/{node}/status``."""
+
+    node: Identifier = Field(description="Kubernetes node the serving pod runs on.")
+    model_id: str | None = Field(default=None, min_length=1, description="Served model's id.")
+    version: str | None = Field(default=None, min_length=1, description="Served version.")
+    sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="Digest of the served artifact."
+    )
+    state: ModelState = Field(
+        description="`loading`, `serving`, `validating` (a candidate, while the last good "
+        "version keeps serving), `failed` or `no_model`."
+    )
+    ready: bool = Field(description="Whether windows get predictions right now.")
+    windows_total: Count = Field(description="Raw windows received since the pod started.")
+    errors_total: Count = Field(description="Error messages published since the pod started.")
+    drift: dict[str, float] = Field(
+        default_factory=dict, description="Drift statistics against the card's reference, by name."
+    )
+    drifted: bool = Field(default=False, description="Whether drift exceeds the drift policy.")
+    message: str = Field(default="", description="A short explanation of the state, for a person.")
+    updated_ns: TimestampNs = Field(description="When this status was produced, ns since the epoch.")

@@ -1,0 +1,1 @@
+"""vibration-edge training job: from parquet windows to a published, validated model."""
