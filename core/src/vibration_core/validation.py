@@ -1,0 +1,77 @@
+"""The validator's contract with the operator (contract 4): exit codes and report.
+
+The init container runs ``vibration-infer validate``; the operator reads the
+outcome from the pod status, the exit code and the compact report written to
+the termination message. Both sides import this module, so the codes and the
+report shape have one definition. Kubernetes keeps at most 4096 bytes of a
+termination message; `CompactReport.encode` stays under that.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TERMINATION_MESSAGE_LIMIT = 4096
+
+
+class ExitCode(IntEnum):
+    """Exit codes of ``vibration-infer validate``, one per failure class."""
+
+    PASSED = 0
+    """The model passed every check; the node may serve it."""
+    USAGE = 2
+    """Bad flags or settings: nothing was tried."""
+    CANNOT_FETCH = 10
+    """The artifact or its card could not be downloaded (nor found in the cache)."""
+    DIGEST_MISMATCH = 11
+    """The artifact's sha256 differs from the one the VibrationModel or the card names."""
+    CANNOT_LOAD = 12
+    """The runtime refused the artifact (corrupt file, unsupported operator, no delegate)."""
+    CONTRACT_MISMATCH = 13
+    """Labels, features, input name or shape, or signal differ from the card."""
+    BELOW_THRESHOLD = 14
+    """The model ran, but accuracy, macro F1 or a class recall is below its threshold."""
+    BAD_TEST_DATA = 15
+    """The node-local test data is missing, unreadable or does not fit the model."""
+    INTERNAL = 70
+    """An unexpected error; the report holds its type and message."""
+
+
+Outcome = Literal["passed", "failed"]
+
+
+class CompactReport(BaseModel):
+    """The short report written to the termination message."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outcome: Outcome
+    code: int = Field(description="The process exit code, an ExitCode value.")
+    reason: str = Field(default="", max_length=600, description="One line: why it failed, or empty.")
+    model_id: str | None = None
+    version: str | None = None
+    sha256: str | None = None
+    node: str | None = None
+    samples: int | None = Field(default=None, description="Test windows evaluated.")
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    class_recall: dict[str, float] = Field(default_factory=dict)
+    p50_ms: float | None = Field(default=None, description="Median latency per batch row, ms.")
+    p99_ms: float | None = None
+
+    def encode(self) -> bytes:
+        """JSON bytes, cut to the termination-message limit by shortening the reason."""
+        data = self.model_dump_json(exclude_none=True).encode()
+        if len(data) <= TERMINATION_MESSAGE_LIMIT:
+            return data
+        excess = len(data) - TERMINATION_MESSAGE_LIMIT + 3
+        shorter = self.model_copy(update={"reason": self.reason[: max(0, len(self.reason) - excess)] + "..."})
+        return shorter.model_dump_json(exclude_none=True).encode()[:TERMINATION_MESSAGE_LIMIT]
+
+    @classmethod
+    def decode(cls, text: str | bytes) -> CompactReport:
+        """Parse a termination message; raises pydantic's ValidationError when it is not one."""
+        return cls.model_validate_json(text)

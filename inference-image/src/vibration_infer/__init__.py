@@ -1,0 +1,1 @@
+"""vibration-edge inference: validate a model on the node, then serve it over MQTT."""
