@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from vibration_core import messages, raw
 from vibration_core.features import BANDS_HZ, EXTRACTOR_VERSION, FEATURE_NAMES
 from vibration_core.topics import TopicLayout
+from vibration_operator.crd import crd_yaml
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -109,6 +110,7 @@ def contracts_md() -> str:
 
 GENERATED: dict[str, Callable[[], str]] = {
     "docs/contracts.md": contracts_md,
+    "crds/vibrationmodels.edge.vibration.io.yaml": crd_yaml,
 }
 
 

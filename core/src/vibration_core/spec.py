@@ -1,0 +1,334 @@
+"""The VibrationModel resource (contract 5): its spec and status as pydantic models.
+
+One source of truth: the CRD in ``crds/`` is generated from these models
+(`vibration_core.crd`), the training job builds its manifests with them, and
+the operator parses what the API server hands it with them. Field names are
+the camelCase of the Kubernetes API conventions; every field has a
+description, which is what ``kubectl explain vibrationmodel.spec`` shows.
+Cross-field rules are CEL (``x-kubernetes-validations``), so the API server
+refuses an invalid spec with a clear message instead of the operator finding
+out later.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "edge.vibration.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "VibrationModel"
+PLURAL = "vibrationmodels"
+SINGULAR = "vibrationmodel"
+SHORT_NAMES = ("vibm",)
+CATEGORIES = ("vibration",)
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_SHA256 = r"^[0-9a-f]{64}$"
+
+
+def _rules(*rules: tuple[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class ArtifactRef(_Schema):
+    """Where the model file is and which bytes it must be."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            (
+                "has(self.sha256) || (has(self.unverified) && self.unverified)",
+                "artifact.sha256 is required unless artifact.unverified is true",
+            )
+        )
+    )
+
+    uri: str = Field(pattern=r"^(s3|https?|file)://.+", max_length=2048)
+    """Artifact URI: s3://bucket/key, https://host/path or file:///path. The model card is read next to it."""
+    sha256: str | None = Field(default=None, pattern=_SHA256)
+    """Lower-case hex sha256 of the artifact. Nodes refuse any other bytes."""
+    unverified: bool = False
+    """Allow an artifact without sha256 (development only): the card's digest is then trusted."""
+    credentials_secret: str | None = Field(default=None, pattern=_DNS_LABEL, max_length=253)
+    """Secret with the S3 credentials (keys accessKey, secretKey), mounted into the validator and the pod."""
+    endpoint: str | None = Field(default=None, pattern=r"^https?://.+", max_length=2048)
+    """S3 endpoint for s3:// URIs, e.g. http://minio.minio:9000. Empty: the chart's registry endpoint."""
+
+    @model_validator(mode="after")
+    def _digest_or_unverified(self) -> Self:
+        # The same rule as the CEL rule above, for manifests built in Python.
+        if self.sha256 is None and not self.unverified:
+            raise ValueError("artifact.sha256 is required unless artifact.unverified is true")
+        return self
+
+
+class MqttSpec(_Schema):
+    """The hall's broker and topic tree."""
+
+    broker: str = Field(pattern=r"^mqtts?://[^/]+$", max_length=512)
+    """Broker URL, mqtt://host:1883 or mqtts://host:8883."""
+    topic_prefix: str = Field(pattern=r"^[^+#$/][^+#]*[^+#/]$|^[^+#$/]$", max_length=200)
+    """Topic prefix of the hall, e.g. factory/hall-a. No wildcards, no leading or trailing slash."""
+    credentials_secret: str | None = Field(default=None, pattern=_DNS_LABEL, max_length=253)
+    """Secret with the serving pods' MQTT username and password (keys username and password)."""
+
+
+class ValidationSpec(_Schema):
+    """What a node checks before it serves a version."""
+
+    test_data_path: str = Field(default="/var/lib/vibration-edge/testdata", pattern=r"^/.*")
+    """Node-local directory (hostPath) of labelled test windows as parquet."""
+    min_accuracy: float = Field(default=0.9, ge=0, le=1)
+    """Lowest accuracy on the node's test data that passes."""
+    min_macro_f1: float | None = Field(default=None, ge=0, le=1)
+    """Lowest macro F1 that passes; unset: not checked."""
+    min_class_recall: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    """Lowest recall per class label, e.g. {bearing_fault: 0.95}."""
+    max_p99_latency_ms: float | None = Field(default=None, gt=0)
+    """Highest p99 latency per window on the node that passes; unset: not checked."""
+
+
+class UpdateWindow(_Schema):
+    """When a rollout may change what nodes serve."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            (
+                "duration(self.duration) >= duration('1m') && duration(self.duration) <= duration('24h')",
+                "updateWindow.duration must be between 1m and 24h",
+            )
+        )
+    )
+
+    schedule: str = Field(pattern=r"^(\S+\s+){4}\S+$", max_length=100)
+    """Cron schedule (5 fields, UTC) of the window's start, e.g. "0 22 * * *"."""
+    duration: str = Field(pattern=r"^([0-9]+h)?([0-9]+m)?$", min_length=2, max_length=10)
+    """How long the window stays open, e.g. 2h or 90m."""
+
+    @property
+    def minutes(self) -> int:
+        """The duration in minutes."""
+        match = re.fullmatch(r"(?:([0-9]+)h)?(?:([0-9]+)m)?", self.duration)
+        hours, minutes = (int(part) if part else 0 for part in match.groups()) if match else (0, 0)
+        return hours * 60 + minutes
+
+    @model_validator(mode="after")
+    def _sane_duration(self) -> Self:
+        if not 1 <= self.minutes <= 24 * 60:
+            raise ValueError("updateWindow.duration must be between 1m and 24h")
+        return self
+
+
+class RolloutSpec(_Schema):
+    """How a new version reaches the nodes."""
+
+    canary_nodes: int = Field(default=1, ge=1, le=100)
+    """Nodes that validate and serve the new version first; a failure there stops the rollout."""
+    update_window: UpdateWindow | None = None
+    """Only change nodes inside this window; unset: any time."""
+    paused: bool = False
+    """Hold the rollout where it is."""
+
+
+class DriftSpec(_Schema):
+    """Drift checks against the model card's reference distribution."""
+
+    enabled: bool = True
+    """Read drift statistics from the serving pods and set the Drifted condition."""
+    psi_threshold: float = Field(default=0.2, gt=0, le=10)
+    """Population stability index above which a feature or the class shares count as drifted."""
+    window: int = Field(default=500, ge=50, le=100000)
+    """Recent windows per node the statistics are computed over."""
+
+
+class AlertSpec(_Schema):
+    """When the serving pods raise an alert."""
+
+    min_confidence: float = Field(default=0.8, ge=0, le=1)
+    """Confidence of an abnormal class at or above which a window counts towards an alert."""
+    consecutive: int = Field(default=3, ge=1, le=1000)
+    """Windows in a row that raise one alert."""
+
+
+class VibrationModelSpec(_Schema):
+    """A model version and how the nodes of a hall should serve it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            (
+                "self.format != 'edgetpu' || self.accelerator == 'coral'",
+                "format edgetpu needs accelerator coral",
+            ),
+        )
+    )
+
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    """The version to serve, as in the model card."""
+    artifact: ArtifactRef
+    """The model file."""
+    format: Literal["onnx", "tflite", "edgetpu"] = "onnx"
+    """Artifact format: onnx (ONNX Runtime), tflite (LiteRT), edgetpu (LiteRT and the Edge TPU delegate)."""
+    accelerator: Literal["cpu", "coral"] = "cpu"
+    """cpu, or coral: pods request the Edge TPU device-plugin resource."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Labels of the nodes that serve this model, e.g. {edge.vibration.io/hall: hall-a}."""
+    mqtt: MqttSpec
+    """The hall's broker."""
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    """Node-local validation before a node serves a version."""
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    """Rollout policy."""
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    """Drift policy."""
+    alerts: AlertSpec = Field(default_factory=AlertSpec)
+    """Alert policy."""
+
+    @model_validator(mode="after")
+    def _edgetpu_on_coral(self) -> Self:
+        if self.format == "edgetpu" and self.accelerator != "coral":
+            raise ValueError("format edgetpu needs accelerator coral")
+        return self
+
+
+class Condition(_Schema):
+    """A condition shaped like metav1.Condition."""
+
+    type: Literal["Ready", "Validated", "Progressing", "Degraded", "Drifted"]
+    """Ready, Validated, Progressing, Degraded or Drifted."""
+    status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    """CamelCase reason for the last transition."""
+    message: str = Field(default="", max_length=32768)
+    """Human-readable details."""
+    observed_generation: int = Field(ge=0)
+    """metadata.generation the condition was set for."""
+    last_transition_time: datetime
+    """When status last changed."""
+
+
+class VersionRef(_Schema):
+    """A model version and its digest."""
+
+    version: str
+    """Model version."""
+    sha256: str | None = None
+    """Artifact digest."""
+
+
+class NodeStatus(_Schema):
+    """What one node serves and how its last validation went."""
+
+    name: str
+    """Node name."""
+    state: Literal["Pending", "Validating", "Serving", "Failed", "Waiting"]
+    """Pending, Validating, Serving (the target), Failed (kept its last good version) or Waiting."""
+    serving: VersionRef | None = None
+    """The version the node serves now."""
+    target: VersionRef | None = None
+    """The version the node is moving to."""
+    reason: str = ""
+    """Why the node is in this state, e.g. the validator's one-line reason."""
+    accuracy: float | None = None
+    """Accuracy of the target on the node's test data."""
+    p99_latency_ms: float | None = None
+    """p99 latency per window of the target on the node."""
+    updated_at: datetime | None = None
+    """When this entry last changed."""
+
+
+class HistoryEntry(_Schema):
+    """One promotion or rollback."""
+
+    action: Literal["Promoted", "RolledBack", "ValidationFailed"]
+    """Promoted, RolledBack or ValidationFailed."""
+    version: str
+    """The version concerned."""
+    sha256: str | None = None
+    """Its digest."""
+    node: str | None = None
+    """The node concerned, for failures."""
+    reason: str = ""
+    """Why."""
+    at: datetime
+    """When."""
+
+
+class DriftStatus(_Schema):
+    """Drift seen by the serving pods."""
+
+    drifted: bool = False
+    """Whether any node reports drift beyond the policy."""
+    max_psi: float | None = None
+    """Largest PSI over features, class shares and nodes."""
+    worst_feature: str | None = None
+    """The feature (or classes) with the largest PSI."""
+    nodes: list[str] = Field(default_factory=list)
+    """Nodes that report drift."""
+    checked_at: datetime | None = None
+    """When the pods were last read."""
+
+
+class ValidationSummary(_Schema):
+    """Validation figures of the target version over the nodes that ran it."""
+
+    accuracy: float | None = None
+    """Lowest accuracy over the nodes that validated the target."""
+    nodes_passed: int = 0
+    """Nodes where the target passed."""
+    nodes_failed: int = 0
+    """Nodes where the target failed."""
+
+
+class VibrationModelStatus(_Schema):
+    """Observed state, written by the operator only."""
+
+    observed_generation: int | None = None
+    """metadata.generation this status describes."""
+    phase: Literal["Pending", "Progressing", "Ready", "Degraded", "Waiting", "Paused"] | None = None
+    """Pending, Progressing, Ready, Degraded, Waiting (outside the update window) or Paused."""
+    target: VersionRef | None = None
+    """The version being rolled out (the spec's)."""
+    active: VersionRef | None = None
+    """The last version promoted on every node: what the hall serves."""
+    ready_nodes: str | None = None
+    """Nodes serving the target over selected nodes, e.g. 2/3."""
+    nodes: list[NodeStatus] = Field(default_factory=list)
+    """Per-node state."""
+    validation: ValidationSummary | None = None
+    """Validation figures of the target."""
+    drift: DriftStatus | None = None
+    """Drift figures."""
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=10)
+    """The last 10 promotions, rollbacks and failures, newest last."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Validated, Progressing, Degraded, Drifted."""
+
+
+class VibrationModel(_Schema):
+    """A VibrationModel object as the API server stores it."""
+
+    api_version: Literal["edge.vibration.io/v1alpha1"] = "edge.vibration.io/v1alpha1"
+    kind: Literal["VibrationModel"] = "VibrationModel"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: VibrationModelSpec
+    status: VibrationModelStatus | None = None
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The object as a manifest: camelCase keys, unset optional fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"status"})

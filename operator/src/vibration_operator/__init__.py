@@ -1,0 +1,1 @@
+"""vibration-edge operator: validated, per-node rollouts of VibrationModel resources."""
