@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vibration_core.errors import MessageError
+from vibration_core.validation import CompactReport
 
 ID_PATTERN = r"^[A-Za-z0-9._-]+$"
 MAX_ID_LENGTH = 128
@@ -51,6 +52,7 @@ TimestampNs = Annotated[int, Field(ge=0, lt=I64_LIMIT)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Count = Annotated[int, Field(ge=0)]
 ModelState = Literal["loading", "serving", "validating", "failed", "no_model"]
+CandidateState = Literal["validating", "passed", "failed"]
 Severity = Literal["warning", "critical"]
 
 
@@ -166,4 +168,17 @@ class ModelStatus(JsonMessage):
     )
     drifted: bool = Field(default=False, description="Whether drift exceeds the drift policy.")
     message: str = Field(default="", description="A short explanation of the state, for a person.")
+    candidate_version: str | None = Field(
+        default=None, description="Version of the last target the pod was asked to swap to."
+    )
+    candidate_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="Digest of that target."
+    )
+    candidate_state: CandidateState | None = Field(
+        default=None,
+        description="`validating`, `passed` (now served) or `failed` (the last good version kept serving).",
+    )
+    candidate_report: CompactReport | None = Field(
+        default=None, description="The validation report of that target, as the init container writes it."
+    )
     updated_ns: TimestampNs = Field(description="When this status was produced, ns since the epoch.")
