@@ -10,10 +10,10 @@ SHELL := /bin/bash
 UV_VERSION := 0.13.9
 # uv from PATH when there is one, else a private copy installed by `make setup`.
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
-RUN := $(UV) run --frozen
+RUN := $(UV) run --frozen --no-sync
 PY_DIRS := core training-job inference-image operator tests tools
 
-.PHONY: help setup demo test check fmt lint typecheck layers generate verify-generated bench clean
+.PHONY: help setup setup-test demo test check fmt lint typecheck layers generate verify-generated bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -23,13 +23,20 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
+# --inexact: one environment serves demo, check and test; a target never removes
+# what another installed (tensorflow-cpu for the INT8 tests is 1.5 GiB).
 setup: $(UV) ## create .venv from uv.lock (installs uv first if missing)
-	$(UV) sync --frozen --all-packages --quiet
+	$(UV) sync --frozen --all-packages --inexact --quiet
+
+# The INT8 tests will add --extra edgetpu (tensorflow-cpu) here when they land.
+setup-test: $(UV) ## the environment plus what the tests run for real (mosquitto)
+	$(UV) sync --frozen --all-packages --inexact --quiet
+	tools/ensure-test-deps.sh
 
 demo: setup ## run the demo on embedded defaults
 	$(RUN) python tools/demo.py
 
-test: setup ## run every test
+test: setup-test ## run every test
 	$(RUN) pytest
 
 check: setup lint typecheck layers verify-generated ## every verifier, as CI runs them

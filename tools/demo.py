@@ -1,0 +1,202 @@
+"""make demo: the vibration-edge story on embedded defaults, step by step.
+
+Every step runs the real command a person would run (``vibration-train``,
+``vibration-infer``) against local stand-ins: simulated machines, a file://
+model registry and a node-local test set, all under ``demo-output/``. The
+demo exits 0 only when every step behaved as expected and names the step
+that did not otherwise. Steps that later work adds say "not yet".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Demo:
+    """The demo's working directory and what the steps found."""
+
+    out: Path
+    windows: int
+    results: list[tuple[str, str, float]] = field(default_factory=list)
+
+    def run(self, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+        """Run one of the project's commands, show its output, and check its exit code."""
+        command = [str(BIN / args[0]), *args[1:]]
+        print(f"\n$ {' '.join(args)}", flush=True)
+        done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
+        print(done.stdout.rstrip())
+        if done.returncode != expect:
+            print(done.stderr.rstrip(), file=sys.stderr)
+            msg = f"{args[0]} {args[1]} exited {done.returncode}, expected {expect}"
+            raise DemoError(msg)
+        return done
+
+
+class DemoError(Exception):
+    """A step did not behave as expected."""
+
+
+def step_simulate(demo: Demo) -> str:
+    """Simulate a hall's history (training data) and a node's labelled test set."""
+    demo.run(
+        "vibration-train",
+        "simulate",
+        "--windows",
+        str(demo.windows),
+        "--seed",
+        "7",
+        "--out",
+        str(demo.out / "hall-history.parquet"),
+    )
+    demo.run(
+        "vibration-train",
+        "simulate",
+        "--windows",
+        "400",
+        "--seed",
+        "99",
+        "--out",
+        str(demo.out / "node-edge-1" / "testdata" / "windows.parquet"),
+    )
+    return f"{demo.windows} training windows, 400 node-local test windows"
+
+
+def step_train(demo: Demo) -> str:
+    """Train v1: the report, the ONNX export and its parity check, the model card."""
+    demo.run(
+        "vibration-train",
+        "fit",
+        "--data",
+        str(demo.out / "hall-history.parquet"),
+        "--out",
+        str(demo.out / "v1"),
+        "--version",
+        "v1",
+    )
+    card = json.loads((demo.out / "v1" / "modelcard.json").read_text())
+    metrics = card["metrics"]
+    return f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
+
+
+def step_publish(demo: Demo) -> str:
+    """Publish v1 to the local registry and emit its VibrationModel manifest."""
+    registry = f"file://{demo.out / 'registry'}"
+    demo.run("vibration-train", "publish", str(demo.out / "v1"), "--registry", registry)
+    demo.run("vibration-train", "list", "--registry", registry)
+    return "v1 published; manifest in demo-output/v1/vibrationmodel.yaml"
+
+
+def step_validate(demo: Demo) -> str:
+    """Validate v1 the way the init container does on node edge-1."""
+    artifact = demo.out / "registry" / "spindle-classifier" / "v1" / "model.onnx"
+    done = demo.run(
+        "vibration-infer",
+        "validate",
+        "--model-uri",
+        f"file://{artifact}",
+        "--test-data",
+        str(demo.out / "node-edge-1" / "testdata"),
+        "--cache-dir",
+        str(demo.out / "node-edge-1" / "cache"),
+        "--termination-log",
+        str(demo.out / "node-edge-1" / "termination-log"),
+        "--min-accuracy",
+        "0.85",
+        "--node-name",
+        "edge-1",
+    )
+    report = json.loads((demo.out / "node-edge-1" / "termination-log").read_text())
+    if report.get("outcome") != "passed":
+        raise DemoError(f"validation of v1 did not pass: {done.stdout[-300:]}")
+    return f"passed on edge-1: accuracy {report['accuracy']:.4f}, p99 {report.get('p99_ms', 0):.3f} ms"
+
+
+def step_refuse_bad_model(demo: Demo) -> str:
+    """A model held to a threshold it cannot meet is refused with its own exit code (14)."""
+    artifact = demo.out / "registry" / "spindle-classifier" / "v1" / "model.onnx"
+    demo.run(
+        "vibration-infer",
+        "validate",
+        "--model-uri",
+        f"file://{artifact}",
+        "--test-data",
+        str(demo.out / "node-edge-1" / "testdata"),
+        "--cache-dir",
+        str(demo.out / "node-edge-1" / "cache"),
+        "--termination-log",
+        str(demo.out / "node-edge-1" / "termination-log-strict"),
+        "--min-accuracy",
+        "0.999",
+        "--node-name",
+        "edge-1",
+        expect=14,
+    )
+    report = json.loads((demo.out / "node-edge-1" / "termination-log-strict").read_text())
+    return f"refused: {report['reason']}"
+
+
+def not_yet(name: str) -> Callable[[Demo], str]:
+    """A step that later work builds: it says so and passes."""
+
+    def step(_: Demo) -> str:
+        return "not yet"
+
+    step.__doc__ = name
+    return step
+
+
+STEPS: list[Callable[[Demo], str]] = [
+    step_simulate,
+    step_train,
+    step_publish,
+    step_validate,
+    step_refuse_bad_model,
+    not_yet("Stream the machines through the embedded broker to the serving loop (issue 7)"),
+    not_yet("Publish v2 and hot-swap it live; refuse a bad v3 while v2 serves (issue 7)"),
+]
+
+
+def main() -> int:
+    """Run every step; 0 only when each behaved as expected."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "demo-output", help="working directory (wiped)")
+    parser.add_argument("--windows", type=int, default=4000, help="simulated training windows")
+    args = parser.parse_args()
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    demo = Demo(out=args.out, windows=args.windows)
+    for step in STEPS:
+        title = (step.__doc__ or step.__name__).splitlines()[0]
+        print(f"\n=== {title}", flush=True)
+        start = time.perf_counter()
+        try:
+            outcome = step(demo)
+        except DemoError as exc:
+            print(f"\nFAILED: {title}: {exc}", file=sys.stderr)
+            return 1
+        demo.results.append((title, outcome, time.perf_counter() - start))
+    print("\n=== Summary")
+    for title, outcome, seconds in demo.results:
+        print(f"  {seconds:6.1f} s  {title}\n           -> {outcome}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

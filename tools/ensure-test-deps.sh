@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the programs the tests run for real, when they are missing, and say so.
+#   mosquitto  Debian's broker, started by the test fixtures on a free loopback port
+set -euo pipefail
+
+need_apt=()
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    need_apt+=(mosquitto)
+fi
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "test deps: installing ${need_apt[*]} from Debian (missing on this machine)"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test deps: not root; install them yourself: sudo apt-get install ${need_apt[*]}" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # Debian's package may start a system broker on 1883; the tests use their own ports.
+fi
+echo "test deps: mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') present"
