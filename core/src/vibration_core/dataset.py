@@ -12,7 +12,7 @@ loop per row. pyarrow is imported lazily: it is the core's ``parquet`` extra.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -22,10 +22,32 @@ from vibration_core.errors import DatasetError
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from vibration_core.simulator import SimulatedData
-
 REQUIRED_COLUMNS = ("machine", "timestamp", "sample_rate", "samples")
 LABEL_COLUMN = "label"
+
+
+class Windows(Protocol):
+    """What `write_parquet` needs: a `WindowSet`, the simulator's output, or alike."""
+
+    @property
+    def machine(self) -> npt.NDArray[np.str_]:
+        """Machine id per window."""
+        ...
+
+    @property
+    def timestamp_ns(self) -> npt.NDArray[np.int64]:
+        """Window start per window, ns since the epoch."""
+        ...
+
+    @property
+    def sample_rate(self) -> float:
+        """Sample rate of every window, Hz."""
+        ...
+
+    @property
+    def windows(self) -> npt.NDArray[np.float32]:
+        """``(n, window_length)`` samples."""
+        ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,7 +70,7 @@ class WindowSet:
         return int(self.windows.shape[1])
 
 
-def write_parquet(data: SimulatedData | WindowSet, path: Path) -> None:
+def write_parquet(data: Windows, path: Path) -> None:
     """Write windows (and labels, when there are any) in the contract's schema."""
     import pyarrow as pa  # noqa: PLC0415 - the optional parquet extra
     import pyarrow.parquet as pq  # noqa: PLC0415
