@@ -110,3 +110,17 @@ def test_empty_missing_and_non_parquet_files_are_refused(tmp_path: Path) -> None
     (tmp_path / "text.parquet").write_text("not parquet")
     with pytest.raises(DatasetError, match="not a readable parquet file"):
         read_windows(tmp_path / "text.parquet")
+
+
+def test_simulated_windows_round_trip_bit_for_bit(tmp_path: Path) -> None:
+    from vibration_core.simulator import simulate  # noqa: PLC0415 - only this test needs the simulator
+
+    data = simulate(12, seed=0, machines=3, window_length=1024)
+    write_parquet(data, tmp_path / "sim.parquet")
+    back = read_windows(tmp_path / "sim.parquet")
+    assert back.windows.tobytes() == data.windows.tobytes()
+    assert back.labels is not None
+    assert back.labels.tolist() == data.labels.tolist()
+    assert back.machine.tolist() == data.machine.tolist()
+    assert back.timestamp_ns.tolist() == data.timestamp_ns.tolist()
+    assert back.sample_rate == data.sample_rate
