@@ -2,8 +2,8 @@
 
 Not a test: it prints figures and the targets they are meant to meet, and
 exits 0 either way (a shared, noisy machine is no place for timed asserts).
-Runs pinned to one core. Later issues add sections for training, serving and
-the operator.
+Runs pinned to one core. Sections: the feature extractor, training; serving
+and the operator add theirs.
 """
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -61,10 +66,36 @@ def bench_features(repeats: int) -> None:
     print(f"  speed-up                          {plain / fast:8.1f} x")
 
 
+def bench_training(windows: int) -> None:
+    """Time `vibration-train simulate` + `fit` with the reference hyper-parameters, as a user runs them."""
+    train = str(Path(sys.executable).parent / "vibration-train")
+    with tempfile.TemporaryDirectory(prefix="vibration-bench-") as tmp:
+        data, out = Path(tmp) / "data.parquet", Path(tmp) / "model"
+        started = time.perf_counter()
+        simulate = [train, "simulate", "--windows", str(windows), "--seed", "0", "--out", str(data)]
+        subprocess.run(simulate, check=True, capture_output=True)
+        simulated = time.perf_counter()
+        fitted = subprocess.run(
+            [train, "fit", "--data", str(data), "--out", str(out)], check=True, capture_output=True, text=True
+        )
+        done = time.perf_counter()
+    parity = re.search(r"^parity: (.*)$", fitted.stdout, re.MULTILINE)
+    accuracy = re.search(r"^\s*accuracy\s+([0-9.]+)", fitted.stdout, re.MULTILINE)
+    macro = re.search(r"^\s*macro avg\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)", fitted.stdout, re.MULTILINE)
+    print(f"## training: vibration-train simulate + fit, {windows} windows, 150 trees of depth 5, one core")
+    print(f"  simulate                          {simulated - started:8.1f} s")
+    print(f"  fit (load, fit, ONNX, parity)     {done - simulated:8.1f} s")
+    print(f"  whole run                         {done - started:8.1f} s   (target <= 60 s)")
+    print(f"  accuracy {accuracy.group(1) if accuracy else '?'}, macro F1 {macro.group(1) if macro else '?'}")
+    print(f"  parity: {parity.group(1) if parity else 'not printed'}")
+
+
 def main() -> None:
     """Run every benchmark section."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per figure; the best is shown")
+    parser.add_argument("--train-windows", type=int, default=12000, help="windows of the training run")
+    parser.add_argument("--skip-training", action="store_true", help="leave out the training run")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -73,6 +104,8 @@ def main() -> None:
         f"{platform.python_version()}, numpy {np.__version__}, pinned to one core"
     )
     bench_features(args.repeats)
+    if not args.skip_training:
+        bench_training(args.train_windows)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""Fixtures of the training tests: small simulated tables and one tiny trained model.
+
+Everything is built at test time in temporary directories (no committed
+binaries). Windows are 1024 samples at 25.6 kHz and the model has 20 stages,
+which keeps the whole training suite to seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from vibration_core import dataset
+from vibration_core.features import FEATURE_NAMES, extract_features
+from vibration_core.simulator import SimulatedData, simulate
+from vibration_train.card import build_card
+from vibration_train.data import TrainingTable, load_table
+from vibration_train.fit import FitConfig, FitResult, fit
+from vibration_train.onnx_export import OnnxModel, ParityReport, check_parity, to_onnx
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from vibration_core.modelcard import ModelCard
+
+SAMPLE_RATE = 25600.0
+WINDOW_LENGTH = 1024
+N_WINDOWS = 480
+TINY = FitConfig(n_estimators=20)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One model taken through every library step."""
+
+    table: TrainingTable
+    result: FitResult
+    model: OnnxModel
+    parity: ParityReport
+    card: ModelCard
+
+
+@pytest.fixture(scope="session")
+def simulated() -> SimulatedData:
+    return simulate(N_WINDOWS, seed=7, sample_rate=SAMPLE_RATE, window_length=WINDOW_LENGTH, machines=4)
+
+
+@pytest.fixture(scope="session")
+def raw_parquet(simulated: SimulatedData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("raw") / "windows.parquet"
+    dataset.write_parquet(simulated, path)
+    return path
+
+
+def feature_columns(data: SimulatedData) -> dict[str, Any]:
+    """The columns of a features table computed from simulated windows."""
+    features = extract_features(data.windows, data.sample_rate)
+    columns: dict[str, Any] = {name: features[:, i] for i, name in enumerate(FEATURE_NAMES)}
+    columns["label"] = data.labels.tolist()
+    columns["machine"] = data.machine.tolist()
+    columns["timestamp"] = pa.array(data.timestamp_ns, type=pa.timestamp("ns", tz="UTC"))
+    return columns
+
+
+def write_columns(path: Path, columns: dict[str, Any]) -> Path:
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_raw_parquet(simulated: SimulatedData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 40 windows: enough for the reader's checks, cheap to rewrite."""
+    n = 40
+    path = tmp_path_factory.mktemp("small") / "windows.parquet"
+    subset = dataset.WindowSet(
+        simulated.machine[:n],
+        simulated.timestamp_ns[:n],
+        simulated.sample_rate,
+        simulated.windows[:n],
+        simulated.labels[:n],
+    )
+    dataset.write_parquet(subset, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def feature_table(simulated: SimulatedData) -> dict[str, Any]:
+    """The columns of `simulated` as a features table; copy before changing."""
+    return feature_columns(simulated)
+
+
+@pytest.fixture(scope="session")
+def features_parquet(feature_table: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_columns(tmp_path_factory.mktemp("features") / "features.parquet", feature_table)
+
+
+@pytest.fixture(scope="session")
+def trained(raw_parquet: Path) -> Trained:
+    table = load_table(raw_parquet)
+    result = fit(table, TINY)
+    model = to_onnx(result.estimator, table.features.shape[1])
+    parity = check_parity(result.estimator, model, result.x_test)
+    card = build_card(
+        table=table, result=result, config=TINY, model=model, model_id="spindle-classifier", version="v1"
+    )
+    return Trained(table, result, model, parity, card)

@@ -1,0 +1,255 @@
+"""`vibration-train simulate` and `fit` end to end, and every refused input."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from tests.train.conftest import SAMPLE_RATE, WINDOW_LENGTH, write_columns
+from typer.testing import CliRunner, Result
+
+from vibration_core.modelcard import CARD_FILENAME, ModelCard, check_artifact
+from vibration_train import cli
+from vibration_train.cli import EXIT_BAD_INPUT, EXIT_PARITY, app
+from vibration_train.errors import ParityError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+
+FAST = ("--n-estimators", "10")
+
+
+def invoke(*args: object) -> Result:
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+def macro_f1_printed(stdout: str) -> float:
+    line = next(line for line in stdout.splitlines() if line.strip().startswith("macro avg"))
+    return float(line.split()[-2])
+
+
+def assert_refused(result: Result, code: int, message: str, out: Path) -> None:
+    assert result.exit_code == code, result.output
+    assert result.stderr.splitlines()[-1].startswith("error: "), result.stderr
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_simulate_then_fit_writes_a_model_and_its_card(tmp_path: Path) -> None:
+    data = tmp_path / "data.parquet"
+    args = ("--windows", 240, "--seed", 3, "--window-length", WINDOW_LENGTH, "--machines", 3)
+    simulated = invoke("simulate", *args, "--out", data)
+    assert simulated.exit_code == 0, simulated.output
+    assert "wrote 240 windows" in simulated.stdout
+    out = tmp_path / "model"
+    fitted = invoke("fit", "--data", data, "--out", out, "--version", "v7", *FAST)
+    assert fitted.exit_code == 0, fitted.output
+    card = ModelCard.load(out / CARD_FILENAME)
+    check_artifact(card, out / "model.onnx")
+    assert (card.model_id, card.version, card.format) == ("spindle-classifier", "v7", "onnx")
+    n = card.metrics.test_samples
+    assert f"parity: labels {n}/{n} identical" in fitted.stdout
+    assert macro_f1_printed(fitted.stdout) == round(card.metrics.macro_f1, 4)
+    assert card.training.samples == 240
+    assert card.training.machines == ("machine-00", "machine-01", "machine-02")
+    assert sorted(p.name for p in out.iterdir()) == sorted([CARD_FILENAME, "model.onnx"])
+
+
+def test_fit_takes_a_features_table_with_its_signal(features_parquet: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    result = invoke(
+        "fit",
+        "--data",
+        features_parquet,
+        "--out",
+        out,
+        "--model-id",
+        "press-7",
+        *FAST,
+        "--sample-rate",
+        SAMPLE_RATE,
+        "--window-length",
+        WINDOW_LENGTH,
+    )
+    assert result.exit_code == 0, result.output
+    card = ModelCard.load(out / CARD_FILENAME)
+    assert card.model_id == "press-7"
+    assert (card.signal.sample_rate, card.signal.window_length) == (SAMPLE_RATE, WINDOW_LENGTH)
+
+
+def test_a_features_table_without_its_signal_is_refused(features_parquet: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    result = invoke("fit", "--data", features_parquet, "--out", out, *FAST)
+    assert_refused(result, EXIT_BAD_INPUT, "pass --sample-rate and --window-length", out)
+
+
+Columns = dict[str, Any]
+
+
+def _without(*names: str) -> Callable[[Columns], Columns]:
+    def change(columns: Columns) -> Columns:
+        return {k: v for k, v in columns.items() if k not in names}
+
+    return change
+
+
+def _labels(relabel: Callable[[list[str]], list[str]]) -> Callable[[Columns], Columns]:
+    def change(columns: Columns) -> Columns:
+        return {**columns, "label": relabel(list(columns["label"]))}
+
+    return change
+
+
+def _nan_feature(columns: Columns) -> Columns:
+    kurtosis = np.array(columns["kurtosis"], dtype=np.float32)
+    kurtosis[5] = np.nan
+    return {**columns, "kurtosis": kurtosis}
+
+
+def _no_rows(columns: Columns) -> Columns:
+    return {k: v[:0] for k, v in columns.items()}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_without("kurtosis", "energy_high"), "missing kurtosis, energy_high); its columns are rms, peak"),
+        (_without("label"), "a features table needs a 'label' column"),
+        (_labels(lambda labels: ["normal"] * len(labels)), "needs at least 2 classes, found only 'normal'"),
+        (_labels(lambda labels: ["rare", *labels[1:]]), "too few: 'rare' (1)"),
+        (_labels(lambda labels: ["", *labels[1:]]), "1 row(s) have no label (rows 0)"),
+        (_nan_feature, "1 row(s) hold NaN, inf or missing features (rows 5; columns kurtosis)"),
+        (_no_rows, "holds no rows"),
+    ],
+    ids=["missing-columns", "no-label", "single-class", "class-of-one", "empty-label", "nan", "no-rows"],
+)
+def test_bad_features_tables_are_refused(
+    change: Callable[[Columns], Columns], message: str, feature_table: Columns, tmp_path: Path
+) -> None:
+    data = write_columns(tmp_path / "table.parquet", change(dict(feature_table)))
+    out = tmp_path / "model"
+    result = invoke(
+        "fit",
+        "--data",
+        data,
+        "--out",
+        out,
+        *FAST,
+        "--sample-rate",
+        SAMPLE_RATE,
+        "--window-length",
+        WINDOW_LENGTH,
+    )
+    assert_refused(result, EXIT_BAD_INPUT, message, out)
+
+
+def _mixed_rates(table: pa.Table) -> pa.Table:
+    rates = np.full(table.num_rows, SAMPLE_RATE)
+    rates[::2] = 51200.0
+    return table.set_column(table.schema.get_field_index("sample_rate"), "sample_rate", pa.array(rates))
+
+
+def _nan_samples(table: pa.Table) -> pa.Table:
+    samples = table.column("samples").combine_chunks()
+    flat = samples.flatten().to_numpy(zero_copy_only=False).copy()
+    flat[3 * WINDOW_LENGTH + 17] = np.nan
+    column = pa.ListArray.from_arrays(samples.offsets, pa.array(flat, pa.float32()))
+    return table.set_column(table.schema.get_field_index("samples"), "samples", column)
+
+
+def _no_labels(table: pa.Table) -> pa.Table:
+    return table.drop_columns(["label"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_mixed_rates, "mixed sample rates (25600, 51200 Hz)"),
+        (_nan_samples, "row 3 holds NaN or inf samples"),
+        (_no_labels, "missing column(s) ['label']"),
+        (lambda table: table.slice(0, 0), "the file holds no rows"),
+    ],
+    ids=["mixed-sample-rates", "nan-samples", "no-labels", "no-rows"],
+)
+def test_bad_raw_windows_are_refused(
+    change: Callable[[pa.Table], pa.Table], message: str, small_raw_parquet: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "windows.parquet"
+    pq.write_table(change(pq.read_table(small_raw_parquet)), data)
+    out = tmp_path / "model"
+    assert_refused(invoke("fit", "--data", data, "--out", out, *FAST), EXIT_BAD_INPUT, message, out)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "is empty (0 bytes)"), (b"label,rms\nnormal,1.0\n", "is not a readable parquet file")],
+    ids=["empty-file", "not-parquet"],
+)
+def test_files_that_are_no_parquet_are_refused(content: bytes, message: str, tmp_path: Path) -> None:
+    data = tmp_path / "table.parquet"
+    data.write_bytes(content)
+    out = tmp_path / "model"
+    assert_refused(invoke("fit", "--data", data, "--out", out), EXIT_BAD_INPUT, message, out)
+
+
+def test_raw_windows_refuse_another_signal_than_theirs(raw_parquet: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    result = invoke("fit", "--data", raw_parquet, "--out", out, "--sample-rate", 10000)
+    assert_refused(
+        result, EXIT_BAD_INPUT, "--sample-rate 10000 given, but the windows were sampled at 25600 Hz", out
+    )
+
+
+def test_a_missing_file_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    assert_refused(
+        invoke("fit", "--data", tmp_path / "nope.parquet", "--out", out), EXIT_BAD_INPUT, "no such file", out
+    )
+
+
+def test_a_parity_failure_exits_3_and_writes_nothing(
+    raw_parquet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disagree(*_args: object) -> None:
+        raise ParityError(mismatched_labels=2, max_prob_diff=0.4, total=120, tolerance=1e-5)
+
+    monkeypatch.setattr(cli, "check_parity", disagree)
+    out = tmp_path / "model"
+    result = invoke("fit", "--data", raw_parquet, "--out", out, "--n-estimators", 1)
+    assert_refused(result, EXIT_PARITY, "2/120 labels differ", out)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--version", "v 1"), "--version 'v 1' must match"),
+        (("--model-id", "Spindle"), "--model-id 'Spindle' must match"),
+        (("--learning-rate", "0"), "--learning-rate must be > 0, got 0.0"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(
+    args: tuple[str, ...], message: str, raw_parquet: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    assert_refused(invoke("fit", "--data", raw_parquet, "--out", out, *args), EXIT_BAD_INPUT, message, out)
+
+
+def test_an_out_path_that_is_a_file_is_refused(raw_parquet: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    out.write_text("not a directory", encoding="utf-8")
+    result = invoke("fit", "--data", raw_parquet, "--out", out, *FAST)
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "exists and is not a directory" in result.stderr
+
+
+def test_registry_commands_are_mounted() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("simulate", "fit", "publish", "list"):
+        assert command in result.stdout

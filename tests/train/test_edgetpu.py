@@ -1,0 +1,170 @@
+"""The Edge TPU path: Keras MLP -> full-integer INT8 TFLite, measured in LiteRT, with its card.
+
+The end-to-end test needs TensorFlow (the training job's ``edgetpu`` extra)
+and skips without it; the compiler step is tested with a stand-in
+``edgetpu_compiler`` script, since the real one is not installable here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vibration_core import dataset
+from vibration_core.modelcard import (
+    CARD_FILENAME,
+    ModelCard,
+    RuntimeSignature,
+    check_artifact,
+    check_extractor,
+    check_signature,
+)
+from vibration_core.simulator import simulate
+from vibration_train.cli import app
+from vibration_train.data import load_table
+from vibration_train.edgetpu import (
+    EDGETPU_FILENAME,
+    INT8_FILENAME,
+    EdgeTpuConfig,
+    compile_for_edgetpu,
+    run_int8,
+)
+from vibration_train.errors import ExportError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+N_WINDOWS = 3000
+SAMPLE_RATE = 25600.0
+WINDOW_LENGTH = 2048
+
+
+@dataclass(frozen=True)
+class EdgeTpuRun:
+    out: Path
+    data: Path
+    stdout: str
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def edgetpu_run(tmp_path_factory: pytest.TempPathFactory) -> EdgeTpuRun:
+    pytest.importorskip("tensorflow", reason="the INT8 path needs the training job's 'edgetpu' extra")
+    root = tmp_path_factory.mktemp("edgetpu")
+    data = root / "windows.parquet"
+    simulated = simulate(N_WINDOWS, seed=11, sample_rate=SAMPLE_RATE, window_length=WINDOW_LENGTH, machines=4)
+    dataset.write_parquet(simulated, data)
+    out = root / "model"
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, ["fit", "--data", str(data), "--out", str(out), "--format", "edgetpu"])
+    seconds = time.perf_counter() - started
+    assert result.exit_code == 0, result.output
+    return EdgeTpuRun(out=out, data=data, stdout=result.stdout, seconds=seconds)
+
+
+@pytest.mark.slow
+def test_int8_model_runs_in_litert_close_to_the_float_model(edgetpu_run: EdgeTpuRun) -> None:
+    line = next(line for line in edgetpu_run.stdout.splitlines() if line.startswith("edgetpu: "))
+    print(f"\n{line} (fit took {edgetpu_run.seconds:.0f} s)")  # noqa: T201 - the figure the issue asks to see
+    figures = dict(part.strip().rsplit(" ", 1) for part in line.removeprefix("edgetpu: ").split(","))
+    float_accuracy, int8_accuracy = float(figures["float accuracy"]), float(figures["int8 accuracy"])
+    assert float(figures["gap"].split()[0]) == pytest.approx(100 * (float_accuracy - int8_accuracy), abs=0.01)
+    assert int8_accuracy >= float_accuracy - 0.01  # target 0.5 point; the test allows 1
+    assert int8_accuracy > 0.8
+
+    card = ModelCard.load(edgetpu_run.out / CARD_FILENAME)
+    table = load_table(edgetpu_run.data)
+    probabilities, input_spec, _ = run_int8((edgetpu_run.out / INT8_FILENAME).read_bytes(), table.features)
+    assert probabilities.shape == (N_WINDOWS, len(card.labels))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=0.05)
+    predicted = np.asarray(card.labels)[probabilities.argmax(axis=1)]
+    assert np.mean(predicted == table.labels) > 0.8
+    # What serving's contract check compares: the card says exactly what LiteRT reports.
+    assert card.input == input_spec
+    check_signature(card, RuntimeSignature(inputs=(input_spec,), n_classes=probabilities.shape[1]))
+    assert card.metrics.accuracy == pytest.approx(int8_accuracy, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_card_describes_the_artifact(edgetpu_run: EdgeTpuRun) -> None:
+    card = ModelCard.load(edgetpu_run.out / CARD_FILENAME)
+    check_extractor(card)
+    check_artifact(card, edgetpu_run.out / card.artifact.filename)
+    assert card.input.dtype == "int8"
+    assert card.input.shape == (1, 10)
+    assert card.outputs[-1].dtype == "int8"
+    assert card.outputs[-1].shape[-1] == len(card.labels) == 4
+    assert card.labels == tuple(sorted(card.labels))
+    assert card.framework.startswith("keras-mlp ")
+    assert card.framework.endswith(" int8")
+    assert card.signal.window_length == WINDOW_LENGTH
+    assert card.training.samples == N_WINDOWS
+    assert card.reference.samples == card.training.samples - card.metrics.test_samples
+    assert card.metrics.test_samples == int(np.ceil(0.2 * N_WINDOWS))
+    assert sorted(p.name for p in edgetpu_run.out.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.slow
+def test_missing_compiler_is_said_plainly(edgetpu_run: EdgeTpuRun) -> None:
+    card = ModelCard.load(edgetpu_run.out / CARD_FILENAME)
+    if shutil.which("edgetpu_compiler") is None:
+        assert (
+            "edgetpu_compiler not found: wrote the CPU INT8 model (model_int8.tflite); "
+            "the Edge TPU compile was skipped"
+        ) in edgetpu_run.stdout
+        assert (card.format, card.artifact.filename) == ("tflite", INT8_FILENAME)
+        assert not (edgetpu_run.out / EDGETPU_FILENAME).exists()
+    else:
+        assert (card.format, card.artifact.filename) == ("edgetpu", EDGETPU_FILENAME)
+        assert (edgetpu_run.out / INT8_FILENAME).is_file()
+
+
+def fake_compiler(tmp_path: Path, body: str) -> str:
+    """An executable standing in for edgetpu_compiler: `body` is shell run with $2 = out dir, $3 = model."""
+    script = tmp_path / "fake_edgetpu_compiler"
+    script.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script)
+
+
+def test_compiler_output_is_taken_and_its_op_counts_reported(tmp_path: Path) -> None:
+    compiler = fake_compiler(
+        tmp_path,
+        'base=$(basename "$3" .tflite); printf compiled > "$2/${base}_edgetpu.tflite"\n'
+        'echo "Number of operations that will run on Edge TPU: 4"',
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    compiled, note = compile_for_edgetpu(b"int8", work, EdgeTpuConfig(compiler=compiler))
+    assert compiled == b"compiled"
+    assert "Number of operations that will run on Edge TPU: 4" in note
+
+
+def test_compiler_failure_is_an_export_error(tmp_path: Path) -> None:
+    compiler = fake_compiler(tmp_path, 'echo "Model not quantized" >&2; exit 1')
+    with pytest.raises(ExportError, match="exited with 1: Model not quantized"):
+        compile_for_edgetpu(b"int8", tmp_path, EdgeTpuConfig(compiler=compiler))
+
+
+def test_compiler_that_hangs_is_stopped(tmp_path: Path) -> None:
+    compiler = fake_compiler(tmp_path, "sleep 30")
+    with pytest.raises(ExportError, match=r"did not finish within 0\.5 s"):
+        compile_for_edgetpu(b"int8", tmp_path, EdgeTpuConfig(compiler=compiler, compiler_timeout_s=0.5))
+
+
+def test_no_compiler_on_path_skips_with_a_clear_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    compiled, note = compile_for_edgetpu(b"int8", tmp_path, EdgeTpuConfig())
+    assert compiled is None
+    assert note == (
+        "edgetpu_compiler not found: wrote the CPU INT8 model (model_int8.tflite); "
+        "the Edge TPU compile was skipped"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,128 @@
+"""Build the model card of a fitted model and write it beside its artifact.
+
+Every figure comes from the objects the pipeline already made: the labels in
+the estimator's output order, the metrics the report printed, the ONNX
+signature read back from the exported graph, the reference distribution from
+the training split only (the held-out part stays unseen, as serving data is).
+`write_model` puts the artifact and the card into place by rename, the card
+last, so a reader never finds a card that names bytes not yet there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+import skl2onnx
+import sklearn
+
+from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
+from vibration_core.modelcard import (
+    CARD_FILENAME,
+    Artifact,
+    FeatureSpec,
+    ModelCard,
+    Signal,
+    TrainingData,
+)
+from vibration_core.reference import build_reference
+from vibration_train.errors import OutputError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from vibration_train.data import TrainingTable
+    from vibration_train.fit import FitConfig, FitResult
+    from vibration_train.onnx_export import OnnxModel
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILENAME: Final = "model.onnx"
+
+
+def build_card(
+    *,
+    table: TrainingTable,
+    result: FitResult,
+    config: FitConfig,
+    model: OnnxModel,
+    model_id: str,
+    version: str,
+    created: datetime | None = None,
+) -> ModelCard:
+    """Return the card of an ONNX model fitted on `table`.
+
+    Raises pydantic's `ValidationError` for an id or version the card's
+    patterns refuse (the CLI checks those before training).
+    """
+    start, end = table.date_range()
+    class_counts = {label: int(np.count_nonzero(table.labels == label)) for label in result.labels}
+    opsets = ", ".join(f"{domain} {version}" for domain, version in sorted(model.opsets.items()))
+    return ModelCard(
+        model_id=model_id,
+        version=version,
+        framework=(
+            f"sklearn-gradient-boosting {sklearn.__version__}; skl2onnx {skl2onnx.__version__}; "
+            f"opsets {opsets}"
+        ),
+        format="onnx",
+        created=created or datetime.now(UTC),
+        artifact=Artifact(
+            filename=ONNX_FILENAME,
+            sha256=hashlib.sha256(model.data).hexdigest(),
+            size_bytes=len(model.data),
+        ),
+        labels=result.labels,
+        features=FeatureSpec(names=FEATURE_NAMES, extractor_version=EXTRACTOR_VERSION),
+        signal=Signal(sample_rate=table.sample_rate, window_length=table.window_length),
+        input=model.input,
+        outputs=model.outputs,
+        training=TrainingData(
+            samples=int(table.labels.size),
+            start=start,
+            end=end,
+            machines=table.machine_ids(),
+            class_counts=class_counts,
+        ),
+        metrics=result.metrics,
+        reference=build_reference(
+            result.x_train, result.y_train, feature_names=FEATURE_NAMES, label_order=result.labels
+        ),
+        hyperparameters=config.as_hyperparameters(),
+    )
+
+
+def write_model(out_dir: Path, artifact: bytes, card: ModelCard) -> tuple[Path, Path]:
+    """Write `artifact` and `card` into `out_dir`; return their paths.
+
+    Both go to temporary names first. An older card in `out_dir` is removed
+    before the new artifact replaces the old one, and the new card is renamed
+    into place last: at every moment the directory holds either no card or a
+    card that matches the artifact beside it.
+    """
+    artifact_path = out_dir / card.artifact.filename
+    card_path = out_dir / CARD_FILENAME
+    artifact_tmp = out_dir / f".{card.artifact.filename}.tmp"
+    card_tmp = out_dir / f".{CARD_FILENAME}.tmp"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        artifact_tmp.write_bytes(artifact)
+        card_tmp.write_text(card.to_json(), encoding="utf-8")
+        card_path.unlink(missing_ok=True)
+        artifact_tmp.replace(artifact_path)
+        card_tmp.replace(card_path)
+    except OSError as exc:
+        for leftover in (artifact_tmp, card_tmp):
+            leftover.unlink(missing_ok=True)
+        raise OutputError(str(out_dir), exc.strerror or str(exc)) from exc
+    logger.info(
+        "model_written dir=%s artifact=%s sha256=%s bytes=%d",
+        out_dir,
+        artifact_path.name,
+        card.artifact.sha256,
+        card.artifact.size_bytes,
+    )
+    return artifact_path, card_path

@@ -1,0 +1,289 @@
+"""The `vibration-train` command: simulate data, fit and export a model.
+
+`simulate` writes labelled raw windows from the core simulator; `fit` turns a
+training table into ``DIR/model.onnx`` and ``DIR/modelcard.json`` through the
+library steps (load, fit, report, export, parity, card, write), each behind a
+progress display on stderr, the report and the parity line on stdout. The
+registry's `publish` and `list` are mounted from `cli_registry`.
+
+Exit codes of `fit`: 0 written; 1 export or output failure; 2 bad input data
+or arguments; 3 the ONNX model disagrees with scikit-learn. Nothing is
+written to ``--out`` unless every step passed.
+"""
+
+# No `from __future__ import annotations`: Typer reads the parameter annotations at run time.
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Final, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from vibration_core import dataset
+from vibration_core.errors import SimulationParameterError
+from vibration_core.modelcard import ModelCard
+from vibration_core.simulator import simulate
+from vibration_train import cli_registry
+from vibration_train.card import build_card, write_model
+from vibration_train.data import load_table
+from vibration_train.edgetpu import EdgeTpuConfig, fit_edgetpu
+from vibration_train.errors import FitConfigError, ParityError, TrainingDataError, TrainingError
+from vibration_train.fit import FitConfig, fit
+from vibration_train.onnx_export import check_parity, to_onnx
+from vibration_train.report import format_report
+
+EXIT_FAILED: Final = 1
+EXIT_BAD_INPUT: Final = 2
+EXIT_PARITY: Final = 3
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="vibration-train",
+    help="Train, export and publish vibration classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals in a traceback could hold registry credentials.
+    pretty_exceptions_show_locals=False,
+)
+
+
+class OutputFormat(StrEnum):
+    """Artifact formats `fit` can produce."""
+
+    ONNX = "onnx"
+    EDGETPU = "edgetpu"
+
+
+@app.callback()
+def main(
+    log_level: Annotated[str, typer.Option(help="Level of the key=value log lines on stderr.")] = "WARNING",
+) -> None:
+    """Train, export and publish vibration classifiers."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s"
+    )
+
+
+@app.command("simulate")
+def simulate_command(  # noqa: PLR0917 - Typer passes every option as a parameter
+    windows: Annotated[int, typer.Option(min=1, help="Number of windows.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Parquet file to write.", show_default=False)],
+    seed: Annotated[int, typer.Option(help="Seed: same arguments, same bytes.")] = 0,
+    sample_rate: Annotated[float, typer.Option(help="Sample rate, Hz.")] = 25600.0,
+    window_length: Annotated[int, typer.Option(help="Samples per window.")] = 4096,
+    machines: Annotated[int, typer.Option(min=1, help="Machines the windows are spread over.")] = 8,
+) -> None:
+    """Simulate labelled raw windows of four machine states into a parquet file."""
+    with _progress() as progress:
+        try:
+            with _step(progress, f"simulating {windows} windows"):
+                data = simulate(
+                    windows,
+                    seed=seed,
+                    sample_rate=sample_rate,
+                    window_length=window_length,
+                    machines=machines,
+                )
+        except SimulationParameterError as exc:
+            _fail(EXIT_BAD_INPUT, str(exc))
+        try:
+            with _step(progress, f"writing {out}"):
+                dataset.write_parquet(data, out)
+        except OSError as exc:
+            _fail(EXIT_FAILED, f"cannot write {out}: {exc.strerror or exc}")
+    counts = ", ".join(f"{label} {int((data.labels == label).sum())}" for label in sorted(set(data.labels)))
+    typer.echo(f"wrote {len(data)} windows ({counts}) at {data.sample_rate:g} Hz to {out}")
+
+
+@app.command("fit")
+def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
+    data: Annotated[Path, typer.Option(help="Parquet of raw windows or of features.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Directory for the artifact and the card.", show_default=False)],
+    version: Annotated[str, typer.Option(help="Model version.")] = "v1",
+    model_id: Annotated[str, typer.Option(help="Model id (a DNS label).")] = "spindle-classifier",
+    n_estimators: Annotated[int, typer.Option(min=1, help="Boosting stages.")] = FitConfig.n_estimators,
+    max_depth: Annotated[int, typer.Option(min=1, help="Depth of each tree.")] = FitConfig.max_depth,
+    learning_rate: Annotated[float, typer.Option(help="Shrinkage, > 0.")] = FitConfig.learning_rate,
+    random_state: Annotated[
+        int, typer.Option(help="Seed of the split and the trees.")
+    ] = FitConfig.random_state,
+    sample_rate: Annotated[
+        float | None, typer.Option(help="Sample rate, Hz, of a features table's windows.", show_default=False)
+    ] = None,
+    window_length: Annotated[
+        int | None, typer.Option(min=2, help="Samples per window of a features table.", show_default=False)
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="Artifact format.")
+    ] = OutputFormat.ONNX,
+) -> None:
+    """Fit a classifier on --data, check its ONNX form, write OUT/model.onnx and OUT/modelcard.json."""
+    _check_names(model_id, version)
+    if out.exists() and not out.is_dir():
+        _fail(EXIT_BAD_INPUT, f"--out {out} exists and is not a directory")
+    if output_format is OutputFormat.EDGETPU:
+        # Keras MLP -> full-integer INT8 TFLite (compiled when edgetpu_compiler is on PATH),
+        # sharing load_table and the split; the boosting options do not apply to it.
+        try:
+            with _progress() as progress:
+                with _step(progress, f"loading {data.name}") as advance:
+                    table = load_table(
+                        data, sample_rate=sample_rate, window_length=window_length, on_progress=advance
+                    )
+                edgetpu = fit_edgetpu(
+                    table,
+                    out,
+                    EdgeTpuConfig(random_state=random_state),
+                    model_id=model_id,
+                    version=version,
+                    step=lambda description: _step(progress, description),
+                )
+        except TrainingDataError as exc:
+            _fail(EXIT_BAD_INPUT, str(exc))
+        except TrainingError as exc:
+            _fail(EXIT_FAILED, str(exc))
+        typer.echo(edgetpu.report(), nl=False)
+        return
+    try:
+        config = FitConfig(
+            n_estimators=n_estimators,
+            max_depth=max_depth,
+            learning_rate=learning_rate,
+            random_state=random_state,
+        )
+    except FitConfigError as exc:
+        _fail(EXIT_BAD_INPUT, f"--{exc.parameter.replace('_', '-')} {exc.detail}")
+    try:
+        _run_fit(
+            data,
+            out,
+            config,
+            model_id=model_id,
+            version=version,
+            sample_rate=sample_rate,
+            window_length=window_length,
+        )
+    except TrainingDataError as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
+    except ParityError as exc:
+        _fail(EXIT_PARITY, str(exc))
+    except TrainingError as exc:
+        _fail(EXIT_FAILED, str(exc))
+
+
+def _run_fit(
+    data: Path,
+    out: Path,
+    config: FitConfig,
+    *,
+    model_id: str,
+    version: str,
+    sample_rate: float | None,
+    window_length: int | None,
+) -> None:
+    timings: dict[str, float] = {}
+    with _progress() as progress:
+        with _step(progress, f"loading {data.name}", timings, "load") as advance:
+            table = load_table(
+                data, sample_rate=sample_rate, window_length=window_length, on_progress=advance
+            )
+        with _step(progress, f"fitting {config.n_estimators} stages", timings, "fit") as advance:
+            result = fit(table, config, on_stage=advance)
+        with _step(progress, "exporting to ONNX", timings, "export"):
+            model = to_onnx(result.estimator, table.features.shape[1])
+        with _step(progress, f"checking parity on {result.y_test.size} windows", timings, "parity"):
+            parity = check_parity(result.estimator, model, result.x_test)
+        card = build_card(
+            table=table, result=result, config=config, model=model, model_id=model_id, version=version
+        )
+        started = time.perf_counter()
+        artifact_path, card_path = write_model(out, model.data, card)
+        timings["write"] = time.perf_counter() - started
+    if table.timestamps_ns is None:
+        typer.echo(
+            f"warning: {data} has no timestamp column; the card's training date range is the file's "
+            "modification time",
+            err=True,
+        )
+    typer.echo(
+        f"{table.labels.size} windows at {table.sample_rate:g} Hz x {table.window_length}: "
+        f"{result.y_train.size} train, {result.y_test.size} test"
+    )
+    typer.echo(format_report(result.metrics, result.labels), nl=False)
+    typer.echo(f"parity: {parity.summary()}")
+    typer.echo(f"wrote {artifact_path} (sha256 {card.artifact.sha256}) and {card_path}")
+    typer.echo("time: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items()))
+
+
+def _check_names(model_id: str, version: str) -> None:
+    # The card's own patterns, checked before a minute of training rather than after.
+    properties = ModelCard.model_json_schema()["properties"]
+    for flag, value, key in (("--model-id", model_id, "model_id"), ("--version", version, "version")):
+        rule = properties[key]
+        if not re.search(rule["pattern"], value) or len(value) > rule.get("maxLength", len(value)):
+            limit = f" (at most {rule['maxLength']} characters)" if "maxLength" in rule else ""
+            _fail(EXIT_BAD_INPUT, f"{flag} {value!r} must match {rule['pattern']}{limit}")
+
+
+@contextmanager
+def _progress() -> Iterator[Progress]:
+    console = Console(stderr=True)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        yield progress
+
+
+@contextmanager
+def _step(
+    progress: Progress,
+    description: str,
+    timings: dict[str, float] | None = None,
+    name: str = "",
+) -> Iterator[Callable[[int, int], None]]:
+    """Show one step; yield `advance(done, total)` for steps that can count their work."""
+    task: TaskID = progress.add_task(description, total=None)
+    counted = 0
+
+    def advance(done: int, total: int) -> None:
+        nonlocal counted
+        counted = total
+        progress.update(task, completed=done, total=total)
+
+    started = time.perf_counter()
+    yield advance
+    seconds = time.perf_counter() - started
+    if timings is not None:
+        timings[name] = seconds
+    logger.info("step_done step=%s seconds=%.2f", name or description, seconds)
+    # A step that never counted shows as one unit of work, done.
+    progress.update(task, total=counted or 1, completed=counted or 1)
+    progress.stop_task(task)
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(code)
+
+
+cli_registry.register(app)

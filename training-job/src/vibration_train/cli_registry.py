@@ -1,0 +1,169 @@
+"""The `publish` and `list` commands of `vibration-train`, registered on its Typer app.
+
+Each command parses its flags, calls one library function and turns the
+registry's typed errors into an exit code and a one-line ``error: ...`` on
+stderr: 0 ok (also for an identical republish), 2 a bad model directory or
+registry URI, 4 a version conflict, 5 the registry (down, refused
+credentials, missing bucket, anything else it said). Credentials come from
+flags or the environment and are never printed.
+"""
+
+# No `from __future__ import annotations`: Typer reads the parameter annotations at run time.
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vibration_train.manifest import build_manifest, to_yaml
+from vibration_train.registry import (
+    ModelDirError,
+    RegistryConfigError,
+    RegistryError,
+    VersionConflictError,
+    list_versions,
+    publish,
+)
+from vibration_train.registry_backends import open_registry
+
+EXIT_BAD_INPUT = 2
+EXIT_CONFLICT = 4
+EXIT_REGISTRY = 5
+MANIFEST_FILENAME = "vibrationmodel.yaml"
+
+RegistryUri = Annotated[
+    str, typer.Option("--registry", help="file:///absolute/dir or s3://bucket[/prefix].", show_default=False)
+]
+Endpoint = Annotated[
+    str | None,
+    typer.Option(help="S3 endpoint URL, e.g. http://minio.minio:9000 (AWS S3 when not given)."),
+]
+AccessKey = Annotated[
+    str | None,
+    typer.Option(
+        envvar=["VIBRATION_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"],
+        help="S3 access key (better from the environment).",
+        show_default=False,
+    ),
+]
+SecretKey = Annotated[
+    str | None,
+    typer.Option(
+        envvar=["VIBRATION_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"],
+        help="S3 secret key (better from the environment; never printed).",
+        show_default=False,
+    ),
+]
+Region = Annotated[str | None, typer.Option(help="S3 region; asked from the endpoint when not given.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `publish` and `list` commands to `app`."""
+    app.command("publish")(publish_command)
+    app.command("list")(list_command)
+
+
+def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
+    model_dir: Annotated[
+        Path, typer.Argument(help="Directory holding the artifact and modelcard.json.", show_default=False)
+    ],
+    registry: RegistryUri,
+    endpoint: Endpoint = None,
+    access_key: AccessKey = None,
+    secret_key: SecretKey = None,
+    region: Region = None,
+    credentials_secret: Annotated[
+        str | None, typer.Option(help="Secret the nodes read registry credentials from (in the manifest).")
+    ] = None,
+    namespace: Annotated[str | None, typer.Option(help="metadata.namespace of the manifest.")] = None,
+    manifest_out: Annotated[
+        Path | None, typer.Option(help=f"Where to write the manifest [default: DIR/{MANIFEST_FILENAME}].")
+    ] = None,
+    *,
+    create_bucket: Annotated[
+        bool, typer.Option("--create-bucket", help="Create the bucket when it does not exist.")
+    ] = False,
+) -> None:
+    """Publish a model (artifact first, card last) and write its VibrationModel manifest."""
+    try:
+        target = open_registry(
+            registry, endpoint=endpoint, access_key=access_key, secret_key=secret_key, region=region
+        )
+        published = publish(model_dir, target, create_bucket=create_bucket)
+    except (ModelDirError, RegistryConfigError) as exc:
+        _fail(exc, EXIT_BAD_INPUT)
+    except VersionConflictError as exc:
+        _fail(exc, EXIT_CONFLICT)
+    except RegistryError as exc:
+        _fail(exc, EXIT_REGISTRY)
+    manifest = build_manifest(
+        published.card,
+        published.artifact_uri,
+        namespace=namespace,
+        credentials_secret=credentials_secret,
+        endpoint=endpoint if registry.startswith("s3:") else None,
+    )
+    text = to_yaml(manifest)
+    out = manifest_out or model_dir / MANIFEST_FILENAME
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"published, but cannot write the manifest {out}: {exc.strerror or exc}", 1)
+    card = published.card
+    # The summary is YAML comments, so stdout stays a manifest that `kubectl apply -f -` accepts.
+    state = "already published, identical (nothing written)" if published.already_published else "published"
+    typer.echo(f"# {card.model_id} {card.version}: {state}")
+    typer.echo(f"# artifact: {published.artifact_uri}")
+    typer.echo(f"# sha256:   {published.sha256}")
+    typer.echo(f"# manifest: {out}")
+    typer.echo(text, nl=False)
+
+
+def list_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
+    registry: RegistryUri,
+    endpoint: Endpoint = None,
+    access_key: AccessKey = None,
+    secret_key: SecretKey = None,
+    region: Region = None,
+    model_id: Annotated[str | None, typer.Option(help="Only this model's versions.")] = None,
+) -> None:
+    """List the published versions with their metrics and digests."""
+    try:
+        target = open_registry(
+            registry, endpoint=endpoint, access_key=access_key, secret_key=secret_key, region=region
+        )
+        listing = list_versions(target, model_id)
+    except RegistryConfigError as exc:
+        _fail(exc, EXIT_BAD_INPUT)
+    except RegistryError as exc:
+        _fail(exc, EXIT_REGISTRY)
+    for skipped in listing.unreadable:
+        typer.echo(f"warning: skipped {skipped.uri}: {_one_line(skipped.reason)}", err=True)
+    if not listing.models:
+        typer.echo(f"no published models in {target.uri}")
+        return
+    table = Table(title=f"models in {target.uri}")
+    for column in ("model id", "version", "format", "accuracy", "macro F1", "sha256", "created"):
+        table.add_column(column, no_wrap=True)
+    for model in listing.models:
+        card = model.card
+        table.add_row(
+            card.model_id,
+            card.version,
+            card.format,
+            f"{card.metrics.accuracy:.3f}",
+            f"{card.metrics.macro_f1:.3f}",
+            model.sha256[:12],
+            card.created.isoformat(timespec="seconds"),
+        )
+    Console().print(table)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _fail(error: Exception | str, code: int) -> NoReturn:
+    typer.echo(f"error: {_one_line(str(error))}", err=True)
+    raise typer.Exit(code)

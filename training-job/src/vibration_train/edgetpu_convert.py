@@ -1,0 +1,198 @@
+"""TensorFlow steps of the Edge TPU path: train the Keras MLP, convert it to full-integer INT8.
+
+TensorFlow (the training job's ``edgetpu`` extra, about 1.5 GiB) is imported
+inside the functions, so the rest of the package, and every serving image,
+works without it; its absence is an `ExportError` that names the extra.
+
+The model takes the ten raw features and standardises them itself (a
+`Normalization` layer adapted on the fitting rows): the card's input is the
+extractor's output, as for the ONNX model. The band energies are not
+log-transformed: the input tensor is quantized per tensor, so an energy of
+1e-4 is already 0 when it reaches the model, and TFLite's LOG is not an
+Edge TPU op (everything after the first unsupported op runs on the CPU).
+
+The converted model has a fixed batch of 1: ``edgetpu_compiler`` refuses a
+graph with a dynamic batch ("only supports static-sized tensors"), and the
+CPU model is the same graph so that its card fits both.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from vibration_train.errors import ExportError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "features"
+OUTPUT_NAME = "probabilities"
+
+
+@dataclass(frozen=True)
+class MlpConfig:
+    """Architecture and training of the MLP, and its INT8 calibration."""
+
+    hidden: tuple[int, ...] = (64, 32)
+    """Widths of the ReLU layers between the ten inputs and the softmax."""
+    max_epochs: int = 300
+    """Upper bound; early stopping usually ends training well before."""
+    patience: int = 15
+    """Epochs without a lower validation loss before training stops (best weights kept)."""
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    """Adam's step size."""
+    validation_share: float = 0.1
+    """Share of the training split held out (stratified) for early stopping."""
+    representative_rows: int = 300
+    """Training rows that calibrate the INT8 ranges."""
+
+    def as_hyperparameters(self) -> dict[str, str | int | float | bool | None]:
+        """Return the settings as the model card records them."""
+        settings = asdict(self)
+        settings["hidden"] = "-".join(str(width) for width in self.hidden)
+        return {"estimator": "keras-mlp", **settings}
+
+
+@dataclass(frozen=True, eq=False)
+class TrainedMlp:
+    """A trained Keras model and how it got there."""
+
+    model: Any
+    """The `keras.Model`: raw features in, class probabilities out."""
+    epochs: int
+    """Epochs run before early stopping ended training."""
+    fit_rows: int
+    validation_rows: int
+    tf_version: str
+
+
+def tensorflow_version() -> str:
+    """The installed TensorFlow's version; `ExportError` when the extra is missing."""
+    return str(_tf().__version__)
+
+
+def train_mlp(
+    x_train: npt.NDArray[np.float32],
+    y_train: npt.NDArray[np.intp],
+    n_classes: int,
+    config: MlpConfig,
+    *,
+    seed: int,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> TrainedMlp:
+    """Fit the MLP on `x_train` (class indices `y_train`), early-stopped on a stratified slice of it.
+
+    `seed` seeds the validation split, the weights and the shuffling.
+    """
+    tf = _tf()
+    keras = tf.keras  # Keras 3 behind TensorFlow's lazy loader
+    # Seeds of Python, NumPy and TensorFlow, and deterministic kernels: same data, same weights.
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    x_fit, x_val, y_fit, y_val = train_test_split(
+        x_train,
+        y_train,
+        test_size=config.validation_share,
+        stratify=y_train,
+        random_state=seed,
+    )
+    inputs = keras.Input(shape=(x_train.shape[1],), name=INPUT_NAME)
+    normalise = keras.layers.Normalization(axis=-1, name="standardise")
+    normalise.adapt(np.asarray(x_fit, dtype=np.float32))
+    hidden = normalise(inputs)
+    for width in config.hidden:
+        hidden = keras.layers.Dense(width, activation="relu")(hidden)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name=OUTPUT_NAME)(hidden)
+    model = keras.Model(inputs, outputs, name="vibration_mlp")
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        # One graph call per epoch rather than per batch: Python overhead dominates a model this small.
+        steps_per_execution=max(1, -(-len(x_fit) // config.batch_size)),
+    )
+    callbacks: list[Any] = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+    ]
+    if on_epoch is not None:
+        report = on_epoch
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, _logs: report(epoch + 1, config.max_epochs)
+            )
+        )
+    history = model.fit(
+        x_fit,
+        y_fit,
+        validation_data=(x_val, y_val),
+        epochs=config.max_epochs,
+        batch_size=config.batch_size,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    epochs = len(history.history["loss"])
+    logger.info("mlp_trained epochs=%d fit_rows=%d validation_rows=%d", epochs, len(x_fit), len(x_val))
+    return TrainedMlp(model, epochs, len(x_fit), len(x_val), str(tf.__version__))
+
+
+def float_probabilities(mlp: TrainedMlp, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The float Keras model's class probabilities for `features`."""
+    return np.asarray(mlp.model.predict(features, batch_size=1024, verbose=0), dtype=np.float32)
+
+
+def to_int8_tflite(
+    mlp: TrainedMlp, x_train: npt.NDArray[np.float32], config: MlpConfig, *, seed: int
+) -> bytes:
+    """Full-integer INT8 TFLite (int8 in and out) with a fixed batch of 1, calibrated on training rows.
+
+    `seed` picks the calibration rows.
+    """
+    tf = _tf()
+    model = mlp.model
+    n_features = int(x_train.shape[1])
+    rng = np.random.default_rng(seed)
+    rows = x_train[rng.choice(len(x_train), min(config.representative_rows, len(x_train)), replace=False)]
+
+    def call(features: Any) -> Any:  # noqa: ANN401 - TensorFlow tensors are untyped
+        return model(features, training=False)
+
+    signature = [tf.TensorSpec([1, n_features], tf.float32, name=INPUT_NAME)]
+    serve = tf.function(call, input_signature=signature)
+
+    def representative() -> Iterator[list[npt.NDArray[np.float32]]]:
+        for row in rows:
+            yield [np.asarray(row[None, :], dtype=np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    try:
+        data = bytes(converter.convert())
+    except (RuntimeError, ValueError, TypeError) as exc:  # the converter's own errors
+        raise ExportError("tflite", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
+    logger.info("tflite_converted bytes=%d calibration_rows=%d", len(data), len(rows))
+    return data
+
+
+def _tf() -> Any:  # noqa: ANN401 - the tensorflow module
+    try:
+        import tensorflow as tf  # noqa: PLC0415 - optional extra, only this path needs it
+    except ImportError as exc:
+        raise ExportError(
+            "tflite",
+            "TensorFlow is not installed: the INT8 path needs the training job's 'edgetpu' extra "
+            "(uv sync --extra edgetpu, or pip install 'vibration-train[edgetpu]')",
+        ) from exc
+    return tf

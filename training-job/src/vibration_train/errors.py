@@ -1,0 +1,72 @@
+"""The error types of the training job.
+
+One root class, `TrainingError`; each subclass carries the fields that
+explain it and builds its message from them. The CLI maps them to exit codes
+and a one-line ``error: ...`` once, at its boundary. (The registry's errors
+live in `vibration_train.registry`, beside the code that raises them.)
+"""
+
+from __future__ import annotations
+
+
+class TrainingError(Exception):
+    """Root of every error the training job raises on purpose."""
+
+
+class TrainingDataError(TrainingError):
+    """Training data that cannot be used.
+
+    `source` is the file (or the step, such as ``split``) that holds the
+    problem, `detail` names it precisely enough to find it.
+    """
+
+    def __init__(self, source: str, detail: str) -> None:
+        self.source = source
+        self.detail = detail
+        super().__init__(f"training data {source}: {detail}")
+
+
+class FitConfigError(TrainingError):
+    """A hyper-parameter out of its range; `parameter` is the setting's name."""
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        self.parameter = parameter
+        self.detail = detail
+        super().__init__(f"fit setting {parameter}: {detail}")
+
+
+class ParityError(TrainingError):
+    """The ONNX model disagrees with the scikit-learn model it came from.
+
+    `mismatched_labels` of `total` test windows got another label;
+    `max_prob_diff` is the largest absolute probability difference, checked
+    against `tolerance`.
+    """
+
+    def __init__(self, mismatched_labels: int, max_prob_diff: float, total: int, tolerance: float) -> None:
+        self.mismatched_labels = mismatched_labels
+        self.max_prob_diff = max_prob_diff
+        self.total = total
+        self.tolerance = tolerance
+        super().__init__(
+            f"ONNX parity failed: {mismatched_labels}/{total} labels differ from scikit-learn, "
+            f"max |dp| = {max_prob_diff:.3g} (tolerance {tolerance:g})"
+        )
+
+
+class ExportError(TrainingError):
+    """A fitted model that could not be converted to the requested format."""
+
+    def __init__(self, target: str, detail: str) -> None:
+        self.target = target
+        self.detail = detail
+        super().__init__(f"export to {target} failed: {detail}")
+
+
+class OutputError(TrainingError):
+    """An output location that cannot be written."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"cannot write {path}: {detail}")

@@ -1,0 +1,100 @@
+"""The `VibrationModel` manifest that points the cluster at a published model.
+
+One pure builder turns a model card and the artifact's registry URI into the
+custom resource a person applies with kubectl or commits for Argo CD. It is
+built and validated with the shared spec model (`vibration_core.spec`), the
+same one the CRD is generated from, so a manifest this job emits is one the
+API server accepts. It fills in what the card knows (version, digest,
+format, a validation floor) and the hall's broker; node selection, rollout
+and drift policy keep their defaults for whoever deploys it to change.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_FLOOR, Decimal
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from vibration_core.spec import API_VERSION, KIND, VibrationModel
+
+if TYPE_CHECKING:
+    from vibration_core.modelcard import ModelCard
+
+__all__ = ["API_VERSION", "KIND", "build_manifest", "min_accuracy", "to_yaml"]
+
+DEFAULT_BROKER = "mqtt://mosquitto:1883"
+DEFAULT_TOPIC_PREFIX = "factory/hall-a"
+ACCURACY_MARGIN = Decimal("0.02")
+"""How far below its own held-out accuracy a model may score on a node's test data."""
+
+
+def min_accuracy(accuracy: float) -> float:
+    """The validation floor for a model: its accuracy minus the margin, floored to 3 decimals.
+
+    Decimal arithmetic, so that 0.95 gives 0.93 and not 0.929; clamped to 0..1.
+    """
+    floor = (Decimal(str(accuracy)) - ACCURACY_MARGIN).quantize(Decimal("0.001"), rounding=ROUND_FLOOR)
+    return float(min(max(floor, Decimal(0)), Decimal(1)))
+
+
+def build_manifest(
+    card: ModelCard,
+    artifact_uri: str,
+    *,
+    name: str | None = None,
+    namespace: str | None = None,
+    credentials_secret: str | None = None,
+    endpoint: str | None = None,
+    mqtt_broker: str = DEFAULT_BROKER,
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+) -> dict[str, Any]:
+    """Build the `VibrationModel` for a published model.
+
+    Args:
+        card: The card of the published version.
+        artifact_uri: Where the artifact lives in the registry (s3:// or file://).
+        name: metadata.name; the model id when not given.
+        namespace: metadata.namespace; left out when not given.
+        credentials_secret: Name of the Secret holding the registry credentials.
+        endpoint: The S3 endpoint URL the nodes fetch from, when not AWS.
+        mqtt_broker: The hall's broker URL.
+        topic_prefix: The hall's topic prefix.
+
+    Raises:
+        pydantic.ValidationError: when the result would not be a valid VibrationModel.
+    """
+    metadata: dict[str, Any] = {"name": name or card.model_id}
+    if namespace:
+        metadata["namespace"] = namespace
+    artifact: dict[str, Any] = {"uri": artifact_uri, "sha256": card.artifact.sha256}
+    if credentials_secret:
+        artifact["credentialsSecret"] = credentials_secret
+    if endpoint:
+        artifact["endpoint"] = endpoint
+    spec = {
+        "version": card.version,
+        "artifact": artifact,
+        "format": card.format,
+        "accelerator": "coral" if card.format == "edgetpu" else "cpu",
+        "mqtt": {"broker": mqtt_broker, "topicPrefix": topic_prefix},
+        "validation": {"minAccuracy": min_accuracy(card.metrics.accuracy)},
+    }
+    model = VibrationModel.model_validate(
+        {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
+    )
+    manifest = model.to_manifest()
+    # Keep the manifest short: only what this job decided, not every default.
+    manifest["spec"] = {
+        key: manifest["spec"][key]
+        for key in ("version", "artifact", "format", "accelerator", "mqtt", "validation")
+    }
+    manifest["spec"]["validation"] = {"minAccuracy": manifest["spec"]["validation"]["minAccuracy"]}
+    if not manifest["spec"]["artifact"]["unverified"]:
+        del manifest["spec"]["artifact"]["unverified"]
+    return manifest
+
+
+def to_yaml(manifest: dict[str, Any]) -> str:
+    """Serialise a manifest as block-style YAML in the builder's key order."""
+    return yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False)

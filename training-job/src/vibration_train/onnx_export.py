@@ -1,0 +1,123 @@
+"""Convert the fitted classifier to ONNX and prove the two agree.
+
+skl2onnx writes a graph with one float32 input ``features`` of shape
+``[None, n_features]`` and, with ``zipmap`` off, two plain tensors: the
+string labels and the class probabilities in `estimator.classes_` order. The
+opsets are capped (`TARGET_OPSET`): skl2onnx imports the lowest opsets
+that express the model, never higher ones, so a newer skl2onnx cannot
+produce a graph the gateways' onnxruntime does not run. The card's
+framework string records the opsets the graph actually imports.
+
+`check_parity` runs the ONNX model in onnxruntime on the whole held-out
+split and refuses any label that differs from scikit-learn's or any
+probability further than `PROB_TOLERANCE` from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+
+from vibration_core.modelcard import TensorSpec
+from vibration_train.errors import ExportError, ParityError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME: Final = "features"
+TARGET_OPSET: Final = {"": 17, "ai.onnx.ml": 3}
+"""Highest opsets skl2onnx may use; onnxruntime 1.32 runs both."""
+PROB_TOLERANCE: Final = 1e-5
+"""Largest absolute probability difference between ONNX Runtime and scikit-learn."""
+
+_DTYPES: Final[dict[int, str]] = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.STRING: "string",
+}
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """A serialised ONNX model and the signature the model card records."""
+
+    data: bytes
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+    """The label tensor, then the probabilities."""
+    opsets: dict[str, int]
+    """The opset of each domain the graph actually imports."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Outcome of a parity check that passed."""
+
+    total: int
+    identical_labels: int
+    max_prob_diff: float
+
+    def summary(self) -> str:
+        """One line for a person: ``labels 2400/2400 identical, max |dp| = 3.1e-07``."""
+        return f"labels {self.identical_labels}/{self.total} identical, max |dp| = {self.max_prob_diff:.2g}"
+
+
+def to_onnx(estimator: Any, n_features: int) -> OnnxModel:  # noqa: ANN401 - any fitted scikit-learn classifier
+    """Convert a fitted classifier to ONNX with the pinned opsets and ``zipmap`` off."""
+    try:
+        proto = convert_sklearn(
+            estimator,
+            initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+            options={id(estimator): {"zipmap": False}},
+            target_opset=dict(TARGET_OPSET),
+        )
+    except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:
+        raise ExportError("onnx", f"{type(exc).__name__}: {exc}") from exc
+    (graph_input,) = proto.graph.input
+    outputs = tuple(_tensor_spec(value) for value in proto.graph.output)
+    if len(outputs) != 2 or outputs[0].dtype != "string":  # noqa: PLR2004 - label and probabilities
+        raise ExportError("onnx", f"expected a string label and a probability output, got {outputs}")
+    opsets = {entry.domain or "ai.onnx": int(entry.version) for entry in proto.opset_import}
+    data = proto.SerializeToString()
+    logger.info("onnx_exported bytes=%d opsets=%s", len(data), opsets)
+    return OnnxModel(data=data, input=_tensor_spec(graph_input), outputs=outputs, opsets=opsets)
+
+
+def check_parity(
+    estimator: Any,  # noqa: ANN401 - any fitted scikit-learn classifier
+    model: OnnxModel,
+    x_test: npt.NDArray[np.float32],
+) -> ParityReport:
+    """Run both models on `x_test`; raise `ParityError` unless they agree."""
+    session = ort.InferenceSession(model.data, providers=["CPUExecutionProvider"])
+    names = [spec.name for spec in model.outputs]
+    onnx_labels, onnx_probs = session.run(names, {model.input.name: np.ascontiguousarray(x_test, np.float32)})
+    sk_labels = np.asarray(estimator.predict(x_test)).astype(str)
+    sk_probs = np.asarray(estimator.predict_proba(x_test), dtype=np.float64)
+    identical = int(np.count_nonzero(np.asarray(onnx_labels).astype(str) == sk_labels))
+    diff = np.abs(np.asarray(onnx_probs, dtype=np.float64) - sk_probs)
+    max_diff = float(diff.max()) if diff.size else 0.0
+    total = int(sk_labels.size)
+    logger.info("parity_checked total=%d identical=%d max_prob_diff=%.3g", total, identical, max_diff)
+    if identical != total or not max_diff <= PROB_TOLERANCE:
+        raise ParityError(total - identical, max_diff, total, PROB_TOLERANCE)
+    return ParityReport(total=total, identical_labels=identical, max_prob_diff=max_diff)
+
+
+def _tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    tensor = value.type.tensor_type
+    dtype = _DTYPES.get(tensor.elem_type)
+    if dtype is None:
+        raise ExportError("onnx", f"tensor {value.name} has unsupported element type {tensor.elem_type}")
+    shape = tuple(dim.dim_value if dim.HasField("dim_value") else None for dim in tensor.shape.dim)
+    return TensorSpec(name=value.name, shape=shape, dtype=dtype)
