@@ -13,7 +13,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 PY_DIRS := core training-job inference-image operator tests tools
 
-.PHONY: help setup setup-test demo test check fmt lint typecheck layers generate verify-generated bench clean
+.PHONY: help setup setup-test demo test check fmt lint typecheck layers crds generate verify-generated bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -28,9 +28,10 @@ $(CURDIR)/.tools/bin/uv:
 setup: $(UV) ## create .venv from uv.lock (installs uv first if missing)
 	$(UV) sync --frozen --all-packages --inexact --quiet
 
-# The INT8 tests will add --extra edgetpu (tensorflow-cpu) here when they land.
-setup-test: $(UV) ## the environment plus what the tests run for real (mosquitto)
-	$(UV) sync --frozen --all-packages --inexact --quiet
+# --all-extras: the INT8 Edge TPU tests need tensorflow-cpu (training) and LiteRT (serving).
+setup-test: $(UV) ## the environment plus what the tests run for real (mosquitto, tensorflow-cpu)
+	@echo "setup-test: syncing .venv with every extra (tensorflow-cpu is large on a first run)"
+	$(UV) sync --frozen --all-packages --all-extras --inexact --quiet
 	tools/ensure-test-deps.sh
 
 demo: setup ## run the demo on embedded defaults
@@ -55,7 +56,9 @@ typecheck:
 layers:
 	$(RUN) lint-imports
 
-generate: setup ## regenerate the generated files (docs tables)
+crds: generate ## regenerate crds/ from the spec (same as make generate)
+
+generate: setup ## regenerate the generated files (the CRD, docs tables)
 	$(RUN) python tools/generate.py
 
 verify-generated:
