@@ -90,3 +90,12 @@ class DatasetError(VibrationCoreError):
         self.path = path
         self.detail = detail
         super().__init__(f"dataset {path}: {detail}")
+
+
+class TargetError(VibrationCoreError):
+    """A node target file (``target.json``) that cannot be read or does not parse."""
+
+    def __init__(self, source: str, detail: str) -> None:
+        self.source = source
+        self.detail = detail
+        super().__init__(f"target {source}: {detail}")

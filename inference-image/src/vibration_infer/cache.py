@@ -1,0 +1,266 @@
+"""The node-local model cache: content-addressed versions and the last good one.
+
+Layout under the cache root (a hostPath volume, so it survives the pod and a
+reboot)::
+
+    {root}/{model_id}/{sha256}/{artifact filename}
+    {root}/{model_id}/{sha256}/modelcard.json
+    {root}/{model_id}/last-good.json
+    {root}/.slots/{name}.json           the same record per VibrationModel name
+    {root}/.staging/{random}/           downloads in progress
+
+An entry is addressed by the artifact's digest, so a target whose digest is
+already here needs no download: that is what lets a node that reboots while
+the registry is unreachable validate and serve its model. Entries appear by
+renaming a complete staging directory into place, and ``last-good.json`` is
+replaced atomically and only after a passed validation; a failed one never
+touches it. Eviction keeps the most recently used entries and never the last
+good one.
+
+A *slot* is the name of the VibrationModel a target came from. The last good
+record is kept under it too, so a pod whose target fails before its card is
+known (the registry is unreachable, say) still finds what it served last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from vibration_core.errors import ModelCardError
+from vibration_core.modelcard import CARD_FILENAME, ModelCard, sha256_file
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+logger = logging.getLogger(__name__)
+
+LAST_GOOD_FILENAME = "last-good.json"
+_STAGING = ".staging"
+_SLOTS = ".slots"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    """One complete, digest-addressed entry."""
+
+    model_id: str
+    sha256: str
+    artifact: Path
+    card_path: Path
+
+    def card(self) -> ModelCard:
+        """Read the entry's model card."""
+        return ModelCard.load(self.card_path)
+
+
+class LastGood(BaseModel):
+    """The version that last passed validation on this node (``last-good.json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str
+    version: str
+    sha256: str
+    artifact: Path
+    card: Path
+    validated_at: datetime
+    node: str | None = None
+
+
+def artifact_filename(card: ModelCard) -> str:
+    """The card's artifact file name, refused unless it is a plain name."""
+    name = card.artifact.filename
+    if name in {"", ".", "..", CARD_FILENAME} or "/" in name or "\\" in name or name.startswith("."):
+        raise ModelCardError("artifact.filename", f"{name!r} is not a plain file name")
+    return name
+
+
+class ModelCache:
+    """The cache under one root directory."""
+
+    def __init__(self, root: Path, *, keep: int = 3) -> None:
+        self.root = root
+        self.keep = keep
+
+    def find(self, sha256: str, *, verify: bool = True) -> CachedModel | None:
+        """The entry for an artifact digest, or None.
+
+        With `verify`, the artifact is hashed again: a bit flip on the node's
+        disk drops the entry (it is fetched again) instead of being served.
+        """
+        if not _SHA256.match(sha256) or not self.root.is_dir():
+            return None
+        for directory in sorted(self.root.glob(f"*/{sha256}")):
+            entry = self._entry(directory)
+            if entry is None:
+                continue
+            if verify and sha256_file(entry.artifact) != sha256:
+                logger.warning("cache_entry_corrupt model_id=%s sha256=%s", entry.model_id, sha256)
+                shutil.rmtree(directory, ignore_errors=True)
+                continue
+            _touch(directory)
+            return entry
+        return None
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh directory on the cache's file system, removed on exit unless stored."""
+        directory = self.root / _STAGING / uuid.uuid4().hex
+        directory.mkdir(parents=True)
+        try:
+            yield directory
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def store(self, staged: Path, card: ModelCard) -> CachedModel:
+        """Move a staged directory (artifact and card, digest already checked) into place."""
+        final = self.root / card.model_id / card.artifact.sha256
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            staged.rename(final)
+        except OSError:
+            # Already there (another validation got it first): same digest, same bytes.
+            # An incomplete leftover (a crash before this code existed) is replaced.
+            if self._entry(final) is None:
+                shutil.rmtree(final, ignore_errors=True)
+                staged.rename(final)
+        _fsync_dir(final.parent)
+        entry = self._entry(final)
+        if entry is None:
+            raise ModelCardError(str(final), "cache entry is incomplete after storing it")
+        logger.info(
+            "cache_stored model_id=%s version=%s sha256=%s", card.model_id, card.version, entry.sha256
+        )
+        return entry
+
+    def remove(self, entry: CachedModel) -> None:
+        """Drop an entry (one whose bytes turned out to be unusable); never the last good one."""
+        if entry.sha256 in self._protected(entry.model_id):
+            return
+        shutil.rmtree(entry.artifact.parent, ignore_errors=True)
+
+    def last_good(self, model_id: str) -> LastGood | None:
+        """The last version of `model_id` that passed validation here, if its files are still present."""
+        return self._read_record(self.root / model_id / LAST_GOOD_FILENAME)
+
+    def last_good_of_slot(self, slot: str) -> LastGood | None:
+        """The last version that passed here for the VibrationModel named `slot`, if still present."""
+        return self._read_record(self.root / _SLOTS / f"{slot}.json")
+
+    def mark_good(
+        self, entry: CachedModel, card: ModelCard, *, node: str | None = None, slot: str | None = None
+    ) -> LastGood:
+        """Record `entry` as the last good version, atomically; call only after a passed validation."""
+        record = LastGood(
+            model_id=card.model_id,
+            version=card.version,
+            sha256=entry.sha256,
+            artifact=entry.artifact,
+            card=entry.card_path,
+            validated_at=datetime.now(UTC),
+            node=node,
+        )
+        text = record.model_dump_json(indent=2) + "\n"
+        _write_atomic(self.root / card.model_id / LAST_GOOD_FILENAME, text)
+        if slot is not None:
+            _write_atomic(self.root / _SLOTS / f"{slot}.json", text)
+        logger.info(
+            "last_good_marked model_id=%s version=%s sha256=%s slot=%s",
+            record.model_id,
+            record.version,
+            record.sha256,
+            slot,
+        )
+        return record
+
+    def _protected(self, model_id: str) -> set[str]:
+        """Digests eviction must keep: the last good of `model_id` and of every slot."""
+        records = [self.last_good(model_id)]
+        slots = self.root / _SLOTS
+        if slots.is_dir():
+            records += [self._read_record(path) for path in slots.glob("*.json")]
+        return {record.sha256 for record in records if record is not None}
+
+    def _read_record(self, path: Path) -> LastGood | None:
+        try:
+            record = LastGood.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValidationError) as exc:
+            logger.warning("last_good_unreadable path=%s reason=%s", path, type(exc).__name__)
+            return None
+        if not (record.artifact.is_file() and record.card.is_file()):
+            logger.warning("last_good_missing_files path=%s sha256=%s", path, record.sha256)
+            return None
+        return record
+
+    def evict(self, model_id: str) -> list[str]:
+        """Remove all but the `keep` most recently used digests, never the last good; return the removed."""
+        base = self.root / model_id
+        if not base.is_dir():
+            return []
+        protected = self._protected(model_id)
+        entries = [d for d in base.iterdir() if d.is_dir() and _SHA256.match(d.name)]
+        entries.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+        removed = []
+        for directory in entries[self.keep :]:
+            if directory.name in protected:
+                continue
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory.name)
+        if removed:
+            logger.info("cache_evicted model_id=%s digests=%s", model_id, ",".join(d[:12] for d in removed))
+        return removed
+
+    def _entry(self, directory: Path) -> CachedModel | None:
+        card_path = directory / CARD_FILENAME
+        try:
+            card = ModelCard.load(card_path)
+            artifact = directory / artifact_filename(card)
+        except ModelCardError:
+            return None
+        if card.artifact.sha256 != directory.name or not artifact.is_file():
+            return None
+        return CachedModel(card.model_id, directory.name, artifact, card_path)
+
+
+def _touch(directory: Path) -> None:
+    # The directory's mtime orders eviction: a used entry counts as recent.
+    with contextlib.suppress(OSError):
+        os.utime(directory)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # A rename is durable only once its directory is synced: the reboot case.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

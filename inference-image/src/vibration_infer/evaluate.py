@@ -1,0 +1,214 @@
+"""Run a loaded model over the node-local test data and hold it to its thresholds.
+
+The test data is a parquet file of raw labelled windows, or a directory of
+them (read by the core's dataset reader, which owns that format). Windows go
+through the same path as in serving (`vibration_infer.loader.predict`: the
+signal check against the card, the one extractor, the runtime), in batches.
+
+Figures (numpy only, no scikit-learn in the image):
+
+- accuracy over every window;
+- recall, precision and F1 per class that has windows in the test data; a
+  class of the card without test windows has no recall, and a recall
+  threshold on it is a `TestDataError` (it cannot be checked);
+- macro F1: the mean F1 over the classes present in the test data;
+- latency per window (ms): each batch's wall time for extraction and
+  inference divided by its rows; p50 and p99 over the batches, after one
+  untimed warm-up batch (first-call allocations are not what serving sees).
+
+Labels. A test label the card does not know is a `ContractMismatchError` on
+``labels``, not bad test data: the node's data says which classes this node
+must recognise, and a model without one of them (or with renamed labels)
+does not fit the node. A recall threshold on a label the card lacks is the
+same mismatch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vibration_core import dataset
+from vibration_core.errors import ContractMismatchError, DatasetError, FeatureInputError
+from vibration_infer.errors import BelowThresholdError, TestDataError
+from vibration_infer.loader import predict
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    import numpy.typing as npt
+
+    from vibration_infer.loader import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The lowest figures a model must reach on this node (and the highest latency)."""
+
+    min_accuracy: float = 0.0
+    min_macro_f1: float = 0.0
+    min_class_recall: Mapping[str, float] = field(default_factory=dict)
+    max_p99_ms: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class TestData:
+    """Labelled raw windows of one signal, possibly from several files."""
+
+    __test__ = False  # a domain class, not a pytest test class
+
+    source: str
+    windows: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.str_]
+    sample_rate: float
+    files: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the model did on the test data."""
+
+    samples: int
+    accuracy: float
+    macro_f1: float
+    class_recall: dict[str, float]
+    class_precision: dict[str, float]
+    class_f1: dict[str, float]
+    support: dict[str, int]
+    confusion: list[list[int]]
+    """Rows: true class, columns: predicted class, both in the card's label order."""
+    p50_ms: float
+    p99_ms: float
+    batches: int
+    seconds: float
+
+
+def read_test_data(path: Path) -> TestData:
+    """Read a parquet file, or every ``*.parquet`` in a directory; raises `TestDataError`."""
+    try:
+        if not path.exists():
+            raise TestDataError(str(path), "does not exist")
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    except OSError as exc:  # a name too long, a permission: the path is unusable
+        raise TestDataError(str(path), exc.strerror or type(exc).__name__) from None
+    if not files:
+        raise TestDataError(str(path), "is a directory without *.parquet files")
+    windows, labels, rates = [], [], set()
+    for file in files:
+        try:
+            part = dataset.read_windows(file)
+        except DatasetError as exc:
+            raise TestDataError(str(file), exc.detail) from exc
+        if part.labels is None:
+            raise TestDataError(str(file), "has no labels; validation needs labelled windows")
+        windows.append(part.windows)
+        labels.append(np.asarray(part.labels).astype(str))
+        rates.add(float(part.sample_rate))
+    if len(rates) > 1 or len({w.shape[1] for w in windows}) > 1:
+        raise TestDataError(str(path), "files differ in sample rate or window length")
+    data = TestData(str(path), np.concatenate(windows), np.concatenate(labels), rates.pop(), len(files))
+    if data.labels.size == 0:
+        raise TestDataError(str(path), "holds no windows")
+    return data
+
+
+def evaluate(model: LoadedModel, data: TestData, *, batch_size: int = 64) -> Evaluation:
+    """Predict every test window and compute the figures."""
+    card_labels = model.card.labels
+    if not set(data.labels.tolist()) <= set(card_labels):
+        raise ContractMismatchError("labels", list(card_labels), sorted(set(data.labels.tolist())))
+    started = time.perf_counter()
+    n = data.labels.size
+    predicted = np.empty(n, dtype=np.intp)
+    per_window_ms = []
+    try:
+        predict(model, data.windows[:batch_size], data.sample_rate)  # warm-up, untimed
+        for start in range(0, n, batch_size):
+            batch = data.windows[start : start + batch_size]
+            t0 = time.perf_counter()
+            predicted[start : start + batch.shape[0]] = predict(model, batch, data.sample_rate).indices
+            per_window_ms.append((time.perf_counter() - t0) * 1000 / batch.shape[0])
+    except FeatureInputError as exc:
+        raise TestDataError(data.source, f"windows the extractor refuses: {exc.reason}") from exc
+    index = {label: i for i, label in enumerate(card_labels)}
+    truth = np.fromiter((index[label] for label in data.labels.tolist()), dtype=np.intp, count=n)
+    evaluation = _figures(card_labels, truth, predicted, per_window_ms, time.perf_counter() - started)
+    logger.info(
+        "evaluated samples=%d accuracy=%.4f macro_f1=%.4f p50_ms=%.4f p99_ms=%.4f",
+        evaluation.samples,
+        evaluation.accuracy,
+        evaluation.macro_f1,
+        evaluation.p50_ms,
+        evaluation.p99_ms,
+    )
+    return evaluation
+
+
+def _figures(
+    labels: tuple[str, ...],
+    truth: npt.NDArray[np.intp],
+    predicted: npt.NDArray[np.intp],
+    per_window_ms: list[float],
+    seconds: float,
+) -> Evaluation:
+    k = len(labels)
+    confusion = np.bincount(truth * k + predicted, minlength=k * k).reshape(k, k)
+    tp = np.diag(confusion).astype(np.float64)
+    support = confusion.sum(axis=1)
+    predicted_count = confusion.sum(axis=0)
+    present = support > 0
+    recall = np.divide(tp, support, out=np.zeros(k), where=present)
+    precision = np.divide(tp, predicted_count, out=np.zeros(k), where=predicted_count > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
+    p50, p99 = np.percentile(np.asarray(per_window_ms), [50, 99])
+    return Evaluation(
+        samples=int(truth.size),
+        accuracy=float(tp.sum() / truth.size),
+        macro_f1=float(f1[present].mean()),
+        class_recall={labels[i]: float(recall[i]) for i in range(k) if present[i]},
+        class_precision={labels[i]: float(precision[i]) for i in range(k) if present[i]},
+        class_f1={labels[i]: float(f1[i]) for i in range(k) if present[i]},
+        support={labels[i]: int(support[i]) for i in range(k)},
+        confusion=confusion.tolist(),
+        p50_ms=float(p50),
+        p99_ms=float(p99),
+        batches=len(per_window_ms),
+        seconds=seconds,
+    )
+
+
+def failures(evaluation: Evaluation, thresholds: Thresholds, labels: tuple[str, ...]) -> list[str]:
+    """One line per threshold the evaluation misses, such as ``accuracy 0.812 < min 0.930``."""
+    missing = sorted(set(thresholds.min_class_recall) - set(labels))
+    if missing:
+        raise ContractMismatchError("labels", list(labels), sorted(thresholds.min_class_recall))
+    out = []
+    if evaluation.accuracy < thresholds.min_accuracy:
+        out.append(f"accuracy {evaluation.accuracy:.3f} < min {thresholds.min_accuracy:.3f}")
+    if evaluation.macro_f1 < thresholds.min_macro_f1:
+        out.append(f"macro_f1 {evaluation.macro_f1:.3f} < min {thresholds.min_macro_f1:.3f}")
+    for label, minimum in sorted(thresholds.min_class_recall.items()):
+        recall = evaluation.class_recall.get(label)
+        if recall is None:
+            raise TestDataError(
+                "min_class_recall", f"the test data has no {label} windows to check its recall"
+            )
+        if recall < minimum:
+            out.append(f"recall[{label}] {recall:.3f} < min {minimum:.3f}")
+    if thresholds.max_p99_ms is not None and evaluation.p99_ms > thresholds.max_p99_ms:
+        out.append(f"p99 {evaluation.p99_ms:.3f} ms > max {thresholds.max_p99_ms:.3f} ms")
+    return out
+
+
+def check_thresholds(evaluation: Evaluation, thresholds: Thresholds, labels: tuple[str, ...]) -> None:
+    """Raise `BelowThresholdError` listing every missed threshold."""
+    missed = failures(evaluation, thresholds, labels)
+    if missed:
+        raise BelowThresholdError(missed)

@@ -1,0 +1,110 @@
+"""Alert debounce: one alert per sustained fault, not one per window.
+
+Per machine, a *run* is a sequence of consecutive windows with the same
+alerting label at or above the confidence threshold. When a run reaches
+`consecutive` windows, one `Alert` goes out; the windows after that extend
+the run silently. Any other window (a normal one, a different label, a
+confidence below the threshold) ends the run, so a fault that comes back
+after a break alerts again. Which labels alert is policy: every label of
+the model card except the normal ones by default, never a list in code.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from vibration_core.messages import Alert
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from vibration_core.messages import Prediction, Severity
+    from vibration_infer.serve.settings import ServeSettings
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """When a run of abnormal windows becomes an alert, and how severe it is."""
+
+    confidence: float = 0.8
+    """Confidence a window needs to count towards a run."""
+    consecutive: int = 3
+    """Windows in a row before the alert."""
+    normal_labels: frozenset[str] = frozenset({"normal"})
+    """Labels that never alert."""
+    alert_labels: frozenset[str] | None = None
+    """If set, only these labels alert."""
+    severity: Mapping[str, Severity] = field(default_factory=dict)
+    """Severity per label."""
+    default_severity: Severity = "warning"
+    """Severity of a label not in `severity`."""
+
+    def __post_init__(self) -> None:
+        """Refuse a policy that could never alert or always would."""
+        if self.consecutive < 1:
+            raise ValueError(f"consecutive must be >= 1, got {self.consecutive}")
+        if not 0 <= self.confidence <= 1:
+            raise ValueError(f"confidence must lie in [0, 1], got {self.confidence}")
+
+    @classmethod
+    def from_settings(cls, settings: ServeSettings) -> AlertPolicy:
+        """The policy the serving settings describe."""
+        return cls(
+            confidence=settings.alert_confidence,
+            consecutive=settings.alert_consecutive,
+            normal_labels=frozenset(settings.normal_labels),
+            alert_labels=None if settings.alert_labels is None else frozenset(settings.alert_labels),
+            severity=dict(settings.alert_severity),
+            default_severity=settings.alert_default_severity,
+        )
+
+    def alerts_on(self, label: str) -> bool:
+        """Whether windows of `label` can raise an alert."""
+        if self.alert_labels is not None:
+            return label in self.alert_labels
+        return label not in self.normal_labels
+
+    def severity_of(self, label: str) -> Severity:
+        """The severity of an alert for `label`."""
+        return self.severity.get(label, self.default_severity)
+
+
+class AlertTracker:
+    """The current run of every machine; `observe` each prediction in arrival order."""
+
+    def __init__(self, policy: AlertPolicy) -> None:
+        self.policy = policy
+        self._runs: dict[str, tuple[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, prediction: Prediction) -> Alert | None:
+        """Extend or end the machine's run; return the alert when the run just reached its length."""
+        policy = self.policy
+        machine = prediction.machine
+        counts = policy.alerts_on(prediction.label) and prediction.confidence >= policy.confidence
+        with self._lock:
+            if not counts:
+                self._runs.pop(machine, None)
+                return None
+            label, length = self._runs.get(machine, (prediction.label, 0))
+            length = length + 1 if label == prediction.label else 1
+            self._runs[machine] = (prediction.label, length)
+        if length != policy.consecutive:
+            return None
+        return Alert(
+            machine=machine,
+            timestamp_ns=prediction.timestamp_ns,
+            model_id=prediction.model_id,
+            model_version=prediction.model_version,
+            label=prediction.label,
+            confidence=prediction.confidence,
+            consecutive=length,
+            severity=policy.severity_of(prediction.label),
+        )
+
+    def active(self) -> dict[str, tuple[str, int]]:
+        """Machines in a run: their label and run length (for status and tests)."""
+        with self._lock:
+            return dict(self._runs)

@@ -1,0 +1,357 @@
+"""The serving pod, wired: MQTT in, batches through the model, answers out, status beside.
+
+Threads: paho's network thread queues raw messages; one worker thread
+collects them into batches and answers them with the model that is active
+when the batch starts (`Active`, swapped as one reference, so a batch never
+mixes models); the main thread publishes status and watches the target
+file; a swap runs on a thread of its own while the old model keeps serving;
+the HTTP endpoints run on theirs.
+
+Stopping (SIGTERM): the worker finishes the batch in hand and stops taking
+new ones, the link waits a little for the broker to acknowledge the last
+answers (and so for their inputs to be acknowledged), a final status says
+not ready, and the session is left for the next pod: windows still queued
+here were never acknowledged, so the broker delivers them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vibration_core.drift import DriftMonitor, DriftThresholds
+from vibration_core.messages import ModelStatus
+from vibration_core.modelcard import ModelCard
+from vibration_core.target import load_target
+from vibration_core.topics import TopicLayout
+from vibration_infer.cache import ModelCache
+from vibration_infer.loader import load_model
+from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
+from vibration_infer.serve.batcher import BatchProcessor, Incoming, collect
+from vibration_infer.serve.http import HttpServer
+from vibration_infer.serve.metrics import ServeMetrics
+from vibration_infer.serve.mqtt import MqttLink
+from vibration_infer.serve.swap import HotSwap
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry
+
+    from vibration_core.drift import DriftReport
+    from vibration_core.messages import CandidateState, ModelState
+    from vibration_core.target import ModelTarget
+    from vibration_core.validation import CompactReport
+    from vibration_infer.loader import LoadedModel
+    from vibration_infer.serve.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+_IDLE_WAIT_S = 0.1
+
+
+@dataclass(frozen=True, eq=False)
+class Active:
+    """The model that answers, with the drift monitor against its card's reference."""
+
+    model: LoadedModel
+    drift: DriftMonitor
+
+
+class ServeApp:
+    """One serving pod. `start`, then `run_forever` until `request_stop`, then `shutdown`."""
+
+    def __init__(self, settings: ServeSettings, *, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.layout = TopicLayout(settings.topic_prefix)
+        self.metrics = ServeMetrics(registry)
+        self.cache = ModelCache(settings.cache_dir, keep=settings.cache_keep)
+        self.inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
+        self.processor = BatchProcessor(
+            self.layout, max_payload_bytes=settings.max_payload_bytes, dedupe_keys=settings.dedupe_keys
+        )
+        self.alerts = AlertTracker(AlertPolicy.from_settings(settings))
+        self.link = MqttLink(settings, self.layout.raw_subscription(), self.inbox, self._on_connection)
+        self.http = HttpServer(self, settings.http_host, settings.http_port)
+        self.swap = HotSwap(settings, self.cache, self.metrics, self)
+        self._active: Active | None = None
+        self._state: ModelState = "loading"
+        self._message = ""
+        self._candidate: tuple[ModelTarget, CandidateState, CompactReport | None] | None = None
+        self._drift_report: DriftReport | None = None
+        self._stop = threading.Event()
+        self._signalled = False
+        self._wake = threading.Event()
+        self._dirty = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # --- what the endpoints and the status topic report ------------------------------------
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The pod's Prometheus registry."""
+        return self.metrics.registry
+
+    def serving(self) -> LoadedModel | None:
+        """The model answering right now."""
+        active = self._active
+        return active.model if active else None
+
+    def is_ready(self) -> bool:
+        """A validated model is loaded, MQTT is connected, and the pod is not stopping."""
+        return self._active is not None and self.link.connected and not self._stop.is_set()
+
+    def status(self) -> ModelStatus:
+        """The pod's status, as published on the status topic and served on /status."""
+        active, report = self._active, self._drift_report
+        received, _, errors = self.metrics.totals()
+        card = active.model.card if active else None
+        return ModelStatus(
+            node=self.settings.node_name,
+            model_id=card.model_id if card else None,
+            version=card.version if card else None,
+            sha256=active.model.sha256 if active else None,
+            state=self._state,
+            ready=self.is_ready(),
+            windows_total=received,
+            errors_total=errors,
+            drift=report.as_flat() if report else {},
+            drifted=report.drifted if report else False,
+            message=self._message,
+            updated_ns=time.time_ns(),
+            **self._candidate_fields(),
+        )
+
+    def _candidate_fields(self) -> dict[str, Any]:
+        if self._candidate is None:
+            return {}
+        target, state, report = self._candidate
+        return {
+            "candidate_version": target.version,
+            "candidate_sha256": target.sha256,
+            "candidate_state": state,
+            "candidate_report": report,
+        }
+
+    # --- model ----------------------------------------------------------------------------
+
+    def load_initial(self) -> LoadedModel:
+        """Load the model to start with: the explicit files, else the cache's last good version.
+
+        The last good version is the one of `model_id` when set, else the one of the
+        VibrationModel named in the target file, which the init container validated.
+        """
+        s = self.settings
+        if s.artifact is not None and s.card is not None:
+            return self._load(s.artifact, ModelCard.load(s.card), None)
+        if s.model_id is not None:
+            good, what = self.cache.last_good(s.model_id), f"model id {s.model_id}"
+        elif s.target_file is not None:
+            target = load_target(s.target_file)
+            good, what = self.cache.last_good_of_slot(target.name), f"VibrationModel {target.name}"
+        else:  # refused by ServeSettings
+            raise FileNotFoundError("no model_id, artifact or target_file to serve from")
+        if good is None:
+            raise FileNotFoundError(f"no last good version of {what} in {s.cache_dir}")
+        return self._load(good.artifact, ModelCard.load(good.card), good.sha256)
+
+    def _load(self, artifact: Path, card: ModelCard, sha256: str | None) -> LoadedModel:
+        s = self.settings
+        return load_model(
+            artifact,
+            card,
+            accelerator=s.accelerator,
+            edgetpu_fallback=s.edgetpu_fallback,
+            expected_sha256=sha256,
+            threads=s.threads,
+        )
+
+    def promote(self, model: LoadedModel) -> None:
+        """Install a model that passed validation here; start consuming if it is the first one."""
+        self.install(model)
+        self._start_consuming()
+
+    def install(self, model: LoadedModel) -> None:
+        """Make `model` the one that answers, from the worker's next batch on."""
+        s = self.settings
+        thresholds = DriftThresholds(
+            psi=s.drift_psi_threshold,
+            ks=s.drift_ks_threshold,
+            class_psi=s.drift_class_threshold,
+            min_samples=s.drift_min_samples,
+        )
+        drift = DriftMonitor(
+            model.card.reference, model.card.labels, window=s.drift_window, thresholds=thresholds
+        )
+        previous, self._active = self._active, Active(model, drift)
+        self._drift_report = drift.report()
+        card = model.card
+        self.metrics.set_model(card.model_id, card.version, model.sha256, model.backend.name)
+        self.report_state("serving", f"serving {card.model_id} {card.version}")
+        logger.info(
+            "model_active model_id=%s version=%s sha256=%s backend=%s previous=%s",
+            card.model_id,
+            card.version,
+            model.sha256,
+            model.backend.name,
+            previous.model.card.version if previous else None,
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the HTTP endpoints and, with a model, MQTT and the worker."""
+        self.http.start()
+        if self._active is None:
+            self.report_state("no_model", self._message or "no model to serve yet")
+        else:
+            self._start_consuming()
+
+    def _start_consuming(self) -> None:
+        with self._lock:
+            if self._worker is not None:
+                return
+            self._worker = threading.Thread(target=self._work, name="batcher", daemon=True)
+        self._worker.start()
+        self.link.start()
+
+    def request_stop(self) -> None:
+        """Ask `run_forever` to return (from another thread; a signal handler uses `signal_stop`)."""
+        self._stop.set()
+        self._wake.set()
+
+    def signal_stop(self) -> None:
+        """Ask `run_forever` to return, from a signal handler: a plain flag, no lock.
+
+        A handler runs on the main thread between two bytecodes, possibly while that
+        thread holds the lock inside `self._wake`; `Event.set` there would wait for it
+        forever. `run_forever` sees the flag within one wait (at most `target_poll_s`).
+        """
+        self._signalled = True
+
+    def run_forever(self) -> None:
+        """Publish status and watch the target until `request_stop`."""
+        s = self.settings
+        next_status = next_poll = time.monotonic()
+        while not (self._stop.is_set() or self._signalled):
+            now = time.monotonic()
+            if now >= next_poll:
+                self.swap.poll()
+                next_poll = now + s.target_poll_s
+            if now >= next_status or self._dirty.is_set():
+                self._dirty.clear()
+                self.publish_status()
+                next_status = now + s.status_interval_s
+            self._wake.wait(max(0.0, min(next_poll, next_status) - time.monotonic()))
+            self._wake.clear()
+        self._stop.set()  # on this thread, outside any handler: the worker and readiness see it
+
+    def shutdown(self) -> None:
+        """Finish the batch in hand, let the last answers be acknowledged, disconnect."""
+        self.request_stop()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+            if self.link.connected:
+                self.status_message("stopping: the next pod takes over the session")
+                self.publish_status()
+            self.link.stop(self.settings.shutdown_timeout_s)
+        self.http.stop()
+        logger.info("serve_stopped")
+
+    # --- status ---------------------------------------------------------------------------
+
+    def status_message(self, message: str) -> None:
+        """Set the status message shown until the next state change."""
+        self._message = message
+        self._dirty.set()
+
+    def report_candidate(
+        self, target: ModelTarget, state: CandidateState, report: CompactReport | None
+    ) -> None:
+        """Record how the validation of `target` stands; published with the status."""
+        self._candidate = (target, state, report)
+        self._dirty.set()
+        self._wake.set()
+
+    def report_state(self, state: ModelState, message: str) -> None:
+        """Set the state and its message, and have the status published now."""
+        self._state, self._message = state, message
+        self._dirty.set()
+        self._wake.set()
+
+    def _on_connection(self) -> None:
+        self.metrics.mqtt_connected.set(1 if self.link.connected else 0)
+        self._dirty.set()
+        self._wake.set()
+
+    def publish_status(self) -> ModelStatus:
+        """Refresh drift and readiness, publish the retained status (when connected), return it."""
+        active = self._active
+        if active is not None:
+            self._drift_report = active.drift.report()
+            self.metrics.set_drift(self._drift_report)
+        status = self.status()
+        self.metrics.ready.set(1 if status.ready else 0)
+        if self._worker is not None and self.link.connected:
+            topic = self.layout.status(self.settings.node_name)
+            self.link.publish(topic, status.encode(), qos=1, retain=True)
+        return status
+
+    # --- the worker -----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        s = self.settings
+        deadline_s = s.batch_deadline_ms / 1000
+        while not self._stop.is_set():
+            items = collect(self.inbox, s.batch_max, deadline_s, _IDLE_WAIT_S)
+            if not items:
+                continue
+            active = self._active
+            if active is None:  # pragma: no cover - the worker starts with a model
+                continue
+            try:
+                self._handle(items, active)
+            except Exception:  # retried one message at a time just below
+                logger.warning("batch_failed size=%d retry=one_by_one", len(items), exc_info=True)
+                for item in items:
+                    try:
+                        self._handle([item], active)
+                    except Exception as exc:  # one message's handling: the loop must go on
+                        logger.exception(
+                            "message_failed topic=%r error=%s", item.topic[:200], type(exc).__name__
+                        )
+                        self.metrics.record_errors(["internal"])
+                        self.link.ack(item)
+
+    def _handle(self, items: list[Incoming], active: Active) -> None:
+        result = self.processor.process(items, active.model)
+        qos = self.settings.predictions_qos
+        for answer in result.answers:
+            self.link.publish(answer.topic, answer.payload, qos=qos, then_ack=answer.item)
+        for item in result.duplicates:
+            self.link.ack(item)
+        self.metrics.record_received(len(items))
+        predictions = result.predictions
+        self.metrics.record_batch((p.label for p in predictions), result.latencies_s)
+        self.metrics.record_errors(e.reason.value for e in result.errors)
+        if result.duplicates:
+            self.metrics.duplicates.inc(len(result.duplicates))
+        for prediction in predictions:
+            alert = self.alerts.observe(prediction)
+            if alert is not None:
+                self.link.publish(self.layout.alerts(alert.machine), alert.encode(), qos=qos)
+                self.metrics.alerts.labels(label=alert.label, severity=alert.severity).inc()
+                logger.info(
+                    "alert machine=%s label=%s confidence=%.3f severity=%s",
+                    alert.machine,
+                    alert.label,
+                    alert.confidence,
+                    alert.severity,
+                )
+        if result.features is not None and result.classes is not None:
+            active.drift.update(result.features, result.classes)

@@ -1,0 +1,250 @@
+"""Micro-batching: raw messages in, one answer per message out.
+
+`collect` takes what the MQTT thread queued: it waits for a first message,
+then takes more until the batch holds `batch_max` windows or
+`batch_deadline_ms` have passed since that first window *arrived* (so a
+window that already waited while the previous batch ran is not held back
+further).
+
+`BatchProcessor.process` turns a batch into answers with one model
+snapshot: it decodes every payload (`vibration_core.raw.decode_raw`),
+refuses windows of another sample rate or length than the card's, runs the
+extractor once and the model once over the stacked windows, and names each
+class by the card's labels. Every message gets exactly one answer, a
+`Prediction` or an `ErrorMessage`, except a window whose (machine,
+timestamp_ns) was answered already: that is a redelivery (a QoS 1 retry of
+the sensor or the broker) and is only acknowledged. A broken window never
+spoils the others of its batch.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vibration_core.errors import FeatureInputError, MessageError
+from vibration_core.features import extract_features
+from vibration_core.messages import ErrorMessage, ErrorReason, Prediction
+from vibration_core.raw import decode_raw
+from vibration_infer.errors import PredictError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import numpy.typing as npt
+
+    from vibration_core.raw import RawWindow
+    from vibration_core.topics import TopicLayout
+    from vibration_infer.loader import LoadedModel
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One raw message as the MQTT thread received it."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    """Connection it arrived on; an acknowledgement is only valid on the same one."""
+    received_ns: int
+    """Wall clock at receipt, ns since the epoch (for error messages)."""
+    received_perf_ns: int
+    """`time.perf_counter_ns` at receipt (for latency)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The one message that answers an input, and the input it acknowledges."""
+
+    item: Incoming
+    topic: str
+    payload: bytes
+    prediction: Prediction | None = None
+    error: ErrorMessage | None = None
+
+
+@dataclass(eq=False)
+class BatchResult:
+    """Everything one batch produced."""
+
+    answers: list[Answer] = field(default_factory=list)
+    duplicates: list[Incoming] = field(default_factory=list)
+    features: npt.NDArray[np.float32] | None = None
+    """Feature rows of the predicted windows, for drift."""
+    classes: npt.NDArray[np.intp] | None = None
+    """Predicted class index of each of those rows."""
+    latencies_s: list[float] = field(default_factory=list)
+
+    @property
+    def predictions(self) -> list[Prediction]:
+        """The predictions among the answers, in batch order."""
+        return [a.prediction for a in self.answers if a.prediction is not None]
+
+    @property
+    def errors(self) -> list[ErrorMessage]:
+        """The error messages among the answers."""
+        return [a.error for a in self.answers if a.error is not None]
+
+
+def collect(
+    inbox: queue.SimpleQueue[Incoming], batch_max: int, deadline_s: float, wait_s: float
+) -> list[Incoming]:
+    """Take one batch from `inbox`; an empty list when nothing came within `wait_s`."""
+    try:
+        first = inbox.get(timeout=wait_s)
+    except queue.Empty:
+        return []
+    batch = [first]
+    deadline = first.received_perf_ns / 1e9 + deadline_s
+    while len(batch) < batch_max:
+        try:
+            batch.append(inbox.get_nowait())
+            continue
+        except queue.Empty:
+            pass
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            break
+        try:
+            batch.append(inbox.get(timeout=remaining))
+        except queue.Empty:
+            break
+    return batch
+
+
+class Deduper:
+    """The most recent (machine, timestamp_ns) keys, oldest forgotten first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._keys: OrderedDict[tuple[str, int], None] = OrderedDict()
+
+    def seen(self, key: tuple[str, int]) -> bool:
+        """Whether `key` was answered already."""
+        return key in self._keys
+
+    def remember(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Record answered keys, forgetting the oldest beyond the capacity."""
+        if self.capacity == 0:
+            return
+        for key in keys:
+            self._keys[key] = None
+        while len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+
+
+class BatchProcessor:
+    """Decodes, checks, extracts and predicts one batch at a time (one thread only)."""
+
+    def __init__(self, layout: TopicLayout, *, max_payload_bytes: int, dedupe_keys: int) -> None:
+        self.layout = layout
+        self.max_payload_bytes = max_payload_bytes
+        self.deduper = Deduper(dedupe_keys)
+
+    def process(self, items: list[Incoming], model: LoadedModel) -> BatchResult:
+        """Answer every item of the batch with `model`."""
+        result = BatchResult()
+        accepted: list[tuple[Incoming, RawWindow]] = []
+        keys: set[tuple[str, int]] = set()
+        for item in items:
+            machine: str | None = None
+            try:
+                machine = self.layout.machine_of_raw(item.topic)
+                window = decode_raw(item.payload, machine, max_bytes=self.max_payload_bytes)
+                _check_signal(window, model)
+            except MessageError as err:
+                result.answers.append(self.error(item, err, machine))
+                continue
+            key = (machine, window.timestamp_ns)
+            if key in keys or self.deduper.seen(key):
+                result.duplicates.append(item)
+                continue
+            keys.add(key)
+            accepted.append((item, window))
+        if accepted:
+            self._predict(accepted, model, result)
+        # Remembered only once answered: a batch that fails half-way is retried in full.
+        self.deduper.remember(keys)
+        # Answers (and so acknowledgements) in arrival order, as MQTT asks of QoS 1 acks.
+        position = {id(item): i for i, item in enumerate(items)}
+        result.answers.sort(key=lambda answer: position[id(answer.item)])
+        return result
+
+    def error(self, item: Incoming, err: MessageError, machine: str | None) -> Answer:
+        """The error message answering `item`, on its machine's error topic or the hall's."""
+        message = ErrorMessage.from_error(err, item.topic[:512], machine, item.received_ns)
+        topic = self.layout.errors(machine) if machine is not None else self.layout.hall_errors()
+        return Answer(item, topic, message.encode(), error=message)
+
+    def _predict(
+        self, accepted: list[tuple[Incoming, RawWindow]], model: LoadedModel, result: BatchResult
+    ) -> None:
+        card = model.card
+        windows = np.stack([window.samples for _, window in accepted])
+        try:
+            features = extract_features(windows, card.signal.sample_rate)
+        except FeatureInputError as exc:
+            # Samples so large that a feature overflows float32: refuse those
+            # windows and run the rest (decode_raw already refused NaN and inf).
+            bad = set(exc.windows) or set(range(len(accepted)))
+            for i in sorted(bad):
+                item, window = accepted[i]
+                err = MessageError(ErrorReason.NON_FINITE, "samples", exc.reason)
+                result.answers.append(self.error(item, err, window.machine))
+            accepted = [pair for i, pair in enumerate(accepted) if i not in bad]
+            if not accepted:
+                return
+            features = extract_features(np.stack([w.samples for _, w in accepted]), card.signal.sample_rate)
+        try:
+            probabilities = model.backend.predict_proba(features)
+        except PredictError as exc:
+            # A model that fails on contract-checked input is the model's
+            # fault, not the sensor's; the windows are still answered.
+            for item, window in accepted:
+                err = MessageError(ErrorReason.BAD_FIELD, "model", exc.detail[:300])
+                result.answers.append(self.error(item, err, window.machine))
+            return
+        probs = np.clip(probabilities.astype(np.float64), 0.0, 1.0)
+        classes = np.argmax(probs, axis=1)
+        labels = card.labels
+        for row, (item, window) in enumerate(accepted):
+            index = int(classes[row])
+            elapsed_s = (time.perf_counter_ns() - item.received_perf_ns) / 1e9
+            prediction = Prediction(
+                machine=window.machine,
+                timestamp_ns=window.timestamp_ns,
+                model_id=card.model_id,
+                model_version=card.version,
+                label=labels[index],
+                confidence=float(probs[row, index]),
+                probabilities=dict(zip(labels, probs[row].tolist(), strict=True)),
+                latency_ms=round(elapsed_s * 1e3, 4),
+            )
+            topic = self.layout.predictions(window.machine)
+            result.answers.append(Answer(item, topic, prediction.encode(), prediction=prediction))
+            result.latencies_s.append(elapsed_s)
+        result.features = features
+        result.classes = classes
+
+
+def _check_signal(window: RawWindow, model: LoadedModel) -> None:
+    signal = model.card.signal
+    if not math.isclose(window.sample_rate, signal.sample_rate, rel_tol=1e-9):
+        detail = (
+            f"{window.sample_rate:g} Hz, the model {model.card.version} was trained for "
+            f"{signal.sample_rate:g} Hz"
+        )
+        raise MessageError(ErrorReason.SAMPLE_RATE_MISMATCH, "sample_rate", detail)
+    if window.samples.size != signal.window_length:
+        detail = (
+            f"{window.samples.size} samples, the model {model.card.version} expects {signal.window_length}"
+        )
+        raise MessageError(ErrorReason.WINDOW_LENGTH_MISMATCH, "n_samples", detail)

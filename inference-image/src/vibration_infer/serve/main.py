@@ -1,0 +1,158 @@
+"""The ``serve`` command: flags over ``VIBRATION_*`` environment, logging, signals, one `ServeApp`.
+
+Thin by design. The flags are generated from `ServeSettings` (``--mqtt-url``
+for ``mqtt_url``), so a setting and its flag cannot drift apart; the MQTT
+password has no flag (a flag shows in ``ps`` and the pod spec), only its
+``--mqtt-password-file`` form. SIGTERM and SIGINT stop the loop gracefully.
+This is the process entry, the one place with ``except Exception``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from vibration_core.errors import VibrationCoreError
+from vibration_core.validation import ExitCode
+from vibration_infer.errors import InferenceError, UsageError
+from vibration_infer.serve.app import ServeApp
+from vibration_infer.serve.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import FrameType
+
+logger = logging.getLogger("vibration_infer.serve")
+
+_NO_FLAG = frozenset({"mqtt_password"})
+_PAIRS = frozenset({"alert_severity", "min_class_recall"})
+_LISTS = frozenset({"normal_labels", "alert_labels"})
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the serving loop until SIGTERM; return the process exit code."""
+    parsed = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    setup_logging(parsed.log_level, parsed.log_format)
+    try:
+        settings = build_settings(parsed)
+    except UsageError as exc:
+        logger.error("usage_error reason=%r", exc.detail)  # noqa: TRY400 - a bad flag needs no traceback
+        return int(ExitCode.USAGE)
+    try:
+        return serve(settings)
+    except Exception as exc:  # the process boundary: log it and exit non-zero
+        logger.exception("serve_crashed error=%s", type(exc).__name__)
+        return int(ExitCode.INTERNAL)
+
+
+def serve(settings: ServeSettings) -> int:
+    """Load the starting model, serve until a stop signal, shut down cleanly."""
+    app = ServeApp(settings)
+    try:
+        app.install(app.load_initial())
+    except (InferenceError, VibrationCoreError, OSError) as exc:
+        # Stay up, unready: a valid target (hot swap) can still bring a model.
+        logger.error("initial_model_unavailable reason=%r", str(exc))  # noqa: TRY400 - expected, typed
+        app.status_message(f"no model: {exc}"[:500])
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("signal_received signal=%s", signal.Signals(signum).name)
+        app.signal_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    app.start()
+    logger.info(
+        "serve_started node=%s mqtt=%s prefix=%s http_port=%d",
+        settings.node_name,
+        settings.mqtt_url,
+        settings.topic_prefix,
+        app.http.port,
+    )
+    try:
+        app.run_forever()
+    finally:
+        app.shutdown()
+    return int(ExitCode.PASSED)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vibration-infer serve",
+        description="Serve a validated model on MQTT. Every flag also reads VIBRATION_<NAME>; flags win.",
+    )
+    for name, info in ServeSettings.model_fields.items():
+        if name in _NO_FLAG:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name in _PAIRS:
+            parser.add_argument(
+                flag, action="append", metavar="LABEL=VALUE", help=f"{info.description} Repeatable."
+            )
+        elif name in _LISTS:
+            parser.add_argument(
+                flag, action="append", metavar="LABEL", help=f"{info.description} Repeatable."
+            )
+        else:
+            parser.add_argument(flag, metavar=name.upper(), help=info.description)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json in a cluster.")
+    return parser
+
+
+def build_settings(parsed: argparse.Namespace) -> ServeSettings:
+    """`ServeSettings` from the parsed flags over the environment; raises `UsageError`."""
+    given: dict[str, Any] = {
+        name: getattr(parsed, name)
+        for name in ServeSettings.model_fields
+        if name not in _NO_FLAG and getattr(parsed, name, None) is not None
+    }
+    for name in _PAIRS & given.keys():
+        given[name] = _pairs(name, given[name])
+    try:
+        return ServeSettings(**given)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise UsageError(f"{where}: {first['msg']}") from None
+
+
+def _pairs(name: str, items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        label, sep, value = item.partition("=")
+        if not sep or not label:
+            raise UsageError(f"--{name.replace('_', '-')} takes LABEL=VALUE, got {item!r}")
+        out[label] = value
+    return out
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    """key=value lines on stderr (``text``) or one JSON object per line (``json``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

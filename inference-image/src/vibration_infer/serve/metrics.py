@@ -1,0 +1,154 @@
+"""Prometheus metrics of the serving loop, in a registry of their own.
+
+Names follow Prometheus conventions (base unit seconds, ``_total`` for
+counters); the latency buckets are at the millisecond scale the loop works
+at (100 us to 250 ms). Each pod owns one `ServeMetrics` with its own
+`CollectorRegistry`, so tests can run several side by side, and the plain
+totals that the status message carries are kept next to the counters
+instead of being read back from them.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter as TallyCounter
+from typing import TYPE_CHECKING, Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from vibration_core.drift import DriftReport
+
+LATENCY_BUCKETS_S: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25,
+)  # fmt: skip
+BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServeMetrics:
+    """Counters, histograms and gauges of one serving pod."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.latency = Histogram(
+            "vibration_infer_latency_seconds",
+            "From receipt of a raw window to its prediction ready to publish.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "vibration_infer_batch_size", "Windows per inference batch.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.received = Counter("vibration_infer_received", "Raw messages received.", registry=r)
+        self.windows = Counter(
+            "vibration_infer_windows", "Windows predicted, by predicted class.", ["label"], registry=r
+        )
+        self.errors = Counter(
+            "vibration_infer_errors", "Error messages published, by reason.", ["reason"], registry=r
+        )
+        self.duplicates = Counter(
+            "vibration_infer_duplicates", "Redelivered windows dropped (already answered).", registry=r
+        )
+        self.alerts = Counter(
+            "vibration_infer_alerts",
+            "Alerts published, by label and severity.",
+            ["label", "severity"],
+            registry=r,
+        )
+        self.swaps = Counter(
+            "vibration_infer_swaps",
+            "Hot-swap attempts, by outcome (promoted, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "vibration_infer_model_info",
+            "The model being served (value 1).",
+            ["model_id", "version", "sha256", "backend"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "vibration_infer_ready", "1 when a validated model serves and MQTT is up.", registry=r
+        )
+        self.mqtt_connected = Gauge(
+            "vibration_infer_mqtt_connected", "1 while connected to the broker.", registry=r
+        )
+        self.drift_psi = Gauge(
+            "vibration_infer_drift_psi",
+            "PSI of a feature against the card's reference.",
+            ["feature"],
+            registry=r,
+        )
+        self.drift_ks = Gauge(
+            "vibration_infer_drift_ks",
+            "KS distance of a feature to the card's reference.",
+            ["feature"],
+            registry=r,
+        )
+        self.drift_class_psi = Gauge(
+            "vibration_infer_drift_class_psi", "PSI of predicted class shares against training.", registry=r
+        )
+        self.drift_samples = Gauge(
+            "vibration_infer_drift_samples", "Rows in the rolling drift window.", registry=r
+        )
+        self.drifted = Gauge("vibration_infer_drifted", "1 when drift exceeds the drift policy.", registry=r)
+        self._lock = threading.Lock()
+        self._windows_total = 0
+        self._errors_total = 0
+        self._received_total = 0
+
+    def record_received(self, n: int) -> None:
+        """Count `n` raw messages taken from the broker."""
+        self.received.inc(n)
+        with self._lock:
+            self._received_total += n
+
+    def record_batch(self, labels: Iterable[str], latencies_s: Iterable[float]) -> None:
+        """Count one batch's predictions and observe their latencies."""
+        tally = TallyCounter(labels)
+        for label, count in tally.items():
+            self.windows.labels(label=label).inc(count)
+        for seconds in latencies_s:
+            self.latency.observe(seconds)
+        n = sum(tally.values())
+        if n:
+            self.batch_size.observe(n)
+        with self._lock:
+            self._windows_total += n
+
+    def record_errors(self, reasons: Iterable[str]) -> None:
+        """Count published error messages by reason."""
+        tally = TallyCounter(reasons)
+        for reason, count in tally.items():
+            self.errors.labels(reason=reason).inc(count)
+        with self._lock:
+            self._errors_total += sum(tally.values())
+
+    def set_model(self, model_id: str, version: str, sha256: str, backend: str) -> None:
+        """Point the model-info gauge at the model now serving (only one series at a time)."""
+        self.model_info.clear()
+        self.model_info.labels(model_id=model_id, version=version, sha256=sha256, backend=backend).set(1)
+
+    def set_drift(self, report: DriftReport) -> None:
+        """Publish the latest drift statistics (finite ones only)."""
+        self._set_all(self.drift_psi, report.feature_psi)
+        self._set_all(self.drift_ks, report.feature_ks)
+        if not math.isnan(report.class_psi):
+            self.drift_class_psi.set(report.class_psi)
+        self.drift_samples.set(report.samples)
+        self.drifted.set(1 if report.drifted else 0)
+
+    @staticmethod
+    def _set_all(gauge: Gauge, values: Mapping[str, float]) -> None:
+        for feature, value in values.items():
+            if not math.isnan(value):
+                gauge.labels(feature=feature).set(value)
+
+    def totals(self) -> tuple[int, int, int]:
+        """Raw messages received, windows predicted, error messages published, since start."""
+        with self._lock:
+            return self._received_total, self._windows_total, self._errors_total

@@ -1,0 +1,268 @@
+"""Settings of ``vibration-infer serve``: one typed object, built once in `run`.
+
+Every field reads ``VIBRATION_<FIELD>`` from the environment (the node name
+also plain ``NODE_NAME``, as the downward API sets it). MQTT credentials come
+as values or, from a mounted Secret, through the ``*_file`` fields, read at
+each (re)connect so a rotated Secret is picked up; they are `SecretStr`, so
+no repr or log line shows them.
+
+Which model serves: the validate init container left the node's last good
+version in the cache, and serve loads the last good version of the
+VibrationModel its `target_file` names (or of `model_id`, when set) from
+`cache_dir`. For local runs and tests, `artifact` and `card` name the files
+directly instead.
+
+The cache, accelerator, threshold and S3 fields share their names (and so
+their environment variables) with `vibration_infer.settings.ValidateSettings`:
+the init container and the serving container of a pod read one environment.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vibration_core.messages import ID_PATTERN, Severity
+from vibration_core.raw import DEFAULT_MAX_BYTES
+from vibration_infer.errors import UsageError
+from vibration_infer.settings import Accelerator, EdgeTpuFallback  # noqa: TC001 - pydantic reads them
+
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+def _default_severity() -> dict[str, Severity]:
+    return {"bearing_fault": "critical"}
+
+
+def _hostname() -> str:
+    return socket.gethostname().split(".")[0] or "node"
+
+
+class ServeSettings(BaseSettings):
+    """Broker, model, batching, alert, drift, HTTP and hot-swap settings of one serving pod."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VIBRATION_", extra="forbid", frozen=True, populate_by_name=True
+    )
+
+    # --- MQTT -----------------------------------------------------------------------------
+    mqtt_url: str = Field(
+        default="mqtt://localhost:1883",
+        description="Broker: mqtt://host[:1883] or mqtts://host[:8883] (TLS).",
+    )
+    mqtt_username: str | None = Field(default=None, description="MQTT user name.")
+    mqtt_password: SecretStr | None = Field(default=None, description="MQTT password.")
+    mqtt_username_file: Path | None = Field(
+        default=None, description="File holding the MQTT user name (a mounted Secret); wins over the value."
+    )
+    mqtt_password_file: Path | None = Field(
+        default=None, description="File holding the MQTT password (a mounted Secret); wins over the value."
+    )
+    mqtt_ca_file: Path | None = Field(
+        default=None, description="CA bundle for mqtts:// with a private CA; the system store otherwise."
+    )
+    client_id: str | None = Field(
+        default=None,
+        description="Stable MQTT client id of the persistent session; vibration-infer-{node} by default.",
+    )
+    topic_prefix: str = Field(
+        default="vibration-edge", description="The hall's topic prefix, e.g. factory/hall-a."
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive, seconds.")
+    session_expiry_s: int = Field(
+        default=3600,
+        ge=0,
+        description="How long the broker keeps the session (and queues QoS 1 windows) while the pod is away.",
+    )
+    receive_maximum: int = Field(
+        default=1024,
+        ge=1,
+        le=65535,
+        description="Unacknowledged windows the broker may have in flight to this pod; bounds its memory.",
+    )
+    max_inflight: int = Field(
+        default=20,
+        ge=1,
+        le=65535,
+        description="Answers published at QoS 1/2 and not yet acknowledged, at most; keep it at or below "
+        "the broker's Receive Maximum (Mosquitto: max_inflight_messages, 20 by default).",
+    )
+    reconnect_min_s: int = Field(default=1, ge=1, description="First reconnect delay, seconds; doubles.")
+    reconnect_max_s: int = Field(default=30, ge=1, description="Longest reconnect delay, seconds.")
+    predictions_qos: Literal[0, 1, 2] = Field(
+        default=1, description="QoS of predictions, alerts and errors (1: at least once)."
+    )
+    node_name: str = Field(
+        default_factory=_hostname,
+        pattern=ID_PATTERN,
+        validation_alias=AliasChoices("node_name", "VIBRATION_NODE_NAME", "NODE_NAME"),
+        description="The node this pod runs on (downward API); names the status topic.",
+    )
+
+    # --- model ----------------------------------------------------------------------------
+    cache_dir: Path = Field(
+        default=Path("/var/cache/vibration-edge"), description="Node-local model cache (a hostPath volume)."
+    )
+    cache_keep: int = Field(default=3, ge=1, description="Digests kept per model id in the cache.")
+    model_id: str | None = Field(
+        default=None, description="Serve the last good version of this model id from the cache."
+    )
+    artifact: Path | None = Field(
+        default=None, description="Serve this artifact directly (local runs, tests); needs `card`."
+    )
+    card: Path | None = Field(default=None, description="The model card of `artifact`.")
+    accelerator: Accelerator = Field(default="cpu", description="cpu, or coral for the Edge TPU delegate.")
+    edgetpu_fallback: EdgeTpuFallback = Field(
+        default="cpu",
+        description="Edge TPU wanted but missing: cpu = LiteRT on the CPU (logged), fail = refuse.",
+    )
+    threads: int = Field(default=1, ge=1, description="Threads per runtime (intra-op).")
+
+    # --- batching and input ---------------------------------------------------------------
+    batch_max: int = Field(default=64, ge=1, le=4096, description="Windows per batch at most.")
+    batch_deadline_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="A batch is run this long after its first window at the latest.",
+    )
+    max_payload_bytes: int = Field(
+        default=DEFAULT_MAX_BYTES, ge=64, description="Larger raw payloads are refused (oversized) unread."
+    )
+    dedupe_keys: int = Field(
+        default=65536,
+        ge=0,
+        description="Recent (machine, timestamp_ns) keys remembered to drop redelivered windows; 0 = off.",
+    )
+
+    # --- alerts ---------------------------------------------------------------------------
+    alert_confidence: float = Field(
+        default=0.8, ge=0, le=1, description="Confidence an abnormal window needs."
+    )
+    alert_consecutive: int = Field(
+        default=3, ge=1, description="Abnormal windows in a row (one machine, one label) before an alert."
+    )
+    normal_labels: tuple[str, ...] = Field(
+        default=("normal",), description="Labels that never alert; every other label of the card does."
+    )
+    alert_labels: tuple[str, ...] | None = Field(
+        default=None, description="If set, only these labels alert (instead of all but `normal_labels`)."
+    )
+    alert_severity: dict[str, Severity] = Field(
+        default_factory=_default_severity,
+        description="Severity per label; labels not listed get `alert_default_severity`.",
+    )
+    alert_default_severity: Severity = Field(default="warning", description="Severity of other labels.")
+
+    # --- drift ----------------------------------------------------------------------------
+    drift_window: int = Field(
+        default=500, ge=10, description="Rolling window of rows the drift statistics see."
+    )
+    drift_psi_threshold: float = Field(
+        default=0.2, gt=0, description="Per-feature PSI above which it drifted."
+    )
+    drift_ks_threshold: float = Field(
+        default=0.2, gt=0, le=1, description="Per-feature KS above which it drifted."
+    )
+    drift_class_threshold: float = Field(
+        default=0.2, gt=0, description="PSI of predicted class shares (vs. training) above which it drifted."
+    )
+    drift_min_samples: int = Field(default=200, ge=1, description="Rows needed before drift is reported.")
+
+    # --- HTTP, status ---------------------------------------------------------------------
+    http_host: str = Field(default="0.0.0.0", description="Address of /healthz, /readyz, /metrics, /status.")  # noqa: S104
+    http_port: int = Field(default=8080, ge=0, le=65535, description="Port of the HTTP endpoints; 0 = any.")
+    status_interval_s: float = Field(
+        default=10.0, gt=0, description="Seconds between retained status messages (also sent on changes)."
+    )
+    shutdown_timeout_s: float = Field(
+        default=5.0, ge=0, description="On SIGTERM, how long to wait for the last answers to be acknowledged."
+    )
+
+    # --- hot swap -------------------------------------------------------------------------
+    target_file: Path | None = Field(
+        default=Path("/etc/vibration-edge/target/target.json"),
+        description="The operator's target model (a projected ConfigMap); polled, swapped in when valid.",
+    )
+    target_poll_s: float = Field(default=1.0, gt=0, description="Seconds between looks at `target_file`.")
+    test_data: Path | None = Field(
+        default=None, description="Node-local test data a new target is validated on before it serves."
+    )
+    min_accuracy: float = Field(default=0.0, ge=0, le=1, description="Default lowest accuracy of a target.")
+    min_macro_f1: float = Field(default=0.0, ge=0, le=1, description="Default lowest macro F1 of a target.")
+    min_class_recall: dict[str, float] = Field(
+        default_factory=dict, description="Default lowest recall per class label of a target."
+    )
+    max_p99_ms: float | None = Field(
+        default=None, gt=0, description="Default highest p99 latency per window of a target (ms)."
+    )
+    s3_endpoint: str | None = Field(default=None, description="S3 endpoint for targets on s3://.")
+    s3_region: str | None = Field(default=None, description="S3 region; asked from the endpoint when unset.")
+    s3_access_key_file: Path | None = Field(default=None, description="File holding the S3 access key.")
+    s3_secret_key_file: Path | None = Field(default=None, description="File holding the S3 secret key.")
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Connect timeout of a target download, s."
+    )
+    read_timeout_s: float = Field(default=30.0, gt=0, description="Read timeout of a target download, s.")
+    retries: int = Field(default=3, ge=0, le=10, description="Retries of a target download.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        parts = urlsplit(self.mqtt_url)
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            msg = f"mqtt_url must be mqtt://host[:port] or mqtts://host[:port], got {self.mqtt_url!r}"
+            raise ValueError(msg)
+        if (self.artifact is None) != (self.card is None):
+            msg = "artifact and card go together: set both or neither"
+            raise ValueError(msg)
+        if self.artifact is None and self.model_id is None and self.target_file is None:
+            msg = "set target_file, model_id (serve the cache's last good version) or artifact and card"
+            raise ValueError(msg)
+        if self.reconnect_max_s < self.reconnect_min_s:
+            msg = "reconnect_max_s must be >= reconnect_min_s"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def mqtt_host(self) -> str:
+        """Host of `mqtt_url`."""
+        return urlsplit(self.mqtt_url).hostname or "localhost"
+
+    @property
+    def mqtt_port(self) -> int:
+        """Port of `mqtt_url`, 1883 (mqtt) or 8883 (mqtts) by default."""
+        parts = urlsplit(self.mqtt_url)
+        return parts.port or _DEFAULT_PORTS[parts.scheme]
+
+    @property
+    def mqtt_tls(self) -> bool:
+        """Whether `mqtt_url` asks for TLS."""
+        return urlsplit(self.mqtt_url).scheme == "mqtts"
+
+    @property
+    def effective_client_id(self) -> str:
+        """The MQTT client id: `client_id`, or vibration-infer-{node}."""
+        return self.client_id or f"vibration-infer-{self.node_name}"
+
+    def mqtt_credentials(self) -> tuple[str | None, str | None]:
+        """User name and password, read from their files when those are set."""
+        return (
+            _read_secret(self.mqtt_username_file) or self.mqtt_username,
+            _read_secret(self.mqtt_password_file)
+            or (self.mqtt_password.get_secret_value() if self.mqtt_password else None),
+        )
+
+
+def _read_secret(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError as exc:
+        # The message names the file, never its content.
+        raise UsageError(f"cannot read secret file {path}: {exc.strerror or type(exc).__name__}") from None

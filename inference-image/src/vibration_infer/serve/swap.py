@@ -1,0 +1,247 @@
+"""Hot swap: a new target model is validated inside the running pod, then swapped in between batches.
+
+Channel: a watched file, ``/etc/vibration-edge/target/target.json`` by
+default, projected into the pod from a ConfigMap that only the operator may
+write. Who may change it is then decided by Kubernetes RBAC, which is the
+authentication DESIGN.md asks for; an MQTT control topic would need a
+second set of per-client ACLs kept in step with the operator, and any
+client with a leaked sensor password on a misconfigured broker could point
+every pod of a hall at a model of its choosing. The file is polled (its
+content hash, every `target_poll_s`): kubelet updates a projected ConfigMap
+by swapping a symlink, which inotify follows badly, and one small read a
+second costs nothing. The pod trusts the file for *which* model, never for
+its bytes: the artifact's sha256 is checked against the target and the card
+before anything loads.
+
+Steps (one target at a time, on a thread of its own, while the current
+model keeps serving): fetch into the node cache (a cached digest needs no
+download) → load in the serving runtime → contract check → evaluate on the
+node-local test data against the thresholds → mark last good. This is
+`vibration_infer.validate.run_validation`, the very code of the init
+container, and the model it returns is the session that passed. The
+worker picks the new model up at its next batch boundary (one reference
+assignment), so every window is answered by exactly one model and the
+version in predictions changes once. A failure of any step leaves the old
+model serving, and the status (state ``failed``, with the reason), the
+``vibration_infer_swaps_total{outcome="failed"}`` counter and a log line
+say why; the same target is not retried until the file changes.
+
+Coral: the swap happens inside the pod that already holds the Edge TPU, so
+a Coral node never needs a second pod (which could not get the TPU) and is
+never without a serving model, also when the new version fails. The
+candidate and the serving model share the TPU in one process, which the
+Edge TPU runtime allows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import ValidationError
+
+from vibration_core.errors import TargetError
+from vibration_core.target import MAX_TARGET_BYTES, ModelTarget, parse_target
+from vibration_core.validation import ExitCode
+from vibration_infer.settings import ValidateSettings
+from vibration_infer.validate import Outcome, run_validation
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from vibration_core.messages import CandidateState, ModelState
+    from vibration_core.validation import CompactReport
+    from vibration_infer.cache import ModelCache
+    from vibration_infer.loader import LoadedModel
+    from vibration_infer.serve.metrics import ServeMetrics
+    from vibration_infer.serve.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TargetChange:
+    """A target file whose content differs from the last one seen."""
+
+    digest: str
+    """sha256 of the file's bytes."""
+    target: ModelTarget | None
+    """The parsed target, or None when the file does not parse."""
+    problem: str = ""
+
+
+class TargetWatcher:
+    """Reports each new content of the target file once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._last: str | None = None
+
+    def poll(self) -> TargetChange | None:
+        """The new target, if the file changed since the last poll; None otherwise or if absent."""
+        try:
+            with self.path.open("rb") as handle:
+                data = handle.read(MAX_TARGET_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            logger.warning(
+                "target_unreadable path=%s reason=%s", self.path, exc.strerror or type(exc).__name__
+            )
+            return None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == self._last:
+            return None
+        self._last = digest
+        try:
+            return TargetChange(digest, parse_target(data, str(self.path)))
+        except TargetError as exc:
+            return TargetChange(digest, None, exc.detail)
+
+
+def validate_target(settings: ServeSettings, target: ModelTarget, cache: ModelCache) -> Outcome:
+    """Run the init container's validation for `target` in this process; never raises for a bad target."""
+    if settings.test_data is None:
+        return Outcome(
+            code=ExitCode.USAGE, reason="no node-local test data (test_data) to validate a target on"
+        )
+    try:
+        base = ValidateSettings(
+            model_uri=target.model_uri,
+            s3_endpoint=settings.s3_endpoint,
+            s3_region=settings.s3_region,
+            s3_access_key_file=settings.s3_access_key_file,
+            s3_secret_key_file=settings.s3_secret_key_file,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            retries=settings.retries,
+            cache_dir=settings.cache_dir,
+            cache_keep=settings.cache_keep,
+            test_data=settings.test_data,
+            threads=settings.threads,
+            accelerator=settings.accelerator,
+            edgetpu_fallback=settings.edgetpu_fallback,
+            min_accuracy=settings.min_accuracy,
+            min_macro_f1=settings.min_macro_f1,
+            min_class_recall=settings.min_class_recall,
+            max_p99_ms=settings.max_p99_ms,
+            node_name=settings.node_name,
+        )
+        vsettings = base.for_target(target)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "target"
+        return Outcome(code=ExitCode.USAGE, reason=f"{where}: {first['msg']}", node=settings.node_name)
+    return run_validation(vsettings, cache=cache)
+
+
+class SwapHost(Protocol):
+    """What a hot swap needs from the serving pod."""
+
+    def serving(self) -> LoadedModel | None:
+        """The model answering now."""
+        ...
+
+    def promote(self, model: LoadedModel) -> None:
+        """Make a validated model the one that answers."""
+        ...
+
+    def report_state(self, state: ModelState, message: str) -> None:
+        """Publish a state change with its explanation."""
+        ...
+
+    def report_candidate(
+        self, target: ModelTarget, state: CandidateState, report: CompactReport | None
+    ) -> None:
+        """Publish how the validation of a target stands (the operator reads it from /status)."""
+        ...
+
+
+def is_serving(model: LoadedModel | None, target: ModelTarget) -> bool:
+    """Whether `model` is `target`: by digest, or by version for an unverified target."""
+    if model is None:
+        return False
+    if target.sha256 is not None:
+        return model.sha256 == target.sha256
+    return model.card.version == target.version
+
+
+class HotSwap:
+    """Watches the target file and takes each new target through validation into service."""
+
+    def __init__(
+        self, settings: ServeSettings, cache: ModelCache, metrics: ServeMetrics, host: SwapHost
+    ) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.metrics = metrics
+        self.host = host
+        self.watcher = TargetWatcher(settings.target_file) if settings.target_file else None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a target is being validated right now."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def poll(self) -> None:
+        """Look at the target file; start a swap when it names a new model (one at a time)."""
+        if self.watcher is None or self.busy:
+            return
+        change = self.watcher.poll()
+        if change is None:
+            return
+        if change.target is None:
+            self.metrics.swaps.labels(outcome="failed").inc()
+            logger.warning("target_invalid path=%s problem=%r", self.watcher.path, change.problem)
+            self.host.report_state("failed", f"target file unusable: {change.problem}")
+            return
+        serving = self.host.serving()
+        if serving is not None and is_serving(serving, change.target):
+            logger.info("target_already_active version=%s sha256=%s", change.target.version, serving.sha256)
+            self.host.report_candidate(change.target, "passed", None)
+            self.host.report_state("serving", f"serving {serving.card.model_id} {serving.card.version}")
+            return
+        self._thread = threading.Thread(target=self.run, args=(change.target,), name="swap", daemon=True)
+        self._thread.start()
+
+    def run(self, target: ModelTarget) -> None:
+        """Validate `target` and promote it, or report why not; the current model serves throughout."""
+        logger.info("swap_started version=%s sha256=%s", target.version, target.sha256)
+        self.host.report_candidate(target, "validating", None)
+        self.host.report_state("validating", f"validating target {target.short}")
+        try:
+            outcome = validate_target(self.settings, target, self.cache)
+        except Exception as exc:  # one target's handling: a crash must leave the old model serving
+            logger.exception("swap_crashed sha256=%s error=%s", target.sha256, type(exc).__name__)
+            crashed = Outcome(code=ExitCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}"[:500])
+            self._failed(target, crashed)
+            return
+        if outcome.code is ExitCode.PASSED and outcome.model is not None:
+            self.metrics.swaps.labels(outcome="promoted").inc()
+            self.host.report_candidate(target, "passed", outcome.compact())
+            self.host.promote(outcome.model)
+            logger.info(
+                "swap_promoted version=%s sha256=%s", outcome.model.card.version, outcome.model.sha256
+            )
+            return
+        self._failed(target, outcome)
+
+    def _failed(self, target: ModelTarget, outcome: Outcome) -> None:
+        self.metrics.swaps.labels(outcome="failed").inc()
+        code = outcome.code.name
+        logger.warning(
+            "swap_failed version=%s sha256=%s code=%s reason=%r",
+            target.version,
+            target.sha256,
+            code,
+            outcome.reason,
+        )
+        self.host.report_candidate(target, "failed", outcome.compact())
+        serving = self.host.serving()
+        keeps = f"; still serving {serving.card.version}" if serving else ""
+        message = f"target {target.short} refused, {code.lower()}: {outcome.reason}{keeps}"
+        self.host.report_state("failed", message[:1000])

@@ -1,0 +1,188 @@
+"""Settings of ``vibration-infer validate``: one typed object, built once in the CLI.
+
+Every field reads the environment variable ``VIBRATION_<FIELD>`` (the node
+name also plain ``NODE_NAME``, as the downward API sets it); flags given on
+the command line override the environment. S3 credentials come either as
+values or, as a Kubernetes Secret mounted as files, through the
+``*_file`` fields; the values are `SecretStr` so that no repr, log line or
+report shows them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vibration_infer.errors import UsageError
+
+if TYPE_CHECKING:
+    from vibration_core.target import ModelTarget
+
+Accelerator = Literal["cpu", "coral"]
+EdgeTpuFallback = Literal["cpu", "fail"]
+
+_SCHEMES = frozenset({"s3", "http", "https", "file"})
+_SHA256 = r"^[0-9a-f]{64}$"
+
+
+class ValidateSettings(BaseSettings):
+    """What to validate, where from, against which data and thresholds."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VIBRATION_", extra="forbid", frozen=True, populate_by_name=True
+    )
+
+    target: Path | None = Field(
+        default=None,
+        description="The operator's target file (target.json): model, digest and thresholds, which win "
+        "over the flags and environment. Either this or model_uri.",
+    )
+    fallback_last_good: bool = Field(
+        default=False,
+        description="With target: when the target fails but this node has a last good version of the same "
+        "VibrationModel, report the failure yet exit 0, so the pod serves the last good version.",
+    )
+    model_uri: str | None = Field(
+        default=None, description="The artifact: s3://bucket/key, http(s)://host/path or file:///abs/path."
+    )
+    slot: str | None = Field(
+        default=None,
+        description="Also record a passed version as the last good one under this name (the "
+        "VibrationModel's; set from the target).",
+    )
+    card_uri: str | None = Field(
+        default=None, description="The model card; by default modelcard.json next to the artifact."
+    )
+    expected_sha256: str | None = Field(
+        default=None,
+        pattern=_SHA256,
+        description="The artifact's sha256 as the VibrationModel names it; a cached copy with this "
+        "digest is used without any download (offline restarts).",
+    )
+    s3_endpoint: str | None = Field(
+        default=None, description="S3 endpoint URL such as http://minio.minio:9000; AWS when not set."
+    )
+    s3_region: str | None = Field(
+        default=None, description="S3 region; asked from the endpoint when not set."
+    )
+    s3_access_key: SecretStr | None = Field(default=None, description="S3 access key.")
+    s3_secret_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    s3_access_key_file: Path | None = Field(
+        default=None, description="File holding the S3 access key (a mounted Secret); wins over the value."
+    )
+    s3_secret_key_file: Path | None = Field(
+        default=None, description="File holding the S3 secret key (a mounted Secret); wins over the value."
+    )
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle for https endpoints with a private CA; system store otherwise."
+    )
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Seconds to wait for a TCP connection.")
+    read_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for each read once connected (a hung server)."
+    )
+    retries: int = Field(default=3, ge=0, le=10, description="Retries after the first attempt of a download.")
+    backoff_s: float = Field(
+        default=0.5, ge=0, description="First pause between attempts; doubles on each retry (capped at 30 s)."
+    )
+    max_artifact_mb: float = Field(
+        default=512.0, gt=0, description="Refuse artifacts larger than this (protects the node's disk)."
+    )
+    cache_dir: Path = Field(
+        default=Path("/var/cache/vibration-edge"), description="Node-local model cache (a hostPath volume)."
+    )
+    cache_keep: int = Field(
+        default=3, ge=1, description="Digests kept per model id; the last good one is never evicted."
+    )
+    test_data: Path = Field(description="Node-local test data: a parquet file or a directory of them.")
+    batch_size: int = Field(default=64, ge=1, le=4096, description="Windows per inference batch.")
+    threads: int = Field(default=1, ge=1, description="Threads per runtime (intra-op); 1 keeps latency flat.")
+    accelerator: Accelerator = Field(default="cpu", description="cpu, or coral for the Edge TPU delegate.")
+    edgetpu_fallback: EdgeTpuFallback = Field(
+        default="cpu",
+        description="When the Edge TPU is wanted but missing: cpu = run on LiteRT's CPU (logged), "
+        "fail = refuse to load.",
+    )
+    min_accuracy: float = Field(default=0.0, ge=0, le=1, description="Lowest accepted accuracy.")
+    min_macro_f1: float = Field(default=0.0, ge=0, le=1, description="Lowest accepted macro F1.")
+    min_class_recall: dict[str, float] = Field(
+        default_factory=dict,
+        description="Lowest accepted recall per class label, e.g. {bearing_fault: 0.95}.",
+    )
+    max_p99_ms: float | None = Field(
+        default=None, gt=0, description="Highest accepted p99 latency per window (ms); not checked if unset."
+    )
+    termination_log: Path = Field(
+        default=Path("/dev/termination-log"), description="Where the compact report goes (pod status)."
+    )
+    node_name: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("node_name", "VIBRATION_NODE_NAME", "NODE_NAME"),
+        description="The node this runs on, for the report; from the downward API.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.model_uri is None) == (self.target is None):
+            msg = "give exactly one of model_uri (what to validate) and target (the operator's target file)"
+            raise ValueError(msg)
+        for name in ("model_uri", "card_uri"):
+            uri = getattr(self, name)
+            if uri is not None and urlsplit(uri).scheme not in _SCHEMES:
+                msg = f"{name} must start with s3://, http://, https:// or file://"
+                raise ValueError(msg)
+        bad = {k: v for k, v in self.min_class_recall.items() if not 0 <= v <= 1}
+        if bad:
+            msg = f"min_class_recall values must lie in [0, 1], got {sorted(bad)}"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def artifact_uri(self) -> str:
+        """`model_uri`, which is set once a target is resolved (`for_target`)."""
+        if self.model_uri is None:
+            raise UsageError("no model_uri: resolve the target first")
+        return self.model_uri
+
+    def for_target(self, target: ModelTarget) -> ValidateSettings:
+        """These settings with the target's model, digest, endpoint and thresholds (unset ones keep ours)."""
+        update: dict[str, Any] = {
+            "target": None,
+            "model_uri": target.model_uri,
+            "card_uri": target.card_uri,
+            "expected_sha256": target.sha256,
+            "slot": target.name,
+            "min_class_recall": target.min_class_recall or self.min_class_recall,
+        }
+        if target.endpoint:
+            update["s3_endpoint"] = target.endpoint
+        for name in ("min_accuracy", "min_macro_f1", "max_p99_ms"):
+            if (value := getattr(target, name)) is not None:
+                update[name] = value
+        # Validated again: a target is input like any flag.
+        return type(self).model_validate(self.model_dump() | update)
+
+    def s3_credentials(self) -> tuple[str | None, str | None]:
+        """The access and secret key, read from their files when those are set.
+
+        Read at call time rather than at start-up so that a rotated Secret is
+        picked up by the next download.
+        """
+        return (
+            _secret(self.s3_access_key_file, self.s3_access_key),
+            _secret(self.s3_secret_key_file, self.s3_secret_key),
+        )
+
+
+def _secret(path: Path | None, value: SecretStr | None) -> str | None:
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            # The message names the file, never its content.
+            detail = f"cannot read secret file {path}: {exc.strerror or type(exc).__name__}"
+            raise UsageError(detail) from None
+    return value.get_secret_value() if value is not None else None

@@ -1,0 +1,164 @@
+"""A real Mosquitto broker for tests: Debian's ``/usr/sbin/mosquitto`` on a free loopback port.
+
+`Mosquitto` writes a config into a temporary directory and runs the broker
+in the foreground as a child process:
+
+- ``listener PORT 127.0.0.1``: loopback only, on a port asked from the kernel;
+- ``allow_anonymous true``: tests only; the chart's broker refuses anonymous clients;
+- ``set_tcp_nodelay true``: without it a 16 KB message waits for Nagle (about 6 ms);
+- persistence in the temporary directory, so a QoS 1 persistent session and
+  its queued messages survive `restart` (the broker writes its database on a
+  clean stop; no periodic autosave, which rewrites the whole database and
+  stalls the broker for as long as that takes under a flood of messages);
+- no per-client queue or in-flight limit: a test that floods thousands of
+  QoS 1 windows must not lose any to the broker's default cap of 1000.
+
+Import `mosquitto_broker` from a test module and declare a fixture with it;
+it skips with a reason when the broker is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import TracebackType
+
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+START_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def mosquitto_path() -> Path | None:
+    """The broker binary: Debian's, else one on PATH, else None."""
+    if MOSQUITTO.exists():
+        return MOSQUITTO
+    found = shutil.which("mosquitto")
+    return Path(found) if found else None
+
+
+class Mosquitto:
+    """One broker process with a generated config; `start`, `stop`, `restart`."""
+
+    def __init__(self, workdir: Path, *, port: int | None = None, binary: Path | None = None) -> None:
+        self.binary = binary or mosquitto_path() or MOSQUITTO
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.config = workdir / "mosquitto.conf"
+        self.log = workdir / "mosquitto.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        (workdir / "data").mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            "\n".join(
+                [
+                    f"listener {self.port} 127.0.0.1",
+                    "allow_anonymous true",
+                    # As root the broker would switch to the user "mosquitto", which cannot
+                    # write to a test's temporary directory; as anyone else this is ignored.
+                    f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+                    "set_tcp_nodelay true",
+                    "persistence true",
+                    f"persistence_location {workdir / 'data'}/",
+                    "max_queued_messages 0",
+                    "max_inflight_messages 0",
+                    "max_keepalive 65535",
+                    f"log_dest file {self.log}",
+                    "log_type error",
+                    "log_type warning",
+                    "log_type notice",
+                    "",
+                ]
+            ),
+            encoding="utf-8",
+        )
+
+    @property
+    def url(self) -> str:
+        """``mqtt://127.0.0.1:PORT``."""
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start the broker and wait until it accepts connections."""
+        if self.running:
+            return
+        self._process = subprocess.Popen(
+            [str(self.binary), "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                err = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                log = self.log.read_text(errors="replace") if self.log.exists() else ""
+                raise RuntimeError(f"mosquitto exited with {self._process.returncode}: {err} {log}")
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.2):
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"mosquitto did not listen on {self.port} within {START_TIMEOUT_S} s")
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the broker: SIGTERM (it saves its database) or, with `kill`, SIGKILL."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        if process.stderr is not None:
+            process.stderr.close()
+
+    def restart(self, *, down_s: float = 0.0, kill: bool = False) -> None:
+        """Stop, stay down `down_s` seconds, start again on the same port with the same data."""
+        self.stop(kill=kill)
+        time.sleep(down_s)
+        self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def mosquitto_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """Body of a pytest fixture: a started broker, stopped afterwards; skips without mosquitto."""
+    binary = mosquitto_path()
+    if binary is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    with Mosquitto(tmp_path / "mosquitto", binary=binary) as broker:
+        yield broker

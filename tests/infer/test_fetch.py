@@ -1,0 +1,195 @@
+"""Downloads with bounded patience: real servers on loopback, some of them misbehaving."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from minio import Minio
+from moto.server import ThreadedMotoServer
+from tests.infer.conftest import closed_port, hung_server
+
+from vibration_infer.errors import FetchError
+from vibration_infer.fetch import FetchOptions, fetch, redact_uri, sibling_uri
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+BODY = bytes(range(256)) * 4096  # 1 MiB, more than one chunk
+FAST = FetchOptions(connect_timeout_s=2, read_timeout_s=5, retries=2, backoff_s=0.01)  # answered servers
+ACCESS, SECRET = "vibration-test-access", "vibration-test-secret-do-not-print"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Answers GETs from the server's `plan`: one (status, body, truncate) per request, the last repeating."""
+
+    def do_GET(self) -> None:
+        server: Any = self.server
+        server.hits += 1
+        status, body, truncate = server.plan[min(server.hits, len(server.plan)) - 1]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 10] if truncate else body)
+        if truncate:
+            self.close_connection = True
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def http_server(*plan: tuple[int, bytes, bool]) -> Iterator[Any]:
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.plan, server.hits, server.daemon_threads = list(plan), 0, True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def url(server: Any, path: str = "/models/m/v1/model.onnx") -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_file_uri_is_copied_hashed_and_renamed(tmp_path: Path) -> None:
+    source = tmp_path / "src" / "model.onnx"
+    source.parent.mkdir()
+    source.write_bytes(BODY)
+    (tmp_path / "out").mkdir()
+    got = fetch(source.as_uri(), tmp_path / "out" / "model.onnx", FAST)
+    assert got.sha256 == hashlib.sha256(BODY).hexdigest()
+    assert got.size == len(BODY)
+    assert leftovers(tmp_path / "out") == ["model.onnx"]
+
+
+def test_missing_file_fails_at_once(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="no such file"):
+        fetch((tmp_path / "absent.onnx").as_uri(), tmp_path / "x", FetchOptions(retries=5, backoff_s=1))
+    assert time.monotonic() - started < 0.5
+
+
+def test_http_download(tmp_path: Path) -> None:
+    with http_server((200, BODY, False)) as server:
+        got = fetch(url(server), tmp_path / "model.onnx", FAST)
+    assert got.sha256 == hashlib.sha256(BODY).hexdigest()
+    assert (got.attempts, server.hits) == (1, 1)
+
+
+def test_http_404_is_final(tmp_path: Path) -> None:
+    with http_server((404, b"no", False)) as server, pytest.raises(FetchError, match="HTTP 404"):
+        fetch(url(server), tmp_path / "model.onnx", FAST)
+    assert server.hits == 1
+
+
+def test_http_503_is_retried_with_backoff(tmp_path: Path) -> None:
+    with http_server((503, b"busy", False), (200, BODY, False)) as server:
+        got = fetch(url(server), tmp_path / "model.onnx", FAST)
+    assert (got.attempts, server.hits) == (2, 2)
+
+
+def test_truncated_body_is_retried_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    with http_server((200, BODY, True)) as server, pytest.raises(FetchError, match="broken"):
+        fetch(url(server), tmp_path / "model.onnx", FAST)
+    assert server.hits == FAST.retries + 1
+    assert leftovers(tmp_path) == []
+
+
+def test_hung_server_fails_within_its_timeouts(tmp_path: Path) -> None:
+    options = FetchOptions(connect_timeout_s=0.3, read_timeout_s=0.4, retries=2, backoff_s=0.05)
+    bound = (options.connect_timeout_s + options.read_timeout_s) * (options.retries + 1) + 0.05 + 0.1
+    with hung_server() as port:
+        started = time.monotonic()
+        with pytest.raises(FetchError, match="read timeout") as caught:
+            fetch(f"http://127.0.0.1:{port}/model.onnx", tmp_path / "model.onnx", options)
+        elapsed = time.monotonic() - started
+    # Generous slack: a loaded runner (2 shared cores) delays even a bare socket timeout, 8 s seen
+    # for a 2.25 s bound; the point is "bounded", where no timeout would hang until pytest's 300 s.
+    assert elapsed < 5 * bound + 10.0, f"took {elapsed:.2f} s, bound {bound:.2f} s"
+    assert elapsed >= options.read_timeout_s * (options.retries + 1)
+    assert "after 3 attempts" in str(caught.value)
+
+
+def test_closed_port_fails_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(FetchError, match="refused"):
+        fetch(f"http://127.0.0.1:{closed_port()}/m.onnx", tmp_path / "m.onnx", FAST)
+
+
+def test_size_limit_is_final(tmp_path: Path) -> None:
+    with http_server((200, BODY, False)) as server, pytest.raises(FetchError, match="limit"):
+        fetch(url(server), tmp_path / "m.onnx", FetchOptions(max_bytes=1000))
+    assert server.hits == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_uris_are_redacted_and_siblings_found() -> None:
+    assert (
+        redact_uri("https://user:pw@host:8443/a/m.onnx?X-Amz-Signature=abc")
+        == "https://host:8443/a/m.onnx?..."
+    )
+    assert sibling_uri("s3://models/m/v1/model.onnx", "modelcard.json") == "s3://models/m/v1/modelcard.json"
+    assert sibling_uri("https://h/a/model.onnx?sig=1", "modelcard.json") == "https://h/a/modelcard.json"
+    assert sibling_uri("file:///r/m/v1/model.onnx", "modelcard.json") == "file:///r/m/v1/modelcard.json"
+
+
+def test_http_error_never_shows_credentials_in_the_uri(tmp_path: Path) -> None:
+    with http_server((403, b"", False)) as server:
+        uri = f"http://bob:{SECRET}@127.0.0.1:{server.server_address[1]}/m.onnx?token={SECRET}"
+        with pytest.raises(FetchError) as caught:
+            fetch(uri, tmp_path / "m", FAST)
+    assert SECRET not in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def moto_s3() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = Minio(f"{host}:{port}", access_key=ACCESS, secret_key=SECRET, secure=False, region="us-east-1")
+    client.make_bucket("models")
+    client._http.clear()  # close its sockets now: an unclosed one warns (an error here) when collected
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def s3_options(endpoint: str) -> FetchOptions:
+    return FetchOptions(
+        connect_timeout_s=2, read_timeout_s=5, retries=1, backoff_s=0.01, s3_endpoint=endpoint,
+        s3_region="us-east-1", access_key=ACCESS, secret_key=SECRET,
+    )  # fmt: skip
+
+
+def test_s3_download_from_moto(moto_s3: str, tmp_path: Path) -> None:
+    import io  # noqa: PLC0415
+
+    client = Minio(moto_s3.removeprefix("http://"), access_key=ACCESS, secret_key=SECRET, secure=False)
+    client.put_object("models", "m/v1/model.onnx", io.BytesIO(BODY), len(BODY))
+    client._http.clear()
+    got = fetch("s3://models/m/v1/model.onnx", tmp_path / "model.onnx", s3_options(moto_s3))
+    assert got.sha256 == hashlib.sha256(BODY).hexdigest()
+
+
+def test_s3_missing_key_is_final_and_names_no_secret(moto_s3: str, tmp_path: Path) -> None:
+    with pytest.raises(FetchError, match="NoSuchKey") as caught:
+        fetch("s3://models/absent/model.onnx", tmp_path / "model.onnx", s3_options(moto_s3))
+    assert SECRET not in str(caught.value)
+    assert ACCESS not in str(caught.value)
+    assert leftovers(tmp_path) == []

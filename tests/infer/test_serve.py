@@ -1,0 +1,805 @@
+"""The serving loop against a real Mosquitto, real paho clients and tiny models trained here.
+
+Unit tests (batcher, alerts, watcher, settings) run without a broker; the
+rest start Debian's mosquitto on a free loopback port (`tests.infer.mosquitto`)
+and are marked ``integration``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from tests.infer.conftest import MODEL_ID, SAMPLE_RATE, TINY, WINDOW_LENGTH, TinyModel
+from tests.infer.mosquitto import Mosquitto, free_port, mosquitto_broker
+
+from vibration_core.messages import Alert, ErrorMessage, ErrorReason, ModelStatus, Prediction
+from vibration_core.raw import (
+    RAW_HEADER,
+    encode_raw_float32,
+    encode_raw_int16,
+    encode_raw_json,
+    quantize_int16,
+)
+from vibration_core.simulator import simulate
+from vibration_core.topics import TopicLayout
+from vibration_core.validation import ExitCode
+from vibration_infer.loader import load_model, predict
+from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
+from vibration_infer.serve.app import ServeApp
+from vibration_infer.serve.batcher import BatchProcessor, Deduper, Incoming, collect
+from vibration_infer.serve.settings import ServeSettings
+from vibration_infer.serve.swap import TargetWatcher
+from vibration_train.card import build_card, write_model
+from vibration_train.fit import fit
+from vibration_train.onnx_export import to_onnx
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from vibration_core.modelcard import ModelCard
+    from vibration_core.simulator import SimulatedData
+    from vibration_infer.loader import LoadedModel
+    from vibration_train.data import TrainingTable
+
+PREFIX = "test/hall"
+LAYOUT = TopicLayout(PREFIX)
+RATE = SAMPLE_RATE
+LENGTH = WINDOW_LENGTH
+SLOW = 120.0
+"""Deadline of a wait that a loaded CI machine may stretch; a quiet one is done in a second or two."""
+
+
+# --- models trained at test time -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    artifact: Path
+    card_path: Path
+    card: ModelCard
+
+    @property
+    def uri(self) -> str:
+        return self.artifact.as_uri()
+
+
+@dataclass(frozen=True)
+class Models:
+    v1: ModelFiles
+    v2: ModelFiles
+    test_data: Path
+
+
+@pytest.fixture(scope="module")
+def models(
+    train_table: TrainingTable,
+    onnx_model: TinyModel,
+    test_parquet: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Models:
+    """v1 is the conftest's tiny model; v2 the same recipe with another seed, so other bytes."""
+    root = tmp_path_factory.mktemp("models")
+    artifact, card_path = write_model(root / "v1", onnx_model.data, onnx_model.card)
+    v1_files = ModelFiles(artifact, card_path, onnx_model.card)
+    config = replace(TINY, random_state=43)
+    result = fit(train_table, config)
+    exported = to_onnx(result.estimator, train_table.features.shape[1])
+    card = build_card(
+        table=train_table, result=result, config=config, model=exported, model_id=MODEL_ID, version="v2"
+    )
+    artifact, card_path = write_model(root / "v2", exported.data, card)
+    assert card.artifact.sha256 != onnx_model.card.artifact.sha256
+    return Models(v1_files, ModelFiles(artifact, card_path, card), test_parquet)
+
+
+@pytest.fixture(scope="module")
+def v1(models: Models) -> LoadedModel:
+    return load_model(models.v1.artifact, models.v1.card)
+
+
+def stream(n: int, seed: int) -> SimulatedData:
+    return simulate(n, seed=seed, sample_rate=RATE, window_length=LENGTH, machines=4)
+
+
+# --- MQTT test clients ---------------------------------------------------------------------
+
+
+class Collector:
+    """A paho client that keeps every message under the prefix, in arrival order."""
+
+    # The pod's outputs only: the raw windows would double this process's work for nothing.
+    TOPICS = ("machines/+/predictions", "machines/+/errors", "machines/+/alerts", "errors", "nodes/+/status")
+
+    def __init__(
+        self, broker: Mosquitto, client_id: str = "collector", *, persistent: bool = False, qos: int = 1
+    ) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._by_leaf: dict[str, list[bytes]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_connect = lambda c, *_: c.subscribe([(f"{PREFIX}/{t}", qos) for t in self.TOPICS])
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+        props.SessionExpiryInterval = 300 if persistent else 0
+        self.client.connect(broker.host, broker.port, clean_start=not persistent, properties=props)
+        self.client.loop_start()
+        assert self._subscribed.wait(30)
+
+    def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
+        payload = bytes(message.payload)
+        with self._lock:
+            self.messages.append((message.topic, payload))
+            self._by_leaf[message.topic.rsplit("/", 1)[-1]].append(payload)
+
+    def leaf(self, leaf: str) -> list[bytes]:
+        with self._lock:
+            return list(self._by_leaf[leaf])
+
+    def count(self, leaf: str) -> int:
+        """Messages so far on topics ending in `leaf`; O(1), for polling."""
+        with self._lock:
+            return len(self._by_leaf[leaf])
+
+    def predictions(self) -> list[Prediction]:
+        return [Prediction.decode(p) for p in self.leaf("predictions")]
+
+    def errors(self) -> list[ErrorMessage]:
+        return [ErrorMessage.decode(p) for p in self.leaf("errors")]
+
+    def alerts(self) -> list[Alert]:
+        return [Alert.decode(p) for p in self.leaf("alerts")]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Publisher:
+    """A sensor: QoS 1 on a persistent session, so a broker restart loses nothing it sent."""
+
+    def __init__(self, broker: Mosquitto, client_id: str = "sensor") -> None:
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.client.reconnect_delay_set(1, 2)
+        self.client.max_inflight_messages_set(0)  # no limit: paho rescans its queue per PUBACK with one
+        self.client.max_queued_messages_set(0)
+        connected = threading.Event()
+        self.client.on_connect = lambda *_: connected.set()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+        props.SessionExpiryInterval = 300
+        self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
+        self.client.loop_start()
+        assert connected.wait(30)
+
+    def send(self, machine: str, payload: bytes, topic: str | None = None) -> None:
+        self.client.publish(topic or LAYOUT.raw(machine), payload, qos=1)
+
+    def send_all(
+        self,
+        data: SimulatedData,
+        *,
+        rate_hz: float | None = None,
+        on_each: Callable[[int], None] | None = None,
+    ) -> None:
+        started = time.perf_counter()
+        for i in range(len(data)):
+            self.send(
+                str(data.machine[i]), encode_raw_float32(data.windows[i], RATE, int(data.timestamp_ns[i]))
+            )
+            if on_each is not None:
+                on_each(i)
+            if rate_hz is not None:
+                pause = started + (i + 1) / rate_hz - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def keys(data: SimulatedData) -> set[tuple[str, int]]:
+    return {(str(m), int(t)) for m, t in zip(data.machine, data.timestamp_ns, strict=True)}
+
+
+# --- the serving pod in this process -------------------------------------------------------
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    yield from mosquitto_broker(tmp_path)
+
+
+def settings_for(broker: Mosquitto, models: Models, tmp_path: Path, **overrides: object) -> ServeSettings:
+    values: dict[str, object] = {
+        "mqtt_url": broker.url,
+        "topic_prefix": PREFIX,
+        "node_name": "node-a",
+        "client_id": f"serve-{tmp_path.name}",
+        "artifact": models.v1.artifact,
+        "card": models.v1.card_path,
+        "cache_dir": tmp_path / "cache",
+        "test_data": models.test_data,
+        "target_file": tmp_path / "target.json",
+        "target_poll_s": 0.05,
+        "status_interval_s": 0.5,
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "reconnect_min_s": 1,
+        "reconnect_max_s": 2,
+        "shutdown_timeout_s": 2.0,
+        "max_inflight": 100,  # the fixture's broker has no Receive Maximum
+    }
+    values.update(overrides)
+    return ServeSettings(**values)  # type: ignore[arg-type]  # keyword values of mixed types
+
+
+@contextlib.contextmanager
+def serving(settings: ServeSettings) -> Iterator[ServeApp]:
+    app = ServeApp(settings)
+    app.install(app.load_initial())
+    app.start()
+    loop = threading.Thread(target=app.run_forever, name="status-loop", daemon=True)
+    loop.start()
+    try:
+        wait_until(app.is_ready, SLOW, "the pod to be ready")
+        yield app
+    finally:
+        app.request_stop()
+        loop.join(5)
+        app.shutdown()
+
+
+# --- unit: batcher, dedupe, alerts, watcher, settings --------------------------------------
+
+
+def incoming(topic: str, payload: bytes, mid: int = 1) -> Incoming:
+    return Incoming(topic, payload, mid, 1, 1, time.time_ns(), time.perf_counter_ns())
+
+
+def test_a_batch_is_answered_one_message_each_and_labels_match_an_offline_run(v1: LoadedModel) -> None:
+    data = stream(40, seed=3)
+    processor = BatchProcessor(LAYOUT, max_payload_bytes=1 << 20, dedupe_keys=100)
+    items = [
+        incoming(
+            LAYOUT.raw(str(data.machine[i])),
+            encode_raw_float32(data.windows[i], RATE, int(data.timestamp_ns[i])),
+            i,
+        )
+        for i in range(len(data))
+    ]
+    broken = incoming(LAYOUT.raw("m"), b"\x00not a window")
+    result = processor.process([*items[:20], broken, *items[20:]], v1)
+    assert len(result.answers) == 41
+    assert [e.reason for e in result.errors] == [ErrorReason.NOT_JSON]
+    offline = predict(v1, data.windows, RATE)
+    assert [p.label for p in result.predictions] == list(offline.labels)
+    assert all(
+        p.model_version == "v1" and set(p.probabilities) == set(v1.card.labels) for p in result.predictions
+    )
+    assert result.features is not None
+    assert result.features.shape == (40, 10)
+    # the same windows again are redeliveries: acknowledged, not answered
+    again = processor.process(items[:5], v1)
+    assert again.answers == []
+    assert len(again.duplicates) == 5
+
+
+def test_a_window_whose_features_overflow_does_not_spoil_its_batch(v1: LoadedModel) -> None:
+    data = stream(3, seed=4)
+    huge = np.full(LENGTH, 3e38, dtype=np.float32)
+    huge[::2] = -3e38
+    payloads = [
+        encode_raw_float32(data.windows[0], RATE, 1),
+        encode_raw_float32(huge, RATE, 2),
+        encode_raw_float32(data.windows[2], RATE, 3),
+    ]
+    processor = BatchProcessor(LAYOUT, max_payload_bytes=1 << 20, dedupe_keys=0)
+    result = processor.process([incoming(LAYOUT.raw("m1"), p) for p in payloads], v1)
+    assert [e.reason for e in result.errors] == [ErrorReason.NON_FINITE]
+    assert [p.timestamp_ns for p in result.predictions] == [1, 3]
+
+
+def test_the_deduper_forgets_the_oldest_keys() -> None:
+    deduper = Deduper(2)
+    deduper.remember([("a", 1), ("a", 2), ("a", 3)])
+    assert not deduper.seen(("a", 1))
+    assert deduper.seen(("a", 3))
+    off = Deduper(0)
+    off.remember([("a", 1)])
+    assert not off.seen(("a", 1))
+
+
+def test_collect_flushes_on_size_and_on_the_deadline() -> None:
+    inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
+    for i in range(10):
+        inbox.put(incoming("t", b"", i))
+    assert len(collect(inbox, 4, 1.0, 0.1)) == 4
+    started = time.perf_counter()
+    assert len(collect(inbox, 64, 0.005, 0.1)) == 6  # the rest, after the deadline
+    assert time.perf_counter() - started < 0.5
+    assert collect(inbox, 64, 0.005, 0.01) == []
+
+
+def prediction(machine: str, label: str, confidence: float, ts: int) -> Prediction:
+    return Prediction(
+        machine=machine, timestamp_ns=ts, model_id=MODEL_ID, model_version="v1", label=label,
+        confidence=confidence, probabilities={label: confidence}, latency_ms=0.1,
+    )  # fmt: skip
+
+
+def test_an_alert_goes_out_once_when_the_run_reaches_its_length() -> None:
+    tracker = AlertTracker(AlertPolicy(confidence=0.8, consecutive=3, severity={"bearing_fault": "critical"}))
+    sequence = [
+        ("bearing_fault", 0.9), ("bearing_fault", 0.95), ("bearing_fault", 0.99),  # alert at the third
+        ("bearing_fault", 0.9), ("bearing_fault", 0.9),  # the run goes on: no more alerts
+        ("bearing_fault", 0.5),  # below the threshold: the run ends
+        ("bearing_fault", 0.9), ("bearing_fault", 0.9), ("imbalance", 0.9),  # a new label starts over
+        ("imbalance", 0.9), ("imbalance", 0.9),  # alert
+        ("normal", 0.99), ("normal", 0.99), ("normal", 0.99),  # never alerts
+    ]  # fmt: skip
+    alerts = [tracker.observe(prediction("m1", label, c, i)) for i, (label, c) in enumerate(sequence)]
+    raised = [(i, a.label, a.severity, a.consecutive) for i, a in enumerate(alerts) if a is not None]
+    assert raised == [(2, "bearing_fault", "critical", 3), (10, "imbalance", "warning", 3)]
+    # machines are independent
+    other = AlertTracker(AlertPolicy(consecutive=2))
+    assert other.observe(prediction("m1", "imbalance", 0.9, 1)) is None
+    assert other.observe(prediction("m2", "imbalance", 0.9, 1)) is None
+    assert other.observe(prediction("m1", "imbalance", 0.9, 2)) is not None
+
+
+def test_alert_labels_restrict_which_labels_alert() -> None:
+    policy = AlertPolicy(alert_labels=frozenset({"bearing_fault"}))
+    assert policy.alerts_on("bearing_fault")
+    assert not policy.alerts_on("imbalance")
+    assert AlertPolicy().alerts_on("imbalance")
+    assert not AlertPolicy().alerts_on("normal")
+    with pytest.raises(ValueError, match="consecutive"):
+        AlertPolicy(consecutive=0)
+
+
+def test_the_watcher_reports_each_new_content_once(tmp_path: Path) -> None:
+    path = tmp_path / "target.json"
+    watcher = TargetWatcher(path)
+    assert watcher.poll() is None  # no file yet
+    path.write_text(
+        json.dumps({"name": "m", "version": "v1", "model_uri": "file:///m/model.onnx", "sha256": "a" * 64})
+    )
+    change = watcher.poll()
+    assert change is not None
+    assert change.target is not None
+    assert change.target.sha256 == "a" * 64
+    assert watcher.poll() is None
+    path.write_text("{not json")
+    change = watcher.poll()
+    assert change is not None
+    assert change.target is None
+    assert change.problem
+
+
+def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mqtt_url must be"):
+        ServeSettings(mqtt_url="http://broker", model_id="x")
+    with pytest.raises(ValueError, match="artifact and card go together"):
+        ServeSettings(artifact=tmp_path / "m.onnx", model_id="x")
+    with pytest.raises(ValueError, match="set target_file, model_id"):
+        ServeSettings(target_file=None)
+    settings = ServeSettings(mqtt_url="mqtts://broker.local", model_id="x", node_name="n1")
+    assert (settings.mqtt_host, settings.mqtt_port, settings.mqtt_tls) == ("broker.local", 8883, True)
+    assert settings.effective_client_id == "vibration-infer-n1"
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    with_file = ServeSettings(model_id="x", mqtt_username="u", mqtt_password_file=secret)
+    assert with_file.mqtt_credentials() == ("u", "s3cret")
+    assert "s3cret" not in repr(with_file)
+
+
+# --- integration: a real broker ------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_windows_in_predictions_out_equal_to_an_offline_run(
+    broker: Mosquitto, models: Models, v1: LoadedModel, tmp_path: Path
+) -> None:
+    data = stream(300, seed=5)
+    with serving(settings_for(broker, models, tmp_path)) as app:
+        collector = Collector(broker)
+        sensor = Publisher(broker)
+        for i in range(len(data)):
+            machine, ts = str(data.machine[i]), int(data.timestamp_ns[i])
+            if i % 3 == 0:
+                payload = encode_raw_float32(data.windows[i], RATE, ts)
+            elif i % 3 == 1:
+                quantized, scale = quantize_int16(data.windows[i])
+                payload = encode_raw_int16(quantized, scale, RATE, ts)
+            else:
+                payload = encode_raw_json(data.windows[i], RATE, ts)
+            sensor.send(machine, payload)
+        wait_until(lambda: collector.count("predictions") >= len(data), SLOW, "every prediction")
+        received = {(p.machine, p.timestamp_ns): p for p in collector.predictions()}
+        assert set(received) == keys(data)
+        offline = predict(v1, data.windows, RATE)
+        for i in range(0, len(data), 3):  # the float32 ones are bit-identical inputs
+            p = received[(str(data.machine[i]), int(data.timestamp_ns[i]))]
+            assert p.label == offline.labels[i]
+            assert p.confidence == pytest.approx(float(offline.confidences[i]), abs=1e-6)
+        same = sum(
+            received[(str(data.machine[i]), int(data.timestamp_ns[i]))].label == offline.labels[i]
+            for i in range(len(data))
+        )
+        assert same >= len(data) - 3  # int16 quantization may flip a borderline window
+        assert {p.model_version for p in received.values()} == {"v1"}
+        assert collector.errors() == []
+        sensor.close()
+        collector.close()
+        assert app.metrics.totals() == (len(data), len(data), 0)
+
+
+def raw_with(sample_rate: int, n: int, dtype: int = 1) -> bytes:
+    return RAW_HEADER.pack(b"VW", 1, dtype, sample_rate, n, 5, 1.0) + np.zeros(n, dtype="<f4").tobytes()
+
+
+@pytest.mark.integration
+def test_every_kind_of_bad_payload_gets_its_reason_and_the_loop_goes_on(
+    broker: Mosquitto, models: Models, tmp_path: Path
+) -> None:
+    good = stream(1, seed=6)
+    nan_window = np.zeros(LENGTH, dtype="<f4")
+    nan_window[7] = np.nan
+    bad: list[tuple[str, bytes, ErrorReason]] = [
+        ("m-length", raw_with(int(RATE), LENGTH)[:-4], ErrorReason.BAD_LENGTH),
+        (
+            "m-nan-binary",
+            RAW_HEADER.pack(b"VW", 1, 1, int(RATE), LENGTH, 5, 1.0) + nan_window.tobytes(),
+            ErrorReason.NON_FINITE,
+        ),
+        (
+            "m-nan-json",
+            b'{"timestamp_ns": 5, "sample_rate": 25600, "samples": [0.1, NaN]}',
+            ErrorReason.NON_FINITE,
+        ),
+        ("m-not-json", b"hello, broker", ErrorReason.NOT_JSON),
+        ("m-broken-json", b'{"timestamp_ns": 5,', ErrorReason.NOT_JSON),
+        ("m-dtype", raw_with(int(RATE), LENGTH, dtype=9), ErrorReason.BAD_DTYPE),
+        ("m-oversized", b"VW" + bytes(70_000), ErrorReason.OVERSIZED),
+        ("m-rate", raw_with(12800, LENGTH), ErrorReason.SAMPLE_RATE_MISMATCH),
+        ("m-window", raw_with(int(RATE), 1024), ErrorReason.WINDOW_LENGTH_MISMATCH),
+    ]
+    with serving(settings_for(broker, models, tmp_path, max_payload_bytes=65_536)) as app:
+        collector = Collector(broker)
+        sensor = Publisher(broker)
+        for machine, payload, _ in bad:
+            sensor.send(machine, payload)
+        sensor.send("", b"{}", topic=f"{PREFIX}/machines/not a valid id/raw")
+        sensor.send("m-good", encode_raw_float32(good.windows[0], RATE, int(good.timestamp_ns[0])))
+        wait_until(
+            lambda: collector.count("errors") >= len(bad) + 1 and collector.count("predictions") > 0,
+            SLOW,
+            "answers",
+        )
+        errors = {e.machine: e for e in collector.errors()}
+        for machine, _, reason in bad:
+            assert errors[machine].reason == reason, machine
+        with collector._lock:
+            hall = [ErrorMessage.decode(p) for t, p in collector.messages if t == LAYOUT.hall_errors()]
+        assert [(e.reason, e.machine) for e in hall] == [(ErrorReason.UNKNOWN_TOPIC, None)]
+        assert [p.machine for p in collector.predictions()] == ["m-good"]
+        metrics = scrape(app, "/metrics")
+        assert 'vibration_infer_errors_total{reason="non_finite"} 2.0' in metrics
+        sensor.close()
+        collector.close()
+
+
+@pytest.mark.integration
+def test_a_broker_restart_mid_stream_loses_no_window_and_answers_each_once(
+    broker: Mosquitto, models: Models, tmp_path: Path
+) -> None:
+    # QoS 2 on the way out: at QoS 1 (the default) a restart may hand the subscriber a
+    # transport copy of a prediction the pod sent once (byte-identical, keyed by the window).
+    data = stream(800, seed=8)
+    with serving(settings_for(broker, models, tmp_path, predictions_qos=2)) as app:
+        collector = Collector(broker, "collector-restart", persistent=True, qos=2)
+        sensor = Publisher(broker, "sensor-restart")
+
+        def restart_at(i: int) -> None:
+            if i == 300:
+                broker.restart(down_s=0.5)
+
+        sensor.send_all(data, rate_hz=800, on_each=restart_at)
+        wait_until(
+            lambda: {(p.machine, p.timestamp_ns) for p in collector.predictions()} == keys(data),
+            SLOW,
+            "every prediction after the restart",
+        )
+        answers: dict[tuple[str, int], set[bytes]] = defaultdict(set)
+        for payload in collector.leaf("predictions"):
+            p = Prediction.decode(payload)
+            answers[(p.machine, p.timestamp_ns)].add(payload)
+        assert set(answers) == keys(data)
+        # The pod answered each window once (redelivered windows are dropped by key) ...
+        received, windows, errors = app.metrics.totals()
+        assert (windows, errors) == (len(data), 0)
+        assert received >= len(data)
+        # ... and whatever the subscriber got more than once is a byte-identical transport copy.
+        assert all(len(copies) == 1 for copies in answers.values())
+        sensor.close()
+        collector.close()
+
+
+def write_target(path: Path, files: ModelFiles, **extra: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    target = {
+        "name": "spindle",
+        "version": files.card.version,
+        "model_uri": files.uri,
+        "sha256": files.card.artifact.sha256,
+    }
+    tmp.write_text(json.dumps(target | extra))
+    tmp.replace(path)
+
+
+@pytest.mark.integration
+def test_a_hot_swap_during_5000_windows_answers_each_once_and_changes_version_once(
+    broker: Mosquitto, models: Models, tmp_path: Path
+) -> None:
+    data = stream(5000, seed=9)
+    target = tmp_path / "target.json"
+    with serving(settings_for(broker, models, tmp_path, target_file=target)) as app:
+        collector = Collector(broker)
+        sensor = Publisher(broker)
+
+        def swap_at(i: int) -> None:
+            if i == 1000:
+                write_target(target, models.v2)
+            elif i == 3000:
+                # The last 2000 windows go out once v2 serves, so both versions
+                # answer however fast or slow this machine is.
+                wait_until(lambda: app.status().version == "v2", SLOW, "v2 to serve")
+
+        started = time.perf_counter()
+        sensor.send_all(data, rate_hz=2000, on_each=swap_at)
+        wait_until(lambda: collector.count("predictions") >= len(data), SLOW, "every prediction")
+        seconds = time.perf_counter() - started
+        predictions = collector.predictions()
+        assert Counter((p.machine, p.timestamp_ns) for p in predictions) == dict.fromkeys(keys(data), 1)
+        versions = [p.model_version for p in predictions]
+        changes = [i for i in range(1, len(versions)) if versions[i] != versions[i - 1]]
+        assert len(changes) == 1, changes
+        assert (versions[0], versions[-1]) == ("v1", "v2")
+        status = app.status()
+        assert (status.version, status.state, status.ready) == ("v2", "serving", True)
+        assert status.sha256 == models.v2.card.artifact.sha256
+        good = app.cache.last_good(MODEL_ID)
+        assert good is not None
+        assert good.version == "v2"
+        slot = app.cache.last_good_of_slot("spindle")
+        assert slot is not None
+        assert slot.sha256 == good.sha256
+        assert (status.candidate_version, status.candidate_state) == ("v2", "passed")
+        p50, p99 = np.percentile([p.latency_ms for p in predictions], [50, 99])
+        sys.stderr.write(
+            f"hot swap stream: {len(data) / seconds:.0f} windows/s, latency p50 {p50:.2f} ms "
+            f"p99 {p99:.2f} ms, swap at window {changes[0]}\n"
+        )
+        sensor.close()
+        collector.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [({"sha256": "0" * 64}, "digest_mismatch"), ({"min_accuracy": 1.0}, "below_threshold")],
+    ids=["wrong-digest", "below-threshold"],
+)
+def test_a_failing_target_leaves_the_old_model_serving_and_says_why(
+    broker: Mosquitto, models: Models, tmp_path: Path, extra: dict[str, object], expected: str
+) -> None:
+    settings = settings_for(broker, models, tmp_path)
+    data = stream(20, seed=10)
+    with serving(settings) as app:
+        collector = Collector(broker)
+        write_target(settings.target_file, models.v2, **extra)  # type: ignore[arg-type]  # set above
+        wait_until(lambda: app.status().state == "failed", SLOW, "the target to fail")
+        status = app.status()
+        assert status.version == "v1"
+        assert status.ready
+        assert expected in status.message
+        assert "still serving v1" in status.message
+        sensor = Publisher(broker)
+        sensor.send_all(data)
+        wait_until(lambda: collector.count("predictions") >= len(data), SLOW, "predictions")
+        assert {p.model_version for p in collector.predictions()} == {"v1"}
+        wait_until(
+            lambda: any(ModelStatus.decode(p).state == "failed" for p in collector.leaf("status")),
+            SLOW,
+            "status",
+        )
+        assert 'vibration_infer_swaps_total{outcome="failed"} 1.0' in scrape(app, "/metrics")
+        assert app.cache.last_good(MODEL_ID) is None  # nothing was promoted
+        # What the operator reads from /status: the candidate, its verdict and the report.
+        assert (status.candidate_version, status.candidate_state) == ("v2", "failed")
+        assert status.candidate_report is not None
+        assert expected.upper() == ExitCode(status.candidate_report.code).name
+        sensor.close()
+        collector.close()
+
+
+@pytest.mark.integration
+def test_alerts_follow_the_debounce_rule_over_mqtt(broker: Mosquitto, models: Models, tmp_path: Path) -> None:
+    # Every label alerts at any confidence, so the expected alerts follow from the predictions alone.
+    settings = settings_for(
+        broker, models, tmp_path, alert_confidence=0.0, normal_labels=[], alert_consecutive=3
+    )
+    data = stream(400, seed=12)
+    with serving(settings):
+        collector = Collector(broker)
+        sensor = Publisher(broker)
+        sensor.send_all(data)
+        wait_until(lambda: collector.count("predictions") >= len(data), SLOW, "predictions")
+        time.sleep(0.2)
+        expected = []
+        runs: dict[str, tuple[str, int]] = {}
+        for p in collector.predictions():
+            label, n = runs.get(p.machine, ("", 0))
+            n = n + 1 if label == p.label else 1
+            runs[p.machine] = (p.label, n)
+            if n == 3:
+                expected.append((p.machine, p.timestamp_ns, p.label))
+        assert expected
+        assert [(a.machine, a.timestamp_ns, a.label) for a in collector.alerts()] == expected
+        sensor.close()
+        collector.close()
+
+
+def scrape(app: ServeApp, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{app.http.port}{path}", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def http_status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.integration
+def test_health_readiness_metrics_and_status_over_http(
+    broker: Mosquitto, models: Models, tmp_path: Path
+) -> None:
+    with serving(settings_for(broker, models, tmp_path)) as app:
+        port = app.http.port
+        assert http_status(port, "/healthz") == 200
+        assert http_status(port, "/readyz") == 200
+        assert http_status(port, "/nope") == 404
+        metrics = scrape(app, "/metrics")
+        for name in (
+            "vibration_infer_latency_seconds_bucket",
+            "vibration_infer_batch_size_bucket",
+            "vibration_infer_ready 1.0",
+        ):
+            assert name in metrics
+        assert (
+            f'version="v1",sha256="{models.v1.card.artifact.sha256}"' in metrics or "model_info{" in metrics
+        )
+        status = ModelStatus.decode(scrape(app, "/status").encode())
+        assert (status.node, status.model_id, status.version, status.state) == (
+            "node-a",
+            MODEL_ID,
+            "v1",
+            "serving",
+        )
+        assert status.sha256 == models.v1.card.artifact.sha256
+        broker.stop()
+        wait_until(lambda: http_status(port, "/readyz") == 503, SLOW, "readiness to drop with the broker")
+        assert http_status(port, "/healthz") == 200
+        broker.start()
+        wait_until(lambda: http_status(port, "/readyz") == 200, SLOW, "readiness to come back")
+
+
+@pytest.mark.integration
+def test_the_serve_command_starts_answers_and_stops_on_sigterm(
+    broker: Mosquitto, models: Models, tmp_path: Path
+) -> None:
+    port = free_port()
+    argv = [
+        "--mqtt-url", broker.url, "--topic-prefix", PREFIX, "--node-name", "node-cli",
+        "--artifact", str(models.v1.artifact), "--card", str(models.v1.card_path),
+        "--http-host", "127.0.0.1", "--http-port", str(port), "--target-file", str(tmp_path / "none.json"),
+        "--cache-dir", str(tmp_path / "cache"), "--log-format", "json",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBRATION_")}
+    code = "import sys; from vibration_infer.serve import run; sys.exit(run(sys.argv[1:]))"
+    started = time.perf_counter()
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stderr=stderr)
+    try:
+        wait_until(
+            lambda: process.poll() is None and http_status_or_0(port, "/readyz") == 200,
+            SLOW,
+            "the command to be ready",
+        )
+        ready_s = time.perf_counter() - started
+        collector = Collector(broker)
+        sensor = Publisher(broker)
+        sensor.send_all(stream(10, seed=13))
+        wait_until(lambda: collector.count("predictions") >= 10, SLOW, "predictions from the command")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=SLOW) == 0
+        assert "serve_stopped" in log.read_text()
+        wait_until(
+            lambda: any(not ModelStatus.decode(p).ready for p in collector.leaf("status")),
+            SLOW,
+            "a final not-ready status",
+        )
+        sys.stderr.write(f"serve command: ready {ready_s:.2f} s after start (including interpreter start)\n")
+        sensor.close()
+        collector.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def http_status_or_0(port: int, path: str) -> int:
+    try:
+        return http_status(port, path)
+    except OSError:
+        return 0
+
+
+@pytest.mark.integration
+def test_a_restarted_pod_serves_its_last_good_version_while_its_target_fails(
+    broker: Mosquitto, models: Models, tmp_path: Path
+) -> None:
+    """The Coral rule from the pod's side: a failing target never leaves the node without a model."""
+    settings = settings_for(broker, models, tmp_path)
+    with serving(settings) as app:
+        write_target(settings.target_file, models.v2)  # type: ignore[arg-type]  # set above
+        wait_until(lambda: app.status().version == "v2", SLOW, "v2 to serve")
+    # The pod restarts from the target file alone; the operator has meanwhile named a broken v3.
+    write_target(settings.target_file, models.v2, version="v3", sha256="0" * 64)  # type: ignore[arg-type]
+    restarted = settings.model_copy(update={"artifact": None, "card": None})
+    with serving(restarted) as app:
+        wait_until(lambda: app.status().candidate_state == "failed", SLOW, "the v3 target to fail")
+        status = app.status()
+        assert (status.version, status.ready) == ("v2", True)
+        assert status.candidate_version == "v3"
+        assert status.candidate_report is not None
+        assert status.candidate_report.code == ExitCode.DIGEST_MISMATCH

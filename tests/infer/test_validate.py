@@ -1,0 +1,532 @@
+"""``vibration-infer validate`` end to end: each failure class, the cache, the registry, the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import shutil
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from minio import Minio
+from moto.server import ThreadedMotoServer
+from tests.infer.conftest import (
+    MODEL_ID,
+    TinyModel,
+    card_with,
+    closed_port,
+    for_artifact,
+    hung_server,
+    publish,
+)
+
+from vibration_core.modelcard import ModelCard
+from vibration_core.validation import TERMINATION_MESSAGE_LIMIT, CompactReport, ExitCode
+from vibration_infer import cli
+from vibration_infer.cache import LAST_GOOD_FILENAME, ModelCache
+from vibration_infer.validate import Outcome, emit, one_line, validate
+from vibration_train.onnx_export import to_onnx
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from vibration_infer.settings import ValidateSettings
+    from vibration_train.data import TrainingTable
+
+    MakeSettings = Callable[..., ValidateSettings]
+
+
+def run(settings: ValidateSettings) -> tuple[ExitCode, dict[str, Any], CompactReport]:
+    out = io.StringIO()
+    code = validate(settings, out=out)
+    report = json.loads(out.getvalue())
+    raw = settings.termination_log.read_bytes()
+    assert len(raw) <= TERMINATION_MESSAGE_LIMIT
+    return code, report, CompactReport.decode(raw)
+
+
+def last_good_bytes(settings: ValidateSettings) -> bytes | None:
+    path = settings.cache_dir / MODEL_ID / LAST_GOOD_FILENAME
+    return path.read_bytes() if path.exists() else None
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Path:
+    return tmp_path / "registry"
+
+
+def test_a_good_model_passes_and_becomes_last_good(
+    onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
+) -> None:
+    settings = make_settings(model_uri=publish(registry, onnx_model).as_uri())
+    code, report, compact = run(settings)
+    assert code is ExitCode.PASSED, report["reason"]
+    assert report["outcome"] == compact.outcome == "passed"
+    assert report["source"] == "registry"
+    assert report["backend"] == "onnxruntime:CPUExecutionProvider"
+    assert report["evaluation"]["samples"] == compact.samples == 192
+    assert compact.node == "node-a"
+    assert compact.sha256 == onnx_model.card.artifact.sha256
+    assert set(compact.class_recall) == set(onnx_model.card.labels)
+    assert compact.p50_ms is not None
+    assert compact.p99_ms is not None
+    good = ModelCache(settings.cache_dir).last_good(MODEL_ID)
+    assert good is not None
+    assert (good.version, good.sha256) == ("v1", onnx_model.card.artifact.sha256)
+    assert report["last_good"]["version"] == "v1"
+
+
+# --- every failure class: its own exit code and reason, in stdout and the termination file ---
+
+
+@pytest.fixture(scope="module")
+def nine_feature_model(train_table: TrainingTable, onnx_model: TinyModel) -> TinyModel:
+    """A model trained on nine features, behind a card that promises ten."""
+    from sklearn.ensemble import GradientBoostingClassifier  # noqa: PLC0415
+
+    estimator = GradientBoostingClassifier(n_estimators=3, max_depth=2, random_state=0)
+    estimator.fit(train_table.features[:, :9], train_table.labels)
+    data = to_onnx(estimator, 9).data
+    return TinyModel(data, for_artifact(onnx_model.card, data))
+
+
+def _renamed_labels(card: ModelCard) -> ModelCard:
+    renamed = {label: label.upper() for label in card.labels}
+    data = card.model_dump(mode="json")
+    data["labels"] = [renamed[x] for x in card.labels]
+    data["metrics"]["per_class"] = {renamed[k]: v for k, v in data["metrics"]["per_class"].items()}
+    data["reference"]["class_shares"] = {renamed[k]: v for k, v in data["reference"]["class_shares"].items()}
+    return ModelCard.model_validate(data)
+
+
+def _case(  # noqa: C901, PLR0911, PLR0912 - one flat table of cases reads better than thirteen helpers
+    name: str, registry: Path, tmp_path: Path, model: TinyModel, nine: TinyModel
+) -> dict[str, Any]:
+    def uri(m: TinyModel) -> str:
+        return publish(registry, m).as_uri()
+
+    if name == "closed_port":
+        return {"model_uri": f"http://127.0.0.1:{closed_port()}/models/m/v1/model.onnx"}
+    if name == "missing_file":
+        return {"model_uri": (registry / "absent" / "model.onnx").as_uri()}
+    if name == "expected_digest":
+        return {"model_uri": uri(model), "expected_sha256": "0" * 64}
+    if name == "tampered_artifact":
+        artifact = publish(registry, model)
+        artifact.write_bytes(model.data[:-1] + b"\0")
+        return {"model_uri": artifact.as_uri()}
+    if name == "corrupt_artifact":
+        garbage = b"\x08\x07 this is not an ONNX graph " * 40
+        return {"model_uri": uri(TinyModel(garbage, for_artifact(model.card, garbage)))}
+    if name == "corrupt_card":
+        artifact = publish(registry, model)
+        (artifact.parent / "modelcard.json").write_text('{"model_id": "x"}')
+        return {"model_uri": artifact.as_uri()}
+    if name == "wrong_labels":
+        return {"model_uri": uri(TinyModel(model.data, _renamed_labels(model.card)))}
+    if name == "wrong_feature_count":
+        return {"model_uri": uri(nine)}
+    if name == "wrong_signal":
+        return {
+            "model_uri": uri(
+                TinyModel(model.data, card_with(model.card, {"signal": {"sample_rate": 51200.0}}))
+            )
+        }
+    if name == "recall_for_unknown_class":
+        return {"model_uri": uri(model), "min_class_recall": {"spalling": 0.9}}
+    if name == "below_threshold":
+        return {"model_uri": uri(model), "min_accuracy": 0.999, "min_class_recall": {"normal": 0.999}}
+    if name == "empty_test_dir":
+        (tmp_path / "empty").mkdir()
+        return {"model_uri": uri(model), "test_data": tmp_path / "empty"}
+    if name == "unreadable_test_data":
+        (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+        return {"model_uri": uri(model), "test_data": tmp_path / "bad.parquet"}
+    raise AssertionError(name)
+
+
+CASES = [
+    ("closed_port", ExitCode.CANNOT_FETCH, "refused"),
+    ("missing_file", ExitCode.CANNOT_FETCH, "no such file"),
+    ("expected_digest", ExitCode.DIGEST_MISMATCH, "expected 0000"),
+    ("tampered_artifact", ExitCode.DIGEST_MISMATCH, "sha256 of file://"),
+    ("corrupt_artifact", ExitCode.CANNOT_LOAD, "ONNX Runtime refused"),
+    ("corrupt_card", ExitCode.CANNOT_LOAD, "model card"),
+    ("wrong_labels", ExitCode.CONTRACT_MISMATCH, "contract mismatch on labels"),
+    ("wrong_feature_count", ExitCode.CONTRACT_MISMATCH, "input shape"),
+    ("wrong_signal", ExitCode.CONTRACT_MISMATCH, "signal.sample_rate"),
+    ("recall_for_unknown_class", ExitCode.CONTRACT_MISMATCH, "labels"),
+    ("below_threshold", ExitCode.BELOW_THRESHOLD, "accuracy 0."),
+    ("empty_test_dir", ExitCode.BAD_TEST_DATA, "without *.parquet"),
+    ("unreadable_test_data", ExitCode.BAD_TEST_DATA, "bad.parquet"),
+]
+
+
+@pytest.mark.parametrize(("case", "expected", "needle"), CASES, ids=[c[0] for c in CASES])
+def test_each_failure_has_its_exit_code_and_reason(
+    *,
+    case: str,
+    expected: ExitCode,
+    needle: str,
+    onnx_model: TinyModel,
+    nine_feature_model: TinyModel,
+    registry: Path,
+    tmp_path: Path,
+    make_settings: MakeSettings,
+) -> None:
+    settings = make_settings(**_case(case, registry, tmp_path, onnx_model, nine_feature_model))
+    code, report, compact = run(settings)
+    assert code is expected, report["reason"]
+    assert report["code"] == compact.code == int(expected)
+    assert report["code_name"] == expected.name
+    assert report["outcome"] == compact.outcome == "failed"
+    assert needle in report["reason"]
+    assert compact.reason == report["reason"]
+    assert "\n" not in compact.reason
+    assert last_good_bytes(settings) is None
+
+
+def test_hung_registry_fails_within_its_timeout(make_settings: MakeSettings) -> None:
+    with hung_server() as port:
+        settings = make_settings(
+            model_uri=f"http://127.0.0.1:{port}/m/v1/model.onnx",
+            connect_timeout_s=0.3,
+            read_timeout_s=0.4,
+            retries=1,
+            backoff_s=0.05,
+        )
+        started = time.monotonic()
+        code, report, _ = run(settings)
+        elapsed = time.monotonic() - started
+    assert code is ExitCode.CANNOT_FETCH
+    assert "read timeout" in report["reason"]
+    bound = (0.3 + 0.4) * 2 + 0.05  # connect + read, two attempts, one backoff
+    assert "after 2 attempts" in report["reason"]
+    # Generous slack: this includes the whole validation's own work, on a possibly loaded runner;
+    # without the timeouts it would never end.
+    assert elapsed < 5 * bound + 10.0, f"took {elapsed:.2f} s"  # bounded, with slack for a loaded runner
+
+
+# --- the cache: offline restarts and the last good version ---
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_offline_restart_validates_from_the_cache(
+    onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
+) -> None:
+    publish(registry, onnx_model)
+    digest = onnx_model.card.artifact.sha256
+    with serve_directory(registry) as base:
+        settings = make_settings(model_uri=f"{base}/{MODEL_ID}/v1/model.onnx", expected_sha256=digest)
+        code, report, _ = run(settings)
+        assert (code, report["source"]) == (ExitCode.PASSED, "registry")
+    # The registry is gone (server stopped, files removed): a reboot must still validate.
+    shutil.rmtree(registry)
+    code, report, compact = run(settings)
+    assert (code, report["source"]) == (ExitCode.PASSED, "cache"), report["reason"]
+    assert compact.sha256 == digest
+    # Without the digest the card must come from the registry: an honest CANNOT_FETCH.
+    code, report, _ = run(make_settings(model_uri=settings.model_uri, cache_dir=settings.cache_dir))
+    assert code is ExitCode.CANNOT_FETCH
+
+
+def test_a_failed_validation_leaves_last_good_untouched(
+    onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
+) -> None:
+    settings = make_settings(model_uri=publish(registry, onnx_model).as_uri())
+    assert run(settings)[0] is ExitCode.PASSED
+    before = last_good_bytes(settings)
+    garbage = b"\x08\x07 not a graph " * 50
+    broken = TinyModel(garbage, card_with(for_artifact(onnx_model.card, garbage), {"version": "v2"}))
+    for overrides in (
+        {"model_uri": publish(registry, broken).as_uri()},  # another digest that cannot load
+        {"min_accuracy": 0.999},  # the good digest itself, now held to a bar it misses
+    ):
+        code, report, _ = run(settings.model_copy(update=overrides))
+        assert code is not ExitCode.PASSED
+        assert report["last_good"]["version"] == "v1"
+        assert last_good_bytes(settings) == before
+    assert ModelCache(settings.cache_dir).find(onnx_model.card.artifact.sha256) is not None
+
+
+def test_eviction_keeps_the_last_good_digest(
+    onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
+) -> None:
+    settings = make_settings(model_uri=publish(registry, onnx_model).as_uri(), cache_keep=1)
+    assert run(settings)[0] is ExitCode.PASSED
+    digests = []
+    for version in ("v2", "v3"):
+        garbage = f"not a model {version}".encode() * 30
+        other = TinyModel(garbage, card_with(for_artifact(onnx_model.card, garbage), {"version": version}))
+        digests.append(other.card.artifact.sha256)
+        assert (
+            run(settings.model_copy(update={"model_uri": publish(registry, other).as_uri()}))[0]
+            is not ExitCode.PASSED
+        )
+        time.sleep(0.01)  # distinct mtimes order the entries
+    cache = ModelCache(settings.cache_dir, keep=1)
+    assert cache.find(onnx_model.card.artifact.sha256) is not None  # last good: never evicted
+    assert cache.find(digests[0]) is None  # evicted
+    assert cache.find(digests[1]) is not None  # the most recent
+
+
+def test_a_corrupt_cache_entry_is_fetched_again(
+    onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
+) -> None:
+    digest = onnx_model.card.artifact.sha256
+    settings = make_settings(model_uri=publish(registry, onnx_model).as_uri(), expected_sha256=digest)
+    assert run(settings)[0] is ExitCode.PASSED
+    cached = settings.cache_dir / MODEL_ID / digest / "model.onnx"
+    cached.write_bytes(b"bit rot")
+    code, report, _ = run(settings)
+    assert (code, report["source"]) == (ExitCode.PASSED, "registry")
+    assert cached.read_bytes() == onnx_model.data
+
+
+def test_tflite_on_a_node_without_edge_tpu(
+    tflite_model: TinyModel, registry: Path, make_settings: MakeSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    uri = publish(registry, tflite_model).as_uri()
+    with caplog.at_level("WARNING", logger="vibration_infer.backends.edgetpu"):
+        code, report, _ = run(make_settings(model_uri=uri, accelerator="coral", edgetpu_fallback="cpu"))
+    assert code is ExitCode.PASSED, report["reason"]
+    assert report["backend"] == "litert:cpu(edgetpu-fallback)"
+    assert any("edgetpu_unavailable fallback=cpu" in r.getMessage() for r in caplog.records)
+    strict = make_settings(
+        model_uri=uri,
+        accelerator="coral",
+        edgetpu_fallback="fail",
+        cache_dir=registry.parent / "cache-strict",
+    )
+    code, report, _ = run(strict)
+    assert code is ExitCode.CANNOT_LOAD
+    assert "Edge TPU unavailable" in report["reason"]
+    assert report["last_good"] is None
+
+
+# --- S3 through moto, credentials from mounted files ---
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_validate_from_s3_with_key_files(
+    onnx_model: TinyModel, moto_endpoint: str, tmp_path: Path, make_settings: MakeSettings
+) -> None:
+    access, secret = "validator-access", "validator-secret-never-printed"
+    client = Minio(moto_endpoint.removeprefix("http://"), access_key=access, secret_key=secret, secure=False)
+    client.make_bucket("models")
+    prefix = f"{MODEL_ID}/v1"
+    card = onnx_model.card.to_json().encode()
+    client.put_object("models", f"{prefix}/model.onnx", io.BytesIO(onnx_model.data), len(onnx_model.data))
+    client.put_object("models", f"{prefix}/modelcard.json", io.BytesIO(card), len(card))
+    client._http.clear()  # close its sockets now: an unclosed one warns (an error here) when collected
+    (tmp_path / "access").write_text(access + "\n")
+    (tmp_path / "secret").write_text(secret)
+    settings = make_settings(
+        model_uri=f"s3://models/{prefix}/model.onnx",
+        s3_endpoint=moto_endpoint,
+        s3_region="us-east-1",
+        s3_access_key_file=tmp_path / "access",
+        s3_secret_key_file=tmp_path / "secret",
+    )
+    code, report, _ = run(settings)
+    assert code is ExitCode.PASSED, report["reason"]
+    code, report, _ = run(settings.model_copy(update={"model_uri": "s3://models/absent/model.onnx"}))
+    assert code is ExitCode.CANNOT_FETCH
+    assert "NoSuchKey" in report["reason"]
+    assert secret not in json.dumps(report)
+    assert secret not in settings.termination_log.read_text()
+
+
+# --- the termination message and the CLI ---
+
+
+def test_termination_report_stays_under_4_kib(
+    onnx_model: TinyModel, registry: Path, tmp_path: Path, make_settings: MakeSettings
+) -> None:
+    deep = tmp_path.joinpath(*["d" * 100] * 30) / "windows.parquet"  # a reason of over 3 000 characters
+    settings = make_settings(model_uri=publish(registry, onnx_model).as_uri(), test_data=deep)
+    code, report, compact = run(settings)
+    assert code is ExitCode.BAD_TEST_DATA
+    assert len(report["reason"]) <= 600
+    assert compact.reason.endswith("...")
+    emit(
+        Outcome(code=ExitCode.INTERNAL, reason=one_line("x" * 100_000)),
+        settings.termination_log,
+        out=io.StringIO(),
+    )
+    assert len(settings.termination_log.read_bytes()) <= TERMINATION_MESSAGE_LIMIT
+
+
+def test_unwritable_termination_log_is_not_fatal(
+    onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
+) -> None:
+    settings = make_settings(
+        model_uri=publish(registry, onnx_model).as_uri(), termination_log=registry / "no" / "dir"
+    )
+    assert validate(settings, out=io.StringIO()) is ExitCode.PASSED
+
+
+def test_cli_flags_override_the_environment(
+    *,
+    onnx_model: TinyModel,
+    registry: Path,
+    test_parquet: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VIBRATION_MIN_ACCURACY", "0.9999")
+    monkeypatch.setenv("NODE_NAME", "node-from-downward-api")
+    argv = [
+        "validate",
+        f"--model-uri={publish(registry, onnx_model).as_uri()}",
+        f"--test-data={test_parquet}",
+        f"--cache-dir={tmp_path / 'cache'}",
+        f"--termination-log={tmp_path / 'term'}",
+        "--min-class-recall=bearing_fault=0.0",
+    ]
+    assert cli.main(argv) == ExitCode.BELOW_THRESHOLD  # the environment's bar applies
+    assert json.loads(capsys.readouterr().out)["node"] == "node-from-downward-api"
+    assert cli.main([*argv, "--min-accuracy=0"]) == ExitCode.PASSED  # the flag wins
+
+
+def test_cli_usage_error_exits_2_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    term = tmp_path / "term"
+    assert cli.main(["validate", f"--termination-log={term}", "--accelerator=gpu"]) == ExitCode.USAGE
+    assert json.loads(capsys.readouterr().out)["code_name"] == "USAGE"
+    assert CompactReport.decode(term.read_bytes()).code == ExitCode.USAGE
+
+
+def test_cli_unexpected_error_exits_internal(
+    tmp_path: Path, test_parquet: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def boom(*_args: object, **_kwargs: object) -> ExitCode:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(cli, "validate", boom)
+    term = tmp_path / "term"
+    argv = [
+        "validate",
+        "--model-uri=file:///m.onnx",
+        f"--test-data={test_parquet}",
+        f"--termination-log={term}",
+    ]
+    assert cli.main(argv) == ExitCode.INTERNAL
+    assert "disk on fire" in json.loads(capsys.readouterr().out)["reason"]
+    assert CompactReport.decode(term.read_bytes()).code == ExitCode.INTERNAL
+
+
+def test_settings_hide_credentials(make_settings: MakeSettings) -> None:
+    settings = make_settings(model_uri="s3://b/k", s3_secret_key="hunter2-secret")  # noqa: S106 - a dummy
+    assert "hunter2-secret" not in repr(settings)
+    assert settings.s3_credentials() == (None, "hunter2-secret")
+    assert "hunter2-secret" not in str(settings.model_dump())
+
+
+def write_target(path: Path, model: TinyModel, uri: str, **extra: object) -> Path:
+    target = {"name": "spindle", "version": model.card.version, "model_uri": uri}
+    path.write_text(json.dumps(target | {"sha256": model.card.artifact.sha256} | extra))
+    return path
+
+
+def test_the_init_container_validates_its_target_and_falls_back_to_last_good(
+    onnx_model: TinyModel, registry: Path, tmp_path: Path, test_parquet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`validate --target FILE --fallback-last-good`, exactly as the operator's init container runs it."""
+    monkeypatch.setenv("VIBRATION_TEST_DATA", str(test_parquet))
+    monkeypatch.setenv("VIBRATION_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VIBRATION_NODE_NAME", "node-a")
+    monkeypatch.setenv("VIBRATION_RETRIES", "0")
+    term = tmp_path / "term"
+    args = ["validate", "--target", str(tmp_path / "target.json"), "--fallback-last-good"]
+    args += [f"--termination-log={term}"]
+    good_uri = publish(registry, onnx_model).as_uri()
+
+    # No last good yet: a failing target fails the init container (nothing to fall back to).
+    write_target(tmp_path / "target.json", onnx_model, good_uri, min_accuracy=1.0)
+    assert cli.main(args) == ExitCode.BELOW_THRESHOLD
+    assert ModelCache(tmp_path / "cache").last_good_of_slot("spindle") is None
+
+    # The target passes: last good under its model id and under the VibrationModel's name.
+    write_target(tmp_path / "target.json", onnx_model, good_uri)
+    assert cli.main(args) == ExitCode.PASSED
+    slot = ModelCache(tmp_path / "cache").last_good_of_slot("spindle")
+    assert slot is not None
+    assert slot.sha256 == onnx_model.card.artifact.sha256
+
+    # A v2 whose bytes do not load, and one that cannot even be fetched: the report says failed
+    # (the operator reads it), the exit code is 0 so the pod serves v1.
+    garbage = b"\x08\x07 not a graph " * 50
+    broken = TinyModel(garbage, card_with(for_artifact(onnx_model.card, garbage), {"version": "v2"}))
+    unreachable = f"http://127.0.0.1:{closed_port()}/spindle/v3/model.onnx"
+    for uri, digest, code in (
+        (publish(registry, broken).as_uri(), broken.card.artifact.sha256, ExitCode.CANNOT_LOAD),
+        (unreachable, "0" * 64, ExitCode.CANNOT_FETCH),
+    ):
+        write_target(tmp_path / "target.json", broken, uri, sha256=digest)
+        capsys_out = io.StringIO()
+        monkeypatch.setattr("sys.stdout", capsys_out)
+        assert cli.main(args) == ExitCode.PASSED
+        report = json.loads(capsys_out.getvalue())
+        assert report["fallback"]["version"] == "v1"
+        compact = CompactReport.decode(term.read_bytes())
+        assert (compact.outcome, compact.code) == ("failed", code)
+        assert ModelCache(tmp_path / "cache").last_good_of_slot("spindle") == slot
+
+    # Without the flag the same failure is the init container's exit code.
+    assert cli.main(args[:-2] + args[-1:]) == ExitCode.CANNOT_FETCH
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "Invalid JSON"),
+        ('{"name": "spindle", "version": "v1"}', "model_uri: Field required"),
+        ('{"name": "Spindle", "version": "v1", "model_uri": "file:///m"}', "name: String should match"),
+        ('{"name": "s", "version": "v1", "model_uri": "ftp://m/model.onnx"}', "model_uri must start with"),
+    ],
+    ids=["not-json", "no-uri", "bad-name", "bad-scheme"],
+)
+def test_a_bad_target_file_is_a_usage_error_naming_the_field(
+    content: str, message: str, make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    path = tmp_path / "target.json"
+    path.write_text(content)
+    code, report, compact = run(make_settings(target=path))
+    assert code is ExitCode.USAGE
+    assert message in compact.reason
+    assert report["outcome"] == "failed"
