@@ -1,0 +1,336 @@
+"""Status bookkeeping: metav1-style conditions, history, events, and drift.
+
+Pure functions over the status models of `vibration_core.spec`; they return
+new lists and objects (the models are frozen) so that the rollout state
+machine stays a function of its inputs. `record` writes the status and the
+events of one rollout step from the facts `vibration_operator.rollout`
+derived; it compares with the previous status, so a step applied twice
+adds no history and emits no event the second time. ``lastTransitionTime`` follows the
+Kubernetes convention: it moves only when a condition's ``status`` changes,
+so a reason or message update does not make an old condition look new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, get_args
+
+from vibration_core.spec import (
+    Condition,
+    DriftStatus,
+    HistoryEntry,
+    NodeStatus,
+    ValidationSummary,
+    VersionRef,
+    VibrationModelStatus,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+
+    from vibration_core.messages import ModelStatus
+    from vibration_core.spec import DriftSpec
+    from vibration_operator.schedule import Hold
+
+ConditionType = Literal["Ready", "Validated", "Progressing", "Degraded", "Drifted"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+HistoryAction = Literal["Promoted", "RolledBack", "ValidationFailed"]
+CONDITION_TYPES: tuple[ConditionType, ...] = get_args(ConditionType)
+HISTORY_LIMIT = 10
+CLASS_SHARES = "classes"
+"""The name `DriftStatus.worst_feature` gives to the predicted class shares."""
+
+
+def get_condition(conditions: Sequence[Condition], type_: ConditionType) -> Condition | None:
+    """The condition of this type, if set."""
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    type_: ConditionType,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    *,
+    generation: int,
+    now: datetime,
+) -> list[Condition]:
+    """The conditions with one of them set; its transition time moves only if `status` changed.
+
+    The list keeps the order of `CONDITION_TYPES` so that the status reads the
+    same after every reconcile (and an unchanged status patches nothing).
+    """
+    old = get_condition(conditions, type_)
+    since = old.last_transition_time if old is not None and old.status == status else now
+    new = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        last_transition_time=since,
+    )
+    rest = {c.type: c for c in conditions if c.type != type_}
+    rest[type_] = new
+    return [rest[t] for t in CONDITION_TYPES if t in rest]
+
+
+def ensure_conditions(conditions: Sequence[Condition], generation: int, now: datetime) -> list[Condition]:
+    """All five conditions present: the missing ones as Unknown, so clients never guess."""
+    out = list(conditions)
+    for type_ in CONDITION_TYPES:
+        if get_condition(out, type_) is None:
+            out = set_condition(
+                out, type_, "Unknown", "NotObserved", "not observed yet", generation=generation, now=now
+            )
+    return out
+
+
+def append_history(history: Sequence[HistoryEntry], *entries: HistoryEntry) -> list[HistoryEntry]:
+    """History with `entries` appended, newest last, keeping the last `HISTORY_LIMIT`."""
+    return [*history, *entries][-HISTORY_LIMIT:]
+
+
+def is_stopped(status: VibrationModelStatus) -> bool:
+    """Whether the status records a failed validation of its target (the rollout is stopped)."""
+    degraded = get_condition(status.conditions, "Degraded")
+    return degraded is not None and degraded.status == "True" and degraded.reason == "ValidationFailed"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to record on the VibrationModel."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The facts of one rollout step that the status and the events are written from."""
+
+    target: VersionRef
+    nodes: list[NodeStatus]
+    """The new per-node entries, sorted by name."""
+    canaries: list[str]
+    stopped: bool
+    hold: Hold | None
+    started: bool = False
+    """The target is new: its waves start with this step."""
+    canaries_passed: bool = False
+    """The canaries serve the target and the other nodes get it with this step."""
+    put_back: list[str] = field(default_factory=list)
+    """Nodes moved back to the active version by this step."""
+    failure: str = ""
+    """"validation failed on node X: why", one per failed node."""
+
+
+def _short(ref: VersionRef) -> str:
+    return f"{ref.version} ({ref.sha256[:12]})" if ref.sha256 else ref.version
+
+
+def _history(
+    old: VibrationModelStatus, p: Progress, before: dict[str, NodeStatus], now: datetime
+) -> tuple[list[HistoryEntry], list[Event]]:
+    """History entries and events of failures, rollbacks and promotions first seen in this step."""
+    ref = p.target
+    entries: list[HistoryEntry] = []
+    events: list[Event] = []
+
+    def add(action: HistoryAction, reason: str, node: str | None, event: Event) -> None:
+        entry = HistoryEntry(
+            action=action, version=ref.version, sha256=ref.sha256, node=node, reason=reason, at=now
+        )
+        entries.append(entry)
+        events.append(event)
+
+    for node in p.nodes:
+        if node.state == "Failed" and (node.name not in before or before[node.name].state != "Failed"):
+            message = f"validation of {_short(ref)} failed on node {node.name}: {node.reason}"
+            add("ValidationFailed", node.reason, node.name, Event("Warning", "ValidationFailed", message))
+    if p.put_back and old.active is not None:
+        why = f"{', '.join(p.put_back)} back to {old.active.version}"
+        add("RolledBack", why, None, Event("Warning", "RolledBack", f"rolled back {_short(ref)}: {why}"))
+    serving = [n for n in p.nodes if n.state == "Serving"]
+    if p.nodes and len(serving) == len(p.nodes) and not p.stopped and old.active != ref:
+        why = f"serves on every selected node ({len(p.nodes)})"
+        add("Promoted", why, None, Event("Normal", "Promoted", f"{_short(ref)} promoted: {why}"))
+    return entries, events
+
+
+def _node_events(p: Progress, before: dict[str, NodeStatus]) -> list[Event]:
+    events = []
+    for node in p.nodes:
+        was = before.get(node.name)
+        if node.state in {"Validating", "Serving"} and (was is None or was.state != node.state):
+            verb = "validates" if node.state == "Validating" else "serves"
+            events.append(Event("Normal", f"Node{node.state}", f"node {node.name} {verb} {p.target.version}"))
+    return events
+
+
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Waiting", "Paused"]
+Verdict = tuple[ConditionStatus, str, str]
+
+
+def _verdict(
+    old: VibrationModelStatus, p: Progress, serving: int
+) -> tuple[Phase, dict[ConditionType, Verdict]]:
+    """The phase and the Ready, Validated, Progressing and Degraded conditions of a step."""
+    total, version = len(p.nodes), p.target.version
+    if total == 0:
+        none = "no node matches spec.nodeSelector"
+        return "Pending", {
+            "Ready": ("False", "NoNodes", none),
+            "Validated": ("Unknown", "NoNodes", none),
+            "Progressing": ("False", "NoNodes", none),
+            "Degraded": ("False", "NoNodes", none),
+        }
+    share = f"{serving}/{total} nodes serve {version}"
+    if p.stopped:
+        failed = p.failure or "validation failed"
+        return "Degraded", {
+            "Ready": ("False", "ValidationFailed", share),
+            "Validated": ("False", "ValidationFailed", failed),
+            "Progressing": ("False", "ValidationFailed", f"rollout of {version} stopped: {failed}"),
+            "Degraded": ("True", "ValidationFailed", failed),
+        }
+    fine: Verdict = ("False", "AsExpected", "")
+    passed: Verdict = ("True", "ValidationPassed", f"{version} passed on every node")
+    if serving == total:
+        return "Ready", {
+            "Ready": ("True", "AllNodesServing", share),
+            "Validated": passed,
+            "Progressing": ("False", "RolloutComplete", share),
+            "Degraded": fine,
+        }
+    # A promoted version stays validated while a pod restarts or a new node catches up.
+    pending = passed if old.active == p.target else ("Unknown", "ValidationPending", f"{version}: {share}")
+    if p.hold is not None:
+        return "Paused" if p.hold.reason == "Paused" else "Waiting", {
+            "Ready": ("False", p.hold.reason, share),
+            "Validated": pending,
+            "Progressing": ("False", p.hold.reason, p.hold.message),
+            "Degraded": fine,
+        }
+    wave = any(n.target == p.target and n.name not in p.canaries for n in p.nodes)
+    return "Progressing", {
+        "Ready": ("False", "RolloutInProgress", share),
+        "Validated": pending,
+        "Progressing": ("True", "RollingOut" if wave else "CanaryRollout", share),
+        "Degraded": fine,
+    }
+
+
+def record(
+    old: VibrationModelStatus, p: Progress, generation: int, now: datetime
+) -> tuple[VibrationModelStatus, list[Event]]:
+    """The status after one rollout step, and the events of its transitions."""
+    ref, version, total = p.target, p.target.version, len(p.nodes)
+    before = {} if p.started else {n.name: n for n in old.nodes}
+    serving = sum(n.state == "Serving" for n in p.nodes)
+    all_serving = total > 0 and serving == total and not p.stopped
+    added, events = _history(old, p, before, now)
+    active = ref if all_serving else old.active
+    if p.started:
+        wave = ", ".join(p.canaries) or "none yet"
+        was = old.active.version if old.active else "none"
+        message = f"target {_short(ref)}; canary nodes: {wave}; active: {was}"
+        events.insert(0, Event("Normal", "TargetChanged", message))
+    if p.canaries_passed:
+        events.append(
+            Event(
+                "Normal", "CanariesPassed", f"{version} passed on {', '.join(p.canaries)}; rolling out to all"
+            )
+        )
+    events += _node_events(p, before)
+    held = p.hold.reason if p.hold else None
+    progressing = get_condition(old.conditions, "Progressing")
+    if p.hold is not None and not all_serving and (progressing is None or progressing.reason != held):
+        events.append(Event("Normal", p.hold.reason, p.hold.message))
+
+    phase, cases = _verdict(old, p, serving)
+    conditions = ensure_conditions(old.conditions, generation, now)
+    for type_, (state, reason, message) in cases.items():
+        conditions = set_condition(conditions, type_, state, reason, message, generation=generation, now=now)
+    accuracies = [n.accuracy for n in p.nodes if n.accuracy is not None]
+    status = old.model_copy(
+        update={
+            "observed_generation": generation,
+            "phase": phase,
+            "target": ref,
+            "active": active,
+            "ready_nodes": f"{serving}/{total}",
+            "nodes": p.nodes,
+            "validation": ValidationSummary(
+                accuracy=min(accuracies) if accuracies else None,
+                nodes_passed=serving,
+                nodes_failed=sum(n.state == "Failed" for n in p.nodes),
+            ),
+            "history": append_history(old.history, *added),
+            "conditions": conditions,
+        }
+    )
+    return status, events
+
+
+def _node_drift(report: ModelStatus) -> tuple[float | None, str | None]:
+    """The largest PSI a pod reports and what it is of (a feature or the class shares)."""
+    psis = {
+        (CLASS_SHARES if name == "class_psi" else name.removeprefix("psi.")): value
+        for name, value in report.drift.items()
+        if name.startswith("psi.") or name == "class_psi"
+    }
+    if not psis:
+        return None, None
+    worst = max(sorted(psis), key=lambda name: psis[name])  # sorted first: ties break by name
+    return psis[worst], worst
+
+
+def apply_drift(
+    status: VibrationModelStatus,
+    reports: Mapping[str, ModelStatus],
+    policy: DriftSpec,
+    now: datetime,
+) -> VibrationModelStatus:
+    """The status with `drift` and the `Drifted` condition set from the serving pods' reports.
+
+    A node counts as drifted when its pod says so (its own thresholds, which
+    the pod gets from the same policy) or when its largest PSI is above the
+    policy's threshold. Nodes without a report are left out of the figures.
+    """
+    generation = status.observed_generation or 0
+    if not policy.enabled:
+        off = "spec.drift.enabled is false"
+        conditions = set_condition(
+            status.conditions, "Drifted", "False", "DriftCheckDisabled", off, generation=generation, now=now
+        )
+        return status.model_copy(update={"drift": None, "conditions": conditions})
+    max_psi: float | None = None
+    worst: str | None = None
+    drifted_nodes: list[str] = []
+    for node in sorted(reports):
+        psi, feature = _node_drift(reports[node])
+        if psi is not None and (max_psi is None or psi > max_psi):
+            max_psi, worst = psi, feature
+        if reports[node].drifted or (psi is not None and psi > policy.psi_threshold):
+            drifted_nodes.append(node)
+    drift = DriftStatus(
+        drifted=bool(drifted_nodes), max_psi=max_psi, worst_feature=worst, nodes=drifted_nodes, checked_at=now
+    )
+    condition: tuple[ConditionStatus, str, str]
+    if not reports:
+        condition = ("Unknown", "NoReports", "no serving pod reported drift statistics")
+    elif drifted_nodes:
+        figure = f"max PSI {max_psi:.3f} ({worst})" if max_psi is not None else "reported by the pods"
+        condition = ("True", "DriftDetected", f"drift on {', '.join(drifted_nodes)}: {figure}")
+    else:
+        figure = f"max PSI {max_psi:.3f}" if max_psi is not None else "no figures yet"
+        condition = ("False", "NoDrift", f"{figure} <= {policy.psi_threshold} on {len(reports)} node(s)")
+    state, reason, message = condition
+    conditions = set_condition(
+        status.conditions, "Drifted", state, reason, message, generation=generation, now=now
+    )
+    return status.model_copy(update={"drift": drift, "conditions": conditions})

@@ -1,0 +1,185 @@
+"""What the cluster shows for one VibrationModel: its nodes, its pods, their targets and reports.
+
+Three list calls (nodes by the spec's selector, the model's pods and target
+ConfigMaps by label) and one short ``GET /status`` per serving pod, in
+parallel. A node takes part when it matches ``spec.nodeSelector`` and is
+Ready and schedulable, or when it matches and already runs our pod (a node
+that reboots keeps its pod and its place in the rollout instead of being
+dropped, which would delete its pod). Nodes that no longer match but still
+hold a pod or ConfigMap are observed as unselected, so the decision removes
+them. Everything a pod reports is untrusted input: a termination message or
+a ``/status`` body that does not parse is treated as unknown, never as a
+crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from vibration_core.errors import MessageError
+from vibration_core.messages import ModelStatus
+from vibration_operator import names
+from vibration_operator.builders import observe_node
+from vibration_operator.kube import CONFIGMAPS, NODES, PODS, KubeApi
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from vibration_core.spec import VibrationModelSpec
+    from vibration_operator.rollout import NodeObservation
+
+logger = logging.getLogger(__name__)
+
+_STATUS_LIMIT = 64 * 1024
+"""A /status body larger than this is not a ModelStatus."""
+_OK = 200
+_GONE_PHASES = frozenset({"Failed", "Succeeded"})
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The observations `decide` takes, and the raw objects `apply` compares against."""
+
+    nodes: list[NodeObservation]
+    pods: dict[str, dict[str, Any]]
+    """Our pods by node name."""
+    configmaps: dict[str, dict[str, Any]]
+    """Our target ConfigMaps by node name."""
+    finished_pods: list[str]
+    """Names of pods that ended (evicted, or Failed): they will never serve again."""
+    reports: dict[str, ModelStatus]
+    """The /status of each pod that answered, by node name."""
+
+
+def node_is_eligible(node: Mapping[str, Any]) -> bool:
+    """Ready and schedulable: a new serving pod can start there."""
+    spec = node.get("spec") or {}
+    conditions = (node.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return ready and not spec.get("unschedulable", False)
+
+
+def node_of(obj: Mapping[str, Any]) -> str | None:
+    """The node a pod or ConfigMap of ours belongs to (the label value may be shortened)."""
+    meta = obj.get("metadata") or {}
+    annotated = (meta.get("annotations") or {}).get(names.ANNOTATION_NODE)
+    node = annotated or (obj.get("spec") or {}).get("nodeName")
+    return str(node) if node else None
+
+
+def _by_node(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for obj in objects:
+        node = node_of(obj)
+        if node is not None:
+            out[node] = obj
+    return out
+
+
+def status_url(pod: Mapping[str, Any], default_port: int) -> str | None:
+    """``http://<podIP>:<port>/status`` of a serving pod, None while it has no IP."""
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    port = default_port
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for declared in container.get("ports") or []:
+            if declared.get("name") == "http" and isinstance(declared.get("containerPort"), int):
+                port = declared["containerPort"]
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"http://{host}:{port}/status"
+
+
+async def read_status(session: aiohttp.ClientSession, url: str) -> ModelStatus | None:
+    """A pod's /status, or None when it does not answer, or answers something else."""
+    try:
+        async with session.get(url, allow_redirects=False) as response:
+            if response.status != _OK:
+                logger.debug("pod_status_refused", extra={"url": url, "http_status": response.status})
+                return None
+            body = await response.content.read(_STATUS_LIMIT + 1)
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        logger.debug("pod_status_unreachable", extra={"url": url, "reason": type(exc).__name__})
+        return None
+    if len(body) > _STATUS_LIMIT:
+        logger.warning("pod_status_invalid", extra={"url": url, "reason": "too large"})
+        return None
+    try:
+        return ModelStatus.decode(body)
+    except MessageError as exc:
+        logger.warning("pod_status_invalid", extra={"url": url, "reason": str(exc)})
+        return None
+
+
+async def observe(
+    kube: KubeApi,
+    http: aiohttp.ClientSession,
+    *,
+    namespace: str,
+    vm_name: str,
+    spec: VibrationModelSpec,
+    http_port: int,
+) -> Observed:
+    """Everything `decide` needs about one VibrationModel, read fresh from the cluster."""
+    mine = names.selector_labels(vm_name)
+    nodes, pod_list, configmap_list = await asyncio.gather(
+        kube.list(NODES, None, spec.node_selector),
+        kube.list(PODS, namespace, mine),
+        kube.list(CONFIGMAPS, namespace, mine),
+    )
+    all_pods = _by_node(pod_list)
+    finished = [
+        pod["metadata"]["name"]
+        for pod in all_pods.values()
+        if (pod.get("status") or {}).get("phase") in _GONE_PHASES
+    ]
+    pods = {node: pod for node, pod in all_pods.items() if pod["metadata"]["name"] not in finished}
+    configmaps = _by_node(configmap_list)
+    matching = {str(node["metadata"]["name"]): node for node in nodes}
+    selected = {name for name, node in matching.items() if node_is_eligible(node) or name in pods}
+    # Matching but not eligible, with only a ConfigMap: left alone until it is Ready again.
+    unselected = (set(pods) | set(configmaps)) - set(matching)
+
+    urls = {node: status_url(pods[node], http_port) for node in selected if node in pods}
+    wanted = {node: url for node, url in urls.items() if url is not None}
+    answers = await asyncio.gather(*(read_status(http, url) for url in wanted.values()))
+    reports = {node: answer for node, answer in zip(wanted, answers, strict=True) if answer is not None}
+
+    observations = [
+        observe_node(
+            node,
+            selected=node in selected,
+            pod=pods.get(node),
+            configmap=configmaps.get(node),
+            pod_status=reports.get(node),
+        )
+        for node in sorted(selected | unselected)
+    ]
+    return Observed(observations, pods, configmaps, finished, reports)
+
+
+async def read_reports(
+    kube: KubeApi, http: aiohttp.ClientSession, namespace: str, vm_name: str, http_port: int
+) -> dict[str, ModelStatus]:
+    """The /status of every running serving pod of a VibrationModel, by node (for drift checks)."""
+    pods = _by_node(await kube.list(PODS, namespace, names.selector_labels(vm_name)))
+    urls = {node: status_url(pod, http_port) for node, pod in pods.items()}
+    wanted = {node: url for node, url in urls.items() if url is not None}
+    answers = await asyncio.gather(*(read_status(http, url) for url in wanted.values()))
+    return {node: answer for node, answer in zip(wanted, answers, strict=True) if answer is not None}
+
+
+def status_session(timeout_s: float = 1.0) -> aiohttp.ClientSession:
+    """The session for the pods' /status: short timeouts, no proxies, no cookies."""
+    timeout = aiohttp.ClientTimeout(total=timeout_s, connect=timeout_s)
+    return aiohttp.ClientSession(
+        timeout=timeout,
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        connector=aiohttp.TCPConnector(limit=64, force_close=True),
+    )

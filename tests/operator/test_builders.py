@@ -1,0 +1,355 @@
+"""The manifest builders: golden files, the pod-security policy, and agreement with the inference settings.
+
+The golden manifests in ``golden/`` are compared byte for byte; after an
+intended change, regenerate them with ``UPDATE_GOLDEN=1 pytest
+tests/operator/test_builders.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from vibration_core.messages import ModelStatus
+from vibration_core.spec import VibrationModelSpec
+from vibration_core.target import ModelTarget, load_target
+from vibration_core.validation import CompactReport
+from vibration_infer.cli import parse_validate_args
+from vibration_infer.serve.settings import ServeSettings
+from vibration_infer.settings import ValidateSettings
+from vibration_operator import names
+from vibration_operator.builders import (
+    TARGET_FILE,
+    build_event,
+    build_serving_pod,
+    build_target_configmap,
+    observe_node,
+    read_target_configmap,
+    target_document,
+)
+from vibration_operator.conditions import Event
+from vibration_operator.settings import OperatorSettings
+
+GOLDEN = Path(__file__).parent / "golden"
+NOW = datetime(2026, 11, 24, 22, 0, tzinfo=UTC)
+UID = "6f1c2a9e-4b1d-4c38-9a57-1f0e2d3c4b5a"
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+SETTINGS = OperatorSettings(registry_endpoint="http://minio.minio:9000")
+
+CPU = VibrationModelSpec.model_validate(
+    {
+        "version": "v3",
+        "artifact": {
+            "uri": "s3://models/spindle-classifier/v3/model.onnx",
+            "sha256": "9f2c4b1e3d5a6f7081928374655647382910abcdef0123456789abcdef012345",
+            "credentialsSecret": "minio-credentials",
+        },
+        "nodeSelector": {"edge.vibration.io/hall": "hall-a"},
+        "mqtt": {
+            "broker": "mqtt://mosquitto.hall-a:1883",
+            "topicPrefix": "factory/hall-a",
+            "credentialsSecret": "mqtt-serving",
+        },
+        "validation": {"minAccuracy": 0.93, "minClassRecall": {"bearing_fault": 0.95}},
+    }
+)
+CORAL = VibrationModelSpec.model_validate(
+    {
+        "version": "v3",
+        "artifact": {
+            "uri": "s3://models/spindle-classifier-tpu/v3/model_edgetpu.tflite",
+            "sha256": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "endpoint": "https://minio.hall-b:9000",
+        },
+        "format": "edgetpu",
+        "accelerator": "coral",
+        "mqtt": {"broker": "mqtts://mosquitto.hall-b:8883", "topicPrefix": "factory/hall-b"},
+        "validation": {"minAccuracy": 0.92, "maxP99LatencyMs": 5},
+        "alerts": {"minConfidence": 0.85, "consecutive": 5},
+    }
+)
+ACTIVE = ModelTarget(
+    name="spindle-classifier",
+    version="v2",
+    sha256="ab" * 32,
+    model_uri="s3://models/spindle-classifier/v2/model.onnx",
+)
+
+
+def cpu_pod() -> dict[str, Any]:
+    return build_serving_pod("spindle-classifier", "hall-a", UID, CPU, "edge-1", SETTINGS)
+
+
+def coral_pod() -> dict[str, Any]:
+    return build_serving_pod("spindle-classifier-tpu", "hall-b", UID, CORAL, "coral-gw-2.hall-b", SETTINGS)
+
+
+MANIFESTS: dict[str, Callable[[], dict[str, Any]]] = {
+    "pod-cpu": cpu_pod,
+    "pod-coral": coral_pod,
+    "configmap-target": lambda: build_target_configmap(
+        "spindle-classifier",
+        "hall-a",
+        UID,
+        "edge-1",
+        ModelTarget.from_spec("spindle-classifier", CPU),
+        ACTIVE,
+    ),
+    "event": lambda: build_event(
+        "spindle-classifier",
+        "hall-a",
+        UID,
+        Event("Warning", "ValidationFailed", "validation failed on node edge-2: accuracy 0.81 < min 0.93"),
+        NOW,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MANIFESTS))
+def test_golden_manifest(name: str) -> None:
+    path = GOLDEN / f"{name}.json"
+    text = json.dumps(MANIFESTS[name](), indent=2, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path.name} missing: run with UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"{path.name} differs: review, then regenerate with UPDATE_GOLDEN=1"
+
+
+def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod["spec"]["initContainers"], *pod["spec"]["containers"]]
+
+
+@pytest.mark.parametrize("build", [cpu_pod, coral_pod], ids=["cpu", "coral"])
+def test_every_container_is_restricted_and_bounded(build: Any) -> None:
+    pod = build()
+    spec = pod["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False
+    assert "hostNetwork" not in spec
+    assert "hostPID" not in spec
+    assert "tolerations" not in spec
+    init_mounts = {m["name"] for m in spec["initContainers"][0]["volumeMounts"]}
+    assert "mqtt-credentials" not in init_mounts, "the validator never talks to the broker"
+    for container in containers(pod):
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True
+        assert sc["runAsUser"] == 65532
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["privileged"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+        assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
+        assert container["terminationMessagePath"] == "/dev/termination-log"
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        for env in container["env"]:
+            secretish = any(word in env["name"] for word in ("KEY", "PASSWORD", "USERNAME", "TOKEN"))
+            assert not secretish or env["name"].endswith("_FILE"), f"{env['name']} must be a file path"
+
+
+def test_coral_pod_asks_for_one_tpu_and_the_edgetpu_image() -> None:
+    pod = coral_pod()
+    for container in containers(pod):
+        assert container["image"] == SETTINGS.edgetpu_image
+        assert container["resources"]["limits"]["squat.ai/coral"] == "1"
+    assert all("squat.ai/coral" not in c["resources"]["limits"] for c in containers(cpu_pod()))
+    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchFields"][0]["values"] == ["coral-gw-2.hall-b"]
+    other = OperatorSettings(coral_resource_name="coral.ai/tpu")
+    limits = build_serving_pod("m", "ns", UID, CORAL, "n", other)["spec"]["containers"][0]["resources"][
+        "limits"
+    ]
+    assert limits["coral.ai/tpu"] == "1"
+
+
+def test_pod_is_version_agnostic() -> None:
+    text = json.dumps(cpu_pod())
+    for version_specific in ("v3", CPU.artifact.uri, str(CPU.artifact.sha256), "0.93"):
+        assert version_specific not in text
+    newer = CPU.model_copy(
+        update={"version": "v4", "validation": CPU.validation.model_copy(update={"min_accuracy": 0.5})}
+    )
+    assert build_serving_pod("spindle-classifier", "hall-a", UID, newer, "edge-1", SETTINGS) == cpu_pod()
+
+
+def env_of(container: dict[str, Any], node: str) -> dict[str, str]:
+    out = {}
+    for env in container["env"]:
+        out[env["name"]] = node if "valueFrom" in env else env["value"]
+    return out
+
+
+@pytest.mark.parametrize("build", [cpu_pod, coral_pod], ids=["cpu", "coral"])
+def test_environment_is_what_the_inference_settings_read(build: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    pod = build()
+    init, serve = pod["spec"]["initContainers"][0], pod["spec"]["containers"][0]
+    for container, settings_class in ((init, ValidateSettings), (serve, ServeSettings)):
+        env = env_of(container, "edge-1")
+        fields = {f"VIBRATION_{name.upper()}" for name in settings_class.model_fields}
+        assert set(env) - {"NODE_NAME"} <= fields, set(env) - fields
+        for key in list(os.environ):
+            if key.startswith("VIBRATION_"):
+                monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        # The model comes from the target file: --target for validate, target_file for serve.
+        parsed = (
+            ValidateSettings(target=Path(TARGET_FILE))  # type: ignore[call-arg]  # test_data: from the env
+            if settings_class is ValidateSettings
+            else ServeSettings()
+        )
+        assert parsed.node_name == "edge-1"
+        assert str(parsed.cache_dir) == "/var/cache/vibration-edge"
+    served = ServeSettings()
+    assert served.client_id == pod["metadata"]["name"]
+    assert str(served.target_file) == "/etc/vibration-edge/target/target.json"
+
+
+@pytest.mark.parametrize("build", [cpu_pod, coral_pod], ids=["cpu", "coral"])
+def test_the_init_container_runs_the_validator_on_the_target(
+    build: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    init = build()["spec"]["initContainers"][0]
+    for key in list(os.environ):
+        if key.startswith("VIBRATION_"):
+            monkeypatch.delenv(key)
+    for key, value in env_of(init, "edge-1").items():
+        monkeypatch.setenv(key, value)
+    assert init["command"] == ["vibration-infer"]
+    settings = parse_validate_args(init["args"])  # the validator's own flag parser
+    assert settings.target == Path(TARGET_FILE)
+    assert settings.fallback_last_good
+    assert settings.model_uri is None
+
+
+def test_the_target_document_is_what_the_pod_parses_and_round_trips(tmp_path: Path) -> None:
+    target = ModelTarget.from_spec("spindle-classifier", CPU)
+    configmap = build_target_configmap("spindle-classifier", "hall-a", UID, "edge-1", target, ACTIVE)
+    (tmp_path / "target.json").write_text(configmap["data"]["target.json"])
+    parsed = load_target(tmp_path / "target.json")  # what `validate --target` and the hot swap read
+    assert parsed == target
+    assert (parsed.model_uri, parsed.sha256, parsed.min_accuracy) == (
+        CPU.artifact.uri,
+        CPU.artifact.sha256,
+        0.93,
+    )
+    assert parsed.min_class_recall == {"bearing_fault": 0.95}
+    assert configmap["data"]["target.json"] == target_document(target)
+    assert read_target_configmap(configmap) == (target, ACTIVE)
+    assert read_target_configmap(None) == (None, None)
+    configmap["metadata"]["annotations"][names.ANNOTATION_TARGET] = "{not json"
+    assert read_target_configmap(configmap) == (None, ACTIVE)
+
+
+def test_names_are_dns_safe_deterministic_and_distinct() -> None:
+    assert names.serving_pod_name("spindle", "edge-1") == "vibm-spindle-edge-1"
+    long = names.serving_pod_name("a" * 60, "gateway-with-a-long-name.hall-a.factory.example")
+    assert len(long) <= 63
+    assert long == names.serving_pod_name("a" * 60, "gateway-with-a-long-name.hall-a.factory.example")
+    assert names.serving_pod_name("m", "edge.1") != names.serving_pod_name("m", "edge-1")
+    assert names.target_configmap_name("m", "edge-1") == "vibm-m-edge-1-target"
+    for name in (long, names.serving_pod_name("m", "edge.1"), names.target_configmap_name("x" * 80, "y")):
+        assert len(name) <= 63
+        assert name[0].isalnum()
+        assert name[-1].isalnum()
+        assert set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
+    assert names.label_value("edge-1") == "edge-1"
+    assert len(names.label_value("n" * 200)) <= 63
+    assert names.label_value("-" * 5)[0].isalnum()
+    labels = names.serving_labels("spindle", "edge-1")
+    assert labels["app.kubernetes.io/managed-by"] == "vibration-operator"
+    assert labels["edge.vibration.io/node"] == "edge-1"
+
+
+def test_event_name_follows_its_content() -> None:
+    event = Event("Normal", "Promoted", "x" * 5000)
+    body = build_event("m", "ns", UID, event, NOW)
+    assert body == build_event("m", "ns", UID, event, NOW)
+    assert (
+        body["metadata"]["name"]
+        != build_event("m", "ns", UID, event, datetime(2027, 1, 1, tzinfo=UTC))["metadata"]["name"]
+    )
+    assert len(body["message"]) == 1024
+    assert body["involvedObject"]["uid"] == UID
+
+
+def test_observe_node_reads_the_pod_configmap_and_status() -> None:
+    report = CompactReport(
+        outcome="failed", code=14, reason="accuracy 0.81 < min 0.93", version="v3", sha256="cd" * 32
+    )
+    pod = {
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "initContainerStatuses": [
+                {
+                    "name": "validate",
+                    "state": {"terminated": {"exitCode": 0, "message": report.encode().decode()}},
+                }
+            ],
+        }
+    }
+    status = ModelStatus(
+        node="edge-1",
+        version="v2",
+        sha256="ab" * 32,
+        state="serving",
+        ready=True,
+        windows_total=1,
+        errors_total=0,
+        candidate_version="v3",
+        candidate_sha256="cd" * 32,
+        candidate_state="failed",
+        candidate_report=report,
+        updated_ns=1,
+    )
+    configmap = build_target_configmap(
+        "m", "ns", UID, "edge-1", ModelTarget.from_spec("spindle-classifier", CPU), ACTIVE
+    )
+    obs = observe_node("edge-1", selected=True, pod=pod, configmap=configmap, pod_status=status)
+    assert (obs.pod_exists, obs.ready, obs.init_exit_code, obs.init_report) == (True, True, 0, report)
+    assert obs.serving is not None
+    assert obs.serving.version == "v2"
+    assert obs.candidate is not None
+    assert (obs.candidate.state, obs.candidate.report) == ("failed", report)
+    assert obs.assigned == ModelTarget.from_spec("spindle-classifier", CPU)
+    assert obs.recorded_active == ACTIVE
+
+    crashed = {
+        "status": {
+            "initContainerStatuses": [
+                {"name": "validate", "lastState": {"terminated": {"exitCode": 137, "message": "OOMKilled"}}}
+            ]
+        }
+    }
+    seen = observe_node("edge-1", selected=False, pod=crashed, configmap=None, pod_status=None)
+    assert (seen.init_report, seen.init_exit_code, seen.ready, seen.serving) == (None, 137, False, None)
+    assert (
+        observe_node("edge-9", selected=True, pod=None, configmap=None, pod_status=None).pod_exists is False
+    )
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIBRATION_OPERATOR_NAMESPACES", "hall-a, hall-b")
+    monkeypatch.setenv("VIBRATION_OPERATOR_CORAL_RESOURCE_NAME", "coral.ai/tpu")
+    monkeypatch.setenv("VIBRATION_OPERATOR_SERVING_LIMITS", '{"cpu": "2", "memory": "1Gi"}')
+    settings = OperatorSettings()
+    assert settings.watched_namespaces() == ["hall-a", "hall-b"]
+    assert settings.coral_resource_name == "coral.ai/tpu"
+    assert settings.serving_limits == {"cpu": "2", "memory": "1Gi"}
+    monkeypatch.delenv("VIBRATION_OPERATOR_NAMESPACES")
+    monkeypatch.setenv("POD_NAMESPACE", "vibration-system")
+    assert OperatorSettings().watched_namespaces() == ["vibration-system"]
+    assert OperatorSettings(cluster_wide=True).watched_namespaces() is None
+    monkeypatch.delenv("POD_NAMESPACE")
+    with pytest.raises(ValueError, match="POD_NAMESPACE"):
+        OperatorSettings().watched_namespaces()

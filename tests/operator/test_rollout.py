@@ -1,0 +1,531 @@
+"""The rollout state machine, driven step by step against a simulated cluster.
+
+`Cluster` plays kubelet and the serving pods: it applies a `Decision`
+(status through a JSON round trip, as the API server stores it; ConfigMaps;
+pods), then lets every pod react to its target file the way
+``vibration-infer`` does: the init container validates the target when the
+pod starts (falling back to the node's last good model), the serve
+container validates a changed target for one step and then swaps or keeps
+the old model. Failures are configured per node and version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from vibration_core.spec import VersionRef, VibrationModelSpec, VibrationModelStatus
+from vibration_core.validation import CompactReport
+from vibration_operator.builders import build_serving_pod
+from vibration_operator.conditions import get_condition
+from vibration_operator.rollout import Candidate, Decision, NodeObservation, decide
+from vibration_operator.settings import OperatorSettings
+
+if TYPE_CHECKING:
+    from vibration_core.messages import CandidateState
+    from vibration_core.target import ModelTarget
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+NODES = ("edge-1", "edge-2", "edge-3")
+FAIL = "accuracy 0.81 < min 0.93"
+
+
+def sha(version: str) -> str:
+    return f"{sum(map(ord, version)):064x}"
+
+
+def make_spec(
+    version: str = "v2", *, coral: bool = False, canaries: int = 1, **rollout: Any
+) -> VibrationModelSpec:
+    return VibrationModelSpec.model_validate(
+        {
+            "version": version,
+            "artifact": {"uri": f"s3://models/spindle/{version}/model.onnx", "sha256": sha(version)},
+            "format": "edgetpu" if coral else "onnx",
+            "accelerator": "coral" if coral else "cpu",
+            "nodeSelector": {"edge.vibration.io/hall": "hall-a"},
+            "mqtt": {"broker": "mqtt://mosquitto.hall-a:1883", "topicPrefix": "factory/hall-a"},
+            "validation": {"minAccuracy": 0.93},
+            "rollout": {"canaryNodes": canaries, **rollout},
+        }
+    )
+
+
+@dataclass
+class Node:
+    name: str
+    selected: bool = True
+    pod: bool = False
+    init_done: bool = False
+    cm: ModelTarget | None = None
+    cm_active: ModelTarget | None = None
+    seen: ModelTarget | None = None
+    pending: ModelTarget | None = None
+    last_good: ModelTarget | None = None
+    serving: VersionRef | None = None
+    candidate: Candidate | None = None
+    init_report: CompactReport | None = None
+    init_exit: int | None = None
+
+
+@dataclass
+class Cluster:
+    name: str = "spindle-classifier"
+    names: tuple[str, ...] = NODES
+    failures: dict[tuple[str, str], str] = field(default_factory=dict)
+    status: VibrationModelStatus | None = None
+    generation: int = 1
+    now: datetime = T0
+    created: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
+    nodes: dict[str, Node] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.nodes = {name: Node(name) for name in self.names}
+
+    def observe(self) -> list[NodeObservation]:
+        return [
+            NodeObservation(
+                name=n.name,
+                selected=n.selected,
+                pod_exists=n.pod,
+                ready=n.pod and n.serving is not None,
+                serving=n.serving,
+                candidate=n.candidate,
+                init_report=n.init_report,
+                init_exit_code=n.init_exit,
+                assigned=n.cm,
+                recorded_active=n.cm_active,
+            )
+            for n in self.nodes.values()
+            if n.selected or n.pod or n.cm
+        ]
+
+    def decide(self, spec: VibrationModelSpec) -> Decision:
+        return decide(self.name, spec, self.generation, self.status, self.observe(), self.now)
+
+    def apply(self, d: Decision, *, children: bool = True) -> None:
+        # Through JSON, as the API server stores it: nothing may live only in Python objects.
+        self.status = VibrationModelStatus.model_validate_json(d.status.model_dump_json(by_alias=True))
+        self.events += d.events
+        if not children:
+            return
+        for name, target in d.targets.items():
+            self.nodes[name].cm, self.nodes[name].cm_active = target, d.active_target
+        for name in d.delete_pods:
+            node = self.nodes[name]
+            self.deleted.append(name)
+            self.nodes[name] = Node(name, selected=node.selected, last_good=node.last_good)
+        for name in d.create_pods:
+            self.created.append(name)
+            self.nodes[name].pod = True
+
+    def validate(self, node: Node, target: ModelTarget) -> tuple[bool, CompactReport]:
+        why = self.failures.get((node.name, target.version), "")
+        report = CompactReport(
+            outcome="failed" if why else "passed",
+            code=14 if why else 0,
+            reason=why,
+            version=target.version,
+            sha256=target.sha256,
+            node=node.name,
+            accuracy=0.81 if why else 0.97,
+        )
+        return not why, report
+
+    def tick(self) -> None:
+        """Every pod reacts to its target file once."""
+        for n in self.nodes.values():
+            if not n.pod or n.cm is None:
+                continue
+            if not n.init_done:  # kubelet (re)runs the init container
+                ok, n.init_report = self.validate(n, n.cm)
+                if ok:
+                    n.last_good = n.cm
+                n.serving = n.last_good.ref if n.last_good else None
+                n.init_exit = 0 if n.serving else n.init_report.code
+                n.init_done, n.seen = n.serving is not None, n.cm
+            elif n.pending is not None:
+                ok, report = self.validate(n, n.pending)
+                if ok:
+                    n.last_good, n.serving = n.pending, n.pending.ref
+                state: CandidateState = "passed" if ok else "failed"
+                n.candidate = Candidate(n.pending.sha256, state, n.pending.version, report)
+                n.seen, n.pending = n.pending, None
+            elif n.cm != n.seen:
+                n.pending = n.cm
+                n.candidate = Candidate(n.cm.sha256, "validating", n.cm.version)
+
+    def step(self, spec: VibrationModelSpec) -> Decision:
+        d = self.decide(spec)
+        self.apply(d)
+        self.tick()
+        self.now += timedelta(minutes=1)
+        return d
+
+    def run(self, spec: VibrationModelSpec, steps: int = 30) -> list[Decision]:
+        """Step until nothing would change any more; the decisions taken."""
+        out = []
+        for _ in range(steps):
+            out.append(self.step(spec))
+            if self.settled(spec):
+                return out
+        pytest.fail(f"no steady state after {steps} steps: {self.status}")
+
+    def settled(self, spec: VibrationModelSpec) -> bool:
+        """A fixed point: the next decision would write nothing and no pod is busy."""
+        probe = self.decide(spec)
+        unchanged = probe.status == self.status and all(
+            self.nodes[n].cm == t and self.nodes[n].cm_active == probe.active_target
+            for n, t in probe.targets.items()
+        )
+        quiet = not (probe.events or probe.create_pods or probe.delete_pods)
+        return unchanged and quiet and not any(n.pending for n in self.nodes.values())
+
+    def targets(self) -> dict[str, str | None]:
+        return {n.name: n.cm.version if n.cm else None for n in self.nodes.values()}
+
+    def serving(self) -> dict[str, str | None]:
+        return {n.name: n.serving.version if n.serving else None for n in self.nodes.values()}
+
+    def phase(self) -> str | None:
+        return self.status.phase if self.status else None
+
+    def condition(self, type_: str) -> tuple[str, str, str]:
+        assert self.status is not None
+        c = get_condition(self.status.conditions, type_)  # type: ignore[arg-type]
+        assert c is not None
+        return c.status, c.reason, c.message
+
+
+def rolled_out(version: str = "v1", **kwargs: Any) -> Cluster:
+    """A hall whose every node serves `version`."""
+    cluster = Cluster(**kwargs)
+    cluster.run(make_spec(version))
+    assert cluster.status is not None
+    assert cluster.status.phase == "Ready"
+    cluster.events.clear()
+    return cluster
+
+
+def reasons(decisions: list[Decision]) -> list[str]:
+    return [e.reason for d in decisions for e in d.events]
+
+
+def test_new_model_goes_canary_then_all_then_ready() -> None:
+    cluster = rolled_out("v1")
+    spec = make_spec("v2")
+
+    first = cluster.step(spec)
+    assert cluster.targets() == {"edge-1": "v2", "edge-2": "v1", "edge-3": "v1"}
+    assert first.status.phase == "Progressing"
+    assert cluster.condition("Progressing")[:2] == ("True", "CanaryRollout")
+    assert [e.reason for e in first.events] == ["TargetChanged", "NodeValidating"]
+    assert first.create_pods == first.delete_pods == []
+
+    while cluster.serving()["edge-1"] != "v2":
+        cluster.step(spec)
+        assert cluster.targets()["edge-2"] == "v1", "the rest waits for the canary"
+    wave = cluster.step(spec)
+    assert cluster.targets() == {"edge-1": "v2", "edge-2": "v2", "edge-3": "v2"}
+    assert "CanariesPassed" in reasons([wave])
+    assert cluster.condition("Progressing")[:2] == ("True", "RollingOut")
+
+    rest = cluster.run(spec)
+    status = cluster.status
+    assert status is not None
+    assert status.phase == "Ready"
+    assert status.active == VersionRef(version="v2", sha256=sha("v2"))
+    assert status.ready_nodes == "3/3"
+    assert cluster.condition("Ready")[:2] == ("True", "AllNodesServing")
+    assert cluster.condition("Validated")[0] == "True"
+    assert cluster.condition("Degraded")[0] == "False"
+    assert [h.action for h in status.history][-1] == "Promoted"
+    assert status.history[-1].version == "v2"
+    assert reasons(rest).count("Promoted") == 1
+    assert status.validation is not None
+    assert status.validation.accuracy == 0.97
+    assert cluster.serving() == dict.fromkeys(NODES, "v2")
+
+
+def test_canary_failure_rolls_back_and_degrades_old_version_still_active() -> None:
+    cluster = rolled_out("v1", failures={("edge-2", "v2"): FAIL})
+    spec = make_spec("v2", canaries=2)
+    decisions = cluster.run(spec)
+
+    status = cluster.status
+    assert status is not None
+    assert status.phase == "Degraded"
+    assert status.active is not None
+    assert status.active.version == "v1"
+    degraded = cluster.condition("Degraded")
+    assert degraded[:2] == ("True", "ValidationFailed")
+    assert degraded[2] == f"validation failed on node edge-2: {FAIL} (exit 14)"
+    assert cluster.condition("Ready")[0] == "False"
+    assert cluster.condition("Validated")[:2] == ("False", "ValidationFailed")
+    # edge-1 passed and switched; it is put back. edge-3 never got v2.
+    assert [(h.action, h.node) for h in status.history[-2:]] == [
+        ("ValidationFailed", "edge-2"),
+        ("RolledBack", None),
+    ]
+    assert "edge-1 back to v1" in status.history[-1].reason
+    assert cluster.targets() == dict.fromkeys(NODES, "v1")
+    assert cluster.serving() == dict.fromkeys(NODES, "v1")
+    assert all(not (n.cm and n.cm.version == "v2") for n in cluster.nodes.values() if n.name == "edge-3")
+    edge2 = next(n for n in status.nodes if n.name == "edge-2")
+    assert (edge2.state, edge2.accuracy) == ("Failed", 0.81)
+    warnings = [e for d in decisions for e in d.events if e.type == "Warning"]
+    assert [e.reason for e in warnings] == ["ValidationFailed", "RolledBack"]
+
+    # Stopped for this digest: no retry, no new history, however often it reconciles.
+    history = list(status.history)
+    for _ in range(5):
+        again = cluster.step(spec)
+        assert again.events == []
+        assert again.targets == {n: t for n, t in again.targets.items() if t.version == "v1"}
+    assert cluster.status.history == history  # type: ignore[union-attr]
+
+
+def test_first_rollout_waits_for_canary_before_creating_other_pods() -> None:
+    cluster = Cluster()
+    spec = make_spec("v1")
+    first = cluster.step(spec)
+    assert first.create_pods == ["edge-1"]
+    assert set(first.targets) == {"edge-1"}
+    states = {n.name: n.state for n in first.status.nodes}
+    assert states == {"edge-1": "Pending", "edge-2": "Waiting", "edge-3": "Waiting"}
+
+    second = cluster.step(spec)  # the canary's init container has passed by now
+    assert sorted(second.create_pods) == ["edge-2", "edge-3"]
+    cluster.run(spec)
+    assert cluster.status is not None
+    assert cluster.status.phase == "Ready"
+    assert cluster.created == ["edge-1", "edge-2", "edge-3"]
+
+
+def test_first_rollout_failure_removes_the_canary_pod_and_does_not_retry() -> None:
+    cluster = Cluster(failures={("edge-1", "v1"): FAIL})
+    spec = make_spec("v1")
+    cluster.run(spec)
+    assert cluster.status is not None
+    assert cluster.status.phase == "Degraded"
+    assert cluster.status.active is None
+    assert cluster.created == ["edge-1"]
+    assert cluster.deleted == ["edge-1"]
+    assert [h.action for h in cluster.status.history] == ["ValidationFailed"]
+    for _ in range(3):
+        assert cluster.step(spec).create_pods == []
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["passing", "failing"])
+def test_coral_node_never_without_a_model(*, fails: bool) -> None:
+    failures = {("edge-2", "v2"): FAIL} if fails else {}
+    cluster = Cluster(failures=failures)
+    cluster.run(make_spec("v1", coral=True))
+    created = list(cluster.created)
+    spec = make_spec("v2", coral=True, canaries=2)
+    settings = OperatorSettings()
+    for node in NODES:  # the pod of a version-agnostic spec: a new version changes nothing in it
+        old_pod = build_serving_pod("spindle", "hall-b", "uid-1", make_spec("v1", coral=True), node, settings)
+        assert build_serving_pod("spindle", "hall-b", "uid-1", spec, node, settings) == old_pod
+
+    for _ in range(30):
+        decision = cluster.step(spec)
+        assert decision.create_pods == decision.delete_pods == []
+        for sim in cluster.nodes.values():
+            assert sim.pod
+            assert sim.serving is not None, f"{sim.name} has no model"
+            assert sim.cm is not None
+            assert sim.name in decision.targets
+        if cluster.settled(spec):
+            break
+    assert cluster.created == created
+    assert cluster.deleted == []
+    assert cluster.status is not None
+    assert cluster.status.phase == ("Degraded" if fails else "Ready")
+    assert cluster.serving() == dict.fromkeys(NODES, "v1" if fails else "v2")
+
+
+def _comparable(status: VibrationModelStatus | None) -> Any:
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            drop = {"updatedAt", "lastTransitionTime", "at", "checkedAt"}
+            return {k: strip(v) for k, v in value.items() if k not in drop}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    assert status is not None
+    return strip(status.model_dump(mode="json", by_alias=True))
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["passing", "failing"])
+@pytest.mark.parametrize("crash_after", range(1, 9))
+def test_operator_restarted_mid_rollout_reaches_same_end_state(*, fails: bool, crash_after: int) -> None:
+    failures = {("edge-3", "v2"): FAIL} if fails else {}
+    spec = make_spec("v2")
+    reference = rolled_out("v1", failures=failures)
+    reference.run(spec)
+
+    cluster = rolled_out("v1", failures=failures)
+    for _ in range(crash_after):
+        cluster.step(spec)
+    # It dies after writing the status but before touching any ConfigMap or pod ...
+    cluster.apply(cluster.decide(spec), children=False)
+    # ... and a new process starts from what the API server kept.
+    stored = cluster.status.model_dump_json(by_alias=True)  # type: ignore[union-attr]
+    cluster.status = VibrationModelStatus.model_validate_json(stored)
+    cluster.run(spec)
+
+    assert _comparable(cluster.status) == _comparable(reference.status)
+    assert cluster.targets() == reference.targets()
+    assert cluster.serving() == reference.serving()
+
+
+def test_spec_changed_mid_rollout_new_target_wins() -> None:
+    cluster = rolled_out("v1")
+    v2 = make_spec("v2")
+    while cluster.targets()["edge-2"] != "v2":
+        cluster.step(v2)
+    assert cluster.serving()["edge-1"] == "v2"
+
+    cluster.generation += 1
+    v3 = make_spec("v3")
+    switch = cluster.step(v3)
+    assert switch.events[0].reason == "TargetChanged"
+    assert cluster.targets() == {"edge-1": "v3", "edge-2": "v1", "edge-3": "v1"}
+    assert switch.status.target == VersionRef(version="v3", sha256=sha("v3"))
+
+    cluster.run(v3)
+    status = cluster.status
+    assert status is not None
+    assert status.phase == "Ready"
+    assert status.active is not None
+    assert status.active.version == "v3"
+    assert [(h.action, h.version) for h in status.history] == [("Promoted", "v1"), ("Promoted", "v3")]
+    assert cluster.serving() == dict.fromkeys(NODES, "v3")
+    assert cluster.condition("Ready")[0] == "True"
+    assert all(c.observed_generation == 2 for c in status.conditions if c.type != "Drifted")
+
+
+def test_update_window_closed_waits() -> None:
+    cluster = rolled_out("v1")
+    spec = make_spec("v2", updateWindow={"schedule": "0 22 * * *", "duration": "2h"})
+    held = cluster.step(spec)
+    assert cluster.targets() == dict.fromkeys(NODES, "v1")
+    assert held.status.phase == "Waiting"
+    progressing = cluster.condition("Progressing")
+    assert progressing[:2] == ("False", "OutsideUpdateWindow")
+    assert "2026-11-24T22:00:00Z" in progressing[2]
+    assert held.wake_at == datetime(2026, 11, 24, 22, 0, tzinfo=UTC)
+    assert "OutsideUpdateWindow" in reasons([held])
+    assert cluster.step(spec).events == []  # said once
+
+    cluster.now = datetime(2026, 11, 24, 23, 58, tzinfo=UTC)
+    cluster.step(spec)  # inside: the canary gets v2
+    assert cluster.targets()["edge-1"] == "v2"
+    cluster.now = datetime(2026, 11, 25, 0, 1, tzinfo=UTC)  # closed while the canary validates
+    for _ in range(4):
+        cluster.step(spec)
+    assert cluster.serving()["edge-1"] == "v2", "a node mid-validation finishes"
+    assert cluster.targets() == {"edge-1": "v2", "edge-2": "v1", "edge-3": "v1"}
+    assert cluster.status is not None
+    assert cluster.phase() == "Waiting"
+
+    cluster.now = datetime(2026, 11, 25, 22, 0, tzinfo=UTC)
+    cluster.run(spec)
+    assert cluster.phase() == "Ready"
+    assert cluster.serving() == dict.fromkeys(NODES, "v2")
+
+
+@pytest.mark.parametrize(
+    ("rollout", "phase", "reason"),
+    [
+        ({"paused": True}, "Paused", "Paused"),
+        ({"updateWindow": {"schedule": "61 * * * *", "duration": "1h"}}, "Waiting", "InvalidUpdateWindow"),
+    ],
+)
+def test_paused_or_invalid_window_holds(rollout: dict[str, Any], phase: str, reason: str) -> None:
+    cluster = rolled_out("v1")
+    d = cluster.step(make_spec("v2", **rollout))
+    assert cluster.targets() == dict.fromkeys(NODES, "v1")
+    assert d.status.phase == phase
+    assert cluster.condition("Progressing")[:2] == ("False", reason)
+
+
+def test_decide_is_idempotent() -> None:
+    cluster = rolled_out("v1", failures={("edge-3", "v2"): FAIL})
+    spec = make_spec("v2")
+    for _ in range(12):
+        observations = cluster.observe()
+        first = decide(cluster.name, spec, 1, cluster.status, observations, cluster.now)
+        assert decide(cluster.name, spec, 1, cluster.status, observations, cluster.now) == first
+        cluster.apply(first)
+        after = cluster.decide(spec)  # nothing reacted yet: applying again changes nothing
+        assert after.targets == first.targets
+        assert after.create_pods == after.delete_pods == []
+        cluster.apply(after)
+        again = cluster.decide(spec)
+        assert (again.status, again.events) == (after.status, [])
+        cluster.tick()
+        cluster.now += timedelta(minutes=1)
+
+
+def test_nodes_added_get_active_or_target_and_removed_lose_their_pod() -> None:
+    cluster = rolled_out("v1", names=(*NODES, "edge-4", "edge-5"))
+    for name in ("edge-4", "edge-5"):
+        cluster.nodes[name].selected = False
+    cluster.step(make_spec("v1"))
+    assert sorted(cluster.deleted) == ["edge-4", "edge-5"]
+    assert cluster.status is not None
+    assert cluster.status.ready_nodes == "3/3"
+
+    spec = make_spec("v2")
+    cluster.step(spec)  # canary phase
+    cluster.nodes["edge-4"].selected = True
+    joined = cluster.step(spec)
+    assert joined.create_pods == ["edge-4"]
+    assert joined.targets["edge-4"].version == "v1", "before the canaries passed: the active version"
+    while cluster.targets()["edge-2"] != "v2":
+        cluster.step(spec)
+    cluster.nodes["edge-5"].selected = True
+    late = cluster.step(spec)
+    assert late.targets["edge-5"].version == "v2", "past the canaries: the target"
+    cluster.run(spec)
+    assert cluster.status.phase == "Ready"
+    assert cluster.status.ready_nodes == "5/5"
+
+
+def test_new_node_failing_the_active_version_gets_no_crash_looping_pod() -> None:
+    cluster = Cluster(names=(*NODES, "edge-4"), failures={("edge-4", "v1"): FAIL})
+    cluster.nodes["edge-4"].selected = False
+    spec = make_spec("v1")
+    cluster.run(spec)
+    assert cluster.status is not None
+    assert cluster.phase() == "Ready"
+    cluster.nodes["edge-4"].selected = True
+    cluster.run(spec)
+    assert cluster.created.count("edge-4") == 1
+    assert cluster.nodes["edge-4"].pod is False
+    assert cluster.phase() == "Degraded"
+    assert cluster.status.active is not None
+    assert cluster.status.active.version == "v1"
+    assert cluster.serving() == {"edge-1": "v1", "edge-2": "v1", "edge-3": "v1", "edge-4": None}
+    for _ in range(3):
+        assert cluster.step(spec).create_pods == []
+
+
+def test_history_keeps_the_last_ten() -> None:
+    cluster = rolled_out("v1")
+    for n in range(2, 14):
+        cluster.generation += 1
+        cluster.run(make_spec(f"v{n}"))
+    assert cluster.status is not None
+    history = cluster.status.history
+    assert len(history) == 10
+    assert [h.version for h in history] == [f"v{n}" for n in range(4, 14)]
+    assert cluster.status.active == VersionRef(version="v13", sha256=sha("v13"))

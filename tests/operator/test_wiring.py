@@ -1,0 +1,302 @@
+"""The real operator (kopf, our handlers, our API client) against kmock's Kubernetes emulator.
+
+A fake kubelet (`FakeKubelet`) starts the serving pods and answers their
+``/status`` over real HTTP. The assertions are on what a real API server
+would also show: objects read back over HTTP, status written only through
+the status subresource, ``observedGeneration`` equal to the generation the
+test (standing in for the API server) set.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from tests.operator.kmock_cluster import (
+    FakeKubelet,
+    KmockCluster,
+    eventually,
+    kmock_cluster,
+    running_operator,
+    uncovered,
+    verbs_used,
+)
+from vibration_core import spec as vm_spec
+from vibration_operator import names
+from vibration_operator.kube import RBAC_RULES
+from vibration_operator.settings import OperatorSettings
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "hall-a"
+HALL = {"edge.vibration.io/hall": "hall-a"}
+NODES = ["edge-1", "edge-2", "edge-3"]
+V2 = "2" * 64
+V3 = "3" * 64
+
+
+def manifest(version: str = "v3", sha256: str = V3) -> dict[str, Any]:
+    """The CPU sample, without its nightly update window (a test cannot wait for 22:00 UTC)."""
+    sample: dict[str, Any] = yaml.safe_load((ROOT / "crds" / "samples" / "cpu-model.yaml").read_text())
+    out = copy.deepcopy(sample)
+    out["spec"]["version"] = version
+    out["spec"]["artifact"]["sha256"] = sha256
+    out["spec"]["artifact"]["uri"] = f"s3://models/spindle-classifier/{version}/model.onnx"
+    del out["spec"]["rollout"]["updateWindow"]
+    return out
+
+
+NAME = manifest()["metadata"]["name"]
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[KmockCluster]:
+    async with kmock_cluster() as api:
+        for node in NODES:
+            await api.add_node(node, {**HALL, "kubernetes.io/arch": "arm64"})
+        await api.add_node("elsewhere-1", {"edge.vibration.io/hall": "hall-b"})
+        yield api
+
+
+@pytest.fixture
+async def kubelet(cluster: KmockCluster) -> AsyncIterator[FakeKubelet]:
+    async with FakeKubelet.for_nodes(cluster, NAMESPACE, NODES) as fake:
+        yield fake
+
+
+@pytest.fixture
+def settings(kubelet: FakeKubelet) -> OperatorSettings:
+    return OperatorSettings(
+        namespaces=[NAMESPACE],
+        status_poll_interval_s=0.3,
+        drift_interval_s=0.5,
+        http_port=kubelet.port,
+        log_format="text",
+    )
+
+
+def condition(vm: dict[str, Any], type_: str) -> dict[str, Any]:
+    found = [c for c in (vm.get("status") or {}).get("conditions", []) if c["type"] == type_]
+    return found[0] if found else {}
+
+
+async def phase_is(cluster: KmockCluster, phase: str, *, active: str | None = None) -> bool:
+    status = (await cluster.model(NAMESPACE, NAME)).get("status") or {}
+    return status.get("phase") == phase and (
+        active is None or (status.get("active") or {}).get("version") == active
+    )
+
+
+async def targets(cluster: KmockCluster) -> dict[str, str]:
+    """The version each node's ConfigMap holds."""
+    out = {}
+    for node, cm in (await cluster.configmaps(NAMESPACE)).items():
+        record = cm["metadata"]["annotations"][names.ANNOTATION_TARGET]
+        out[node] = yaml.safe_load(record)["version"]
+    return out
+
+
+def assert_status_only_via_subresource(cluster: KmockCluster) -> None:
+    """What a real API server enforces: status changes go to /status, and nothing else does."""
+    for write in cluster.writes():
+        if write.method != "PATCH" or write.plural != vm_spec.PLURAL:
+            continue
+        if write.subresource == "status":
+            assert set(write.data) == {"status"}, write.data
+        else:  # kopf's own patches: annotations and the finalizer, never status
+            assert isinstance(write.data, list) or "status" not in write.data, write.data
+
+
+def reasons(events: list[dict[str, Any]]) -> list[str]:
+    return [event["reason"] for event in events]
+
+
+async def assert_ready_on_v3(cluster: KmockCluster, generation: int = 1) -> dict[str, Any]:
+    """The end state of a successful rollout of v3 to the three nodes, as an API server shows it."""
+    vm = await cluster.model(NAMESPACE, NAME)
+    status = vm["status"]
+    assert status["observedGeneration"] == generation
+    assert status["readyNodes"] == "3/3"
+    assert status["target"] == status["active"] == {"version": "v3", "sha256": V3}
+    assert [(n["name"], n["state"]) for n in status["nodes"]] == [(node, "Serving") for node in NODES]
+    assert condition(vm, "Ready")["status"] == "True"
+    assert condition(vm, "Validated")["status"] == "True"
+    assert condition(vm, "Progressing")["status"] == "False"
+    assert condition(vm, "Degraded")["status"] == "False"
+    assert all(c["observedGeneration"] == generation for c in status["conditions"])
+    pods = await cluster.pods(NAMESPACE)
+    assert sorted(p["metadata"]["annotations"][names.ANNOTATION_NODE] for p in pods) == NODES
+    assert await targets(cluster) == dict.fromkeys(NODES, "v3")
+    # kopf's bookkeeping (progress, last-handled spec, finalizer) stays out of status.
+    assert set(status) <= {field.alias for field in vm_spec.VibrationModelStatus.model_fields.values()}
+    assert_status_only_via_subresource(cluster)
+    assert uncovered(verbs_used(cluster), RBAC_RULES) == set()
+    return vm
+
+
+async def test_rollout_reaches_ready_canary_first(cluster: KmockCluster, settings: OperatorSettings) -> None:
+    async with running_operator(cluster, settings):
+        await cluster.apply_model(manifest())
+        await eventually(lambda: targets_are(cluster, {"edge-1": "v3"}), what="the canary's target only")
+        assert [
+            p["metadata"]["annotations"][names.ANNOTATION_NODE] for p in await cluster.pods(NAMESPACE)
+        ] == ["edge-1"]  # the first rollout has no active version: the other nodes wait without a pod
+        await eventually(lambda: phase_is(cluster, "Ready", active="v3"), what="Ready on v3")
+
+    vm = await assert_ready_on_v3(cluster)
+    assert [h["action"] for h in vm["status"]["history"]] == ["Promoted"]
+    events = reasons(await cluster.events(NAMESPACE))
+    assert (events.count("TargetChanged"), events.count("CanariesPassed"), events.count("Promoted")) == (
+        1,
+        1,
+        1,
+    )
+    assert not [p for p in await cluster.pods(NAMESPACE) if "elsewhere" in p["metadata"]["name"]]
+
+
+async def targets_are(cluster: KmockCluster, expected: dict[str, str]) -> bool:
+    return await targets(cluster) == expected
+
+
+async def test_failing_canary_stops_the_rollout_and_keeps_the_old_version(
+    cluster: KmockCluster, kubelet: FakeKubelet, settings: OperatorSettings
+) -> None:
+    async with running_operator(cluster, settings):
+        await cluster.apply_model(manifest("v2", V2))
+        await eventually(lambda: phase_is(cluster, "Ready", active="v2"), what="Ready on v2")
+        kubelet.failing.add(("edge-1", "v3"))
+        await cluster.apply_model(manifest("v3", V3))
+        await eventually(lambda: phase_is(cluster, "Degraded"), what="Degraded")
+        await eventually(lambda: targets_are(cluster, dict.fromkeys(NODES, "v2")), what="edge-1 back on v2")
+
+    vm = await cluster.model(NAMESPACE, NAME)
+    status = vm["status"]
+    assert status["observedGeneration"] == 2  # the spec change bumped it, as an API server does
+    assert status["active"] == {"version": "v2", "sha256": V2}
+    assert status["target"] == {"version": "v3", "sha256": V3}
+    degraded = condition(vm, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ValidationFailed")
+    assert "edge-1" in degraded["message"]
+    assert condition(vm, "Ready")["status"] == "False"
+    failed = [n for n in status["nodes"] if n["state"] == "Failed"]
+    assert [n["name"] for n in failed] == ["edge-1"]
+    assert "accuracy 0.41" in failed[0]["reason"]
+    assert "ValidationFailed" in [h["action"] for h in status["history"]]
+    assert "ValidationFailed" in reasons(await cluster.events(NAMESPACE))
+    # Every node kept its pod and serves v2; the nodes after the canary never got v3.
+    assert len(await cluster.pods(NAMESPACE)) == 3
+    assert {
+        node.name: node.last_good.version for node in kubelet.nodes.values() if node.last_good
+    } == dict.fromkeys(NODES, "v2")
+    assert not v3_written_for(cluster, ["edge-2", "edge-3"])
+    assert_status_only_via_subresource(cluster)
+
+
+def v3_written_for(cluster: KmockCluster, nodes: list[str]) -> list[str]:
+    """Nodes whose target ConfigMap was ever written with v3 (from the write log, as sent)."""
+    hit = []
+    for write in cluster.writes():
+        if write.plural != "configmaps" or not isinstance(write.data, dict):
+            continue
+        annotations = (write.data.get("metadata") or {}).get("annotations") or {}
+        node = next((n for n in nodes if names.target_configmap_name(NAME, n) in str(write.data)), None)
+        record = annotations.get(names.ANNOTATION_TARGET) or ""
+        if node is not None and '"v3"' in record:
+            hit.append(node)
+    return hit
+
+
+async def test_restarted_operator_reaches_the_same_end_state(
+    cluster: KmockCluster, kubelet: FakeKubelet, settings: OperatorSettings
+) -> None:
+    kubelet.paused = True
+    async with running_operator(cluster, settings):
+        await cluster.apply_model(manifest())
+        await eventually(lambda: targets_are(cluster, {"edge-1": "v3"}), what="the canary's target")
+        await eventually(lambda: pods_on(cluster, ["edge-1"]), what="the canary's pod")
+    # The operator is down while the canary validates and starts serving.
+    kubelet.paused = False
+    await eventually(lambda: canary_booted(cluster), what="the canary pod to start")
+    async with running_operator(cluster, settings):
+        await eventually(
+            lambda: phase_is(cluster, "Ready", active="v3"), what="Ready on v3 after the restart"
+        )
+
+    vm = await assert_ready_on_v3(cluster)
+    assert [h["action"] for h in vm["status"]["history"]] == ["Promoted"]
+    events = reasons(await cluster.events(NAMESPACE))
+    assert (events.count("TargetChanged"), events.count("CanariesPassed"), events.count("Promoted")) == (
+        1,
+        1,
+        1,
+    )
+
+
+async def pods_on(cluster: KmockCluster, nodes: list[str]) -> bool:
+    pods = await cluster.pods(NAMESPACE)
+    return sorted(p["metadata"]["annotations"][names.ANNOTATION_NODE] for p in pods) == nodes
+
+
+async def canary_booted(cluster: KmockCluster) -> bool:
+    pods = await cluster.pods(NAMESPACE)
+    return any((p.get("status") or {}).get("podIP") for p in pods)
+
+
+async def test_drift_reported_by_a_pod_sets_drifted(
+    cluster: KmockCluster, kubelet: FakeKubelet, settings: OperatorSettings
+) -> None:
+    async with running_operator(cluster, settings):
+        await cluster.apply_model(manifest())
+        await eventually(lambda: phase_is(cluster, "Ready", active="v3"), what="Ready on v3")
+        kubelet.drift["edge-2"] = {"psi.rms": 0.61, "psi.kurtosis": 0.05}
+        await eventually(lambda: drifted_is(cluster, "True"), what="Drifted=True")
+        vm = await cluster.model(NAMESPACE, NAME)
+        drift = vm["status"]["drift"]
+        assert (drift["drifted"], drift["nodes"], drift["worstFeature"]) == (True, ["edge-2"], "rms")
+        assert drift["maxPsi"] == pytest.approx(0.61)
+        kubelet.drift.clear()
+        await eventually(lambda: drifted_is(cluster, "False"), what="Drifted=False")
+
+    assert condition(await cluster.model(NAMESPACE, NAME), "Ready")["status"] == "True"
+    events = reasons(await cluster.events(NAMESPACE))
+    assert events.count("DriftDetected") == 1
+    assert_status_only_via_subresource(cluster)
+
+
+async def drifted_is(cluster: KmockCluster, value: str) -> bool:
+    return condition(await cluster.model(NAMESPACE, NAME), "Drifted").get("status") == value
+
+
+async def test_node_leaving_the_hall_loses_its_pod_and_target(
+    cluster: KmockCluster, settings: OperatorSettings
+) -> None:
+    async with running_operator(cluster, settings):
+        await cluster.apply_model(manifest())
+        await eventually(lambda: phase_is(cluster, "Ready", active="v3"), what="Ready on v3")
+        await cluster.call(
+            "PATCH", "/api/v1/nodes/edge-3", {"metadata": {"labels": {"edge.vibration.io/hall": "hall-b"}}}
+        )
+        await eventually(lambda: pods_on(cluster, ["edge-1", "edge-2"]), what="edge-3's pod deleted")
+        await eventually(
+            lambda: targets_are(cluster, dict.fromkeys(["edge-1", "edge-2"], "v3")), what="its target"
+        )
+        await eventually(lambda: ready_nodes_is(cluster, "2/2"), what="2/2 nodes")
+
+    vm = await cluster.model(NAMESPACE, NAME)
+    assert condition(vm, "Ready")["status"] == "True"
+    assert [n["name"] for n in vm["status"]["nodes"]] == ["edge-1", "edge-2"]
+    used = verbs_used(cluster)
+    assert {("", "pods", "delete"), ("", "configmaps", "delete")} <= used
+    assert uncovered(used, RBAC_RULES) == set()
+
+
+async def ready_nodes_is(cluster: KmockCluster, value: str) -> bool:
+    return ((await cluster.model(NAMESPACE, NAME)).get("status") or {}).get("readyNodes") == value

@@ -1,0 +1,216 @@
+"""Operator figures against kmock: reaction time (CR applied → first pod created) and RSS at 200 models.
+
+The operator runs as its own process (``vibration-operator run``, logged in
+through a kubeconfig like any developer's), so its RSS is its own; kmock's
+emulator (with the API-server behaviour of `tests.operator.kmock_cluster`)
+runs here and timestamps every write it receives. Reaction time is the time
+between the POST of a VibrationModel and the POST of its first serving pod,
+both as the emulator saw them: first one model on an idle operator, then
+200 models applied at once. RSS is read from /proc after the 200 have been
+reconciled and the rollout timer has ticked over all of them. Not a test:
+it prints figures beside their targets and exits 0 either way (a shared,
+loaded machine is no place for timed asserts; the load average is printed).
+
+    uv run --frozen python tools/bench_operator.py [--models 200] [--settle 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the emulator lives with the tests' fixtures
+
+from tests.operator.kmock_cluster import KmockCluster, kmock_cluster  # noqa: E402
+
+from vibration_operator import names  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.operator.kmock_cluster import Write
+
+NAMESPACE = "bench"
+HALL = {"edge.vibration.io/hall": "bench"}
+TARGET_REACTION_S = 1.0
+TARGET_RSS_MB = 150.0
+
+
+def model(name: str) -> dict[str, Any]:
+    """A VibrationModel for the bench hall."""
+    return {
+        "apiVersion": "edge.vibration.io/v1alpha1",
+        "kind": "VibrationModel",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "version": "v1",
+            "artifact": {"uri": f"s3://models/{name}/v1/model.onnx", "sha256": "a" * 64},
+            "nodeSelector": HALL,
+            "mqtt": {"broker": "mqtt://mosquitto:1883", "topicPrefix": "factory/bench"},
+        },
+    }
+
+
+def kubeconfig(url: str, directory: Path) -> Path:
+    """A kubeconfig that points at the emulator."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+        "users": [{"name": "bench", "user": {"token": "bench"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "bench"}}],
+        "current-context": "kmock",
+    }
+    path = directory / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Resident set size now and at its peak (VmRSS, VmHWM), in MB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def reaction_times(writes: list[Write], names_: list[str]) -> list[float]:
+    """Seconds from each model's POST to its first pod's POST (as the emulator received them)."""
+    applied: dict[str, float] = {}
+    first_pod: dict[str, float] = {}
+    for write in writes:
+        if write.method != "POST" or not isinstance(write.data, dict):
+            continue
+        meta = write.data.get("metadata") or {}
+        if write.plural == "vibrationmodels":
+            applied.setdefault(meta.get("name", ""), write.at)
+        elif write.plural == "pods":
+            owner = (meta.get("labels") or {}).get(names.LABEL_MODEL, "")
+            first_pod.setdefault(owner, write.at)
+    return [first_pod[name] - applied[name] for name in names_ if name in first_pod and name in applied]
+
+
+async def wait_for_pods(cluster: KmockCluster, names_: list[str], timeout_s: float) -> None:
+    """Until every model has a pod (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    wanted = set(names_)
+    while time.monotonic() < deadline:
+        done = {
+            (w.data.get("metadata") or {}).get("labels", {}).get(names.LABEL_MODEL)
+            for w in cluster.writes()
+            if w.method == "POST" and w.plural == "pods" and isinstance(w.data, dict)
+        }
+        if wanted <= done:
+            return
+        await asyncio.sleep(0.01)
+
+
+def start_operator(config: Path, log: Path, poll_s: float) -> subprocess.Popen[bytes]:
+    """``vibration-operator run`` as a process of its own, logging to `log`."""
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(config),
+        "VIBRATION_OPERATOR_NAMESPACES": NAMESPACE,
+        "VIBRATION_OPERATOR_STATUS_POLL_INTERVAL_S": str(poll_s),
+        "VIBRATION_OPERATOR_LOG_FORMAT": "json",
+    }
+    command = [sys.executable, "-m", "vibration_operator.cli", "run"]
+    with log.open("wb") as sink:
+        return subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+
+
+async def bench(models: int, settle_s: float, poll_s: float) -> dict[str, float]:
+    """Start the emulator and the operator, measure, stop both."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with kmock_cluster() as cluster:
+            for i in range(3):
+                await cluster.add_node(f"edge-{i + 1}", HALL)
+            log = Path(tmp) / "operator.log"
+            process = start_operator(kubeconfig(cluster.url, Path(tmp)), log, poll_s)
+            try:
+                return await _measure(cluster, process, models, settle_s, log)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+async def _measure(
+    cluster: KmockCluster, process: subprocess.Popen[bytes], models: int, settle_s: float, log: Path
+) -> dict[str, float]:
+    deadline = time.monotonic() + 120
+    while "operator_started" not in await asyncio.to_thread(log.read_text) or not cluster.writes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = (await asyncio.to_thread(log.read_text))[-3000:]
+            raise RuntimeError("the operator did not start:\n" + tail)
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(2)  # watches established
+    idle_mb, _ = rss_mb(process.pid)
+
+    singles = [f"single-{i}" for i in range(5)]
+    for name in singles:
+        await cluster.apply_model(model(name))
+        await wait_for_pods(cluster, [name], timeout_s=30)
+        await asyncio.sleep(0.5)
+    single = reaction_times(cluster.writes(), singles)
+
+    many = [f"model-{i:03d}" for i in range(models)]
+    await asyncio.gather(*(cluster.apply_model(model(name)) for name in many))
+    await wait_for_pods(cluster, many, timeout_s=300)
+    loaded = sorted(reaction_times(cluster.writes(), many))
+    await asyncio.sleep(settle_s)  # every model's rollout timer has ticked at least once
+    rss, peak = rss_mb(process.pid)
+    return {
+        "idle_rss_mb": idle_mb,
+        "single_median_s": statistics.median(single) if single else float("nan"),
+        "single_max_s": max(single, default=float("nan")),
+        "loaded_count": float(len(loaded)),
+        "loaded_p50_s": statistics.median(loaded) if loaded else float("nan"),
+        "loaded_p95_s": loaded[int(0.95 * (len(loaded) - 1))] if loaded else float("nan"),
+        "loaded_max_s": loaded[-1] if loaded else float("nan"),
+        "rss_mb": rss,
+        "peak_rss_mb": peak,
+    }
+
+
+def main() -> int:
+    """Run the bench and print the figures beside the targets."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=200)
+    parser.add_argument("--settle", type=float, default=25.0, help="seconds to run with all models")
+    parser.add_argument("--poll", type=float, default=10.0, help="the operator's status poll interval")
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    figures = asyncio.run(bench(args.models, args.settle, args.poll))
+    n = int(figures["loaded_count"])
+    print(f"operator bench (kmock, 3 nodes; load average {load:.1f} on {os.cpu_count()} CPUs)")
+    print(
+        f"  reaction, one model, idle operator    median {figures['single_median_s'] * 1000:7.0f} ms"
+        f"   max {figures['single_max_s'] * 1000:6.0f} ms   target <= {TARGET_REACTION_S * 1000:.0f} ms"
+    )
+    print(
+        f"  reaction, {args.models} models at once ({n} seen)  p50 {figures['loaded_p50_s'] * 1000:7.0f} ms"
+        f"   p95 {figures['loaded_p95_s'] * 1000:6.0f} ms   max {figures['loaded_max_s'] * 1000:6.0f} ms"
+    )
+    print(f"  RSS idle                              {figures['idle_rss_mb']:7.1f} MB")
+    print(
+        f"  RSS with {args.models} models                  {figures['rss_mb']:7.1f} MB"
+        f"   peak {figures['peak_rss_mb']:6.1f} MB   target <= {TARGET_RSS_MB:.0f} MB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
