@@ -29,10 +29,11 @@ setup: $(UV) ## create .venv from uv.lock (installs uv first if missing)
 	$(UV) sync --frozen --all-packages --inexact --quiet
 
 # --all-extras: the INT8 Edge TPU tests need tensorflow-cpu (training) and LiteRT (serving).
-setup-test: $(UV) ## the environment plus what the tests run for real (mosquitto, tensorflow-cpu)
+setup-test: $(UV) ## the environment plus what the tests run for real (mosquitto, helm, tensorflow-cpu)
 	@echo "setup-test: syncing .venv with every extra (tensorflow-cpu is large on a first run)"
 	$(UV) sync --frozen --all-packages --all-extras --inexact --quiet
 	tools/ensure-test-deps.sh
+	tools/ensure-helm.sh
 
 demo: setup ## run the demo on embedded defaults
 	$(RUN) python tools/demo.py
@@ -60,9 +61,11 @@ crds: generate ## regenerate crds/ from the spec (same as make generate)
 
 generate: setup ## regenerate the generated files (the CRD, docs tables)
 	$(RUN) python tools/generate.py
+	$(RUN) python tools/chart_docs.py
 
 verify-generated:
 	$(RUN) python tools/generate.py --check
+	$(RUN) python tools/chart_docs.py --check
 
 bench: setup ## print benchmark figures beside their baselines
 	OMP_NUM_THREADS=1 $(RUN) python tools/bench.py

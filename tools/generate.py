@@ -111,6 +111,8 @@ def contracts_md() -> str:
 GENERATED: dict[str, Callable[[], str]] = {
     "docs/contracts.md": contracts_md,
     "crds/vibrationmodels.edge.vibration.io.yaml": crd_yaml,
+    # The chart installs the CRD from its own crds/ folder: the same bytes.
+    "charts/vibration-edge/crds/vibrationmodels.edge.vibration.io.yaml": crd_yaml,
 }
 
 

@@ -1,0 +1,169 @@
+"""The Argo CD health check of VibrationModel, run by lupa's Lua 5.1 (Argo CD's gopher-lua is 5.1 too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.helm import ROOT
+from vibration_core.spec import VibrationModelStatus
+
+lua51 = pytest.importorskip("lupa.lua51", reason="lupa without its Lua 5.1 runtime")
+
+GITOPS = ROOT / "examples" / "gitops"
+SCRIPT = (GITOPS / "health" / "vibrationmodel.lua").read_text()
+KEY = "resource.customizations.health.edge.vibration.io_VibrationModel"
+# Globals a health check has no business with; Argo CD's sandbox does not offer them either.
+UNSAFE = (
+    "os",
+    "io",
+    "require",
+    "dofile",
+    "loadfile",
+    "load",
+    "loadstring",
+    "package",
+    "debug",
+    "module",
+    "python",
+)
+T0 = "2025-11-20T22:00:00Z"
+
+
+def cond(kind: str, status: str, reason: str, message: str = "", generation: int = 2) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": T0,
+    }
+
+
+def model(generation: int | None, status: dict[str, Any] | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": "spindle-classifier", "namespace": "hall-a"}
+    if generation is not None:
+        metadata["generation"] = generation
+    obj: dict[str, Any] = {
+        "apiVersion": "edge.vibration.io/v1alpha1",
+        "kind": "VibrationModel",
+        "metadata": metadata,
+    }
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def status(phase: str, *conditions: dict[str, Any], observed: int = 2) -> dict[str, Any]:
+    return {"observedGeneration": observed, "phase": phase, "conditions": list(conditions)}
+
+
+READY = cond("Ready", "True", "AllNodesServing", "3/3 nodes serve v3")
+NOT_DEGRADED = cond("Degraded", "False", "AsExpected")
+FAILED = "node gw-2: accuracy 0.81 below 0.93 (exit 14)"
+
+CASES: dict[str, tuple[dict[str, Any], str, str]] = {
+    "new, no status": (model(1, None), "Progressing", "Waiting for the operator"),
+    "progressing": (
+        model(
+            2,
+            status(
+                "Progressing",
+                cond("Ready", "False", "RolloutInProgress", "1/3 nodes serve v3"),
+                cond("Progressing", "True", "CanaryRollout", "1/3 nodes serve v3"),
+                NOT_DEGRADED,
+            ),
+        ),
+        "Progressing",
+        "1/3 nodes serve v3",
+    ),
+    "promoted": (model(2, status("Ready", READY, NOT_DEGRADED)), "Healthy", "3/3 nodes serve v3"),
+    "failed validation": (
+        model(
+            2,
+            status(
+                "Degraded",
+                cond("Ready", "False", "ValidationFailed", "1/3 nodes serve v3"),
+                cond("Degraded", "True", "ValidationFailed", FAILED),
+            ),
+        ),
+        "Degraded",
+        FAILED,
+    ),
+    "stale observedGeneration": (
+        model(3, status("Ready", READY, NOT_DEGRADED)),
+        "Progressing",
+        "generation 3",
+    ),
+    "stale Ready condition": (
+        model(3, status("Ready", READY, observed=3)),
+        "Progressing",
+        "3/3 nodes serve v3",
+    ),
+    "stale Degraded condition": (
+        model(3, status("Progressing", cond("Degraded", "True", "ValidationFailed", FAILED), observed=3)),
+        "Progressing",
+        "Rollout in progress",
+    ),
+    "drifted": (
+        model(
+            2,
+            status("Ready", READY, NOT_DEGRADED, cond("Drifted", "True", "DriftDetected", "psi 0.41 on rms")),
+        ),
+        "Healthy",
+        "drifted: psi 0.41 on rms",
+    ),
+    "waiting for the update window": (
+        model(
+            2, status("Waiting", cond("Progressing", "False", "OutsideUpdateWindow", "next window 22:00 UTC"))
+        ),
+        "Suspended",
+        "next window 22:00 UTC",
+    ),
+    "paused": (model(2, status("Paused", cond("Progressing", "False", "Paused", ""))), "Suspended", "Paused"),
+    "no generation (as kmock)": (model(None, status("Ready", READY)), "Healthy", "3/3 nodes serve v3"),
+}
+
+
+def run_health(obj: dict[str, Any]) -> dict[str, str]:
+    runtime = lua51.LuaRuntime(register_eval=False, register_builtins=False)
+    runtime.execute(" ".join(f"{name} = nil;" for name in UNSAFE))
+    runtime.globals().obj = runtime.table_from(obj, recursive=True)
+    result = runtime.execute(SCRIPT)
+    return {str(key): str(value) for key, value in result.items()}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_health(case: str) -> None:
+    obj, expected, message = CASES[case]
+    if "status" in obj:
+        VibrationModelStatus.model_validate(obj["status"])  # shaped like what the operator writes
+    health = run_health(obj)
+    assert health["status"] == expected
+    assert message in health["message"]
+
+
+def test_stale_status_is_never_healthy() -> None:
+    for case, (obj, _, _) in CASES.items():
+        generation = obj["metadata"].get("generation")
+        stale = (
+            "status" in obj and generation is not None and obj["status"]["observedGeneration"] < generation
+        )
+        if stale:
+            assert run_health(obj)["status"] != "Healthy", case
+
+
+def test_script_uses_no_unsafe_global() -> None:
+    runtime = lua51.LuaRuntime(register_eval=False, register_builtins=False)
+    runtime.execute(" ".join(f"{name} = nil;" for name in UNSAFE))
+    assert runtime.eval("os") is None
+    run_health(CASES["promoted"][0])  # runs in that sandbox
+
+
+def test_argocd_snippet_embeds_the_script() -> None:
+    snippet = yaml.safe_load((GITOPS / "argocd-cm-health.yaml").read_text())
+    assert snippet["metadata"]["name"] == "argocd-cm"
+    assert snippet["data"][KEY] == SCRIPT

@@ -1,0 +1,189 @@
+"""The chart with the real helm: lint and render every scenario, validate the output, refuse bad values."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError
+
+from tests.chart.helm import (
+    CHART,
+    NAMESPACE,
+    ROOT,
+    SCENARIOS,
+    component,
+    of_kind,
+    render,
+    render_scenario,
+    run_helm,
+    scenario_file,
+)
+from vibration_operator import names
+from vibration_operator.settings import OperatorSettings
+
+pytestmark = pytest.mark.integration
+
+KUBERNETES_VERSIONS = ["1.28.0", kubernetes_validate.latest_version()]
+# Kinds of CRDs that are not part of Kubernetes: kubernetes-validate has no schema for them.
+FOREIGN_KINDS = {"PodMonitor"}
+
+
+def test_every_issue_scenario_exists() -> None:
+    assert {"cpu-only", "coral", "broker-off", "monitoring", "bridge"} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_lint_strict(scenario: str) -> None:
+    result = run_helm(
+        "lint", "--strict", str(CHART), "--namespace", NAMESPACE, "--values", str(scenario_file(scenario))
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_lint_defaults() -> None:
+    result = run_helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@functools.cache
+def _problem(version: str, manifest: str) -> str | None:
+    """Why kubernetes-validate refuses one object (None: valid); cached, the CRD recurs in every scenario."""
+    obj = json.loads(manifest)
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except SchemaNotFoundError:
+        return None if obj["kind"] in FOREIGN_KINDS else f"no schema for {obj['kind']}"
+    except kubernetes_validate.ValidationError as exc:
+        return f"{exc.message} at {list(exc.path)}"
+    return None
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rendered_objects_validate(scenario: str, version: str) -> None:
+    objects = render_scenario(scenario)
+    assert of_kind(objects, "CustomResourceDefinition"), "the CRD comes with the chart"
+    problems = {
+        f"{obj['kind']}/{obj['metadata']['name']}": _problem(version, json.dumps(obj, sort_keys=True))
+        for obj in objects
+    }
+    assert {name: problem for name, problem in problems.items() if problem} == {}, version
+
+
+def test_crd_copy_is_identical() -> None:
+    name = "vibrationmodels.edge.vibration.io.yaml"
+    assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes()
+    assert [p.name for p in (CHART / "crds").iterdir()] == [name]
+
+
+def test_scenarios_render_what_they_enable() -> None:
+    def components(scenario: str) -> set[str]:
+        return {
+            component(obj) for obj in render_scenario(scenario) if obj["kind"] != "CustomResourceDefinition"
+        }
+
+    assert components("cpu-only") == {"operator", "broker"}
+    assert components("broker-off") == {"operator"}
+    assert "coral-device-plugin" in components("coral")
+    assert "monitoring" in components("monitoring")
+    bridge = next(o for o in of_kind(render_scenario("bridge"), "ConfigMap") if component(o) == "broker")
+    assert "connection central" in bridge["data"]["bridge.conf"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "complaint"),
+    [
+        (("operator.unknown=1",), "additional properties 'unknown' not allowed"),
+        (("broker.bridge.enabled=true",), "/broker/bridge/address"),
+        (("broker.tls.enabled=true",), "/broker/tls/secretName"),
+        (("registry.credentialsSecret=AKIAIOSFODNN7/EXAMPLEKEY",), "/registry/credentialsSecret"),
+        (("broker.auth.password=hunter2",), "additional properties 'password' not allowed"),
+        (("coral.devicePlugin.usbIds={1a6e-089a}",), "/coral/devicePlugin/usbIds"),
+        (("serving.resources.limits.cpu=lots",), "/serving/resources/limits/cpu"),
+    ],
+)
+def test_schema_refuses(sets: tuple[str, ...], complaint: str) -> None:
+    args = ["template", "x", str(CHART)]
+    for item in sets:
+        args += ["--set", item]
+    result = run_helm(*args)
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+def _operator_env(objects: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    deployment = next(o for o in of_kind(objects, "Deployment") if component(o) == "operator")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {}
+    for item in container["env"]:
+        if "valueFrom" in item:
+            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+            env[item["name"]] = NAMESPACE
+        else:
+            env[item["name"]] = item["value"]
+    return env
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_operator_env_builds_the_settings(scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _operator_env(render_scenario(scenario))
+    prefix = OperatorSettings.model_config.get("env_prefix", "")
+    fields = {f"{prefix}{name}".upper() for name in OperatorSettings.model_fields if name != "pod_namespace"}
+    optional = {f"{prefix}REGISTRY_ENDPOINT"}
+    assert set(env) - {"POD_NAMESPACE"} <= fields, "every variable is a settings field"
+    assert fields - optional <= set(env), "the chart sets every setting"
+    for name in fields | {"POD_NAMESPACE"}:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = OperatorSettings()
+    watched = settings.watched_namespaces()
+    if scenario == "cluster-wide":
+        assert watched is None
+    elif scenario == "broker-off":
+        assert watched == ["hall-c", "hall-c-staging"]
+    else:
+        assert watched == [NAMESPACE]
+    assert settings.coral_resource_name == "squat.ai/coral"
+
+
+def test_coral_resource_name_reaches_operator_and_plugin() -> None:
+    objects = render((scenario_file("coral"),), ("coral.resourceName=example.com/edgetpu",))
+    assert _operator_env(objects)["VIBRATION_OPERATOR_CORAL_RESOURCE_NAME"] == "example.com/edgetpu"
+    (plugin,) = of_kind(objects, "DaemonSet")
+    args = plugin["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--domain") + 1] == "example.com"
+    device = yaml.safe_load(args[args.index("--device") + 1])
+    assert device["name"] == "edgetpu"
+    usb = [(g["usb"][0]["vendor"], g["usb"][0]["product"]) for g in device["groups"] if "usb" in g]
+    assert usb == [("1a6e", "089a"), ("18d1", "9302")]
+    assert {"paths": [{"path": "/dev/apex_*"}]} in device["groups"]
+    assert plugin["spec"]["template"]["spec"]["nodeSelector"]["edge.vibration.io/coral"] == "true"
+
+
+def test_generated_docs_are_current() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "chart_docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_podmonitor_selects_the_serving_pods_the_operator_builds() -> None:
+    (monitor,) = of_kind(render_scenario("monitoring"), "PodMonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= names.serving_labels("spindle-classifier", "gw-1").items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "http"  # the serve container's port name in vibration_operator.builders
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
