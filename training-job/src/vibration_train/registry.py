@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 class ModelDirError(TrainingError):
     """A model directory whose card and artifact do not belong together."""
 

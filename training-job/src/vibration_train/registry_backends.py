@@ -296,5 +296,3 @@ def open_registry(
             options=options,
         )
     raise RegistryConfigError(uri.split("://", 1)[0] + "://...", "use file:///path or s3://bucket[/prefix]")
-
-
