@@ -35,7 +35,8 @@ setup-test: $(UV) ## the environment plus what the tests run for real (mosquitto
 	tools/ensure-test-deps.sh
 	tools/ensure-helm.sh
 
-demo: setup ## run the demo on embedded defaults
+demo: setup ## run the demo on embedded defaults (installs mosquitto when missing)
+	tools/ensure-test-deps.sh
 	$(RUN) python tools/demo.py
 
 test: setup-test ## run every test
@@ -67,8 +68,10 @@ verify-generated:
 	$(RUN) python tools/generate.py --check
 	$(RUN) python tools/chart_docs.py --check
 
-bench: setup ## print benchmark figures beside their baselines
+bench: setup-test ## print benchmark figures beside their baselines (extractor, training, serving, operator)
 	OMP_NUM_THREADS=1 $(RUN) python tools/bench.py
+	$(RUN) python tools/bench_serve.py
+	$(RUN) python tools/bench_operator.py
 
 clean: ## remove the environment and caches
 	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache

@@ -4,12 +4,14 @@ Every step runs the real command a person would run (``vibration-train``,
 ``vibration-infer``) against local stand-ins: simulated machines, a file://
 model registry and a node-local test set, all under ``demo-output/``. The
 demo exits 0 only when every step behaved as expected and names the step
-that did not otherwise. Steps that later work adds say "not yet".
+that did not otherwise. The live part (broker, serving, hot swap) is in
+`demo_live`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -18,6 +20,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vibration_core import dataset
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -150,14 +156,50 @@ def step_refuse_bad_model(demo: Demo) -> str:
     return f"refused: {report['reason']}"
 
 
-def not_yet(name: str) -> Callable[[Demo], str]:
-    """A step that later work builds: it says so and passes."""
+def step_train_v2_v3(demo: Demo) -> str:
+    """Train v2 (another seed) and a bad v3 (trained on shuffled labels); publish both."""
+    history = demo.out / "hall-history.parquet"
+    data = dataset.read_windows(history)
+    labels = np.random.default_rng(3).permutation(data.labels) if data.labels is not None else None
+    dataset.write_parquet(dataclasses.replace(data, labels=labels), demo.out / "shuffled.parquet")
+    registry = f"file://{demo.out / 'registry'}"
+    for version, source, seed in (("v2", history, "1"), ("v3", demo.out / "shuffled.parquet", "2")):
+        out = str(demo.out / version)
+        demo.run("vibration-train", "fit", "--data", str(source), "--out", out, "--version", version,
+                 "--random-state", seed)  # fmt: skip
+        demo.run("vibration-train", "publish", out, "--registry", registry)
+    v3 = json.loads((demo.out / "v3" / "modelcard.json").read_text())["metrics"]
+    return f"v2 and v3 published; v3's own test accuracy is {v3['accuracy']:.3f} (shuffled labels)"
 
-    def step(_: Demo) -> str:
-        return "not yet"
 
-    step.__doc__ = name
-    return step
+def step_live(demo: Demo) -> str:
+    """Serve v1 on edge-1 over an embedded broker; swap to v2 live; refuse v3 while v2 serves."""
+    from demo_live import LiveError, run_live  # noqa: PLC0415 - MQTT and the broker only for this step
+
+    try:
+        result = run_live(demo.out, BIN)
+    except LiveError as exc:
+        raise DemoError(str(exc)) from None
+    problems = []
+    if not result.answered_once:
+        problems.append("not every window was answered exactly once")
+    if result.versions != ["v1", "v2"]:
+        problems.append(f"the model version in predictions went {result.versions}, expected v1 then v2")
+    if result.alert is None:
+        problems.append("no bearing_fault alert for m2")
+    if not result.drifted:
+        problems.append("the drift of m3 was not flagged")
+    if result.refused is None or result.refused.version != "v2":
+        problems.append("v3 was not refused while v2 served")
+    if problems:
+        raise DemoError("; ".join(problems))
+    report = result.refused.candidate_report if result.refused else None
+    alert = result.alert
+    said = f"alert {alert.label} on {alert.machine} ({alert.consecutive} in a row)" if alert else ""
+    return (
+        f"{result.windows} windows, each answered once; hot swap v1 -> v2 with zero lost windows; {said}; "
+        f"drift flagged; v3 refused: {report.reason if report else '?'}"
+    )
 
 
 STEPS: list[Callable[[Demo], str]] = [
@@ -166,8 +208,8 @@ STEPS: list[Callable[[Demo], str]] = [
     step_publish,
     step_validate,
     step_refuse_bad_model,
-    not_yet("Stream the machines through the embedded broker to the serving loop (issue 7)"),
-    not_yet("Publish v2 and hot-swap it live; refuse a bad v3 while v2 serves (issue 7)"),
+    step_train_v2_v3,
+    step_live,
 ]
 
 

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 N_WINDOWS = 3000
+# The module's fixture trains the MLP once (TensorFlow's import alone takes a minute on a loaded
+# 2-core runner); its first test carries that time.
+pytestmark = pytest.mark.timeout(1200)
 SAMPLE_RATE = 25600.0
 WINDOW_LENGTH = 2048
 

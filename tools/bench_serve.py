@@ -1,0 +1,305 @@
+"""Serving figures: `vibration-infer serve` on one core against a real Mosquitto, beside the seed style.
+
+What it measures, in one run:
+
+- start-to-ready: from spawning ``vibration-infer serve`` to ``/readyz`` answering 200;
+- end-to-end latency at 500 windows/s: from publishing a binary float32 window
+  (QoS 1) to receiving its prediction, p50 and p99, over `--latency-windows`;
+- sustained throughput: `--flood-windows` pre-encoded windows published as fast
+  as one paho client can, until the last prediction arrives (the publisher's own
+  rate is printed: when it is close, the publisher was the limit, not serve);
+- RSS of the serve process with the model loaded, after the flood;
+- the seed-style baseline: a JSON payload per window answered by one Python
+  subprocess per window (plain per-window numpy features, ONNX Runtime), as
+  the reference pipeline's Node-RED exec node does.
+
+The model is the reference pipeline's (150 trees of depth 5) trained by
+``vibration-train`` on simulated windows. Serve is pinned to one core; the
+broker, the publisher and the collector run on the others. Not a test: it
+prints figures beside their targets and exits 0 either way.
+
+    uv run --frozen python tools/bench_serve.py [--latency-windows 5000] [--flood-windows 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the broker fixture lives with the tests
+
+from tests.infer.mosquitto import Mosquitto, free_port  # noqa: E402
+
+from vibration_core.messages import Prediction  # noqa: E402
+from vibration_core.raw import encode_raw_float32  # noqa: E402
+from vibration_core.simulator import simulate  # noqa: E402
+from vibration_core.topics import TopicLayout  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from vibration_core.simulator import SimulatedData
+
+BIN = Path(sys.executable).parent
+PREFIX = "bench/hall"
+LAYOUT = TopicLayout(PREFIX)
+RATE = 25600.0
+
+# The reference pipeline's per-window program: parse JSON, plain numpy features, ONNX Runtime.
+SEED_STYLE_SCRIPT = """
+import json, sys
+import numpy as np
+import onnxruntime as ort
+BANDS = ((0.0, 1000.0), (1000.0, 5000.0), (5000.0, 10000.0))
+msg = json.loads(sys.stdin.read())
+x = np.asarray(msg["samples"], dtype=np.float64)
+rms = np.sqrt(np.mean(x**2)); peak = np.max(np.abs(x))
+amp = np.abs(np.fft.rfft(x)) * 2 / len(x); f = np.fft.rfftfreq(len(x), 1 / msg["sample_rate"])
+e = [np.sum(amp[(f >= lo) & (f < hi)] ** 2) for lo, hi in BANDS]; t = sum(e)
+d = x - x.mean(); k = np.mean(d**4) / np.mean(d**2) ** 2 - 3
+feats = np.asarray([[rms, peak, peak / rms, k, *e, *(v / t for v in e)]], dtype=np.float32)
+s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+label, probs = s.run(None, {s.get_inputs()[0].name: feats})
+print(json.dumps({"label": str(label[0])}))
+"""
+
+
+class Collector:
+    """Receives predictions and stamps each with its arrival time."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.arrived: dict[tuple[str, int], float] = {}
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id="bench-collector", protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.client.on_connect = lambda c, *_: c.subscribe(f"{PREFIX}/machines/+/predictions", 1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not subscribed.wait(30):
+            raise RuntimeError("collector did not subscribe")
+
+    def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
+        now = time.perf_counter()
+        prediction = Prediction.decode(bytes(message.payload))
+        with self._lock:
+            self.arrived[prediction.machine, prediction.timestamp_ns] = now
+
+    def count(self) -> int:
+        """Predictions received so far."""
+        with self._lock:
+            return len(self.arrived)
+
+    def wait_for(self, n: int, timeout_s: float) -> bool:
+        """Wait until `n` predictions arrived; False after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while self.count() < n:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Publisher:
+    """A sensor publishing binary windows with QoS 1; remembers when each went out."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id="bench-sensor", protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.client.max_inflight_messages_set(0)
+        self.client.max_queued_messages_set(0)
+        connected = threading.Event()
+        self.client.on_connect = lambda *_: connected.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not connected.wait(30):
+            raise RuntimeError("publisher did not connect")
+
+    def send(
+        self, messages: list[tuple[str, int, bytes]], rate_hz: float | None
+    ) -> dict[tuple[str, int], float]:
+        """Publish `messages` (paced at `rate_hz`, or as fast as possible); return when each went out."""
+        sent: dict[tuple[str, int], float] = {}
+        started = time.perf_counter()
+        for i, (machine, timestamp_ns, payload) in enumerate(messages):
+            if rate_hz is not None:
+                pause = started + i / rate_hz - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+            sent[machine, timestamp_ns] = time.perf_counter()
+            self.client.publish(LAYOUT.raw(machine), payload, qos=1)
+        return sent
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def encoded(data: SimulatedData, offset_ns: int) -> list[tuple[str, int, bytes]]:
+    """Each window as (machine, timestamp, binary payload); `offset_ns` keeps runs' keys apart."""
+    out = []
+    for i in range(len(data)):
+        timestamp_ns = int(data.timestamp_ns[i]) + offset_ns
+        out.append(
+            (str(data.machine[i]), timestamp_ns, encode_raw_float32(data.windows[i], RATE, timestamp_ns))
+        )
+    return out
+
+
+def train_model(work: Path, windows: int) -> Path:
+    """The reference model (150 trees, depth 5) from `vibration-train`, as a user trains it."""
+    data, out = work / "train.parquet", work / "model"
+    train = str(BIN / "vibration-train")
+    subprocess.run(
+        [train, "simulate", "--windows", str(windows), "--out", str(data)], check=True, capture_output=True
+    )
+    subprocess.run([train, "fit", "--data", str(data), "--out", str(out)], check=True, capture_output=True)
+    return out
+
+
+@contextlib.contextmanager
+def serve_process(
+    broker: Mosquitto, model: Path, work: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """`vibration-infer serve` pinned to one core; yields the process and its start-to-ready seconds."""
+    port = free_port()
+    argv = [
+        str(BIN / "vibration-infer"), "serve", "--mqtt-url", broker.url, "--topic-prefix", PREFIX,
+        "--node-name", "bench", "--artifact", str(model / "model.onnx"),
+        "--card", str(model / "modelcard.json"),
+        "--http-host", "127.0.0.1", "--http-port", str(port), "--target-file", str(work / "none.json"),
+        "--cache-dir", str(work / "cache"), "--log-level", "WARNING",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBRATION_")} | {"OMP_NUM_THREADS": "1"}
+    core = max(os.sched_getaffinity(0))
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        argv,
+        env=env,
+        stderr=(work / "serve.log").open("wb"),
+        preexec_fn=lambda: os.sched_setaffinity(0, {core}),  # noqa: PLW1509 - no threads yet,
+    )
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"serve exited with {process.returncode}; see {work / 'serve.log'}")
+            url = f"http://127.0.0.1:{port}/readyz"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == HTTPStatus.OK:
+                    break
+            time.sleep(0.01)
+        yield process, time.perf_counter() - started
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def seed_style(model: Path, data: SimulatedData, n: int) -> tuple[float, float, float]:
+    """p50 and p99 latency (ms) and windows/s of one subprocess per JSON window."""
+    latencies = []
+    for i in range(n):
+        payload = json.dumps(
+            {"machine": str(data.machine[i]), "sample_rate": RATE, "samples": data.windows[i].tolist()}
+        )
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-c", SEED_STYLE_SCRIPT, str(model / "model.onnx")],
+            input=payload.encode(), check=True, capture_output=True,
+        )  # fmt: skip
+        latencies.append(time.perf_counter() - started)
+    p50, p99 = np.percentile(np.asarray(latencies) * 1000, [50, 99])
+    return float(p50), float(p99), 1 / float(np.mean(latencies))
+
+
+def main() -> int:
+    """Train, start a broker and serve, measure, print."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency-windows", type=int, default=5000, help="windows published at 500/s")
+    parser.add_argument("--flood-windows", type=int, default=20000, help="windows published at full speed")
+    parser.add_argument("--train-windows", type=int, default=1200, help="windows the model is trained on")
+    parser.add_argument(
+        "--baseline-windows", type=int, default=20, help="windows for the seed-style baseline"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vibration-bench-serve-") as tmp:
+        work = Path(tmp)
+        model = train_model(work, args.train_windows)
+        stream = simulate(max(args.latency_windows, args.flood_windows), seed=5, sample_rate=RATE, machines=8)
+        paced = encoded(stream, 0)[: args.latency_windows]
+        flood = encoded(stream, 10**15)[: args.flood_windows]
+        with Mosquitto(work / "broker") as broker, serve_process(broker, model, work) as (process, ready_s):
+            collector, publisher = Collector(broker), Publisher(broker)
+            sent = publisher.send(paced, rate_hz=500)
+            complete = collector.wait_for(len(paced), 120)
+            latencies = [(collector.arrived[k] - t) * 1000 for k, t in sent.items() if k in collector.arrived]
+            p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"), float("nan"))
+            started = time.perf_counter()
+            flood_sent = publisher.send(flood, rate_hz=None)
+            published_s = time.perf_counter() - started
+            flooded = collector.wait_for(len(paced) + len(flood), 600)
+            last = max(collector.arrived[k] for k in flood_sent if k in collector.arrived)
+            rss = rss_mb(process.pid)
+            publisher.close()
+            collector.close()
+        base_p50, base_p99, base_rate = seed_style(model, stream, args.baseline_windows)
+    rate = len(flood) / (last - started)
+    print(
+        "## serving: vibration-infer serve on one core, real Mosquitto, "
+        f"{stream.windows.shape[1]}-sample windows"
+    )
+    print(f"  start to ready                    {ready_s:8.2f} s      (target <= 1.5 s)")
+    print(
+        f"  latency at 500 windows/s, p50/p99 {p50:8.2f} / {p99:.2f} ms   (target p99 <= 2 ms)"
+        f"{'' if complete else '  INCOMPLETE: not every window was answered'}"
+    )
+    print(
+        f"  sustained windows/s               {rate:8.0f}        (target >= 20000; the publisher alone "
+        f"managed {len(flood) / published_s:.0f}/s){'' if flooded else '  INCOMPLETE'}"
+    )
+    print(f"  RSS with the model loaded         {rss:8.1f} MB     (target <= 100 MB)")
+    print(
+        f"  seed style, subprocess per JSON window: p50/p99 {base_p50:.1f} / {base_p99:.1f} ms, "
+        f"{base_rate:.1f} windows/s   (baseline)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
