@@ -13,16 +13,14 @@ unexpected error is logged, reported like any other failure and exits
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from vibration_core.validation import ExitCode
+from vibration_infer.cmdline import add_settings_flags, settings_from_flags, setup_logging
 from vibration_infer.errors import UsageError
 from vibration_infer.settings import ValidateSettings
 from vibration_infer.validate import Outcome, emit, one_line, secrets_of, validate
@@ -33,6 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("vibration_infer")
 
 _NO_FLAG = frozenset({"s3_access_key", "s3_secret_key"})
+_PAIRS = frozenset({"min_class_recall"})
 _DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 
 
@@ -42,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["serve"]:
         return _serve(args[1:])
     parsed = _parser().parse_args(args)
-    _setup_logging(parsed.log_level, parsed.log_format)
+    setup_logging(parsed.log_level, parsed.log_format, replace=False)
     try:
         settings = settings_from_args(parsed)
     except UsageError as exc:
@@ -81,22 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         help="fetch, verify, load and test a model on this node",
         description="Every flag also reads VIBRATION_<NAME> from the environment; flags win.",
     )
-    for name, info in ValidateSettings.model_fields.items():
-        if name in _NO_FLAG:
-            continue
-        flag = "--" + name.replace("_", "-")
-        if name == "min_class_recall":
-            validate_cmd.add_argument(
-                flag, action="append", metavar="LABEL=MIN", help=f"{info.description} Repeatable."
-            )
-        elif info.annotation is bool:
-            validate_cmd.add_argument(flag, action="store_const", const=True, help=info.description)
-        else:
-            validate_cmd.add_argument(flag, metavar=name.upper(), help=info.description)
-    validate_cmd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    validate_cmd.add_argument(
-        "--log-format", default="text", choices=["text", "json"], help="json in a cluster, text locally."
-    )
+    add_settings_flags(validate_cmd, ValidateSettings, no_flag=_NO_FLAG, pairs=_PAIRS, bool_switches=True)
     return parser
 
 
@@ -107,49 +91,4 @@ def parse_validate_args(argv: Sequence[str]) -> ValidateSettings:
 
 def settings_from_args(parsed: argparse.Namespace) -> ValidateSettings:
     """Settings from parsed ``validate`` flags; `UsageError` names the first bad one."""
-    given = {
-        name: getattr(parsed, name)
-        for name in ValidateSettings.model_fields
-        if name not in _NO_FLAG and getattr(parsed, name, None) is not None
-    }
-    if "min_class_recall" in given:
-        given["min_class_recall"] = _pairs(given["min_class_recall"])
-    try:
-        return ValidateSettings(**given)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "settings"
-        raise UsageError(f"{where}: {first['msg']}") from None
-
-
-def _pairs(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        label, sep, value = item.partition("=")
-        if not sep or not label:
-            raise UsageError(f"--min-class-recall takes LABEL=MIN, got {item!r}")
-        out[label] = value
-    return out
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": self.formatTime(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def _setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)  # stdout carries the JSON report
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"))
-    # A no-op when logging is already set up (an embedding program, pytest).
-    logging.basicConfig(level=level, handlers=[handler])
+    return settings_from_flags(ValidateSettings, parsed, no_flag=_NO_FLAG, pairs=_PAIRS)

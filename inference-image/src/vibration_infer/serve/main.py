@@ -10,16 +10,14 @@ This is the process entry, the one place with ``except Exception``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
 from vibration_core.errors import VibrationCoreError
 from vibration_core.validation import ExitCode
+from vibration_infer.cmdline import add_settings_flags, settings_from_flags, setup_logging
 from vibration_infer.errors import InferenceError, UsageError
 from vibration_infer.serve.app import ServeApp
 from vibration_infer.serve.settings import ServeSettings
@@ -38,7 +36,7 @@ _LISTS = frozenset({"normal_labels", "alert_labels"})
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the serving loop until SIGTERM; return the process exit code."""
     parsed = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    setup_logging(parsed.log_level, parsed.log_format)
+    setup_logging(parsed.log_level, parsed.log_format, replace=True)
     try:
         settings = build_settings(parsed)
     except UsageError as exc:
@@ -87,72 +85,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="vibration-infer serve",
         description="Serve a validated model on MQTT. Every flag also reads VIBRATION_<NAME>; flags win.",
     )
-    for name, info in ServeSettings.model_fields.items():
-        if name in _NO_FLAG:
-            continue
-        flag = "--" + name.replace("_", "-")
-        if name in _PAIRS:
-            parser.add_argument(
-                flag, action="append", metavar="LABEL=VALUE", help=f"{info.description} Repeatable."
-            )
-        elif name in _LISTS:
-            parser.add_argument(
-                flag, action="append", metavar="LABEL", help=f"{info.description} Repeatable."
-            )
-        else:
-            parser.add_argument(flag, metavar=name.upper(), help=info.description)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json in a cluster.")
+    add_settings_flags(parser, ServeSettings, no_flag=_NO_FLAG, pairs=_PAIRS, lists=_LISTS)
     return parser
 
 
 def build_settings(parsed: argparse.Namespace) -> ServeSettings:
     """`ServeSettings` from the parsed flags over the environment; raises `UsageError`."""
-    given: dict[str, Any] = {
-        name: getattr(parsed, name)
-        for name in ServeSettings.model_fields
-        if name not in _NO_FLAG and getattr(parsed, name, None) is not None
-    }
-    for name in _PAIRS & given.keys():
-        given[name] = _pairs(name, given[name])
-    try:
-        return ServeSettings(**given)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "settings"
-        raise UsageError(f"{where}: {first['msg']}") from None
-
-
-def _pairs(name: str, items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        label, sep, value = item.partition("=")
-        if not sep or not label:
-            raise UsageError(f"--{name.replace('_', '-')} takes LABEL=VALUE, got {item!r}")
-        out[label] = value
-    return out
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": self.formatTime(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    """key=value lines on stderr (``text``) or one JSON object per line (``json``)."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    return settings_from_flags(ServeSettings, parsed, no_flag=_NO_FLAG, pairs=_PAIRS)
