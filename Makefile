@@ -68,10 +68,12 @@ verify-generated:
 	$(RUN) python tools/generate.py --check
 	$(RUN) python tools/chart_docs.py --check
 
-bench: setup-test ## print benchmark figures beside their baselines (extractor, training, serving, operator)
+bench: setup-test ## print benchmark figures beside their baselines and write docs/benchmarks.md
+	rm -rf build/bench
 	OMP_NUM_THREADS=1 $(RUN) python tools/bench.py
 	$(RUN) python tools/bench_serve.py
 	$(RUN) python tools/bench_operator.py
+	$(RUN) python tools/bench_report.py
 
 clean: ## remove the environment and caches
 	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache

@@ -21,10 +21,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bench_record import Figure, Section, record
+from vibration_core.dataset import read_windows
 from vibration_core.features import BANDS_HZ, extract_features
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+TARGET_FEATURES_US = 15.0
+TARGET_TRAINING_S = 60.0
 
 
 def seed_style_features(windows: np.ndarray, sample_rate: float) -> np.ndarray:
@@ -54,19 +59,31 @@ def best_of(repeats: int, fn: Callable[[], object]) -> float:
     return best
 
 
-def bench_features(repeats: int) -> None:
-    """Print the extractor's cost per window beside the seed-style loop."""
+def bench_features(repeats: int) -> Section:
+    """The extractor's cost per window beside the seed-style loop."""
     rng = np.random.default_rng(0)
     windows = rng.standard_normal((256, 4096)).astype(np.float32)
     fast = best_of(repeats, lambda: extract_features(windows, 25600.0)) / 256 * 1e6
     plain = best_of(max(3, repeats // 10), lambda: seed_style_features(windows, 25600.0)) / 256 * 1e6
-    print("## feature extractor: 256 float32 windows x 4096 samples, one core")
-    print(f"  vibration_core.extract_features   {fast:8.1f} us/window   (target <= 15 us)")
-    print(f"  seed-style per-window numpy       {plain:8.1f} us/window   (baseline)")
-    print(f"  speed-up                          {plain / fast:8.1f} x")
+    return Section(
+        "features",
+        "Feature extractor: 256 float32 windows of 4096 samples, one core",
+        "OMP_NUM_THREADS=1 uv run --frozen python tools/bench.py --skip-training",
+        [
+            Figure(
+                "extract_features, per window",
+                f"{fast:.1f} us",
+                "<= 15 us",
+                f"{plain:.1f} us (per-window numpy loop)",
+                fast <= TARGET_FEATURES_US,
+            ),
+            Figure("speed-up over the baseline", f"{plain / fast:.1f} x"),
+        ],
+        [f"best of {repeats} runs (the least disturbed)"],
+    )
 
 
-def bench_training(windows: int) -> None:
+def bench_training(windows: int) -> Section:
     """Time `vibration-train simulate` + `fit` with the reference hyper-parameters, as a user runs them."""
     train = str(Path(sys.executable).parent / "vibration-train")
     with tempfile.TemporaryDirectory(prefix="vibration-bench-") as tmp:
@@ -79,15 +96,31 @@ def bench_training(windows: int) -> None:
             [train, "fit", "--data", str(data), "--out", str(out)], check=True, capture_output=True, text=True
         )
         done = time.perf_counter()
+        stacked = read_windows(data).windows
+        baseline_started = time.perf_counter()
+        seed_style_features(stacked, 25600.0)
+        baseline_s = time.perf_counter() - baseline_started
     parity = re.search(r"^parity: (.*)$", fitted.stdout, re.MULTILINE)
     accuracy = re.search(r"^\s*accuracy\s+([0-9.]+)", fitted.stdout, re.MULTILINE)
     macro = re.search(r"^\s*macro avg\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)", fitted.stdout, re.MULTILINE)
-    print(f"## training: vibration-train simulate + fit, {windows} windows, 150 trees of depth 5, one core")
-    print(f"  simulate                          {simulated - started:8.1f} s")
-    print(f"  fit (load, fit, ONNX, parity)     {done - simulated:8.1f} s")
-    print(f"  whole run                         {done - started:8.1f} s   (target <= 60 s)")
-    print(f"  accuracy {accuracy.group(1) if accuracy else '?'}, macro F1 {macro.group(1) if macro else '?'}")
-    print(f"  parity: {parity.group(1) if parity else 'not printed'}")
+    whole = done - started
+    return Section(
+        "training",
+        f"Training: vibration-train simulate + fit, {windows} windows, 150 trees of depth 5, one core",
+        f"OMP_NUM_THREADS=1 uv run --frozen python tools/bench.py --train-windows {windows}",
+        [
+            Figure("simulate", f"{simulated - started:.1f} s"),
+            Figure(
+                "fit (load, extract, fit, ONNX, parity, card)",
+                f"{done - simulated:.1f} s",
+                baseline=f"{baseline_s:.1f} s for the seed-style features alone",
+            ),
+            Figure("whole run", f"{whole:.1f} s", "<= 60 s", met=whole <= TARGET_TRAINING_S),
+            Figure("accuracy", accuracy.group(1) if accuracy else "not printed"),
+            Figure("macro F1 (stored in the card)", macro.group(1) if macro else "not printed"),
+            Figure("ONNX parity", parity.group(1) if parity else "not printed"),
+        ],
+    )
 
 
 def main() -> None:
@@ -103,9 +136,9 @@ def main() -> None:
         f"# vibration-edge benchmarks on {platform.machine()}, {platform.python_implementation()} "
         f"{platform.python_version()}, numpy {np.__version__}, pinned to one core"
     )
-    bench_features(args.repeats)
+    record(bench_features(args.repeats))
     if not args.skip_training:
-        bench_training(args.train_windows)
+        record(bench_training(args.train_windows))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ What it measures, in one run:
 - end-to-end latency at 500 windows/s: from publishing a binary float32 window
   (QoS 1) to receiving its prediction, p50 and p99, over `--latency-windows`;
 - sustained throughput: `--flood-windows` pre-encoded windows published as fast
-  as one paho client can, until the last prediction arrives (the publisher's own
-  rate is printed: when it is close, the publisher was the limit, not serve);
-- RSS of the serve process with the model loaded, after the flood;
+  as one raw-socket client can (`mqtt_wire.py`: paho's own per-message cost would
+  make the load generator the limit), until the last prediction arrives; the
+  publisher's own rate is printed, and so is serve's CPU time per window, which
+  the other processes on a shared machine disturb far less than wall time;
+- RSS of the serve process with the model loaded, idle and after the flood;
 - the seed-style baseline: a JSON payload per window answered by one Python
   subprocess per window (plain per-window numpy features, ONNX Runtime), as
   the reference pipeline's Node-RED exec node does.
@@ -30,7 +32,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from http import HTTPStatus
@@ -38,14 +39,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the broker fixture lives with the tests
 
 from tests.infer.mosquitto import Mosquitto, free_port  # noqa: E402
 
+from bench_record import Figure, Section, record  # noqa: E402
+from mqtt_wire import WireClient  # noqa: E402
 from vibration_core.messages import Prediction  # noqa: E402
 from vibration_core.raw import encode_raw_float32  # noqa: E402
 from vibration_core.simulator import simulate  # noqa: E402
@@ -60,6 +61,9 @@ BIN = Path(sys.executable).parent
 PREFIX = "bench/hall"
 LAYOUT = TopicLayout(PREFIX)
 RATE = 25600.0
+FLOOD_CHUNK = 64
+TARGET_READY_S, TARGET_P99_MS, TARGET_RATE, TARGET_RSS_MB = 1.5, 2.0, 20000, 100.0
+"""Windows written to the socket at once in the flood."""
 
 # The reference pipeline's per-window program: parse JSON, plain numpy features, ONNX Runtime.
 SEED_STYLE_SCRIPT = """
@@ -81,33 +85,27 @@ print(json.dumps({"label": str(label[0])}))
 
 
 class Collector:
-    """Receives predictions and stamps each with its arrival time."""
+    """Receives predictions on a raw MQTT connection and stamps each with its arrival time."""
 
     def __init__(self, broker: Mosquitto) -> None:
-        self.arrived: dict[tuple[str, int], float] = {}
-        self._lock = threading.Lock()
-        subscribed = threading.Event()
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id="bench-collector", protocol=MQTTProtocolVersion.MQTTv5
-        )
-        self.client.on_connect = lambda c, *_: c.subscribe(f"{PREFIX}/machines/+/predictions", 1)
-        self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        if not subscribed.wait(30):
-            raise RuntimeError("collector did not subscribe")
+        self._received: list[tuple[bytes, int]] = []
+        self.client = WireClient(broker.host, broker.port, "bench-collector", self._on_message)
+        self.client.subscribe(f"{PREFIX}/machines/+/predictions", qos=1)
 
-    def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
-        now = time.perf_counter()
-        prediction = Prediction.decode(bytes(message.payload))
-        with self._lock:
-            self.arrived[prediction.machine, prediction.timestamp_ns] = now
+    def _on_message(self, _topic: str, payload: bytes, arrived_ns: int) -> None:
+        self._received.append((payload, arrived_ns))  # list.append is atomic; decoded later
 
     def count(self) -> int:
         """Predictions received so far."""
-        with self._lock:
-            return len(self.arrived)
+        return len(self._received)
+
+    def arrived(self) -> dict[tuple[str, int], float]:
+        """Arrival time (perf_counter seconds) of each prediction, by (machine, timestamp_ns)."""
+        out = {}
+        for payload, arrived_ns in list(self._received):
+            prediction = Prediction.decode(payload)
+            out[prediction.machine, prediction.timestamp_ns] = arrived_ns / 1e9
+        return out
 
     def wait_for(self, n: int, timeout_s: float) -> bool:
         """Wait until `n` predictions arrived; False after `timeout_s`."""
@@ -115,50 +113,47 @@ class Collector:
         while self.count() < n:
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.01)
+            time.sleep(0.005)
         return True
 
     def close(self) -> None:
         """Disconnect."""
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.client.close()
 
 
 class Publisher:
-    """A sensor publishing binary windows with QoS 1; remembers when each went out."""
+    """A sensor publishing binary windows with QoS 1 on a raw MQTT connection (packets built ahead)."""
 
     def __init__(self, broker: Mosquitto) -> None:
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id="bench-sensor", protocol=MQTTProtocolVersion.MQTTv5
-        )
-        self.client.max_inflight_messages_set(0)
-        self.client.max_queued_messages_set(0)
-        connected = threading.Event()
-        self.client.on_connect = lambda *_: connected.set()
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        if not connected.wait(30):
-            raise RuntimeError("publisher did not connect")
+        self.client = WireClient(broker.host, broker.port, "bench-sensor")
+        self.published = 0
 
     def send(
         self, messages: list[tuple[str, int, bytes]], rate_hz: float | None
     ) -> dict[tuple[str, int], float]:
         """Publish `messages` (paced at `rate_hz`, or as fast as possible); return when each went out."""
+        packets = [self.client.publish_packet(LAYOUT.raw(m), payload) for m, _, payload in messages]
         sent: dict[tuple[str, int], float] = {}
         started = time.perf_counter()
-        for i, (machine, timestamp_ns, payload) in enumerate(messages):
-            if rate_hz is not None:
+        if rate_hz is None:
+            for i in range(0, len(packets), FLOOD_CHUNK):
+                self.client.send(b"".join(packets[i : i + FLOOD_CHUNK]))
+            sent = dict.fromkeys(((m, t) for m, t, _ in messages), started)
+        else:
+            for i, ((machine, timestamp_ns, _), packet) in enumerate(zip(messages, packets, strict=True)):
                 pause = started + i / rate_hz - time.perf_counter()
                 if pause > 0:
                     time.sleep(pause)
-            sent[machine, timestamp_ns] = time.perf_counter()
-            self.client.publish(LAYOUT.raw(machine), payload, qos=1)
+                sent[machine, timestamp_ns] = time.perf_counter()
+                self.client.send(packet)
+        self.published += len(packets)
+        if not self.client.wait_pubacks(self.published, 120):
+            raise RuntimeError("the broker did not acknowledge every window")
         return sent
 
     def close(self) -> None:
         """Disconnect."""
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.client.close()
 
 
 def encoded(data: SimulatedData, offset_ns: int) -> list[tuple[str, int, bytes]]:
@@ -265,40 +260,82 @@ def main() -> int:
         paced = encoded(stream, 0)[: args.latency_windows]
         flood = encoded(stream, 10**15)[: args.flood_windows]
         with Mosquitto(work / "broker") as broker, serve_process(broker, model, work) as (process, ready_s):
+            idle_rss = rss_mb(process.pid)
             collector, publisher = Collector(broker), Publisher(broker)
             sent = publisher.send(paced, rate_hz=500)
             complete = collector.wait_for(len(paced), 120)
-            latencies = [(collector.arrived[k] - t) * 1000 for k, t in sent.items() if k in collector.arrived]
+            arrived = collector.arrived()
+            latencies = [(arrived[k] - t) * 1000 for k, t in sent.items() if k in arrived]
             p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"), float("nan"))
+            cpu_before = cpu_seconds(process.pid)
             started = time.perf_counter()
             flood_sent = publisher.send(flood, rate_hz=None)
             published_s = time.perf_counter() - started
             flooded = collector.wait_for(len(paced) + len(flood), 600)
-            last = max(collector.arrived[k] for k in flood_sent if k in collector.arrived)
+            cpu_us = (cpu_seconds(process.pid) - cpu_before) / len(flood) * 1e6
+            arrived = collector.arrived()
+            last = max(arrived[k] for k in flood_sent if k in arrived)
             rss = rss_mb(process.pid)
             publisher.close()
             collector.close()
         base_p50, base_p99, base_rate = seed_style(model, stream, args.baseline_windows)
     rate = len(flood) / (last - started)
-    print(
-        "## serving: vibration-infer serve on one core, real Mosquitto, "
-        f"{stream.windows.shape[1]}-sample windows"
-    )
-    print(f"  start to ready                    {ready_s:8.2f} s      (target <= 1.5 s)")
-    print(
-        f"  latency at 500 windows/s, p50/p99 {p50:8.2f} / {p99:.2f} ms   (target p99 <= 2 ms)"
-        f"{'' if complete else '  INCOMPLETE: not every window was answered'}"
-    )
-    print(
-        f"  sustained windows/s               {rate:8.0f}        (target >= 20000; the publisher alone "
-        f"managed {len(flood) / published_s:.0f}/s){'' if flooded else '  INCOMPLETE'}"
-    )
-    print(f"  RSS with the model loaded         {rss:8.1f} MB     (target <= 100 MB)")
-    print(
-        f"  seed style, subprocess per JSON window: p50/p99 {base_p50:.1f} / {base_p99:.1f} ms, "
-        f"{base_rate:.1f} windows/s   (baseline)"
+    baseline = f"p50 {base_p50:.0f} ms, p99 {base_p99:.0f} ms"
+    record(
+        Section(
+            "serving",
+            f"Serving: vibration-infer serve pinned to one core, real Mosquitto, "
+            f"{stream.windows.shape[1]}-sample float32 windows",
+            "uv run --frozen python tools/bench_serve.py "
+            f"--latency-windows {args.latency_windows} --flood-windows {args.flood_windows}",
+            [
+                Figure("start to ready", f"{ready_s:.2f} s", "<= 1.5 s", met=ready_s <= TARGET_READY_S),
+                Figure(
+                    "latency at 500 windows/s, p50",
+                    f"{p50:.2f} ms" + ("" if complete else " (INCOMPLETE: windows unanswered)"),
+                    baseline=baseline,
+                ),
+                Figure(
+                    "latency at 500 windows/s, p99",
+                    f"{p99:.2f} ms",
+                    "<= 2 ms",
+                    baseline,
+                    bool(complete and p99 <= TARGET_P99_MS),
+                ),
+                Figure(
+                    "sustained windows/s (flood)",
+                    f"{rate:.0f}" + ("" if flooded else " (INCOMPLETE)"),
+                    ">= 20000",
+                    f"{base_rate:.1f} windows/s",
+                    bool(flooded and rate >= TARGET_RATE),
+                ),
+                Figure(
+                    "serve CPU per window in the flood",
+                    f"{cpu_us:.0f} us (one core: {1e6 / cpu_us:.0f} windows/s)",
+                ),
+                Figure("RSS, model loaded, idle", f"{idle_rss:.1f} MB"),
+                Figure("RSS after the flood", f"{rss:.1f} MB", "<= 100 MB", met=rss <= TARGET_RSS_MB),
+            ],
+            [
+                (
+                    f"the publisher wrote the {len(flood)} flood windows at {len(flood) / published_s:.0f}/s "
+                    "(when close to the sustained rate, the publisher was the limit)"
+                ),
+                (
+                    f"baseline: {args.baseline_windows} windows, each a JSON payload answered by a new "
+                    "Python process (the reference pipeline's exec node)"
+                ),
+                f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores",
+            ],
+        )
     )
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process used so far, seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Install the programs the tests run for real, when they are missing, and say so.
 #   mosquitto  Debian's broker, started by the test fixtures on a free loopback port
+#   nodejs     runs the Node-RED example flow's function nodes on real messages
 set -euo pipefail
 
 need_apt=()
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     need_apt+=(mosquitto)
+fi
+if ! command -v node >/dev/null 2>&1; then
+    need_apt+=(nodejs)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -19,3 +23,4 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     # Debian's package may start a system broker on 1883; the tests use their own ports.
 fi
 echo "test deps: mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') present"
+echo "test deps: node $(node --version) present"
