@@ -12,6 +12,7 @@ import pytest
 from vibration_core.errors import ContractMismatchError, ModelCardError
 from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
 from vibration_core.modelcard import (
+    InputTransform,
     ModelCard,
     RuntimeSignature,
     TensorSpec,
@@ -187,3 +188,80 @@ def test_artifact_check_compares_the_digest(tmp_path: Path) -> None:
     model.write_bytes(b"other bytes")
     with pytest.raises(ContractMismatchError, match=r"artifact\.sha256"):
         check_artifact(card, model)
+
+
+# --- the input transform of TFLite and Edge TPU cards ---
+
+LOG_FLOORS = [1e-4, 1e-4, 1e-3, None, 1e-6, 1e-7, 1e-7, None, None, None]
+
+
+def transform_dict(**changes: Any) -> dict[str, Any]:
+    return {"log_floor": LOG_FLOORS, "offset": [0.5] * 10, "scale": [2.0] * 10, **changes}
+
+
+def tflite_card_dict(**transform_changes: Any) -> dict[str, Any]:
+    return {
+        **card_dict(),
+        "format": "tflite",
+        "artifact": {"filename": "model_int8.tflite", "sha256": "a" * 64, "size_bytes": 1234},
+        "input": {"name": "features", "shape": [1, 10], "dtype": "int8"},
+        "outputs": [{"name": "probabilities", "shape": [1, 4], "dtype": "int8"}],
+        "input_transform": transform_dict(**transform_changes),
+    }
+
+
+def test_onnx_card_has_no_transform_and_does_not_mention_it() -> None:
+    card = make_card()
+    assert card.input_transform is None
+    # Written without the key, so a reader that predates the field still accepts ONNX cards.
+    assert "input_transform" not in json.loads(card.to_json())
+
+
+def test_tflite_card_with_a_transform_round_trips(tmp_path: Path) -> None:
+    card = ModelCard.model_validate(tflite_card_dict())
+    path = tmp_path / "modelcard.json"
+    card.save(path)
+    assert ModelCard.load(path) == card
+    assert card.input_transform is not None
+    assert card.input_transform.log_floor == tuple(LOG_FLOORS)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"offset": [0.5] * 9}, "input_transform: .* one entry per feature, got 10, 9 and 10"),
+        ({"scale": [2.0] * 9 + [0.0]}, "input_transform: .*scale must be > 0"),
+        ({"scale": [2.0] * 9 + [-1.0]}, "input_transform: .*scale must be > 0"),
+        ({"offset": [0.5] * 9 + [float("inf")]}, "input_transform: .*offset and scale must be finite"),
+        ({"scale": [2.0] * 9 + [float("nan")]}, "input_transform: .*offset and scale must be finite"),
+        ({"log_floor": [0.0, *LOG_FLOORS[1:]]}, "input_transform: .*log_floor must be null"),
+        (
+            {"log_floor": LOG_FLOORS[:9], "offset": [0.5] * 9, "scale": [2.0] * 9},
+            "input_transform has 9 entries, the features are 10",
+        ),
+    ],
+    ids=["lengths", "zero-scale", "negative-scale", "inf-offset", "nan-scale", "zero-floor", "feature-count"],
+)
+def test_bad_transforms_are_refused_naming_the_field(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ModelCardError, match=message):
+        ModelCard.from_json(json.dumps(tflite_card_dict(**changes)), source="test")
+
+
+def test_onnx_card_with_a_transform_is_refused() -> None:
+    data = {**card_dict(), "input_transform": transform_dict()}
+    with pytest.raises(ModelCardError, match="input_transform must be absent for an ONNX model"):
+        ModelCard.from_json(json.dumps(data), source="test")
+
+
+def test_transform_takes_logs_above_the_floor_then_standardises() -> None:
+    transform = InputTransform.model_validate(transform_dict())
+    features = np.full((2, 10), 3.0, dtype=np.float32)
+    features[1, :3] = 0.0  # below every floor: the floor's log
+    out = transform.apply(features)
+    assert out.dtype == np.float32
+    assert out.shape == (2, 10)
+    np.testing.assert_allclose(out[0, :3], (np.log(3.0) - 0.5) / 2.0, rtol=1e-6)
+    np.testing.assert_allclose(out[1, :3], (np.log([1e-4, 1e-4, 1e-3]) - 0.5) / 2.0, rtol=1e-6)
+    np.testing.assert_allclose(out[:, 3], (3.0 - 0.5) / 2.0)  # no floor: linear
+    np.testing.assert_allclose(out[:, 7:], (3.0 - 0.5) / 2.0)
+    assert np.all(features[1, :3] == 0.0)  # the input is left alone

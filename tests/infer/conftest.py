@@ -5,7 +5,9 @@ own steps (fit, export, card) on simulated windows, 2048 samples at
 25.6 kHz, 20 boosting stages. The TFLite models are written directly as
 flatbuffers with LiteRT's schema module (a fully-connected layer and a
 softmax), float and full-integer, so the LiteRT and Edge TPU paths run for
-real without TensorFlow. The node's test data is a second, independently
+real without TensorFlow; the full-integer one takes transformed features, as
+the training job's INT8 path makes them, and carries the transform in its
+card. The node's test data is a second, independently
 seeded simulation written with the core's parquet writer.
 """
 
@@ -30,6 +32,7 @@ from vibration_core.simulator import SimulatedData, simulate
 from vibration_infer.settings import ValidateSettings
 from vibration_train.card import build_card, write_model
 from vibration_train.data import TrainingTable
+from vibration_train.edgetpu_convert import fit_input_transform
 from vibration_train.fit import FitConfig, fit
 from vibration_train.onnx_export import to_onnx
 
@@ -250,16 +253,47 @@ def tflite_model(train_table: TrainingTable, onnx_model: TinyModel) -> TinyModel
     weights = lr.coef_ / std
     bias = lr.intercept_ - weights @ mean
     data = build_tflite(weights, bias)
-    card = for_artifact(
+    card = _tflite_card(onnx_model.card, data, "float32", framework="test softmax regression")
+    return TinyModel(data, card, (weights, bias))
+
+
+@pytest.fixture(scope="session")
+def int8_model(train_table: TrainingTable, onnx_model: TinyModel) -> TinyModel:
+    """A full-integer softmax regression on transformed features; the card holds the transform.
+
+    `estimator` is (weights, bias, transform): float probabilities are
+    ``softmax_reference(transform.apply(features), weights, bias)``.
+    """
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+
+    transform = fit_input_transform(train_table.features)
+    x = transform.apply(train_table.features)
+    lr = LogisticRegression(max_iter=2000).fit(x, train_table.labels)
+    assert tuple(lr.classes_) == onnx_model.card.labels
+    logits = x @ lr.coef_.T + lr.intercept_
+    in_scale, logit_scale = float(np.abs(x).max() / 127), float(np.abs(logits).max() / 127)
+    data = build_tflite(lr.coef_, lr.intercept_, int8=(in_scale, 0, logit_scale, 0))
+    card = _tflite_card(
         onnx_model.card,
         data,
-        format="tflite",
-        framework="test softmax regression",
-        artifact={"filename": "model.tflite"},
-        input=TensorSpec(name="features", shape=(None, 10), dtype="float32").model_dump(),
-        outputs=[TensorSpec(name="probabilities", shape=(None, 4), dtype="float32").model_dump()],
+        "int8",
+        framework="test int8 softmax regression",
+        input_transform=transform.model_dump(),
     )
-    return TinyModel(data, card, (weights, bias))
+    return TinyModel(data, card, (lr.coef_, lr.intercept_, transform))
+
+
+def _tflite_card(onnx_card: ModelCard, data: bytes, dtype: str, **updates: Any) -> ModelCard:
+    """The ONNX model's card re-pointed at a dynamic-batch TFLite model whose tensors are `dtype`."""
+    return for_artifact(
+        onnx_card,
+        data,
+        format="tflite",
+        artifact={"filename": "model.tflite"},
+        input=TensorSpec(name="features", shape=(None, 10), dtype=dtype).model_dump(),
+        outputs=[TensorSpec(name="probabilities", shape=(None, 4), dtype=dtype).model_dump()],
+        **updates,
+    )
 
 
 # --- servers that misbehave ------------------------------------------------------------------

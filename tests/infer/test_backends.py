@@ -102,6 +102,31 @@ def test_litert_int8_quantizes_inputs_and_dequantizes_outputs(linear: Linear, tm
     assert backend.signature().inputs[0].dtype == "int8"
 
 
+def test_int8_model_gets_the_cards_transform_before_quantizing(
+    int8_model: TinyModel, node_data: SimulatedData, tmp_path: Path
+) -> None:
+    path = _write(tmp_path, "model.tflite", int8_model.data)
+    weights, bias, transform = int8_model.estimator
+    features = extract_features(node_data.windows, node_data.sample_rate)
+    expected = softmax_reference(transform.apply(features), weights, bias)
+    on_cpu = load_model(path, int8_model.card).backend
+    on_fallback = edgetpu.load(path, library="libedgetpu-absent.so.1", transform=transform)
+    for backend in (on_cpu, on_fallback):
+        probabilities = backend.predict_proba(features)
+        assert np.abs(probabilities - expected).max() < 0.1  # int8 steps of the input and the logits
+        assert np.mean(probabilities.argmax(axis=1) == expected.argmax(axis=1)) > 0.95
+    # The extractor's features quantized as they are: the small ones vanish, and so does the model.
+    untransformed = litert.load(path).predict_proba(features)
+    assert np.mean(untransformed.argmax(axis=1) == expected.argmax(axis=1)) < 0.6
+
+
+def test_transform_of_the_wrong_width_is_a_predict_error(int8_model: TinyModel, tmp_path: Path) -> None:
+    _, _, transform = int8_model.estimator
+    backend = litert.load(_write(tmp_path, "model.tflite", int8_model.data), transform=transform)
+    with pytest.raises(PredictError, match="litert:cpu"):
+        backend.predict_proba(np.ones((3, 9), dtype=np.float32))
+
+
 def test_litert_corrupt_file_is_a_load_error(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match="LiteRT refused"):
         litert.load(_write(tmp_path, "m.tflite", b"TFL3 but not really" * 20))

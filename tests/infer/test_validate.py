@@ -328,6 +328,23 @@ def test_tflite_on_a_node_without_edge_tpu(
     assert report["last_good"] is None
 
 
+def test_int8_model_is_validated_through_its_cards_input_transform(
+    int8_model: TinyModel, registry: Path, make_settings: MakeSettings
+) -> None:
+    settings = make_settings(model_uri=publish(registry, int8_model).as_uri(), min_accuracy=0.85)
+    code, report, _ = run(settings)
+    assert code is ExitCode.PASSED, report["reason"]
+    # The same artifact without the transform in its card: quantized raw features, far below.
+    bare = TinyModel(int8_model.data, card_with(int8_model.card, {"input_transform": None}))
+    settings = make_settings(
+        model_uri=publish(registry, bare, version="v2").as_uri(),
+        min_accuracy=0.85,
+        cache_dir=registry.parent / "cache-bare",
+    )
+    code, report, _ = run(settings)
+    assert code is ExitCode.BELOW_THRESHOLD, report["reason"]
+
+
 # --- S3 through moto, credentials from mounted files ---
 
 

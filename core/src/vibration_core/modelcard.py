@@ -5,6 +5,17 @@ The card travels next to the artifact (``modelcard.json`` beside
 order, the input tensor and the signal it was trained for from the card and
 from nowhere else, and refuse a model whose runtime signature or whose input
 signal does not match it.
+
+A TFLite or Edge TPU model may expect its features transformed before they
+are quantized into its int8 input tensor (`InputTransform`, the card's
+``input_transform``): quantizing the ten raw features, whose ranges differ by
+orders of magnitude, with one scale and zero point would erase the small
+ones. `InputTransform.apply` is the one implementation of that transform,
+called by training to measure the model and by serving to feed it. An ONNX
+card has none: its scaling is inside the graph. A card without the field
+serialises without it, so readers that predate it still accept ONNX cards;
+they refuse a card that has it (extra fields are forbidden) rather than feed
+its model untransformed features.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Self
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vibration_core.errors import ContractMismatchError, ModelCardError
@@ -25,6 +37,8 @@ from vibration_core.reference import ReferenceDistribution
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
+
+    import numpy.typing as npt
 
 CARD_FILENAME = "modelcard.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -64,6 +78,52 @@ class TensorSpec(_Frozen):
     name: str
     shape: tuple[int | None, ...]
     dtype: str
+
+
+class InputTransform(_Frozen):
+    """Per-feature transform from the extractor's features to the model's input, in feature order.
+
+    Feature ``i`` becomes ``(g(x) - offset[i]) / scale[i]``, where ``g(x)`` is
+    ``ln(max(x, log_floor[i]))`` when ``log_floor[i]`` is set and ``x`` when it
+    is null. The result is what the model's input tensor holds before its own
+    quantization (scale and zero point of an int8 tensor).
+    """
+
+    log_floor: tuple[float | None, ...] = Field(
+        description="Per feature: null keeps it as it is; a positive floor takes ln(max(x, floor)) first."
+    )
+    offset: tuple[float, ...] = Field(description="Per feature: subtracted after the log (a mean).")
+    scale: tuple[float, ...] = Field(description="Per feature: divides the result, > 0 (a std deviation).")
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        if not len(self.log_floor) == len(self.offset) == len(self.scale):
+            msg = (
+                f"log_floor, offset and scale must have one entry per feature, got "
+                f"{len(self.log_floor)}, {len(self.offset)} and {len(self.scale)}"
+            )
+            raise ValueError(msg)
+        if not all(math.isfinite(v) for v in (*self.offset, *self.scale)):
+            msg = "offset and scale must be finite"
+            raise ValueError(msg)
+        if not all(v > 0 for v in self.scale):
+            msg = f"scale must be > 0 for every feature, got {list(self.scale)}"
+            raise ValueError(msg)
+        if not all(v is None or (math.isfinite(v) and v > 0) for v in self.log_floor):
+            msg = f"log_floor must be null or a finite number > 0, got {list(self.log_floor)}"
+            raise ValueError(msg)
+        return self
+
+    def apply(self, features: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+        """Transform a ``(n, features)`` batch into the model's input, float32; a new array."""
+        values = np.array(features, dtype=np.float64)
+        logged = [i for i, floor in enumerate(self.log_floor) if floor is not None]
+        if logged:
+            floors = np.array([self.log_floor[i] for i in logged], dtype=np.float64)
+            values[:, logged] = np.log(np.maximum(values[:, logged], floors))
+        values -= np.array(self.offset, dtype=np.float64)
+        values /= np.array(self.scale, dtype=np.float64)
+        return values.astype(np.float32)
 
 
 class ClassMetrics(_Frozen):
@@ -112,6 +172,14 @@ class ModelCard(_Frozen):
     outputs: tuple[TensorSpec, ...] = Field(
         min_length=1, description="Output tensors; the last holds probabilities."
     )
+    input_transform: InputTransform | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description=(
+            "Transform applied to the features before the input tensor (TFLite and Edge TPU only); "
+            "absent: the features go in as extracted."
+        ),
+    )
     training: TrainingData
     metrics: Metrics
     reference: ReferenceDistribution
@@ -138,6 +206,16 @@ class ModelCard(_Frozen):
                 f"input shape {self.input.shape} does not end in the feature count {len(self.features.names)}"
             )
             raise ValueError(msg)
+        if self.input_transform is not None:
+            if self.format == "onnx":
+                msg = "input_transform must be absent for an ONNX model (its scaling is inside the graph)"
+                raise ValueError(msg)
+            if len(self.input_transform.offset) != len(self.features.names):
+                msg = (
+                    f"input_transform has {len(self.input_transform.offset)} entries, "
+                    f"the features are {len(self.features.names)}"
+                )
+                raise ValueError(msg)
         return self
 
     @classmethod

@@ -3,7 +3,8 @@
 `load_model` is the one way in for both jobs, in this order: the artifact's
 digest against the card and the VibrationModel; the card's features against
 this extractor; the runtime chosen from the card's format and the
-accelerator; the runtime's own signature against the card. A model that
+accelerator (given the card's input transform, which a TFLite backend applies
+before quantizing); the runtime's own signature against the card. A model that
 fails any step is never returned, so nothing can serve it. `predict` is the
 path from raw windows to labels both the validator and the serving loop use.
 """
@@ -135,7 +136,7 @@ def _open(
     if accelerator == "coral":
         from vibration_infer.backends import edgetpu  # noqa: PLC0415
 
-        return edgetpu.load(artifact, fallback=fallback, threads=threads)
+        return edgetpu.load(artifact, fallback=fallback, threads=threads, transform=card.input_transform)
     from vibration_infer.backends import litert  # noqa: PLC0415
 
-    return litert.load(artifact, threads=threads)
+    return litert.load(artifact, threads=threads, transform=card.input_transform)

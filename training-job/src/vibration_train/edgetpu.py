@@ -1,16 +1,19 @@
 """The Edge TPU path of `fit`: a Keras MLP as a full-integer INT8 TFLite model, with its card.
 
 The same stratified split as the gradient-boosting model (`vibration_train.fit`)
-holds out the same windows. The MLP (`edgetpu_convert`) is converted to INT8
-and the INT8 model is measured where it will run, in LiteRT, on the whole
-held-out split: its accuracy stands beside the float model's, and a gap wider
-than `EdgeTpuConfig.max_gap_points` fails the run. When ``edgetpu_compiler``
+holds out the same windows. The MLP (`edgetpu_convert`) is trained on
+transformed features (log and standardisation, `fit_input_transform`),
+converted to INT8 and measured where it will run, in LiteRT, on the whole
+held-out split, fed as serving feeds it (the card's transform, then the
+input tensor's quantization): its accuracy stands beside the float model's,
+and a gap wider than `EdgeTpuConfig.max_gap_points` fails the run. When ``edgetpu_compiler``
 is on PATH it compiles the INT8 model into ``model_edgetpu.tflite``; without
 it the CPU INT8 model is the artifact and the run says so.
 
 The card describes the artifact it names: format ``edgetpu`` or ``tflite``,
 the input tensor exactly as LiteRT reports it (the compiler keeps the input
-and output tensors), labels in output order, the INT8 model's metrics.
+and output tensors), the input transform serving applies before it, labels in
+output order, the INT8 model's metrics.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from vibration_core.reference import build_reference
 from vibration_train.card import write_model
 from vibration_train.edgetpu_convert import (
     MlpConfig,
+    fit_input_transform,
     float_probabilities,
     tensorflow_version,
     to_int8_tflite,
@@ -54,7 +58,7 @@ if TYPE_CHECKING:
 
     import numpy.typing as npt
 
-    from vibration_core.modelcard import Metrics
+    from vibration_core.modelcard import InputTransform, Metrics
     from vibration_train.data import TrainingTable
 
 logger = logging.getLogger(__name__)
@@ -162,19 +166,21 @@ def fit_edgetpu(
     labels = tuple(sorted(set(table.labels.tolist())))
     index = {label: i for i, label in enumerate(labels)}
     y_train_idx = np.array([index[label] for label in y_train.tolist()], dtype=np.intp)
+    transform = fit_input_transform(x_train)
+    model_x_train = transform.apply(x_train)
     started = time.perf_counter()
     with run(f"training the MLP (at most {config.mlp.max_epochs} epochs)") as advance:
         mlp = train_mlp(
-            x_train, y_train_idx, len(labels), config.mlp, seed=config.random_state, on_epoch=advance
+            model_x_train, y_train_idx, len(labels), config.mlp, seed=config.random_state, on_epoch=advance
         )
     seconds["train"] = time.perf_counter() - started
-    float_pred = np.asarray(labels)[float_probabilities(mlp, x_test).argmax(axis=1)]
+    float_pred = np.asarray(labels)[float_probabilities(mlp, transform.apply(x_test)).argmax(axis=1)]
     started = time.perf_counter()
     with run("converting to full-integer INT8"):
-        int8_model = to_int8_tflite(mlp, x_train, config.mlp, seed=config.random_state)
+        int8_model = to_int8_tflite(mlp, model_x_train, config.mlp, seed=config.random_state)
     seconds["convert"] = time.perf_counter() - started
     with run(f"measuring the INT8 model in LiteRT on {y_test.size} windows"):
-        probabilities, input_spec, output_spec = run_int8(int8_model, x_test)
+        probabilities, input_spec, output_spec = run_int8(int8_model, x_test, transform)
     int8_pred = np.asarray(labels)[probabilities.argmax(axis=1)]
     metrics = compute_metrics(y_test, int8_pred, labels)
     float_accuracy = float(np.mean(float_pred == y_test))
@@ -199,6 +205,7 @@ def fit_edgetpu(
         signal=Signal(sample_rate=table.sample_rate, window_length=table.window_length),
         input=input_spec,
         outputs=(output_spec,),
+        input_transform=transform,
         training=_training_data(table, labels),
         metrics=metrics,
         reference=build_reference(x_train, y_train, feature_names=FEATURE_NAMES, label_order=labels),
@@ -230,12 +237,13 @@ def fit_edgetpu(
 
 
 def run_int8(
-    model: bytes, features: npt.NDArray[np.float32]
+    model: bytes, features: npt.NDArray[np.float32], transform: InputTransform
 ) -> tuple[npt.NDArray[np.float32], TensorSpec, TensorSpec]:
     """Run an INT8 model in LiteRT row by row; return probabilities and the tensors as LiteRT reports them.
 
-    Inputs are quantized with the input tensor's scale and zero point and
-    outputs dequantized, as the serving backend does.
+    As the serving backend does: the extractor's `features` go through
+    `transform` (the card's), are quantized with the input tensor's scale and
+    zero point, and the outputs are dequantized.
     """
     try:
         from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 - optional at import time
@@ -250,7 +258,8 @@ def run_int8(
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
     info = np.iinfo(inp["dtype"])
-    quantized = np.clip(np.rint(features / np.float32(in_scale)) + in_zero, info.min, info.max)
+    scaled = transform.apply(features) / np.float32(in_scale)
+    quantized = np.clip(np.rint(scaled) + in_zero, info.min, info.max)
     quantized = quantized.astype(inp["dtype"])
     raw = np.empty((features.shape[0], int(out["shape"][-1])), dtype=np.float32)
     for row in range(features.shape[0]):  # the Edge TPU graph has a fixed batch of 1

@@ -4,12 +4,21 @@ TensorFlow (the training job's ``edgetpu`` extra, about 1.5 GiB) is imported
 inside the functions, so the rest of the package, and every serving image,
 works without it; its absence is an `ExportError` that names the extra.
 
-The model takes the ten raw features and standardises them itself (a
-`Normalization` layer adapted on the fitting rows): the card's input is the
-extractor's output, as for the ONNX model. The band energies are not
-log-transformed: the input tensor is quantized per tensor, so an energy of
-1e-4 is already 0 when it reaches the model, and TFLite's LOG is not an
-Edge TPU op (everything after the first unsupported op runs on the CPU).
+The features are transformed before they reach the model, outside the
+graph (`fit_input_transform`, recorded in the card as its
+`InputTransform`): the int8 input tensor has one scale and zero point for
+all ten features, so quantizing the raw ones, whose ranges differ by orders
+of magnitude, left the small ones a few steps or none and cost 22 points of
+accuracy. The positive, heavy-tailed features (`LOG_FEATURES`) are
+log-transformed, then every feature is standardised on the training rows;
+the model's input is that standardised vector (about -2.5 to 11 on the
+training rows), quantized in steps of about 0.05 standard deviations for
+every feature alike. The log is not in the graph because TFLite's LOG is not
+an Edge TPU op (everything after the first unsupported op runs on the CPU).
+Measured on the test's 3000 simulated windows (600 held out) at three seeds:
+standardising alone leaves a gap of 0 to 0.33 points (INT8 accuracy 0.934 on
+average); with the log the gap is -0.17 to 0.17 points and both models gain
+about half a point (INT8 0.943, float 0.943 on average).
 
 The converted model has a fixed batch of 1: ``edgetpu_compiler`` refuses a
 graph with a dynamic batch ("only supports static-sized tensors"), and the
@@ -26,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from vibration_core.features import FEATURE_NAMES
+from vibration_core.modelcard import InputTransform
 from vibration_train.errors import ExportError
 
 if TYPE_CHECKING:
@@ -37,6 +48,14 @@ logger = logging.getLogger(__name__)
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
+
+LOG_FEATURES = ("rms", "peak", "crest_factor", "energy_low", "energy_mid", "energy_high")
+"""Positive and heavy-tailed (the band energies span four decades): log-transformed before scaling.
+
+Kurtosis (can be negative) and the band shares (bounded by 0 and 1) are not.
+"""
+LOG_FLOOR_SHARE = 1e-3
+"""A feature's log floor as a share of its training median: far below the data, and unit-free."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +88,7 @@ class TrainedMlp:
     """A trained Keras model and how it got there."""
 
     model: Any
-    """The `keras.Model`: raw features in, class probabilities out."""
+    """The `keras.Model`: transformed features (`fit_input_transform`) in, class probabilities out."""
     epochs: int
     """Epochs run before early stopping ended training."""
     fit_rows: int
@@ -82,6 +101,28 @@ def tensorflow_version() -> str:
     return str(_tf().__version__)
 
 
+def fit_input_transform(x_train: npt.NDArray[np.float32]) -> InputTransform:
+    """The log (for `LOG_FEATURES`) and standardisation that turn `x_train`'s columns into the model's input.
+
+    A feature whose training median is not positive is not log-transformed;
+    a constant one keeps a scale of 1.
+    """
+    values = np.asarray(x_train, dtype=np.float64)
+    medians = np.median(values, axis=0)
+    floors = tuple(
+        float(LOG_FLOOR_SHARE * median) if name in LOG_FEATURES and median > 0 else None
+        for name, median in zip(FEATURE_NAMES, medians.tolist(), strict=True)
+    )
+    logged = InputTransform(log_floor=floors, offset=(0.0,) * len(floors), scale=(1.0,) * len(floors))
+    spread = logged.apply(values).astype(np.float64)
+    std = spread.std(axis=0)
+    return InputTransform(
+        log_floor=floors,
+        offset=tuple(spread.mean(axis=0).tolist()),
+        scale=tuple(np.where(std > 0, std, 1.0).tolist()),
+    )
+
+
 def train_mlp(
     x_train: npt.NDArray[np.float32],
     y_train: npt.NDArray[np.intp],
@@ -92,6 +133,8 @@ def train_mlp(
     on_epoch: Callable[[int, int], None] | None = None,
 ) -> TrainedMlp:
     """Fit the MLP on `x_train` (class indices `y_train`), early-stopped on a stratified slice of it.
+
+    `x_train` holds transformed features (`fit_input_transform`): the model has no scaling of its own.
 
     `seed` seeds the validation split, the weights and the shuffling.
     """
@@ -108,9 +151,7 @@ def train_mlp(
         random_state=seed,
     )
     inputs = keras.Input(shape=(x_train.shape[1],), name=INPUT_NAME)
-    normalise = keras.layers.Normalization(axis=-1, name="standardise")
-    normalise.adapt(np.asarray(x_fit, dtype=np.float32))
-    hidden = normalise(inputs)
+    hidden = inputs
     for width in config.hidden:
         hidden = keras.layers.Dense(width, activation="relu")(hidden)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name=OUTPUT_NAME)(hidden)
@@ -146,7 +187,7 @@ def train_mlp(
 
 
 def float_probabilities(mlp: TrainedMlp, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """The float Keras model's class probabilities for `features`."""
+    """The float Keras model's class probabilities for `features` (transformed, as `train_mlp`'s)."""
     return np.asarray(mlp.model.predict(features, batch_size=1024, verbose=0), dtype=np.float32)
 
 
@@ -155,7 +196,7 @@ def to_int8_tflite(
 ) -> bytes:
     """Full-integer INT8 TFLite (int8 in and out) with a fixed batch of 1, calibrated on training rows.
 
-    `seed` picks the calibration rows.
+    `x_train` holds transformed features, as `train_mlp`'s; `seed` picks the calibration rows.
     """
     tf = _tf()
     model = mlp.model

@@ -27,6 +27,7 @@ from vibration_infer.errors import LoadError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from vibration_core.modelcard import InputTransform
     from vibration_infer.backends._tflite import Interpreter
 
 logger = logging.getLogger(__name__)
@@ -41,17 +42,23 @@ def load(
     device: str | None = None,
     threads: int = 1,
     library: str = LIBRARY,
+    transform: InputTransform | None = None,
 ) -> TFLiteBackend:
-    """Open `path` on the Edge TPU (`device` such as ``usb:0``), or per `fallback` on the CPU."""
+    """Open `path` on the Edge TPU (`device` such as ``usb:0``), or per `fallback` on the CPU.
+
+    `transform` (the card's) is applied to the features before the input tensor.
+    """
     try:
         interpreter = _open_on_tpu(path, device=device, threads=threads, library=library)
     except _UnavailableError as exc:
         if fallback == "fail":
             raise LoadError(str(path), f"Edge TPU unavailable ({exc}) and edgetpu_fallback is fail") from None
         logger.warning("edgetpu_unavailable fallback=cpu reason=%r path=%s", str(exc), path)
-        backend = TFLiteBackend(open_litert(path, threads=threads), "litert:cpu(edgetpu-fallback)", path)
+        backend = TFLiteBackend(
+            open_litert(path, threads=threads), "litert:cpu(edgetpu-fallback)", path, transform
+        )
     else:
-        backend = TFLiteBackend(interpreter, "litert:edgetpu", path)
+        backend = TFLiteBackend(interpreter, "litert:edgetpu", path, transform)
     logger.info("backend_opened backend=%s path=%s", backend.name, path)
     return backend
 

@@ -10,11 +10,13 @@ from vibration_infer.backends._tflite import TFLiteBackend, open_litert
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from vibration_core.modelcard import InputTransform
+
 logger = logging.getLogger(__name__)
 
 
-def load(path: Path, *, threads: int = 1) -> TFLiteBackend:
-    """Open `path` in LiteRT on the CPU; raises `LoadError` when LiteRT refuses it."""
-    backend = TFLiteBackend(open_litert(path, threads=threads), "litert:cpu", path)
+def load(path: Path, *, threads: int = 1, transform: InputTransform | None = None) -> TFLiteBackend:
+    """Open `path` in LiteRT on the CPU, `transform` (the card's) before its input; `LoadError` if refused."""
+    backend = TFLiteBackend(open_litert(path, threads=threads), "litert:cpu", path, transform)
     logger.info("backend_opened backend=%s path=%s threads=%d", backend.name, path, threads)
     return backend
