@@ -33,6 +33,7 @@ from vibration_infer.loader import load_model
 from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
 from vibration_infer.serve.batcher import BatchProcessor, Incoming, collect
 from vibration_infer.serve.http import HttpServer
+from vibration_infer.serve.memory import MemoryTrimmer
 from vibration_infer.serve.metrics import ServeMetrics
 from vibration_infer.serve.mqtt import MqttLink
 from vibration_infer.serve.swap import HotSwap
@@ -78,6 +79,7 @@ class ServeApp:
         self.link = MqttLink(settings, self.layout.raw_subscription(), self.inbox, self._on_connection)
         self.http = HttpServer(self, settings.http_host, settings.http_port)
         self.swap = HotSwap(settings, self.cache, self.metrics, self)
+        self.trimmer = MemoryTrimmer(settings.memory_trim_s)
         self._active: Active | None = None
         self._state: ModelState = "loading"
         self._message = ""
@@ -247,7 +249,9 @@ class ServeApp:
                 self._dirty.clear()
                 self.publish_status()
                 next_status = now + s.status_interval_s
-            self._wake.wait(max(0.0, min(next_poll, next_status) - time.monotonic()))
+            self.trimmer.maybe_trim(now)
+            due = min(next_poll, next_status, self.trimmer.next_due)
+            self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
         self._stop.set()  # on this thread, outside any handler: the worker and readiness see it
 

@@ -183,6 +183,11 @@ class ServeSettings(BaseSettings):
     shutdown_timeout_s: float = Field(
         default=5.0, ge=0, description="On SIGTERM, how long to wait for the last answers to be acknowledged."
     )
+    memory_trim_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds between returns of freed heap memory to the system (malloc_trim); 0 = off.",
+    )
 
     # --- hot swap -------------------------------------------------------------------------
     target_file: Path | None = Field(
