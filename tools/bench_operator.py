@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))  # the emulator lives with the tests' fixtures
 
 from tests.operator.kmock_cluster import KmockCluster, kmock_cluster  # noqa: E402
 
+from bench_record import RESULTS, Figure, Section, record  # noqa: E402
 from vibration_operator import names  # noqa: E402
 
 if TYPE_CHECKING:
@@ -135,7 +136,8 @@ async def bench(models: int, settle_s: float, poll_s: float) -> dict[str, float]
         async with kmock_cluster() as cluster:
             for i in range(3):
                 await cluster.add_node(f"edge-{i + 1}", HALL)
-            log = Path(tmp) / "operator.log"
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            log = RESULTS / "operator.log"  # kept: the operator's own account of the run
             process = start_operator(kubeconfig(cluster.url, Path(tmp)), log, poll_s)
             try:
                 return await _measure(cluster, process, models, settle_s, log)
@@ -195,19 +197,37 @@ def main() -> int:
     load = os.getloadavg()[0]
     figures = asyncio.run(bench(args.models, args.settle, args.poll))
     n = int(figures["loaded_count"])
-    print(f"operator bench (kmock, 3 nodes; load average {load:.1f} on {os.cpu_count()} CPUs)")
-    print(
-        f"  reaction, one model, idle operator    median {figures['single_median_s'] * 1000:7.0f} ms"
-        f"   max {figures['single_max_s'] * 1000:6.0f} ms   target <= {TARGET_REACTION_S * 1000:.0f} ms"
-    )
-    print(
-        f"  reaction, {args.models} models at once ({n} seen)  p50 {figures['loaded_p50_s'] * 1000:7.0f} ms"
-        f"   p95 {figures['loaded_p95_s'] * 1000:6.0f} ms   max {figures['loaded_max_s'] * 1000:6.0f} ms"
-    )
-    print(f"  RSS idle                              {figures['idle_rss_mb']:7.1f} MB")
-    print(
-        f"  RSS with {args.models} models                  {figures['rss_mb']:7.1f} MB"
-        f"   peak {figures['peak_rss_mb']:6.1f} MB   target <= {TARGET_RSS_MB:.0f} MB"
+    single, loaded_p95 = figures["single_median_s"], figures["loaded_p95_s"]
+    no_baseline = "none: the reference pipeline has no operator (a person runs kubectl)"
+    record(
+        Section(
+            "operator",
+            f"Operator: vibration-operator against kmock, 3 nodes, {args.models} VibrationModels",
+            f"uv run --frozen python tools/bench_operator.py --models {args.models} --settle {args.settle:g}",
+            [
+                Figure(
+                    "reaction, one model, idle operator (median)",
+                    f"{single * 1000:.0f} ms (max {figures['single_max_s'] * 1000:.0f} ms)",
+                    f"<= {TARGET_REACTION_S * 1000:.0f} ms",
+                    no_baseline,
+                    single <= TARGET_REACTION_S,
+                ),
+                Figure(
+                    f"reaction, {args.models} models applied at once ({n} seen), p50 / p95 / max",
+                    f"{figures['loaded_p50_s'] * 1000:.0f} / {loaded_p95 * 1000:.0f} / "
+                    f"{figures['loaded_max_s'] * 1000:.0f} ms",
+                ),
+                Figure("RSS idle", f"{figures['idle_rss_mb']:.1f} MB"),
+                Figure(
+                    f"RSS with {args.models} models (peak)",
+                    f"{figures['rss_mb']:.1f} MB ({figures['peak_rss_mb']:.1f} MB)",
+                    f"<= {TARGET_RSS_MB:.0f} MB",
+                    no_baseline,
+                    figures["rss_mb"] <= TARGET_RSS_MB,
+                ),
+            ],
+            [f"load average at the start: {load:.2f} on {os.cpu_count()} cores"],
+        )
     )
     return 0
 
