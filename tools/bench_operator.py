@@ -5,9 +5,13 @@ through a kubeconfig like any developer's), so its RSS is its own; kmock's
 emulator (with the API-server behaviour of `tests.operator.kmock_cluster`)
 runs here and timestamps every write it receives. Reaction time is the time
 between the POST of a VibrationModel and the POST of its first serving pod,
-both as the emulator saw them: first one model on an idle operator, then
-200 models applied at once. RSS is read from /proc after the 200 have been
-reconciled and the rollout timer has ticked over all of them. Not a test:
+both as the emulator saw them: one model at a time on an idle operator,
+then 200 models applied at once, then again one at a time while the 200
+are reconciled and their timers tick (the everyday `kubectl apply` in a busy
+hall). RSS is read from /proc after the 200 have been reconciled and the
+rollout timer has ticked over all of them. The emulator shares this
+process's core with the bench, so the burst figure includes its queueing.
+Not a test:
 it prints figures beside their targets and exits 0 either way (a shared,
 loaded machine is no place for timed asserts; the load average is printed).
 
@@ -104,16 +108,28 @@ def reaction_times(writes: list[Write], names_: list[str]) -> list[float]:
 async def wait_for_pods(cluster: KmockCluster, names_: list[str], timeout_s: float) -> None:
     """Until every model has a pod (or the timeout)."""
     deadline = time.monotonic() + timeout_s
-    wanted = set(names_)
-    while time.monotonic() < deadline:
-        done = {
+    missing = set(names_)
+    seen = 0
+    while missing and time.monotonic() < deadline:
+        # Only the writes since the last look: rescanning all of them on the
+        # emulator's own event loop would starve it once there are thousands.
+        writes = cluster.writes()[seen:]
+        seen += len(writes)
+        missing -= {
             (w.data.get("metadata") or {}).get("labels", {}).get(names.LABEL_MODEL)
-            for w in cluster.writes()
+            for w in writes
             if w.method == "POST" and w.plural == "pods" and isinstance(w.data, dict)
         }
-        if wanted <= done:
-            return
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+
+
+async def one_by_one(cluster: KmockCluster, names_: list[str]) -> list[float]:
+    """Apply the models one at a time, each after the previous one's pod; their reaction times."""
+    for name in names_:
+        await cluster.apply_model(model(name))
+        await wait_for_pods(cluster, [name], timeout_s=30)
+        await asyncio.sleep(0.5)
+    return reaction_times(cluster.writes(), names_)
 
 
 def start_operator(config: Path, log: Path, poll_s: float) -> subprocess.Popen[bytes]:
@@ -161,12 +177,7 @@ async def _measure(
     await asyncio.sleep(2)  # watches established
     idle_mb, _ = rss_mb(process.pid)
 
-    singles = [f"single-{i}" for i in range(5)]
-    for name in singles:
-        await cluster.apply_model(model(name))
-        await wait_for_pods(cluster, [name], timeout_s=30)
-        await asyncio.sleep(0.5)
-    single = reaction_times(cluster.writes(), singles)
+    single = await one_by_one(cluster, [f"single-{i}" for i in range(5)])
 
     many = [f"model-{i:03d}" for i in range(models)]
     await asyncio.gather(*(cluster.apply_model(model(name)) for name in many))
@@ -174,6 +185,8 @@ async def _measure(
     loaded = sorted(reaction_times(cluster.writes(), many))
     await asyncio.sleep(settle_s)  # every model's rollout timer has ticked at least once
     rss, peak = rss_mb(process.pid)
+    # A hall's everyday case: one `kubectl apply` while the others are reconciled and ticking.
+    busy = await one_by_one(cluster, [f"busy-{i}" for i in range(5)])
     return {
         "idle_rss_mb": idle_mb,
         "single_median_s": statistics.median(single) if single else float("nan"),
@@ -182,6 +195,8 @@ async def _measure(
         "loaded_p50_s": statistics.median(loaded) if loaded else float("nan"),
         "loaded_p95_s": loaded[int(0.95 * (len(loaded) - 1))] if loaded else float("nan"),
         "loaded_max_s": loaded[-1] if loaded else float("nan"),
+        "busy_median_s": statistics.median(busy) if busy else float("nan"),
+        "busy_max_s": max(busy, default=float("nan")),
         "rss_mb": rss,
         "peak_rss_mb": peak,
     }
@@ -197,7 +212,7 @@ def main() -> int:
     load = os.getloadavg()[0]
     figures = asyncio.run(bench(args.models, args.settle, args.poll))
     n = int(figures["loaded_count"])
-    single, loaded_p95 = figures["single_median_s"], figures["loaded_p95_s"]
+    single, busy, loaded_p95 = figures["single_median_s"], figures["busy_median_s"], figures["loaded_p95_s"]
     no_baseline = "none: the reference pipeline has no operator (a person runs kubectl)"
     record(
         Section(
@@ -211,6 +226,13 @@ def main() -> int:
                     f"<= {TARGET_REACTION_S * 1000:.0f} ms",
                     no_baseline,
                     single <= TARGET_REACTION_S,
+                ),
+                Figure(
+                    f"reaction, one model with {args.models} others reconciled (median)",
+                    f"{busy * 1000:.0f} ms (max {figures['busy_max_s'] * 1000:.0f} ms)",
+                    f"<= {TARGET_REACTION_S * 1000:.0f} ms",
+                    no_baseline,
+                    busy <= TARGET_REACTION_S,
                 ),
                 Figure(
                     f"reaction, {args.models} models applied at once ({n} seen), p50 / p95 / max",

@@ -91,7 +91,6 @@ def _resources() -> dict[str, kmock.ResourceInfo]:
 DRIFT_THRESHOLD = 0.2
 STATUS_SUBRESOURCE = frozenset({vm_spec.PLURAL, "pods", "nodes"})
 _REVISIONS = itertools.count(1)
-_HISTORY = 300
 
 
 def merge(obj: Any, patch: Any) -> Any:
@@ -148,11 +147,24 @@ class ApiServerLikeEmulator(kmock.KubernetesEmulator):
         self.writes: list[Write] = []
         self.calls: set[tuple[str, str, str, str]] = set()
         """(User-Agent, apiGroup, resource[/subresource], verb) of every resource request."""
+        self._in_flight: set[int] = set()
+        self._replaced: dict[int, int] = {}
+        """id of a request being answered -> id of the copy `_replace` put in the log."""
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        # kmock matches every request against its whole history (quadratic over a test); the
-        # tests keep what they need in `writes` and `calls`, so only recent requests stay.
-        del self._requests[:-_HISTORY]
+        # kmock finds a request's reaction by scanning its whole request log with each
+        # reaction's filter: quadratic over a test, minutes with 200 models. The tests keep
+        # what they need in `writes` and `calls`, so the log holds only the requests still
+        # being answered (kmock matches by identity, and watches stay in flight).
+        self._in_flight.add(id(request))
+        self._requests[:] = [seen for seen in self._requests if id(seen) in self._in_flight]
+        try:
+            return await self._answer(request)
+        finally:
+            self._in_flight.discard(id(request))
+            self._in_flight.discard(self._replaced.pop(id(request), 0))
+
+    async def _answer(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if request.resource is not None and request.resource.plural:
             self._log(request)
         if request.resource is not None and request.action == kmock.action.CREATE:
@@ -183,6 +195,8 @@ class ApiServerLikeEmulator(kmock.KubernetesEmulator):
         new: kmock.Request = attrs.evolve(request, data=data)
         requests = self._requests
         requests[next(i for i, seen in enumerate(requests) if seen is request)] = new
+        self._in_flight.add(id(new))
+        self._replaced[id(request)] = id(new)
         return new
 
     @staticmethod
