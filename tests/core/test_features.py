@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.fft
 
 from vibration_core import features as module
+from vibration_core import fft
 from vibration_core.errors import FeatureInputError
 from vibration_core.features import BANDS_HZ, FEATURE_NAMES, band_bins, extract_features
 from vibration_core.features_reference import reference_features
@@ -221,3 +225,35 @@ def test_empty_batch_gives_empty_features() -> None:
 def test_malformed_batches_are_refused(windows: np.ndarray, message: str) -> None:
     with pytest.raises(FeatureInputError, match=message):
         extract_features(windows, FS)
+
+
+def test_the_fft_is_scipys_pocketfft_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    for shape in [(1, 4096), (64, 4096), (3, 2560), (5, 1001)]:
+        block = rng.standard_normal(shape).astype(np.float32)
+        expected = scipy.fft.rfft(block, axis=1, workers=1)
+        assert np.array_equal(fft.rfft(block), expected)
+    assert fft.rfft.backend == "pocketfft"
+
+
+def test_extracting_features_does_not_import_scipy() -> None:
+    # Serving pods pay for every import at start and in RSS (vibration_core.fft says why).
+    code = (
+        "import sys, numpy as np\n"
+        "from vibration_core.features import extract_features\n"
+        "extract_features(np.ones((2, 4096), dtype=np.float32), 25600.0)\n"
+        "print(sorted(m for m in sys.modules if m == 'scipy' or m.startswith('scipy.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_pocketfft_that_cannot_be_loaded_falls_back_to_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> None:
+        raise ImportError("no pypocketfft here")
+
+    monkeypatch.setattr(fft, "_load_pocketfft", broken)
+    rfft = fft._Rfft()
+    block = np.random.default_rng(3).standard_normal((4, 4096)).astype(np.float32)
+    assert np.array_equal(rfft(block), scipy.fft.rfft(block, axis=1, workers=1))
+    assert rfft.backend == "scipy.fft"

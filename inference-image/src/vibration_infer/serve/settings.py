@@ -126,10 +126,13 @@ class ServeSettings(BaseSettings):
     # --- batching and input ---------------------------------------------------------------
     batch_max: int = Field(default=64, ge=1, le=4096, description="Windows per batch at most.")
     batch_deadline_ms: float = Field(
-        default=2.0,
+        default=0.0,
         ge=0,
         le=1000,
-        description="A batch is run this long after its first window at the latest.",
+        description=(
+            "How long a batch may wait for more windows after its first one arrived; 0 runs what is "
+            "queued at once (batches still grow under load: windows queue while a batch runs)."
+        ),
     )
     max_payload_bytes: int = Field(
         default=DEFAULT_MAX_BYTES, ge=64, description="Larger raw payloads are refused (oversized) unread."
