@@ -253,3 +253,11 @@ def test_registry_commands_are_mounted() -> None:
     assert result.exit_code == 0
     for command in ("simulate", "fit", "publish", "list"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", ["simulate", "fit", "publish", "list"])
+def test_every_command_explains_itself(command: str) -> None:
+    # Help text is rich markup: an unescaped "[/prefix]" once crashed publish --help.
+    result = invoke(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.stdout

@@ -533,6 +533,54 @@ def test_cli_publish_prints_and_writes_the_manifest(s3: MotoS3, tmp_path: Path) 
 
 
 @pytest.mark.integration
+def test_cli_publish_points_the_manifest_at_the_hall(s3: MotoS3, tmp_path: Path) -> None:
+    # Published through a port-forward, fetched by the nodes at the in-cluster address.
+    make_model_dir(tmp_path / "model")
+    args = ["publish", str(tmp_path / "model"), "--registry", f"s3://{BUCKET}", "--endpoint", s3.endpoint]
+    args += ["--name", "spindle", "--node-endpoint", "http://minio.hall-b:9000"]
+    args += ["--mqtt-broker", "mqtt://hall-b-mosquitto.hall-b:1883", "--topic-prefix", "factory/hall-b"]
+    args += ["--mqtt-credentials-secret", "mqtt-serving"]
+
+    result = run(*args, env=s3_env())
+
+    assert result.exit_code == 0, result.output
+    manifest = yaml.safe_load((tmp_path / "model" / "vibrationmodel.yaml").read_text())
+    assert manifest["metadata"] == {"name": "spindle"}
+    assert manifest["spec"]["artifact"]["endpoint"] == "http://minio.hall-b:9000"
+    assert manifest["spec"]["mqtt"] == {
+        "broker": "mqtt://hall-b-mosquitto.hall-b:1883",
+        "topicPrefix": "factory/hall-b",
+        "credentialsSecret": "mqtt-serving",
+    }
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--mqtt-broker", "tcp://broker:1883"], "--mqtt-broker: String should match"),
+        (["--topic-prefix", "factory/#"], "--topic-prefix: String should match"),
+        (["--mqtt-credentials-secret", "Not_A_Name"], "--mqtt-credentials-secret: String should match"),
+        (["--name", "Spindle Classifier"], "--name 'Spindle Classifier'"),
+    ],
+)
+def test_cli_publish_refuses_bad_manifest_flags_before_uploading(
+    s3: MotoS3, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    make_model_dir(tmp_path / "model")
+    args = ["publish", str(tmp_path / "model"), "--registry", f"s3://{BUCKET}", "--endpoint", s3.endpoint]
+
+    result = run(*args, *flags, env=s3_env())
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ")
+    assert message in result.stderr
+    assert not (tmp_path / "model" / "vibrationmodel.yaml").exists()
+    listed = run("list", "--registry", f"s3://{BUCKET}", "--endpoint", s3.endpoint, env=s3_env())
+    assert "spindle-classifier" not in listed.stdout  # nothing was uploaded
+
+
+@pytest.mark.integration
 def test_cli_publish_exit_codes(s3: MotoS3, tmp_path: Path) -> None:
     make_model_dir(tmp_path / "a", b"first")
     make_model_dir(tmp_path / "b", b"second")

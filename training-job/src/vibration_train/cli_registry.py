@@ -9,14 +9,17 @@ flags or the environment and are never printed.
 """
 
 # No `from __future__ import annotations`: Typer reads the parameter annotations at run time.
+import re
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from vibration_train.manifest import build_manifest, to_yaml
+from vibration_core.spec import MqttSpec
+from vibration_train.manifest import DEFAULT_BROKER, DEFAULT_TOPIC_PREFIX, build_manifest, to_yaml
 from vibration_train.registry import (
     ModelDirError,
     RegistryConfigError,
@@ -31,9 +34,12 @@ EXIT_BAD_INPUT = 2
 EXIT_CONFLICT = 4
 EXIT_REGISTRY = 5
 MANIFEST_FILENAME = "vibrationmodel.yaml"
+DNS_NAME = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+MAX_NAME = 253
 
 RegistryUri = Annotated[
-    str, typer.Option("--registry", help="file:///absolute/dir or s3://bucket[/prefix].", show_default=False)
+    str,
+    typer.Option("--registry", help="file:///absolute/dir or s3://bucket\\[/prefix].", show_default=False),
 ]
 Endpoint = Annotated[
     str | None,
@@ -77,6 +83,22 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
         str | None, typer.Option(help="Secret the nodes read registry credentials from (in the manifest).")
     ] = None,
     namespace: Annotated[str | None, typer.Option(help="metadata.namespace of the manifest.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="metadata.name of the manifest [default: the model id].")
+    ] = None,
+    node_endpoint: Annotated[
+        str | None,
+        typer.Option(help="S3 endpoint as the nodes reach it, for the manifest [default: --endpoint]."),
+    ] = None,
+    mqtt_broker: Annotated[
+        str, typer.Option(help="The hall's broker as the serving pods reach it, for the manifest.")
+    ] = DEFAULT_BROKER,
+    topic_prefix: Annotated[str, typer.Option(help="The hall's topic prefix, for the manifest.")] = (
+        DEFAULT_TOPIC_PREFIX
+    ),
+    mqtt_credentials_secret: Annotated[
+        str | None, typer.Option(help="Secret with the serving pods' MQTT username and password.")
+    ] = None,
     manifest_out: Annotated[
         Path | None, typer.Option(help=f"Where to write the manifest [default: DIR/{MANIFEST_FILENAME}].")
     ] = None,
@@ -86,6 +108,8 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
     ] = False,
 ) -> None:
     """Publish a model (artifact first, card last) and write its VibrationModel manifest."""
+    # The manifest's own flags are checked before anything is uploaded.
+    _check_manifest_flags(name, mqtt_broker, topic_prefix, mqtt_credentials_secret)
     try:
         target = open_registry(
             registry, endpoint=endpoint, access_key=access_key, secret_key=secret_key, region=region
@@ -97,13 +121,20 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
         _fail(exc, EXIT_CONFLICT)
     except RegistryError as exc:
         _fail(exc, EXIT_REGISTRY)
-    manifest = build_manifest(
-        published.card,
-        published.artifact_uri,
-        namespace=namespace,
-        credentials_secret=credentials_secret,
-        endpoint=endpoint if registry.startswith("s3:") else None,
-    )
+    try:
+        manifest = build_manifest(
+            published.card,
+            published.artifact_uri,
+            name=name,
+            namespace=namespace,
+            credentials_secret=credentials_secret,
+            endpoint=(node_endpoint or endpoint) if registry.startswith("s3:") else None,
+            mqtt_broker=mqtt_broker,
+            topic_prefix=topic_prefix,
+            mqtt_credentials_secret=mqtt_credentials_secret,
+        )
+    except ValidationError as exc:
+        _fail(f"published, but the manifest would be invalid: {_problems(exc)}", EXIT_BAD_INPUT)
     text = to_yaml(manifest)
     out = manifest_out or model_dir / MANIFEST_FILENAME
     try:
@@ -118,6 +149,30 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
     typer.echo(f"# sha256:   {published.sha256}")
     typer.echo(f"# manifest: {out}")
     typer.echo(text, nl=False)
+
+
+def _check_manifest_flags(
+    name: str | None, broker: str, topic_prefix: str, credentials_secret: str | None
+) -> None:
+    if name is not None and (len(name) > MAX_NAME or not re.fullmatch(DNS_NAME, name)):
+        _fail(
+            f"--name {name!r} is not a Kubernetes object name (lowercase a-z, 0-9, '-', '.')", EXIT_BAD_INPUT
+        )
+    try:
+        MqttSpec.model_validate(
+            {"broker": broker, "topicPrefix": topic_prefix, "credentialsSecret": credentials_secret}
+        )
+    except ValidationError as exc:
+        flags = {"broker": "--mqtt-broker", "topicPrefix": "--topic-prefix"}
+        problems = "; ".join(
+            f"{flags.get(str(error['loc'][0]), '--mqtt-credentials-secret')}: {error['msg']}"
+            for error in exc.errors()
+        )
+        _fail(f"invalid manifest flag: {problems}", EXIT_BAD_INPUT)
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors())
 
 
 def list_command(  # noqa: PLR0917 (Typer passes every option as a parameter)

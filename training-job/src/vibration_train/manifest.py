@@ -48,6 +48,7 @@ def build_manifest(
     endpoint: str | None = None,
     mqtt_broker: str = DEFAULT_BROKER,
     topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+    mqtt_credentials_secret: str | None = None,
 ) -> dict[str, Any]:
     """Build the `VibrationModel` for a published model.
 
@@ -60,6 +61,7 @@ def build_manifest(
         endpoint: The S3 endpoint URL the nodes fetch from, when not AWS.
         mqtt_broker: The hall's broker URL.
         topic_prefix: The hall's topic prefix.
+        mqtt_credentials_secret: Name of the Secret with the serving pods' MQTT user.
 
     Raises:
         pydantic.ValidationError: when the result would not be a valid VibrationModel.
@@ -72,12 +74,15 @@ def build_manifest(
         artifact["credentialsSecret"] = credentials_secret
     if endpoint:
         artifact["endpoint"] = endpoint
+    mqtt: dict[str, Any] = {"broker": mqtt_broker, "topicPrefix": topic_prefix}
+    if mqtt_credentials_secret:
+        mqtt["credentialsSecret"] = mqtt_credentials_secret
     spec = {
         "version": card.version,
         "artifact": artifact,
         "format": card.format,
         "accelerator": "coral" if card.format == "edgetpu" else "cpu",
-        "mqtt": {"broker": mqtt_broker, "topicPrefix": topic_prefix},
+        "mqtt": mqtt,
         "validation": {"minAccuracy": min_accuracy(card.metrics.accuracy)},
     }
     model = VibrationModel.model_validate(
