@@ -4,7 +4,8 @@
 in the foreground as a child process:
 
 - ``listener PORT 127.0.0.1``: loopback only, on a port asked from the kernel;
-- ``allow_anonymous true``: tests only; the chart's broker refuses anonymous clients;
+- ``allow_anonymous true``: tests only; the chart's broker refuses anonymous clients
+  (with `auth`, a password file and an ACL file, this one does too);
 - ``set_tcp_nodelay true``: without it a 16 KB message waits for Nagle (about 6 ms);
 - persistence in the temporary directory, so a QoS 1 persistent session and
   its queued messages survive `restart` (the broker writes its database on a
@@ -58,7 +59,15 @@ def mosquitto_path() -> Path | None:
 class Mosquitto:
     """One broker process with a generated config; `start`, `stop`, `restart`."""
 
-    def __init__(self, workdir: Path, *, port: int | None = None, binary: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        binary: Path | None = None,
+        auth: tuple[Path, Path] | None = None,
+    ) -> None:
+        """`auth`: a (passwordfile, aclfile) pair; then anonymous clients are refused."""
         self.binary = binary or mosquitto_path() or MOSQUITTO
         self.workdir = workdir
         self.port = port or free_port()
@@ -71,7 +80,11 @@ class Mosquitto:
             "\n".join(
                 [
                     f"listener {self.port} 127.0.0.1",
-                    "allow_anonymous true",
+                    *(
+                        [f"password_file {auth[0]}", f"acl_file {auth[1]}", "allow_anonymous false"]
+                        if auth
+                        else ["allow_anonymous true"]
+                    ),
                     # As root the broker would switch to the user "mosquitto", which cannot
                     # write to a test's temporary directory; as anyone else this is ignored.
                     f"user {pwd.getpwuid(os.geteuid()).pw_name}",
