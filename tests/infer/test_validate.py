@@ -6,6 +6,7 @@ import contextlib
 import functools
 import io
 import json
+import os
 import shutil
 import threading
 import time
@@ -190,6 +191,20 @@ def test_each_failure_has_its_exit_code_and_reason(
     assert compact.reason == report["reason"]
     assert "\n" not in compact.reason
     assert last_good_bytes(settings) is None
+
+
+def test_an_unusable_cache_dir_says_what_the_node_needs(
+    onnx_model: TinyModel, registry: Path, make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    # A file where the cache directory should be: unusable even for root, who runs the tests.
+    # On a node it is usually a hostPath the kubelet created for root, unwritable by the pod.
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    settings = make_settings(model_uri=publish(registry, onnx_model).as_uri(), cache_dir=blocked)
+    code, report, compact = run(settings)
+    assert code is ExitCode.CANNOT_FETCH
+    assert f"cache dir {blocked} is unusable" in report["reason"]
+    assert f"writable by uid {os.getuid()}" in compact.reason
 
 
 def test_hung_registry_fails_within_its_timeout(make_settings: MakeSettings) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -247,7 +248,11 @@ def _resolve(
         with cache.staging() as staged:
             return _download(settings, options, cache, staged, outcome)
     except OSError as exc:
-        detail = f"cache dir {settings.cache_dir} is unusable ({exc.strerror or type(exc).__name__})"
+        detail = (
+            f"cache dir {settings.cache_dir} is unusable ({exc.strerror or type(exc).__name__}); "
+            f"it must be a directory writable by uid {os.getuid()} (on a node: the hostPath "
+            "serving.cacheHostPath, created by the node's administrator)"
+        )
         raise FetchError(redact_uri(settings.artifact_uri), detail) from None
 
 
