@@ -13,7 +13,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 PY_DIRS := core training-job inference-image operator tests tools
 
-.PHONY: help setup setup-test demo test check fmt lint typecheck layers crds generate verify-generated bench clean
+.PHONY: help setup setup-test demo demo-k8s test check fmt lint typecheck layers crds generate verify-generated bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ setup-test: $(UV) ## the environment plus what the tests run for real (mosquitto
 demo: setup ## run the demo on embedded defaults (installs mosquitto when missing)
 	tools/ensure-test-deps.sh
 	$(RUN) python tools/demo.py
+
+demo-k8s: setup ## the demo on the cluster of KUBECONFIG (images pushed first; DRY_RUN=1 prints it)
+	tools/ensure-helm.sh
+	$(RUN) python tools/demo_k8s.py $(if $(DRY_RUN),--dry-run) $(DEMO_K8S_FLAGS)
 
 test: setup-test ## run every test
 	$(RUN) pytest

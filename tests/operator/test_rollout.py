@@ -290,6 +290,27 @@ def test_canary_failure_rolls_back_and_degrades_old_version_still_active() -> No
     assert cluster.status.history == history  # type: ignore[union-attr]
 
 
+def test_rolling_back_to_the_active_version_clears_degraded() -> None:
+    # README "Roll back": after a failed v2, the hall applies v1's manifest again.
+    cluster = rolled_out("v1", failures={("edge-1", "v2"): FAIL})
+    cluster.generation = 2
+    cluster.run(make_spec("v2"))
+    assert cluster.phase() == "Degraded"
+
+    cluster.generation = 3
+    cluster.run(make_spec("v1"))
+
+    status = cluster.status
+    assert status is not None
+    assert status.phase == "Ready"
+    assert status.active == status.target == VersionRef(version="v1", sha256=sha("v1"))
+    assert cluster.condition("Ready")[0] == "True"
+    assert cluster.condition("Degraded")[0] == "False"
+    assert all(c.observed_generation == 3 for c in status.conditions if c.type != "Drifted")
+    assert status.observed_generation == 3
+    assert cluster.serving() == dict.fromkeys(NODES, "v1")
+
+
 def test_first_rollout_waits_for_canary_before_creating_other_pods() -> None:
     cluster = Cluster()
     spec = make_spec("v1")

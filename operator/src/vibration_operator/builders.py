@@ -106,11 +106,12 @@ def read_target_configmap(
     return out[0], out[1]
 
 
-def _security_context() -> dict[str, Any]:
+def restricted_security_context(uid: int = RUN_AS) -> dict[str, Any]:
+    """A container security context of the restricted Pod Security profile, as `uid`."""
     return {
         "runAsNonRoot": True,
-        "runAsUser": RUN_AS,
-        "runAsGroup": RUN_AS,
+        "runAsUser": uid,
+        "runAsGroup": uid,
         "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
         "privileged": False,
@@ -218,7 +219,7 @@ def _container(
         "env": _env_list(_env(spec, settings)),
         "resources": {"requests": requests, "limits": limits},
         "volumeMounts": _mounts(spec, mqtt=name == SERVE),
-        "securityContext": _security_context(),
+        "securityContext": restricted_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }

@@ -1,0 +1,187 @@
+"""make demo-k8s: the demo's story on a real cluster (K3s or any Kubernetes 1.28+ given by KUBECONFIG).
+
+Every step prints the command it runs. With ``--dry-run`` nothing touches a
+cluster: the commands are printed and every manifest is written under
+``demo-output/k8s/`` (the tests validate them). The steps:
+
+1. preflight: KUBECONFIG, kubectl, helm, mosquitto_passwd; the gateways are the
+   nodes labelled ``edge.vibration.io/hall=<hall>`` (with none, every node is labelled);
+2. the namespace and its Secrets: registry keys, the broker's users and ACLs
+   (``examples/broker/aclfile`` for this hall), the serving pods' MQTT user;
+3. MinIO in the namespace, the demo's registry;
+4. per gateway, a Job that writes a labelled test set into the test-data
+   hostPath and hands the cache hostPath to the serving pods' uid;
+5. ``helm upgrade --install`` of the chart for the hall;
+6. v1, v2 and a v3 trained on shuffled labels, each published to MinIO through
+   ``kubectl port-forward``, with manifests that hold the hall's bar (minimum accuracy);
+7. v1 applied, Ready; v2 applied, Ready with v2 active; v3 applied, Degraded
+   while v2 stays active; v2 applied again (the roll back), Ready.
+
+The images must be pullable by the nodes (``--image-registry``, ``--image-tag``):
+build and push them with the commands in the Dockerfiles' headers. Exits 0 only
+when every step behaved as expected; ``--delete`` removes the namespace afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+import demo_k8s_objects as objects
+from demo_k8s_cluster import REGISTRY_SECRET, ROOT, SERVING_SECRET, WAIT, Cluster, DemoError
+from demo_k8s_models import publish, roll_out, train
+
+HALL_LABEL = "edge.vibration.io/hall"
+
+
+def gateways(cluster: Cluster) -> list[str]:
+    """The hall's gateways; labels every node when none is labelled yet."""
+    hall = cluster.hall
+    if cluster.dry_run:
+        cluster.run("kubectl", "get", "nodes", "-l", f"{HALL_LABEL}={hall.name}")
+        return ["gw-1"]
+    labelled = cluster.kubectl_json("get", "nodes", "-l", f"{HALL_LABEL}={hall.name}").get("items", [])
+    if not labelled:
+        print(f"no node is labelled {HALL_LABEL}={hall.name}: every node becomes a gateway of the hall")
+        cluster.run("kubectl", "label", "nodes", "--all", f"{HALL_LABEL}={hall.name}", "--overwrite")
+        labelled = cluster.kubectl_json("get", "nodes", "-l", f"{HALL_LABEL}={hall.name}").get("items", [])
+    return sorted(node["metadata"]["name"] for node in labelled)
+
+
+def preflight(cluster: Cluster) -> None:
+    """Everything the demo needs before it changes anything."""
+    missing = [tool for tool in ("kubectl", "mosquitto_passwd") if shutil.which(tool) is None]
+    if not Path(cluster.helm).is_file() and shutil.which("helm") is None:
+        missing.append("helm (tools/ensure-helm.sh installs it)")
+    if cluster.dry_run:
+        return
+    if not os.environ.get("KUBECONFIG"):
+        raise DemoError("KUBECONFIG is not set: point it at the K3s cluster (e.g. /etc/rancher/k3s/k3s.yaml)")
+    if missing:
+        raise DemoError(f"missing on this machine: {', '.join(missing)}")
+    cluster.run("kubectl", "version")
+
+
+def secrets_and_registry(cluster: Cluster, work: Path) -> dict[str, str]:
+    """The namespace, its Secrets and MinIO; returns the credentials the publisher uses."""
+    hall = cluster.hall
+    keys = {"accessKey": "demo-" + secrets.token_hex(4), "secretKey": secrets.token_urlsafe(24)}
+    users = {"serving": secrets.token_urlsafe(18), "dashboard": secrets.token_urlsafe(18)}
+    passwords = work / "passwordfile"
+    passwords.write_text("")
+    for user, password in users.items():
+        if not cluster.dry_run:
+            subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True)
+    acl = objects.acl_for((ROOT / "examples" / "broker" / "aclfile").read_text(), hall.topic_prefix)
+    shown = {"accessKey": keys["accessKey"], "secretKey": "(hidden)"}
+    cluster.apply("namespace", [objects.namespace(hall)])
+    cluster.apply(
+        "secrets",
+        [
+            objects.secret(hall, REGISTRY_SECRET, keys),
+            objects.secret(
+                hall, f"{hall.name}-mqtt-users", {"passwordfile": passwords.read_text(), "aclfile": acl}
+            ),
+            objects.secret(hall, SERVING_SECRET, {"username": "serving", "password": users["serving"]}),
+        ],
+        private=work,  # a temporary directory: the passwords are not left in demo-output
+    )
+    print(f"registry keys: {shown}; MQTT users: serving, dashboard (passwords in the Secrets)")
+    cluster.apply("minio", objects.minio(hall, REGISTRY_SECRET))
+    cluster.run("kubectl", "-n", hall.namespace, "rollout", "status", "deployment/minio", f"--timeout={WAIT}")
+    return keys
+
+
+def seed_nodes(cluster: Cluster, nodes: list[str]) -> None:
+    """A test set on every gateway and its cache made ready, by one Job per node."""
+    hall = cluster.hall
+    jobs = [objects.seed_job(hall, node, seed=100 + i) for i, node in enumerate(nodes)]
+    cluster.apply("seed-jobs", jobs)
+    for job in jobs:
+        name = job["metadata"]["name"]
+        cluster.run(
+            "kubectl",
+            "-n",
+            hall.namespace,
+            "wait",
+            f"job/{name}",
+            "--for=condition=Complete",
+            f"--timeout={WAIT}",
+        )
+
+
+def install_chart(cluster: Cluster) -> None:
+    """The chart for the hall: CRD, operator, broker."""
+    hall = cluster.hall
+    values = objects.chart_values(
+        hall, users_secret=f"{hall.name}-mqtt-users", registry_secret=REGISTRY_SECRET
+    )
+    path = cluster.out / "values.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    cluster.run(
+        "helm",
+        "upgrade",
+        "--install",
+        hall.name,
+        str(ROOT / "charts" / "vibration-edge"),
+        "--namespace",
+        hall.namespace,
+        "--values",
+        str(path),
+        "--wait",
+        f"--timeout={WAIT}",
+    )
+
+
+def main() -> int:
+    """Run the story on the cluster of KUBECONFIG (or print it with --dry-run)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and write the manifests")
+    parser.add_argument("--hall", default="hall-demo", help="the hall's name, also its namespace")
+    parser.add_argument("--image-registry", default=objects.Hall.image_registry, help="where the images are")
+    parser.add_argument("--image-tag", default=objects.Hall.image_tag, help="the images' tag")
+    parser.add_argument("--out", type=Path, default=ROOT / "demo-output" / "k8s", help="manifests go here")
+    parser.add_argument("--delete", action="store_true", help="delete the namespace at the end")
+    args = parser.parse_args()
+    hall = objects.Hall(
+        name=args.hall, namespace=args.hall, image_registry=args.image_registry, image_tag=args.image_tag
+    )
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    cluster = Cluster(hall, args.out, dry_run=args.dry_run)
+    try:
+        with tempfile.TemporaryDirectory(prefix="vibration-demo-k8s-") as tmp:
+            work = Path(tmp)
+            preflight(cluster)
+            nodes = gateways(cluster)
+            print(f"gateways of {hall.name}: {', '.join(nodes)}")
+            keys = secrets_and_registry(cluster, work)
+            seed_nodes(cluster, nodes)
+            install_chart(cluster)
+            train(cluster, work)
+            shown = roll_out(cluster, publish(cluster, work, keys))
+    except DemoError as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.delete:
+            cluster.run("kubectl", "delete", "namespace", hall.namespace, "--wait=false", check=False)
+    print("\n=== Summary" + ("  (dry run: nothing was applied)" if args.dry_run else ""))
+    for line in shown:
+        print(f"  {line}")
+    print(f"  manifests: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The demo-k8s story proper: three versions trained, published, rolled out, one refused, one rolled back."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+import subprocess
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+import demo_k8s_objects as objects
+from demo_k8s_cluster import MIN_ACCURACY, MODEL, REGISTRY_SECRET, SERVING_SECRET, WAIT, Cluster, DemoError
+from vibration_core import dataset
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+@contextlib.contextmanager
+def port_forward(cluster: Cluster) -> Iterator[str]:
+    """MinIO on a local port through ``kubectl port-forward``; yields its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = ["port-forward", "-n", cluster.hall.namespace, "svc/minio", f"{port}:{objects.MINIO_PORT}"]
+    print(f"$ kubectl {' '.join(args)} &", flush=True)
+    if cluster.dry_run:
+        yield f"http://127.0.0.1:{port}"
+        return
+    process = subprocess.Popen([cluster.kubectl, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise DemoError("kubectl port-forward to MinIO did not come up")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def train(cluster: Cluster, work: Path) -> None:
+    """v1 and v2 on the hall's history, v3 on the same windows with shuffled labels."""
+    history, shuffled = work / "history.parquet", work / "shuffled.parquet"
+    cluster.run("vibration-train", "simulate", "--windows", "2400", "--seed", "7", "--out", str(history))
+    if not cluster.dry_run:
+        data = dataset.read_windows(history)
+        labels = np.random.default_rng(3).permutation(data.labels) if data.labels is not None else None
+        dataset.write_parquet(dataclasses.replace(data, labels=labels), shuffled)
+    for version, source, seed in (("v1", history, "0"), ("v2", history, "1"), ("v3", shuffled, "2")):
+        cluster.run(
+            "vibration-train",
+            "fit",
+            "--data",
+            str(source),
+            "--out",
+            str(work / version),
+            "--version",
+            version,
+            "--random-state",
+            seed,
+            quiet=True,
+        )
+
+
+def publish(cluster: Cluster, work: Path, keys: dict[str, str]) -> dict[str, Path]:
+    """Each version into MinIO; the manifests, with the hall's bar, under demo-output/k8s/."""
+    hall, manifests = cluster.hall, {}
+    os.environ["VIBRATION_S3_ACCESS_KEY"], os.environ["VIBRATION_S3_SECRET_KEY"] = (
+        keys["accessKey"],
+        keys["secretKey"],
+    )
+    with port_forward(cluster) as endpoint:
+        for version in ("v1", "v2", "v3"):
+            out = cluster.out / f"{MODEL}-{version}.yaml"
+            cluster.run(
+                "vibration-train",
+                "publish",
+                str(work / version),
+                "--registry",
+                "s3://models",
+                "--endpoint",
+                endpoint,
+                "--create-bucket",
+                "--node-endpoint",
+                hall.minio_url,
+                "--credentials-secret",
+                REGISTRY_SECRET,
+                "--namespace",
+                hall.namespace,
+                "--mqtt-broker",
+                hall.broker_url,
+                "--topic-prefix",
+                hall.topic_prefix,
+                "--mqtt-credentials-secret",
+                SERVING_SECRET,
+                "--manifest-out",
+                str(out),
+                quiet=True,
+            )
+            if not cluster.dry_run:
+                manifest = yaml.safe_load(out.read_text())
+                manifest["spec"]["validation"]["minAccuracy"] = (
+                    MIN_ACCURACY  # the hall's bar, not the model's
+                )
+                out.write_text(yaml.safe_dump(manifest, sort_keys=False))
+            manifests[version] = out
+    return manifests
+
+
+def wait_for(cluster: Cluster, condition: str, active: str, timeout_s: float = 600) -> dict[str, Any]:
+    """Until the status describes the current spec: `condition` True and `active` serving."""
+    ns = cluster.hall.namespace
+    # What a person types; the loop below also checks that the status is about this generation.
+    cluster.run("kubectl", "-n", ns, "wait", f"vibrationmodel/{MODEL}", f"--for=condition={condition}=True",
+                f"--timeout={WAIT}", quiet=True)  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while not cluster.dry_run:
+        obj = cluster.kubectl_json("-n", ns, "get", f"vibrationmodel/{MODEL}")
+        generation, status = obj["metadata"].get("generation"), obj.get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        now = conditions.get(condition, {})
+        if (
+            status.get("observedGeneration") == generation
+            and now.get("status") == "True"
+            and now.get("observedGeneration") == generation
+            and (status.get("active") or {}).get("version") == active
+        ):
+            return status
+        if time.monotonic() > deadline:
+            raise DemoError(
+                f"{MODEL} did not reach {condition} with {active} active within {timeout_s:.0f} s: "
+                f"phase {status.get('phase')}, active {(status.get('active') or {}).get('version')}, "
+                f"{condition}: {now.get('message', 'not set')}"
+            )
+        time.sleep(2)
+    return {}
+
+
+def roll_out(cluster: Cluster, manifests: dict[str, Path]) -> list[str]:
+    """v1, v2, the bad v3, and the roll back to v2; what each step showed."""
+    ns, shown = cluster.hall.namespace, []
+    steps = (("v1", "Ready", "v1"), ("v2", "Ready", "v2"), ("v3", "Degraded", "v2"), ("v2", "Ready", "v2"))
+    for version, condition, active in steps:
+        cluster.run("kubectl", "apply", "-f", str(manifests[version]))
+        status = wait_for(cluster, condition, active)
+        cluster.run("kubectl", "-n", ns, "get", "vibrationmodels")
+        said = "; ".join(c.get("message", "") for c in status.get("conditions", []) if c["type"] == condition)
+        shown.append(
+            f"{version} applied: {condition}, {active} active" + (f" ({said[:160]})" if said else "")
+        )
+    cluster.run("kubectl", "-n", ns, "get", "events", "--field-selector", f"involvedObject.name={MODEL}")
+    return shown
