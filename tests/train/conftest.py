@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
     from vibration_core.modelcard import ModelCard
 
+FIGURE_PROPERTY = "figure"
+"""A test's `record_property` name for a figure the test run's summary prints."""
+
 SAMPLE_RATE = 25600.0
 WINDOW_LENGTH = 1024
 N_WINDOWS = 480
@@ -108,3 +111,17 @@ def trained(raw_parquet: Path) -> Trained:
         table=table, result=result, config=TINY, model=model, model_id="spindle-classifier", version="v1"
     )
     return Trained(table, result, model, parity, card)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the figures tests recorded (the INT8 accuracy gap), whatever the output capture."""
+    figures = [
+        str(value)
+        for report in terminalreporter.stats.get("passed", [])
+        for name, value in getattr(report, "user_properties", [])
+        if name == FIGURE_PROPERTY
+    ]
+    if figures:
+        terminalreporter.section("figures")
+        for figure in figures:
+            terminalreporter.write_line(figure)
