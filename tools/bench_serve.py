@@ -90,6 +90,29 @@ print(json.dumps({"label": str(label[0])}))
 """
 
 
+# serve's own MQTT link and batching with no model: every window is answered with a fixed
+# prediction-sized payload, acknowledged once that answer is, as serve does.
+TRANSPORT_SCRIPT = """
+import queue, sys
+from vibration_core.topics import TopicLayout
+from vibration_infer.serve.batcher import collect
+from vibration_infer.serve.mqtt import MqttLink
+from vibration_infer.serve.settings import ServeSettings
+settings = ServeSettings(mqtt_url=sys.argv[1], topic_prefix=sys.argv[2], node_name="transport",
+                         model_id="none", client_id="bench-transport")
+layout, inbox = TopicLayout(sys.argv[2]), queue.SimpleQueue()
+link = MqttLink(settings, layout.raw_subscription(), inbox)
+link.start()
+link.wait_connected(30)
+print("ready", flush=True)
+answer = b"x" * 420
+while True:
+    for item in collect(inbox, settings.batch_max, 0.0, 0.1):
+        machine = item.topic.split("/")[-2]
+        link.publish(layout.predictions(machine), answer, qos=1, then_ack=item)
+"""
+
+
 class Collector:
     """Receives predictions on a raw MQTT connection and stamps each with its arrival time."""
 
@@ -260,6 +283,31 @@ def compute_floor(model: Path, messages: list[tuple[str, int, bytes]]) -> float:
     return best / len(items) * 1e6
 
 
+def transport_only(broker: Mosquitto, messages: list[tuple[str, int, bytes]]) -> tuple[float, float]:
+    """Serve's MQTT link alone, on one core, under the same flood: CPU us per window and windows/s."""
+    core = max(os.sched_getaffinity(0))
+    process = subprocess.Popen(
+        [sys.executable, "-c", TRANSPORT_SCRIPT, broker.url, PREFIX],
+        stdout=subprocess.PIPE,
+        preexec_fn=lambda: os.sched_setaffinity(0, {core}),  # noqa: PLW1509 - no threads yet
+    )
+    try:
+        if process.stdout is None or process.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the transport-only client did not connect")
+        collector, publisher = Collector(broker), Publisher(broker)
+        cpu_before, started = cpu_seconds(process.pid), time.perf_counter()
+        publisher.send(messages, rate_hz=None)
+        done = collector.wait_for(len(messages), 600)
+        seconds = time.perf_counter() - started
+        cpu_us = (cpu_seconds(process.pid) - cpu_before) / len(messages) * 1e6
+        publisher.close()
+        collector.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return cpu_us, (len(messages) / seconds if done else float("nan"))
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of a process, MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -336,6 +384,8 @@ def main() -> int:
             collector.close()
         base_p50, base_p99, base_rate = seed_style(model, stream, args.baseline_windows)
         floor_us = compute_floor(model, flood[:2048])
+        with Mosquitto(work / "broker-transport") as broker:
+            transport_us, transport_rate = transport_only(broker, encoded(stream, 2 * 10**15)[: len(flood)])
     rate = len(flood) / (last - started)
     baseline = f"p50 {base_p50:.0f} ms, p99 {base_p99:.0f} ms"
     record(
@@ -374,6 +424,10 @@ def main() -> int:
                 Figure(
                     "serve's batch work alone, no MQTT (decode, features, model, answers, drift)",
                     f"{floor_us:.0f} us (alone on one core: {1e6 / floor_us:.0f} windows/s)",
+                ),
+                Figure(
+                    "serve's MQTT link alone, no model (paho, same flood)",
+                    f"{transport_us:.0f} us CPU per window, {transport_rate:.0f} windows/s",
                 ),
                 Figure(
                     "RSS, model loaded, idle",

@@ -194,11 +194,16 @@ def step_live(demo: Demo) -> str:
     if problems:
         raise DemoError("; ".join(problems))
     report = result.refused.candidate_report if result.refused else None
+    passed = result.swapped.candidate_report if result.swapped else None
+    if passed is None or passed.outcome != "passed" or passed.version != "v2":
+        raise DemoError("the pod served v2 without a passed validation report for it")
     alert = result.alert
     said = f"alert {alert.label} on {alert.machine} ({alert.consecutive} in a row)" if alert else ""
     return (
-        f"{result.windows} windows, each answered once; hot swap v1 -> v2 with zero lost windows; {said}; "
-        f"drift flagged; v3 refused: {report.reason if report else '?'}"
+        f"{result.windows} windows, each answered once; v2 validated in the pod (accuracy "
+        f"{passed.accuracy if passed.accuracy is None else round(passed.accuracy, 3)}) and hot-swapped "
+        f"with zero lost windows; {said}; drift flagged; "
+        f"v3 refused: {report.reason if report else '?'}"
     )
 
 

@@ -228,7 +228,8 @@ def live_view(hall: Hall, sent: int) -> Table:
     if status:
         s = status[0]
         drift = "DRIFTED" if s.drifted else "ok"
-        table.caption = f"pod: {s.version} {s.state}, drift {drift}; {s.message[:90]}"
+        candidate = f"; candidate {s.candidate_version} {s.candidate_state}" if s.candidate_version else ""
+        table.caption = f"pod serves {s.version}, drift {drift}{candidate}\n{s.message[:160]}"
     return table
 
 
@@ -242,6 +243,8 @@ class LiveResult:
     alert: Alert | None
     drifted: bool
     refused: ModelStatus | None
+    swapped: ModelStatus | None
+    """The pod's status once v2, validated in the pod, served."""
 
 
 def run_live(out: Path, bin_dir: Path, windows_per_machine: int = 300) -> LiveResult:
@@ -257,7 +260,7 @@ def run_live(out: Path, bin_dir: Path, windows_per_machine: int = 300) -> LiveRe
             listener.subscribe([(f"{PREFIX}/machines/+/+", 1), (f"{PREFIX}/nodes/+/status", 1)])
             sensor = mqtt_client(broker, "demo-sensors")
             time.sleep(0.5)
-            refused = _stream(stream, sensor, hall, node, registry)
+            swapped, refused = _stream(stream, sensor, hall, node, registry)
             wait_for("every window's prediction", lambda: len(hall.predictions) >= len(stream))
             time.sleep(1.0)  # anything answered twice would arrive now
             sensor.disconnect()
@@ -273,15 +276,19 @@ def run_live(out: Path, bin_dir: Path, windows_per_machine: int = 300) -> LiveRe
         alert=alert,
         drifted=any(s.drifted for s in hall.statuses),
         refused=refused,
+        swapped=swapped,
     )
 
 
 def _stream(
     stream: list[tuple[str, int, bytes]], sensor: paho.Client, hall: Hall, node: Path, registry: Path
-) -> ModelStatus | None:
-    """Publish the hall at 80 windows/s with a live view; move the target to v2, then to v3."""
+) -> tuple[ModelStatus | None, ModelStatus | None]:
+    """Publish the hall at 80 windows/s with a live view; move the target to v2, then to v3.
+
+    Returns the pod's status once v2 served and once v3 was refused.
+    """
     swap_at, bad_at = len(stream) // 3, 2 * len(stream) // 3
-    refused: ModelStatus | None = None
+    refused = swapped = None
     started = time.perf_counter()
     with Live(live_view(hall, 0), console=console, refresh_per_second=4) as live:
         for i, (machine, _ts, payload) in enumerate(stream):
@@ -290,6 +297,7 @@ def _stream(
                 write_target(node / "target.json", registry, "v2")
             if i == bad_at:
                 wait_for("v2 to serve", lambda: (s := hall.last_status()) is not None and s.version == "v2")
+                swapped = hall.last_status()
                 write_target(node / "target.json", registry, "v3")
             if i % 20 == 0:
                 live.update(live_view(hall, i + 1))
@@ -303,4 +311,4 @@ def _stream(
         )  # fmt: skip
         refused = hall.last_status()
         live.update(live_view(hall, len(stream)))
-    return refused
+    return swapped, refused
