@@ -26,7 +26,7 @@ from vibration_train.card import write_model
 from vibration_train.data import load_table
 from vibration_train.errors import FitConfigError, ParityError, TrainingDataError
 from vibration_train.fit import FitConfig, fit
-from vibration_train.onnx_export import PROB_TOLERANCE, check_parity
+from vibration_train.onnx_export import PROB_TOLERANCE, check_parity, to_onnx
 from vibration_train.report import format_report
 
 if TYPE_CHECKING:
@@ -89,6 +89,12 @@ def test_onnx_labels_and_probabilities_match_sklearn(trained: Trained) -> None:
         probabilities, result.estimator.predict_proba(result.x_test), rtol=0, atol=PROB_TOLERANCE
     )
     assert trained.parity.identical_labels == trained.parity.total == result.y_test.size
+
+
+def test_the_same_data_and_seed_give_the_same_bytes(trained: Trained) -> None:
+    # A rebuilt version must be byte-identical, or publishing it again is refused as a conflict.
+    again = fit(trained.table, TINY)
+    assert to_onnx(again.estimator, trained.table.features.shape[1]).data == trained.model.data
 
 
 def test_card_describes_the_onnx_graph(trained: Trained) -> None:

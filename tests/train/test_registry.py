@@ -229,6 +229,22 @@ def test_republishing_other_bytes_is_refused_and_changes_nothing(target: Target,
     assert target.snapshot() == before
 
 
+def test_a_rebuilt_identical_version_is_already_published(target: Target, tmp_path: Path) -> None:
+    # Same data, same seed, same bytes (the export is deterministic); only the card's time differs.
+    first = make_model_dir(tmp_path / "a", b"model", created=created_at(9))
+    rebuilt = make_model_dir(tmp_path / "b", b"model", created=created_at(15))
+    publish(tmp_path / "a", target.open())
+    before = target.snapshot()
+    recording = Recording(target.open())
+
+    again = publish(tmp_path / "b", recording)
+
+    assert again.already_published
+    assert again.card == first != rebuilt  # the registry's card is the version's card
+    assert recording.puts == []
+    assert target.snapshot() == before
+
+
 def test_same_artifact_with_another_card_is_refused(target: Target, tmp_path: Path) -> None:
     make_model_dir(tmp_path / "a", b"model")
     make_model_dir(tmp_path / "b", b"model", framework="something else")

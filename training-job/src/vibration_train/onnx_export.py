@@ -72,6 +72,10 @@ class ParityReport:
         return f"labels {self.identical_labels}/{self.total} identical, max |dp| = {self.max_prob_diff:.2g}"
 
 
+GRAPH_NAME = "vibration_classifier"
+"""The ONNX graph's name, fixed so that an export is a function of the model alone."""
+
+
 def to_onnx(estimator: Any, n_features: int) -> OnnxModel:  # noqa: ANN401 - any fitted scikit-learn classifier
     """Convert a fitted classifier to ONNX with the pinned opsets and ``zipmap`` off."""
     try:
@@ -88,6 +92,9 @@ def to_onnx(estimator: Any, n_features: int) -> OnnxModel:  # noqa: ANN401 - any
     if len(outputs) != 2 or outputs[0].dtype != "string":  # noqa: PLR2004 - label and probabilities
         raise ExportError("onnx", f"expected a string label and a probability output, got {outputs}")
     opsets = {entry.domain or "ai.onnx": int(entry.version) for entry in proto.opset_import}
+    # skl2onnx names the graph with a random UUID: the same data and seed would give other
+    # bytes, another sha256, and a republish of a rebuilt version would be refused as a conflict.
+    proto.graph.name = GRAPH_NAME
     data = proto.SerializeToString()
     logger.info("onnx_exported bytes=%d opsets=%s", len(data), opsets)
     return OnnxModel(data=data, input=_tensor_spec(graph_input), outputs=outputs, opsets=opsets)

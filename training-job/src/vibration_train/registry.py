@@ -187,7 +187,7 @@ def publish(model_dir: Path, registry: Registry, *, create_bucket: bool = False)
     registry.ensure_ready(create=create_bucket)
     existing = registry.get(card_key)
     if existing is not None:
-        _check_same_version(registry, card, card_key, existing)
+        card = _check_same_version(registry, card, card_key, existing)
         if registry.size(artifact_key) != card.artifact.size_bytes:
             # The card is ours byte for byte, so restoring its artifact cannot change what it promises.
             logger.warning("artifact_restored uri=%s", result.artifact_uri)
@@ -208,15 +208,24 @@ def publish(model_dir: Path, registry: Registry, *, create_bucket: bool = False)
     return result
 
 
-def _check_same_version(registry: Registry, card: ModelCard, card_key: str, existing: bytes) -> None:
+def _check_same_version(registry: Registry, card: ModelCard, card_key: str, existing: bytes) -> ModelCard:
+    """The published card, when it describes the same model as `card`; else a conflict.
+
+    A version rebuilt from the same data and seed has the same artifact and the same card but
+    for the time it was written: that is the published version, and its card stays. Any
+    other difference (labels, features, signal, metrics) is a conflict.
+    """
     try:
         published = ModelCard.from_json(existing, source=registry.uri_for(card_key))
     except ModelCardError as exc:
         raise RegistryError(registry.uri, f"{exc}; refusing to overwrite it") from exc
-    if published != card:
+    if published.model_copy(update={"created": card.created}) != card:
         raise VersionConflictError(
             card.model_id, card.version, published.artifact.sha256, card.artifact.sha256, uri=registry.uri
         )
+    if published.created != card.created:
+        logger.info("publish_rebuilt_identical model_id=%s version=%s", card.model_id, card.version)
+    return published
 
 
 def _remove_quietly(registry: Registry, key: str) -> None:
