@@ -555,7 +555,7 @@ def test_cli_publish_points_the_manifest_at_the_hall(s3: MotoS3, tmp_path: Path)
     args = ["publish", str(tmp_path / "model"), "--registry", f"s3://{BUCKET}", "--endpoint", s3.endpoint]
     args += ["--name", "spindle", "--node-endpoint", "http://minio.hall-b:9000"]
     args += ["--mqtt-broker", "mqtt://hall-b-mosquitto.hall-b:1883", "--topic-prefix", "factory/hall-b"]
-    args += ["--mqtt-credentials-secret", "mqtt-serving"]
+    args += ["--mqtt-credentials-secret", "mqtt-serving", "--node-selector", "edge.vibration.io/hall=hall-b"]
 
     result = run(*args, env=s3_env())
 
@@ -563,6 +563,7 @@ def test_cli_publish_points_the_manifest_at_the_hall(s3: MotoS3, tmp_path: Path)
     manifest = yaml.safe_load((tmp_path / "model" / "vibrationmodel.yaml").read_text())
     assert manifest["metadata"] == {"name": "spindle"}
     assert manifest["spec"]["artifact"]["endpoint"] == "http://minio.hall-b:9000"
+    assert manifest["spec"]["nodeSelector"] == {"edge.vibration.io/hall": "hall-b"}
     assert manifest["spec"]["mqtt"] == {
         "broker": "mqtt://hall-b-mosquitto.hall-b:1883",
         "topicPrefix": "factory/hall-b",
@@ -578,6 +579,10 @@ def test_cli_publish_points_the_manifest_at_the_hall(s3: MotoS3, tmp_path: Path)
         (["--topic-prefix", "factory/#"], "--topic-prefix: String should match"),
         (["--mqtt-credentials-secret", "Not_A_Name"], "--mqtt-credentials-secret: String should match"),
         (["--name", "Spindle Classifier"], "--name 'Spindle Classifier'"),
+        (["--namespace", "Hall_A"], "--namespace 'Hall_A'"),
+        (["--node-endpoint", "minio.hall-b:9000"], "--node-endpoint (or --endpoint): String should match"),
+        (["--credentials-secret", "Minio Keys"], "--credentials-secret: String should match"),
+        (["--node-selector", "edge.vibration.io/hall"], "is not KEY=VALUE"),
     ],
 )
 def test_cli_publish_refuses_bad_manifest_flags_before_uploading(
@@ -593,7 +598,19 @@ def test_cli_publish_refuses_bad_manifest_flags_before_uploading(
     assert message in result.stderr
     assert not (tmp_path / "model" / "vibrationmodel.yaml").exists()
     listed = run("list", "--registry", f"s3://{BUCKET}", "--endpoint", s3.endpoint, env=s3_env())
-    assert "spindle-classifier" not in listed.stdout  # nothing was uploaded
+    assert listed.exit_code == 0, listed.output
+    assert "no published models" in listed.stdout  # nothing was uploaded
+
+
+def test_cli_publish_node_endpoint_needs_an_s3_registry(tmp_path: Path) -> None:
+    make_model_dir(tmp_path / "model")
+    registry = (tmp_path / "registry").as_uri()
+    result = run(
+        "publish", str(tmp_path / "model"), "--registry", registry, "--node-endpoint", "http://x:9000"
+    )
+    assert result.exit_code == 2
+    assert "--node-endpoint is for s3:// registries" in result.stderr
+    assert not (tmp_path / "registry").exists()
 
 
 @pytest.mark.integration

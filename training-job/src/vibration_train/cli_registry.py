@@ -9,16 +9,18 @@ flags or the environment and are never printed.
 """
 
 # No `from __future__ import annotations`: Typer reads the parameter annotations at run time.
+import dataclasses
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from vibration_core.spec import MqttSpec
+from vibration_core.modelcard import ModelCard
 from vibration_train.manifest import DEFAULT_BROKER, DEFAULT_TOPIC_PREFIX, build_manifest, to_yaml
 from vibration_train.registry import (
     ModelDirError,
@@ -27,6 +29,7 @@ from vibration_train.registry import (
     VersionConflictError,
     list_versions,
     publish,
+    read_model_dir,
 )
 from vibration_train.registry_backends import open_registry
 
@@ -99,6 +102,10 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
     mqtt_credentials_secret: Annotated[
         str | None, typer.Option(help="Secret with the serving pods' MQTT username and password.")
     ] = None,
+    node_selector: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE label of the nodes that serve the model (repeat for more)."),
+    ] = None,
     manifest_out: Annotated[
         Path | None, typer.Option(help=f"Where to write the manifest [default: DIR/{MANIFEST_FILENAME}].")
     ] = None,
@@ -108,34 +115,33 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
     ] = False,
 ) -> None:
     """Publish a model (artifact first, card last) and write its VibrationModel manifest."""
-    # The manifest's own flags are checked before anything is uploaded.
-    _check_manifest_flags(name, mqtt_broker, topic_prefix, mqtt_credentials_secret)
+    if node_endpoint is not None and not registry.startswith("s3:"):
+        _fail("--node-endpoint is for s3:// registries; a file:// artifact has no endpoint", EXIT_BAD_INPUT)
+    options = ManifestOptions(
+        name=name,
+        namespace=namespace,
+        credentials_secret=credentials_secret,
+        endpoint=(node_endpoint or endpoint) if registry.startswith("s3:") else None,
+        mqtt_broker=mqtt_broker,
+        topic_prefix=topic_prefix,
+        mqtt_credentials_secret=mqtt_credentials_secret,
+        node_selector=_labels(node_selector or []),
+    )
     try:
         target = open_registry(
             registry, endpoint=endpoint, access_key=access_key, secret_key=secret_key, region=region
         )
+        # The manifest is built once before anything is uploaded: a bad flag costs no upload.
+        card, _ = read_model_dir(model_dir)
+        options.build(card, target.uri_for(f"{card.model_id}/{card.version}/{card.artifact.filename}"))
         published = publish(model_dir, target, create_bucket=create_bucket)
-    except (ModelDirError, RegistryConfigError) as exc:
+    except (ModelDirError, RegistryConfigError, ManifestFlagError) as exc:
         _fail(exc, EXIT_BAD_INPUT)
     except VersionConflictError as exc:
         _fail(exc, EXIT_CONFLICT)
     except RegistryError as exc:
         _fail(exc, EXIT_REGISTRY)
-    try:
-        manifest = build_manifest(
-            published.card,
-            published.artifact_uri,
-            name=name,
-            namespace=namespace,
-            credentials_secret=credentials_secret,
-            endpoint=(node_endpoint or endpoint) if registry.startswith("s3:") else None,
-            mqtt_broker=mqtt_broker,
-            topic_prefix=topic_prefix,
-            mqtt_credentials_secret=mqtt_credentials_secret,
-        )
-    except ValidationError as exc:
-        _fail(f"published, but the manifest would be invalid: {_problems(exc)}", EXIT_BAD_INPUT)
-    text = to_yaml(manifest)
+    text = to_yaml(options.build(published.card, published.artifact_uri))
     out = manifest_out or model_dir / MANIFEST_FILENAME
     try:
         out.write_text(text, encoding="utf-8")
@@ -151,28 +157,62 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
     typer.echo(text, nl=False)
 
 
-def _check_manifest_flags(
-    name: str | None, broker: str, topic_prefix: str, credentials_secret: str | None
-) -> None:
-    if name is not None and (len(name) > MAX_NAME or not re.fullmatch(DNS_NAME, name)):
-        _fail(
-            f"--name {name!r} is not a Kubernetes object name (lowercase a-z, 0-9, '-', '.')", EXIT_BAD_INPUT
-        )
-    try:
-        MqttSpec.model_validate(
-            {"broker": broker, "topicPrefix": topic_prefix, "credentialsSecret": credentials_secret}
-        )
-    except ValidationError as exc:
-        flags = {"broker": "--mqtt-broker", "topicPrefix": "--topic-prefix"}
-        problems = "; ".join(
-            f"{flags.get(str(error['loc'][0]), '--mqtt-credentials-secret')}: {error['msg']}"
-            for error in exc.errors()
-        )
-        _fail(f"invalid manifest flag: {problems}", EXIT_BAD_INPUT)
+class ManifestFlagError(ValueError):
+    """A flag would make the VibrationModel manifest invalid; names the flag."""
 
 
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors())
+# Where a manifest field comes from, for messages: (path in the manifest) -> flag.
+_FLAGS = {
+    ("metadata", "name"): "--name",
+    ("metadata", "namespace"): "--namespace",
+    ("spec", "artifact", "endpoint"): "--node-endpoint (or --endpoint)",
+    ("spec", "artifact", "credentialsSecret"): "--credentials-secret",
+    ("spec", "mqtt", "broker"): "--mqtt-broker",
+    ("spec", "mqtt", "topicPrefix"): "--topic-prefix",
+    ("spec", "mqtt", "credentialsSecret"): "--mqtt-credentials-secret",
+    ("spec", "nodeSelector"): "--node-selector",
+}
+
+
+@dataclass(frozen=True)
+class ManifestOptions:
+    """The manifest's flags, checked together by building the manifest."""
+
+    name: str | None
+    namespace: str | None
+    credentials_secret: str | None
+    endpoint: str | None
+    mqtt_broker: str
+    topic_prefix: str
+    mqtt_credentials_secret: str | None
+    node_selector: dict[str, str]
+
+    def build(self, card: ModelCard, artifact_uri: str) -> dict[str, Any]:
+        """The manifest; raises `ManifestFlagError` naming the flags that make it invalid."""
+        for flag, value in (("--name", self.name), ("--namespace", self.namespace)):
+            if value is not None and (len(value) > MAX_NAME or not re.fullmatch(DNS_NAME, value)):
+                raise ManifestFlagError(
+                    f"{flag} {value!r} is not a Kubernetes name (lowercase a-z, 0-9, '-', '.')"
+                )
+        try:
+            return build_manifest(card, artifact_uri, **dataclasses.asdict(self))
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                loc = tuple(str(part) for part in error["loc"])
+                flag = next((f for path, f in _FLAGS.items() if loc[: len(path)] == path), ".".join(loc))
+                problems.append(f"{flag}: {error['msg']}")
+            raise ManifestFlagError("invalid manifest flag: " + "; ".join(problems)) from None
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--node-selector {pair!r} is not KEY=VALUE", EXIT_BAD_INPUT)
+        labels[key] = value
+    return labels
 
 
 def list_command(  # noqa: PLR0917 (Typer passes every option as a parameter)

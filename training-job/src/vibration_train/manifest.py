@@ -49,6 +49,7 @@ def build_manifest(
     mqtt_broker: str = DEFAULT_BROKER,
     topic_prefix: str = DEFAULT_TOPIC_PREFIX,
     mqtt_credentials_secret: str | None = None,
+    node_selector: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build the `VibrationModel` for a published model.
 
@@ -62,6 +63,7 @@ def build_manifest(
         mqtt_broker: The hall's broker URL.
         topic_prefix: The hall's topic prefix.
         mqtt_credentials_secret: Name of the Secret with the serving pods' MQTT user.
+        node_selector: Labels of the nodes that serve the model; without, every node does.
 
     Raises:
         pydantic.ValidationError: when the result would not be a valid VibrationModel.
@@ -82,6 +84,7 @@ def build_manifest(
         "artifact": artifact,
         "format": card.format,
         "accelerator": "coral" if card.format == "edgetpu" else "cpu",
+        "nodeSelector": node_selector or {},
         "mqtt": mqtt,
         "validation": {"minAccuracy": min_accuracy(card.metrics.accuracy)},
     }
@@ -92,7 +95,8 @@ def build_manifest(
     # Keep the manifest short: only what this job decided, not every default.
     manifest["spec"] = {
         key: manifest["spec"][key]
-        for key in ("version", "artifact", "format", "accelerator", "mqtt", "validation")
+        for key in ("version", "artifact", "format", "accelerator", "nodeSelector", "mqtt", "validation")
+        if key != "nodeSelector" or node_selector
     }
     manifest["spec"]["validation"] = {"minAccuracy": manifest["spec"]["validation"]["minAccuracy"]}
     if not manifest["spec"]["artifact"]["unverified"]:
