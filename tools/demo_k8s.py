@@ -31,7 +31,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -39,25 +41,48 @@ import demo_k8s_objects as objects
 from demo_k8s_cluster import REGISTRY_SECRET, ROOT, SERVING_SECRET, WAIT, Cluster, DemoError
 from demo_k8s_models import publish, roll_out, train
 
-HALL_LABEL = "edge.vibration.io/hall"
+HALL_LABEL = objects.HALL_LABEL
+DASHBOARD_SECRET = "mqtt-dashboard"  # noqa: S105 - the name of a Secret, not its content
 
 
 def gateways(cluster: Cluster) -> list[str]:
-    """The hall's gateways; labels every node when none is labelled yet."""
+    """The hall's gateways; with none labelled yet, every schedulable node that belongs to no hall."""
     hall = cluster.hall
     if cluster.dry_run:
         cluster.run("kubectl", "get", "nodes", "-l", f"{HALL_LABEL}={hall.name}")
         return ["gw-1"]
     labelled = cluster.kubectl_json("get", "nodes", "-l", f"{HALL_LABEL}={hall.name}").get("items", [])
     if not labelled:
-        print(f"no node is labelled {HALL_LABEL}={hall.name}: every node becomes a gateway of the hall")
-        cluster.run("kubectl", "label", "nodes", "--all", f"{HALL_LABEL}={hall.name}", "--overwrite")
+        free = [node["metadata"]["name"] for node in cluster.kubectl_json("get", "nodes").get("items", [])
+                if free_gateway(node)]  # fmt: skip
+        if not free:
+            raise DemoError(f"no node to make a gateway: label some with {HALL_LABEL}={hall.name}")
+        print(f"no node is labelled {HALL_LABEL}={hall.name}; these become its gateways: {', '.join(free)}")
+        cluster.run("kubectl", "label", "nodes", *free, f"{HALL_LABEL}={hall.name}")
         labelled = cluster.kubectl_json("get", "nodes", "-l", f"{HALL_LABEL}={hall.name}").get("items", [])
     return sorted(node["metadata"]["name"] for node in labelled)
 
 
-def preflight(cluster: Cluster) -> None:
-    """Everything the demo needs before it changes anything."""
+def free_gateway(node: dict[str, Any]) -> bool:
+    """A node that belongs to no hall and takes ordinary pods (no NoSchedule or NoExecute taint)."""
+    if HALL_LABEL in (node["metadata"].get("labels") or {}) or node.get("spec", {}).get("unschedulable"):
+        return False
+    taints = node.get("spec", {}).get("taints") or []
+    return not any(taint.get("effect") in {"NoSchedule", "NoExecute"} for taint in taints)
+
+
+def teardown(cluster: Cluster) -> None:
+    """Remove a demo hall: models first (their finalizers need the operator), the release, the namespace."""
+    ns = cluster.hall.namespace
+    cluster.run(
+        "kubectl", "-n", ns, "delete", "vibrationmodels", "--all", "--wait", f"--timeout={WAIT}", check=False
+    )
+    cluster.run("helm", "uninstall", cluster.hall.name, "--namespace", ns, "--wait", check=False)
+    cluster.run("kubectl", "delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+
+
+def preflight(cluster: Cluster, *, reset: bool) -> None:
+    """Everything the demo needs before it changes anything (with `reset`, an earlier run is removed)."""
     missing = [tool for tool in ("kubectl", "mosquitto_passwd") if shutil.which(tool) is None]
     if not Path(cluster.helm).is_file() and shutil.which("helm") is None:
         missing.append("helm (tools/ensure-helm.sh installs it)")
@@ -68,6 +93,18 @@ def preflight(cluster: Cluster) -> None:
     if missing:
         raise DemoError(f"missing on this machine: {', '.join(missing)}")
     cluster.run("kubectl", "version")
+    if reset:
+        teardown(cluster)
+        wait_gone(cluster)
+    found = cluster.run(
+        "kubectl", "get", "namespace", cluster.hall.namespace, "--ignore-not-found", quiet=True
+    )
+    if found.strip():
+        # Its MinIO and broker hold the old run's credentials; new Secrets would lock the demo out.
+        raise DemoError(
+            f"namespace {cluster.hall.namespace} exists (an earlier run?): add --reset to remove it first, "
+            "or choose another --hall"
+        )
 
 
 def secrets_and_registry(cluster: Cluster, work: Path) -> dict[str, str]:
@@ -91,10 +128,11 @@ def secrets_and_registry(cluster: Cluster, work: Path) -> dict[str, str]:
                 hall, f"{hall.name}-mqtt-users", {"passwordfile": passwords.read_text(), "aclfile": acl}
             ),
             objects.secret(hall, SERVING_SECRET, {"username": "serving", "password": users["serving"]}),
+            objects.secret(hall, DASHBOARD_SECRET, {"username": "dashboard", "password": users["dashboard"]}),
         ],
         private=work,  # a temporary directory: the passwords are not left in demo-output
     )
-    print(f"registry keys: {shown}; MQTT users: serving, dashboard (passwords in the Secrets)")
+    print(f"registry keys: {shown}; MQTT users in the Secrets {SERVING_SECRET} and {DASHBOARD_SECRET}")
     cluster.apply("minio", objects.minio(hall, REGISTRY_SECRET))
     cluster.run("kubectl", "-n", hall.namespace, "rollout", "status", "deployment/minio", f"--timeout={WAIT}")
     return keys
@@ -141,6 +179,18 @@ def install_chart(cluster: Cluster) -> None:
     )
 
 
+def wait_gone(cluster: Cluster, timeout_s: float = 300) -> None:
+    """Until the namespace of an earlier run is gone."""
+    deadline = time.monotonic() + timeout_s
+    ns = cluster.hall.namespace
+    while not cluster.dry_run and cluster.run(
+        "kubectl", "get", "namespace", ns, "--ignore-not-found", quiet=True
+    ):
+        if time.monotonic() > deadline:
+            raise DemoError(f"namespace {ns} is still terminating after {timeout_s:.0f} s")
+        time.sleep(2)
+
+
 def main() -> int:
     """Run the story on the cluster of KUBECONFIG (or print it with --dry-run)."""
     parser = argparse.ArgumentParser(
@@ -151,18 +201,20 @@ def main() -> int:
     parser.add_argument("--image-registry", default=objects.Hall.image_registry, help="where the images are")
     parser.add_argument("--image-tag", default=objects.Hall.image_tag, help="the images' tag")
     parser.add_argument("--out", type=Path, default=ROOT / "demo-output" / "k8s", help="manifests go here")
-    parser.add_argument("--delete", action="store_true", help="delete the namespace at the end")
+    parser.add_argument("--delete", action="store_true", help="remove the demo hall at the end")
+    parser.add_argument("--reset", action="store_true", help="remove an earlier run's demo hall first")
     args = parser.parse_args()
     hall = objects.Hall(
         name=args.hall, namespace=args.hall, image_registry=args.image_registry, image_tag=args.image_tag
     )
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for old in (*args.out.glob("*.yaml"), *args.out.glob("*.log")):  # an earlier run's, and only those
+        old.unlink()
     cluster = Cluster(hall, args.out, dry_run=args.dry_run)
     try:
         with tempfile.TemporaryDirectory(prefix="vibration-demo-k8s-") as tmp:
             work = Path(tmp)
-            preflight(cluster)
+            preflight(cluster, reset=args.reset)
             nodes = gateways(cluster)
             print(f"gateways of {hall.name}: {', '.join(nodes)}")
             keys = secrets_and_registry(cluster, work)
@@ -175,7 +227,7 @@ def main() -> int:
         return 1
     finally:
         if args.delete:
-            cluster.run("kubectl", "delete", "namespace", hall.namespace, "--wait=false", check=False)
+            teardown(cluster)
     print("\n=== Summary" + ("  (dry run: nothing was applied)" if args.dry_run else ""))
     for line in shown:
         print(f"  {line}")

@@ -33,14 +33,17 @@ def port_forward(cluster: Cluster) -> Iterator[str]:
     if cluster.dry_run:
         yield f"http://127.0.0.1:{port}"
         return
-    process = subprocess.Popen([cluster.kubectl, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = cluster.out / "port-forward.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen([cluster.kubectl, *args], stdout=sink, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 break
             if process.poll() is not None or time.monotonic() > deadline:
-                raise DemoError("kubectl port-forward to MinIO did not come up")
+                said = log.read_text(errors="replace").strip()[-500:]
+                raise DemoError(f"kubectl port-forward to MinIO did not come up: {said or 'no output'}")
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -72,46 +75,34 @@ def train(cluster: Cluster, work: Path) -> None:
         )
 
 
+def publish_args(hall: objects.Hall, model_dir: Path, endpoint: str, out: Path) -> list[str]:
+    """``vibration-train publish`` of one version to the hall's MinIO, reached at `endpoint`."""
+    return [
+        "vibration-train", "publish", str(model_dir), "--registry", "s3://models", "--endpoint", endpoint,
+        "--create-bucket", "--node-endpoint", hall.minio_url, "--credentials-secret", REGISTRY_SECRET,
+        "--namespace", hall.namespace, "--node-selector", f"{objects.HALL_LABEL}={hall.name}",
+        "--mqtt-broker", hall.broker_url, "--topic-prefix", hall.topic_prefix,
+        "--mqtt-credentials-secret", SERVING_SECRET, "--manifest-out", str(out),
+    ]  # fmt: skip
+
+
+def hold_to_the_halls_bar(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with the hall's minimum accuracy instead of the model's own floor."""
+    spec = {**manifest["spec"], "validation": {**manifest["spec"]["validation"], "minAccuracy": MIN_ACCURACY}}
+    return {**manifest, "spec": spec}
+
+
 def publish(cluster: Cluster, work: Path, keys: dict[str, str]) -> dict[str, Path]:
     """Each version into MinIO; the manifests, with the hall's bar, under demo-output/k8s/."""
-    hall, manifests = cluster.hall, {}
-    os.environ["VIBRATION_S3_ACCESS_KEY"], os.environ["VIBRATION_S3_SECRET_KEY"] = (
-        keys["accessKey"],
-        keys["secretKey"],
-    )
+    manifests = {}
+    os.environ["VIBRATION_S3_ACCESS_KEY"] = keys["accessKey"]
+    os.environ["VIBRATION_S3_SECRET_KEY"] = keys["secretKey"]
     with port_forward(cluster) as endpoint:
         for version in ("v1", "v2", "v3"):
             out = cluster.out / f"{MODEL}-{version}.yaml"
-            cluster.run(
-                "vibration-train",
-                "publish",
-                str(work / version),
-                "--registry",
-                "s3://models",
-                "--endpoint",
-                endpoint,
-                "--create-bucket",
-                "--node-endpoint",
-                hall.minio_url,
-                "--credentials-secret",
-                REGISTRY_SECRET,
-                "--namespace",
-                hall.namespace,
-                "--mqtt-broker",
-                hall.broker_url,
-                "--topic-prefix",
-                hall.topic_prefix,
-                "--mqtt-credentials-secret",
-                SERVING_SECRET,
-                "--manifest-out",
-                str(out),
-                quiet=True,
-            )
+            cluster.run(*publish_args(cluster.hall, work / version, endpoint, out), quiet=True)
             if not cluster.dry_run:
-                manifest = yaml.safe_load(out.read_text())
-                manifest["spec"]["validation"]["minAccuracy"] = (
-                    MIN_ACCURACY  # the hall's bar, not the model's
-                )
+                manifest = hold_to_the_halls_bar(yaml.safe_load(out.read_text()))
                 out.write_text(yaml.safe_dump(manifest, sort_keys=False))
             manifests[version] = out
     return manifests

@@ -20,6 +20,8 @@ from typing import Any
 
 from vibration_operator.builders import RUN_AS, restricted_security_context
 
+HALL_LABEL = "edge.vibration.io/hall"
+"""The label that makes a node a gateway of a hall."""
 SERVING_UID = RUN_AS
 """The serving pods' user."""
 MINIO_PORT = 9000

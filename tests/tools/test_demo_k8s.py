@@ -18,8 +18,13 @@ import kubernetes_validate
 import pytest
 import yaml
 from tests.chart.helm import CHART, of_kind, run_helm
+from tests.train.s3_fixture import ACCESS_KEY, SECRET_KEY, make_model_dir, running_moto
 
 import demo_k8s_objects as objects
+from demo_k8s import free_gateway
+from demo_k8s_cluster import MIN_ACCURACY
+from demo_k8s_models import hold_to_the_halls_bar, publish_args
+from vibration_core.spec import ValidationSpec, VibrationModel
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "demo_k8s.py"
@@ -91,7 +96,7 @@ def test_the_seed_job_prepares_the_paths_the_serving_pods_use(
     paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
     values = yaml.safe_load((out / "values.yaml").read_text())
     assert paths["cache"] == values["serving"]["cacheHostPath"]
-    assert paths["testdata"] == "/var/lib/vibration-edge/testdata"  # spec.validation.testDataPath's default
+    assert paths["testdata"] == ValidationSpec().test_data_path  # where the validator looks by default
     script = pod["containers"][0]["command"][-1]
     assert f"chown -R {objects.SERVING_UID}:{objects.SERVING_UID} /cache" in script
     assert pod["containers"][0]["image"] == "registry.example:5000/ve/vibration-train:0.1.0"
@@ -137,3 +142,43 @@ def test_the_demo_runs_on_the_cluster(tmp_path: Path) -> None:
     done = run_demo(tmp_path, "--image-registry", registry, "--delete", timeout_s=3600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "v3 applied: Degraded, v2 active" in done.stdout
+
+
+@pytest.mark.integration
+def test_the_published_manifests_select_the_halls_gateways_and_hold_its_bar(tmp_path: Path) -> None:
+    # The demo's own publish command line, against a real S3 endpoint (moto) as MinIO's stand-in.
+    hall = objects.Hall(name="hall-test", namespace="hall-test")
+    make_model_dir(tmp_path / "v1")
+    out = tmp_path / "v1.yaml"
+    env = {**os.environ, "VIBRATION_S3_ACCESS_KEY": ACCESS_KEY, "VIBRATION_S3_SECRET_KEY": SECRET_KEY}
+    with running_moto() as s3:
+        command, *args = publish_args(hall, tmp_path / "v1", s3.endpoint, out)
+        done = subprocess.run([str(Path(sys.executable).parent / command), *args], env=env,
+                              capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    manifest = hold_to_the_halls_bar(yaml.safe_load(out.read_text()))
+
+    model = VibrationModel.model_validate(manifest)
+    assert model.spec.node_selector == {objects.HALL_LABEL: "hall-test"}
+    assert model.spec.validation.min_accuracy == MIN_ACCURACY
+    assert model.spec.artifact.endpoint == hall.minio_url
+    assert model.spec.mqtt.broker == hall.broker_url
+    assert model.metadata["namespace"] == "hall-test"
+
+
+@pytest.mark.parametrize(
+    ("node", "free"),
+    [
+        ({"metadata": {"name": "gw"}}, True),
+        ({"metadata": {"name": "gw", "labels": {objects.HALL_LABEL: "hall-b"}}}, False),
+        ({"metadata": {"name": "cp"}, "spec": {"taints": [{"key": "cp", "effect": "NoSchedule"}]}}, False),
+        (
+            {"metadata": {"name": "gw"}, "spec": {"taints": [{"key": "x", "effect": "PreferNoSchedule"}]}},
+            True,
+        ),
+        ({"metadata": {"name": "gw"}, "spec": {"unschedulable": True}}, False),
+    ],
+)
+def test_only_free_schedulable_nodes_become_gateways(node: dict[str, Any], free: bool) -> None:  # noqa: FBT001
+    assert free_gateway(node) is free
