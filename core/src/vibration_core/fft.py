@@ -96,7 +96,8 @@ class _Rfft:
     def _load(self) -> None:
         try:
             self._r2c = _load_pocketfft()
-        except (ImportError, OSError, AttributeError, TypeError, ValueError) as exc:
+        # Any failure of another package's private module means one thing: use its public API.
+        except Exception as exc:  # noqa: BLE001
             logger.info("fft_fallback reason=%r", f"{type(exc).__name__}: {exc}")
         else:
             if self._r2c is None:
