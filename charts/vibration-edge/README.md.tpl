@@ -8,12 +8,27 @@ pods. Kubernetes 1.28 or newer, amd64 and arm64.
 
 ## Install one hall
 
+Each gateway first gets its model cache and its labelled test set (as root on the node):
+
+```bash
+install -d -o 65532 -g 65532 -m 0750 /var/lib/vibration-edge/cache
+install -d -m 0755 /var/lib/vibration-edge/testdata && cp testset.parquet /var/lib/vibration-edge/testdata/
+```
+
+Then the hall (from the repository's root):
+
 ```bash
 kubectl create namespace hall-a
+kubectl -n hall-a create secret generic minio-credentials --from-literal=accessKey=... --from-literal=secretKey=...
 # The broker refuses anonymous clients: users (mosquitto_passwd) and ACLs first.
-kubectl -n hall-a create secret generic hall-a-mqtt-users --from-file=passwordfile --from-file=aclfile
-helm install hall-a charts/vibration-edge -n hall-a -f halls/hall-a.yaml
-kubectl -n hall-a apply -f model-v3.yaml
+mosquitto_passwd -c -b passwordfile serving '<password>'
+kubectl -n hall-a create secret generic hall-a-mqtt-users \
+  --from-file=passwordfile --from-file=aclfile=examples/broker/aclfile
+kubectl -n hall-a create secret generic mqtt-serving --from-literal=username=serving --from-literal=password='<password>'
+kubectl label node gw-1 gw-2 edge.vibration.io/hall=hall-a
+helm install hall-a charts/vibration-edge -n hall-a --set registry.endpoint=http://minio.minio:9000 \
+  --set registry.credentialsSecret=minio-credentials --set broker.auth.existingSecret=hall-a-mqtt-users
+kubectl -n hall-a apply -f model-v3/vibrationmodel.yaml    # written by vibration-train publish
 kubectl -n hall-a get vibrationmodels -w
 ```
 
