@@ -70,7 +70,11 @@ CORAL = VibrationModelSpec.model_validate(
         },
         "format": "edgetpu",
         "accelerator": "coral",
-        "mqtt": {"broker": "mqtts://mosquitto.hall-b:8883", "topicPrefix": "factory/hall-b"},
+        "mqtt": {
+            "broker": "mqtts://mosquitto.hall-b:8883",
+            "topicPrefix": "factory/hall-b",
+            "caSecret": "hall-b-ca",
+        },
         "validation": {"minAccuracy": 0.92, "maxP99LatencyMs": 5},
         "alerts": {"minConfidence": 0.85, "consecutive": 5},
     }
@@ -138,7 +142,7 @@ def test_every_container_is_restricted_and_bounded(build: Any) -> None:
     assert "hostPID" not in spec
     assert "tolerations" not in spec
     init_mounts = {m["name"] for m in spec["initContainers"][0]["volumeMounts"]}
-    assert "mqtt-credentials" not in init_mounts, "the validator never talks to the broker"
+    assert not {"mqtt-credentials", "mqtt-ca"} & init_mounts, "the validator never talks to the broker"
     for container in containers(pod):
         sc = container["securityContext"]
         assert sc["runAsNonRoot"] is True
@@ -170,6 +174,17 @@ def test_coral_pod_asks_for_one_tpu_and_the_edgetpu_image() -> None:
         "limits"
     ]
     assert limits["coral.ai/tpu"] == "1"
+
+
+def test_a_private_broker_ca_reaches_the_serve_container_as_a_file() -> None:
+    pod = coral_pod()
+    serve = pod["spec"]["containers"][0]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["mqtt-ca"]["secret"]["secretName"] == "hall-b-ca"
+    assert volumes["mqtt-ca"]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    mount = next(m for m in serve["volumeMounts"] if m["name"] == "mqtt-ca")
+    assert env_of(serve, "n")["VIBRATION_MQTT_CA_FILE"] == f"{mount['mountPath']}/ca.crt"
+    assert "mqtt-ca" not in {v["name"] for v in cpu_pod()["spec"]["volumes"]}
 
 
 def test_pod_is_version_agnostic() -> None:

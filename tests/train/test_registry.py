@@ -554,7 +554,8 @@ def test_cli_publish_points_the_manifest_at_the_hall(s3: MotoS3, tmp_path: Path)
     make_model_dir(tmp_path / "model")
     args = ["publish", str(tmp_path / "model"), "--registry", f"s3://{BUCKET}", "--endpoint", s3.endpoint]
     args += ["--name", "spindle", "--node-endpoint", "http://minio.hall-b:9000"]
-    args += ["--mqtt-broker", "mqtt://hall-b-mosquitto.hall-b:1883", "--topic-prefix", "factory/hall-b"]
+    args += ["--mqtt-broker", "mqtts://hall-b-mosquitto.hall-b:8883", "--topic-prefix", "factory/hall-b"]
+    args += ["--mqtt-ca-secret", "hall-b-broker-ca"]
     args += ["--mqtt-credentials-secret", "mqtt-serving", "--node-selector", "edge.vibration.io/hall=hall-b"]
 
     result = run(*args, env=s3_env())
@@ -565,9 +566,10 @@ def test_cli_publish_points_the_manifest_at_the_hall(s3: MotoS3, tmp_path: Path)
     assert manifest["spec"]["artifact"]["endpoint"] == "http://minio.hall-b:9000"
     assert manifest["spec"]["nodeSelector"] == {"edge.vibration.io/hall": "hall-b"}
     assert manifest["spec"]["mqtt"] == {
-        "broker": "mqtt://hall-b-mosquitto.hall-b:1883",
+        "broker": "mqtts://hall-b-mosquitto.hall-b:8883",
         "topicPrefix": "factory/hall-b",
         "credentialsSecret": "mqtt-serving",
+        "caSecret": "hall-b-broker-ca",
     }
 
 
@@ -583,6 +585,10 @@ def test_cli_publish_points_the_manifest_at_the_hall(s3: MotoS3, tmp_path: Path)
         (["--node-endpoint", "minio.hall-b:9000"], "--node-endpoint (or --endpoint): String should match"),
         (["--credentials-secret", "Minio Keys"], "--credentials-secret: String should match"),
         (["--node-selector", "edge.vibration.io/hall"], "is not KEY=VALUE"),
+        (
+            ["--mqtt-ca-secret", "hall-ca"],
+            "--mqtt-ca-secret with --mqtt-broker: Value error, mqtt.caSecret needs",
+        ),
     ],
 )
 def test_cli_publish_refuses_bad_manifest_flags_before_uploading(

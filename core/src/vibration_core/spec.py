@@ -80,12 +80,30 @@ class ArtifactRef(_Schema):
 class MqttSpec(_Schema):
     """The hall's broker and topic tree."""
 
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            (
+                "!has(self.caSecret) || self.broker.startsWith('mqtts://')",
+                "mqtt.caSecret needs an mqtts:// broker",
+            )
+        )
+    )
+
     broker: str = Field(pattern=r"^mqtts?://[^/]+$", max_length=512)
     """Broker URL, mqtt://host:1883 or mqtts://host:8883."""
     topic_prefix: str = Field(pattern=r"^[^+#$/][^+#]*[^+#/]$|^[^+#$/]$", max_length=200)
     """Topic prefix of the hall, e.g. factory/hall-a. No wildcards, no leading or trailing slash."""
     credentials_secret: str | None = Field(default=None, pattern=_DNS_LABEL, max_length=253)
     """Secret with the serving pods' MQTT username and password (keys username and password)."""
+    ca_secret: str | None = Field(default=None, pattern=_DNS_LABEL, max_length=253)
+    """Secret with ca.crt, the CA that signed an mqtts:// broker's certificate; empty: the image's CAs."""
+
+    @model_validator(mode="after")
+    def _ca_for_tls(self) -> Self:
+        # The same rule as the CEL rule above, for manifests built in Python.
+        if self.ca_secret is not None and not self.broker.startswith("mqtts://"):
+            raise ValueError("mqtt.caSecret needs an mqtts:// broker")
+        return self
 
 
 class ValidationSpec(_Schema):

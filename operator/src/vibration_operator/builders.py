@@ -155,6 +155,8 @@ def _serve_env(
     if spec.mqtt.credentials_secret:
         env["VIBRATION_MQTT_USERNAME_FILE"] = f"{SECRETS_DIR}/mqtt/username"
         env["VIBRATION_MQTT_PASSWORD_FILE"] = f"{SECRETS_DIR}/mqtt/password"
+    if spec.mqtt.ca_secret:
+        env["VIBRATION_MQTT_CA_FILE"] = f"{SECRETS_DIR}/mqtt-ca/ca.crt"
     return env
 
 
@@ -178,6 +180,7 @@ def _volumes(
     secrets = (
         ("s3-credentials", spec.artifact.credentials_secret, ("accessKey", "secretKey")),
         ("mqtt-credentials", spec.mqtt.credentials_secret, ("username", "password")),
+        ("mqtt-ca", spec.mqtt.ca_secret, ("ca.crt",)),
     )
     for volume, secret, keys in secrets:
         if secret:
@@ -199,6 +202,8 @@ def _mounts(spec: VibrationModelSpec, *, mqtt: bool) -> list[dict[str, Any]]:
         mounts.append({"name": "s3-credentials", "mountPath": f"{SECRETS_DIR}/s3", "readOnly": True})
     if mqtt and spec.mqtt.credentials_secret:  # only the serve container talks to the broker
         mounts.append({"name": "mqtt-credentials", "mountPath": f"{SECRETS_DIR}/mqtt", "readOnly": True})
+    if mqtt and spec.mqtt.ca_secret:
+        mounts.append({"name": "mqtt-ca", "mountPath": f"{SECRETS_DIR}/mqtt-ca", "readOnly": True})
     return mounts
 
 

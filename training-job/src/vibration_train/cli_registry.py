@@ -102,6 +102,9 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
     mqtt_credentials_secret: Annotated[
         str | None, typer.Option(help="Secret with the serving pods' MQTT username and password.")
     ] = None,
+    mqtt_ca_secret: Annotated[
+        str | None, typer.Option(help="Secret with ca.crt of an mqtts:// broker's private CA.")
+    ] = None,
     node_selector: Annotated[
         list[str] | None,
         typer.Option(help="KEY=VALUE label of the nodes that serve the model (repeat for more)."),
@@ -125,6 +128,7 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
         mqtt_broker=mqtt_broker,
         topic_prefix=topic_prefix,
         mqtt_credentials_secret=mqtt_credentials_secret,
+        mqtt_ca_secret=mqtt_ca_secret,
         node_selector=_labels(node_selector or []),
     )
     try:
@@ -170,6 +174,8 @@ _FLAGS = {
     ("spec", "mqtt", "broker"): "--mqtt-broker",
     ("spec", "mqtt", "topicPrefix"): "--topic-prefix",
     ("spec", "mqtt", "credentialsSecret"): "--mqtt-credentials-secret",
+    ("spec", "mqtt", "caSecret"): "--mqtt-ca-secret",
+    ("spec", "mqtt"): "--mqtt-ca-secret with --mqtt-broker",
     ("spec", "nodeSelector"): "--node-selector",
 }
 
@@ -185,6 +191,7 @@ class ManifestOptions:
     mqtt_broker: str
     topic_prefix: str
     mqtt_credentials_secret: str | None
+    mqtt_ca_secret: str | None
     node_selector: dict[str, str]
 
     def build(self, card: ModelCard, artifact_uri: str) -> dict[str, Any]:

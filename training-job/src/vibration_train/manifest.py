@@ -49,6 +49,7 @@ def build_manifest(
     mqtt_broker: str = DEFAULT_BROKER,
     topic_prefix: str = DEFAULT_TOPIC_PREFIX,
     mqtt_credentials_secret: str | None = None,
+    mqtt_ca_secret: str | None = None,
     node_selector: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build the `VibrationModel` for a published model.
@@ -63,6 +64,7 @@ def build_manifest(
         mqtt_broker: The hall's broker URL.
         topic_prefix: The hall's topic prefix.
         mqtt_credentials_secret: Name of the Secret with the serving pods' MQTT user.
+        mqtt_ca_secret: Name of the Secret with the ca.crt of an mqtts:// broker's private CA.
         node_selector: Labels of the nodes that serve the model; without, every node does.
 
     Raises:
@@ -79,6 +81,8 @@ def build_manifest(
     mqtt: dict[str, Any] = {"broker": mqtt_broker, "topicPrefix": topic_prefix}
     if mqtt_credentials_secret:
         mqtt["credentialsSecret"] = mqtt_credentials_secret
+    if mqtt_ca_secret:
+        mqtt["caSecret"] = mqtt_ca_secret
     spec = {
         "version": card.version,
         "artifact": artifact,
