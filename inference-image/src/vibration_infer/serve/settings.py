@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal, Self
+from typing import Self
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
@@ -94,8 +94,8 @@ class ServeSettings(BaseSettings):
     )
     reconnect_min_s: int = Field(default=1, ge=1, description="First reconnect delay, seconds; doubles.")
     reconnect_max_s: int = Field(default=30, ge=1, description="Longest reconnect delay, seconds.")
-    predictions_qos: Literal[0, 1, 2] = Field(
-        default=1, description="QoS of predictions, alerts and errors (1: at least once)."
+    predictions_qos: int = Field(
+        default=1, ge=0, le=2, description="QoS of predictions, alerts and errors (1: at least once)."
     )
     node_name: str = Field(
         default_factory=_hostname,

@@ -1,0 +1,61 @@
+"""Every setting of ``vibration-infer serve`` and ``validate`` can be given as its flag.
+
+A flag's value arrives as a string; the field's type must accept the string form of its own
+default (``--predictions-qos 0`` was once refused: a Literal of ints takes no string).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vibration_infer import cli
+from vibration_infer.serve import main as serve_main
+from vibration_infer.serve.settings import ServeSettings
+from vibration_infer.settings import ValidateSettings
+
+SERVE_BASE = ["--mqtt-url", "mqtt://broker:1883", "--model-id", "spindle"]
+VALIDATE_BASE = ["--model-uri", "file:///models/m/v1/model.onnx", "--test-data", "/data"]
+
+
+def scalar_defaults(settings: type[Any], skip: frozenset[str]) -> list[tuple[str, Any]]:
+    out = []
+    for name, info in settings.model_fields.items():
+        default = info.default
+        if name in skip or default is None or not isinstance(default, str | int | float | Path):
+            continue
+        if isinstance(default, bool):
+            continue  # switches: given or not
+        out.append((name, default))
+    return out
+
+
+SERVE_SKIP = serve_main._NO_FLAG | serve_main._PAIRS | serve_main._LISTS
+VALIDATE_SKIP = cli._NO_FLAG | cli._PAIRS
+
+
+@pytest.mark.parametrize(("name", "default"), scalar_defaults(ServeSettings, SERVE_SKIP))
+def test_every_serve_setting_takes_its_flag(name: str, default: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(f"VIBRATION_{name.upper()}", raising=False)
+    flag = "--" + name.replace("_", "-")
+    parsed = serve_main._parser().parse_args([*SERVE_BASE, flag, str(default)])
+    assert getattr(serve_main.build_settings(parsed), name) == default
+
+
+@pytest.mark.parametrize(("name", "default"), scalar_defaults(ValidateSettings, VALIDATE_SKIP))
+def test_every_validate_setting_takes_its_flag(
+    name: str, default: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(f"VIBRATION_{name.upper()}", raising=False)
+    flag = "--" + name.replace("_", "-")
+    settings = cli.parse_validate_args(["validate", *VALIDATE_BASE, flag, str(default)])
+    assert getattr(settings, name) == default
+
+
+def test_predictions_qos_0_from_the_flag_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = serve_main._parser().parse_args([*SERVE_BASE, "--predictions-qos", "0"])
+    assert serve_main.build_settings(parsed).predictions_qos == 0
+    monkeypatch.setenv("VIBRATION_PREDICTIONS_QOS", "2")
+    assert ServeSettings(mqtt_url="mqtt://broker:1883", model_id="spindle").predictions_qos == 2
