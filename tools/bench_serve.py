@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -46,154 +45,27 @@ sys.path.insert(0, str(ROOT))  # the broker fixture lives with the tests
 from tests.infer.mosquitto import Mosquitto, free_port  # noqa: E402
 
 from bench_record import Figure, Section, record  # noqa: E402
-from mqtt_wire import WireClient  # noqa: E402
-from vibration_core.drift import DriftMonitor  # noqa: E402
-from vibration_core.messages import Prediction  # noqa: E402
-from vibration_core.modelcard import ModelCard  # noqa: E402
-from vibration_core.raw import encode_raw_float32  # noqa: E402
+from bench_serve_parts import (  # noqa: E402
+    PREFIX,
+    RATE,
+    Collector,
+    Publisher,
+    compute_floor,
+    cpu_seconds,
+    encoded,
+    rss_mb,
+    seed_style,
+    transport_only,
+)
 from vibration_core.simulator import simulate  # noqa: E402
-from vibration_core.topics import TopicLayout  # noqa: E402
-from vibration_infer.loader import load_model  # noqa: E402
-from vibration_infer.serve.batcher import BatchProcessor, Incoming  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from vibration_core.simulator import SimulatedData
 
 BIN = Path(sys.executable).parent
-PREFIX = "bench/hall"
-LAYOUT = TopicLayout(PREFIX)
-RATE = 25600.0
-FLOOD_CHUNK = 64
-"""Windows written to the socket at once in the flood."""
 TARGET_READY_S, TARGET_P99_MS, TARGET_RATE, TARGET_RSS_MB = 1.5, 2.0, 20000, 100.0
 SETTLE_S = 2.0
-FLOOR_BATCH = 64
-
-# The reference pipeline's per-window program: parse JSON, plain numpy features, ONNX Runtime.
-SEED_STYLE_SCRIPT = """
-import json, sys
-import numpy as np
-import onnxruntime as ort
-BANDS = ((0.0, 1000.0), (1000.0, 5000.0), (5000.0, 10000.0))
-msg = json.loads(sys.stdin.read())
-x = np.asarray(msg["samples"], dtype=np.float64)
-rms = np.sqrt(np.mean(x**2)); peak = np.max(np.abs(x))
-amp = np.abs(np.fft.rfft(x)) * 2 / len(x); f = np.fft.rfftfreq(len(x), 1 / msg["sample_rate"])
-e = [np.sum(amp[(f >= lo) & (f < hi)] ** 2) for lo, hi in BANDS]; t = sum(e)
-d = x - x.mean(); k = np.mean(d**4) / np.mean(d**2) ** 2 - 3
-feats = np.asarray([[rms, peak, peak / rms, k, *e, *(v / t for v in e)]], dtype=np.float32)
-s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-label, probs = s.run(None, {s.get_inputs()[0].name: feats})
-print(json.dumps({"label": str(label[0])}))
-"""
-
-
-# serve's own MQTT link and batching with no model: every window is answered with a fixed
-# prediction-sized payload, acknowledged once that answer is, as serve does.
-TRANSPORT_SCRIPT = """
-import queue, sys
-from vibration_core.topics import TopicLayout
-from vibration_infer.serve.batcher import collect
-from vibration_infer.serve.mqtt import MqttLink
-from vibration_infer.serve.settings import ServeSettings
-settings = ServeSettings(mqtt_url=sys.argv[1], topic_prefix=sys.argv[2], node_name="transport",
-                         model_id="none", client_id="bench-transport")
-layout, inbox = TopicLayout(sys.argv[2]), queue.SimpleQueue()
-link = MqttLink(settings, layout.raw_subscription(), inbox)
-link.start()
-link.wait_connected(30)
-print("ready", flush=True)
-answer = b"x" * 420
-while True:
-    for item in collect(inbox, settings.batch_max, 0.0, 0.1):
-        machine = item.topic.split("/")[-2]
-        link.publish(layout.predictions(machine), answer, qos=1, then_ack=item)
-"""
-
-
-class Collector:
-    """Receives predictions on a raw MQTT connection and stamps each with its arrival time."""
-
-    def __init__(self, broker: Mosquitto) -> None:
-        self._received: list[tuple[bytes, int]] = []
-        self.client = WireClient(broker.host, broker.port, "bench-collector", self._on_message)
-        self.client.subscribe(f"{PREFIX}/machines/+/predictions", qos=1)
-
-    def _on_message(self, _topic: str, payload: bytes, arrived_ns: int) -> None:
-        self._received.append((payload, arrived_ns))  # list.append is atomic; decoded later
-
-    def count(self) -> int:
-        """Predictions received so far."""
-        return len(self._received)
-
-    def arrived(self) -> dict[tuple[str, int], float]:
-        """Arrival time (perf_counter seconds) of each prediction, by (machine, timestamp_ns)."""
-        out = {}
-        for payload, arrived_ns in list(self._received):
-            prediction = Prediction.decode(payload)
-            out[prediction.machine, prediction.timestamp_ns] = arrived_ns / 1e9
-        return out
-
-    def wait_for(self, n: int, timeout_s: float) -> bool:
-        """Wait until `n` predictions arrived; False after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        while self.count() < n:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
-        return True
-
-    def close(self) -> None:
-        """Disconnect."""
-        self.client.close()
-
-
-class Publisher:
-    """A sensor publishing binary windows with QoS 1 on a raw MQTT connection (packets built ahead)."""
-
-    def __init__(self, broker: Mosquitto) -> None:
-        self.client = WireClient(broker.host, broker.port, "bench-sensor")
-        self.published = 0
-
-    def send(
-        self, messages: list[tuple[str, int, bytes]], rate_hz: float | None
-    ) -> dict[tuple[str, int], float]:
-        """Publish `messages` (paced at `rate_hz`, or as fast as possible); return when each went out."""
-        packets = [self.client.publish_packet(LAYOUT.raw(m), payload) for m, _, payload in messages]
-        sent: dict[tuple[str, int], float] = {}
-        started = time.perf_counter()
-        if rate_hz is None:
-            for i in range(0, len(packets), FLOOD_CHUNK):
-                self.client.send(b"".join(packets[i : i + FLOOD_CHUNK]))
-            sent = dict.fromkeys(((m, t) for m, t, _ in messages), started)
-        else:
-            for i, ((machine, timestamp_ns, _), packet) in enumerate(zip(messages, packets, strict=True)):
-                pause = started + i / rate_hz - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
-                sent[machine, timestamp_ns] = time.perf_counter()
-                self.client.send(packet)
-        self.published += len(packets)
-        if not self.client.wait_pubacks(self.published, 120):
-            raise RuntimeError("the broker did not acknowledge every window")
-        return sent
-
-    def close(self) -> None:
-        """Disconnect."""
-        self.client.close()
-
-
-def encoded(data: SimulatedData, offset_ns: int) -> list[tuple[str, int, bytes]]:
-    """Each window as (machine, timestamp, binary payload); `offset_ns` keeps runs' keys apart."""
-    out = []
-    for i in range(len(data)):
-        timestamp_ns = int(data.timestamp_ns[i]) + offset_ns
-        out.append(
-            (str(data.machine[i]), timestamp_ns, encode_raw_float32(data.windows[i], RATE, timestamp_ns))
-        )
-    return out
 
 
 def train_model(work: Path, windows: int) -> Path:
@@ -245,92 +117,6 @@ def serve_process(
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-
-
-def compute_floor(model: Path, messages: list[tuple[str, int, bytes]]) -> float:
-    """CPU microseconds per window of serve's batch work alone, in this process on one core.
-
-    Decode, extract, predict, encode the answers and update drift, in batches of
-    `FLOOR_BATCH`, exactly as serve's worker does, with no MQTT: what is left of
-    serve's CPU per window is the transport (paho's threads, the broker's packets).
-    """
-    card = ModelCard.load(model / "modelcard.json")
-    loaded = load_model(model / "model.onnx", card, threads=1)
-    items = [
-        Incoming(LAYOUT.raw(machine), payload, i, 1, 1, time.time_ns(), time.perf_counter_ns())
-        for i, (machine, _, payload) in enumerate(messages)
-    ]
-    processor = BatchProcessor(LAYOUT, max_payload_bytes=1 << 20, dedupe_keys=0)
-    drift = DriftMonitor(card.reference, card.labels, window=1000)
-
-    def run() -> None:
-        for start in range(0, len(items), FLOOR_BATCH):
-            result = processor.process(items[start : start + FLOOR_BATCH], loaded)
-            if result.features is not None and result.classes is not None:
-                drift.update(result.features, result.classes)
-
-    affinity = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {max(affinity)})
-    try:
-        run()  # warm
-        best = float("inf")
-        for _ in range(3):
-            started = time.process_time()
-            run()
-            best = min(best, time.process_time() - started)
-    finally:
-        os.sched_setaffinity(0, affinity)
-    return best / len(items) * 1e6
-
-
-def transport_only(broker: Mosquitto, messages: list[tuple[str, int, bytes]]) -> tuple[float, float]:
-    """Serve's MQTT link alone, on one core, under the same flood: CPU us per window and windows/s."""
-    core = max(os.sched_getaffinity(0))
-    process = subprocess.Popen(
-        [sys.executable, "-c", TRANSPORT_SCRIPT, broker.url, PREFIX],
-        stdout=subprocess.PIPE,
-        preexec_fn=lambda: os.sched_setaffinity(0, {core}),  # noqa: PLW1509 - no threads yet
-    )
-    try:
-        if process.stdout is None or process.stdout.readline().strip() != b"ready":
-            raise RuntimeError("the transport-only client did not connect")
-        collector, publisher = Collector(broker), Publisher(broker)
-        cpu_before, started = cpu_seconds(process.pid), time.perf_counter()
-        publisher.send(messages, rate_hz=None)
-        done = collector.wait_for(len(messages), 600)
-        seconds = time.perf_counter() - started
-        cpu_us = (cpu_seconds(process.pid) - cpu_before) / len(messages) * 1e6
-        publisher.close()
-        collector.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    return cpu_us, (len(messages) / seconds if done else float("nan"))
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of a process, MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def seed_style(model: Path, data: SimulatedData, n: int) -> tuple[float, float, float]:
-    """p50 and p99 latency (ms) and windows/s of one subprocess per JSON window."""
-    latencies = []
-    for i in range(n):
-        payload = json.dumps(
-            {"machine": str(data.machine[i]), "sample_rate": RATE, "samples": data.windows[i].tolist()}
-        )
-        started = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-c", SEED_STYLE_SCRIPT, str(model / "model.onnx")],
-            input=payload.encode(), check=True, capture_output=True,
-        )  # fmt: skip
-        latencies.append(time.perf_counter() - started)
-    p50, p99 = np.percentile(np.asarray(latencies) * 1000, [50, 99])
-    return float(p50), float(p99), 1 / float(np.mean(latencies))
 
 
 def main() -> int:
@@ -456,12 +242,6 @@ def main() -> int:
         )
     )
     return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process used so far, seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
