@@ -15,9 +15,11 @@ to ``scipy.fft.rfft`` and logs why once; the features do not change.
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import importlib.util
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -79,38 +81,29 @@ def _scipy_rfft(block: npt.NDArray[np.float32]) -> npt.NDArray[np.complex64]:
     return spectrum
 
 
-class _Rfft:
-    """`rfft(block)`: the one-sided spectrum of each row, one thread; loads pocketfft on first use."""
-
-    def __init__(self) -> None:
-        self._r2c: _R2C | None = None
-        self._loaded = False
-
-    def __call__(self, block: npt.NDArray[np.float32]) -> npt.NDArray[np.complex64]:
-        if not self._loaded:
-            self._load()
-        if self._r2c is None:
-            return _scipy_rfft(block)
-        return _forward(self._r2c, block)
-
-    def _load(self) -> None:
-        try:
-            self._r2c = _load_pocketfft()
-        # Any failure of another package's private module means one thing: use its public API.
-        except Exception as exc:  # noqa: BLE001
-            logger.info("fft_fallback reason=%r", f"{type(exc).__name__}: {exc}")
-        else:
-            if self._r2c is None:
-                logger.info("fft_fallback reason=%r", "scipy's pypocketfft module not found as expected")
-        self._loaded = True
-
-    @property
-    def backend(self) -> str:
-        """``pocketfft`` or ``scipy.fft`` (after the first call)."""
-        if not self._loaded:
-            self._load()
-        return "pocketfft" if self._r2c is not None else "scipy.fft"
+Transform = Callable[["npt.NDArray[np.float32]"], "npt.NDArray[np.complex64]"]
 
 
-rfft = _Rfft()
-"""The one-sided FFT of each row of a C-contiguous float32 ``(n, samples)`` block."""
+@functools.cache
+def transform() -> Transform:
+    """The FFT `rfft` runs: pocketfft's own, loaded once, else ``scipy.fft.rfft`` (logged)."""
+    try:
+        r2c = _load_pocketfft()
+    # Any failure of another package's private module means one thing: use its public API.
+    except Exception as exc:  # noqa: BLE001
+        logger.info("fft_fallback reason=%r", f"{type(exc).__name__}: {exc}")
+        return _scipy_rfft
+    if r2c is None:
+        logger.info("fft_fallback reason=%r", "scipy's pypocketfft module not found as expected")
+        return _scipy_rfft
+    return functools.partial(_forward, r2c)
+
+
+def rfft(block: npt.NDArray[np.float32]) -> npt.NDArray[np.complex64]:
+    """The one-sided FFT of each row of a float32 ``(n, samples)`` block, one thread."""
+    return transform()(block)
+
+
+def backend() -> str:
+    """``pocketfft`` or ``scipy.fft``: which one `rfft` runs."""
+    return "scipy.fft" if transform() is _scipy_rfft else "pocketfft"

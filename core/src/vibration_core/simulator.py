@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-import scipy.fft
 
 from vibration_core.errors import FeatureInputError, SimulationParameterError
 from vibration_core.features import band_bins
+from vibration_core.fft import rfft
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -459,6 +459,6 @@ def _impacts(
     denominator = np.empty((b, f.size), dtype=np.complex64)
     denominator.real = a**2 + wd**2 - w**2
     denominator.imag = 2 * a * w
-    spectrum: npt.NDArray[np.complex64] = scipy.fft.rfft(train.astype(np.float32), axis=1, workers=1)
+    spectrum = rfft(np.ascontiguousarray(train, dtype=np.float32))
     spectrum *= np.float32(fs) * wd / denominator
     return spectrum
