@@ -30,6 +30,7 @@ from vibration_train.registry import (
     list_versions,
     publish,
     read_model_dir,
+    version_keys,
 )
 from vibration_train.registry_backends import open_registry
 
@@ -135,9 +136,10 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
         target = open_registry(
             registry, endpoint=endpoint, access_key=access_key, secret_key=secret_key, region=region
         )
-        # The manifest is built once before anything is uploaded: a bad flag costs no upload.
+        # Built before anything is uploaded, so a bad flag costs no upload. A version already
+        # published is only ever the same model (publish refuses any other), so it stays true.
         card, _ = read_model_dir(model_dir)
-        options.build(card, target.uri_for(f"{card.model_id}/{card.version}/{card.artifact.filename}"))
+        manifest = options.build(card, target.uri_for(version_keys(card)[0]))
         published = publish(model_dir, target, create_bucket=create_bucket)
     except (ModelDirError, RegistryConfigError, ManifestFlagError) as exc:
         _fail(exc, EXIT_BAD_INPUT)
@@ -145,7 +147,7 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
         _fail(exc, EXIT_CONFLICT)
     except RegistryError as exc:
         _fail(exc, EXIT_REGISTRY)
-    text = to_yaml(options.build(published.card, published.artifact_uri))
+    text = to_yaml(manifest)
     out = manifest_out or model_dir / MANIFEST_FILENAME
     try:
         out.write_text(text, encoding="utf-8")

@@ -173,6 +173,12 @@ class Listing:
     unreadable: list[UnreadableCard] = field(default_factory=list)
 
 
+def version_keys(card: ModelCard) -> tuple[str, str]:
+    """Where a version's artifact and card live in a registry: ``<model-id>/<version>/<file>``."""
+    base = f"{card.model_id}/{card.version}"
+    return f"{base}/{card.artifact.filename}", f"{base}/{CARD_FILENAME}"
+
+
 def publish(model_dir: Path, registry: Registry, *, create_bucket: bool = False) -> PublishedModel:
     """Upload a model directory's artifact, then its card, under ``<model-id>/<version>/``.
 
@@ -181,8 +187,7 @@ def publish(model_dir: Path, registry: Registry, *, create_bucket: bool = False)
     When the card cannot be written, the artifact just written is removed.
     """
     card, artifact = read_model_dir(model_dir)
-    base = f"{card.model_id}/{card.version}"
-    artifact_key, card_key = f"{base}/{card.artifact.filename}", f"{base}/{CARD_FILENAME}"
+    artifact_key, card_key = version_keys(card)
     result = PublishedModel(card, registry.uri_for(artifact_key), registry.uri_for(card_key))
     registry.ensure_ready(create=create_bucket)
     existing = registry.get(card_key)
