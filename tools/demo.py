@@ -156,12 +156,17 @@ def step_refuse_bad_model(demo: Demo) -> str:
     return f"refused: {report['reason']}"
 
 
+def write_shuffled(windows: Path, out: Path) -> None:
+    """The same windows with their labels shuffled: the training data of a model that must be refused."""
+    data = dataset.read_windows(windows)
+    labels = np.random.default_rng(3).permutation(data.labels) if data.labels is not None else None
+    dataset.write_parquet(dataclasses.replace(data, labels=labels), out)
+
+
 def step_train_v2_v3(demo: Demo) -> str:
     """Train v2 (another seed) and a bad v3 (trained on shuffled labels); publish both."""
     history = demo.out / "hall-history.parquet"
-    data = dataset.read_windows(history)
-    labels = np.random.default_rng(3).permutation(data.labels) if data.labels is not None else None
-    dataset.write_parquet(dataclasses.replace(data, labels=labels), demo.out / "shuffled.parquet")
+    write_shuffled(history, demo.out / "shuffled.parquet")
     registry = f"file://{demo.out / 'registry'}"
     for version, source, seed in (("v2", history, "1"), ("v3", demo.out / "shuffled.parquet", "2")):
         out = str(demo.out / version)

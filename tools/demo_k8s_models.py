@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import socket
 import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import yaml
 
 import demo_k8s_objects as objects
+from demo import write_shuffled
 from demo_k8s_cluster import MIN_ACCURACY, MODEL, REGISTRY_SECRET, SERVING_SECRET, WAIT, Cluster, DemoError
-from vibration_core import dataset
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,9 +54,7 @@ def train(cluster: Cluster, work: Path) -> None:
     history, shuffled = work / "history.parquet", work / "shuffled.parquet"
     cluster.run("vibration-train", "simulate", "--windows", "2400", "--seed", "7", "--out", str(history))
     if not cluster.dry_run:
-        data = dataset.read_windows(history)
-        labels = np.random.default_rng(3).permutation(data.labels) if data.labels is not None else None
-        dataset.write_parquet(dataclasses.replace(data, labels=labels), shuffled)
+        write_shuffled(history, shuffled)
     for version, source, seed in (("v1", history, "0"), ("v2", history, "1"), ("v3", shuffled, "2")):
         cluster.run(
             "vibration-train",
