@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Self
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from types import TracebackType
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -66,8 +66,13 @@ class Mosquitto:
         port: int | None = None,
         binary: Path | None = None,
         auth: tuple[Path, Path] | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
-        """`auth`: a (passwordfile, aclfile) pair; then anonymous clients are refused."""
+        """`auth`: a (passwordfile, aclfile) pair; then anonymous clients are refused.
+
+        `extra`: config lines appended last (a repeated option's last value wins; listener
+        options such as ``certfile`` apply to the one listener).
+        """
         self.binary = binary or mosquitto_path() or MOSQUITTO
         self.workdir = workdir
         self.port = port or free_port()
@@ -98,6 +103,7 @@ class Mosquitto:
                     "log_type error",
                     "log_type warning",
                     "log_type notice",
+                    *extra,
                     "",
                 ]
             ),

@@ -244,6 +244,12 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     yield from mosquitto_broker(tmp_path)
 
 
+@pytest.fixture(params=["wire", "paho"])
+def mqtt_client(request: pytest.FixtureRequest) -> str:
+    """Each MQTT client of the serving loop; the must-show tests run against both."""
+    return str(request.param)
+
+
 def settings_for(broker: Mosquitto, models: Models, tmp_path: Path, **overrides: object) -> ServeSettings:
     values: dict[str, object] = {
         "mqtt_url": broker.url,
@@ -433,10 +439,10 @@ def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_windows_in_predictions_out_equal_to_an_offline_run(
-    broker: Mosquitto, models: Models, v1: LoadedModel, tmp_path: Path
+    broker: Mosquitto, models: Models, v1: LoadedModel, tmp_path: Path, mqtt_client: str
 ) -> None:
     data = stream(300, seed=5)
-    with serving(settings_for(broker, models, tmp_path)) as app:
+    with serving(settings_for(broker, models, tmp_path, mqtt_client=mqtt_client)) as app:
         collector = Collector(broker)
         sensor = Publisher(broker)
         for i in range(len(data)):
@@ -475,7 +481,7 @@ def raw_with(sample_rate: int, n: int, dtype: int = 1) -> bytes:
 
 @pytest.mark.integration
 def test_every_kind_of_bad_payload_gets_its_reason_and_the_loop_goes_on(
-    broker: Mosquitto, models: Models, tmp_path: Path
+    broker: Mosquitto, models: Models, tmp_path: Path, mqtt_client: str
 ) -> None:
     good = stream(1, seed=6)
     nan_window = np.zeros(LENGTH, dtype="<f4")
@@ -499,7 +505,9 @@ def test_every_kind_of_bad_payload_gets_its_reason_and_the_loop_goes_on(
         ("m-rate", raw_with(12800, LENGTH), ErrorReason.SAMPLE_RATE_MISMATCH),
         ("m-window", raw_with(int(RATE), 1024), ErrorReason.WINDOW_LENGTH_MISMATCH),
     ]
-    with serving(settings_for(broker, models, tmp_path, max_payload_bytes=65_536)) as app:
+    with serving(
+        settings_for(broker, models, tmp_path, mqtt_client=mqtt_client, max_payload_bytes=65_536)
+    ) as app:
         collector = Collector(broker)
         sensor = Publisher(broker)
         for machine, payload, _ in bad:
@@ -526,12 +534,12 @@ def test_every_kind_of_bad_payload_gets_its_reason_and_the_loop_goes_on(
 
 @pytest.mark.integration
 def test_a_broker_restart_mid_stream_loses_no_window_and_answers_each_once(
-    broker: Mosquitto, models: Models, tmp_path: Path
+    broker: Mosquitto, models: Models, tmp_path: Path, mqtt_client: str
 ) -> None:
     # QoS 2 on the way out: at QoS 1 (the default) a restart may hand the subscriber a
     # transport copy of a prediction the pod sent once (byte-identical, keyed by the window).
     data = stream(800, seed=8)
-    with serving(settings_for(broker, models, tmp_path, predictions_qos=2)) as app:
+    with serving(settings_for(broker, models, tmp_path, mqtt_client=mqtt_client, predictions_qos=2)) as app:
         collector = Collector(broker, "collector-restart", persistent=True, qos=2)
         sensor = Publisher(broker, "sensor-restart")
 
@@ -574,11 +582,11 @@ def write_target(path: Path, files: ModelFiles, **extra: object) -> None:
 
 @pytest.mark.integration
 def test_a_hot_swap_during_5000_windows_answers_each_once_and_changes_version_once(
-    broker: Mosquitto, models: Models, tmp_path: Path
+    broker: Mosquitto, models: Models, tmp_path: Path, mqtt_client: str
 ) -> None:
     data = stream(5000, seed=9)
     target = tmp_path / "target.json"
-    with serving(settings_for(broker, models, tmp_path, target_file=target)) as app:
+    with serving(settings_for(broker, models, tmp_path, mqtt_client=mqtt_client, target_file=target)) as app:
         collector = Collector(broker)
         sensor = Publisher(broker)
 

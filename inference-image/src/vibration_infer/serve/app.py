@@ -33,9 +33,9 @@ from vibration_infer.loader import load_model
 from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
 from vibration_infer.serve.batcher import BatchProcessor, Incoming, collect
 from vibration_infer.serve.http import HttpServer
+from vibration_infer.serve.link import Outgoing, make_link
 from vibration_infer.serve.memory import MemoryTrimmer
 from vibration_infer.serve.metrics import ServeMetrics
-from vibration_infer.serve.mqtt import MqttLink
 from vibration_infer.serve.swap import HotSwap
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class ServeApp:
             self.layout, max_payload_bytes=settings.max_payload_bytes, dedupe_keys=settings.dedupe_keys
         )
         self.alerts = AlertTracker(AlertPolicy.from_settings(settings))
-        self.link = MqttLink(settings, self.layout.raw_subscription(), self.inbox, self._on_connection)
+        self.link = make_link(settings, self.layout.raw_subscription(), self.inbox, self._on_connection)
         self.http = HttpServer(self, settings.http_host, settings.http_port)
         self.swap = HotSwap(settings, self.cache, self.metrics, self)
         self.trimmer = MemoryTrimmer(settings.memory_trim_s)
@@ -335,8 +335,7 @@ class ServeApp:
     def _handle(self, items: list[Incoming], active: Active) -> None:
         result = self.processor.process(items, active.model)
         qos = self.settings.predictions_qos
-        for answer in result.answers:
-            self.link.publish(answer.topic, answer.payload, qos=qos, then_ack=answer.item)
+        self.link.publish_many(Outgoing(a.topic, a.payload, qos, then_ack=a.item) for a in result.answers)
         for item in result.duplicates:
             self.link.ack(item)
         self.metrics.record_received(len(items))

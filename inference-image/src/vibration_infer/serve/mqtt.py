@@ -41,11 +41,12 @@ from vibration_infer.serve.batcher import Incoming
 
 if TYPE_CHECKING:
     import queue
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from paho.mqtt.client import SocketLike
     from paho.mqtt.reasoncodes import ReasonCode
 
+    from vibration_infer.serve.link import Outgoing
     from vibration_infer.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,11 @@ class MqttLink:
                 done = False
         if done and then_ack is not None:
             self.ack(then_ack)
+
+    def publish_many(self, messages: Iterable[Outgoing]) -> None:
+        """Publish messages in order, one `publish` each."""
+        for m in messages:
+            self.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, then_ack=m.then_ack)
 
     def ack(self, item: Incoming) -> None:
         """Acknowledge an input now, if it arrived on the current connection at QoS 1 or 2."""

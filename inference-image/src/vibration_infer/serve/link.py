@@ -1,0 +1,76 @@
+"""The serving loop's MQTT link: what the app asks of it, and the two clients that provide it.
+
+`wire.WireLink` (the default) is the project's own MQTT 5 client, built for
+throughput: one read per megabyte, one write per batch. `mqtt.MqttLink` is
+paho-mqtt v2. Both keep one persistent session, acknowledge an input only
+when its answer was acknowledged, and pass the same tests; `mqtt_client`
+chooses.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    import queue
+    from collections.abc import Callable, Iterable
+
+    from vibration_infer.serve.batcher import Incoming
+    from vibration_infer.serve.settings import ServeSettings
+
+
+class Outgoing(NamedTuple):
+    """A message to publish; once the broker has it, `then_ack` (its input) is acknowledged."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool = False
+    then_ack: Incoming | None = None
+
+
+class Link(Protocol):
+    """Connects, subscribes, queues incoming windows, publishes answers and acknowledges inputs."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the session is up right now."""
+
+    def start(self) -> None:
+        """Connect in the background, retrying until the broker answers."""
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Block until connected or `timeout_s` passed; return whether connected."""
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int, retain: bool = False, then_ack: Incoming | None = None
+    ) -> None:
+        """Publish; when the broker acknowledged it, acknowledge `then_ack`."""
+
+    def publish_many(self, messages: Iterable[Outgoing]) -> None:
+        """Publish messages in order (as `publish` each)."""
+
+    def ack(self, item: Incoming) -> None:
+        """Acknowledge an input now, if it arrived on the current connection at QoS 1 or 2."""
+
+    def unacknowledged(self) -> int:
+        """Answers published whose input still waits for the broker's acknowledgement."""
+
+    def stop(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for pending acknowledgements, then disconnect (the session stays)."""
+
+
+def make_link(
+    settings: ServeSettings,
+    subscription: str,
+    inbox: queue.SimpleQueue[Incoming],
+    on_change: Callable[[], None] | None = None,
+) -> Link:
+    """The link `settings.mqtt_client` names."""
+    if settings.mqtt_client == "paho":
+        from vibration_infer.serve.mqtt import MqttLink  # noqa: PLC0415 - paho only when chosen
+
+        return MqttLink(settings, subscription, inbox, on_change)
+    from vibration_infer.serve.wire import WireLink  # noqa: PLC0415 - one client per process
+
+    return WireLink(settings, subscription, inbox, on_change)

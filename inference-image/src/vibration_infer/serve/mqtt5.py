@@ -1,0 +1,325 @@
+"""MQTT 5 packets as bytes: the few a serving pod sends, and a parser for what a broker sends back.
+
+Pure functions over bytes, no sockets: `wire.WireLink` does the I/O. Only
+what the pod needs is here (OASIS MQTT 5.0, chapters 2 and 3):
+
+- out: CONNECT (clean start or not, keep-alive, Session Expiry Interval,
+  Receive Maximum, user name and password), SUBSCRIBE (one filter),
+  PUBLISH at QoS 0 or 1 without properties, PUBACK, PINGREQ, DISCONNECT;
+- in: `Parser` splits a byte stream into packets and decodes PUBLISH,
+  PUBACK, CONNACK, SUBACK, PINGRESP and DISCONNECT. A PUBLISH's properties
+  are skipped: the pod asks for no topic aliases and reads none.
+
+The parser works on a growing buffer and returns every complete packet, so
+one `recv` of a megabyte holding sixty windows costs one call, not sixty.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+CONNECT: Final = 1
+CONNACK: Final = 2
+PUBLISH: Final = 3
+PUBACK: Final = 4
+PUBREC: Final = 5
+PUBREL: Final = 6
+PUBCOMP: Final = 7
+SUBSCRIBE: Final = 8
+SUBACK: Final = 9
+PINGREQ: Final = 12
+PINGRESP: Final = 13
+DISCONNECT: Final = 14
+
+PINGREQ_PACKET: Final = b"\xc0\x00"
+DISCONNECT_PACKET: Final = b"\xe0\x00"
+"""Normal disconnection (reason 0, no properties): the session stays for its expiry."""
+DUP_FLAG: Final = 0x08
+
+_PROP_SESSION_EXPIRY: Final = 0x11
+_PROP_SERVER_KEEP_ALIVE: Final = 0x13
+_PROP_REASON_STRING: Final = 0x1F
+_PROP_RECEIVE_MAXIMUM: Final = 0x21
+# Every property a CONNACK or DISCONNECT may carry, by the size of its value (-1: variable).
+_BYTE, _TWO, _FOUR, _STRING, _BINARY, _VARINT, _PAIR = 1, 2, 4, -1, -2, -3, -4
+_PROPERTY_KINDS: Final = {
+    0x01: _BYTE, 0x02: _FOUR, 0x03: _STRING, 0x08: _STRING, 0x09: _BINARY, 0x0B: _VARINT,
+    0x11: _FOUR, 0x12: _STRING, 0x13: _TWO, 0x15: _STRING, 0x16: _BINARY, 0x17: _BYTE,
+    0x18: _FOUR, 0x19: _BYTE, 0x1A: _STRING, 0x1C: _STRING, 0x1F: _STRING, 0x21: _TWO,
+    0x22: _TWO, 0x23: _TWO, 0x24: _BYTE, 0x25: _BYTE, 0x26: _PAIR, 0x27: _FOUR, 0x28: _BYTE,
+    0x29: _BYTE, 0x2A: _BYTE,
+}  # fmt: skip
+
+REASONS: Final = {
+    0x00: "success",
+    0x04: "disconnect with will message",
+    0x80: "unspecified error",
+    0x81: "malformed packet",
+    0x82: "protocol error",
+    0x83: "implementation specific error",
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x8B: "server shutting down",
+    0x8D: "keep alive timeout",
+    0x8E: "session taken over",
+    0x8F: "topic filter invalid",
+    0x90: "topic name invalid",
+    0x93: "receive maximum exceeded",
+    0x95: "packet too large",
+    0x97: "quota exceeded",
+    0x99: "payload format invalid",
+    0x9C: "use another server",
+    0x9D: "server moved",
+    0x9F: "connection rate exceeded",
+}
+
+
+class ProtocolError(ValueError):
+    """The broker sent bytes that are not the MQTT 5 this pod speaks."""
+
+
+def reason_name(code: int) -> str:
+    """A reason code as words, e.g. 0x87 -> 'not authorized (0x87)'."""
+    return f"{REASONS.get(code, 'reason')} (0x{code:02x})"
+
+
+def varint(n: int) -> bytes:
+    """A Variable Byte Integer (remaining length, property length)."""
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def packet(first_byte: int, body: bytes) -> bytes:
+    """A whole packet: fixed header (type and flags, remaining length) and `body`."""
+    return bytes((first_byte,)) + varint(len(body)) + body
+
+
+def utf8(text: str) -> bytes:
+    """A UTF-8 Encoded String: two bytes of length, then the bytes."""
+    data = text.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+def connect_packet(
+    client_id: str,
+    *,
+    keepalive_s: int,
+    clean_start: bool,
+    session_expiry_s: int,
+    receive_maximum: int,
+    username: str | None = None,
+    password: str | None = None,
+) -> bytes:
+    """CONNECT, protocol level 5."""
+    flags = 0x02 if clean_start else 0
+    if username is not None:
+        flags |= 0x80
+    if password is not None:
+        flags |= 0x40
+    props = bytes((_PROP_SESSION_EXPIRY,)) + struct.pack("!I", session_expiry_s)
+    props += bytes((_PROP_RECEIVE_MAXIMUM,)) + struct.pack("!H", receive_maximum)
+    body = utf8("MQTT") + bytes((5, flags)) + struct.pack("!H", keepalive_s) + varint(len(props)) + props
+    body += utf8(client_id)
+    if username is not None:
+        body += utf8(username)
+    if password is not None:
+        body += utf8(password)
+    return packet(CONNECT << 4, body)
+
+
+def subscribe_packet(packet_id: int, topic_filter: str, qos: int) -> bytes:
+    """SUBSCRIBE to one filter at most at `qos`, no properties."""
+    body = struct.pack("!H", packet_id) + b"\x00" + utf8(topic_filter) + bytes((qos,))
+    return packet((SUBSCRIBE << 4) | 0x02, body)
+
+
+def publish_packet(
+    topic: str, payload: bytes, *, qos: int, packet_id: int = 0, retain: bool = False
+) -> bytes:
+    """PUBLISH without properties; `packet_id` only at QoS 1 and 2."""
+    variable = utf8(topic) + (struct.pack("!H", packet_id) if qos else b"") + b"\x00"
+    return packet((PUBLISH << 4) | (qos << 1) | int(retain), variable + payload)
+
+
+def puback_packet(packet_id: int) -> bytes:
+    """PUBACK, success (the reason code may be left out when it is 0)."""
+    return struct.pack("!BBH", PUBACK << 4, 2, packet_id)
+
+
+def pubrel_packet(packet_id: int) -> bytes:
+    """PUBREL, the second step of a QoS 2 publish."""
+    return struct.pack("!BBH", (PUBREL << 4) | 0x02, 2, packet_id)
+
+
+def as_duplicate(publish: bytes) -> bytes:
+    """The same PUBLISH with the DUP flag set, for a resend after a reconnect; other packets as they are."""
+    if publish[0] >> 4 != PUBLISH:
+        return publish
+    return bytes((publish[0] | DUP_FLAG,)) + publish[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A PUBLISH the broker delivered."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    packet_id: int
+    """0 at QoS 0."""
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """Any other packet: its type, and what the pod reads of it."""
+
+    kind: int
+    packet_id: int = 0
+    """PUBACK, SUBACK."""
+    reason: int = 0
+    """PUBACK, CONNACK, DISCONNECT: the reason code; SUBACK: the first one."""
+    session_present: bool = False
+    """CONNACK."""
+    receive_maximum: int = 65535
+    """CONNACK: how many QoS 1 and 2 publishes the broker takes unacknowledged."""
+    keepalive_s: int | None = None
+    """CONNACK: the Server Keep Alive, when the broker sets one."""
+    reason_string: str = ""
+
+
+class Parser:
+    """Splits a stream of bytes from the broker into packets."""
+
+    def __init__(self, max_packet_bytes: int) -> None:
+        self._buffer = bytearray()
+        self._max = max_packet_bytes
+
+    def feed(self, data: bytes | memoryview) -> list[Message | Control]:
+        """Add received bytes; return the packets they completed, in order."""
+        buffer = self._buffer
+        buffer += data
+        out: list[Message | Control] = []
+        view = memoryview(buffer)
+        offset, size = 0, len(buffer)
+        try:
+            while size - offset >= 2:  # noqa: PLR2004 - the shortest packet
+                length, multiplier, i = 0, 1, offset + 1
+                while True:
+                    if i >= size:
+                        return out
+                    digit = buffer[i]
+                    length += (digit & 0x7F) * multiplier
+                    i += 1
+                    if not digit & 0x80:
+                        break
+                    multiplier *= 128
+                    if multiplier > 128**3:
+                        raise ProtocolError("remaining length longer than four bytes")
+                if length > self._max:
+                    raise ProtocolError(f"packet of {length} bytes, more than {self._max} taken")
+                end = i + length
+                if end > size:
+                    return out
+                first = buffer[offset]
+                if first >> 4 == PUBLISH:
+                    out.append(_publish(first, buffer, view, i, end))
+                else:
+                    out.append(_control(first >> 4, bytes(view[i:end])))
+                offset = end
+            return out
+        finally:
+            view.release()
+            del buffer[:offset]
+
+
+def _publish(first: int, buffer: bytearray, view: memoryview, start: int, end: int) -> Message:
+    qos = (first >> 1) & 0x03
+    topic_end = start + 2 + int.from_bytes(buffer[start : start + 2])
+    raw_topic = bytes(buffer[start + 2 : topic_end])
+    try:
+        topic = raw_topic.decode()
+    except UnicodeDecodeError:
+        topic = raw_topic.decode(errors="replace")  # answered with an error naming it
+    i, packet_id = topic_end, 0
+    if qos:
+        packet_id = int.from_bytes(buffer[i : i + 2])
+        i += 2
+    props, i = _varint_at(buffer, i)
+    if i + props > end:
+        raise ProtocolError("PUBLISH properties longer than the packet")
+    return Message(topic, bytes(view[i + props : end]), qos, packet_id)
+
+
+def _control(kind: int, body: bytes) -> Control:
+    if kind in (PUBACK, PUBREC, PUBCOMP):
+        reason = body[2] if len(body) > 2 else 0  # noqa: PLR2004 - id, then an optional reason
+        return Control(kind, packet_id=int.from_bytes(body[:2]), reason=reason)
+    if kind == CONNACK:
+        props = _properties(body, 2)
+        return Control(
+            kind,
+            reason=body[1],
+            session_present=bool(body[0] & 0x01),
+            receive_maximum=int(props.get(_PROP_RECEIVE_MAXIMUM, 65535)),
+            keepalive_s=int(props[_PROP_SERVER_KEEP_ALIVE]) if _PROP_SERVER_KEEP_ALIVE in props else None,
+            reason_string=str(props.get(_PROP_REASON_STRING, "")),
+        )
+    if kind == SUBACK:
+        length, start = _varint_at(body, 2)
+        codes = body[start + length :]
+        return Control(kind, packet_id=int.from_bytes(body[:2]), reason=codes[0] if codes else 0x80)
+    if kind == DISCONNECT:
+        reason = body[0] if body else 0
+        props = _properties(body, 1) if len(body) > 1 else {}
+        return Control(kind, reason=reason, reason_string=str(props.get(_PROP_REASON_STRING, "")))
+    return Control(kind)
+
+
+def _varint_at(data: bytes | bytearray, i: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if i >= len(data) or shift > 21:  # noqa: PLR2004 - four bytes at most
+            raise ProtocolError("truncated or overlong variable byte integer")
+        digit = data[i]
+        value |= (digit & 0x7F) << shift
+        i += 1
+        if not digit & 0x80:
+            return value, i
+        shift += 7
+
+
+def _properties(body: bytes, start: int) -> dict[int, int | str | bytes]:
+    length, i = _varint_at(body, start)
+    end = i + length
+    out: dict[int, int | str | bytes] = {}
+    if end > len(body):
+        raise ProtocolError("properties longer than the packet")
+    while i < end:
+        key, i = _varint_at(body, i)
+        kind = _PROPERTY_KINDS.get(key)
+        if kind is None:
+            raise ProtocolError(f"unknown property 0x{key:02x}")
+        if kind > 0:
+            out[key], i = int.from_bytes(body[i : i + kind]), i + kind
+        elif kind == _VARINT:
+            out[key], i = _varint_at(body, i)
+        else:
+            size = int.from_bytes(body[i : i + 2])
+            value = body[i + 2 : i + 2 + size]
+            i += 2 + size
+            if kind == _PAIR:  # a user property: a second string follows
+                i += 2 + int.from_bytes(body[i : i + 2])
+            else:
+                out[key] = value.decode(errors="replace") if kind == _STRING else value
+    return out

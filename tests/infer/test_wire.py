@@ -1,0 +1,376 @@
+"""The serving loop's own MQTT 5 client: its packets, and its session against a real Mosquitto.
+
+What every MQTT client of the loop must do (answers, acknowledgements after
+the answer, a broker restart, a hot swap) is in test_serve.py, run against
+both clients. Here is what only this client has to get right by itself: the
+byte stream split anywhere, the broker's Receive Maximum, refused
+credentials, TLS with a private CA, and the keep-alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import queue
+import struct
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import paho.mqtt.client as paho
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from tests.infer.mosquitto import Mosquitto, mosquitto_path
+
+from vibration_infer.serve import mqtt5
+from vibration_infer.serve.link import Outgoing
+from vibration_infer.serve.settings import ServeSettings
+from vibration_infer.serve.wire import WireLink
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from pathlib import Path
+
+    from vibration_infer.serve.batcher import Incoming
+
+PREFIX = "test/hall"
+RAW = f"{PREFIX}/machines/+/raw"
+
+
+# --- packets -------------------------------------------------------------------------------
+
+
+def _props(*pairs: bytes) -> bytes:
+    body = b"".join(pairs)
+    return mqtt5.varint(len(body)) + body
+
+
+def broker_stream() -> tuple[bytes, list[mqtt5.Message | mqtt5.Control]]:
+    """Every kind of packet the client reads, as a broker would send them, and what they mean."""
+    connack_props = _props(
+        b"\x21" + struct.pack("!H", 7),
+        b"\x13" + struct.pack("!H", 20),
+        b"\x1f" + mqtt5.utf8("welcome"),
+        b"\x26" + mqtt5.utf8("k") + mqtt5.utf8("v"),
+    )
+    publish_props = _props(b"\x02" + struct.pack("!I", 60), b"\x26" + mqtt5.utf8("a") + mqtt5.utf8("b"))
+    publish_body = (
+        mqtt5.utf8("test/hall/machines/m1/raw") + struct.pack("!H", 513) + publish_props + b"\x01" * 300
+    )
+    packets = [
+        mqtt5.packet(mqtt5.CONNACK << 4, b"\x01\x00" + connack_props),
+        mqtt5.packet((mqtt5.PUBLISH << 4) | 0x02, publish_body),
+        mqtt5.publish_packet("q0", b"", qos=0),
+        mqtt5.puback_packet(9),
+        mqtt5.packet(mqtt5.PUBACK << 4, struct.pack("!HB", 10, 0x10) + b"\x00"),
+        mqtt5.packet(mqtt5.SUBACK << 4, struct.pack("!H", 3) + b"\x00" + b"\x87"),
+        mqtt5.packet(mqtt5.PINGRESP << 4, b""),
+        mqtt5.packet(mqtt5.DISCONNECT << 4, b"\x8b" + _props(b"\x1f" + mqtt5.utf8("going down"))),
+    ]
+    meaning: list[mqtt5.Message | mqtt5.Control] = [
+        mqtt5.Control(
+            mqtt5.CONNACK, session_present=True, receive_maximum=7, keepalive_s=20, reason_string="welcome"
+        ),
+        mqtt5.Message("test/hall/machines/m1/raw", b"\x01" * 300, 1, 513),
+        mqtt5.Message("q0", b"", 0, 0),
+        mqtt5.Control(mqtt5.PUBACK, packet_id=9),
+        mqtt5.Control(mqtt5.PUBACK, packet_id=10, reason=0x10),
+        mqtt5.Control(mqtt5.SUBACK, packet_id=3, reason=0x87),
+        mqtt5.Control(mqtt5.PINGRESP),
+        mqtt5.Control(mqtt5.DISCONNECT, reason=0x8B, reason_string="going down"),
+    ]
+    return b"".join(packets), meaning
+
+
+def test_the_parser_reads_the_same_packets_however_the_stream_is_split() -> None:
+    stream, meaning = broker_stream()
+    assert mqtt5.Parser(1 << 20).feed(stream) == meaning
+    for step in (1, 2, 3, 7, 64):
+        parser, got = mqtt5.Parser(1 << 20), []
+        for i in range(0, len(stream), step):
+            got += parser.feed(stream[i : i + step])
+        assert got == meaning, f"split every {step} bytes"
+
+
+@pytest.mark.parametrize("remaining", [127, 128, 16_383, 16_384, 2_097_151, 2_097_152])
+def test_remaining_lengths_at_each_varint_boundary_round_trip(remaining: int) -> None:
+    topic = "t"
+    overhead = 2 + len(topic) + 2 + 1  # topic, packet id, property length
+    data = mqtt5.publish_packet(topic, b"\xab" * (remaining - overhead), qos=1, packet_id=77)
+    assert len(mqtt5.varint(remaining)) == len(data) - 1 - remaining
+    assert mqtt5.Parser(1 << 22).feed(data) == [mqtt5.Message(topic, b"\xab" * (remaining - overhead), 1, 77)]
+
+
+def test_a_duplicate_keeps_the_packet_and_sets_only_the_dup_flag() -> None:
+    data = mqtt5.publish_packet("a/b", b"xyz", qos=1, packet_id=5, retain=True)
+    dup = mqtt5.as_duplicate(data)
+    assert dup[0] == data[0] | mqtt5.DUP_FLAG
+    assert dup[1:] == data[1:]
+    assert mqtt5.Parser(1024).feed(dup) == [mqtt5.Message("a/b", b"xyz", 1, 5)]
+    assert mqtt5.as_duplicate(mqtt5.pubrel_packet(5)) == mqtt5.pubrel_packet(5)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x30\xff\xff\xff\xff\x01", "longer than four bytes"),
+        (b"\x30" + mqtt5.varint(5000), "packet of 5000 bytes, more than 4096 taken"),
+        (mqtt5.packet(0x32, mqtt5.utf8("t") + b"\x00\x01" + mqtt5.varint(50) + b"x"), "properties longer"),
+        (mqtt5.packet(0x20, b"\x00\x00" + _props(b"\x7f\x00")), "unknown property 0x7f"),
+    ],
+)
+def test_malformed_input_is_refused_with_what_is_wrong(data: bytes, reason: str) -> None:
+    with pytest.raises(mqtt5.ProtocolError, match=reason):
+        mqtt5.Parser(4096).feed(data)
+
+
+def test_a_topic_that_is_not_utf8_still_arrives_to_be_answered_with_an_error() -> None:
+    data = mqtt5.packet(0x30, struct.pack("!H", 3) + b"a\xffb" + b"\x00" + b"payload")
+    assert mqtt5.Parser(1024).feed(data) == [mqtt5.Message("a\ufffdb", b"payload", 0, 0)]
+
+
+def test_reason_codes_read_as_words() -> None:
+    assert mqtt5.reason_name(0x86) == "bad user name or password (0x86)"
+    assert mqtt5.reason_name(0xFE) == "reason (0xfe)"
+
+
+# --- against a real Mosquitto --------------------------------------------------------------
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    if mosquitto_path() is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    started: list[Mosquitto] = []
+
+    def make(*extra: str) -> Mosquitto:
+        broker = Mosquitto(tmp_path / f"broker-{len(started)}", extra=extra)
+        broker.start()
+        started.append(broker)
+        return broker
+
+    yield make
+    for broker in started:
+        broker.stop()
+
+
+def settings(url: str, tmp_path: Path, **overrides: object) -> ServeSettings:
+    values: dict[str, object] = {
+        "mqtt_url": url,
+        "topic_prefix": PREFIX,
+        "node_name": "node-w",
+        "client_id": f"wire-{tmp_path.name}",
+        "model_id": "unused",
+        "reconnect_min_s": 1,
+        "reconnect_max_s": 2,
+    }
+    values.update(overrides)
+    return ServeSettings(**values)  # type: ignore[arg-type]  # keyword values of mixed types
+
+
+class Peer:
+    """A paho client on the other side: publishes windows, keeps what arrives on `topics`."""
+
+    def __init__(self, broker: Mosquitto, client_id: str, topics: Sequence[str] = ()) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        subscribed = threading.Event()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.client.max_inflight_messages_set(0)
+        self.client.on_message = lambda _c, _u, m: self.received.append((m.topic, bytes(m.payload)))
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if topics:
+            self.client.subscribe([(t, 1) for t in topics])
+            assert subscribed.wait(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def drain(inbox: queue.SimpleQueue[Incoming], n: int, timeout_s: float) -> list[Incoming]:
+    out: list[Incoming] = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < n and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            out.append(inbox.get(timeout=0.05))
+    return out
+
+
+def started_link(config: ServeSettings, inbox: queue.SimpleQueue[Incoming]) -> WireLink:
+    link = WireLink(config, RAW, inbox)
+    link.start()
+    assert link.wait_connected(10)
+    return link
+
+
+@pytest.mark.integration
+def test_answers_beyond_the_brokers_receive_maximum_wait_their_turn_in_order(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
+    broker = make_broker("max_inflight_messages 5")  # Mosquitto's Receive Maximum in its CONNACK
+    listener = Peer(broker, "listener", [f"{PREFIX}/out"])
+    link = started_link(settings(broker.url, tmp_path, max_inflight=100), queue.SimpleQueue())
+    link.publish_many(Outgoing(f"{PREFIX}/out", str(i).encode(), 1) for i in range(300))
+    deadline = time.monotonic() + 20
+    while len(listener.received) < 300 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # Had more than five been in flight, the broker would have dropped the connection
+    # ("receive maximum exceeded") and the resends would show up as duplicates.
+    assert [int(p) for _, p in listener.received] == list(range(300))
+    assert link.connected
+    assert link.unacknowledged() == 0
+    link.stop(2)
+    listener.close()
+    assert "receive maximum" not in broker.log.read_text().lower()
+
+
+@pytest.mark.integration
+def test_an_input_is_acknowledged_only_once_its_answer_is(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
+    broker = make_broker()
+    sensor = Peer(broker, "sensor")
+    config = settings(broker.url, tmp_path, session_expiry_s=300)
+    inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
+    link = started_link(config, inbox)
+    for i in range(50):
+        sensor.client.publish(f"{PREFIX}/machines/m{i % 3}/raw", f"w{i}".encode(), qos=1)
+    first = drain(inbox, 50, 10)
+    assert [x.payload for x in first] == [f"w{i}".encode() for i in range(50)]
+    link.stop(0)  # gone without answering: the broker keeps the windows for the session
+
+    inbox = queue.SimpleQueue()
+    link = started_link(config, inbox)
+    again = drain(inbox, 50, 10)
+    assert [x.payload for x in again] == [x.payload for x in first]
+    link.publish_many(Outgoing(f"{PREFIX}/answers", x.payload, 1, then_ack=x) for x in again)
+    link.stop(5)  # waits for the answers' PUBACKs, which release the inputs' PUBACKs
+
+    inbox = queue.SimpleQueue()
+    link = started_link(config, inbox)
+    assert drain(inbox, 1, 1.5) == []
+    link.stop(1)
+    sensor.close()
+
+
+@pytest.mark.integration
+def test_a_refused_connect_names_the_reason_and_is_retried(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = make_broker("allow_anonymous false")
+    link = WireLink(
+        settings(broker.url, tmp_path, mqtt_username="nobody", mqtt_password="wrong"),  # noqa: S106
+        RAW,
+        queue.SimpleQueue(),
+    )
+    with caplog.at_level(logging.WARNING, logger="vibration_infer.serve.wire"):
+        link.start()
+        time.sleep(2.5)
+        assert not link.connected
+        link.stop(0)
+    refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mqtt_connect_refused")]
+    assert len(refused) >= 2, "retried after the first refusal"
+    assert refused[0] == "mqtt_connect_refused reason=not authorized (0x87)"
+    assert all("wrong" not in r.getMessage() for r in caplog.records), "no password in the logs"
+
+
+def write_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA, and a server certificate for `localhost` that it signed: (ca, cert, key)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hall-a test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / "ca.crt", directory / "server.crt", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+@pytest.mark.integration
+def test_tls_with_a_private_ca_carries_windows_and_a_stranger_ca_is_refused(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca, cert, key = write_ca_and_server_cert(tmp_path / "tls")
+    other_ca, _, _ = write_ca_and_server_cert(tmp_path / "other")
+    broker = make_broker(f"cafile {ca}", f"certfile {cert}", f"keyfile {key}")
+    url = f"mqtts://localhost:{broker.port}"
+
+    inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
+    link = started_link(settings(url, tmp_path, mqtt_ca_file=ca), inbox)
+    # A window in and an answer out, through the TLS listener (so a paho peer speaks TLS too).
+    peer = paho.Client(CallbackAPIVersion.VERSION2, client_id="peer", protocol=MQTTProtocolVersion.MQTTv5)
+    peer.tls_set(ca_certs=str(ca))
+    answers: list[bytes] = []
+    subscribed = threading.Event()
+    peer.on_message = lambda _c, _u, m: answers.append(bytes(m.payload))
+    peer.on_subscribe = lambda *_: subscribed.set()
+    peer.connect("localhost", broker.port)
+    peer.loop_start()
+    peer.subscribe(f"{PREFIX}/answers", 1)
+    assert subscribed.wait(10)
+    peer.publish(f"{PREFIX}/machines/m1/raw", b"\x00" * 20_000, qos=1)
+    (window,) = drain(inbox, 1, 10)
+    assert window.payload == b"\x00" * 20_000
+    link.publish(f"{PREFIX}/answers", b"label", qos=1, then_ack=window)
+    deadline = time.monotonic() + 10
+    while not answers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert answers == [b"label"]
+    link.stop(2)
+    peer.disconnect()
+    peer.loop_stop()
+
+    stranger = WireLink(
+        settings(url, tmp_path, client_id="stranger", mqtt_ca_file=other_ca), RAW, queue.SimpleQueue()
+    )
+    with caplog.at_level(logging.WARNING, logger="vibration_infer.serve.wire"):
+        stranger.start()
+        time.sleep(1.0)
+        assert not stranger.connected
+        stranger.stop(0)
+    assert any("certificate verify failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.integration
+def test_an_idle_link_keeps_its_session_alive_with_pings(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = make_broker()
+    with caplog.at_level(logging.INFO, logger="vibration_infer.serve.wire"):
+        link = started_link(settings(broker.url, tmp_path, keepalive_s=5), queue.SimpleQueue())
+        # The broker drops a client silent for 1.5 keep-alives (7.5 s): only PINGREQs speak here.
+        time.sleep(8.5)
+        assert link.connected
+        link.stop(1)
+    events = [r.getMessage().split()[0] for r in caplog.records]
+    assert events.count("mqtt_connected") == 1
+    assert "mqtt_disconnected" not in events
