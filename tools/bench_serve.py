@@ -119,6 +119,9 @@ def serve_process(
             process.kill()
 
 
+CLIENT_NAMES = {"wire": "wire, the default", "paho": "paho"}
+
+
 def main() -> int:
     """Train, start a broker and serve, measure, print."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -170,8 +173,10 @@ def main() -> int:
             collector.close()
         base_p50, base_p99, base_rate = seed_style(model, stream, args.baseline_windows)
         floor_us = compute_floor(model, flood[:2048])
-        with Mosquitto(work / "broker-transport") as broker:
-            transport_us, transport_rate = transport_only(broker, encoded(stream, 2 * 10**15)[: len(flood)])
+        transport = {}
+        for n, client in enumerate(("wire", "paho"), start=2):
+            with Mosquitto(work / f"broker-{client}") as broker:
+                transport[client] = transport_only(broker, encoded(stream, n * 10**15)[: len(flood)], client)
     rate = len(flood) / (last - started)
     baseline = f"p50 {base_p50:.0f} ms, p99 {base_p99:.0f} ms"
     record(
@@ -211,9 +216,12 @@ def main() -> int:
                     "serve's batch work alone, no MQTT (decode, features, model, answers, drift)",
                     f"{floor_us:.0f} us (alone on one core: {1e6 / floor_us:.0f} windows/s)",
                 ),
-                Figure(
-                    "serve's MQTT link alone, no model (paho, same flood)",
-                    f"{transport_us:.0f} us CPU per window, {transport_rate:.0f} windows/s",
+                *(
+                    Figure(
+                        f"serve's MQTT link alone, no model ({CLIENT_NAMES[client]}, same flood)",
+                        f"{link_us:.0f} us CPU per window, {link_rate:.0f} windows/s",
+                    )
+                    for client, (link_us, link_rate) in transport.items()
                 ),
                 Figure(
                     "RSS, model loaded, idle",

@@ -4,8 +4,8 @@
   (`mqtt_wire.py`: paho's own per-message cost would make the load generator the limit);
 - `compute_floor`: serve's batch work (decode, features, model, answers, drift) in
   this process with no MQTT;
-- `transport_only`: serve's MQTT link (paho) and batching with no model, in a process
-  of its own on one core, under the same flood;
+- `transport_only`: serve's MQTT link (either client) and batching with no model, in a
+  process of its own on one core, under the same flood;
 - `seed_style`: the reference pipeline's way, one Python process per JSON window.
 
 `bench_serve.py` runs them beside serve itself; splitting serve's cost into its two
@@ -64,26 +64,28 @@ print(json.dumps({"label": str(label[0])}))
 """
 
 
-# serve's own MQTT link and batching with no model: every window is answered with a fixed
-# prediction-sized payload, acknowledged once that answer is, as serve does.
+# serve's own MQTT link (the client argv[3] names) and batching with no model: every window
+# is answered with a fixed prediction-sized payload, acknowledged once that answer is, as
+# serve does.
 TRANSPORT_SCRIPT = """
 import queue, sys
 from vibration_core.topics import TopicLayout
 from vibration_infer.serve.batcher import collect
-from vibration_infer.serve.mqtt import MqttLink
+from vibration_infer.serve.link import Outgoing, make_link
 from vibration_infer.serve.settings import ServeSettings
 settings = ServeSettings(mqtt_url=sys.argv[1], topic_prefix=sys.argv[2], node_name="transport",
-                         model_id="none", client_id="bench-transport")
+                         model_id="none", client_id="bench-transport", mqtt_client=sys.argv[3])
 layout, inbox = TopicLayout(sys.argv[2]), queue.SimpleQueue()
-link = MqttLink(settings, layout.raw_subscription(), inbox)
+link = make_link(settings, layout.raw_subscription(), inbox)
 link.start()
 link.wait_connected(30)
 print("ready", flush=True)
 answer = b"x" * 420
 while True:
-    for item in collect(inbox, settings.batch_max, 0.0, 0.1):
-        machine = item.topic.split("/")[-2]
-        link.publish(layout.predictions(machine), answer, qos=1, then_ack=item)
+    batch = collect(inbox, settings.batch_max, 0.0, 0.1)
+    link.publish_many(
+        Outgoing(layout.predictions(item.topic.split("/")[-2]), answer, 1, then_ack=item) for item in batch
+    )
 """
 
 
@@ -206,11 +208,16 @@ def compute_floor(model: Path, messages: list[tuple[str, int, bytes]]) -> float:
     return best / len(items) * 1e6
 
 
-def transport_only(broker: Mosquitto, messages: list[tuple[str, int, bytes]]) -> tuple[float, float]:
-    """Serve's MQTT link alone, on one core, under the same flood: CPU us per window and windows/s."""
+def transport_only(
+    broker: Mosquitto, messages: list[tuple[str, int, bytes]], client: str
+) -> tuple[float, float]:
+    """Serve's MQTT link (`client`: wire or paho) alone, on one core, under the same flood.
+
+    Returns CPU us per window and windows/s.
+    """
     core = max(os.sched_getaffinity(0))
     process = subprocess.Popen(
-        [sys.executable, "-c", TRANSPORT_SCRIPT, broker.url, PREFIX],
+        [sys.executable, "-c", TRANSPORT_SCRIPT, broker.url, PREFIX, client],
         stdout=subprocess.PIPE,
         preexec_fn=lambda: os.sched_setaffinity(0, {core}),  # noqa: PLW1509 - no threads yet
     )

@@ -15,10 +15,13 @@ import threading
 from collections import Counter as TallyCounter
 from typing import TYPE_CHECKING, Final
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     from vibration_core.drift import DriftReport
 
@@ -28,17 +31,62 @@ LATENCY_BUCKETS_S: Final = (
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
+class BatchHistogram:
+    """A Prometheus histogram observed a batch at a time: one numpy call instead of a lock per window.
+
+    `prometheus_client.Histogram.observe` walks the buckets in Python under a
+    lock, for every window; at thousands of windows a second that was a tenth
+    of the worker's time. The exposition is the same: cumulative ``le`` buckets
+    (an observation counts in every bucket whose bound it does not exceed),
+    ``_count`` and ``_sum``.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self._name, self._documentation = name, documentation
+        self._bounds = np.asarray([*buckets, math.inf], dtype=np.float64)
+        self._counts = np.zeros(len(self._bounds), dtype=np.int64)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: Sequence[float]) -> None:
+        """Observe every value of a batch."""
+        if not values:
+            return
+        array = np.asarray(values, dtype=np.float64)
+        counts = np.bincount(np.searchsorted(self._bounds, array, side="left"), minlength=len(self._bounds))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(array.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """The histogram as it stands (what the registry scrapes)."""
+        with self._lock:
+            cumulative, total = np.cumsum(self._counts), self._sum
+        buckets = [
+            (floatToGoString(b), float(c))  # type: ignore[no-untyped-call]  # untyped in prometheus_client
+            for b, c in zip(self._bounds, cumulative, strict=True)
+        ]
+        yield HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=total)
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        """The metric's name and kind, without samples."""
+        yield HistogramMetricFamily(self._name, self._documentation)
+
+
 class ServeMetrics:
     """Counters, histograms and gauges of one serving pod."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "vibration_infer_latency_seconds",
             "From receipt of a raw window to its prediction ready to publish.",
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
+            LATENCY_BUCKETS_S,
+            r,
         )
         self.batch_size = Histogram(
             "vibration_infer_batch_size", "Windows per inference batch.", buckets=BATCH_BUCKETS, registry=r
@@ -107,13 +155,12 @@ class ServeMetrics:
         with self._lock:
             self._received_total += n
 
-    def record_batch(self, labels: Iterable[str], latencies_s: Iterable[float]) -> None:
+    def record_batch(self, labels: Iterable[str], latencies_s: Sequence[float]) -> None:
         """Count one batch's predictions and observe their latencies."""
         tally = TallyCounter(labels)
         for label, count in tally.items():
             self.windows.labels(label=label).inc(count)
-        for seconds in latencies_s:
-            self.latency.observe(seconds)
+        self.latency.observe_many(latencies_s)
         n = sum(tally.values())
         if n:
             self.batch_size.observe(n)
