@@ -313,8 +313,10 @@ class WireLink:
         view = memoryview(chunk)
         self._handle(connection.early, time.time_ns(), time.perf_counter_ns())
         while not self._stopping.is_set():
+            if self._sock is not sock:
+                raise ConnectionError("the connection was closed after a failed write")
             pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
-            if pending or select.select([sock], [], [], min(1.0, keepalive / 4))[0]:
+            if pending or _readable(sock, min(1.0, keepalive / 4)):
                 with self._lock:
                     if self._sock is not sock:
                         raise ConnectionError("the connection was closed after a failed write")
@@ -390,6 +392,13 @@ class WireLink:
     def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change()
+
+
+def _readable(sock: socket.socket, timeout_s: float) -> bool:
+    try:
+        return bool(select.select([sock], [], [], timeout_s)[0])
+    except ValueError:  # closed by a failed write on the worker's side meanwhile
+        raise ConnectionError("the connection was closed after a failed write") from None
 
 
 def _await_connack(sock: socket.socket) -> _Connection:
