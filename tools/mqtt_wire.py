@@ -12,7 +12,8 @@ only what a load generator needs, on the bytes themselves:
   to `on_message` with the arrival time of the bytes that completed it, and
   acknowledged when QoS 1), PUBACK (counted), CONNACK and SUBACK (waited on).
 
-TCP_NODELAY is on, as on every client of this project. It is not a general
+TCP_NODELAY is on, as on every client of this project. The framing (remaining length, strings,
+packets) is serve's own, `vibration_infer.serve.mqtt5`. It is not a general
 client: no reconnect, no QoS 2, no MQTT 5 properties, no TLS.
 """
 
@@ -25,6 +26,8 @@ import struct
 import threading
 import time
 from typing import TYPE_CHECKING
+
+from vibration_infer.serve.mqtt5 import packet, utf8
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,24 +42,6 @@ _SUBACK_FAILURE = 0x80
 
 class WireError(RuntimeError):
     """The broker refused, or the connection broke."""
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _string(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def _packet(first_byte: int, body: bytes) -> bytes:
-    return bytes([first_byte]) + _remaining_length(len(body)) + body
 
 
 class WireClient:
@@ -86,8 +71,8 @@ class WireClient:
         self._reader = threading.Thread(target=self._read, name=f"wire-{client_id}", daemon=True)
         self._reader.start()
         # Protocol "MQTT" level 4, clean session, keepalive 0 (the broker never drops us for silence).
-        body = _string("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 0) + _string(client_id)
-        self.send(_packet(_CONNECT << 4, body))
+        body = utf8("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 0) + utf8(client_id)
+        self.send(packet(_CONNECT << 4, body))
         if not self._connack.wait(timeout_s) or self._refused or self.closed.is_set():
             self._sock.close()
             raise WireError(f"CONNECT to {host}:{port} failed: {self._refused or 'no CONNACK'}")
@@ -96,8 +81,8 @@ class WireClient:
         """Subscribe and wait for the SUBACK."""
         packet_id = next(self._ids)
         acked = self._subacks[packet_id] = threading.Event()
-        body = struct.pack("!H", packet_id) + _string(topic_filter) + bytes([qos])
-        self.send(_packet((_SUBSCRIBE << 4) | 0x02, body))
+        body = struct.pack("!H", packet_id) + utf8(topic_filter) + bytes([qos])
+        self.send(packet((_SUBSCRIBE << 4) | 0x02, body))
         if not acked.wait(self._timeout_s) or self._refused or self.closed.is_set():
             reason = self._refused or (
                 "the broker closed the connection" if self.closed.is_set() else "no SUBACK"
@@ -106,8 +91,8 @@ class WireClient:
 
     def publish_packet(self, topic: str, payload: bytes, qos: int = 1) -> bytes:
         """A complete PUBLISH packet (a fresh packet id at QoS 1), to `send` now or later."""
-        header = _string(topic) + (struct.pack("!H", next(self._ids)) if qos else b"")
-        return _packet((_PUBLISH << 4) | (qos << 1), header + payload)
+        header = utf8(topic) + (struct.pack("!H", next(self._ids)) if qos else b"")
+        return packet((_PUBLISH << 4) | (qos << 1), header + payload)
 
     def send(self, data: bytes) -> None:
         """Write bytes (one or many packets) to the broker."""
@@ -127,7 +112,7 @@ class WireClient:
         """DISCONNECT and close the socket."""
         if not self.closed.is_set():
             with contextlib.suppress(OSError):
-                self.send(_packet(_DISCONNECT << 4, b""))
+                self.send(packet(_DISCONNECT << 4, b""))
         self._sock.close()
         self._reader.join(timeout=5)
 
