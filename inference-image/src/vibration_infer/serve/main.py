@@ -10,6 +10,7 @@ This is the process entry, the one place with ``except Exception``.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -65,6 +66,10 @@ def serve(settings: ServeSettings) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # Everything loaded so far (runtimes, the model, pydantic's schemas) lives as long as
+    # the process: out of the collector's sight, a full collection no longer walks it
+    # while a window waits.
+    gc.freeze()
     app.start()
     logger.info(
         "serve_started node=%s mqtt=%s prefix=%s http_port=%d",
