@@ -4,7 +4,8 @@ What every MQTT client of the loop must do (answers, acknowledgements after
 the answer, a broker restart, a hot swap) is in test_serve.py, run against
 both clients. Here is what only this client has to get right by itself: the
 byte stream split anywhere, the broker's Receive Maximum, refused
-credentials, TLS with a private CA, and the keep-alive.
+credentials, TLS with a private CA, the keep-alive and a half-open
+connection, the broker's CONNACK limits, and an answer the ACL refuses.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import datetime as dt
 import logging
 import queue
+import socket
 import struct
 import threading
 import time
@@ -374,3 +376,123 @@ def test_an_idle_link_keeps_its_session_alive_with_pings(
     events = [r.getMessage().split()[0] for r in caplog.records]
     assert events.count("mqtt_connected") == 1
     assert "mqtt_disconnected" not in events
+
+
+class BlackHoleProxy:
+    """A TCP relay to the broker that can start swallowing every byte: a half-open connection."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.broker = broker
+        self.frozen = threading.Event()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
+        self._sockets: list[socket.socket] = [self._server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._server.accept()
+                upstream = socket.create_connection((self.broker.host, self.broker.port))
+                self._sockets += [client, upstream]
+                for src, dst in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if not self.frozen.is_set():
+                    dst.sendall(data)
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+@pytest.mark.integration
+def test_a_half_open_connection_is_found_by_its_unanswered_ping_while_the_pod_publishes(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = BlackHoleProxy(make_broker())
+    config = settings(
+        f"mqtt://127.0.0.1:{proxy.port}", tmp_path, keepalive_s=5, reconnect_min_s=30, reconnect_max_s=30
+    )
+    with caplog.at_level(logging.INFO, logger="vibration_infer.serve.wire"):
+        link = started_link(config, queue.SimpleQueue())
+        proxy.frozen.set()  # the broker is gone, the socket is not: writes still succeed
+        frozen_at = time.monotonic()
+        while link.connected and time.monotonic() - frozen_at < 15:
+            link.publish(f"{PREFIX}/nodes/node-w/status", b"{}", qos=1)  # never acknowledged now
+            time.sleep(0.5)
+        found_s = time.monotonic() - frozen_at
+        link.stop(0)
+    proxy.close()
+    # A PINGREQ goes out 2.5 s after the last byte heard, unanswered for 5 s.
+    assert not link.connected, "publishing kept a dead connection looking alive"
+    assert found_s < 9.5
+    assert any(
+        r.getMessage() == "mqtt_disconnected reason=no answer to PINGREQ within 5 s" for r in caplog.records
+    )
+
+
+@pytest.mark.integration
+def test_the_brokers_connack_limits_are_kept_instead_of_getting_the_link_dropped(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = make_broker("retain_available false", "max_qos 1", "max_packet_size 3000")
+    listener = Peer(broker, "listener", [f"{PREFIX}/#"])
+    with caplog.at_level(logging.INFO, logger="vibration_infer.serve.wire"):
+        link = started_link(settings(broker.url, tmp_path), queue.SimpleQueue())
+        link.publish(f"{PREFIX}/status", b"retained", qos=1, retain=True)  # retain dropped
+        link.publish(f"{PREFIX}/qos2", b"two", qos=2)  # sent at QoS 1
+        link.publish(f"{PREFIX}/big", b"x" * 5000, qos=1)  # larger than the broker takes: refused here
+        link.publish(f"{PREFIX}/after", b"after", qos=1)
+        deadline = time.monotonic() + 10
+        while len(listener.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert link.connected
+        assert link.unacknowledged() == 0
+        link.stop(1)
+    listener.close()
+    assert listener.received == [
+        (f"{PREFIX}/status", b"retained"),
+        (f"{PREFIX}/qos2", b"two"),
+        (f"{PREFIX}/after", b"after"),
+    ]
+    events = [r.getMessage() for r in caplog.records]
+    assert [e.split()[0] for e in events].count("mqtt_connected") == 1, "the broker never dropped the link"
+    assert f"mqtt_publish_too_large topic={PREFIX}/big bytes=5021 broker_maximum=3000" in events
+
+
+@pytest.mark.integration
+def test_an_answer_the_acl_refuses_is_logged_once_and_leaves_nothing_waiting(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    acl = tmp_path / "aclfile"
+    acl.write_text(f"topic readwrite {PREFIX}/machines/#\ntopic readwrite {PREFIX}/answers\n")
+    broker = make_broker(f"acl_file {acl}")
+    sensor, listener = Peer(broker, "sensor"), Peer(broker, "listener", [f"{PREFIX}/answers"])
+    config = settings(broker.url, tmp_path, session_expiry_s=300)
+    inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
+    with caplog.at_level(logging.INFO, logger="vibration_infer.serve.wire"):
+        link = started_link(config, inbox)
+        for i in range(3):
+            sensor.client.publish(f"{PREFIX}/machines/m1/raw", f"w{i}".encode(), qos=1)
+        windows = drain(inbox, 3, 10)
+        # The first answer goes where the ACL does not let the pod write.
+        topics = [f"{PREFIX}/forbidden", f"{PREFIX}/answers", f"{PREFIX}/answers"]
+        link.publish_many(Outgoing(t, w.payload, 1, then_ack=w) for t, w in zip(topics, windows, strict=True))
+        deadline = time.monotonic() + 10
+        while (len(listener.received) < 2 or link.unacknowledged()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        link.stop(2)
+    assert sorted(p for _, p in listener.received) == [b"w1", b"w2"]
+    refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mqtt_publish_refused")]
+    assert refused == [f"mqtt_publish_refused topic={PREFIX}/forbidden reason=not authorized (0x87)"]
+    # Nothing is left waiting and nothing loops. Mosquitto 2.0 hangs up right after a refusal
+    # ("Bad socket read/write" in its log), so the inputs whose PUBACK could not go out come
+    # back once on the next connection, where serve's deduper only acknowledges them.
+    assert link.unacknowledged() == 0
+    sensor.close()
+    listener.close()

@@ -1,7 +1,8 @@
 """``vibration-infer serve``: the node's serving loop (MQTT → features → model → predictions, alerts).
 
 `run` is the whole program; the modules are its parts: `settings` (what it
-reads), `mqtt` (the broker session), `batcher` (windows to answers), `alerts`
+reads), `link` (the broker session: `wire` with `mqtt5`, `wire_outbound` and
+`wire_socket`, the default; `mqtt` on paho-mqtt), `batcher` (windows to answers), `alerts`
 (debounce), `metrics` and `http` (what it shows), `swap` (a new target,
 validated in-process) and `app` (the wiring).
 """

@@ -37,11 +37,16 @@ PINGREQ_PACKET: Final = b"\xc0\x00"
 DISCONNECT_PACKET: Final = b"\xe0\x00"
 """Normal disconnection (reason 0, no properties): the session stays for its expiry."""
 DUP_FLAG: Final = 0x08
+FAILURE: Final = 0x80
+"""Reason codes from here on are failures."""
 
 _PROP_SESSION_EXPIRY: Final = 0x11
 _PROP_SERVER_KEEP_ALIVE: Final = 0x13
 _PROP_REASON_STRING: Final = 0x1F
 _PROP_RECEIVE_MAXIMUM: Final = 0x21
+_PROP_MAXIMUM_QOS: Final = 0x24
+_PROP_RETAIN_AVAILABLE: Final = 0x25
+_PROP_MAXIMUM_PACKET_SIZE: Final = 0x27
 # Every property a CONNACK or DISCONNECT may carry, by the size of its value (-1: variable).
 _BYTE, _TWO, _FOUR, _STRING, _BINARY, _VARINT, _PAIR = 1, 2, 4, -1, -2, -3, -4
 _PROPERTY_KINDS: Final = {
@@ -67,14 +72,22 @@ REASONS: Final = {
     0x89: "server busy",
     0x8A: "banned",
     0x8B: "server shutting down",
+    0x8C: "bad authentication method",
     0x8D: "keep alive timeout",
     0x8E: "session taken over",
     0x8F: "topic filter invalid",
     0x90: "topic name invalid",
+    0x91: "packet identifier in use",
+    0x92: "packet identifier not found",
     0x93: "receive maximum exceeded",
+    0x94: "topic alias invalid",
     0x95: "packet too large",
+    0x96: "message rate too high",
     0x97: "quota exceeded",
+    0x98: "administrative action",
     0x99: "payload format invalid",
+    0x9A: "retain not supported",
+    0x9B: "QoS not supported",
     0x9C: "use another server",
     0x9D: "server moved",
     0x9F: "connection rate exceeded",
@@ -83,6 +96,11 @@ REASONS: Final = {
 
 class ProtocolError(ValueError):
     """The broker sent bytes that are not the MQTT 5 this pod speaks."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.parsed: list[Message | Control] = []
+        """The packets before the bad one, complete and valid: still to be handled."""
 
 
 def reason_name(code: int) -> str:
@@ -195,6 +213,12 @@ class Control:
     """CONNACK: how many QoS 1 and 2 publishes the broker takes unacknowledged."""
     keepalive_s: int | None = None
     """CONNACK: the Server Keep Alive, when the broker sets one."""
+    maximum_qos: int = 2
+    """CONNACK: the highest QoS the broker takes."""
+    retain_available: bool = True
+    """CONNACK: whether the broker takes retained messages."""
+    maximum_packet_size: int | None = None
+    """CONNACK: the largest packet the broker takes, when it sets a limit."""
     reason_string: str = ""
 
 
@@ -211,36 +235,50 @@ class Parser:
         buffer += data
         out: list[Message | Control] = []
         view = memoryview(buffer)
-        offset, size = 0, len(buffer)
+        offset = 0
         try:
-            while size - offset >= 2:  # noqa: PLR2004 - the shortest packet
-                length, multiplier, i = 0, 1, offset + 1
-                while True:
-                    if i >= size:
-                        return out
-                    digit = buffer[i]
-                    length += (digit & 0x7F) * multiplier
-                    i += 1
-                    if not digit & 0x80:
-                        break
-                    multiplier *= 128
-                    if multiplier > 128**3:
-                        raise ProtocolError("remaining length longer than four bytes")
-                if length > self._max:
-                    raise ProtocolError(f"packet of {length} bytes, more than {self._max} taken")
-                end = i + length
-                if end > size:
-                    return out
-                first = buffer[offset]
-                if first >> 4 == PUBLISH:
-                    out.append(_publish(first, buffer, view, i, end))
-                else:
-                    out.append(_control(first >> 4, bytes(view[i:end])))
+            while (header := _fixed_header(buffer, offset, self._max)) is not None:
+                start, end = header
+                out.append(_packet_at(buffer, view, offset, start, end))
                 offset = end
-            return out
+        except ProtocolError as exc:
+            exc.parsed = out
+            raise
         finally:
             view.release()
             del buffer[:offset]
+        return out
+
+
+def _fixed_header(buffer: bytearray, offset: int, max_bytes: int) -> tuple[int, int] | None:
+    """Where the packet at `offset` has its body and where it ends; None while incomplete."""
+    size = len(buffer)
+    length, shift, i = 0, 0, offset + 1
+    while True:
+        if i >= size:
+            return None
+        digit = buffer[i]
+        length |= (digit & 0x7F) << shift
+        i += 1
+        if not digit & 0x80:
+            break
+        shift += 7
+        if shift > 21:  # noqa: PLR2004 - four bytes at most
+            raise ProtocolError("remaining length longer than four bytes")
+    if length > max_bytes:
+        raise ProtocolError(f"packet of {length} bytes, more than {max_bytes} taken")
+    end = i + length
+    return (i, end) if end <= size else None
+
+
+def _packet_at(buffer: bytearray, view: memoryview, offset: int, start: int, end: int) -> Message | Control:
+    first = buffer[offset]
+    if first >> 4 == PUBLISH:
+        return _publish(first, buffer, view, start, end)
+    try:
+        return _control(first >> 4, bytes(view[start:end]))
+    except IndexError:
+        raise ProtocolError(f"packet of type {first >> 4} shorter than its fields") from None
 
 
 def _publish(first: int, buffer: bytearray, view: memoryview, start: int, end: int) -> Message:
@@ -273,6 +311,11 @@ def _control(kind: int, body: bytes) -> Control:
             session_present=bool(body[0] & 0x01),
             receive_maximum=int(props.get(_PROP_RECEIVE_MAXIMUM, 65535)),
             keepalive_s=int(props[_PROP_SERVER_KEEP_ALIVE]) if _PROP_SERVER_KEEP_ALIVE in props else None,
+            maximum_qos=int(props.get(_PROP_MAXIMUM_QOS, 2)),
+            retain_available=bool(props.get(_PROP_RETAIN_AVAILABLE, 1)),
+            maximum_packet_size=(
+                int(props[_PROP_MAXIMUM_PACKET_SIZE]) if _PROP_MAXIMUM_PACKET_SIZE in props else None
+            ),
             reason_string=str(props.get(_PROP_REASON_STRING, "")),
         )
     if kind == SUBACK:

@@ -1,0 +1,170 @@
+"""What the wire link owes the broker: answers in flight or waiting, and the inputs they acknowledge.
+
+A pure state machine, no socket and no lock (`wire.WireLink` holds the lock
+and writes what each method returns). Every method returns the packets to
+send now, in order.
+
+- QoS 1 and 2 publishes wait in order and go in flight while the broker's
+  Receive Maximum allows; each keeps the input it answers (`then_ack`).
+- When the broker has an answer (PUBACK, PUBCOMP, or a failure reason), the
+  answer is settled: its input is acknowledged, if it arrived on the
+  current connection (a packet id names another message on the next one,
+  and the broker redelivers the unacknowledged anyway).
+- A refused answer (reason from 0x80) is settled too, and logged once per
+  topic and reason: it would be refused again.
+- The CONNACK's limits hold: Maximum QoS lowers the QoS, Retain Available
+  drops the retain flag, an answer above Maximum Packet Size is logged and
+  settled unsent.
+- On a new connection everything in flight goes again, marked DUP when the
+  broker kept the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, NamedTuple
+
+from vibration_infer.serve import mqtt5
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from vibration_infer.serve.batcher import Incoming
+    from vibration_infer.serve.link import Outgoing
+
+logger = logging.getLogger("vibration_infer.serve.wire")
+
+MAX_QUOTA = 65000
+"""Below the 65535 packet ids, so one is always free for a SUBSCRIBE."""
+
+
+class InFlight(NamedTuple):
+    """An answer the broker has not finished with."""
+
+    data: bytes
+    """The PUBLISH (or, after a PUBREC, the PUBREL) to send again after a reconnect."""
+    then_ack: Incoming | None
+    topic: str
+
+
+class Outbound:
+    """Answers in flight and waiting, on whichever connection is up."""
+
+    def __init__(self, max_inflight: int) -> None:
+        self.max_inflight = max_inflight
+        self.connected = False
+        self.generation = 0
+        self.limits = mqtt5.Control(mqtt5.CONNACK)
+        self.quota = max_inflight
+        self.inflight: dict[int, InFlight] = {}
+        self.waiting: deque[Outgoing] = deque()
+        self.unacknowledged = 0
+        """Answers published whose input still waits for its acknowledgement."""
+        self._next_id = 0
+        self._refused: set[tuple[str, int]] = set()
+
+    def connect(self, generation: int, connack: mqtt5.Control) -> list[bytes]:
+        """A new connection is up: what was in flight goes again, then what waited."""
+        self.connected, self.generation, self.limits = True, generation, connack
+        self.quota = max(1, min(self.max_inflight, connack.receive_maximum, MAX_QUOTA))
+        out = [
+            mqtt5.as_duplicate(f.data) if connack.session_present else f.data for f in self.inflight.values()
+        ]
+        self._release(out)
+        return out
+
+    def disconnect(self) -> None:
+        """The connection is gone: keep everything for the next one."""
+        self.connected = False
+
+    def publish(self, messages: Iterable[Outgoing]) -> list[bytes]:
+        """Queue messages in order; QoS 0 ones go now or, while disconnected, nowhere."""
+        out: list[bytes] = []
+        for message in messages:
+            if message.qos:
+                self.waiting.append(message)
+                self.unacknowledged += message.then_ack is not None
+            elif self.connected:
+                # At QoS 0 the write is all the delivery there is: acknowledge the input with it.
+                self._encode_into(out, message, 0, 0)
+                self.ack_into(out, message.then_ack)
+        self._release(out)
+        return out
+
+    def ack_into(self, out: list[bytes], item: Incoming | None) -> None:
+        """Append the PUBACK of an input, if it came at QoS 1 on this connection."""
+        if item is not None and item.qos and item.generation == self.generation and self.connected:
+            out.append(mqtt5.puback_packet(item.mid))
+
+    def acknowledged(
+        self, done: Iterable[tuple[int, int]], received: Iterable[tuple[int, int]]
+    ) -> list[bytes]:
+        """The broker answered: (packet id, reason) of PUBACK/PUBCOMP in `done`, of PUBREC in `received`."""
+        out: list[bytes] = []
+        finished = list(done)
+        for packet_id, reason in received:
+            entry = self.inflight.get(packet_id)
+            if entry is None:
+                continue
+            if reason >= mqtt5.FAILURE:  # a refused QoS 2 publish ends at its PUBREC
+                finished.append((packet_id, reason))
+                continue
+            release = mqtt5.pubrel_packet(packet_id)
+            self.inflight[packet_id] = entry._replace(data=release)
+            out.append(release)
+        for packet_id, reason in finished:
+            settled = self.inflight.pop(packet_id, None)
+            if settled is None:
+                continue
+            if reason >= mqtt5.FAILURE:
+                self._note_refusal(settled.topic, reason)
+            self._settle(out, settled.then_ack)
+        self._release(out)
+        return out
+
+    def take_id(self) -> int:
+        """A packet id that nothing in flight uses."""
+        while True:
+            self._next_id = self._next_id % 65535 + 1
+            if self._next_id not in self.inflight:
+                return self._next_id
+
+    def _settle(self, out: list[bytes], then_ack: Incoming | None) -> None:
+        if then_ack is not None:
+            self.unacknowledged -= 1
+            self.ack_into(out, then_ack)
+
+    def _release(self, out: list[bytes]) -> None:
+        """Move waiting messages in flight while the broker's Receive Maximum allows."""
+        if not self.connected:
+            return
+        while self.waiting and len(self.inflight) < self.quota:
+            message = self.waiting.popleft()
+            qos = min(message.qos, self.limits.maximum_qos)
+            packet_id = self.take_id() if qos else 0
+            data = self._encode_into(out, message, qos, packet_id)
+            if data is None or not qos:
+                self._settle(out, message.then_ack)
+                continue
+            self.inflight[packet_id] = InFlight(data, message.then_ack, message.topic)
+
+    def _encode_into(self, out: list[bytes], message: Outgoing, qos: int, packet_id: int) -> bytes | None:
+        """Append the PUBLISH within the broker's limits; None when it is larger than the broker takes."""
+        retain = message.retain and self.limits.retain_available
+        data = mqtt5.publish_packet(
+            message.topic, message.payload, qos=qos, packet_id=packet_id, retain=retain
+        )
+        limit = self.limits.maximum_packet_size
+        if limit is not None and len(data) > limit:
+            logger.error(
+                "mqtt_publish_too_large topic=%s bytes=%d broker_maximum=%d", message.topic, len(data), limit
+            )
+            return None
+        out.append(data)
+        return data
+
+    def _note_refusal(self, topic: str, reason: int) -> None:
+        if (topic, reason) not in self._refused:
+            self._refused.add((topic, reason))
+            logger.error("mqtt_publish_refused topic=%s reason=%s", topic, mqtt5.reason_name(reason))

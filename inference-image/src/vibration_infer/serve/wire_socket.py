@@ -1,0 +1,108 @@
+"""The wire link's socket: dial, TLS, the CONNECT/CONNACK handshake, and non-blocking writes.
+
+`open_connection` returns a connected, non-blocking socket with its parser
+and the broker's CONNACK (and whatever packets came in the same read), or
+raises: `OSError` (no route, refused, TLS verification, timeout),
+`ConnectionRefusedError` naming the CONNACK's reason, or
+`mqtt5.ProtocolError`. Waiting uses `poll`, which has no limit on
+descriptor numbers (`select` fails from 1024 on).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import ssl
+from typing import TYPE_CHECKING, NamedTuple
+
+from vibration_infer.serve import mqtt5
+
+if TYPE_CHECKING:
+    from vibration_infer.serve.settings import ServeSettings
+
+logger = logging.getLogger("vibration_infer.serve.wire")
+
+RECV_BYTES = 1 << 20
+CONNECT_TIMEOUT_S = 10.0
+MAX_PACKET_BYTES = 256 * 1024 * 1024  # MQTT's own limit; the batcher refuses big payloads by reason
+WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class Connection(NamedTuple):
+    """A connected session's socket and what the handshake brought."""
+
+    sock: socket.socket
+    parser: mqtt5.Parser
+    connack: mqtt5.Control
+    early: list[mqtt5.Message | mqtt5.Control]
+    """Packets that came in the same read as the CONNACK."""
+
+
+def open_connection(settings: ServeSettings) -> Connection:
+    """Dial the broker, start TLS for mqtts://, send CONNECT (clean start off) and await the CONNACK."""
+    s = settings
+    username, password = s.mqtt_credentials()
+    sock = socket.create_connection((s.mqtt_host, s.mqtt_port), timeout=CONNECT_TIMEOUT_S)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if s.mqtt_tls:
+            context = ssl.create_default_context(cafile=str(s.mqtt_ca_file) if s.mqtt_ca_file else None)
+            sock = context.wrap_socket(sock, server_hostname=s.mqtt_host)
+        sock.sendall(
+            mqtt5.connect_packet(
+                s.effective_client_id,
+                keepalive_s=s.keepalive_s,
+                clean_start=False,
+                session_expiry_s=s.session_expiry_s,
+                receive_maximum=s.receive_maximum,
+                username=username,
+                password=password,
+            )
+        )
+        connection = _await_connack(sock)
+        sock.setblocking(False)  # noqa: FBT003 - the socket API
+    except BaseException:
+        sock.close()
+        raise
+    return connection
+
+
+def _await_connack(sock: socket.socket) -> Connection:
+    """Read up to the CONNACK (the connect timeout still applies); refuse a failure code."""
+    parser = mqtt5.Parser(MAX_PACKET_BYTES)
+    packets: list[mqtt5.Message | mqtt5.Control] = []
+    while not packets:
+        data = sock.recv(RECV_BYTES)
+        if not data:
+            raise ConnectionError("the broker closed the connection before CONNACK")
+        packets = parser.feed(data)
+    connack = packets[0]
+    if not isinstance(connack, mqtt5.Control) or connack.kind != mqtt5.CONNACK:
+        raise mqtt5.ProtocolError("the broker's first packet was not a CONNACK")
+    if connack.reason >= mqtt5.FAILURE:
+        detail = f"{mqtt5.reason_name(connack.reason)} {connack.reason_string}".strip()
+        logger.error("mqtt_connect_refused reason=%s", detail)
+        raise ConnectionRefusedError(f"CONNACK refused: {detail}")
+    return Connection(sock, parser, connack, packets[1:])
+
+
+def wait_ready(sock: socket.socket, *, write: bool, timeout_s: float) -> bool:
+    """Whether `sock` became readable (or writable) within `timeout_s`; an error or hang-up counts."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(timeout_s * 1000))
+
+
+def send_all(sock: socket.socket, data: bytes, timeout_s: float) -> None:
+    """Write all of `data` to a non-blocking socket.
+
+    TimeoutError when the peer takes nothing for `timeout_s`.
+    """
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except WOULD_BLOCK:
+            if not wait_ready(sock, write=True, timeout_s=timeout_s):
+                raise TimeoutError(f"the broker took no bytes for {timeout_s:g} s") from None

@@ -1,0 +1,104 @@
+"""The wire link's outbound state machine, driven packet by packet without a socket."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from vibration_infer.serve import mqtt5
+from vibration_infer.serve.batcher import Incoming
+from vibration_infer.serve.link import Outgoing
+from vibration_infer.serve.wire_outbound import Outbound
+
+if TYPE_CHECKING:
+    import pytest
+
+
+def window(mid: int, generation: int = 1) -> Incoming:
+    return Incoming("h/machines/m1/raw", b"w", mid, 1, generation, time.time_ns(), time.perf_counter_ns())
+
+
+def connack(**limits: object) -> mqtt5.Control:
+    return mqtt5.Control(mqtt5.CONNACK, **limits)  # type: ignore[arg-type]  # keyword fields of mixed types
+
+
+def parsed(packets: list[bytes]) -> list[mqtt5.Message | mqtt5.Control]:
+    return mqtt5.Parser(1 << 20).feed(b"".join(packets))
+
+
+def test_answers_wait_for_the_receive_maximum_and_each_settled_one_acknowledges_its_input() -> None:
+    out = Outbound(max_inflight=100)
+    assert out.connect(1, connack(receive_maximum=2)) == []
+    sent = parsed(out.publish(Outgoing("h/a", str(i).encode(), 1, then_ack=window(10 + i)) for i in range(5)))
+    assert [(p.payload, p.packet_id) for p in sent if isinstance(p, mqtt5.Message)] == [(b"0", 1), (b"1", 2)]
+    assert (len(out.inflight), len(out.waiting), out.unacknowledged) == (2, 3, 5)
+    # The broker has answer 1: its input's PUBACK, then the next waiting answer.
+    step = parsed(out.acknowledged([(1, 0)], []))
+    assert step == [mqtt5.Control(mqtt5.PUBACK, packet_id=10), mqtt5.Message("h/a", b"2", 1, 3)]
+    assert out.unacknowledged == 4
+
+
+def test_after_a_reconnect_what_was_in_flight_goes_again_and_old_inputs_are_not_acknowledged() -> None:
+    out = Outbound(max_inflight=10)
+    out.connect(1, connack())
+    first = out.publish([Outgoing("h/a", b"x", 1, then_ack=window(7, generation=1))])
+    out.disconnect()
+    assert out.publish([Outgoing("h/b", b"q0", 0)]) == [], "QoS 0 while disconnected goes nowhere"
+    again = out.connect(2, connack(session_present=True))
+    assert again == [mqtt5.as_duplicate(first[0])]
+    assert out.acknowledged([(1, 0)], []) == [], "the input's packet id belongs to the old connection"
+    assert out.unacknowledged == 0
+    assert out.connect(3, connack(session_present=False)) == [], "nothing left in flight"
+
+
+def test_the_connack_limits_lower_the_qos_drop_the_retain_and_refuse_what_is_too_large(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out = Outbound(max_inflight=10)
+    out.connect(1, connack(maximum_qos=0, retain_available=False, maximum_packet_size=100))
+    with caplog.at_level(logging.ERROR, logger="vibration_infer.serve.wire"):
+        packets = out.publish(
+            [
+                Outgoing("h/status", b"s", 1, retain=True, then_ack=window(3)),
+                Outgoing("h/big", b"x" * 200, 1, then_ack=window(4)),
+            ]
+        )
+    assert packets[0] == mqtt5.publish_packet("h/status", b"s", qos=0)
+    # Both inputs are acknowledged at once: one answer went at QoS 0, the other never can.
+    assert parsed(packets[1:]) == [
+        mqtt5.Control(mqtt5.PUBACK, packet_id=3),
+        mqtt5.Control(mqtt5.PUBACK, packet_id=4),
+    ]
+    assert out.unacknowledged == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "mqtt_publish_too_large topic=h/big bytes=211 broker_maximum=100"
+    ]
+
+
+def test_qos2_is_released_after_pubrec_and_a_refusal_ends_it_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out = Outbound(max_inflight=10)
+    out.connect(1, connack())
+    out.publish([Outgoing("h/a", b"1", 2, then_ack=window(1)), Outgoing("h/a", b"2", 2, then_ack=window(2))])
+    assert out.acknowledged([], [(1, 0)]) == [mqtt5.pubrel_packet(1)]
+    assert out.connect(2, connack(session_present=True))[0] == mqtt5.pubrel_packet(1), "PUBREL goes again"
+    assert out.acknowledged([(1, 0)], []) == [], "PUBCOMP on a new connection: no old input to acknowledge"
+    with caplog.at_level(logging.ERROR, logger="vibration_infer.serve.wire"):
+        assert out.acknowledged([], [(2, 0x87)]) == []
+        out.publish([Outgoing("h/a", b"3", 2)])
+        out.acknowledged([], [(3, 0x87)])
+    assert (out.inflight, out.unacknowledged) == ({}, 0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "mqtt_publish_refused topic=h/a reason=not authorized (0x87)"
+    ]
+
+
+def test_packet_ids_skip_the_ones_in_flight() -> None:
+    out = Outbound(max_inflight=3)
+    out.connect(1, connack())
+    out.publish(Outgoing("h/a", b"", 1) for _ in range(3))
+    out.acknowledged([(2, 0)], [])
+    assert [out.take_id() for _ in range(3)] == [4, 5, 6]
+    assert set(out.inflight) == {1, 3}
