@@ -496,3 +496,39 @@ def test_an_answer_the_acl_refuses_is_logged_once_and_leaves_nothing_waiting(
     assert link.unacknowledged() == 0
     sensor.close()
     listener.close()
+
+
+@pytest.mark.integration
+def test_the_receive_maximum_holds_the_broker_back_and_a_broker_that_ignores_it_is_named(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = make_broker()
+    sensor = Peer(broker, "sensor")
+    inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
+    with caplog.at_level(logging.WARNING, logger="vibration_infer.serve.wire"):
+        link = started_link(settings(broker.url, tmp_path, receive_maximum=50, max_inflight=100), inbox)
+        for i in range(400):
+            sensor.client.publish(f"{PREFIX}/machines/m1/raw", f"w{i}".encode(), qos=1)
+        # Nothing acknowledged: the broker stops at the Receive Maximum.
+        held = drain(inbox, 400, 2)
+        assert len(held) == 50
+        assert not caplog.records
+        # Answering releases the rest. Debian 12's Mosquitto 2.0.11 then sends everything it
+        # queued at once, past the Receive Maximum: the link says so, once, and answers all.
+        answered, pending = len(held), held
+        deadline = time.monotonic() + 20
+        while answered < 400 and time.monotonic() < deadline:
+            link.publish_many(Outgoing(f"{PREFIX}/answers", w.payload, 1, then_ack=w) for w in pending)
+            pending = drain(inbox, 400 - answered, 0.2)
+            answered += len(pending)
+        link.publish_many(Outgoing(f"{PREFIX}/answers", w.payload, 1, then_ack=w) for w in pending)
+        link.stop(5)
+    assert answered == 400
+    assert link.unacknowledged() == 0
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) <= 1, "once per connection"
+    assert all(
+        w.startswith("mqtt_broker_exceeds_receive_maximum ") and w.endswith(" receive_maximum=50")
+        for w in warnings
+    )
+    sensor.close()

@@ -85,6 +85,8 @@ class WireLink:
         self._keepalive_s = float(settings.keepalive_s)
         self._out = Outbound(settings.max_inflight)
         self._last_sent = 0.0
+        self._over_limit_warned = 0
+        """The connection (generation) the Receive Maximum warning was given on."""
 
     @property
     def connected(self) -> bool:
@@ -281,8 +283,10 @@ class WireLink:
         generation = self._generation  # only this thread changes it
         done: list[tuple[int, int]] = []
         received: list[tuple[int, int]] = []
+        inputs = 0
         for packet in packets:
             if isinstance(packet, mqtt5.Message):
+                inputs += packet.qos > 0
                 self._inbox.put(
                     Incoming(
                         packet.topic,
@@ -308,8 +312,26 @@ class WireLink:
                 self._acknowledged(done, received)  # what the broker had, before it hung up
                 detail = f"{mqtt5.reason_name(packet.reason)} {packet.reason_string}".strip()
                 raise ConnectionError(f"the broker disconnected: {detail}")
+        if inputs:
+            self._count_inputs(inputs)
         if done or received:
             self._acknowledged(done, received)
+
+    def _count_inputs(self, n: int) -> None:
+        """Say once per connection when the broker sends beyond the Receive Maximum asked for.
+
+        Memory is then no longer bounded by `receive_maximum`. Debian 12's Mosquitto
+        2.0.11 does this once the first inputs are acknowledged (tests/infer/test_wire.py).
+        """
+        with self._lock:
+            self._out.inputs_open += n
+            open_now, generation = self._out.inputs_open, self._generation
+        limit = self._settings.receive_maximum
+        if open_now > limit and self._over_limit_warned != generation:
+            self._over_limit_warned = generation
+            logger.warning(
+                "mqtt_broker_exceeds_receive_maximum unacknowledged=%d receive_maximum=%d", open_now, limit
+            )
 
     def _acknowledged(self, done: list[tuple[int, int]], received: list[tuple[int, int]]) -> None:
         with self._lock:

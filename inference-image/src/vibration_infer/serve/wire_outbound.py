@@ -61,12 +61,15 @@ class Outbound:
         self.waiting: deque[Outgoing] = deque()
         self.unacknowledged = 0
         """Answers published whose input still waits for its acknowledgement."""
+        self.inputs_open = 0
+        """QoS 1 inputs received on this connection and not acknowledged yet."""
         self._next_id = 0
         self._refused: set[tuple[str, int]] = set()
 
     def connect(self, generation: int, connack: mqtt5.Control) -> list[bytes]:
         """A new connection is up: what was in flight goes again, then what waited."""
         self.connected, self.generation, self.limits = True, generation, connack
+        self.inputs_open = 0
         self.quota = max(1, min(self.max_inflight, connack.receive_maximum, MAX_QUOTA))
         out = [
             mqtt5.as_duplicate(f.data) if connack.session_present else f.data for f in self.inflight.values()
@@ -96,6 +99,7 @@ class Outbound:
         """Append the PUBACK of an input, if it came at QoS 1 on this connection."""
         if item is not None and item.qos and item.generation == self.generation and self.connected:
             out.append(mqtt5.puback_packet(item.mid))
+            self.inputs_open -= 1
 
     def acknowledged(
         self, done: Iterable[tuple[int, int]], received: Iterable[tuple[int, int]]
