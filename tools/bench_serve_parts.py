@@ -177,7 +177,7 @@ def compute_floor(model: Path, messages: list[tuple[str, int, bytes]]) -> float:
 
     Decode, extract, predict, encode the answers and update drift, in batches of
     `FLOOR_BATCH`, exactly as serve's worker does, with no MQTT: what is left of
-    serve's CPU per window is the transport (paho's threads, the broker's packets).
+    serve's CPU per window is the transport (the MQTT link's thread, the broker's packets).
     """
     card = ModelCard.load(model / "modelcard.json")
     loaded = load_model(model / "model.onnx", card, threads=1)

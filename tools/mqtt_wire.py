@@ -27,7 +27,20 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from vibration_infer.serve.mqtt5 import packet, utf8
+from vibration_infer.serve.mqtt5 import (
+    CONNACK,
+    CONNECT,
+    DISCONNECT,
+    FAILURE,
+    PUBACK,
+    PUBLISH,
+    SUBACK,
+    SUBSCRIBE,
+    fixed_header,
+    packet,
+    puback_packet,
+    utf8,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,9 +48,8 @@ if TYPE_CHECKING:
     OnMessage = Callable[[str, bytes, int], None]
     """(topic, payload, arrival `time.perf_counter_ns`)."""
 
-_CONNECT, _CONNACK, _PUBLISH, _PUBACK, _SUBSCRIBE, _SUBACK, _DISCONNECT = 1, 2, 3, 4, 8, 9, 14
 _RECV_BYTES = 1 << 20
-_SUBACK_FAILURE = 0x80
+_MAX_PACKET_BYTES = 256 * 1024 * 1024
 
 
 class WireError(RuntimeError):
@@ -72,7 +84,7 @@ class WireClient:
         self._reader.start()
         # Protocol "MQTT" level 4, clean session, keepalive 0 (the broker never drops us for silence).
         body = utf8("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 0) + utf8(client_id)
-        self.send(packet(_CONNECT << 4, body))
+        self.send(packet(CONNECT << 4, body))
         if not self._connack.wait(timeout_s) or self._refused or self.closed.is_set():
             self._sock.close()
             raise WireError(f"CONNECT to {host}:{port} failed: {self._refused or 'no CONNACK'}")
@@ -82,7 +94,7 @@ class WireClient:
         packet_id = next(self._ids)
         acked = self._subacks[packet_id] = threading.Event()
         body = struct.pack("!H", packet_id) + utf8(topic_filter) + bytes([qos])
-        self.send(packet((_SUBSCRIBE << 4) | 0x02, body))
+        self.send(packet((SUBSCRIBE << 4) | 0x02, body))
         if not acked.wait(self._timeout_s) or self._refused or self.closed.is_set():
             reason = self._refused or (
                 "the broker closed the connection" if self.closed.is_set() else "no SUBACK"
@@ -92,7 +104,7 @@ class WireClient:
     def publish_packet(self, topic: str, payload: bytes, qos: int = 1) -> bytes:
         """A complete PUBLISH packet (a fresh packet id at QoS 1), to `send` now or later."""
         header = utf8(topic) + (struct.pack("!H", next(self._ids)) if qos else b"")
-        return packet((_PUBLISH << 4) | (qos << 1), header + payload)
+        return packet((PUBLISH << 4) | (qos << 1), header + payload)
 
     def send(self, data: bytes) -> None:
         """Write bytes (one or many packets) to the broker."""
@@ -112,7 +124,7 @@ class WireClient:
         """DISCONNECT and close the socket."""
         if not self.closed.is_set():
             with contextlib.suppress(OSError):
-                self.send(packet(_DISCONNECT << 4, b""))
+                self.send(packet(DISCONNECT << 4, b""))
         self._sock.close()
         self._reader.join(timeout=5)
 
@@ -138,46 +150,34 @@ class WireClient:
     def _parse(self, buffer: bytearray, arrived_ns: int) -> int:
         """Handle every complete packet at the start of `buffer`; return the bytes consumed."""
         view = memoryview(buffer)
-        offset, size = 0, len(buffer)
-        while offset + 2 <= size:
-            first = view[offset]
-            length, multiplier, i = 0, 1, offset + 1
-            while True:
-                if i >= size:
-                    return offset
-                digit = view[i]
-                length += (digit & 0x7F) * multiplier
-                multiplier *= 128
-                i += 1
-                if not digit & 0x80:
-                    break
-            end = i + length
-            if end > size:
-                return offset
-            self._handle(first >> 4, first & 0x0F, view[i:end], arrived_ns)
+        offset = 0
+        while (header := fixed_header(buffer, offset, _MAX_PACKET_BYTES)) is not None:
+            start, end = header
+            first = buffer[offset]
+            self._handle(first >> 4, first & 0x0F, view[start:end], arrived_ns)
             offset = end
         return offset
 
     def _handle(self, kind: int, flags: int, body: memoryview, arrived_ns: int) -> None:
-        if kind == _PUBLISH:
+        if kind == PUBLISH:
             (topic_len,) = struct.unpack_from("!H", body)
             topic = bytes(body[2 : 2 + topic_len]).decode()
             start, qos = 2 + topic_len, (flags >> 1) & 0x03
             if qos:
-                packet_id = bytes(body[start : start + 2])
+                (packet_id,) = struct.unpack_from("!H", body, start)
                 start += 2
-                self.send(bytes([_PUBACK << 4, 2]) + packet_id)
+                self.send(puback_packet(packet_id))
             if self._on_message is not None:
                 self._on_message(topic, bytes(body[start:]), arrived_ns)
-        elif kind == _PUBACK:
+        elif kind == PUBACK:
             self.pubacks += 1
-        elif kind == _CONNACK:
+        elif kind == CONNACK:
             if body[1] != 0:
                 self._refused = f"CONNACK return code {body[1]}"
             self._connack.set()
-        elif kind == _SUBACK:
+        elif kind == SUBACK:
             (packet_id,) = struct.unpack_from("!H", body)
-            if _SUBACK_FAILURE in bytes(body[2:]):
+            if FAILURE in bytes(body[2:]):
                 self._refused = "SUBACK refused the subscription"
             event = self._subacks.get(packet_id)
             if event is not None:

@@ -8,6 +8,7 @@ and are marked ``integration``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import queue
@@ -18,6 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -396,6 +398,30 @@ def test_alert_labels_restrict_which_labels_alert() -> None:
     assert not AlertPolicy().alerts_on("normal")
     with pytest.raises(ValueError, match="consecutive"):
         AlertPolicy(consecutive=0)
+
+
+def test_a_swap_collects_the_replaced_model_and_freezes_the_heap_again(
+    models: Models, tmp_path: Path
+) -> None:
+    settings = ServeSettings(
+        mqtt_url="mqtt://127.0.0.1:9", topic_prefix=PREFIX, node_name="node-a",
+        artifact=models.v1.artifact, card=models.v1.card_path, cache_dir=tmp_path / "cache",
+        http_host="127.0.0.1", http_port=0,
+    )  # fmt: skip
+    app = ServeApp(settings)
+    app.http.start()  # the server exists from the constructor on; started, it can be stopped
+    app.install(app.load_initial())
+    gc.freeze()  # as serve's main does before serving
+    try:
+        first = weakref.ref(app.serving())
+        app.install(load_model(models.v2.artifact, models.v2.card, threads=1))
+        assert gc.get_freeze_count() > 0
+        app._maybe_refreeze(time.monotonic() + 5)  # the main loop's step, driven here
+        assert first() is None, "the replaced model was collected"
+        assert gc.get_freeze_count() > 0, "what lives on is frozen again"
+    finally:
+        gc.unfreeze()
+        app.http.stop()
 
 
 def test_the_watcher_reports_each_new_content_once(tmp_path: Path) -> None:

@@ -477,17 +477,17 @@ def test_an_answer_the_acl_refuses_is_logged_once_and_leaves_nothing_waiting(
     inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
     with caplog.at_level(logging.INFO, logger="vibration_infer.serve.wire"):
         link = started_link(config, inbox)
-        for i in range(3):
+        for i in range(4):
             sensor.client.publish(f"{PREFIX}/machines/m1/raw", f"w{i}".encode(), qos=1)
-        windows = drain(inbox, 3, 10)
-        # The first answer goes where the ACL does not let the pod write.
-        topics = [f"{PREFIX}/forbidden", f"{PREFIX}/answers", f"{PREFIX}/answers"]
+        windows = drain(inbox, 4, 10)
+        # Two answers go where the ACL does not let the pod write.
+        topics = [f"{PREFIX}/forbidden", f"{PREFIX}/answers"] * 2
         link.publish_many(Outgoing(t, w.payload, 1, then_ack=w) for t, w in zip(topics, windows, strict=True))
         deadline = time.monotonic() + 10
         while (len(listener.received) < 2 or link.unacknowledged()) and time.monotonic() < deadline:
             time.sleep(0.02)
         link.stop(2)
-    assert sorted(p for _, p in listener.received) == [b"w1", b"w2"]
+    assert sorted(p for _, p in listener.received) == [b"w1", b"w3"]
     refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mqtt_publish_refused")]
     assert refused == [f"mqtt_publish_refused topic={PREFIX}/forbidden reason=not authorized (0x87)"]
     # Nothing is left waiting and nothing loops. Mosquitto 2.0 hangs up right after a refusal
@@ -515,20 +515,21 @@ def test_the_receive_maximum_holds_the_broker_back_and_a_broker_that_ignores_it_
         assert not caplog.records
         # Answering releases the rest. Debian 12's Mosquitto 2.0.11 then sends everything it
         # queued at once, past the Receive Maximum: the link says so, once, and answers all.
-        answered, pending = len(held), held
+        received, published, pending = len(held), 0, held
+        peak = 0  # inputs received here and not acknowledged yet, at most (as this test sees them)
         deadline = time.monotonic() + 20
-        while answered < 400 and time.monotonic() < deadline:
+        while pending and time.monotonic() < deadline:
             link.publish_many(Outgoing(f"{PREFIX}/answers", w.payload, 1, then_ack=w) for w in pending)
-            pending = drain(inbox, 400 - answered, 0.2)
-            answered += len(pending)
-        link.publish_many(Outgoing(f"{PREFIX}/answers", w.payload, 1, then_ack=w) for w in pending)
+            published += len(pending)
+            pending = drain(inbox, 400 - received, 0.2) if received < 400 else []
+            received += len(pending)
+            peak = max(peak, received - (published - link.unacknowledged()))
         link.stop(5)
-    assert answered == 400
-    assert link.unacknowledged() == 0
+    assert (received, published, link.unacknowledged()) == (400, 400, 0)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) <= 1, "once per connection"
-    assert all(
-        w.startswith("mqtt_broker_exceeds_receive_maximum ") and w.endswith(" receive_maximum=50")
-        for w in warnings
-    )
+    if peak > 50:  # the broker went past the Receive Maximum: the link must have said so
+        assert warnings == [warnings[0]], f"{peak} inputs open at once, no warning"
+        assert warnings[0].startswith("mqtt_broker_exceeds_receive_maximum unacknowledged=")
+        assert warnings[0].endswith(" receive_maximum=50")
     sensor.close()

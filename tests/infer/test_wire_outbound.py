@@ -95,10 +95,24 @@ def test_qos2_is_released_after_pubrec_and_a_refusal_ends_it_logged_once(
     ]
 
 
-def test_packet_ids_skip_the_ones_in_flight() -> None:
+def test_packet_ids_wrap_around_and_skip_the_ones_in_flight() -> None:
     out = Outbound(max_inflight=3)
     out.connect(1, connack())
     out.publish(Outgoing("h/a", b"", 1) for _ in range(3))
     out.acknowledged([(2, 0)], [])
-    assert [out.take_id() for _ in range(3)] == [4, 5, 6]
-    assert set(out.inflight) == {1, 3}
+    ids = [out.take_id() for _ in range(65535 - 3)]  # 4 .. 65535
+    assert (ids[0], ids[-1]) == (4, 65535)
+    assert [out.take_id(), out.take_id()] == [2, 4], "1 and 3 are still in flight"
+
+
+def test_answers_beyond_a_receive_maximum_lowered_across_a_reconnect_wait_again_in_order() -> None:
+    out = Outbound(max_inflight=100)
+    out.connect(1, connack(receive_maximum=5))
+    out.publish(Outgoing("h/a", str(i).encode(), 1, then_ack=window(i)) for i in range(8))
+    out.disconnect()
+    again = parsed(out.connect(2, connack(receive_maximum=2, session_present=True)))
+    assert [(p.payload, p.packet_id) for p in again if isinstance(p, mqtt5.Message)] == [(b"0", 1), (b"1", 2)]
+    assert [m.payload for m in out.waiting] == [str(i).encode() for i in range(2, 8)]
+    assert out.unacknowledged == 8
+    step = parsed(out.acknowledged([(1, 0), (2, 0)], []))
+    assert [p.payload for p in step if isinstance(p, mqtt5.Message)] == [b"2", b"3"]

@@ -1,7 +1,7 @@
 """The serving pod, wired: MQTT in, batches through the model, answers out, status beside.
 
-Threads: paho's network thread queues raw messages; one worker thread
-collects them into batches and answers them with the model that is active
+Threads: the MQTT link's network thread queues raw messages (`link`); one
+worker thread collects them into batches and answers them with the model that is active
 when the batch starts (`Active`, swapped as one reference, so a batch never
 mixes models); the main thread publishes status and watches the target
 file; a swap runs on a thread of its own while the old model keeps serving;
@@ -16,6 +16,7 @@ here were never acknowledged, so the broker delivers them again.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _IDLE_WAIT_S = 0.1
+_REFREEZE_AFTER_S = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,6 +93,7 @@ class ServeApp:
         self._dirty = threading.Event()
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._refreeze_at: float | None = None
 
     # --- what the endpoints and the status topic report ------------------------------------
 
@@ -191,6 +194,11 @@ class ServeApp:
             model.card.reference, model.card.labels, window=s.drift_window, thresholds=thresholds
         )
         previous, self._active = self._active, Active(model, drift)
+        if previous is not None:
+            # serve's main froze the start-up heap (gc.freeze) so that full collections
+            # skip it; the model replaced here is part of it. Once the batch in hand has
+            # let go of it, collect it and freeze what lives on.
+            self._refreeze_at = time.monotonic() + _REFREEZE_AFTER_S
         self._drift_report = drift.report()
         card = model.card
         self.metrics.set_model(card.model_id, card.version, model.sha256, model.backend.name)
@@ -250,10 +258,19 @@ class ServeApp:
                 self.publish_status()
                 next_status = now + s.status_interval_s
             self.trimmer.maybe_trim(now)
-            due = min(next_poll, next_status, self.trimmer.next_due)
+            self._maybe_refreeze(now)
+            due = min(next_poll, next_status, self.trimmer.next_due, self._refreeze_at or float("inf"))
             self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
         self._stop.set()  # on this thread, outside any handler: the worker and readiness see it
+
+    def _maybe_refreeze(self, now: float) -> None:
+        if self._refreeze_at is not None and now >= self._refreeze_at:
+            self._refreeze_at = None
+            if gc.get_freeze_count():
+                gc.unfreeze()
+                gc.collect()
+                gc.freeze()
 
     def shutdown(self) -> None:
         """Finish the batch in hand, let the last answers be acknowledged, disconnect."""

@@ -9,9 +9,11 @@ chooses.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    import logging
     import queue
     from collections.abc import Callable, Iterable
 
@@ -58,6 +60,16 @@ class Link(Protocol):
 
     def stop(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for pending acknowledgements, then disconnect (the session stays)."""
+
+
+def wait_for_acknowledgements(link: Link, timeout_s: float, logger: logging.Logger) -> None:
+    """Before a disconnect: wait up to `timeout_s` until no answer's input waits for the broker."""
+    deadline = time.monotonic() + timeout_s
+    while link.unacknowledged() and link.connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    left = link.unacknowledged()
+    if left:
+        logger.warning("mqtt_stop_unacknowledged count=%d", left)
 
 
 def make_link(

@@ -1,6 +1,6 @@
 """Give freed heap memory back to the system, so RSS follows the load down again.
 
-Each window arrives as a 16 KB bytes object on paho's network thread and dies
+Each window arrives as a 16 KB bytes object on the MQTT link's network thread and dies
 on the batcher's; batches allocate and free megabytes of numpy temporaries in
 between. glibc's allocator keeps what was freed in its arenas, fragmented,
 and the process's RSS ratchets up with every burst: `make bench` measured

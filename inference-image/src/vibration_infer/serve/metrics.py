@@ -56,6 +56,7 @@ class BatchHistogram:
         if not values:
             return
         array = np.asarray(values, dtype=np.float64)
+        array = array[~np.isnan(array)]  # no bucket holds a NaN; it would only spoil the sum
         counts = np.bincount(np.searchsorted(self._bounds, array, side="left"), minlength=len(self._bounds))
         with self._lock:
             self._counts += counts

@@ -38,6 +38,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from vibration_infer.serve.batcher import Incoming
+from vibration_infer.serve.link import wait_for_acknowledgements
 
 if TYPE_CHECKING:
     import queue
@@ -159,12 +160,7 @@ class MqttLink:
 
     def stop(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for pending acknowledgements, then disconnect (the session stays)."""
-        deadline = time.monotonic() + timeout_s
-        while self.unacknowledged() and self.connected and time.monotonic() < deadline:
-            time.sleep(0.01)
-        left = self.unacknowledged()
-        if left:
-            logger.warning("mqtt_stop_unacknowledged count=%d", left)
+        wait_for_acknowledgements(self, timeout_s, logger)
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()

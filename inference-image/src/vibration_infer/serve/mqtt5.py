@@ -5,9 +5,11 @@ what the pod needs is here (OASIS MQTT 5.0, chapters 2 and 3):
 
 - out: CONNECT (clean start or not, keep-alive, Session Expiry Interval,
   Receive Maximum, user name and password), SUBSCRIBE (one filter),
-  PUBLISH at QoS 0 or 1 without properties, PUBACK, PINGREQ, DISCONNECT;
+  PUBLISH at QoS 0, 1 or 2 without properties, PUBACK, PUBREL, PINGREQ,
+  DISCONNECT;
 - in: `Parser` splits a byte stream into packets and decodes PUBLISH,
-  PUBACK, CONNACK, SUBACK, PINGRESP and DISCONNECT. A PUBLISH's properties
+  PUBACK, PUBREC, PUBCOMP, CONNACK (with the limits the pod keeps), SUBACK,
+  PINGRESP and DISCONNECT. A PUBLISH's properties
   are skipped: the pod asks for no topic aliases and reads none.
 
 The parser works on a growing buffer and returns every complete packet, so
@@ -237,7 +239,7 @@ class Parser:
         view = memoryview(buffer)
         offset = 0
         try:
-            while (header := _fixed_header(buffer, offset, self._max)) is not None:
+            while (header := fixed_header(buffer, offset, self._max)) is not None:
                 start, end = header
                 out.append(_packet_at(buffer, view, offset, start, end))
                 offset = end
@@ -250,25 +252,16 @@ class Parser:
         return out
 
 
-def _fixed_header(buffer: bytearray, offset: int, max_bytes: int) -> tuple[int, int] | None:
+def fixed_header(buffer: bytes | bytearray, offset: int, max_bytes: int) -> tuple[int, int] | None:
     """Where the packet at `offset` has its body and where it ends; None while incomplete."""
-    size = len(buffer)
-    length, shift, i = 0, 0, offset + 1
-    while True:
-        if i >= size:
-            return None
-        digit = buffer[i]
-        length |= (digit & 0x7F) << shift
-        i += 1
-        if not digit & 0x80:
-            break
-        shift += 7
-        if shift > 21:  # noqa: PLR2004 - four bytes at most
-            raise ProtocolError("remaining length longer than four bytes")
+    got = _varint(buffer, offset + 1)
+    if got is None:
+        return None
+    length, start = got
     if length > max_bytes:
         raise ProtocolError(f"packet of {length} bytes, more than {max_bytes} taken")
-    end = i + length
-    return (i, end) if end <= size else None
+    end = start + length
+    return (start, end) if end <= len(buffer) else None
 
 
 def _packet_at(buffer: bytearray, view: memoryview, offset: int, start: int, end: int) -> Message | Control:
@@ -329,17 +322,27 @@ def _control(kind: int, body: bytes) -> Control:
     return Control(kind)
 
 
-def _varint_at(data: bytes | bytearray, i: int) -> tuple[int, int]:
+def _varint(data: bytes | bytearray, i: int) -> tuple[int, int] | None:
+    """The Variable Byte Integer at `i` and the index after it; None when `data` ends first."""
     value, shift = 0, 0
     while True:
-        if i >= len(data) or shift > 21:  # noqa: PLR2004 - four bytes at most
-            raise ProtocolError("truncated or overlong variable byte integer")
+        if i >= len(data):
+            return None
         digit = data[i]
         value |= (digit & 0x7F) << shift
         i += 1
         if not digit & 0x80:
             return value, i
         shift += 7
+        if shift > 21:  # noqa: PLR2004 - four bytes at most
+            raise ProtocolError("variable byte integer longer than four bytes")
+
+
+def _varint_at(data: bytes | bytearray, i: int) -> tuple[int, int]:
+    got = _varint(data, i)
+    if got is None:
+        raise ProtocolError("truncated variable byte integer")
+    return got
 
 
 def _properties(body: bytes, start: int) -> dict[int, int | str | bytes]:

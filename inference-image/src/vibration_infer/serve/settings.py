@@ -94,8 +94,9 @@ class ServeSettings(BaseSettings):
         default=20,
         ge=1,
         le=65535,
-        description="Answers published at QoS 1/2 and not yet acknowledged, at most; keep it at or below "
-        "the broker's Receive Maximum (Mosquitto: max_inflight_messages, 20 by default).",
+        description="Answers published at QoS 1/2 and not yet acknowledged, at most. The wire client also "
+        "keeps below the broker's Receive Maximum by itself; with paho keep it at or below that "
+        "(Mosquitto: max_inflight_messages, 20 by default).",
     )
     reconnect_min_s: int = Field(default=1, ge=1, description="First reconnect delay, seconds; doubles.")
     reconnect_max_s: int = Field(default=30, ge=1, description="Longest reconnect delay, seconds.")

@@ -1,4 +1,4 @@
-"""The pod's MQTT link on the project's own MQTT 5 client: one network thread, one write per batch.
+"""The pod's MQTT link on the project's own MQTT 5 client: one network thread, writes per batch.
 
 Why not paho here. Under a flood, paho-mqtt spends 130-240 us of CPU per
 window on this hardware (`make bench`, "serve's MQTT link alone"): several
@@ -6,8 +6,10 @@ window on this hardware (`make bench`, "serve's MQTT link alone"): several
 wake-up of its network thread per publish. That alone caps a pod at a few
 thousand windows a second, whatever the model costs. This link reads up to
 a megabyte per `recv`, parses every packet in it at once (`mqtt5.Parser`),
-and writes a whole batch of answers, and the acknowledgements they release,
-in one `send`. paho stays available (`mqtt_client: paho`); both links keep
+and writes what a batch may send now (as many answers as the broker's
+Receive Maximum and `max_inflight` leave room for) in one `send`; the
+PUBACKs of a read release the next answers and the inputs' acknowledgements
+in one `send` more. paho stays available (`mqtt_client: paho`); both links keep
 the same contract, and the same tests run against both.
 
 The contract (as `mqtt.MqttLink`):
@@ -47,7 +49,7 @@ from typing import TYPE_CHECKING
 from vibration_infer.errors import UsageError
 from vibration_infer.serve import mqtt5
 from vibration_infer.serve.batcher import Incoming
-from vibration_infer.serve.link import Outgoing
+from vibration_infer.serve.link import Outgoing, wait_for_acknowledgements
 from vibration_infer.serve.wire_outbound import Outbound
 from vibration_infer.serve.wire_socket import RECV_BYTES, WOULD_BLOCK, open_connection, send_all, wait_ready
 
@@ -127,12 +129,7 @@ class WireLink:
 
     def stop(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for pending acknowledgements, then disconnect (the session stays)."""
-        deadline = time.monotonic() + timeout_s
-        while self.unacknowledged() and self.connected and time.monotonic() < deadline:
-            time.sleep(0.01)
-        left = self.unacknowledged()
-        if left:
-            logger.warning("mqtt_stop_unacknowledged count=%d", left)
+        wait_for_acknowledgements(self, timeout_s, logger)
         self._stopping.set()
         with self._lock:
             sock = self._sock
@@ -200,8 +197,8 @@ class WireLink:
 
     def _session(self, connection: Connection) -> str:
         """Serve one connection until it ends; return why it ended."""
-        self._established(connection)
         try:
+            self._established(connection)
             self._read(connection)
         except (OSError, mqtt5.ProtocolError) as exc:
             return str(exc) or type(exc).__name__
@@ -220,6 +217,8 @@ class WireLink:
     def _established(self, connection: Connection) -> None:
         s, connack = self._settings, connection.connack
         with self._lock:
+            if self._stopping.is_set():  # stopped while this connect was under way
+                raise ConnectionError("stopped")
             self._sock = connection.sock
             self._generation += 1
             self._keepalive_s = float(connack.keepalive_s or s.keepalive_s)
@@ -252,7 +251,7 @@ class WireLink:
                 if self._sock is not sock:
                     raise ConnectionError("the connection was closed")
                 pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
-            if pending or wait_ready(sock, write=False, timeout_s=min(1.0, keepalive / 4)):
+            if pending or _readable(sock, min(1.0, keepalive / 4)):
                 with self._lock:
                     if self._sock is not sock:
                         raise ConnectionError("the connection was closed")
@@ -340,3 +339,10 @@ class WireLink:
     def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change()
+
+
+def _readable(sock: socket.socket, timeout_s: float) -> bool:
+    try:
+        return wait_ready(sock, write=False, timeout_s=timeout_s)
+    except ValueError:  # closed on the worker's side after a failed write, since the check
+        raise ConnectionError("the connection was closed") from None

@@ -44,8 +44,7 @@ class InFlight(NamedTuple):
 
     data: bytes
     """The PUBLISH (or, after a PUBREC, the PUBREL) to send again after a reconnect."""
-    then_ack: Incoming | None
-    topic: str
+    message: Outgoing
 
 
 class Outbound:
@@ -71,9 +70,12 @@ class Outbound:
         self.connected, self.generation, self.limits = True, generation, connack
         self.inputs_open = 0
         self.quota = max(1, min(self.max_inflight, connack.receive_maximum, MAX_QUOTA))
-        out = [
-            mqtt5.as_duplicate(f.data) if connack.session_present else f.data for f in self.inflight.values()
-        ]
+        # Publishes beyond a Receive Maximum the broker lowered meanwhile wait again, in order.
+        publishes = [i for i, f in self.inflight.items() if f.data[0] >> 4 == mqtt5.PUBLISH]
+        for packet_id in reversed(publishes[self.quota :]):
+            self.waiting.appendleft(self.inflight.pop(packet_id).message)
+        dup = connack.session_present
+        out = [mqtt5.as_duplicate(f.data) if dup else f.data for f in self.inflight.values()]
         self._release(out)
         return out
 
@@ -122,8 +124,8 @@ class Outbound:
             if settled is None:
                 continue
             if reason >= mqtt5.FAILURE:
-                self._note_refusal(settled.topic, reason)
-            self._settle(out, settled.then_ack)
+                self._note_refusal(settled.message.topic, reason)
+            self._settle(out, settled.message.then_ack)
         self._release(out)
         return out
 
@@ -151,7 +153,7 @@ class Outbound:
             if data is None or not qos:
                 self._settle(out, message.then_ack)
                 continue
-            self.inflight[packet_id] = InFlight(data, message.then_ack, message.topic)
+            self.inflight[packet_id] = InFlight(data, message)
 
     def _encode_into(self, out: list[bytes], message: Outgoing, qos: int, packet_id: int) -> bytes | None:
         """Append the PUBLISH within the broker's limits; None when it is larger than the broker takes."""
