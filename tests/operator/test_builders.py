@@ -187,6 +187,23 @@ def test_a_private_broker_ca_reaches_the_serve_container_as_a_file() -> None:
     assert "mqtt-ca" not in {v["name"] for v in cpu_pod()["spec"]["volumes"]}
 
 
+@pytest.mark.parametrize("client", ["wire", "paho"])
+def test_the_mqtt_client_of_the_spec_is_the_one_serve_runs(
+    client: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = CPU.model_copy(update={"mqtt": CPU.mqtt.model_copy(update={"client": client})})
+    serve = build_serving_pod("spindle-classifier", "hall-a", UID, spec, "edge-1", SETTINGS)["spec"][
+        "containers"
+    ][0]
+    for key in list(os.environ):
+        if key.startswith("VIBRATION_"):
+            monkeypatch.delenv(key)
+    for key, value in env_of(serve, "edge-1").items():
+        monkeypatch.setenv(key, value)
+    assert ServeSettings().mqtt_client == client
+    assert CPU.mqtt.client == "wire", "the default"
+
+
 def test_pod_is_version_agnostic() -> None:
     text = json.dumps(cpu_pod())
     for version_specific in ("v3", CPU.artifact.uri, str(CPU.artifact.sha256), "0.93"):

@@ -97,6 +97,8 @@ class MqttSpec(_Schema):
     """Secret with the serving pods' MQTT username and password (keys username and password)."""
     ca_secret: str | None = Field(default=None, pattern=_DNS_LABEL, max_length=253)
     """Secret with ca.crt, the CA that signed an mqtts:// broker's certificate; empty: the image's CAs."""
+    client: Literal["wire", "paho"] = "wire"
+    """MQTT client of the serving pods: wire (the project's MQTT 5 client) or paho (paho-mqtt v2)."""
 
     @model_validator(mode="after")
     def _ca_for_tls(self) -> Self:

@@ -142,6 +142,7 @@ def _serve_env(
     env: dict[str, str | dict[str, Any]] = {
         "VIBRATION_TARGET_FILE": TARGET_FILE,
         "VIBRATION_MQTT_URL": spec.mqtt.broker,
+        "VIBRATION_MQTT_CLIENT": spec.mqtt.client,
         "VIBRATION_TOPIC_PREFIX": spec.mqtt.topic_prefix,
         # Two models on one node must not share an MQTT session: the pod name is unique and stable.
         "VIBRATION_CLIENT_ID": names.serving_pod_name(vm_name, node),

@@ -105,6 +105,7 @@ def build_manifest(
     manifest["spec"]["validation"] = {"minAccuracy": manifest["spec"]["validation"]["minAccuracy"]}
     if not manifest["spec"]["artifact"]["unverified"]:
         del manifest["spec"]["artifact"]["unverified"]
+    del manifest["spec"]["mqtt"]["client"]  # not this job's choice: the CRD's default applies
     return manifest
 
 
