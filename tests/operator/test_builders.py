@@ -31,8 +31,10 @@ from vibration_operator.builders import (
     observe_node,
     read_target_configmap,
     target_document,
+    with_outdated_pods,
 )
 from vibration_operator.conditions import Event
+from vibration_operator.rollout import NodeObservation
 from vibration_operator.settings import OperatorSettings
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -202,6 +204,32 @@ def test_the_mqtt_client_of_the_spec_is_the_one_serve_runs(
         monkeypatch.setenv(key, value)
     assert ServeSettings().mqtt_client == client
     assert CPU.mqtt.client == "wire", "the default"
+
+
+def test_a_pod_from_another_pod_spec_is_marked_outdated_and_a_new_version_is_not() -> None:
+    built = cpu_pod()
+    hall_b_broker = CPU.model_copy(
+        update={"mqtt": CPU.mqtt.model_copy(update={"broker": "mqtt://other:1883"})}
+    )
+    newer_version = CPU.model_copy(update={"version": "v4"})
+    unannotated = json.loads(json.dumps(built))
+    del unannotated["metadata"]["annotations"][names.ANNOTATION_POD_SPEC_HASH]
+    cases = [
+        (CPU, built, False),
+        (newer_version, built, False),
+        (hall_b_broker, built, True),
+        (CPU, unannotated, True),
+    ]
+    for spec, pod, outdated in cases:
+        observed = [NodeObservation("edge-1", pod_exists=True)]
+        (marked,) = with_outdated_pods(
+            observed, {"edge-1": pod}, "spindle-classifier", "hall-a", UID, spec, SETTINGS
+        )
+        assert marked.pod_outdated is outdated, (spec.mqtt.broker, spec.version)
+    (gone,) = with_outdated_pods(
+        [NodeObservation("edge-1")], {}, "spindle-classifier", "hall-a", UID, CPU, SETTINGS
+    )
+    assert not gone.pod_outdated, "no pod, nothing to replace"
 
 
 def test_pod_is_version_agnostic() -> None:

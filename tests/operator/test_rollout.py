@@ -69,6 +69,8 @@ class Node:
     candidate: Candidate | None = None
     init_report: CompactReport | None = None
     init_exit: int | None = None
+    outdated: bool = False
+    """The pod was built from an older pod spec (the VibrationModel's settings, or the operator's)."""
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Cluster:
                 init_exit_code=n.init_exit,
                 assigned=n.cm,
                 recorded_active=n.cm_active,
+                pod_outdated=n.pod and n.outdated,
             )
             for n in self.nodes.values()
             if n.selected or n.pod or n.cm
@@ -550,3 +553,33 @@ def test_history_keeps_the_last_ten() -> None:
     assert len(history) == 10
     assert [h.version for h in history] == [f"v{n}" for n in range(4, 14)]
     assert cluster.status.active == VersionRef(version="v13", sha256=sha("v13"))
+
+
+def test_pods_built_from_an_older_pod_spec_are_replaced_one_node_at_a_time_while_the_rest_serve() -> None:
+    cluster = rolled_out("v1")
+    spec = make_spec("v1")
+    for node in cluster.nodes.values():
+        node.outdated = True  # spec.mqtt changed, or a new operator release builds other pods
+    for _ in range(30):
+        decision = cluster.decide(spec)
+        assert len(decision.delete_pods) <= 1
+        for gone in decision.delete_pods:
+            others = [n for n in cluster.nodes.values() if n.name != gone]
+            assert all(n.pod and n.serving is not None for n in others), "the rest of the hall serves"
+        cluster.apply(decision)
+        cluster.tick()
+        cluster.now += timedelta(minutes=1)
+        if cluster.settled(spec):
+            break
+    assert cluster.deleted == sorted(NODES), "each node once, in name order"
+    assert not any(n.outdated for n in cluster.nodes.values())
+    assert cluster.serving() == dict.fromkeys(NODES, "v1")
+    assert cluster.phase() == "Ready"
+
+
+def test_an_outdated_pod_waits_while_another_node_has_no_ready_pod() -> None:
+    cluster = rolled_out("v1")
+    first, second = sorted(NODES)[:2]
+    cluster.nodes[first].outdated = True
+    cluster.nodes[second].serving = None  # its pod is not Ready (restarting, validating)
+    assert cluster.decide(make_spec("v1")).delete_pods == []

@@ -300,3 +300,42 @@ async def test_node_leaving_the_hall_loses_its_pod_and_target(
 
 async def ready_nodes_is(cluster: KmockCluster, value: str) -> bool:
     return ((await cluster.model(NAMESPACE, NAME)).get("status") or {}).get("readyNodes") == value
+
+
+async def brokers_of_pods(cluster: KmockCluster) -> dict[str, str]:
+    out = {}
+    for pod in await cluster.pods(NAMESPACE):
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        out[pod["metadata"]["annotations"][names.ANNOTATION_NODE]] = str(env["VIBRATION_MQTT_URL"])
+    return out
+
+
+async def test_a_changed_broker_replaces_the_pods_one_node_at_a_time_and_ends_ready(
+    cluster: KmockCluster, settings: OperatorSettings
+) -> None:
+    moved = "mqtt://mosquitto-2.hall-a:1883"
+    async with running_operator(cluster, settings):
+        await cluster.apply_model(manifest())
+        await eventually(lambda: phase_is(cluster, "Ready", active="v3"), what="Ready on v3")
+        changed = manifest()
+        changed["spec"]["mqtt"]["broker"] = moved
+        await cluster.apply_model(changed)
+        await eventually(
+            lambda: _brokers_are(cluster, dict.fromkeys(NODES, moved)), what="every pod on the new broker"
+        )
+        await eventually(lambda: ready_nodes_is(cluster, "3/3"), what="3/3 nodes")
+
+    vm = await cluster.model(NAMESPACE, NAME)
+    assert condition(vm, "Ready")["status"] == "True"
+    assert vm["status"]["active"]["version"] == "v3", "the model version never changed"
+    # One node at a time: never two of our pods deleted without a create between them.
+    deletes_in_a_row, previous = 0, ""
+    for write in cluster.writes():
+        if write.plural == "pods" and write.method in {"DELETE", "POST"}:
+            deletes_in_a_row = deletes_in_a_row + 1 if write.method == previous == "DELETE" else 0
+            assert deletes_in_a_row == 0, "two pods replaced at once"
+            previous = write.method
+
+
+async def _brokers_are(cluster: KmockCluster, expected: dict[str, str]) -> bool:
+    return await brokers_of_pods(cluster) == expected

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -25,7 +26,7 @@ from vibration_operator import names
 from vibration_operator.rollout import Candidate, NodeObservation
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from datetime import datetime
 
     from vibration_core.messages import ModelStatus
@@ -282,6 +283,37 @@ def build_serving_pod(  # noqa: PLR0917 - identity (name, namespace, uid), then 
     metadata = _metadata(names.serving_pod_name(vm_name, node), namespace, vm_name, uid, node)
     metadata["annotations"][names.ANNOTATION_POD_SPEC_HASH] = spec_hash(pod_spec)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def with_outdated_pods(  # noqa: PLR0917 - the observations, then the pod's identity and content
+    nodes: Sequence[NodeObservation],
+    pods: Mapping[str, Mapping[str, Any]],
+    vm_name: str,
+    namespace: str,
+    uid: str,
+    spec: VibrationModelSpec,
+    settings: OperatorSettings,
+) -> list[NodeObservation]:
+    """`nodes`, each pod marked outdated when its pod-spec hash is not the one the builder gives now.
+
+    A change of the VibrationModel's MQTT, alert, drift or resource settings, or a new
+    operator release (images, probes), changes the pod spec; a new model version does not.
+    """
+    marked = []
+    for observation in nodes:
+        pod = pods.get(observation.name)
+        if pod is None or not observation.selected:
+            marked.append(observation)
+            continue
+        want = build_serving_pod(vm_name, namespace, uid, spec, observation.name, settings)
+        have = (pod.get("metadata") or {}).get("annotations") or {}
+        outdated = have.get(names.ANNOTATION_POD_SPEC_HASH) != _pod_hash(want)
+        marked.append(replace(observation, pod_outdated=outdated))
+    return marked
+
+
+def _pod_hash(pod: Mapping[str, Any]) -> str:
+    return str(pod["metadata"]["annotations"][names.ANNOTATION_POD_SPEC_HASH])
 
 
 def spec_hash(pod_spec: Mapping[str, Any]) -> str:

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from vibration_core.spec import GROUP, PLURAL, VERSION, VibrationModelSpec, VibrationModelStatus
 from vibration_operator import names
 from vibration_operator.apply import apply_decision, drift_events, patch_status, post_events
+from vibration_operator.builders import with_outdated_pods
 from vibration_operator.conditions import apply_drift
 from vibration_operator.kube import VIBRATIONMODELS, KubeApi, KubeError, NotFoundError
 from vibration_operator.observe import observe, read_reports, status_session
@@ -137,7 +138,10 @@ async def reconcile(rt: Runtime, namespace: str, name: str) -> None:
             http_port=rt.settings.http_port,
         )
         now = datetime.now(UTC)
-        decision = decide(name, spec, generation, parse_status(vm), observed.nodes, now)
+        nodes = with_outdated_pods(
+            observed.nodes, observed.pods, name, namespace, vm["metadata"]["uid"], spec, rt.settings
+        )
+        decision = decide(name, spec, generation, parse_status(vm), nodes, now)
         applied = await apply_decision(
             rt.kube, vm=vm, spec=spec, decision=decision, observed=observed, settings=rt.settings, now=now
         )

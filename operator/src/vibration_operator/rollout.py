@@ -64,7 +64,7 @@ from vibration_operator import schedule
 from vibration_operator.conditions import Event, Progress, get_condition, is_stopped, record
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from datetime import datetime
 
     from vibration_core.messages import CandidateState
@@ -106,6 +106,8 @@ class NodeObservation:
     """The target the node's ConfigMap holds now."""
     recorded_active: ModelTarget | None = None
     """The active version's record on that ConfigMap (for rollbacks after a restart)."""
+    pod_outdated: bool = False
+    """The pod was built from another pod spec than the VibrationModel and operator build now."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ class Decision:
     """The active version's record, to keep on every ConfigMap written."""
     create_pods: list[str]
     delete_pods: list[str]
-    """Nodes whose pod and ConfigMap go: no longer selected, or with nothing to serve."""
+    """Nodes whose pod goes: no longer selected or with nothing to serve (their ConfigMap goes
+    too), or built from an older pod spec (created again from the current one next step)."""
     status: VibrationModelStatus
     events: list[Event] = field(default_factory=list)
     wake_at: datetime | None = None
@@ -274,6 +277,22 @@ def _put_back(plan: _Plan, nodes: Sequence[NodeObservation], targets: dict[str, 
     return sorted(n for n in had if n in targets and targets[n].ref != plan.ref)
 
 
+def _one_outdated_pod(
+    nodes: Sequence[NodeObservation], targets: Mapping[str, ModelTarget], deleting: Sequence[str]
+) -> list[str]:
+    """A pod built from an older pod spec, to replace: one node at a time, while the hall is whole.
+
+    Only when every node that should serve has a Ready pod and nothing else goes:
+    the node's pod is deleted here and created from the current spec on the next
+    step (its node cache lets it start on the last good version). On a Coral node
+    that is a short gap: its one TPU lets no second pod start beside the first.
+    """
+    serving = [o for o in nodes if o.name in targets]
+    if deleting or not all(o.pod_exists and o.ready for o in serving):
+        return []
+    return [o.name for o in serving if o.pod_outdated][:1]
+
+
 def decide(  # noqa: PLR0917 - identity, then content, as every builder
     name: str,
     spec: VibrationModelSpec,
@@ -331,6 +350,7 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
         if (not o.selected and (o.pod_exists or o.assigned is not None))
         or (o.selected and o.pod_exists and o.name not in targets and o.serving is None)
     )
+    delete += _one_outdated_pod(nodes, targets, delete)
     return Decision(
         targets=targets,
         active_target=goal if new_status.active == ref else plan.active,
