@@ -583,3 +583,11 @@ def test_an_outdated_pod_waits_while_another_node_has_no_ready_pod() -> None:
     cluster.nodes[first].outdated = True
     cluster.nodes[second].serving = None  # its pod is not Ready (restarting, validating)
     assert cluster.decide(make_spec("v1")).delete_pods == []
+
+
+def test_a_pod_broken_by_its_spec_is_replaced_again_once_the_spec_is_mended() -> None:
+    cluster = rolled_out("v1")
+    broken = max(NODES)
+    cluster.nodes[broken].serving = None  # built from a spec with a wrong broker: never Ready
+    cluster.nodes[broken].outdated = True  # the spec was mended since
+    assert cluster.decide(make_spec("v1")).delete_pods == [broken]

@@ -280,17 +280,22 @@ def _put_back(plan: _Plan, nodes: Sequence[NodeObservation], targets: dict[str, 
 def _one_outdated_pod(
     nodes: Sequence[NodeObservation], targets: Mapping[str, ModelTarget], deleting: Sequence[str]
 ) -> list[str]:
-    """A pod built from an older pod spec, to replace: one node at a time, while the hall is whole.
+    """A pod built from an older pod spec, to replace: one node at a time, while the rest serve.
 
-    Only when every node that should serve has a Ready pod and nothing else goes:
-    the node's pod is deleted here and created from the current spec on the next
-    step (its node cache lets it start on the last good version). On a Coral node
-    that is a short gap: its one TPU lets no second pod start beside the first.
+    Only when every other node that should serve has a Ready pod and nothing else
+    goes: so a broken pod spec (a wrong broker) stops at the first node it reaches,
+    and that node's pod, unready, is replaced again once the spec is mended. The
+    pod is deleted here and created from the current spec on the next step (its
+    node cache lets it start on the last good version). On a Coral node that is a
+    short gap: its one TPU lets no second pod start beside the first.
     """
-    serving = [o for o in nodes if o.name in targets]
-    if deleting or not all(o.pod_exists and o.ready for o in serving):
+    if deleting:
         return []
-    return [o.name for o in serving if o.pod_outdated][:1]
+    serving = [o for o in nodes if o.name in targets]
+    for node in serving:
+        if node.pod_outdated and all(o.pod_exists and o.ready for o in serving if o is not node):
+            return [node.name]
+    return []
 
 
 def decide(  # noqa: PLR0917 - identity, then content, as every builder
