@@ -1,11 +1,13 @@
 """Every setting of ``vibration-infer serve`` and ``validate`` can be given as its flag.
 
 A flag's value arrives as a string; the field's type must accept the string form of its own
-default (``--predictions-qos 0`` was once refused: a Literal of ints takes no string).
+default (``--predictions-qos 0`` was once refused: a Literal of ints takes no string), and
+a value other than the default must arrive (a flag the settings ignored would not).
 """
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,9 @@ from vibration_infer import cli
 from vibration_infer.serve import main as serve_main
 from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.settings import ValidateSettings
+
+SERVE_REQUIRED: dict[str, Any] = {"mqtt_url": "mqtt://broker:1883", "model_id": "spindle"}
+VALIDATE_REQUIRED: dict[str, Any] = {"model_uri": "file:///models/m/v1/model.onnx", "test_data": "/data"}
 
 SERVE_BASE = ["--mqtt-url", "mqtt://broker:1883", "--model-id", "spindle"]
 VALIDATE_BASE = ["--model-uri", "file:///models/m/v1/model.onnx", "--test-data", "/data"]
@@ -59,3 +64,44 @@ def test_predictions_qos_0_from_the_flag_and_the_environment(monkeypatch: pytest
     assert serve_main.build_settings(parsed).predictions_qos == 0
     monkeypatch.setenv("VIBRATION_PREDICTIONS_QOS", "2")
     assert ServeSettings(mqtt_url="mqtt://broker:1883", model_id="spindle").predictions_qos == 2
+
+
+def other_value(settings: type[Any], required: dict[str, Any], name: str, default: Any) -> Any:
+    """A valid value of field `name` other than its default (the model's own rules decide)."""
+    annotation = settings.model_fields[name].annotation
+    choices = [c for c in typing.get_args(annotation) if c != default and isinstance(c, type(default))]
+    if isinstance(default, Path):
+        candidates: list[Any] = [Path(f"{default}-other")]
+    elif isinstance(default, str):
+        candidates = [*choices, f"{default}x", "other"]
+    elif isinstance(default, int):
+        candidates = [*choices, default + 1, default - 1]
+    else:
+        candidates = [default + 0.125, default / 2, default - 0.125]
+    for candidate in candidates:
+        try:
+            settings(**(required | {name: candidate}))
+        except ValueError:
+            continue
+        return candidate
+    pytest.fail(f"no valid value for {name} other than {default!r}")
+
+
+@pytest.mark.parametrize(("name", "default"), scalar_defaults(ServeSettings, SERVE_SKIP))
+def test_every_serve_flag_sets_its_setting(name: str, default: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(f"VIBRATION_{name.upper()}", raising=False)
+    value = other_value(ServeSettings, SERVE_REQUIRED, name, default)
+    parsed = serve_main._parser().parse_args([*SERVE_BASE, "--" + name.replace("_", "-"), str(value)])
+    assert getattr(serve_main.build_settings(parsed), name) == value != default
+
+
+@pytest.mark.parametrize(("name", "default"), scalar_defaults(ValidateSettings, VALIDATE_SKIP))
+def test_every_validate_flag_sets_its_setting(
+    name: str, default: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(f"VIBRATION_{name.upper()}", raising=False)
+    value = other_value(ValidateSettings, VALIDATE_REQUIRED, name, default)
+    settings = cli.parse_validate_args(
+        ["validate", *VALIDATE_BASE, "--" + name.replace("_", "-"), str(value)]
+    )
+    assert getattr(settings, name) == value != default
