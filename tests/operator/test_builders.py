@@ -230,6 +230,18 @@ def test_a_pod_from_another_pod_spec_is_marked_outdated_and_a_new_version_is_not
         [NodeObservation("edge-1")], {}, "spindle-classifier", "hall-a", UID, CPU, SETTINGS
     )
     assert not gone.pod_outdated, "no pod, nothing to replace"
+    leaving = [NodeObservation("edge-1", selected=False, pod_exists=True)]
+    (left,) = with_outdated_pods(
+        leaving, {"edge-1": built}, "spindle-classifier", "hall-a", UID, hall_b_broker, SETTINGS
+    )
+    assert not left.pod_outdated, "a node leaving the hall loses its pod anyway"
+
+
+def test_a_pod_being_deleted_is_observed_as_terminating() -> None:
+    pod = cpu_pod()
+    assert not observe_node("edge-1", selected=True, pod=pod, configmap=None, pod_status=None).pod_terminating
+    pod["metadata"]["deletionTimestamp"] = "2026-12-05T18:00:00Z"
+    assert observe_node("edge-1", selected=True, pod=pod, configmap=None, pod_status=None).pod_terminating
 
 
 def test_pod_is_version_agnostic() -> None:

@@ -11,7 +11,7 @@ the old model. Failures are configured per node and version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -591,3 +591,39 @@ def test_a_pod_broken_by_its_spec_is_replaced_again_once_the_spec_is_mended() ->
     cluster.nodes[broken].serving = None  # built from a spec with a wrong broker: never Ready
     cluster.nodes[broken].outdated = True  # the spec was mended since
     assert cluster.decide(make_spec("v1")).delete_pods == [broken]
+
+
+def test_a_pod_replacement_is_announced_with_its_reason() -> None:
+    cluster = rolled_out("v1")
+    cluster.nodes[min(NODES)].outdated = True
+    decision = cluster.decide(make_spec("v1"))
+    assert decision.delete_pods == [min(NODES)]
+    assert [(e.type, e.reason) for e in decision.events] == [("Normal", "PodReplaced")]
+    assert min(NODES) in decision.events[0].message
+
+
+@pytest.mark.parametrize(
+    ("why", "spec", "change"),
+    [
+        ("paused", make_spec("v1", paused=True), None),
+        (
+            "outside the update window",
+            make_spec("v1", updateWindow={"schedule": "0 3 * * *", "duration": "1h"}),
+            None,
+        ),
+        ("a new version in the same edit", make_spec("v2"), None),
+        ("a pod still terminating", make_spec("v1"), "terminating"),
+        ("a cordoned node", make_spec("v1"), "ineligible"),
+    ],
+)
+def test_no_pod_is_replaced_while(why: str, spec: VibrationModelSpec, change: str | None) -> None:
+    cluster = rolled_out("v1")
+    for node in cluster.nodes.values():
+        node.outdated = True
+    observations = cluster.observe()
+    if change == "terminating":  # another node's pod, deleted a moment ago, still Ready
+        observations = [replace(o, pod_terminating=o.name == max(NODES)) for o in observations]
+    elif change == "ineligible":  # every node: none could start its new pod
+        observations = [replace(o, eligible=False) for o in observations]
+    decision = decide(cluster.name, spec, cluster.generation + 1, cluster.status, observations, cluster.now)
+    assert decision.delete_pods == [], why

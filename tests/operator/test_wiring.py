@@ -142,13 +142,17 @@ async def assert_ready_on_v3(cluster: KmockCluster, generation: int = 1) -> dict
     return vm
 
 
-async def test_rollout_reaches_ready_canary_first(cluster: KmockCluster, settings: OperatorSettings) -> None:
+async def test_rollout_reaches_ready_canary_first(
+    cluster: KmockCluster, kubelet: FakeKubelet, settings: OperatorSettings
+) -> None:
+    kubelet.paused = True  # the canary cannot pass before the pods are looked at
     async with running_operator(cluster, settings):
         await cluster.apply_model(manifest())
         await eventually(lambda: targets_are(cluster, {"edge-1": "v3"}), what="the canary's target only")
         assert [
             p["metadata"]["annotations"][names.ANNOTATION_NODE] for p in await cluster.pods(NAMESPACE)
         ] == ["edge-1"]  # the first rollout has no active version: the other nodes wait without a pod
+        kubelet.paused = False
         await eventually(lambda: phase_is(cluster, "Ready", active="v3"), what="Ready on v3")
 
     vm = await assert_ready_on_v3(cluster)

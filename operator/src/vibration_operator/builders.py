@@ -378,6 +378,7 @@ def observe_node(
     node: str,
     *,
     selected: bool,
+    eligible: bool = True,
     pod: Mapping[str, Any] | None,
     configmap: Mapping[str, Any] | None,
     pod_status: ModelStatus | None,
@@ -391,7 +392,9 @@ def observe_node(
     return NodeObservation(
         name=node,
         selected=selected,
+        eligible=eligible,
         pod_exists=pod is not None,
+        pod_terminating=pod is not None and bool((pod.get("metadata") or {}).get("deletionTimestamp")),
         ready=ready,
         serving=serving,
         candidate=candidate,

@@ -154,6 +154,7 @@ async def observe(
         observe_node(
             node,
             selected=node in selected,
+            eligible=node in matching and node_is_eligible(matching[node]),
             pod=pods.get(node),
             configmap=configmaps.get(node),
             pod_status=reports.get(node),

@@ -108,6 +108,10 @@ class NodeObservation:
     """The active version's record on that ConfigMap (for rollbacks after a restart)."""
     pod_outdated: bool = False
     """The pod was built from another pod spec than the VibrationModel and operator build now."""
+    pod_terminating: bool = False
+    """The pod is being deleted (it may still show Ready for its grace period)."""
+    eligible: bool = True
+    """The node is Ready and schedulable: a pod deleted there can start again."""
 
 
 @dataclass(frozen=True)
@@ -278,7 +282,11 @@ def _put_back(plan: _Plan, nodes: Sequence[NodeObservation], targets: dict[str, 
 
 
 def _one_outdated_pod(
-    nodes: Sequence[NodeObservation], targets: Mapping[str, ModelTarget], deleting: Sequence[str]
+    nodes: Sequence[NodeObservation],
+    targets: Mapping[str, ModelTarget],
+    deleting: Sequence[str],
+    *,
+    hold: bool,
 ) -> list[str]:
     """A pod built from an older pod spec, to replace: one node at a time, while the rest serve.
 
@@ -286,14 +294,19 @@ def _one_outdated_pod(
     goes: so a broken pod spec (a wrong broker) stops at the first node it reaches,
     and that node's pod, unready, is replaced again once the spec is mended. The
     pod is deleted here and created from the current spec on the next step (its
-    node cache lets it start on the last good version). On a Coral node that is a
-    short gap: its one TPU lets no second pod start beside the first.
+    node cache lets it start on the last good version): a short gap on that node,
+    as its pod name and MQTT session are its own (and a Coral node's one TPU lets
+    no second pod start beside the first anyway). Never while the rollout holds
+    (paused, outside its update window), while a node's target changes, while a
+    pod is still terminating, or on a node that could not start the new pod.
     """
-    if deleting:
-        return []
     serving = [o for o in nodes if o.name in targets]
+    busy = any(o.pod_terminating or targets[o.name] != o.assigned for o in serving)
+    if deleting or hold or busy:
+        return []
     for node in serving:
-        if node.pod_outdated and all(o.pod_exists and o.ready for o in serving if o is not node):
+        others_serve = all(o.pod_exists and o.ready for o in serving if o is not node)
+        if node.pod_outdated and node.eligible and others_serve:
             return [node.name]
     return []
 
@@ -355,7 +368,12 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
         if (not o.selected and (o.pod_exists or o.assigned is not None))
         or (o.selected and o.pod_exists and o.name not in targets and o.serving is None)
     )
-    delete += _one_outdated_pod(nodes, targets, delete)
+    replaced = _one_outdated_pod(nodes, targets, delete, hold=plan.hold is not None)
+    delete += replaced
+    events += [
+        Event("Normal", "PodReplaced", f"replacing the pod on {node}: it was built from an older pod spec")
+        for node in replaced
+    ]
     return Decision(
         targets=targets,
         active_target=goal if new_status.active == ref else plan.active,
