@@ -9,6 +9,7 @@ chooses.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -29,6 +30,40 @@ class Outgoing(NamedTuple):
     qos: int
     retain: bool = False
     then_ack: Incoming | None = None
+
+
+class LinkBase:
+    """What both links keep alike: their inputs, the connection flag, and the change callback.
+
+    `on_change` is called (on the network thread) whenever the connection comes
+    up or goes down; `connected` tells which.
+    """
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        subscription: str,
+        inbox: queue.SimpleQueue[Incoming],
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._subscription = subscription
+        self._inbox = inbox
+        self._on_change = on_change
+        self._connected = threading.Event()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the session is up right now."""
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Block until connected or `timeout_s` passed; return whether connected."""
+        return self._connected.wait(timeout_s)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
 
 class Link(Protocol):

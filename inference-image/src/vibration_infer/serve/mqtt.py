@@ -38,7 +38,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from vibration_infer.serve.batcher import Incoming
-from vibration_infer.serve.link import wait_for_acknowledgements
+from vibration_infer.serve.link import LinkBase, wait_for_acknowledgements
 
 if TYPE_CHECKING:
     import queue
@@ -55,12 +55,8 @@ logger = logging.getLogger(__name__)
 _MQTT_RECEIVE_MAXIMUM = 65535
 
 
-class MqttLink:
-    """Connects, subscribes, queues incoming windows, publishes answers and acknowledges them.
-
-    `on_change` is called (on the network thread) whenever the connection
-    comes up or goes down; `connected` tells which.
-    """
+class MqttLink(LinkBase):
+    """Connects, subscribes, queues incoming windows, publishes answers and acknowledges them."""
 
     def __init__(
         self,
@@ -69,12 +65,8 @@ class MqttLink:
         inbox: queue.SimpleQueue[Incoming],
         on_change: Callable[[], None] | None = None,
     ) -> None:
-        self._settings = settings
-        self._subscription = subscription
-        self._inbox = inbox
-        self._on_change = on_change
+        super().__init__(settings, subscription, inbox, on_change)
         self._generation = 0
-        self._connected = threading.Event()
         self._lock = threading.Lock()
         self._pending: dict[int, Incoming | None] = {}
         self._early: set[int] = set()
@@ -100,11 +92,6 @@ class MqttLink:
         client.on_socket_open = self._on_socket_open
         self._client = client
 
-    @property
-    def connected(self) -> bool:
-        """Whether the session is up right now."""
-        return self._connected.is_set()
-
     def start(self) -> None:
         """Connect in the background (retrying until the broker answers) and start the network thread."""
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
@@ -118,10 +105,6 @@ class MqttLink:
             properties=props,
         )
         self._client.loop_start()
-
-    def wait_connected(self, timeout_s: float) -> bool:
-        """Block until connected or `timeout_s` passed; return whether connected."""
-        return self._connected.wait(timeout_s)
 
     def publish(
         self, topic: str, payload: bytes, *, qos: int, retain: bool = False, then_ack: Incoming | None = None
@@ -208,8 +191,7 @@ class MqttLink:
             int(result),
         )
         self._connected.set()
-        if self._on_change is not None:
-            self._on_change()
+        self._changed()
 
     def _on_disconnect(
         self,
@@ -223,8 +205,7 @@ class MqttLink:
         self._connected.clear()
         if was:
             logger.warning("mqtt_disconnected reason=%s", reason_code.getName())
-        if self._on_change is not None:
-            self._on_change()
+        self._changed()
 
     def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
         # Only queue here: the network thread must keep reading and acknowledging.

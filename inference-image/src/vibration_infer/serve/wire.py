@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 from vibration_infer.errors import UsageError
 from vibration_infer.serve import mqtt5
 from vibration_infer.serve.batcher import Incoming
-from vibration_infer.serve.link import Outgoing, wait_for_acknowledgements
+from vibration_infer.serve.link import LinkBase, Outgoing, wait_for_acknowledgements
 from vibration_infer.serve.wire_outbound import Outbound
 from vibration_infer.serve.wire_socket import RECV_BYTES, WOULD_BLOCK, open_connection, send_all, wait_ready
 
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class WireLink:
+class WireLink(LinkBase):
     """Connects, subscribes, queues incoming windows, publishes answers and acknowledges them."""
 
     def __init__(
@@ -73,36 +73,22 @@ class WireLink:
         inbox: queue.SimpleQueue[Incoming],
         on_change: Callable[[], None] | None = None,
     ) -> None:
-        self._settings = settings
-        self._subscription = subscription
-        self._inbox = inbox
-        self._on_change = on_change
+        super().__init__(settings, subscription, inbox, on_change)
         self._lock = threading.Lock()
-        self._connected = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        # Guarded by _lock.
+        # Guarded by _lock; the connection's generation is the Outbound's.
         self._sock: socket.socket | None = None
-        self._generation = 0
         self._keepalive_s = float(settings.keepalive_s)
         self._out = Outbound(settings.max_inflight)
         self._last_sent = 0.0
         self._over_limit_warned = 0
         """The connection (generation) the Receive Maximum warning was given on."""
 
-    @property
-    def connected(self) -> bool:
-        """Whether the session is up right now."""
-        return self._connected.is_set()
-
     def start(self) -> None:
         """Connect in the background (retrying until the broker answers) and start the network thread."""
         self._thread = threading.Thread(target=self._run, name="mqtt-wire", daemon=True)
         self._thread.start()
-
-    def wait_connected(self, timeout_s: float) -> bool:
-        """Block until connected or `timeout_s` passed; return whether connected."""
-        return self._connected.wait(timeout_s)
 
     def publish(
         self, topic: str, payload: bytes, *, qos: int, retain: bool = False, then_ack: Incoming | None = None
@@ -220,12 +206,11 @@ class WireLink:
             if self._stopping.is_set():  # stopped while this connect was under way
                 raise ConnectionError("stopped")
             self._sock = connection.sock
-            self._generation += 1
             self._keepalive_s = float(connack.keepalive_s or s.keepalive_s)
             # The broker redelivers unacknowledged inputs; answers still in flight go again.
             resent = len(self._out.inflight)
             subscribe = mqtt5.subscribe_packet(self._out.take_id(), self._subscription, 1)
-            self._write([subscribe, *self._out.connect(self._generation, connack)])
+            self._write([subscribe, *self._out.connect(self._out.generation + 1, connack)])
         self._connected.set()
         logger.info(
             "mqtt_connected host=%s port=%d client_id=%s session_present=%s resent=%d receive_maximum=%d",
@@ -279,7 +264,7 @@ class WireLink:
     def _handle(
         self, packets: list[mqtt5.Message | mqtt5.Control], received_ns: int, received_perf_ns: int
     ) -> None:
-        generation = self._generation  # only this thread changes it
+        generation = self._out.generation  # only this thread changes it
         done: list[tuple[int, int]] = []
         received: list[tuple[int, int]] = []
         inputs = 0
@@ -324,7 +309,7 @@ class WireLink:
         """
         with self._lock:
             self._out.inputs_open += n
-            open_now, generation = self._out.inputs_open, self._generation
+            open_now, generation = self._out.inputs_open, self._out.generation
         limit = self._settings.receive_maximum
         if open_now > limit and self._over_limit_warned != generation:
             self._over_limit_warned = generation
@@ -335,10 +320,6 @@ class WireLink:
     def _acknowledged(self, done: list[tuple[int, int]], received: list[tuple[int, int]]) -> None:
         with self._lock:
             self._write(self._out.acknowledged(done, received))
-
-    def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change()
 
 
 def _readable(sock: socket.socket, timeout_s: float) -> bool:
