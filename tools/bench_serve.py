@@ -57,7 +57,7 @@ from bench_serve_parts import (  # noqa: E402
     seed_style,
     transport_only,
 )
-from vibration_core.simulator import simulate  # noqa: E402
+from vibration_train.simulator import simulate  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

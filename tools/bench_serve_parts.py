@@ -36,7 +36,7 @@ from vibration_infer.serve.batcher import BatchProcessor, Incoming
 if TYPE_CHECKING:
     from tests.infer.mosquitto import Mosquitto
 
-    from vibration_core.simulator import SimulatedData
+    from vibration_train.simulator import SimulatedData
 
 PREFIX = "bench/hall"
 LAYOUT = TopicLayout(PREFIX)

@@ -28,7 +28,7 @@ from sklearn.metrics import accuracy_score, classification_report, f1_score
 from sklearn.model_selection import train_test_split
 
 from vibration_core.features import extract_features
-from vibration_core.simulator import CLASSES, Drift, simulate
+from vibration_train.simulator import CLASSES, Drift, simulate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

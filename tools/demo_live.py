@@ -40,9 +40,9 @@ from tests.infer.mosquitto import Mosquitto, free_port  # noqa: E402
 from vibration_core.messages import Alert, ModelStatus, Prediction  # noqa: E402
 from vibration_core.modelcard import ModelCard  # noqa: E402
 from vibration_core.raw import encode_raw_float32  # noqa: E402
-from vibration_core.simulator import Drift, make_machines, simulate_machine_stream  # noqa: E402
 from vibration_core.target import ModelTarget  # noqa: E402
 from vibration_core.topics import TopicLayout  # noqa: E402
+from vibration_train.simulator import Drift, make_machines, simulate_machine_stream  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

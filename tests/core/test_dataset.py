@@ -113,7 +113,7 @@ def test_empty_missing_and_non_parquet_files_are_refused(tmp_path: Path) -> None
 
 
 def test_simulated_windows_round_trip_bit_for_bit(tmp_path: Path) -> None:
-    from vibration_core.simulator import simulate  # noqa: PLC0415 - only this test needs the simulator
+    from vibration_train.simulator import simulate  # noqa: PLC0415 - only this test needs the simulator
 
     data = simulate(12, seed=0, machines=3, window_length=1024)
     write_parquet(data, tmp_path / "sim.parquet")

@@ -16,7 +16,7 @@ from vibration_core.drift import (
 )
 from vibration_core.features import FEATURE_NAMES, extract_features
 from vibration_core.reference import DEFAULT_QUANTILE_LEVELS, ReferenceDistribution, build_reference
-from vibration_core.simulator import CLASSES, Drift, SimulatedData, simulate
+from vibration_train.simulator import CLASSES, Drift, SimulatedData, simulate
 
 LEVELS = DEFAULT_QUANTILE_LEVELS
 UNIFORM = tuple(LEVELS)  # the quantiles of U(0, 1) are its levels

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from tests.infer.conftest import TinyModel
 
-    from vibration_core.simulator import SimulatedData
+    from vibration_train.simulator import SimulatedData
 
 
 Linear = tuple[np.ndarray, np.ndarray, np.ndarray]

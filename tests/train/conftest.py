@@ -16,11 +16,11 @@ import pytest
 
 from vibration_core import dataset
 from vibration_core.features import FEATURE_NAMES, extract_features
-from vibration_core.simulator import SimulatedData, simulate
 from vibration_train.card import build_card
 from vibration_train.data import TrainingTable, load_table
 from vibration_train.fit import FitConfig, FitResult, fit
 from vibration_train.onnx_export import OnnxModel, ParityReport, check_parity, to_onnx
+from vibration_train.simulator import SimulatedData, simulate
 
 if TYPE_CHECKING:
     from pathlib import Path

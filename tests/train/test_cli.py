@@ -261,3 +261,17 @@ def test_every_command_explains_itself(command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0, result.output
     assert "Usage" in result.stdout
+
+
+def test_simulate_takes_a_subset_of_the_classes(tmp_path: Path) -> None:
+    data = tmp_path / "three.parquet"
+    result = invoke("simulate", "--windows", 30, "--window-length", WINDOW_LENGTH, "--classes",
+                    "normal, imbalance,misalignment", "--out", data)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "wrote 30 windows (imbalance 10, misalignment 10, normal 10)" in result.stdout
+
+
+def test_simulate_refuses_an_unknown_class_by_name(tmp_path: Path) -> None:
+    out = tmp_path / "bad.parquet"
+    result = invoke("simulate", "--windows", 30, "--classes", "normal,gearbox", "--out", out)
+    assert_refused(result, EXIT_BAD_INPUT, "--classes: unknown ['gearbox']", out)

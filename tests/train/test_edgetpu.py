@@ -28,7 +28,6 @@ from vibration_core.modelcard import (
     check_extractor,
     check_signature,
 )
-from vibration_core.simulator import simulate
 from vibration_train.cli import app
 from vibration_train.data import load_table
 from vibration_train.edgetpu import (
@@ -39,6 +38,7 @@ from vibration_train.edgetpu import (
     run_int8,
 )
 from vibration_train.errors import ExportError
+from vibration_train.simulator import simulate
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -32,7 +32,7 @@ from vibration_train.report import format_report
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from vibration_core.simulator import SimulatedData
+    from vibration_train.simulator import SimulatedData
 
 
 def test_raw_windows_become_the_extractors_features(trained: Trained, simulated: SimulatedData) -> None:

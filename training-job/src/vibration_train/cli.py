@@ -36,7 +36,6 @@ from rich.progress import (
 from vibration_core import dataset
 from vibration_core.errors import SimulationParameterError
 from vibration_core.modelcard import ModelCard
-from vibration_core.simulator import simulate
 from vibration_train import cli_registry
 from vibration_train.card import build_card, write_model
 from vibration_train.data import load_table
@@ -45,6 +44,7 @@ from vibration_train.errors import FitConfigError, ParityError, TrainingDataErro
 from vibration_train.fit import FitConfig, fit
 from vibration_train.onnx_export import check_parity, to_onnx
 from vibration_train.report import format_report
+from vibration_train.simulator import CLASSES, simulate
 
 EXIT_FAILED: Final = 1
 EXIT_BAD_INPUT: Final = 2
@@ -87,8 +87,16 @@ def simulate_command(  # noqa: PLR0917 - Typer passes every option as a paramete
     sample_rate: Annotated[float, typer.Option(help="Sample rate, Hz.")] = 25600.0,
     window_length: Annotated[int, typer.Option(help="Samples per window.")] = 4096,
     machines: Annotated[int, typer.Option(min=1, help="Machines the windows are spread over.")] = 8,
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated classes to simulate, in equal shares (default: all four)."),
+    ] = None,
 ) -> None:
     """Simulate labelled raw windows of four machine states into a parquet file."""
+    # A subset is what a node's test set looks like when its machines never showed a class.
+    shares = None if classes is None else dict.fromkeys((c.strip() for c in classes.split(",")), 1.0)
+    if shares is not None and (unknown := sorted(set(shares) - set(CLASSES))):
+        _fail(EXIT_BAD_INPUT, f"--classes: unknown {unknown}; known: {', '.join(CLASSES)}")
     with _progress() as progress:
         try:
             with _step(progress, f"simulating {windows} windows"):
@@ -98,6 +106,7 @@ def simulate_command(  # noqa: PLR0917 - Typer passes every option as a paramete
                     sample_rate=sample_rate,
                     window_length=window_length,
                     machines=machines,
+                    class_shares=shares,
                 )
         except SimulationParameterError as exc:
             _fail(EXIT_BAD_INPUT, str(exc))

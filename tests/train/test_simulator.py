@@ -14,7 +14,7 @@ from sklearn.model_selection import train_test_split
 
 from vibration_core.errors import SimulationParameterError, VibrationCoreError
 from vibration_core.features import FEATURE_NAMES, extract_features
-from vibration_core.simulator import (
+from vibration_train.simulator import (
     CLASSES,
     DEFAULT_START,
     Drift,
