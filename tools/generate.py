@@ -84,7 +84,16 @@ def contracts_md() -> str:
         f"| `{layout.hall_errors()}` | `ErrorMessage` for messages on unknown topics |",
         f"| `{layout.status('edge-1')}` | `ModelStatus`, retained |",
     ]
-    out.append(f"\nServing pods subscribe to `{layout.raw_subscription()}`.\n")
+    out.append(
+        "\nThe serving pods of the VibrationModel `spindle-classifier` subscribe to "
+        f"`{layout.raw_subscription('spindle-classifier')}`, an MQTT 5 shared subscription whose group is "
+        "the VibrationModel's name (`VIBRATION_MQTT_SHARE_GROUP`, set by the operator). Every serving "
+        "pod of one VibrationModel is one share group, so each window is answered once per hall, by "
+        "whichever gateway the broker hands it to; a pod that is down keeps the windows routed to its "
+        "session until it is back. A window still arrives on its own topic "
+        f"(`{layout.raw('m-01')}`). A pod run without a share group subscribes to "
+        f"`{layout.raw_subscription()}` and answers every window.\n"
+    )
     out.append("## Binary raw window\n")
     out.append(
         f"Little-endian header `struct.Struct({raw.RAW_HEADER.format!r})`, {raw.RAW_HEADER.size} bytes: "

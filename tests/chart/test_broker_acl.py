@@ -160,6 +160,32 @@ def test_serving_reads_raw_and_writes_results_but_no_raw(broker: Mosquitto, watc
     assert seen(watcher) == {HALL.raw("m2"), *results, HALL.status("edge-1")}
 
 
+def test_serving_pods_of_one_share_group_split_the_windows_and_a_share_group_widens_no_reading(
+    broker: Mosquitto, watcher: Client
+) -> None:
+    # Mosquitto 2.0.11 grants every SUBSCRIBE, $share/... ones too, and checks `topic read`
+    # on delivery against each window's own topic: the serving user's plain read line
+    # covers its shared subscription, and a sensor joining a share group still reads nothing.
+    windows = 10
+    with (
+        logged_in(broker, "serving") as one,
+        logged_in(broker, "serving") as two,
+        logged_in(broker, "m1") as sensor,
+    ):
+        for client, group in ((one, "spindle-classifier"), (two, "spindle-classifier"), (sensor, "snoop")):
+            client.subscribe(HALL.raw_subscription(group))
+        with logged_in(broker, "m2") as m2:
+            for i in range(windows):
+                m2.publish(HALL.raw("m2"), f"window {i}".encode())
+        assert seen(one) | seen(two) == {HALL.raw("m2")}
+        assert one.received, "each member gets its share"
+        assert two.received, "each member gets its share"
+        shared = sorted(payload for _, payload in one.received + two.received)
+        assert shared == sorted(f"window {i}".encode() for i in range(windows)), "each window once"
+        assert seen(sensor) == set()
+    assert seen(watcher) == {HALL.raw("m2")}
+
+
 def test_dashboards_and_sensors_cannot_steer_or_snoop(broker: Mosquitto, watcher: Client) -> None:
     with logged_in(broker, "m1") as sensor:
         sensor.subscribe("factory/hall-a/#")

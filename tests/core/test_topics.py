@@ -1,4 +1,4 @@
-"""Tests of the MQTT topic layout: built topics, prefixes, ids and raw-topic parsing."""
+"""Tests of the MQTT topic layout: built topics, prefixes, ids, share groups and raw-topic parsing."""
 
 from __future__ import annotations
 
@@ -6,9 +6,21 @@ import pytest
 
 from vibration_core.errors import MessageError
 from vibration_core.messages import ErrorReason
-from vibration_core.topics import TopicLayout, check_id
+from vibration_core.topics import TopicLayout, check_id, check_share_group
 
 LAYOUT = TopicLayout("factory/hall-a")
+NOT_IDS = [
+    pytest.param("", id="empty"),
+    pytest.param("x" * 129, id="too-long"),
+    pytest.param("cnc/01", id="slash"),
+    pytest.param("+", id="plus"),
+    pytest.param("#", id="hash"),
+    pytest.param("cnc 01", id="space"),
+    pytest.param("cnc-01\n", id="trailing-newline"),
+    pytest.param("mäschine", id="non-ascii"),
+    pytest.param("$share", id="dollar"),
+]
+"""Neither a machine or node id nor a share group: each is one topic level of [A-Za-z0-9._-]{1,128}."""
 
 
 def test_builds_the_documented_topics() -> None:
@@ -19,6 +31,33 @@ def test_builds_the_documented_topics() -> None:
     assert LAYOUT.hall_errors() == "factory/hall-a/errors"
     assert LAYOUT.status("edge-gw.1") == "factory/hall-a/nodes/edge-gw.1/status"
     assert LAYOUT.raw_subscription() == "factory/hall-a/machines/+/raw"
+
+
+@pytest.mark.parametrize("group", ["spindle-classifier", "A.b_c-9", "g" * 128, "0"])
+def test_a_share_group_makes_the_raw_subscription_an_mqtt5_shared_one(group: str) -> None:
+    assert LAYOUT.raw_subscription(group) == f"$share/{group}/factory/hall-a/machines/+/raw"
+    assert LAYOUT.raw_subscription(None) == LAYOUT.raw_subscription()
+    assert check_share_group(group) == group
+
+
+def test_a_window_of_a_shared_subscription_still_names_its_machine() -> None:
+    # The broker delivers on the topic the sensor published to, never on the filter, so the
+    # machine is read as with a plain subscription (tests/infer/test_serve.py shows it live).
+    shared = LAYOUT.raw_subscription("spindle-classifier")
+    assert LAYOUT.machine_of_raw("factory/hall-a/machines/m7/raw") == "m7"
+    with pytest.raises(MessageError):
+        LAYOUT.machine_of_raw(shared)
+
+
+@pytest.mark.parametrize("group", NOT_IDS)
+def test_refuses_a_share_group_that_is_no_topic_level_id(group: str) -> None:
+    for build in (LAYOUT.raw_subscription, check_share_group):
+        with pytest.raises(MessageError) as caught:
+            build(group)
+        assert caught.value.reason == ErrorReason.BAD_FIELD
+        assert caught.value.field == "share_group"
+        assert caught.value.detail.startswith("share group ")
+        assert "1 to 128 characters" in caught.value.detail
 
 
 def test_single_level_prefix() -> None:
@@ -60,19 +99,7 @@ def test_refuses_bad_prefixes(prefix: str) -> None:
     assert caught.value.field == "prefix"
 
 
-@pytest.mark.parametrize(
-    "bad_id",
-    [
-        pytest.param("", id="empty"),
-        pytest.param("x" * 129, id="too-long"),
-        pytest.param("cnc/01", id="slash"),
-        pytest.param("+", id="plus"),
-        pytest.param("#", id="hash"),
-        pytest.param("cnc 01", id="space"),
-        pytest.param("cnc-01\n", id="trailing-newline"),
-        pytest.param("mäschine", id="non-ascii"),
-    ],
-)
+@pytest.mark.parametrize("bad_id", NOT_IDS)
 def test_refuses_bad_ids(bad_id: str) -> None:
     for kind, build in [
         ("machine", LAYOUT.raw),

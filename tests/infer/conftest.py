@@ -28,13 +28,13 @@ from ai_edge_litert import schema_py_generated as tfl
 from vibration_core import dataset
 from vibration_core.features import extract_features
 from vibration_core.modelcard import ModelCard, TensorSpec
-from vibration_core.simulator import SimulatedData, simulate
 from vibration_infer.settings import ValidateSettings
 from vibration_train.card import build_card, write_model
 from vibration_train.data import TrainingTable
 from vibration_train.edgetpu_convert import fit_input_transform
 from vibration_train.fit import FitConfig, fit
 from vibration_train.onnx_export import to_onnx
+from vibration_train.simulator import SimulatedData, simulate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

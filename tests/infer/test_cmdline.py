@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from vibration_infer import cli
+from vibration_infer.errors import UsageError
 from vibration_infer.serve import main as serve_main
 from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.settings import ValidateSettings
@@ -105,3 +106,23 @@ def test_every_validate_flag_sets_its_setting(
         ["validate", *VALIDATE_BASE, "--" + name.replace("_", "-"), str(value)]
     )
     assert getattr(settings, name) == value != default
+
+
+def test_the_share_group_comes_from_its_flag_or_the_environment_and_a_bad_one_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("VIBRATION_MQTT_SHARE_GROUP", raising=False)
+
+    def share_group(*flags: str) -> str | None:
+        parsed = serve_main._parser().parse_args([*SERVE_BASE, *flags])
+        return serve_main.build_settings(parsed).mqtt_share_group
+
+    assert share_group() is None, "by default a pod reads every window"
+    assert share_group("--mqtt-share-group", "spindle-classifier") == "spindle-classifier"
+    monkeypatch.setenv("VIBRATION_MQTT_SHARE_GROUP", "from-env")
+    assert share_group() == "from-env"
+    for bad in ("", "hall/a", "+", "g" * 129):
+        with pytest.raises(UsageError) as caught:
+            share_group("--mqtt-share-group", bad)
+        assert caught.value.detail.startswith("mqtt_share_group: Value error, share group ")
+        assert "must be 1 to 128 characters from A-Z, a-z, 0-9, '.', '_' and '-'" in caught.value.detail

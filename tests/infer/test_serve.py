@@ -41,7 +41,6 @@ from vibration_core.raw import (
     encode_raw_json,
     quantize_int16,
 )
-from vibration_core.simulator import simulate
 from vibration_core.topics import TopicLayout
 from vibration_core.validation import ExitCode
 from vibration_infer.loader import load_model, predict
@@ -53,15 +52,16 @@ from vibration_infer.serve.swap import TargetWatcher
 from vibration_train.card import build_card, write_model
 from vibration_train.fit import fit
 from vibration_train.onnx_export import to_onnx
+from vibration_train.simulator import simulate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from vibration_core.modelcard import ModelCard
-    from vibration_core.simulator import SimulatedData
     from vibration_infer.loader import LoadedModel
     from vibration_train.data import TrainingTable
+    from vibration_train.simulator import SimulatedData
 
 PREFIX = "test/hall"
 LAYOUT = TopicLayout(PREFIX)
@@ -837,3 +837,79 @@ def test_a_restarted_pod_serves_its_last_good_version_while_its_target_fails(
         assert status.candidate_version == "v3"
         assert status.candidate_report is not None
         assert status.candidate_report.code == ExitCode.DIGEST_MISMATCH
+
+
+# --- integration: the pods of one VibrationModel share the hall's windows ------------------
+
+GROUP = "spindle-classifier"
+SETTLE_S = 0.5
+"""Long enough for a second answer to a window, or one more window, to show up."""
+
+
+def gateway(
+    broker: Mosquitto, models: Models, tmp_path: Path, node: str, mqtt_client: str, **overrides: object
+) -> ServeSettings:
+    """The serving pod of one gateway, in GROUP: its own node, client id, cache and target file."""
+    home = tmp_path / node
+    home.mkdir(exist_ok=True)
+    values = {"mqtt_client": mqtt_client, "node_name": node, "mqtt_share_group": GROUP} | overrides
+    return settings_for(broker, models, home, **values)
+
+
+def answered_once_between(collector: Collector, data: SimulatedData, pods: list[ServeApp]) -> list[int]:
+    """Wait for every window's prediction, check each came once, return how many each pod answered."""
+    wait_until(lambda: collector.count("predictions") >= len(data), SLOW, "every prediction")
+    time.sleep(SETTLE_S)
+    predictions = collector.predictions()
+    # The machine of each answer is the one the window was sent for: shared or not, a window
+    # arrives on its own raw topic.
+    assert Counter((p.machine, p.timestamp_ns) for p in predictions) == dict.fromkeys(keys(data), 1)
+    assert collector.errors() == []
+    answered = [pod.metrics.totals()[1] for pod in pods]
+    assert sum(answered) == len(data), answered
+    return answered
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("session", ["new", "from-before-the-group"])
+def test_two_pods_of_one_share_group_answer_each_window_once_between_them(
+    broker: Mosquitto, models: Models, tmp_path: Path, mqtt_client: str, session: str
+) -> None:
+    if session == "from-before-the-group":
+        # gw-1 served before it had a share group (the operator's upgrade replaces it): its
+        # persistent session still holds the plain subscription to every window.
+        with serving(gateway(broker, models, tmp_path, "gw-1", mqtt_client, mqtt_share_group=None)):
+            pass
+    data = stream(200, seed=12)
+    collector = Collector(broker)
+    one_settings, two_settings = (gateway(broker, models, tmp_path, n, mqtt_client) for n in ("gw-1", "gw-2"))
+    with serving(one_settings) as one, serving(two_settings) as two:
+        assert one.subscription == f"$share/{GROUP}/{LAYOUT.raw_subscription()}"
+        sensor = Publisher(broker)
+        sensor.send_all(data)
+        answered = answered_once_between(collector, data, [one, two])
+        assert min(answered) >= 1, f"the broker shares the windows: {answered}"
+        sensor.close()
+    collector.close()
+
+
+@pytest.mark.integration
+def test_a_pod_that_is_away_keeps_the_windows_routed_to_its_session_until_it_is_back(
+    broker: Mosquitto, models: Models, tmp_path: Path, mqtt_client: str
+) -> None:
+    data = stream(200, seed=13)
+    collector = Collector(broker)
+    away = gateway(broker, models, tmp_path, "gw-2", mqtt_client)
+    with serving(gateway(broker, models, tmp_path, "gw-1", mqtt_client)) as one:
+        with serving(away):
+            pass  # gw-2 joined the group and left, as a restarting pod does; its session stays
+        sensor = Publisher(broker)
+        sensor.send_all(data)
+        wait_until(lambda: collector.count("predictions") >= 1, SLOW, "gw-1's first answer")
+        time.sleep(SETTLE_S)
+        assert 0 < collector.count("predictions") < len(data), "gw-2's share waits in its session"
+        with serving(away) as two:
+            answered = answered_once_between(collector, data, [one, two])
+        assert answered[1] >= 1, answered
+        sensor.close()
+    collector.close()

@@ -71,6 +71,7 @@ def broker_stream() -> tuple[bytes, list[mqtt5.Message | mqtt5.Control]]:
         mqtt5.puback_packet(9),
         mqtt5.packet(mqtt5.PUBACK << 4, struct.pack("!HB", 10, 0x10) + b"\x00"),
         mqtt5.packet(mqtt5.SUBACK << 4, struct.pack("!H", 3) + b"\x00" + b"\x87"),
+        mqtt5.packet(mqtt5.UNSUBACK << 4, struct.pack("!H", 4) + b"\x00" + b"\x11"),
         mqtt5.packet(mqtt5.PINGRESP << 4, b""),
         mqtt5.packet(mqtt5.DISCONNECT << 4, b"\x8b" + _props(b"\x1f" + mqtt5.utf8("going down"))),
     ]
@@ -83,6 +84,7 @@ def broker_stream() -> tuple[bytes, list[mqtt5.Message | mqtt5.Control]]:
         mqtt5.Control(mqtt5.PUBACK, packet_id=9),
         mqtt5.Control(mqtt5.PUBACK, packet_id=10, reason=0x10),
         mqtt5.Control(mqtt5.SUBACK, packet_id=3, reason=0x87),
+        mqtt5.Control(mqtt5.UNSUBACK, packet_id=4, reason=0x11),
         mqtt5.Control(mqtt5.PINGRESP),
         mqtt5.Control(mqtt5.DISCONNECT, reason=0x8B, reason_string="going down"),
     ]
@@ -136,8 +138,14 @@ def test_a_topic_that_is_not_utf8_still_arrives_to_be_answered_with_an_error() -
     assert mqtt5.Parser(1024).feed(data) == [mqtt5.Message("a\ufffdb", b"payload", 0, 0)]
 
 
+def test_an_unsubscribe_names_every_filter_after_its_packet_id() -> None:
+    # OASIS MQTT 5.0, 3.10: fixed header 0xA2, packet id, no properties, then the filters.
+    assert mqtt5.unsubscribe_packet(4, ["a/+", "b"]) == b"\xa2\x0b\x00\x04\x00\x00\x03a/+\x00\x01b"
+
+
 def test_reason_codes_read_as_words() -> None:
     assert mqtt5.reason_name(0x86) == "bad user name or password (0x86)"
+    assert mqtt5.reason_name(0x9E) == "shared subscriptions not supported (0x9e)"
     assert mqtt5.reason_name(0xFE) == "reason (0xfe)"
 
 

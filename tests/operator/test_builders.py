@@ -206,6 +206,21 @@ def test_the_mqtt_client_of_the_spec_is_the_one_serve_runs(
     assert CPU.mqtt.client == "wire", "the default"
 
 
+def test_every_pod_of_a_vibrationmodel_is_in_its_one_mqtt_share_group() -> None:
+    def group(vm_name: str, spec: VibrationModelSpec, node: str) -> str:
+        serve = build_serving_pod(vm_name, "hall-a", UID, spec, node, SETTINGS)["spec"]["containers"][0]
+        return env_of(serve, node)["VIBRATION_MQTT_SHARE_GROUP"]
+
+    assert {group("spindle-classifier", CPU, node) for node in ("edge-1", "edge-2")} == {"spindle-classifier"}
+    assert group("spindle-classifier-tpu", CORAL, "coral-gw-2.hall-b") == "spindle-classifier-tpu"
+    # A Kubernetes name may run to 253 characters; serve takes a group of 128 at most.
+    longest = "m" * 253
+    assert names.share_group(longest) != names.share_group(longest[:-1])
+    for vm_name in (longest, "a.b-c"):
+        shortened = names.share_group(vm_name)
+        assert ServeSettings(model_id="x", mqtt_share_group=shortened).mqtt_share_group == shortened
+
+
 def test_a_pod_from_another_pod_spec_is_marked_outdated_and_a_new_version_is_not() -> None:
     built = cpu_pod()
     hall_b_broker = CPU.model_copy(
@@ -284,6 +299,7 @@ def test_environment_is_what_the_inference_settings_read(build: Any, monkeypatch
         assert str(parsed.cache_dir) == "/var/cache/vibration-edge"
     served = ServeSettings()
     assert served.client_id == pod["metadata"]["name"]
+    assert served.mqtt_share_group == pod["metadata"]["labels"][names.LABEL_MODEL]
     assert str(served.target_file) == "/etc/vibration-edge/target/target.json"
 
 

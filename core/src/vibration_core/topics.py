@@ -14,13 +14,16 @@ not starting with ``$`` (the broker's own topics). Under it::
                                                              topic is not in this layout
     {prefix}/nodes/{node}/status              serving pods   ModelStatus, retained
 
-Serving pods subscribe to ``{prefix}/machines/+/raw``. The layout keeps what
-each client may do expressible as broker ACLs: sensors write
+Serving pods subscribe to ``{prefix}/machines/+/raw``; the serving pods of
+one VibrationModel share that subscription (MQTT 5 ``$share/{group}/...``), so
+the broker hands each window to one of them and a hall answers it once. A
+shared subscription still delivers on the window's own topic. The layout
+keeps what each client may do expressible as broker ACLs: sensors write
 ``{prefix}/machines/+/raw`` only, serving pods read that and write the rest,
 dashboards read ``{prefix}/#``.
 
-A machine or node id is one topic level of 1 to 128 characters from
-``[A-Za-z0-9._-]``, so it can never hold a ``/`` or a wildcard.
+A machine or node id, and a share group, is one topic level of 1 to 128
+characters from ``[A-Za-z0-9._-]``, so it can never hold a ``/`` or a wildcard.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from vibration_core.messages import ID_PATTERN, MAX_ID_LENGTH, ErrorReason
 
 _ID = re.compile(ID_PATTERN)
 _RAW_SUFFIX = "/raw"
+_SHARE = "$share"
+_ID_RULE = f"must be 1 to {MAX_ID_LENGTH} characters from A-Z, a-z, 0-9, '.', '_' and '-'"
 # Ids and topics land in error details; a long one is cut so the detail stays short.
 _SHOWN = 80
 
@@ -51,12 +56,19 @@ def check_id(kind: str, value: str) -> str:
     `kind` (``machine`` or ``node``) becomes the error's field.
     """
     if not _is_id(value):
-        detail = (
-            f"{kind} id {_shown(value)} must be 1 to {MAX_ID_LENGTH} characters "
-            "from A-Z, a-z, 0-9, '.', '_' and '-'"
-        )
-        raise MessageError(ErrorReason.BAD_FIELD, kind, detail)
+        raise MessageError(ErrorReason.BAD_FIELD, kind, f"{kind} id {_shown(value)} {_ID_RULE}")
     return value
+
+
+def check_share_group(group: str) -> str:
+    """Return `group` if it can name the serving pods' shared subscription, else raise `MessageError`.
+
+    MQTT forbids only ``/``, ``+`` and ``#`` in a share name; the id rule is
+    narrower, so a group is also safe in a log line, a label and an ACL.
+    """
+    if not _is_id(group):
+        raise MessageError(ErrorReason.BAD_FIELD, "share_group", f"share group {_shown(group)} {_ID_RULE}")
+    return group
 
 
 def _check_prefix(prefix: str) -> None:
@@ -115,9 +127,18 @@ class TopicLayout:
         """Topic of a node's retained model status."""
         return f"{self.prefix}/nodes/{check_id('node', node)}/status"
 
-    def raw_subscription(self) -> str:
-        """Subscription filter matching the raw topic of every machine of the hall."""
-        return f"{self.prefix}/machines/+/raw"
+    def raw_subscription(self, share_group: str | None = None) -> str:
+        """Subscription filter matching the raw topic of every machine of the hall.
+
+        With `share_group`, the MQTT 5 shared subscription ``$share/{group}/...``:
+        every subscriber of one group gets its share of the windows, none gets all.
+        Raises `MessageError` (``bad_field``, field ``share_group``) for a group that
+        is not an id.
+        """
+        plain = f"{self.prefix}/machines/+/raw"
+        if share_group is None:
+            return plain
+        return f"{_SHARE}/{check_share_group(share_group)}/{plain}"
 
     def machine_of_raw(self, topic: str) -> str:
         """Return the machine id of a raw topic of this layout.

@@ -144,6 +144,8 @@ def _serve_env(
         "VIBRATION_TARGET_FILE": TARGET_FILE,
         "VIBRATION_MQTT_URL": spec.mqtt.broker,
         "VIBRATION_MQTT_CLIENT": spec.mqtt.client,
+        # Every pod of this VibrationModel in one MQTT share group: the broker hands each window to one.
+        "VIBRATION_MQTT_SHARE_GROUP": names.share_group(vm_name),
         "VIBRATION_TOPIC_PREFIX": spec.mqtt.topic_prefix,
         # Two models on one node must not share an MQTT session: the pod name is unique and stable.
         "VIBRATION_CLIENT_ID": names.serving_pod_name(vm_name, node),

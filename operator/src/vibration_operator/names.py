@@ -31,6 +31,12 @@ ANNOTATION_TARGET = f"{DOMAIN}/target"
 """On a target ConfigMap: the operator's full record of the node's target (JSON)."""
 ANNOTATION_ACTIVE = f"{DOMAIN}/active"
 """On a target ConfigMap: the full record of the hall's active version (JSON), for rollbacks."""
+ANNOTATION_TARGET_REF = f"{DOMAIN}/target-ref"
+"""On a serving pod: ``version@sha256:digest``, what its target ConfigMap was last set to.
+
+Writing it makes the kubelet sync the pod at once, which refreshes the mounted ConfigMap; without
+it the new target reaches the pod only at the kubelet's next periodic sync (about a minute,
+measured on a real cluster)."""
 ANNOTATION_POD_SPEC_HASH = f"{DOMAIN}/pod-spec-hash"
 """On a serving pod: hash of the spec it was built with, to notice pods built from an older spec."""
 
@@ -74,6 +80,15 @@ def label_value(value: str) -> str:
     clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", value)[: MAX_LABEL - len(digest) - 1]
     core = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", clean)
     return f"{core}-{digest}" if core else digest
+
+
+def share_group(vm_name: str) -> str:
+    """The MQTT share group of a VibrationModel's serving pods: its name, as in their model label.
+
+    One group per VibrationModel, so a hall answers each window once. A name past 63
+    characters is shortened with a hash, well inside the 1 to 128 id characters serve takes.
+    """
+    return label_value(vm_name)
 
 
 def selector_labels(vm_name: str) -> dict[str, str]:

@@ -78,7 +78,12 @@ class ServeApp:
             self.layout, max_payload_bytes=settings.max_payload_bytes, dedupe_keys=settings.dedupe_keys
         )
         self.alerts = AlertTracker(AlertPolicy.from_settings(settings))
-        self.link = make_link(settings, self.layout.raw_subscription(), self.inbox, self._on_connection)
+        group = settings.mqtt_share_group
+        self.subscription = self.layout.raw_subscription(group)
+        # A session kept from before the share group still holds the plain filter, which would
+        # bring every window on top of this pod's share: the link drops it on each connect.
+        stale = [self.layout.raw_subscription()] if group else []
+        self.link = make_link(settings, self.subscription, self.inbox, self._on_connection, stale)
         self.http = HttpServer(self, settings.http_host, settings.http_port)
         self.swap = HotSwap(settings, self.cache, self.metrics, self)
         self.trimmer = MemoryTrimmer(settings.memory_trim_s)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 if TYPE_CHECKING:
     import logging
     import queue
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from vibration_infer.serve.batcher import Incoming
     from vibration_infer.serve.settings import ServeSettings
@@ -36,7 +36,10 @@ class LinkBase:
     """What both links keep alike: their inputs, the connection flag, and the change callback.
 
     `on_change` is called (on the network thread) whenever the connection comes
-    up or goes down; `connected` tells which.
+    up or goes down; `connected` tells which. `stale` are filters an older
+    session of the same client id may still hold and this one must not: on each
+    connect the link subscribes to `subscription` first, then unsubscribes them,
+    so no window falls between the two (one both deliver is a duplicate, dropped).
     """
 
     def __init__(
@@ -45,9 +48,11 @@ class LinkBase:
         subscription: str,
         inbox: queue.SimpleQueue[Incoming],
         on_change: Callable[[], None] | None = None,
+        stale: Sequence[str] = (),
     ) -> None:
         self._settings = settings
         self._subscription = subscription
+        self._stale = tuple(stale)
         self._inbox = inbox
         self._on_change = on_change
         self._connected = threading.Event()
@@ -112,12 +117,13 @@ def make_link(
     subscription: str,
     inbox: queue.SimpleQueue[Incoming],
     on_change: Callable[[], None] | None = None,
+    stale: Sequence[str] = (),
 ) -> Link:
     """The link `settings.mqtt_client` names."""
     if settings.mqtt_client == "paho":
         from vibration_infer.serve.mqtt import MqttLink  # noqa: PLC0415 - paho only when chosen
 
-        return MqttLink(settings, subscription, inbox, on_change)
+        return MqttLink(settings, subscription, inbox, on_change, stale)
     from vibration_infer.serve.wire import WireLink  # noqa: PLC0415 - one client per process
 
-    return WireLink(settings, subscription, inbox, on_change)
+    return WireLink(settings, subscription, inbox, on_change, stale)

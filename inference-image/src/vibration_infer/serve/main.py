@@ -72,10 +72,10 @@ def serve(settings: ServeSettings) -> int:
     gc.freeze()
     app.start()
     logger.info(
-        "serve_started node=%s mqtt=%s prefix=%s http_port=%d",
+        "serve_started node=%s mqtt=%s subscription=%s http_port=%d",
         settings.node_name,
         settings.mqtt_url,
-        settings.topic_prefix,
+        app.subscription,
         app.http.port,
     )
     try:

@@ -42,7 +42,7 @@ from vibration_infer.serve.link import LinkBase, wait_for_acknowledgements
 
 if TYPE_CHECKING:
     import queue
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from paho.mqtt.client import SocketLike
     from paho.mqtt.reasoncodes import ReasonCode
@@ -64,8 +64,9 @@ class MqttLink(LinkBase):
         subscription: str,
         inbox: queue.SimpleQueue[Incoming],
         on_change: Callable[[], None] | None = None,
+        stale: Sequence[str] = (),
     ) -> None:
-        super().__init__(settings, subscription, inbox, on_change)
+        super().__init__(settings, subscription, inbox, on_change, stale)
         self._generation = 0
         self._lock = threading.Lock()
         self._pending: dict[int, Incoming | None] = {}
@@ -90,6 +91,13 @@ class MqttLink(LinkBase):
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_socket_open = self._on_socket_open
+        # paho passes a refused (un)subscription on silently; the wire link logs it, and so does this one.
+        client.on_subscribe = lambda _client, _userdata, _mid, codes, _props: _log_refused(
+            "mqtt_subscribe_refused filter=%s reason=%s", self._subscription, codes
+        )
+        client.on_unsubscribe = lambda _client, _userdata, _mid, codes, _props: _log_refused(
+            "mqtt_unsubscribe_refused filters=%s reason=%s", ",".join(self._stale), codes
+        )
         self._client = client
 
     def start(self) -> None:
@@ -182,6 +190,8 @@ class MqttLink(LinkBase):
             )
         self._generation += 1
         result, _ = client.subscribe(self._subscription, qos=1)
+        if self._stale:  # after the SUBSCRIBE: the broker takes them in order
+            client.unsubscribe(list(self._stale))
         logger.info(
             "mqtt_connected host=%s port=%d client_id=%s session_present=%s subscribe_rc=%s",
             self._settings.mqtt_host,
@@ -243,3 +253,9 @@ class MqttLink(LinkBase):
                 item = None
         if item is not None:
             self.ack(item)
+
+
+def _log_refused(message: str, filters: str, codes: list[ReasonCode]) -> None:
+    for code in codes:
+        if code.is_failure:
+            logger.error(message, filters, code.getName())

@@ -5,11 +5,11 @@ what the pod needs is here (OASIS MQTT 5.0, chapters 2 and 3):
 
 - out: CONNECT (clean start or not, keep-alive, Session Expiry Interval,
   Receive Maximum, user name and password), SUBSCRIBE (one filter),
-  PUBLISH at QoS 0, 1 or 2 without properties, PUBACK, PUBREL, PINGREQ,
-  DISCONNECT;
+  UNSUBSCRIBE, PUBLISH at QoS 0, 1 or 2 without properties, PUBACK, PUBREL,
+  PINGREQ, DISCONNECT;
 - in: `Parser` splits a byte stream into packets and decodes PUBLISH,
   PUBACK, PUBREC, PUBCOMP, CONNACK (with the limits the pod keeps), SUBACK,
-  PINGRESP and DISCONNECT. A PUBLISH's properties
+  UNSUBACK, PINGRESP and DISCONNECT. A PUBLISH's properties
   are skipped: the pod asks for no topic aliases and reads none.
 
 The parser works on a growing buffer and returns every complete packet, so
@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 CONNECT: Final = 1
 CONNACK: Final = 2
@@ -31,6 +34,8 @@ PUBREL: Final = 6
 PUBCOMP: Final = 7
 SUBSCRIBE: Final = 8
 SUBACK: Final = 9
+UNSUBSCRIBE: Final = 10
+UNSUBACK: Final = 11
 PINGREQ: Final = 12
 PINGRESP: Final = 13
 DISCONNECT: Final = 14
@@ -62,6 +67,7 @@ _PROPERTY_KINDS: Final = {
 REASONS: Final = {
     0x00: "success",
     0x04: "disconnect with will message",
+    0x11: "no subscription existed",
     0x80: "unspecified error",
     0x81: "malformed packet",
     0x82: "protocol error",
@@ -92,6 +98,7 @@ REASONS: Final = {
     0x9B: "QoS not supported",
     0x9C: "use another server",
     0x9D: "server moved",
+    0x9E: "shared subscriptions not supported",
     0x9F: "connection rate exceeded",
 }
 
@@ -164,6 +171,12 @@ def subscribe_packet(packet_id: int, topic_filter: str, qos: int) -> bytes:
     return packet((SUBSCRIBE << 4) | 0x02, body)
 
 
+def unsubscribe_packet(packet_id: int, topic_filters: Sequence[str]) -> bytes:
+    """UNSUBSCRIBE from `topic_filters`, no properties."""
+    body = struct.pack("!H", packet_id) + b"\x00" + b"".join(utf8(f) for f in topic_filters)
+    return packet((UNSUBSCRIBE << 4) | 0x02, body)
+
+
 def publish_packet(
     topic: str, payload: bytes, *, qos: int, packet_id: int = 0, retain: bool = False
 ) -> bytes:
@@ -206,9 +219,9 @@ class Control:
 
     kind: int
     packet_id: int = 0
-    """PUBACK, SUBACK."""
+    """PUBACK, SUBACK, UNSUBACK."""
     reason: int = 0
-    """PUBACK, CONNACK, DISCONNECT: the reason code; SUBACK: the first one."""
+    """PUBACK, CONNACK, DISCONNECT: the reason code; SUBACK, UNSUBACK: the first one."""
     session_present: bool = False
     """CONNACK."""
     receive_maximum: int = 65535
@@ -311,7 +324,7 @@ def _control(kind: int, body: bytes) -> Control:
             ),
             reason_string=str(props.get(_PROP_REASON_STRING, "")),
         )
-    if kind == SUBACK:
+    if kind in (SUBACK, UNSUBACK):
         length, start = _varint_at(body, 2)
         codes = body[start + length :]
         return Control(kind, packet_id=int.from_bytes(body[:2]), reason=codes[0] if codes else 0x80)

@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vibration_core.errors import MessageError
 from vibration_core.messages import ID_PATTERN, Severity
 from vibration_core.raw import DEFAULT_MAX_BYTES
+from vibration_core.topics import check_share_group
 from vibration_infer.errors import UsageError
 from vibration_infer.settings import Accelerator, EdgeTpuFallback  # noqa: TC001 - pydantic reads them
 
@@ -77,6 +79,13 @@ class ServeSettings(BaseSettings):
     )
     topic_prefix: str = Field(
         default="vibration-edge", description="The hall's topic prefix, e.g. factory/hall-a."
+    )
+    mqtt_share_group: str | None = Field(
+        default=None,
+        description="MQTT 5 shared subscription: the pods of one group share the hall's windows, each "
+        "window goes to one of them ($share/GROUP/PREFIX/machines/+/raw; the operator sets the "
+        "VibrationModel's name). 1 to 128 characters from A-Z, a-z, 0-9, '.', '_', '-'. Unset: this pod "
+        "reads every window.",
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive, seconds.")
     session_expiry_s: int = Field(
@@ -224,6 +233,14 @@ class ServeSettings(BaseSettings):
     )
     read_timeout_s: float = Field(default=30.0, gt=0, description="Read timeout of a target download, s.")
     retries: int = Field(default=3, ge=0, le=10, description="Retries of a target download.")
+
+    @field_validator("mqtt_share_group")
+    @classmethod
+    def _check_share_group(cls, group: str | None) -> str | None:
+        try:
+            return None if group is None else check_share_group(group)
+        except MessageError as exc:
+            raise ValueError(exc.detail) from None  # the detail alone: reason and field are pydantic's
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -19,6 +19,8 @@ The contract (as `mqtt.MqttLink`):
   exponentially between `reconnect_min_s` and `reconnect_max_s` (a
   connection that did not last a keep-alive does not reset the backoff);
   TCP_NODELAY; TLS for mqtts://; credentials read at each connect;
+- the subscription made on every connect, then the filters an older
+  session kept and this one must not unsubscribed (`link.LinkBase`);
 - an input is acknowledged when the broker acknowledged its *answer*, so a
   crash or a lost link leads to a redelivery, never to a silent loss; an
   acknowledgement only goes out on the connection the input arrived on;
@@ -55,7 +57,7 @@ from vibration_infer.serve.wire_socket import RECV_BYTES, WOULD_BLOCK, open_conn
 
 if TYPE_CHECKING:
     import queue
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from vibration_infer.serve.settings import ServeSettings
     from vibration_infer.serve.wire_socket import Connection
@@ -72,8 +74,9 @@ class WireLink(LinkBase):
         subscription: str,
         inbox: queue.SimpleQueue[Incoming],
         on_change: Callable[[], None] | None = None,
+        stale: Sequence[str] = (),
     ) -> None:
-        super().__init__(settings, subscription, inbox, on_change)
+        super().__init__(settings, subscription, inbox, on_change, stale)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -209,8 +212,10 @@ class WireLink(LinkBase):
             self._keepalive_s = float(connack.keepalive_s or s.keepalive_s)
             # The broker redelivers unacknowledged inputs; answers still in flight go again.
             resent = len(self._out.inflight)
-            subscribe = mqtt5.subscribe_packet(self._out.take_id(), self._subscription, 1)
-            self._write([subscribe, *self._out.connect(self._out.generation + 1, connack)])
+            subscribe = [mqtt5.subscribe_packet(self._out.take_id(), self._subscription, 1)]
+            if self._stale:  # after the SUBSCRIBE: the broker takes them in order
+                subscribe.append(mqtt5.unsubscribe_packet(self._out.take_id(), self._stale))
+            self._write([*subscribe, *self._out.connect(self._out.generation + 1, connack)])
         self._connected.set()
         logger.info(
             "mqtt_connected host=%s port=%d client_id=%s session_present=%s resent=%d receive_maximum=%d",
@@ -290,6 +295,12 @@ class WireLink(LinkBase):
                 logger.error(
                     "mqtt_subscribe_refused filter=%s reason=%s",
                     self._subscription,
+                    mqtt5.reason_name(packet.reason),
+                )
+            elif packet.kind == mqtt5.UNSUBACK and packet.reason >= mqtt5.FAILURE:
+                logger.error(
+                    "mqtt_unsubscribe_refused filters=%s reason=%s",
+                    ",".join(self._stale),
                     mqtt5.reason_name(packet.reason),
                 )
             elif packet.kind == mqtt5.DISCONNECT:

@@ -1,0 +1,77 @@
+"""What both MQTT links of the serving loop must say alike, without a broker: a refused subscription.
+
+A broker may refuse the pod's shared subscription (one without shared
+subscriptions answers 0x9E) or the unsubscription of a filter an older
+session kept; the pod then serves nothing, or every window, while it looks
+healthy. Both links log it; the wire link reads it from its parser, paho
+from its callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from typing import TYPE_CHECKING
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from vibration_infer.serve import mqtt5
+from vibration_infer.serve.mqtt import MqttLink
+from vibration_infer.serve.settings import ServeSettings
+from vibration_infer.serve.wire import WireLink
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pytest
+
+SHARED = "$share/spindle-classifier/test/hall/machines/+/raw"
+PLAIN = "test/hall/machines/+/raw"
+SETTINGS = ServeSettings(mqtt_url="mqtt://127.0.0.1:9", model_id="spindle")
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+
+def test_the_wire_link_logs_a_refused_subscription_and_unsubscription(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    link = WireLink(SETTINGS, SHARED, queue.SimpleQueue(), stale=[PLAIN])
+    with caplog.at_level(logging.ERROR):
+        link._handle(
+            [
+                mqtt5.Control(mqtt5.SUBACK, packet_id=1, reason=0x9E),
+                mqtt5.Control(mqtt5.UNSUBACK, packet_id=2, reason=0x11),  # none existed: fine
+                mqtt5.Control(mqtt5.UNSUBACK, packet_id=3, reason=0x87),
+            ],
+            0,
+            0,
+        )
+    assert refusals(caplog) == [
+        f"mqtt_subscribe_refused filter={SHARED} reason=shared subscriptions not supported (0x9e)",
+        f"mqtt_unsubscribe_refused filters={PLAIN} reason=not authorized (0x87)",
+    ]
+
+
+def test_the_paho_link_logs_a_refused_subscription_and_unsubscription(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    link = MqttLink(SETTINGS, SHARED, queue.SimpleQueue(), stale=[PLAIN])
+    suback = [ReasonCode(PacketTypes.SUBACK, identifier=0x9E)]
+    unsuback = [ReasonCode(PacketTypes.UNSUBACK, identifier=code) for code in (0x11, 0x87)]
+    props = Properties(PacketTypes.SUBACK)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+    # paho types its callbacks as those of either callback API; the link sets version 2's.
+    on_subscribe: Callable[..., None] | None = link._client.on_subscribe
+    on_unsubscribe: Callable[..., None] | None = link._client.on_unsubscribe
+    assert on_subscribe is not None
+    assert on_unsubscribe is not None
+    with caplog.at_level(logging.ERROR):
+        on_subscribe(link._client, None, 1, suback, props)
+        on_unsubscribe(link._client, None, 2, unsuback, props)
+    assert refusals(caplog) == [
+        f"mqtt_subscribe_refused filter={SHARED} reason=Shared subscription not supported",
+        f"mqtt_unsubscribe_refused filters={PLAIN} reason=Not authorized",
+    ]
