@@ -37,9 +37,10 @@ OPERATOR_API_CALLS: frozenset[ApiCall] = frozenset(
         # handlers.py: the fresh object; apply.py: the status subresource.
         ApiCall(GROUP, "vibrationmodels", "get"),
         ApiCall(GROUP, "vibrationmodels/status", "patch"),
-        # observe.py lists, apply.py creates and deletes serving pods.
+        # observe.py lists, apply.py creates, annotates (a new target) and deletes serving pods.
         ApiCall("", "pods", "list"),
         ApiCall("", "pods", "create"),
+        ApiCall("", "pods", "patch"),
         ApiCall("", "pods", "delete"),
         # apply.py: the per-node target ConfigMaps.
         ApiCall("", "configmaps", "get"),

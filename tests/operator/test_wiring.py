@@ -201,7 +201,20 @@ async def test_failing_canary_stops_the_rollout_and_keeps_the_old_version(
         node.name: node.last_good.version for node in kubelet.nodes.values() if node.last_good
     } == dict.fromkeys(NODES, "v2")
     assert not v3_written_for(cluster, ["edge-2", "edge-3"])
+    # The canary's pod was told of each new target at once (the kubelet refreshes its mount on it).
+    nudges = pod_nudges(cluster)
+    assert nudges[-2:] == [f"v3@sha256:{V3}", f"v2@sha256:{V2}"], nudges
+    assert nudges.count(f"v3@sha256:{V3}") == 1, nudges
     assert_status_only_via_subresource(cluster)
+
+
+def pod_nudges(cluster: KmockCluster) -> list[str]:
+    """The targets the operator annotated serving pods with, in order."""
+    return [
+        write.data["metadata"]["annotations"][names.ANNOTATION_TARGET_REF]
+        for write in cluster.writes()
+        if write.plural == "pods" and write.method == "PATCH" and write.subresource is None
+    ]
 
 
 def v3_written_for(cluster: KmockCluster, nodes: list[str]) -> list[str]:

@@ -49,8 +49,9 @@ NAMESPACED_RULES: tuple[Rule, ...] = (
     # kopf lists and watches them, patches its finalizer and annotations; we get the fresh object.
     _rule(spec.GROUP, [spec.PLURAL], ["get", "list", "watch", "patch"]),
     _rule(spec.GROUP, [f"{spec.PLURAL}/status"], ["patch"]),
-    # Serving pods: kopf watches them (a pod event wakes its VibrationModel), we create and delete.
-    _rule("", ["pods"], ["list", "watch", "create", "delete"]),
+    # Serving pods: kopf watches them (a pod event wakes its VibrationModel), we create and delete
+    # them, and patch an annotation when their target changes (the kubelet then refreshes the mount).
+    _rule("", ["pods"], ["list", "watch", "create", "patch", "delete"]),
     # Per-node target ConfigMaps (get: re-read one that a create found existing).
     _rule("", ["configmaps"], ["get", "list", "create", "patch", "delete"]),
     # Transition events (ours) and handler events (kopf's), both core v1.
