@@ -1,6 +1,7 @@
 # vibration-edge: one entry point for people and CI.
 #   make demo   the whole story on embedded defaults
 #   make test   every test (sets up what it needs)
+#   make e2e    the whole story on the cluster of KUBECONFIG
 #   make check  format, lint, mypy strict, import layering, generated-file drift
 #   make bench  figures beside their baselines
 SHELL := /bin/bash
@@ -13,7 +14,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 PY_DIRS := core training-job inference-image operator tests tools
 
-.PHONY: help setup setup-test demo demo-k8s test check fmt lint typecheck layers crds generate verify-generated bench clean
+.PHONY: help setup setup-test demo demo-k8s test e2e check fmt lint typecheck layers crds generate verify-generated bench images-report clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -43,8 +44,12 @@ demo-k8s: setup ## the demo on the cluster of KUBECONFIG (images pushed first; D
 	tools/ensure-helm.sh
 	$(RUN) python tools/demo_k8s.py $(if $(DRY_RUN),--dry-run) $(DEMO_K8S_FLAGS)
 
-test: setup-test ## run every test
+test: setup-test ## run every test (the e2e ones too when KUBECONFIG names a cluster)
 	$(RUN) pytest
+
+e2e: setup-test ## only the e2e tests, on the cluster of KUBECONFIG (its nodes need the images)
+	@test -n "$${KUBECONFIG:-}" || echo "e2e: KUBECONFIG is not set: every e2e test will skip"
+	$(RUN) pytest -m e2e -rA --durations=0
 
 check: setup lint typecheck layers verify-generated ## every verifier, as CI runs them
 
@@ -78,6 +83,10 @@ bench: setup-test ## print benchmark figures beside their baselines and write do
 	$(RUN) python tools/bench_serve.py
 	$(RUN) python tools/bench_operator.py
 	$(RUN) python tools/bench_report.py
+
+images-report: ## image sizes beside their targets: IMAGES=dir or .tar files [BASE=base.tar CHECK=1 MARKDOWN=file]
+	@test -n "$(IMAGES)" || { echo 'images-report: IMAGES is not set: give a directory of docker-save archives or the .tar files, e.g. make images-report IMAGES=/path/to/archives BASE=/path/to/archives/python-3.11-slim.tar (docker save IMAGE -o FILE.tar writes one)' >&2; exit 2; }
+	$(RUN) python tools/images_report.py $(IMAGES) $(if $(BASE),--base $(BASE)) $(if $(MARKDOWN),--markdown $(MARKDOWN)) $(if $(CHECK),--check)
 
 clean: ## remove the environment and caches
 	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache
