@@ -48,8 +48,9 @@ OPERATOR_API_CALLS: frozenset[ApiCall] = frozenset(
         ApiCall("", "configmaps", "create"),
         ApiCall("", "configmaps", "patch"),
         ApiCall("", "configmaps", "delete"),
-        # apply.py: transition events.
+        # apply.py: transition events; observe.py: the Warning events of a pod that does not start.
         ApiCall("", "events", "create"),
+        ApiCall("", "events", "list"),
         # kopf: the resources it has handlers for (on.resume/create/update, timers; on.event pods).
         ApiCall(GROUP, "vibrationmodels", "list", by="kopf"),
         ApiCall(GROUP, "vibrationmodels", "watch", by="kopf"),

@@ -767,6 +767,26 @@ def test_health_readiness_metrics_and_status_over_http(
 
 
 @pytest.mark.integration
+def test_status_says_the_broker_cannot_be_reached_and_clears_when_it_is_back(
+    broker: Mosquitto, models: Models, tmp_path: Path, mqtt_client: str
+) -> None:
+    # What the operator shows a person for a hall installed with a wrong or stopped broker.
+    def said(app: ServeApp) -> str:
+        return ModelStatus.decode(scrape(app, "/status").encode()).message
+
+    with serving(settings_for(broker, models, tmp_path, mqtt_client=mqtt_client)) as app:
+        fine = said(app)
+        assert fine == "serving spindle-classifier v1"
+        broker.stop()
+        where = f"not connected to the MQTT broker 127.0.0.1:{broker.port}: "
+        wait_until(lambda: said(app).startswith(where), SLOW, "the status to name the broker")
+        assert "connect" in said(app)  # why: refused, or the session that ended
+        assert not ModelStatus.decode(scrape(app, "/status").encode()).ready
+        broker.start()
+        wait_until(lambda: said(app) == fine, SLOW, "the message to clear with the broker back")
+
+
+@pytest.mark.integration
 def test_the_serve_command_starts_answers_and_stops_on_sigterm(
     broker: Mosquitto, models: Models, tmp_path: Path
 ) -> None:

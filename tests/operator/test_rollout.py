@@ -71,6 +71,8 @@ class Node:
     init_exit: int | None = None
     outdated: bool = False
     """The pod was built from an older pod spec (the VibrationModel's settings, or the operator's)."""
+    problem: str = ""
+    """Why the pod does not run or serve (what readers.pod_problem found)."""
 
 
 @dataclass
@@ -103,6 +105,7 @@ class Cluster:
                 assigned=n.cm,
                 recorded_active=n.cm_active,
                 pod_outdated=n.pod and n.outdated,
+                pod_problem=n.problem if n.pod else "",
             )
             for n in self.nodes.values()
             if n.selected or n.pod or n.cm
@@ -627,3 +630,35 @@ def test_no_pod_is_replaced_while(why: str, spec: VibrationModelSpec, change: st
         observations = [replace(o, eligible=False) for o in observations]
     decision = decide(cluster.name, spec, cluster.generation + 1, cluster.status, observations, cluster.now)
     assert decision.delete_pods == [], why
+
+
+def test_a_pod_that_cannot_run_degrades_with_its_reason_and_recovers_when_mended() -> None:
+    cluster = rolled_out("v1")
+    spec = make_spec("v1")
+    missing = 'FailedMount: MountVolume.SetUp failed for volume "mqtt-credentials": secret "mqtt-x" not found'
+    cluster.nodes["edge-2"].problem = missing
+    broken = cluster.step(spec)
+    assert broken.status.phase == "Degraded"
+    assert cluster.condition("Degraded")[:2] == ("True", "PodNotServing")
+    assert cluster.condition("Degraded")[2] == f"node edge-2: {missing}"
+    assert cluster.condition("Ready")[:2] == ("False", "PodNotServing")
+    assert [(e.type, e.reason) for e in broken.events] == [("Warning", "PodNotServing")]
+    assert "edge-2" in broken.events[0].message
+    assert "mqtt-x" in broken.events[0].message
+    (entry,) = [n for n in broken.status.nodes if n.name == "edge-2"]
+    assert entry.reason.endswith(f"pod: {missing}")
+    assert reasons([cluster.step(spec)]).count("PodNotServing") == 0, "said once, not every step"
+
+    cluster.nodes["edge-2"].problem = ""
+    mended = cluster.step(spec)
+    assert mended.status.phase == "Ready"
+    assert cluster.condition("Degraded")[0] == "False"
+    assert [(e.type, e.reason) for e in mended.events] == [("Normal", "PodServing")]
+
+
+def test_a_pod_problem_does_not_hide_a_failed_validation() -> None:
+    cluster = rolled_out("v1")
+    cluster.failures[("edge-1", "v2")] = "accuracy 0.41 < min 0.90"
+    cluster.nodes["edge-3"].problem = "serve: not connected to the MQTT broker"
+    cluster.run(make_spec("v2"))
+    assert cluster.condition("Degraded")[:2] == ("True", "ValidationFailed")

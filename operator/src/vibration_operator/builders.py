@@ -19,19 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from vibration_core.spec import API_VERSION, KIND, VersionRef
+from vibration_core.spec import API_VERSION, KIND
 from vibration_core.target import ModelTarget
-from vibration_core.validation import CompactReport
 from vibration_operator import names
-from vibration_operator.rollout import Candidate, NodeObservation
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime
 
-    from vibration_core.messages import ModelStatus
     from vibration_core.spec import VibrationModelSpec
     from vibration_operator.conditions import Event
+    from vibration_operator.rollout import NodeObservation
     from vibration_operator.settings import OperatorSettings
 
 TARGET_DIR = "/etc/vibration-edge/target"
@@ -344,64 +342,3 @@ def build_event(vm_name: str, namespace: str, uid: str, event: Event, now: datet
         "lastTimestamp": stamp,
         "count": 1,
     }
-
-
-def _init_verdict(pod: Mapping[str, Any]) -> tuple[CompactReport | None, int | None]:
-    """The init container's last report and exit code, from the pod status."""
-    statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
-    mine: Mapping[str, Any] = next((s for s in statuses if s.get("name") == VALIDATE), {})
-    done = (mine.get("state") or {}).get("terminated") or (mine.get("lastState") or {}).get("terminated")
-    if not done:
-        return None, None
-    try:
-        report = CompactReport.decode(done.get("message") or "")
-    except ValidationError:
-        report = None  # logs, with FallbackToLogsOnError, or a crash before the report was written
-    return report, done.get("exitCode")
-
-
-def _from_pod_status(report: ModelStatus | None) -> tuple[VersionRef | None, Candidate | None]:
-    """What a pod serves, and its last swap, from its /status."""
-    if report is None:
-        return None, None
-    serving = VersionRef(version=report.version, sha256=report.sha256) if report.version else None
-    if report.candidate_state is None:
-        return serving, None
-    candidate = Candidate(
-        sha256=report.candidate_sha256,
-        state=report.candidate_state,
-        version=report.candidate_version,
-        report=report.candidate_report,
-    )
-    return serving, candidate
-
-
-def observe_node(
-    node: str,
-    *,
-    selected: bool,
-    eligible: bool = True,
-    pod: Mapping[str, Any] | None,
-    configmap: Mapping[str, Any] | None,
-    pod_status: ModelStatus | None,
-) -> NodeObservation:
-    """What the rollout needs to know about a node, from its pod, its ConfigMap and the pod's /status."""
-    serving, candidate = _from_pod_status(pod_status)
-    assigned, recorded_active = read_target_configmap(configmap)
-    report, code = _init_verdict(pod) if pod is not None else (None, None)
-    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    return NodeObservation(
-        name=node,
-        selected=selected,
-        eligible=eligible,
-        pod_exists=pod is not None,
-        pod_terminating=pod is not None and bool((pod.get("metadata") or {}).get("deletionTimestamp")),
-        ready=ready,
-        serving=serving,
-        candidate=candidate,
-        init_report=report,
-        init_exit_code=code,
-        assigned=assigned,
-        recorded_active=recorded_active,
-    )

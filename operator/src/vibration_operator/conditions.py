@@ -126,6 +126,9 @@ class Progress:
     """Nodes moved back to the active version by this step."""
     failure: str = ""
     """"validation failed on node X: why", one per failed node."""
+    pod_problems: list[str] = field(default_factory=list)
+    """"node X: why its pod does not run or serve", one per such node (a missing Secret, a broker
+    the pod cannot reach, a test-data path missing on the node)."""
 
 
 def _short(ref: VersionRef) -> str:
@@ -224,6 +227,27 @@ def _verdict(
     }
 
 
+def _pods_not_serving(
+    phase: Phase, cases: dict[ConditionType, Verdict], problems: str
+) -> tuple[Phase, dict[ConditionType, Verdict]]:
+    """Degraded with the pods' own reasons; a version "served" by a pod that cannot work is not Ready."""
+    cases = {**cases, "Degraded": ("True", "PodNotServing", problems)}
+    if phase == "Ready":
+        phase, cases["Ready"] = "Degraded", ("False", "PodNotServing", problems)
+    return phase, cases
+
+
+def _pod_problem_events(was: Condition | None, now: Verdict) -> list[Event]:
+    """A Warning when pods stop serving (or their reason changes); a Normal event when they recover."""
+    state, reason, message = now
+    before = was is not None and was.status == "True" and was.reason == "PodNotServing"
+    if state == "True" and reason == "PodNotServing":
+        return [] if before and was is not None and was.message == message else [
+            Event("Warning", "PodNotServing", message)
+        ]  # fmt: skip
+    return [Event("Normal", "PodServing", "every serving pod runs again")] if before else []
+
+
 def record(
     old: VibrationModelStatus, p: Progress, generation: int, now: datetime
 ) -> tuple[VibrationModelStatus, list[Event]]:
@@ -252,6 +276,9 @@ def record(
         events.append(Event("Normal", p.hold.reason, p.hold.message))
 
     phase, cases = _verdict(old, p, serving)
+    if p.pod_problems and not p.stopped:
+        phase, cases = _pods_not_serving(phase, cases, "; ".join(p.pod_problems))
+    events += _pod_problem_events(get_condition(old.conditions, "Degraded"), cases["Degraded"])
     conditions = ensure_conditions(old.conditions, generation, now)
     for type_, (state, reason, message) in cases.items():
         conditions = set_condition(conditions, type_, state, reason, message, generation=generation, now=now)

@@ -54,8 +54,9 @@ NAMESPACED_RULES: tuple[Rule, ...] = (
     _rule("", ["pods"], ["list", "watch", "create", "patch", "delete"]),
     # Per-node target ConfigMaps (get: re-read one that a create found existing).
     _rule("", ["configmaps"], ["get", "list", "create", "patch", "delete"]),
-    # Transition events (ours) and handler events (kopf's), both core v1.
-    _rule("", ["events"], ["create"]),
+    # Transition events (ours) and handler events (kopf's), both core v1; the Warning events of a
+    # serving pod that does not start are read to say why (a missing Secret, a missing hostPath).
+    _rule("", ["events"], ["list", "create"]),
 )
 """Rules in the watched namespaces: a Role per namespace, or a ClusterRole when cluster-wide."""
 
@@ -208,15 +209,23 @@ class KubeApi:
         return found
 
     async def list(
-        self, resource: Resource, namespace: str | None, labels: Mapping[str, str] | None = None
+        self,
+        resource: Resource,
+        namespace: str | None,
+        labels: Mapping[str, str] | None = None,
+        *,
+        fields: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
-        """The objects with all of `labels` (all objects when None).
+        """The objects with all of `labels` (all objects when None), and `fields` (a field selector).
 
-        The selector also filters here: an API server already did, so this costs
-        nothing, and an emulator that ignores ``labelSelector`` stays correct.
+        The label selector also filters here: an API server already did, so this costs
+        nothing, and an emulator that ignores ``labelSelector`` stays correct. Callers
+        filter on `fields` themselves where an emulator may ignore ``fieldSelector``.
         """
-        params = {"labelSelector": _selector(labels)} if labels else None
-        found = await self._call("GET", resource.path(namespace), params=params)
+        params = {"labelSelector": _selector(labels)} if labels else {}
+        if fields:
+            params["fieldSelector"] = _selector(fields)
+        found = await self._call("GET", resource.path(namespace), params=params or None)
         items: list[dict[str, Any]] = found.get("items") or []
         return [item for item in items if _has_labels(item, labels or {})]
 

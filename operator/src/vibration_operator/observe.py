@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -24,8 +25,8 @@ import aiohttp
 from vibration_core.errors import MessageError
 from vibration_core.messages import ModelStatus
 from vibration_operator import names
-from vibration_operator.builders import observe_node
-from vibration_operator.kube import CONFIGMAPS, NODES, PODS, KubeApi
+from vibration_operator.kube import CONFIGMAPS, EVENTS, NODES, PODS, KubeApi
+from vibration_operator.readers import POD_WARNINGS, observe_node
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,6 +40,8 @@ _STATUS_LIMIT = 64 * 1024
 """A /status body larger than this is not a ModelStatus."""
 _OK = 200
 _GONE_PHASES = frozenset({"Failed", "Succeeded"})
+WARNING_WINDOW_S = 180
+"""The kubelet repeats a failed mount every two minutes at most: older warnings are history."""
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,13 @@ async def observe(
 
     urls = {node: status_url(pods[node], http_port) for node in selected if node in pods}
     wanted = {node: url for node, url in urls.items() if url is not None}
-    answers = await asyncio.gather(*(read_status(http, url) for url in wanted.values()))
+    unready = [node for node in selected if node in pods and not _is_ready(pods[node])]
+    answers, said = await asyncio.gather(
+        asyncio.gather(*(read_status(http, url) for url in wanted.values())),
+        asyncio.gather(*(pod_warnings(kube, namespace, pods[node]) for node in unready)),
+    )
     reports = {node: answer for node, answer in zip(wanted, answers, strict=True) if answer is not None}
+    warnings = dict(zip(unready, said, strict=True))
 
     observations = [
         observe_node(
@@ -158,10 +166,45 @@ async def observe(
             pod=pods.get(node),
             configmap=configmaps.get(node),
             pod_status=reports.get(node),
+            warnings=warnings.get(node, []),
         )
         for node in sorted(selected | unselected)
     ]
     return Observed(observations, pods, configmaps, finished, reports)
+
+
+def _is_ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+async def pod_warnings(kube: KubeApi, namespace: str, pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The kubelet's and scheduler's Warning events that say why a pod cannot start, oldest first.
+
+    Only those of the pod as it is now (its uid) and of the last `WARNING_WINDOW_S`: a Secret that
+    has since been created no longer counts once the kubelet stops repeating its complaint.
+    """
+    uid = (pod.get("metadata") or {}).get("uid")
+    if not uid:
+        return []
+    found = await kube.list(EVENTS, namespace, fields={"involvedObject.uid": uid, "type": "Warning"})
+    now = datetime.now(UTC)
+    recent = [
+        event
+        for event in found
+        if event.get("reason") in POD_WARNINGS
+        and (event.get("involvedObject") or {}).get("uid") == uid
+        and (now - _when(event)).total_seconds() <= WARNING_WINDOW_S
+    ]
+    return sorted(recent, key=_when)
+
+
+def _when(event: Mapping[str, Any]) -> datetime:
+    stamp = event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp")
+    try:
+        return datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 async def read_reports(

@@ -112,6 +112,8 @@ class NodeObservation:
     """The pod is being deleted (it may still show Ready for its grace period)."""
     eligible: bool = True
     """The node is Ready and schedulable: a pod deleted there can start again."""
+    pod_problem: str = ""
+    """Why the serving pod does not run or serve, in the kubelet's or the pod's words ('' if fine)."""
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,8 @@ def _node_status(plan: _Plan, obs: NodeObservation, want: ModelTarget | None, no
         reason = "waiting for the canary nodes to pass"
     else:
         reason = f"serves {want.version} until the canary nodes pass"
+    if obs.pod_problem and state != "Failed":
+        reason = f"{reason}; pod: {obs.pod_problem}" if reason else f"pod: {obs.pod_problem}"
     entry = NodeStatus(
         name=obs.name,
         state=state,
@@ -360,6 +364,7 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
         ),
         put_back=[] if was_stopped or not stopped else _put_back(plan, nodes, targets),
         failure=plan.failures(),
+        pod_problems=[f"node {o.name}: {o.pod_problem}" for o in nodes if o.pod_problem],
     )
     new_status, events = record(old, progress, generation, now)
     delete = sorted(

@@ -132,10 +132,19 @@ class ServeApp:
             errors_total=errors,
             drift=report.as_flat() if report else {},
             drifted=report.drifted if report else False,
-            message=self._message,
+            message=self._status_message(),
             updated_ns=time.time_ns(),
             **self._candidate_fields(),
         )
+
+    def _status_message(self) -> str:
+        """The explanation on /status: a model that serves but cannot reach its broker says so."""
+        if self._state == "serving" and not self.link.connected and self._worker is not None:
+            s, why = self.settings, self.link.last_error
+            return f"not connected to the MQTT broker {s.mqtt_host}:{s.mqtt_port}" + (
+                f": {why}" if why else ""
+            )
+        return self._message
 
     def _candidate_fields(self) -> dict[str, Any]:
         if self._candidate is None:

@@ -56,6 +56,8 @@ class LinkBase:
         self._inbox = inbox
         self._on_change = on_change
         self._connected = threading.Event()
+        self.last_error = ""
+        """Why the last connection attempt failed or the last session ended ('' before any)."""
 
     @property
     def connected(self) -> bool:
@@ -70,6 +72,11 @@ class LinkBase:
         if self._on_change is not None:
             self._on_change()
 
+    def _failed(self, why: str) -> None:
+        """A connection attempt failed or a session ended: keep why, for the pod's /status."""
+        self.last_error = why[:200]
+        self._changed()
+
 
 class Link(Protocol):
     """Connects, subscribes, queues incoming windows, publishes answers and acknowledges inputs."""
@@ -77,6 +84,9 @@ class Link(Protocol):
     @property
     def connected(self) -> bool:
         """Whether the session is up right now."""
+
+    last_error: str
+    """Why the last connection attempt failed or the last session ended ('' before any)."""
 
     def start(self) -> None:
         """Connect in the background, retrying until the broker answers."""

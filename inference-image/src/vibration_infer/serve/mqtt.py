@@ -88,6 +88,7 @@ class MqttLink(LinkBase):
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = lambda *_: self._failed("cannot connect (no answer, or no such host)")
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_socket_open = self._on_socket_open
@@ -179,6 +180,7 @@ class MqttLink(LinkBase):
     ) -> None:
         if reason_code.is_failure:
             logger.error("mqtt_connect_refused reason=%s", reason_code.getName())
+            self._failed(f"refused: {reason_code.getName()}")
             return
         broker_max = getattr(properties, "ReceiveMaximum", _MQTT_RECEIVE_MAXIMUM)
         if isinstance(broker_max, int) and self._settings.max_inflight > broker_max:
@@ -215,7 +217,7 @@ class MqttLink(LinkBase):
         self._connected.clear()
         if was:
             logger.warning("mqtt_disconnected reason=%s", reason_code.getName())
-        self._changed()
+        self._failed(f"disconnected: {reason_code.getName()}")
 
     def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
         # Only queue here: the network thread must keep reading and acknowledging.

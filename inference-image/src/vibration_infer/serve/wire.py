@@ -170,6 +170,7 @@ class WireLink(LinkBase):
                     exc,
                     delay,
                 )
+                self._failed(f"cannot connect: {exc}")
                 self._stopping.wait(delay)
                 delay = min(delay * 2, s.reconnect_max_s)
                 continue
@@ -177,7 +178,7 @@ class WireLink(LinkBase):
             reason = self._session(connection)
             if not self._stopping.is_set():
                 logger.warning("mqtt_disconnected reason=%s", reason)
-            self._changed()
+            self._failed(f"disconnected: {reason}")
             if time.monotonic() - up_since >= self._keepalive_s:
                 delay = float(s.reconnect_min_s)  # it had worked for a while: start the backoff over
             if not self._stopping.is_set():

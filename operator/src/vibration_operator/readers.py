@@ -1,0 +1,135 @@
+"""Readers of observed state: what a node's pod, its ConfigMap and its /status say, as a NodeObservation.
+
+Pure functions over the objects the API server returned (no client): the init
+container's termination message, the pod's /status, and why a pod does not
+run or serve (a stuck container, an unschedulable pod, its own word, the
+kubelet's Warning events). Everything a pod reports is untrusted input.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from vibration_core.spec import VersionRef
+from vibration_core.validation import CompactReport
+from vibration_operator.builders import VALIDATE, read_target_configmap
+from vibration_operator.rollout import Candidate, NodeObservation
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from vibration_core.messages import ModelStatus
+
+
+def _init_verdict(pod: Mapping[str, Any]) -> tuple[CompactReport | None, int | None]:
+    """The init container's last report and exit code, from the pod status."""
+    statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+    mine: Mapping[str, Any] = next((s for s in statuses if s.get("name") == VALIDATE), {})
+    done = (mine.get("state") or {}).get("terminated") or (mine.get("lastState") or {}).get("terminated")
+    if not done:
+        return None, None
+    try:
+        report = CompactReport.decode(done.get("message") or "")
+    except ValidationError:
+        report = None  # logs, with FallbackToLogsOnError, or a crash before the report was written
+    return report, done.get("exitCode")
+
+
+def _from_pod_status(report: ModelStatus | None) -> tuple[VersionRef | None, Candidate | None]:
+    """What a pod serves, and its last swap, from its /status."""
+    if report is None:
+        return None, None
+    serving = VersionRef(version=report.version, sha256=report.sha256) if report.version else None
+    if report.candidate_state is None:
+        return serving, None
+    candidate = Candidate(
+        sha256=report.candidate_sha256,
+        state=report.candidate_state,
+        version=report.candidate_version,
+        report=report.candidate_report,
+    )
+    return serving, candidate
+
+
+_STUCK = frozenset({
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError", "CrashLoopBackOff",
+    "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
+})  # fmt: skip
+"""Container waiting reasons that do not pass by themselves: something outside the pod must change."""
+POD_WARNINGS = frozenset({"FailedMount", "FailedScheduling", "FailedCreatePodSandBox", "Failed"})
+"""Warning events about a pod that say why it cannot start (a missing Secret or hostPath, no room)."""
+_PROBLEM_CHARS = 300
+
+
+def _stuck_container(status: Mapping[str, Any]) -> str:
+    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _STUCK:
+            said = f"{container.get('name')}: {waiting['reason']}: {waiting.get('message') or ''}"
+            return said.rstrip(": ")
+    return ""
+
+
+def _unscheduled(conditions: Sequence[Mapping[str, Any]]) -> str:
+    for condition in conditions:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return f"not scheduled: {condition.get('message') or condition.get('reason')}"
+    return ""
+
+
+def pod_problem(
+    pod: Mapping[str, Any] | None, warnings: Sequence[Mapping[str, Any]], report: ModelStatus | None
+) -> str:
+    """Why a serving pod does not run or serve ('' when nothing says so), for a person to act on.
+
+    In order: a container stuck waiting (its reason and the kubelet's message), a pod that cannot be
+    scheduled, and, for a pod that is not Ready, its own word (its /status message while it has a
+    model) or the newest Warning event about it (`warnings`, newest last: a Secret or a hostPath
+    that does not exist shows up only there).
+    """
+    if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return ""
+    status = pod.get("status") or {}
+    conditions = status.get("conditions") or []
+    said = _stuck_container(status) or _unscheduled(conditions)
+    if not said and not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+        if report is not None and not report.ready and report.state == "serving" and report.message:
+            said = f"serve: {report.message}"
+        elif warnings:
+            said = f"{warnings[-1].get('reason')}: {warnings[-1].get('message') or ''}".strip()
+    return said[:_PROBLEM_CHARS]
+
+
+def observe_node(
+    node: str,
+    *,
+    selected: bool,
+    eligible: bool = True,
+    pod: Mapping[str, Any] | None,
+    configmap: Mapping[str, Any] | None,
+    pod_status: ModelStatus | None,
+    warnings: Sequence[Mapping[str, Any]] = (),
+) -> NodeObservation:
+    """What the rollout needs to know about a node, from its pod, its ConfigMap and the pod's /status."""
+    serving, candidate = _from_pod_status(pod_status)
+    assigned, recorded_active = read_target_configmap(configmap)
+    report, code = _init_verdict(pod) if pod is not None else (None, None)
+    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return NodeObservation(
+        name=node,
+        selected=selected,
+        eligible=eligible,
+        pod_exists=pod is not None,
+        pod_terminating=pod is not None and bool((pod.get("metadata") or {}).get("deletionTimestamp")),
+        ready=ready,
+        serving=serving,
+        candidate=candidate,
+        init_report=report,
+        init_exit_code=code,
+        assigned=assigned,
+        recorded_active=recorded_active,
+        pod_problem=pod_problem(pod, warnings, pod_status),
+    )

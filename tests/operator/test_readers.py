@@ -1,0 +1,77 @@
+"""Why a serving pod does not run or serve, read from what the API server shows (readers.pod_problem)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vibration_core.messages import ModelStatus
+from vibration_operator.readers import pod_problem
+
+NOT_READY = [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]
+MOUNT = {
+    "reason": "FailedMount",
+    "message": 'MountVolume.SetUp failed for volume "mqtt-credentials" : secret "mqtt-serving" not found',
+}
+
+
+def pod(*, conditions: list[dict[str, Any]] = NOT_READY, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "vibm-m-edge-1"}, "status": {"conditions": conditions, **status}}
+
+
+def serving(*, ready: bool, message: str) -> ModelStatus:
+    return ModelStatus(
+        node="edge-1", version="v1", state="serving", ready=ready, windows_total=0, errors_total=0,
+        message=message, updated_ns=1,
+    )  # fmt: skip
+
+
+def test_a_stuck_container_is_named_with_the_kubelets_message() -> None:
+    waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "s3" not found'}}
+    found = pod(initContainerStatuses=[{"name": "validate", "state": waiting}])
+    assert pod_problem(found, [], None) == 'validate: CreateContainerConfigError: secret "s3" not found'
+
+
+def test_an_image_the_node_cannot_get_is_named() -> None:
+    waiting = {"waiting": {"reason": "ErrImageNeverPull"}}
+    assert pod_problem(pod(containerStatuses=[{"name": "serve", "state": waiting}]), [], None) == (
+        "serve: ErrImageNeverPull"
+    )
+
+
+def test_a_pod_that_cannot_be_scheduled_says_why() -> None:
+    conditions = [{"type": "PodScheduled", "status": "False", "message": "0/2 nodes are available"}]
+    assert pod_problem(pod(conditions=conditions), [], None) == "not scheduled: 0/2 nodes are available"
+
+
+def test_a_missing_secret_volume_shows_only_in_the_pods_warning_events() -> None:
+    old = {"reason": "FailedScheduling", "message": "earlier"}
+    assert pod_problem(pod(), [old, MOUNT], None) == f"FailedMount: {MOUNT['message']}"
+
+
+def test_a_serving_pod_that_is_not_ready_says_why_in_its_own_words() -> None:
+    report = serving(ready=False, message="not connected to the MQTT broker wrong:1883: refused")
+    assert (
+        pod_problem(pod(), [MOUNT], report) == "serve: not connected to the MQTT broker wrong:1883: refused"
+    )
+
+
+@pytest.mark.parametrize(
+    ("found", "warnings"),
+    [
+        (pod(conditions=[{"type": "Ready", "status": "True"}]), [MOUNT]),  # Ready: old warnings are history
+        ({**pod(), "metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}, [MOUNT]),  # on its way out
+        (pod(), []),  # starting, nothing said yet
+        (None, [MOUNT]),
+    ],
+    ids=["ready", "terminating", "starting", "no-pod"],
+)
+def test_no_problem_where_nothing_is_wrong_or_nothing_can_be_done(
+    found: dict[str, Any] | None, warnings: list[dict[str, Any]]
+) -> None:
+    assert pod_problem(found, warnings, serving(ready=False, message="")) == ""
+
+
+def test_a_long_message_is_cut() -> None:
+    assert len(pod_problem(pod(), [{"reason": "FailedMount", "message": "x" * 2000}], None)) == 300
