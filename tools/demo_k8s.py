@@ -72,13 +72,18 @@ def free_gateway(node: dict[str, Any]) -> bool:
 
 
 def teardown(cluster: Cluster) -> None:
-    """Remove a demo hall: models first (their finalizers need the operator), the release, the namespace."""
+    """Remove a demo hall: models first (their finalizers need the operator), the release, the namespace.
+
+    Its gateways leave the hall too (the label goes), so the nodes are free for another hall.
+    """
     ns = cluster.hall.namespace
     cluster.run(
         "kubectl", "-n", ns, "delete", "vibrationmodels", "--all", "--wait", f"--timeout={WAIT}", check=False
     )
     cluster.run("helm", "uninstall", cluster.hall.name, "--namespace", ns, "--wait", check=False)
     cluster.run("kubectl", "delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+    cluster.run("kubectl", "label", "nodes", "-l", f"{HALL_LABEL}={cluster.hall.name}", f"{HALL_LABEL}-",
+                check=False)  # fmt: skip
 
 
 def preflight(cluster: Cluster, *, reset: bool) -> None:
@@ -107,11 +112,18 @@ def preflight(cluster: Cluster, *, reset: bool) -> None:
         )
 
 
-def secrets_and_registry(cluster: Cluster, work: Path) -> dict[str, str]:
-    """The namespace, its Secrets and MinIO; returns the credentials the publisher uses."""
+def secrets_and_registry(
+    cluster: Cluster, work: Path, sensors: tuple[str, ...] = ()
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The namespace, its Secrets and MinIO; returns the publisher's registry keys and the MQTT users.
+
+    Each of `sensors` (machine ids) gets a broker user of that name, which the hall's ACL lets
+    write that machine's raw topic only.
+    """
     hall = cluster.hall
     keys = {"accessKey": "demo-" + secrets.token_hex(4), "secretKey": secrets.token_urlsafe(24)}
     users = {"serving": secrets.token_urlsafe(18), "dashboard": secrets.token_urlsafe(18)}
+    users |= {sensor: secrets.token_urlsafe(18) for sensor in sensors}
     passwords = work / "passwordfile"
     passwords.write_text("")
     for user, password in users.items():
@@ -135,25 +147,43 @@ def secrets_and_registry(cluster: Cluster, work: Path) -> dict[str, str]:
     print(f"registry keys: {shown}; MQTT users in the Secrets {SERVING_SECRET} and {DASHBOARD_SECRET}")
     cluster.apply("minio", objects.minio(hall, REGISTRY_SECRET))
     cluster.run("kubectl", "-n", hall.namespace, "rollout", "status", "deployment/minio", f"--timeout={WAIT}")
-    return keys
+    return keys, users
 
 
-def seed_nodes(cluster: Cluster, nodes: list[str]) -> None:
-    """A test set on every gateway and its cache made ready, by one Job per node."""
-    hall = cluster.hall
-    jobs = [objects.seed_job(hall, node, seed=100 + i) for i, node in enumerate(nodes)]
+def seed_nodes(cluster: Cluster, nodes: list[str], classes: dict[str, tuple[str, ...]] | None = None) -> None:
+    """A test set on every gateway and its cache made ready, by one Job per node.
+
+    `classes` limits a node's test set to some classes (every class for a node it leaves out).
+    """
+    hall, classes = cluster.hall, classes or {}
+    jobs = [
+        objects.seed_job(hall, node, seed=100 + i, classes=classes.get(node, ()))
+        for i, node in enumerate(nodes)
+    ]
     cluster.apply("seed-jobs", jobs)
     for job in jobs:
-        name = job["metadata"]["name"]
-        cluster.run(
-            "kubectl",
-            "-n",
-            hall.namespace,
-            "wait",
-            f"job/{name}",
-            "--for=condition=Complete",
-            f"--timeout={WAIT}",
+        wait_job(cluster, job["metadata"]["name"])
+
+
+def wait_job(cluster: Cluster, name: str, timeout_s: float = 600) -> None:
+    """Until the Job completes; a failed Job fails at once, with the end of its pod's log."""
+    ns = cluster.hall.namespace
+    cluster.run("kubectl", "-n", ns, "get", f"job/{name}")
+    deadline = time.monotonic() + timeout_s
+    while not cluster.dry_run:
+        conditions = (
+            cluster.kubectl_json("-n", ns, "get", f"job/{name}").get("status", {}).get("conditions", [])
         )
+        done = {c["type"] for c in conditions if c.get("status") == "True"}
+        if "Complete" in done:
+            return
+        if "Failed" in done or time.monotonic() > deadline:
+            said = cluster.run(
+                "kubectl", "-n", ns, "logs", f"job/{name}", "--tail=20", check=False, quiet=True
+            )
+            why = "failed" if "Failed" in done else f"did not complete within {timeout_s:.0f} s"
+            raise DemoError(f"job {name} {why}; its log ends:\n{said.strip() or '(empty)'}")
+        time.sleep(2)
 
 
 def install_chart(cluster: Cluster) -> None:
@@ -217,7 +247,7 @@ def main() -> int:
             preflight(cluster, reset=args.reset)
             nodes = gateways(cluster)
             print(f"gateways of {hall.name}: {', '.join(nodes)}")
-            keys = secrets_and_registry(cluster, work)
+            keys, _ = secrets_and_registry(cluster, work)
             seed_nodes(cluster, nodes)
             install_chart(cluster)
             train(cluster, work)

@@ -21,17 +21,22 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def port_forward(cluster: Cluster) -> Iterator[str]:
-    """MinIO on a local port through ``kubectl port-forward``; yields its URL."""
+def port_forward(
+    cluster: Cluster, service: str = "minio", remote: int = objects.MINIO_PORT, namespace: str | None = None
+) -> Iterator[str]:
+    """A Service (of the hall, MinIO by default) on a local port through ``kubectl port-forward``.
+
+    Yields ``http://127.0.0.1:PORT``.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    args = ["port-forward", "-n", cluster.hall.namespace, "svc/minio", f"{port}:{objects.MINIO_PORT}"]
+    args = ["port-forward", "-n", namespace or cluster.hall.namespace, f"svc/{service}", f"{port}:{remote}"]
     print(f"$ kubectl {' '.join(args)} &", flush=True)
     if cluster.dry_run:
         yield f"http://127.0.0.1:{port}"
         return
-    log = cluster.out / "port-forward.log"
+    log = cluster.out / f"port-forward-{service}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen([cluster.kubectl, *args], stdout=sink, stderr=subprocess.STDOUT)
     try:
@@ -41,7 +46,7 @@ def port_forward(cluster: Cluster) -> Iterator[str]:
                 break
             if process.poll() is not None or time.monotonic() > deadline:
                 said = log.read_text(errors="replace").strip()[-500:]
-                raise DemoError(f"kubectl port-forward to MinIO did not come up: {said or 'no output'}")
+                raise DemoError(f"kubectl port-forward to {service} did not come up: {said or 'no output'}")
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -88,13 +93,15 @@ def hold_to_the_halls_bar(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**manifest, "spec": spec}
 
 
-def publish(cluster: Cluster, work: Path, keys: dict[str, str]) -> dict[str, Path]:
-    """Each version into MinIO; the manifests, with the hall's bar, under demo-output/k8s/."""
+def publish(
+    cluster: Cluster, work: Path, keys: dict[str, str], versions: tuple[str, ...] = ("v1", "v2", "v3")
+) -> dict[str, Path]:
+    """Each version (trained into WORK/VERSION) into MinIO; the manifests, with the hall's bar, in `out`."""
     manifests = {}
     os.environ["VIBRATION_S3_ACCESS_KEY"] = keys["accessKey"]
     os.environ["VIBRATION_S3_SECRET_KEY"] = keys["secretKey"]
     with port_forward(cluster) as endpoint:
-        for version in ("v1", "v2", "v3"):
+        for version in versions:
             out = cluster.out / f"{MODEL}-{version}.yaml"
             cluster.run(*publish_args(cluster.hall, work / version, endpoint, out), quiet=True)
             if not cluster.dry_run:

@@ -7,28 +7,14 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.chart.argocd_health import SCRIPT, UNSAFE, run_health
 from tests.chart.helm import ROOT
 from vibration_core.spec import VibrationModelStatus
 
 lua51 = pytest.importorskip("lupa.lua51", reason="lupa without its Lua 5.1 runtime")
 
 GITOPS = ROOT / "examples" / "gitops"
-SCRIPT = (GITOPS / "health" / "vibrationmodel.lua").read_text()
 KEY = "resource.customizations.health.edge.vibration.io_VibrationModel"
-# Globals a health check has no business with; Argo CD's sandbox does not offer them either.
-UNSAFE = (
-    "os",
-    "io",
-    "require",
-    "dofile",
-    "loadfile",
-    "load",
-    "loadstring",
-    "package",
-    "debug",
-    "module",
-    "python",
-)
 T0 = "2025-11-20T22:00:00Z"
 
 
@@ -126,14 +112,6 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
     "paused": (model(2, status("Paused", cond("Progressing", "False", "Paused", ""))), "Suspended", "Paused"),
     "no generation (as kmock)": (model(None, status("Ready", READY)), "Healthy", "3/3 nodes serve v3"),
 }
-
-
-def run_health(obj: dict[str, Any]) -> dict[str, str]:
-    runtime = lua51.LuaRuntime(register_eval=False, register_builtins=False)
-    runtime.execute(" ".join(f"{name} = nil;" for name in UNSAFE))
-    runtime.globals().obj = runtime.table_from(obj, recursive=True)
-    result = runtime.execute(SCRIPT)
-    return {str(key): str(value) for key, value in result.items()}
 
 
 @pytest.mark.parametrize("case", CASES)

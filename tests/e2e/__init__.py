@@ -1,0 +1,1 @@
+"""The whole story on a real Kubernetes cluster given by KUBECONFIG (marker ``e2e``)."""

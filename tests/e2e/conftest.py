@@ -1,0 +1,61 @@
+"""The e2e hall, set up once for the package, and the tools folder on the path (the demo's helpers)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+if str(TOOLS) not in sys.path:
+    sys.path.insert(0, str(TOOLS))
+
+import demo_k8s_objects as objects  # noqa: E402
+from demo_k8s import gateways, install_chart, preflight, secrets_and_registry, seed_nodes, teardown  # noqa: E402
+from demo_k8s_cluster import Cluster  # noqa: E402
+from demo_k8s_models import publish, train  # noqa: E402
+from tests.e2e.hall import CANARY_CLASSES, SENSOR, Hall, run_or_fail  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+HALL = "hall-e2e"
+VERSIONS = ("v1", "v2", "v3", "v4", "v5")
+
+
+def _train_more(cluster: Cluster, work: Path) -> None:
+    """v4 on windows without bearing faults; v5 on the hall's history with another seed."""
+    three = work / "three-classes.parquet"
+    cluster.run("vibration-train", "simulate", "--windows", "1800", "--seed", "8", "--classes",
+                ",".join(CANARY_CLASSES), "--out", str(three), quiet=True)  # fmt: skip
+    for version, source, seed in (("v4", three, "4"), ("v5", work / "history.parquet", "5")):
+        cluster.run("vibration-train", "fit", "--data", str(source), "--out", str(work / version),
+                    "--version", version, "--random-state", seed, quiet=True)  # fmt: skip
+
+
+@pytest.fixture(scope="package")
+def hall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hall]:
+    out = tmp_path_factory.mktemp("hall-e2e")
+    registry = os.environ.get("VIBRATION_E2E_IMAGE_REGISTRY", objects.Hall.image_registry)
+    cluster = Cluster(objects.Hall(name=HALL, namespace=HALL, image_registry=registry), out, dry_run=False)
+    run_or_fail(lambda: preflight(cluster, reset=True))
+    nodes = run_or_fail(lambda: gateways(cluster))
+    if len(nodes) < 2:
+        teardown(cluster)
+        pytest.skip(f"the story needs two gateways (a canary and the rest); the cluster offers {nodes}")
+    keys, users = run_or_fail(lambda: secrets_and_registry(cluster, out, sensors=(SENSOR,)))
+    run_or_fail(lambda: seed_nodes(cluster, nodes, classes={nodes[0]: CANARY_CLASSES}))
+    run_or_fail(lambda: install_chart(cluster))
+    run_or_fail(lambda: train(cluster, out))
+    _train_more(cluster, out)
+    manifests = run_or_fail(lambda: publish(cluster, out, keys, versions=VERSIONS))
+    try:
+        yield Hall(cluster, nodes, keys, users, manifests)
+    finally:
+        if not os.environ.get("VIBRATION_E2E_KEEP"):
+            teardown(cluster)
+            cluster.run("kubectl", "delete", "namespace", f"{HALL}-central", "--ignore-not-found",
+                        "--wait=false", check=False)  # fmt: skip

@@ -1,0 +1,98 @@
+"""A hall's bad input on a real cluster: it shows as a condition and an event naming the node and the
+object, and mending the cause recovers without deleting anything.
+
+Runs after ``test_a_rollouts.py`` on the same hall, with a second VibrationModel (``bad-input``,
+v2's artifact) so the first one keeps serving:
+
+- its MQTT credentials Secret does not exist: the canary's pod cannot mount it (the kubelet says
+  so only in a Warning event), Degraded names the node, the pod's reason and the Secret; creating
+  the Secret lets the kubelet start the pod, and the model becomes Ready;
+- its broker address is wrong: the pod validates, serves nothing, and says why on /status;
+  Degraded names the node and the broker; the right address replaces the pod and it is Ready.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import yaml
+
+from demo_k8s_cluster import SERVING_SECRET
+from tests.e2e.hall import Hall, condition, node_status
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not os.environ.get("KUBECONFIG"), reason="KUBECONFIG is not set: no cluster to test"),
+    pytest.mark.timeout(900),
+]
+
+NAME = "bad-input"
+MISSING = "mqtt-bad-input"
+
+
+def _degraded_by_pods(vm: dict[str, Any]) -> bool:
+    degraded = condition(vm, "Degraded")
+    return degraded.get("status") == "True" and degraded.get("reason") == "PodNotServing"
+
+
+def _ready(vm: dict[str, Any]) -> bool:
+    status = vm.get("status") or {}
+    return (
+        status.get("observedGeneration") == vm["metadata"]["generation"]
+        and condition(vm, "Ready").get("status") == "True"
+    )
+
+
+def _apply(hall: Hall, **mqtt: str) -> None:
+    manifest = yaml.safe_load(hall.manifests["v2"].read_text())
+    manifest["metadata"]["name"] = NAME
+    manifest["spec"]["mqtt"] |= mqtt
+    path = hall.cluster.out / f"{NAME}.yaml"
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    hall.cluster.run("kubectl", "apply", "-f", str(path), quiet=True)
+
+
+def test_a_missing_secret_is_named_with_its_node_and_creating_it_recovers(hall: Hall) -> None:
+    canary = hall.nodes[0]
+    hall.kubectl("delete", "secret", MISSING, "--ignore-not-found")
+    _apply(hall, credentialsSecret=MISSING)
+    vm = hall.wait("Degraded by a pod that cannot start", _degraded_by_pods, name=NAME, timeout_s=180)
+    message = condition(vm, "Degraded")["message"]
+    assert f"node {canary}" in message, message
+    assert MISSING in message, message
+    assert MISSING in node_status(vm, canary)["reason"]
+    warned = [e["message"] for e in hall.events("PodNotServing", name=NAME)]
+    assert any(canary in m and MISSING in m for m in warned), warned
+
+    serving = hall.json(f"secret/{SERVING_SECRET}")["data"]
+    hall.cluster.apply("mended-secret", [{
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": serving,
+        "metadata": {"name": MISSING, "namespace": hall.ns},
+    }], private=hall.cluster.out)  # fmt: skip
+    hall.wait("Ready once the Secret exists", _ready, name=NAME, timeout_s=300)
+    assert [e["message"] for e in hall.events("PodServing", name=NAME)]
+
+
+def test_a_wrong_broker_is_named_and_the_right_one_recovers(hall: Hall) -> None:
+    wrong = f"mqtt://no-broker.{hall.ns}:1883"
+    uids = {node: pod["metadata"]["uid"] for node, pod in hall.pods(NAME).items()}
+    _apply(hall, credentialsSecret=MISSING, broker=wrong)
+    vm = hall.wait(
+        "Degraded by a pod that cannot reach its broker", _degraded_by_pods, name=NAME, timeout_s=300
+    )
+    message = condition(vm, "Degraded")["message"]
+    assert "not connected to the MQTT broker" in message, message
+    assert f"no-broker.{hall.ns}:1883" in message, message
+    assert any(f"node {node}" in message for node in hall.nodes), message
+
+    _apply(hall, credentialsSecret=MISSING, broker=hall.cluster.hall.broker_url)
+    hall.wait("Ready with the right broker", _ready, name=NAME, timeout_s=400)
+    assert set(hall.pods(NAME)) == set(uids), "every node has its pod again"
+
+
+def test_the_bad_input_model_goes_away(hall: Hall) -> None:
+    hall.kubectl("delete", f"vibrationmodel/{NAME}", "--wait", "--timeout=120s")
+    hall.kubectl("delete", "secret", MISSING, "--ignore-not-found")
+    assert not hall.pods(NAME)
