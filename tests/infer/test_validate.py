@@ -257,13 +257,14 @@ def test_offline_restart_validates_from_the_cache(
     digest = onnx_model.card.artifact.sha256
     with serve_directory(registry) as base:
         settings = make_settings(model_uri=f"{base}/{MODEL_ID}/v1/model.onnx", expected_sha256=digest)
-        code, report, _ = run(settings)
-        assert (code, report["source"]) == (ExitCode.PASSED, "registry")
+        code, report, compact = run(settings)
+        assert (code, report["source"], compact.source) == (ExitCode.PASSED, "registry", "registry")
     # The registry is gone (server stopped, files removed): a reboot must still validate.
     shutil.rmtree(registry)
     code, report, compact = run(settings)
     assert (code, report["source"]) == (ExitCode.PASSED, "cache"), report["reason"]
     assert compact.sha256 == digest
+    assert compact.source == "cache"  # what the operator shows on the node's status
     # Without the digest the card must come from the registry: an honest CANNOT_FETCH.
     code, report, _ = run(make_settings(model_uri=settings.model_uri, cache_dir=settings.cache_dir))
     assert code is ExitCode.CANNOT_FETCH

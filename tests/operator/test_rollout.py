@@ -662,3 +662,14 @@ def test_a_pod_problem_does_not_hide_a_failed_validation() -> None:
     cluster.nodes["edge-3"].problem = "serve: not connected to the MQTT broker"
     cluster.run(make_spec("v2"))
     assert cluster.condition("Degraded")[:2] == ("True", "ValidationFailed")
+
+
+def test_a_node_that_validated_from_its_cache_says_so() -> None:
+    cluster = rolled_out("v1")
+    node = cluster.nodes["edge-2"]
+    assert node.init_report is not None
+    node.init_report = node.init_report.model_copy(update={"source": "cache"})
+    decision = cluster.step(make_spec("v1"))
+    reasons_by_node = {n.name: (n.state, n.reason) for n in decision.status.nodes}
+    assert reasons_by_node["edge-2"] == ("Serving", "validated from this node's model cache")
+    assert reasons_by_node["edge-1"] == ("Serving", "")

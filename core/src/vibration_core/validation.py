@@ -61,6 +61,10 @@ class CompactReport(BaseModel):
     class_recall: dict[str, float] = Field(default_factory=dict)
     p50_ms: float | None = Field(default=None, description="Median latency per batch row, ms.")
     p99_ms: float | None = None
+    source: Literal["cache", "registry"] | None = Field(
+        default=None,
+        description="Where the model came from: this node's cache (no registry needed) or the registry.",
+    )
 
     def encode(self) -> bytes:
         """JSON bytes, cut to the termination-message limit by shortening the reason."""

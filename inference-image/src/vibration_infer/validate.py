@@ -93,6 +93,7 @@ class Outcome:
             class_recall={k: round(v, 4) for k, v in figures.class_recall.items()} if figures else {},
             p50_ms=round(figures.p50_ms, 4) if figures else None,
             p99_ms=round(figures.p99_ms, 4) if figures else None,
+            source=self.source if self.source in {"cache", "registry"} else None,
         )
 
     def report(self) -> dict[str, Any]:

@@ -141,6 +141,8 @@ class _Outcome:
     reason: str = ""
     accuracy: float | None = None
     p99_ms: float | None = None
+    from_cache: bool = False
+    """The validation that let it serve took the model from the node's cache (no registry needed)."""
 
 
 def _matches(sha256: str | None, version: str | None, ref: VersionRef) -> bool | None:
@@ -168,7 +170,8 @@ def _assess(obs: NodeObservation, ref: VersionRef, old: NodeStatus | None) -> _O
     accuracy = report.accuracy if report else (old.accuracy if old else None)
     p99 = report.p99_ms if report else (old.p99_latency_ms if old else None)
     if obs.serving is not None and same_version(obs.serving, ref):
-        return _Outcome(serving=True, accuracy=accuracy, p99_ms=p99)
+        cached = report is not None and report.source == "cache" and report.outcome == "passed"
+        return _Outcome(serving=True, accuracy=accuracy, p99_ms=p99, from_cache=cached)
     if failed:
         why = (
             f"{report.reason or 'validation failed'} (exit {report.code})" if report else "failed in the pod"
@@ -239,7 +242,7 @@ def _node_status(plan: _Plan, obs: NodeObservation, want: ModelTarget | None, no
         state, reason = "Failed", out.reason
     elif want is not None and want.ref == plan.ref:
         if out.serving:
-            state, reason = "Serving", ""
+            state, reason = "Serving", "validated from this node's model cache" if out.from_cache else ""
         elif not obs.pod_exists:
             state, reason = "Pending", "serving pod to be created"
         else:
