@@ -128,6 +128,16 @@ class Hall:
         items = self.json("pods", "-l", f"{names.LABEL_MODEL}={name}").get("items", [])
         return {pod["metadata"]["annotations"][names.ANNOTATION_NODE]: pod for pod in items}
 
+    def wait_gone(self, name: str = MODEL, timeout_s: float = 120) -> None:
+        """Until the VibrationModel's pods are gone (garbage collection by ownerReference takes a moment)."""
+        deadline = time.monotonic() + timeout_s
+        while self.pods(name):
+            if time.monotonic() > deadline:
+                raise StoryError(
+                    f"pods of {name} still there after {timeout_s:.0f} s: {sorted(self.pods(name))}"
+                )
+            time.sleep(POLL_S)
+
     def events(self, reason: str | None = None, name: str = MODEL) -> list[dict[str, Any]]:
         """Events about the VibrationModel, oldest first; only `reason` when given."""
         items = self.json("events", "--field-selector", f"involvedObject.name={name}").get("items", [])

@@ -95,4 +95,4 @@ def test_a_wrong_broker_is_named_and_the_right_one_recovers(hall: Hall) -> None:
 def test_the_bad_input_model_goes_away(hall: Hall) -> None:
     hall.kubectl("delete", f"vibrationmodel/{NAME}", "--wait", "--timeout=120s")
     hall.kubectl("delete", "secret", MISSING, "--ignore-not-found")
-    assert not hall.pods(NAME)
+    hall.wait_gone(NAME)
