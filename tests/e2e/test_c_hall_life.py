@@ -118,11 +118,14 @@ def test_7_a_gateway_rebooted_while_the_registry_is_down_serves_from_its_cache(h
     pod = hall.pods()[gateway]["metadata"]["name"]
     # The registry goes first: a pod of it on the stopped node could not be deleted until it is back.
     hall.kubectl("scale", "deployment/minio", "--replicas=0")
+    stopped = False
     try:
         hall.kubectl("wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=minio", "--timeout=120s")
         before = _init_started(hall, pod)
         subprocess.run([node_ctl, "stop", gateway], check=True, timeout=120)
+        stopped = True
         subprocess.run([node_ctl, "start", gateway], check=True, timeout=120)
+        stopped = False
         # The same pod, its containers started again by the rebooted kubelet: validate ran again.
         deadline = time.monotonic() + 300
         while _init_started(hall, pod) == before or not _ready(hall.json(f"pod/{pod}")):
@@ -138,6 +141,8 @@ def test_7_a_gateway_rebooted_while_the_registry_is_down_serves_from_its_cache(h
             assert set(dashboard.wait_for(keys)) >= keys
         assert hall.pod_metric(pod, "vibration_infer_ready") == 1
     finally:
+        if stopped:  # whatever failed, the gateway comes back for the tests after this one
+            subprocess.run([node_ctl, "start", gateway], check=False, timeout=120)
         hall.kubectl("scale", "deployment/minio", "--replicas=1")
 
 

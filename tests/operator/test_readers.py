@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from vibration_core.messages import ModelStatus
+from vibration_operator.kube import KubeError
+from vibration_operator.observe import pod_warnings
 from vibration_operator.readers import pod_problem
 
 NOT_READY = [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]
@@ -75,3 +78,48 @@ def test_no_problem_where_nothing_is_wrong_or_nothing_can_be_done(
 
 def test_a_long_message_is_cut() -> None:
     assert len(pod_problem(pod(), [{"reason": "FailedMount", "message": "x" * 2000}], None)) == 300
+
+
+class EventsOnly:
+    """A KubeApi that only lists events (or fails to)."""
+
+    def __init__(self, events: list[dict[str, Any]] | None) -> None:
+        self.events, self.calls = events, 0
+
+    async def list(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
+        self.calls += 1
+        if self.events is None:
+            raise KubeError(
+                "GET", "/api/v1/namespaces/hall-a/events", 403, "Forbidden", "events is forbidden"
+            )
+        return self.events
+
+
+def event(uid: str, reason: str, seconds_ago: float, message: str = "") -> dict[str, Any]:
+    stamp = (datetime.now(UTC) - timedelta(seconds=seconds_ago)).isoformat()
+    return {"involvedObject": {"uid": uid}, "reason": reason, "message": message, "lastTimestamp": stamp}
+
+
+async def test_pod_warnings_keep_only_what_still_explains_each_pod() -> None:
+    started = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+    pods = {
+        "edge-1": {"metadata": {"uid": "a"}, "status": {}},
+        "edge-2": {"metadata": {"uid": "b"}, "status": {
+            "initContainerStatuses": [{"name": "validate", "state": {"running": {"startedAt": started}}}]}},
+    }  # fmt: skip
+    kube = EventsOnly([
+        event("a", "FailedMount", 10, "new"), event("a", "FailedMount", 60, "older"),
+        event("a", "FailedMount", 900, "history"), event("a", "Unhealthy", 5, "a probe while starting"),
+        event("b", "FailedMount", 60, "before its containers started"),
+        event("c", "FailedMount", 1, "another pod"),
+    ])  # fmt: skip
+    found = await pod_warnings(kube, "hall-a", pods)  # type: ignore[arg-type]  # the one call it makes
+    assert kube.calls == 1, "one list for every pod"
+    assert [e["message"] for e in found["edge-1"]] == ["older", "new"]
+    assert found["edge-2"] == []
+
+
+async def test_pod_warnings_that_cannot_be_read_explain_nothing_and_break_nothing() -> None:
+    pods = {"edge-1": {"metadata": {"uid": "a"}, "status": {}}}
+    assert await pod_warnings(EventsOnly(None), "hall-a", pods) == {}  # type: ignore[arg-type]
+    assert await pod_warnings(EventsOnly(None), "hall-a", {}) == {}  # type: ignore[arg-type]

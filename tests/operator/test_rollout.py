@@ -73,6 +73,8 @@ class Node:
     """The pod was built from an older pod spec (the VibrationModel's settings, or the operator's)."""
     problem: str = ""
     """Why the pod does not run or serve (what readers.pod_problem found)."""
+    unready: bool = False
+    """The pod is not Ready although it serves (its container restarting, its broker away)."""
 
 
 @dataclass
@@ -97,7 +99,7 @@ class Cluster:
                 name=n.name,
                 selected=n.selected,
                 pod_exists=n.pod,
-                ready=n.pod and n.serving is not None,
+                ready=n.pod and n.serving is not None and not n.unready,
                 serving=n.serving,
                 candidate=n.candidate,
                 init_report=n.init_report,
@@ -656,12 +658,29 @@ def test_a_pod_that_cannot_run_degrades_with_its_reason_and_recovers_when_mended
     assert [(e.type, e.reason) for e in mended.events] == [("Normal", "PodServing")]
 
 
+def test_a_crash_loop_is_one_problem_until_the_pod_is_ready_whatever_its_wording() -> None:
+    cluster = rolled_out("v1")
+    spec = make_spec("v1")
+    node = cluster.nodes["edge-3"]
+    node.problem = "serve: CrashLoopBackOff: back-off 10s restarting failed container"
+    assert reasons([cluster.step(spec)]) == ["PodNotServing"]
+    node.problem = "serve: CrashLoopBackOff: back-off 20s restarting failed container"
+    assert reasons([cluster.step(spec)]) == []  # reworded: no news
+    node.problem, node.unready = "", True  # running for a moment between back-offs, not Ready
+    assert reasons([cluster.step(spec)]) == []
+    assert cluster.condition("Degraded")[:2] == ("True", "PodNotServing"), "kept until the pod is Ready"
+    node.unready = False
+    assert reasons([cluster.step(spec)]) == ["PodServing"]
+    assert cluster.condition("Degraded")[0] == "False"
+
+
 def test_a_pod_problem_does_not_hide_a_failed_validation() -> None:
     cluster = rolled_out("v1")
     cluster.failures[("edge-1", "v2")] = "accuracy 0.41 < min 0.90"
     cluster.nodes["edge-3"].problem = "serve: not connected to the MQTT broker"
-    cluster.run(make_spec("v2"))
+    decisions = cluster.run(make_spec("v2"))
     assert cluster.condition("Degraded")[:2] == ("True", "ValidationFailed")
+    assert "PodServing" not in reasons(decisions), "a broken pod is not mended by a failed validation"
 
 
 def test_a_node_that_validated_from_its_cache_says_so() -> None:
@@ -673,3 +692,18 @@ def test_a_node_that_validated_from_its_cache_says_so() -> None:
     reasons_by_node = {n.name: (n.state, n.reason) for n in decision.status.nodes}
     assert reasons_by_node["edge-2"] == ("Serving", "validated from this node's model cache")
     assert reasons_by_node["edge-1"] == ("Serving", "")
+
+
+def test_a_pod_that_starts_on_its_validated_version_keeps_the_init_containers_figures() -> None:
+    # A rebooted gateway: serve reports the version it loaded as a passed candidate with no report.
+    cluster = rolled_out("v1")
+    node = cluster.nodes["edge-2"]
+    assert node.init_report is not None
+    assert node.serving is not None
+    node.init_report = node.init_report.model_copy(update={"source": "cache"})
+    node.candidate = Candidate(sha256=node.serving.sha256, state="passed", version="v1", report=None)
+    entry = next(n for n in cluster.step(make_spec("v1")).status.nodes if n.name == "edge-2")
+    assert (entry.reason, entry.accuracy) == (
+        "validated from this node's model cache",
+        node.init_report.accuracy,
+    )

@@ -32,7 +32,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from pydantic import ValidationError
 
@@ -68,7 +68,7 @@ class Outcome:
     node: str | None = None
     card: ModelCard | None = None
     sha256: str | None = None
-    source: str | None = None
+    source: Literal["cache", "registry"] | None = None
     """``cache`` (no download) or ``registry``."""
     model: LoadedModel | None = None
     """The loaded model, set only when it passed."""
@@ -93,7 +93,7 @@ class Outcome:
             class_recall={k: round(v, 4) for k, v in figures.class_recall.items()} if figures else {},
             p50_ms=round(figures.p50_ms, 4) if figures else None,
             p99_ms=round(figures.p99_ms, 4) if figures else None,
-            source=self.source if self.source in {"cache", "registry"} else None,
+            source=self.source,
         )
 
     def report(self) -> dict[str, Any]:
@@ -283,7 +283,7 @@ def _download(
 
 
 def _found(
-    entry: CachedModel, card: ModelCard, source: str, outcome: Outcome
+    entry: CachedModel, card: ModelCard, source: Literal["cache", "registry"], outcome: Outcome
 ) -> tuple[CachedModel, ModelCard]:
     outcome.card, outcome.sha256, outcome.source = card, entry.sha256, source
     logger.info(

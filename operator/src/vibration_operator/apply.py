@@ -149,7 +149,9 @@ async def _write_configmaps(
             await kube.patch(CONFIGMAPS, namespace, existing["metadata"]["name"], patch)
             applied.configmaps += 1
             logger.info("target_updated", extra={"model": name, "node": node, "version": target.version})
-            await _nudge_pod(kube, namespace, observed.pods.get(node), target_ref(target))
+        # Also when the ConfigMap was already right: an operator that died between the two
+        # writes tells the pod on its next step (a pod already told is left alone).
+        await _nudge_pod(kube, namespace, observed.pods.get(node), target_ref(target))
 
 
 def target_ref(target: ModelTarget) -> str:

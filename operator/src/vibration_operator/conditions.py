@@ -126,9 +126,9 @@ class Progress:
     """Nodes moved back to the active version by this step."""
     failure: str = ""
     """"validation failed on node X: why", one per failed node."""
-    pod_problems: list[str] = field(default_factory=list)
-    """"node X: why its pod does not run or serve", one per such node (a missing Secret, a broker
-    the pod cannot reach, a test-data path missing on the node)."""
+    pod_problems: dict[str, str] = field(default_factory=dict)
+    """Why a node's pod does not run or serve, by node (a missing Secret, a broker the pod cannot
+    reach, a test-data path missing on the node)."""
 
 
 def _short(ref: VersionRef) -> str:
@@ -174,6 +174,8 @@ def _node_events(p: Progress, before: dict[str, NodeStatus]) -> list[Event]:
     return events
 
 
+POD_PROBLEM = "pod: "
+"""What precedes a pod's problem in a node's reason (the only ``pod: `` a reason holds)."""
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Waiting", "Paused"]
 Verdict = tuple[ConditionStatus, str, str]
 
@@ -237,15 +239,24 @@ def _pods_not_serving(
     return phase, cases
 
 
-def _pod_problem_events(was: Condition | None, now: Verdict) -> list[Event]:
-    """A Warning when pods stop serving (or their reason changes); a Normal event when they recover."""
-    state, reason, message = now
-    before = was is not None and was.status == "True" and was.reason == "PodNotServing"
-    if state == "True" and reason == "PodNotServing":
-        return [] if before and was is not None and was.message == message else [
-            Event("Warning", "PodNotServing", message)
-        ]  # fmt: skip
-    return [Event("Normal", "PodServing", "every serving pod runs again")] if before else []
+def _pod_problem_events(p: Progress, before: Sequence[NodeStatus]) -> list[Event]:
+    """A Warning for each node whose pod starts having a problem, a Normal event when it is mended.
+
+    By node, not by wording: a kubelet rewords its complaint at each back-off, which is no news.
+    """
+    had = {n.name for n in before if POD_PROBLEM in n.reason and n.state != "Failed"}
+    now = {n.name: n for n in p.nodes}
+    events = [
+        Event("Warning", "PodNotServing", f"node {node}: {problem}")
+        for node, problem in sorted(p.pod_problems.items())
+        if node not in had
+    ]
+    events += [
+        Event("Normal", "PodServing", f"node {node}: its serving pod runs again")
+        for node in sorted(had - set(p.pod_problems))
+        if node in now and now[node].state != "Failed"
+    ]
+    return events
 
 
 def record(
@@ -277,8 +288,9 @@ def record(
 
     phase, cases = _verdict(old, p, serving)
     if p.pod_problems and not p.stopped:
-        phase, cases = _pods_not_serving(phase, cases, "; ".join(p.pod_problems))
-    events += _pod_problem_events(get_condition(old.conditions, "Degraded"), cases["Degraded"])
+        said = "; ".join(f"node {node}: {problem}" for node, problem in sorted(p.pod_problems.items()))
+        phase, cases = _pods_not_serving(phase, cases, said)
+    events += _pod_problem_events(p, old.nodes)
     conditions = ensure_conditions(old.conditions, generation, now)
     for type_, (state, reason, message) in cases.items():
         conditions = set_condition(conditions, type_, state, reason, message, generation=generation, now=now)

@@ -25,7 +25,7 @@ import aiohttp
 from vibration_core.errors import MessageError
 from vibration_core.messages import ModelStatus
 from vibration_operator import names
-from vibration_operator.kube import CONFIGMAPS, EVENTS, NODES, PODS, KubeApi
+from vibration_operator.kube import CONFIGMAPS, EVENTS, NODES, PODS, KubeApi, KubeError
 from vibration_operator.readers import POD_WARNINGS, observe_node
 
 if TYPE_CHECKING:
@@ -150,13 +150,12 @@ async def observe(
 
     urls = {node: status_url(pods[node], http_port) for node in selected if node in pods}
     wanted = {node: url for node, url in urls.items() if url is not None}
-    unready = [node for node in selected if node in pods and not _is_ready(pods[node])]
-    answers, said = await asyncio.gather(
+    unready = {node: pods[node] for node in selected if node in pods and not _is_ready(pods[node])}
+    answers, warnings = await asyncio.gather(
         asyncio.gather(*(read_status(http, url) for url in wanted.values())),
-        asyncio.gather(*(pod_warnings(kube, namespace, pods[node]) for node in unready)),
+        pod_warnings(kube, namespace, unready),
     )
     reports = {node: answer for node, answer in zip(wanted, answers, strict=True) if answer is not None}
-    warnings = dict(zip(unready, said, strict=True))
 
     observations = [
         observe_node(
@@ -178,33 +177,64 @@ def _is_ready(pod: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-async def pod_warnings(kube: KubeApi, namespace: str, pod: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The kubelet's and scheduler's Warning events that say why a pod cannot start, oldest first.
+async def pod_warnings(
+    kube: KubeApi, namespace: str, pods: Mapping[str, Mapping[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The Warning events that say why each of `pods` (by node) cannot start, oldest first.
 
-    Only those of the pod as it is now (its uid) and of the last `WARNING_WINDOW_S`: a Secret that
-    has since been created no longer counts once the kubelet stops repeating its complaint.
+    One list of the namespace's pod warnings for all of them. Only those about the pod as it is
+    now (its uid), of the last `WARNING_WINDOW_S`, and newer than its containers' last start: a
+    Secret that has since been created no longer counts once the pod got past it. A failed list
+    costs only the explanation, never the reconcile.
     """
-    uid = (pod.get("metadata") or {}).get("uid")
-    if not uid:
-        return []
-    found = await kube.list(EVENTS, namespace, fields={"involvedObject.uid": uid, "type": "Warning"})
+    if not pods:
+        return {}
+    try:
+        found = await kube.list(EVENTS, namespace, fields={"type": "Warning", "involvedObject.kind": "Pod"})
+    except KubeError as exc:
+        logger.warning("pod_warnings_unreadable", extra={"namespace": namespace, "reason": str(exc)[:200]})
+        return {}
     now = datetime.now(UTC)
-    recent = [
-        event
-        for event in found
-        if event.get("reason") in POD_WARNINGS
-        and (event.get("involvedObject") or {}).get("uid") == uid
-        and (now - _when(event)).total_seconds() <= WARNING_WINDOW_S
-    ]
-    return sorted(recent, key=_when)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for node, pod in pods.items():
+        uid, since = (pod.get("metadata") or {}).get("uid"), _last_start(pod)
+        recent = [
+            event
+            for event in found
+            if event.get("reason") in POD_WARNINGS
+            and (event.get("involvedObject") or {}).get("uid") == uid
+            and since < _when(event)
+            and (now - _when(event)).total_seconds() <= WARNING_WINDOW_S
+        ]
+        out[node] = sorted(recent, key=_when)
+    return out
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 def _when(event: Mapping[str, Any]) -> datetime:
-    stamp = event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp")
+    return _stamp(event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp"))
+
+
+def _stamp(value: object) -> datetime:
     try:
-        return datetime.fromisoformat(str(stamp))
+        return datetime.fromisoformat(str(value))
     except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
+        return _EPOCH
+
+
+def _last_start(pod: Mapping[str, Any]) -> datetime:
+    """When a container of the pod last started (the epoch when none has)."""
+    status = pod.get("status") or {}
+    starts = [
+        _stamp(state.get("startedAt"))
+        for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+        for state in ((container.get("state") or {}).get("running") or {},
+                      (container.get("state") or {}).get("terminated") or {})
+        if state.get("startedAt")
+    ]  # fmt: skip
+    return max(starts, default=_EPOCH)
 
 
 async def read_reports(

@@ -58,7 +58,7 @@ _STUCK = frozenset({
     "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
 })  # fmt: skip
 """Container waiting reasons that do not pass by themselves: something outside the pod must change."""
-POD_WARNINGS = frozenset({"FailedMount", "FailedScheduling", "FailedCreatePodSandBox", "Failed"})
+POD_WARNINGS = frozenset({"FailedMount", "FailedAttachVolume", "FailedScheduling", "FailedCreatePodSandBox"})
 """Warning events about a pod that say why it cannot start (a missing Secret or hostPath, no room)."""
 _PROBLEM_CHARS = 300
 

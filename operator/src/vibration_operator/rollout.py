@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Literal
 from vibration_core.spec import NodeStatus, VersionRef, VibrationModelStatus
 from vibration_core.target import ModelTarget
 from vibration_operator import schedule
-from vibration_operator.conditions import Event, Progress, get_condition, is_stopped, record
+from vibration_operator.conditions import POD_PROBLEM, Event, Progress, get_condition, is_stopped, record
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -162,8 +162,10 @@ def _assess(obs: NodeObservation, ref: VersionRef, old: NodeStatus | None) -> _O
     cand, init = obs.candidate, obs.init_report
     about = _matches(init.sha256, init.version, ref) if init is not None else False
     if cand is not None and _matches(cand.sha256, cand.version, ref):
-        # The pod's own swap is newer than its init container's verdict.
-        report, failed = cand.report, cand.state == "failed"
+        # The pod's own swap is newer than its init container's verdict. A pod that starts on the
+        # version its init container just validated reports that candidate without a report of its
+        # own: the init container's stands for it.
+        report, failed = cand.report or (init if about else None), cand.state == "failed"
     elif init is not None and (about or (about is None and mine)):
         # A report that names no digest (say, the card could not be fetched) is about what the node was given.
         report, failed = init, init.outcome == "failed"
@@ -235,8 +237,23 @@ def _want(plan: _Plan, obs: NodeObservation, goal: ModelTarget) -> ModelTarget |
     return want
 
 
+def pod_problem_of(obs: NodeObservation, old: NodeStatus | None) -> str:
+    """The node's pod problem: the one seen now, or the last one while that pod still is not Ready.
+
+    A crash-looping container runs for a moment between its back-offs, and a pod whose Secret has
+    just appeared still starts up: neither has been mended until the pod is Ready (or replaced).
+    """
+    if obs.pod_problem or old is None or POD_PROBLEM not in old.reason:
+        return obs.pod_problem
+    if not obs.pod_exists or obs.ready or obs.pod_terminating:
+        return ""
+    return old.reason.split(POD_PROBLEM, 1)[1]
+
+
 def _node_status(plan: _Plan, obs: NodeObservation, want: ModelTarget | None, now: datetime) -> NodeStatus:
     out, version = plan.outcomes[obs.name], plan.ref.version
+    old = next((n for n in plan.old.nodes if n.name == obs.name), None)
+    problem = pod_problem_of(obs, old)
     state: Literal["Pending", "Validating", "Serving", "Failed", "Waiting"] = "Waiting"
     if out.failed:
         state, reason = "Failed", out.reason
@@ -255,8 +272,8 @@ def _node_status(plan: _Plan, obs: NodeObservation, want: ModelTarget | None, no
         reason = "waiting for the canary nodes to pass"
     else:
         reason = f"serves {want.version} until the canary nodes pass"
-    if obs.pod_problem and state != "Failed":
-        reason = f"{reason}; pod: {obs.pod_problem}" if reason else f"pod: {obs.pod_problem}"
+    if problem and state != "Failed":
+        reason = f"{reason}; {POD_PROBLEM}{problem}" if reason else f"{POD_PROBLEM}{problem}"
     entry = NodeStatus(
         name=obs.name,
         state=state,
@@ -266,7 +283,6 @@ def _node_status(plan: _Plan, obs: NodeObservation, want: ModelTarget | None, no
         accuracy=out.accuracy,
         p99_latency_ms=out.p99_ms,
     )
-    old = next((n for n in plan.old.nodes if n.name == obs.name), None)
     unchanged = old is not None and old.model_copy(update={"updated_at": None}) == entry
     return entry.model_copy(update={"updated_at": old.updated_at if old is not None and unchanged else now})
 
@@ -351,9 +367,10 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
         past_canaries=recorded_past or canaries_passed,
     )
     targets = {o.name: want for o in nodes if (want := _want(plan, o, goal)) is not None}
+    statuses = [_node_status(plan, o, targets.get(o.name), now) for o in nodes]
     progress = Progress(
         target=ref,
-        nodes=[_node_status(plan, o, targets.get(o.name), now) for o in nodes],
+        nodes=statuses,
         canaries=canaries,
         stopped=stopped,
         hold=plan.hold,
@@ -367,7 +384,11 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
         ),
         put_back=[] if was_stopped or not stopped else _put_back(plan, nodes, targets),
         failure=plan.failures(),
-        pod_problems=[f"node {o.name}: {o.pod_problem}" for o in nodes if o.pod_problem],
+        pod_problems={
+            n.name: n.reason.split(POD_PROBLEM, 1)[1]
+            for n in statuses
+            if POD_PROBLEM in n.reason and n.state != "Failed"
+        },
     )
     new_status, events = record(old, progress, generation, now)
     delete = sorted(

@@ -139,11 +139,9 @@ class ServeApp:
 
     def _status_message(self) -> str:
         """The explanation on /status: a model that serves but cannot reach its broker says so."""
-        if self._state == "serving" and not self.link.connected and self._worker is not None:
-            s, why = self.settings, self.link.last_error
-            return f"not connected to the MQTT broker {s.mqtt_host}:{s.mqtt_port}" + (
-                f": {why}" if why else ""
-            )
+        s, why = self.settings, self.link.last_error
+        if self._state == "serving" and why and not self.link.connected and self._worker is not None:
+            return f"not connected to the MQTT broker {s.mqtt_host}:{s.mqtt_port}: {why}"
         return self._message
 
     def _candidate_fields(self) -> dict[str, Any]:

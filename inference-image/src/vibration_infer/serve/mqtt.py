@@ -217,7 +217,9 @@ class MqttLink(LinkBase):
         self._connected.clear()
         if was:
             logger.warning("mqtt_disconnected reason=%s", reason_code.getName())
-        self._failed(f"disconnected: {reason_code.getName()}")
+            self._failed(f"disconnected: {reason_code.getName()}")
+        else:  # a refused connect ends here too, with a vaguer reason than the refusal's own
+            self._changed()
 
     def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
         # Only queue here: the network thread must keep reading and acknowledging.
