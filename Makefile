@@ -45,7 +45,7 @@ demo-k8s: setup ## the demo on the cluster of KUBECONFIG (images pushed first; D
 	$(RUN) python tools/demo_k8s.py $(if $(DRY_RUN),--dry-run) $(DEMO_K8S_FLAGS)
 
 test: setup-test ## run every test (the e2e ones too when KUBECONFIG names a cluster)
-	$(RUN) pytest
+	$(RUN) pytest --durations=40
 
 e2e: setup-test ## only the e2e tests, on the cluster of KUBECONFIG (its nodes need the images)
 	@test -n "$${KUBECONFIG:-}" || echo "e2e: KUBECONFIG is not set: every e2e test will skip"
