@@ -23,15 +23,16 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 HALL = "hall-e2e"
-VERSIONS = ("v1", "v2", "v3", "v4", "v5")
+VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v7")
 
 
 def _train_more(cluster: Cluster, work: Path) -> None:
-    """v4 on windows without bearing faults; v5 on the hall's history with another seed."""
+    """v4 on windows without bearing faults; v5 and v7 on the hall's history with other seeds."""
     three = work / "three-classes.parquet"
     cluster.run("vibration-train", "simulate", "--windows", "1800", "--seed", "8", "--classes",
                 ",".join(CANARY_CLASSES), "--out", str(three), quiet=True)  # fmt: skip
-    for version, source, seed in (("v4", three, "4"), ("v5", work / "history.parquet", "5")):
+    history = work / "history.parquet"
+    for version, source, seed in (("v4", three, "4"), ("v5", history, "5"), ("v7", history, "7")):
         cluster.run("vibration-train", "fit", "--data", str(source), "--out", str(work / version),
                     "--version", version, "--random-state", seed, quiet=True)  # fmt: skip
 

@@ -8,18 +8,23 @@ v2's artifact) so the first one keeps serving:
   so only in a Warning event), Degraded names the node, the pod's reason and the Secret; creating
   the Secret lets the kubelet start the pod, and the model becomes Ready;
 - its broker address is wrong: the pod validates, serves nothing, and says why on /status;
-  Degraded names the node and the broker; the right address replaces the pod and it is Ready.
+  Degraded names the node and the broker; the right address replaces the pod and it is Ready;
+- the registry refuses the nodes' keys (the Secret's secret key changed) while the first model
+  rolls out v7, a version no node has cached: the canary waits, Degraded names it and the
+  registry's refusal, the rest never get v7; the right key back, the pod tries again by itself
+  and the rollout ends Ready.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
 import pytest
 import yaml
 
-from demo_k8s_cluster import SERVING_SECRET
+from demo_k8s_cluster import REGISTRY_SECRET, SERVING_SECRET
 from tests.e2e.hall import Hall, condition, node_status
 
 pytestmark = [
@@ -43,6 +48,10 @@ def _ready(vm: dict[str, Any]) -> bool:
         status.get("observedGeneration") == vm["metadata"]["generation"]
         and condition(vm, "Ready").get("status") == "True"
     )
+
+
+def _waits_for_registry(vm: dict[str, Any]) -> bool:
+    return _degraded_by_pods(vm) and "cannot fetch v7" in condition(vm, "Degraded")["message"]
 
 
 def _apply(hall: Hall, **mqtt: str) -> None:
@@ -96,3 +105,30 @@ def test_the_bad_input_model_goes_away(hall: Hall) -> None:
     hall.kubectl("delete", f"vibrationmodel/{NAME}", "--wait", "--timeout=120s")
     hall.kubectl("delete", "secret", MISSING, "--ignore-not-found")
     hall.wait_gone(NAME)
+
+
+def test_a_registry_that_refuses_the_keys_is_waited_for_and_recovers_when_they_are_right(hall: Hall) -> None:
+    canary, rest = hall.nodes[0], hall.nodes[1:]
+    good = hall.json(f"secret/{REGISTRY_SECRET}")["data"]
+    wrong = {**good, "secretKey": base64.b64encode(b"not-the-key").decode()}
+
+    def secret(data: dict[str, str]) -> None:
+        hall.cluster.apply("registry-secret", [{
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data,
+            "metadata": {"name": REGISTRY_SECRET, "namespace": hall.ns},
+        }], private=hall.cluster.out)  # fmt: skip
+
+    def rest_untouched(vm: dict[str, Any]) -> None:
+        assert all(node_status(vm, n).get("target", {}).get("version") != "v7" for n in rest), vm["status"]
+
+    secret(wrong)
+    try:
+        hall.apply("v7")
+        vm = hall.wait("the canary waiting for the registry", _waits_for_registry, each=rest_untouched)
+        assert f"node {canary}" in condition(vm, "Degraded")["message"]
+        assert node_status(vm, canary)["state"] == "Validating"
+        assert condition(vm, "Ready")["status"] == "False"
+    finally:
+        secret(good)
+    vm = hall.settled("Ready", "v7", timeout_s=400)
+    assert condition(vm, "Degraded")["status"] == "False"

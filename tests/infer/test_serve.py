@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from tests.infer.conftest import MODEL_ID, SAMPLE_RATE, TINY, WINDOW_LENGTH, Tin
 from tests.infer.mosquitto import Mosquitto, free_port, mosquitto_broker
 
 from vibration_core.messages import Alert, ErrorMessage, ErrorReason, ModelStatus, Prediction
+from vibration_core.modelcard import CARD_FILENAME
 from vibration_core.raw import (
     RAW_HEADER,
     encode_raw_float32,
@@ -690,6 +692,29 @@ def test_a_failing_target_leaves_the_old_model_serving_and_says_why(
         assert expected.upper() == ExitCode(status.candidate_report.code).name
         sensor.close()
         collector.close()
+
+
+@pytest.mark.integration
+def test_a_target_that_cannot_be_fetched_is_tried_again_until_the_registry_has_it(
+    broker: Mosquitto, models: Models, tmp_path: Path
+) -> None:
+    # A registry that is down or refuses the node's keys is not the model's fault: no new target
+    # file comes when it is mended, so the pod tries again by itself.
+    registry = tmp_path / "registry"
+    artifact = registry / models.v2.artifact.name
+    settings = settings_for(broker, models, tmp_path, fetch_retry_s=0.5)
+    with serving(settings) as app:
+        write_target(settings.target_file, ModelFiles(artifact, registry / CARD_FILENAME, models.v2.card))  # type: ignore[arg-type]  # set above
+        wait_until(lambda: app.status().state == "failed", SLOW, "the fetch to fail")
+        status = app.status()
+        assert status.candidate_report is not None
+        assert ExitCode(status.candidate_report.code) is ExitCode.CANNOT_FETCH
+        assert status.version == "v1"
+        registry.mkdir()
+        shutil.copy(models.v2.artifact, artifact)
+        shutil.copy(models.v2.card_path, registry / CARD_FILENAME)
+        wait_until(lambda: app.status().version == "v2", SLOW, "the target to be tried again and promoted")
+        assert app.status().candidate_state == "passed"
 
 
 @pytest.mark.integration

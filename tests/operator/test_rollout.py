@@ -707,3 +707,26 @@ def test_a_pod_that_starts_on_its_validated_version_keeps_the_init_containers_fi
         "validated from this node's model cache",
         node.init_report.accuracy,
     )
+
+
+def test_a_registry_that_refuses_the_node_is_waited_for_not_blamed_on_the_model() -> None:
+    cluster = rolled_out("v1")
+    spec = make_spec("v2")
+    cluster.step(spec)  # the canary gets v2
+    canary = cluster.nodes["edge-1"]
+    refused = CompactReport(
+        outcome="failed", code=10, reason="cannot fetch s3://models/v2: InvalidAccessKeyId"
+    )
+    canary.candidate = Candidate(sha256=sha("v2"), state="failed", version="v2", report=refused)
+    decision = cluster.step(spec)
+    entry = next(n for n in decision.status.nodes if n.name == "edge-1")
+    assert entry.state == "Validating", "not Failed: the model is not at fault"
+    assert "cannot fetch v2, retrying: cannot fetch s3://models/v2: InvalidAccessKeyId" in entry.reason
+    assert cluster.condition("Degraded")[:2] == ("True", "PodNotServing")
+    assert "edge-1" in cluster.condition("Degraded")[2]
+    assert cluster.targets() == {"edge-1": "v2", "edge-2": "v1", "edge-3": "v1"}, "not stopped, not spread"
+    # The keys are mended: the pod's next try passes and the rollout goes on.
+    canary.candidate = None
+    cluster.run(spec)
+    assert cluster.phase() == "Ready"
+    assert cluster.serving() == dict.fromkeys(NODES, "v2")

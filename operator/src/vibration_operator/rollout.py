@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Literal
 
 from vibration_core.spec import NodeStatus, VersionRef, VibrationModelStatus
 from vibration_core.target import ModelTarget
+from vibration_core.validation import ExitCode
 from vibration_operator import schedule
 from vibration_operator.conditions import POD_PROBLEM, Event, Progress, get_condition, is_stopped, record
 
@@ -143,6 +144,8 @@ class _Outcome:
     p99_ms: float | None = None
     from_cache: bool = False
     """The validation that let it serve took the model from the node's cache (no registry needed)."""
+    problem: str = ""
+    """Why the node cannot get there for now, through no fault of the model (the registry)."""
 
 
 def _matches(sha256: str | None, version: str | None, ref: VersionRef) -> bool | None:
@@ -174,6 +177,18 @@ def _assess(obs: NodeObservation, ref: VersionRef, old: NodeStatus | None) -> _O
     if obs.serving is not None and same_version(obs.serving, ref):
         cached = report is not None and report.source == "cache" and report.outcome == "passed"
         return _Outcome(serving=True, accuracy=accuracy, p99_ms=p99, from_cache=cached)
+    code = (
+        report.code
+        if failed and report is not None
+        else (obs.init_exit_code if report is None and mine else None)
+    )
+    if code == ExitCode.CANNOT_FETCH:
+        # The registry's fault (down, or refusing the node's keys), not the model's: the pod tries
+        # again by itself (serve's swap, the kubelet's init container), so the rollout waits.
+        said = report.reason if report is not None else "init container exit 10"
+        return _Outcome(
+            problem=f"cannot fetch {ref.version}, retrying: {said}", accuracy=accuracy, p99_ms=p99
+        )
     if failed:
         why = (
             f"{report.reason or 'validation failed'} (exit {report.code})" if report else "failed in the pod"
@@ -253,7 +268,7 @@ def pod_problem_of(obs: NodeObservation, old: NodeStatus | None) -> str:
 def _node_status(plan: _Plan, obs: NodeObservation, want: ModelTarget | None, now: datetime) -> NodeStatus:
     out, version = plan.outcomes[obs.name], plan.ref.version
     old = next((n for n in plan.old.nodes if n.name == obs.name), None)
-    problem = pod_problem_of(obs, old)
+    problem = out.problem or pod_problem_of(obs, old)
     state: Literal["Pending", "Validating", "Serving", "Failed", "Waiting"] = "Waiting"
     if out.failed:
         state, reason = "Failed", out.reason

@@ -213,6 +213,9 @@ class ServeSettings(BaseSettings):
         description="The operator's target model (a projected ConfigMap); polled, swapped in when valid.",
     )
     target_poll_s: float = Field(default=1.0, gt=0, description="Seconds between looks at `target_file`.")
+    fetch_retry_s: float = Field(
+        default=30.0, gt=0, description="Seconds before a target that could not be fetched is tried again."
+    )
     test_data: Path | None = Field(
         default=None, description="Node-local test data a new target is validated on before it serves."
     )

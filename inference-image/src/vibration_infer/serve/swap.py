@@ -24,7 +24,10 @@ assignment), so every window is answered by exactly one model and the
 version in predictions changes once. A failure of any step leaves the old
 model serving, and the status (state ``failed``, with the reason), the
 ``vibration_infer_swaps_total{outcome="failed"}`` counter and a log line
-say why; the same target is not retried until the file changes.
+say why. The same target is not tried again until the file changes, except
+one that could not be fetched (the registry down, or refusing the node's
+keys): that is the registry's fault, not the model's, and it is tried again
+every ``fetch_retry_s`` until it can be fetched or the target changes.
 
 Coral: the swap happens inside the pod that already holds the Edge TPU, so
 a Coral node never needs a second pod (which could not get the TPU) and is
@@ -38,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -181,6 +185,8 @@ class HotSwap:
         self.host = host
         self.watcher = TargetWatcher(settings.target_file) if settings.target_file else None
         self._thread: threading.Thread | None = None
+        self._retry: tuple[ModelTarget, float] | None = None
+        """A target that could not be fetched, and when to try it again (the registry may be back)."""
 
     @property
     def busy(self) -> bool:
@@ -193,7 +199,12 @@ class HotSwap:
             return
         change = self.watcher.poll()
         if change is None:
+            if self._retry is not None and time.monotonic() >= self._retry[1]:
+                target, self._retry = self._retry[0], None
+                logger.info("swap_retry version=%s sha256=%s", target.version, target.sha256)
+                self._start(target)
             return
+        self._retry = None  # a new target replaces whatever was to be tried again
         if change.target is None:
             self.metrics.swaps.labels(outcome="failed").inc()
             logger.warning("target_invalid path=%s problem=%r", self.watcher.path, change.problem)
@@ -205,7 +216,10 @@ class HotSwap:
             self.host.report_candidate(change.target, "passed", None)
             self.host.report_state("serving", f"serving {serving.card.model_id} {serving.card.version}")
             return
-        self._thread = threading.Thread(target=self.run, args=(change.target,), name="swap", daemon=True)
+        self._start(change.target)
+
+    def _start(self, target: ModelTarget) -> None:
+        self._thread = threading.Thread(target=self.run, args=(target,), name="swap", daemon=True)
         self._thread.start()
 
     def run(self, target: ModelTarget) -> None:
@@ -241,6 +255,8 @@ class HotSwap:
             outcome.reason,
         )
         self.host.report_candidate(target, "failed", outcome.compact())
+        if outcome.code is ExitCode.CANNOT_FETCH:  # the registry's fault, not the model's
+            self._retry = (target, time.monotonic() + self.settings.fetch_retry_s)
         serving = self.host.serving()
         keeps = f"; still serving {serving.card.version}" if serving else ""
         message = f"target {target.short} refused, {code.lower()}: {outcome.reason}{keeps}"
