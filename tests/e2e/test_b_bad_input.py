@@ -12,20 +12,27 @@ v2's artifact) so the first one keeps serving:
 - the registry refuses the nodes' keys (the Secret's secret key changed) while the first model
   rolls out v7, a version no node has cached: the canary waits, Degraded names it and the
   registry's refusal, the rest never get v7; the right key back, the pod tries again by itself
-  and the rollout ends Ready.
+  and the rollout ends Ready;
+- its test-data path does not exist on the nodes: each node's pod, replaced in turn, cannot
+  mount it; Degraded names that node and the path; once the node's administrator puts the test
+  set there, the pod starts, validates, and the next node follows.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
+from demo_k8s import wait_job
 from demo_k8s_cluster import REGISTRY_SECRET, SERVING_SECRET
-from tests.e2e.hall import Hall, condition, node_status
+from tests.e2e.hall import Hall, condition, node_status, run_or_fail
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 pytestmark = [
     pytest.mark.e2e,
@@ -99,6 +106,52 @@ def test_a_wrong_broker_is_named_and_the_right_one_recovers(hall: Hall) -> None:
     _apply(hall, credentialsSecret=MISSING, broker=hall.cluster.hall.broker_url)
     hall.wait("Ready with the right broker", _ready, name=NAME, timeout_s=400)
     assert set(hall.pods(NAME)) == set(uids), "every node has its pod again"
+
+
+def _names(node: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda vm: _degraded_by_pods(vm) and f"node {node}" in condition(vm, "Degraded")["message"]
+
+
+def _copy_test_set(hall: Hall, node: str, to: str) -> None:
+    """What a node's administrator does: put the node's test set where the spec says (a Job there)."""
+    job = f"copy-testset-{hall.nodes.index(node)}"
+    container = {
+        "name": "copy",
+        "image": hall.cluster.hall.image("vibration-train"),
+        "command": ["/bin/sh", "-ec", "cp /testdata/testset.parquet /moved/"],
+        "securityContext": {
+            "runAsUser": 0,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "testdata", "mountPath": "/testdata"},
+            {"name": "moved", "mountPath": "/moved"},
+        ],
+    }
+    volumes = [
+        {"name": "testdata", "hostPath": {"path": hall.cluster.hall.test_data_path, "type": "Directory"}},
+        {"name": "moved", "hostPath": {"path": to, "type": "DirectoryOrCreate"}},
+    ]
+    spec = {"nodeName": node, "restartPolicy": "Never", "containers": [container], "volumes": volumes}
+    hall.cluster.apply(job, [{
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job, "namespace": hall.ns},
+        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 60, "template": {"spec": spec}},
+    }])  # fmt: skip
+    run_or_fail(lambda: wait_job(hall.cluster, job))
+
+
+def test_a_test_set_missing_on_one_node_is_named_and_putting_it_there_recovers(hall: Hall) -> None:
+    moved = f"/var/lib/vibration-edge/e2e-testdata-{hall.ns}"
+    manifest = yaml.safe_load((hall.cluster.out / f"{NAME}.yaml").read_text())
+    manifest["spec"]["validation"]["testDataPath"] = moved
+    (hall.cluster.out / f"{NAME}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    hall.cluster.run("kubectl", "apply", "-f", str(hall.cluster.out / f"{NAME}.yaml"), quiet=True)
+    for node in hall.nodes:  # pods are replaced one node at a time: each misses its test set in turn
+        vm = hall.wait(f"{node}'s missing test set named", _names(node), name=NAME, timeout_s=300)
+        assert moved in condition(vm, "Degraded")["message"], condition(vm, "Degraded")
+        _copy_test_set(hall, node, moved)
+    hall.wait("Ready with a test set on every node", _ready, name=NAME, timeout_s=400)
 
 
 def test_the_bad_input_model_goes_away(hall: Hall) -> None:
