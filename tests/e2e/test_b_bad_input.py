@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -112,13 +113,12 @@ def _names(node: str) -> Callable[[dict[str, Any]], bool]:
     return lambda vm: _degraded_by_pods(vm) and f"node {node}" in condition(vm, "Degraded")["message"]
 
 
-def _copy_test_set(hall: Hall, node: str, to: str) -> None:
-    """What a node's administrator does: put the node's test set where the spec says (a Job there)."""
-    job = f"copy-testset-{hall.nodes.index(node)}"
+def _on_node(hall: Hall, node: str, to: str, job: str, script: str) -> None:
+    """What a node's administrator does on the node's disk (a Job there, as root)."""
     container = {
-        "name": "copy",
+        "name": "admin",
         "image": hall.cluster.hall.image("vibration-train"),
-        "command": ["/bin/sh", "-ec", "cp /testdata/testset.parquet /moved/"],
+        "command": ["/bin/sh", "-ec", script],
         "securityContext": {
             "runAsUser": 0,
             "allowPrivilegeEscalation": False,
@@ -139,10 +139,13 @@ def _copy_test_set(hall: Hall, node: str, to: str) -> None:
         "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 60, "template": {"spec": spec}},
     }])  # fmt: skip
     run_or_fail(lambda: wait_job(hall.cluster, job))
+    hall.kubectl("delete", "job", job, "--wait=false")
 
 
 def test_a_test_set_missing_on_one_node_is_named_and_putting_it_there_recovers(hall: Hall) -> None:
-    moved = f"/var/lib/vibration-edge/e2e-testdata-{hall.ns}"
+    # Its own path each run: the nodes' disks outlive a cluster restart, and an earlier run's copy
+    # would be found there.
+    moved = f"/var/lib/vibration-edge/e2e-testdata-{secrets.token_hex(4)}"
     manifest = yaml.safe_load((hall.cluster.out / f"{NAME}.yaml").read_text())
     manifest["spec"]["validation"]["testDataPath"] = moved
     (hall.cluster.out / f"{NAME}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
@@ -150,8 +153,19 @@ def test_a_test_set_missing_on_one_node_is_named_and_putting_it_there_recovers(h
     for node in hall.nodes:  # pods are replaced one node at a time: each misses its test set in turn
         vm = hall.wait(f"{node}'s missing test set named", _names(node), name=NAME, timeout_s=300)
         assert moved in condition(vm, "Degraded")["message"], condition(vm, "Degraded")
-        _copy_test_set(hall, node, moved)
-    hall.wait("Ready with a test set on every node", _ready, name=NAME, timeout_s=400)
+        _on_node(
+            hall,
+            node,
+            moved,
+            f"copy-testset-{hall.nodes.index(node)}",
+            "cp /testdata/testset.parquet /moved/",
+        )
+    try:
+        hall.wait("Ready with a test set on every node", _ready, name=NAME, timeout_s=400)
+    finally:
+        for i, node in enumerate(hall.nodes):
+            gone = f"rm -rf /moved/{moved.rsplit('/', 1)[1]}"  # from its parent: a mount cannot go
+            _on_node(hall, node, moved.rsplit("/", 1)[0], f"forget-testset-{i}", gone)
 
 
 def test_the_bad_input_model_goes_away(hall: Hall) -> None:
