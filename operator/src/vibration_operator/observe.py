@@ -26,7 +26,7 @@ from vibration_core.errors import MessageError
 from vibration_core.messages import ModelStatus
 from vibration_operator import names
 from vibration_operator.kube import CONFIGMAPS, EVENTS, NODES, PODS, KubeApi, KubeError
-from vibration_operator.readers import POD_WARNINGS, observe_node
+from vibration_operator.readers import POD_WARNINGS, is_ready, observe_node
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -61,10 +61,7 @@ class Observed:
 
 def node_is_eligible(node: Mapping[str, Any]) -> bool:
     """Ready and schedulable: a new serving pod can start there."""
-    spec = node.get("spec") or {}
-    conditions = (node.get("status") or {}).get("conditions") or []
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    return ready and not spec.get("unschedulable", False)
+    return is_ready(node) and not (node.get("spec") or {}).get("unschedulable", False)
 
 
 def node_of(obj: Mapping[str, Any]) -> str | None:
@@ -150,7 +147,7 @@ async def observe(
 
     urls = {node: status_url(pods[node], http_port) for node in selected if node in pods}
     wanted = {node: url for node, url in urls.items() if url is not None}
-    unready = {node: pods[node] for node in selected if node in pods and not _is_ready(pods[node])}
+    unready = {node: pods[node] for node in selected if node in pods and not is_ready(pods[node])}
     answers, warnings = await asyncio.gather(
         asyncio.gather(*(read_status(http, url) for url in wanted.values())),
         pod_warnings(kube, namespace, unready),
@@ -170,11 +167,6 @@ async def observe(
         for node in sorted(selected | unselected)
     ]
     return Observed(observations, pods, configmaps, finished, reports)
-
-
-def _is_ready(pod: Mapping[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 async def pod_warnings(

@@ -63,6 +63,12 @@ POD_WARNINGS = frozenset({"FailedMount", "FailedAttachVolume", "FailedScheduling
 _PROBLEM_CHARS = 300
 
 
+def is_ready(obj: Mapping[str, Any]) -> bool:
+    """Whether a pod's (or a node's) Ready condition is True."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 def _stuck_container(status: Mapping[str, Any]) -> str:
     for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
         waiting = (container.get("state") or {}).get("waiting") or {}
@@ -92,9 +98,8 @@ def pod_problem(
     if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
         return ""
     status = pod.get("status") or {}
-    conditions = status.get("conditions") or []
-    said = _stuck_container(status) or _unscheduled(conditions)
-    if not said and not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+    said = _stuck_container(status) or _unscheduled(status.get("conditions") or [])
+    if not said and not is_ready(pod):
         if report is not None and not report.ready and report.state == "serving" and report.message:
             said = f"serve: {report.message}"
         elif warnings:
@@ -116,8 +121,7 @@ def observe_node(
     serving, candidate = _from_pod_status(pod_status)
     assigned, recorded_active = read_target_configmap(configmap)
     report, code = _init_verdict(pod) if pod is not None else (None, None)
-    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    ready = pod is not None and is_ready(pod)
     return NodeObservation(
         name=node,
         selected=selected,
