@@ -43,7 +43,7 @@ def seed_style_features(windows: np.ndarray, sample_rate: float) -> np.ndarray:
         energies = [np.sum(amplitude[(freqs >= lo) & (freqs < hi)] ** 2) for lo, hi in BANDS_HZ]
         total = sum(energies)
         d = x - x.mean()
-        kurtosis = np.mean(d**4) / np.mean(d**2) ** 2 - 3
+        kurtosis = np.mean(d**4) / np.mean(d**2) ** 2
         rows.append([rms, peak, peak / rms, kurtosis, *energies, *(e / total for e in energies)])
     return np.asarray(rows)
 

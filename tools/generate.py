@@ -29,7 +29,7 @@ FEATURE_DOCS = {
     "rms": "root mean square, `sqrt(mean(x**2))`",
     "peak": "`max(abs(x))`",
     "crest_factor": "`peak / rms`; 0 for an all-zero window",
-    "kurtosis": "excess kurtosis of population moments, `m4 / m2**2 - 3`; 0 for a constant window",
+    "kurtosis": "Pearson kurtosis, `m4 / m2**2` (about 3 for Gaussian noise); 0 for a constant window",
     "energy_low": "sum of `(abs(rfft(x)) * 2 / n)**2` over {0:g}-{1:g} Hz",
     "energy_mid": "sum of `(abs(rfft(x)) * 2 / n)**2` over {0:g}-{1:g} Hz",
     "energy_high": "sum of `(abs(rfft(x)) * 2 / n)**2` over {0:g}-{1:g} Hz (ends at Nyquist when below)",

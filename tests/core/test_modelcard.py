@@ -167,8 +167,12 @@ def test_extractor_check() -> None:
     }
     with pytest.raises(ContractMismatchError, match=r"features\.names"):
         check_extractor(ModelCard.model_validate(renamed))
-    with pytest.raises(ContractMismatchError, match="extractor_version"):
-        check_extractor(make_card(features={"names": list(FEATURE_NAMES), "extractor_version": "2.0.0"}))
+    with pytest.raises(
+        ContractMismatchError, match=r"extractor_version: expected '2\.0\.0', found '1\.0\.0'"
+    ):
+        check_extractor(make_card(features={"names": list(FEATURE_NAMES), "extractor_version": "1.0.0"}))
+    # Minor and patch versions never change a feature's meaning.
+    check_extractor(make_card(features={"names": list(FEATURE_NAMES), "extractor_version": "2.7.1"}))
 
 
 def test_signal_check_refuses_other_rates_and_lengths() -> None:

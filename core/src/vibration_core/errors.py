@@ -56,14 +56,15 @@ class ContractMismatchError(VibrationCoreError):
 
     `field` is the part of the contract (labels, features, input shape,
     sample rate, ...), `expected` what the card promises, `actual` what was
-    found.
+    found, `hint` (optional) what to do about it.
     """
 
-    def __init__(self, field: str, expected: object, actual: object) -> None:
+    def __init__(self, field: str, expected: object, actual: object, hint: str = "") -> None:
         self.field = field
         self.expected = expected
         self.actual = actual
-        super().__init__(f"contract mismatch on {field}: expected {expected!r}, found {actual!r}")
+        message = f"contract mismatch on {field}: expected {expected!r}, found {actual!r}"
+        super().__init__(f"{message}; {hint}" if hint else message)
 
 
 class SimulationParameterError(VibrationCoreError):

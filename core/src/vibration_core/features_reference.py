@@ -26,7 +26,7 @@ def reference_features(windows: npt.ArrayLike, sample_rate: float) -> npt.NDArra
         d = x - x.mean()
         m2 = np.mean(d**2)
         m4 = np.mean(d**4)
-        kurtosis = m4 / m2**2 - 3.0 if m2 > 1e-10 * np.mean(x**2) else 0.0
+        kurtosis = m4 / m2**2 if m2 > 1e-10 * np.mean(x**2) else 0.0
         amplitude = np.abs(np.fft.rfft(x)) * 2 / n
         freqs = np.fft.rfftfreq(n, 1 / sample_rate)
         energies = [np.sum(amplitude[(freqs >= lo) & (freqs < hi)] ** 2) for lo, hi in BANDS_HZ]

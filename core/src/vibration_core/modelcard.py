@@ -274,9 +274,18 @@ def check_extractor(card: ModelCard) -> None:
     """Refuse a card whose features this extractor does not compute."""
     if card.features.names != FEATURE_NAMES:
         raise ContractMismatchError("features.names", FEATURE_NAMES, card.features.names)
+    # A major version changes what a feature means (2.0.0 made kurtosis Pearson,
+    # 3 more than 1.x's excess kurtosis); minor and patch versions never do.
     if card.features.extractor_version.split(".")[0] != EXTRACTOR_VERSION.split(".")[0]:
         raise ContractMismatchError(
-            "features.extractor_version", EXTRACTOR_VERSION, card.features.extractor_version
+            "features.extractor_version",
+            EXTRACTOR_VERSION,
+            card.features.extractor_version,
+            hint=(
+                f"the model was trained on features of extractor {card.features.extractor_version}, "
+                f"this extractor is {EXTRACTOR_VERSION} and computes them differently; retrain it, or "
+                "import it again with `vibration-train import` if it was trained on the reference formulas"
+            ),
         )
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import TYPE_CHECKING, Protocol
 
-from vibration_core.errors import ModelCardError
-from vibration_core.modelcard import CARD_FILENAME, ModelCard, sha256_file
+from vibration_core.errors import ContractMismatchError, ModelCardError
+from vibration_core.modelcard import CARD_FILENAME, ModelCard, check_extractor, sha256_file
 from vibration_train.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -116,7 +116,9 @@ def read_model_dir(model_dir: Path) -> tuple[ModelCard, Path]:
     """The card of a model directory and its artifact, after checking they belong together."""
     try:
         card = ModelCard.load(model_dir / CARD_FILENAME)
-    except ModelCardError as exc:
+        # Refused here too, so a model the nodes would refuse never reaches the registry.
+        check_extractor(card)
+    except (ModelCardError, ContractMismatchError) as exc:
         raise ModelDirError(model_dir, str(exc)) from exc
     name = card.artifact.filename
     if name in {"", ".", "..", CARD_FILENAME} or "/" in name or "\\" in name:
