@@ -160,7 +160,7 @@ def write_shuffled(windows: Path, out: Path) -> None:
     """The same windows with their labels shuffled: the training data of a model that must be refused."""
     data = dataset.read_windows(windows)
     labels = np.random.default_rng(3).permutation(data.labels) if data.labels is not None else None
-    dataset.write_parquet(dataclasses.replace(data, labels=labels), out)
+    dataset.write_parquet(dataclasses.replace(data, labels=labels), out, unit=data.unit or "g")
 
 
 def step_train_v2_v3(demo: Demo) -> str:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vibration_core import messages, raw
+from vibration_core import dataset, messages, modelcard, raw, units
 from vibration_core.features import BANDS_HZ, EXTRACTOR_VERSION, FEATURE_NAMES
 from vibration_core.topics import TopicLayout
 from vibration_operator.crd import crd_yaml
@@ -101,6 +101,7 @@ def contracts_md() -> str:
         "timestamp ns since the epoch (i64), scale (f32: physical value = int16 * scale; 1.0 for float32); "
         "then the samples.\n"
     )
+    out += _data_sections()
     for model in (messages.Prediction, messages.Alert, messages.ErrorMessage, messages.ModelStatus):
         out.append(f"## `{model.__name__}`\n")
         out.append((model.__doc__ or "").strip().splitlines()[0] + "\n")
@@ -115,6 +116,75 @@ def contracts_md() -> str:
         doc = source.split(marker, 1)[1].split('"""', 1)[0] if marker in source else ""
         out.append(f"| `{reason.value}` | {' '.join(doc.split())} |")
     return "\n".join(out) + "\n"
+
+
+def _data_sections() -> list[str]:
+    """Units, the two parquet schemas and the model card."""
+    out = ["## Units\n"]
+    out.append(
+        f"Accepted: {units.accepted()} (the last two read as `m/s^2`); 1 g = {units.STANDARD_GRAVITY} m/s^2. "
+        f"A parquet file declares its unit in the schema metadata `{units.METADATA_UNIT.decode()}`; "
+        "the card records the unit a model was trained on (`signal.unit`). Training refuses data "
+        "that declares none unless `fit --unit` says it, and a flag that contradicts the file. "
+        "Validation refuses node test data that declares none or another unit than the card's "
+        "(exit 15, naming both), unless `--convert-units` allows the exact g <-> m/s^2 factor. A JSON "
+        "raw window may carry `unit` and is refused with `unit_mismatch` when it differs from the "
+        "card's; a binary window is in the card's unit after `scale`.\n"
+    )
+    out.append("## Parquet: raw windows (training data and node test data)\n")
+    out.append("| column | type | required | meaning |\n|---|---|---|---|")
+    out += [
+        f"| `{c.name}` | {c.type} | {'yes' if c.required else 'no'} | {c.description} |"
+        for c in dataset.COLUMNS
+    ]
+    out.append(
+        f"\nSchema metadata: `{units.METADATA_UNIT.decode()}` (the unit; required by validation, or "
+        f"`fit --unit` for training) and `{units.METADATA_SCALE.decode()}` (units per count of integer "
+        "samples, when there is no `scale` column). Integer samples without either scale are refused, "
+        "naming the column and its type. Node test data needs `label`.\n"
+    )
+    out.append("## Parquet: features table (training data)\n")
+    out.append("| column | type | required | meaning |\n|---|---|---|---|")
+    out += [f"| `{name}` | float or integer | yes | feature, as defined above |" for name in FEATURE_NAMES]
+    out += [
+        "| `label` | string | yes | class label |",
+        "| `machine` | string | no | machine (recording) of the window |",
+        "| `timestamp` | timestamp[ns, tz=UTC] | no | start of the window |",
+    ]
+    out.append(
+        "\nA features table does not say its signal: `fit` takes `--sample-rate`, `--window-length` "
+        f"and, unless the schema metadata `{units.METADATA_UNIT.decode()}` says it, `--unit`.\n"
+    )
+    out.append("## Model card (`modelcard.json`)\n")
+    for model in _card_models():
+        out.append(f"### `{model.__name__}`\n")
+        out.append((model.__doc__ or "").strip().splitlines()[0] + "\n")
+        out.append("| field | type | required | meaning |\n|---|---|---|---|")
+        out += _field_rows(model)
+        out.append("")
+    return out
+
+
+def _card_models() -> list[type[BaseModel]]:
+    """The card and every model nested in it, the card first, each once."""
+    seen: list[type[BaseModel]] = []
+    todo: list[type[BaseModel]] = [modelcard.ModelCard]
+    while todo:
+        model = todo.pop(0)
+        if model in seen:
+            continue
+        seen.append(model)
+        for field in model.model_fields.values():
+            todo += [t for t in _nested(field.annotation) if t not in seen]
+    return seen
+
+
+def _nested(annotation: object) -> list[type[BaseModel]]:
+    from pydantic import BaseModel  # noqa: PLC0415 - only this walk needs the class at run time
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [t for arg in getattr(annotation, "__args__", ()) for t in _nested(arg)]
 
 
 GENERATED: dict[str, Callable[[], str]] = {

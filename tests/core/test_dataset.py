@@ -41,7 +41,7 @@ def table(**overrides: Any) -> pa.Table:
 
 def test_round_trip_keeps_every_column(tmp_path: Path) -> None:
     data = window_set()
-    write_parquet(data, tmp_path / "w.parquet")
+    write_parquet(data, tmp_path / "w.parquet", unit="m/s^2")
     back = read_windows(tmp_path / "w.parquet")
     np.testing.assert_array_equal(back.windows, data.windows)
     np.testing.assert_array_equal(back.timestamp_ns, data.timestamp_ns)
@@ -50,6 +50,7 @@ def test_round_trip_keeps_every_column(tmp_path: Path) -> None:
     assert back.machine.tolist() == data.machine.tolist()
     assert (back.sample_rate, back.window_length, len(back)) == (25600.0, 256, 6)
     assert back.windows.flags.c_contiguous
+    assert back.unit == "m/s^2"
 
 
 def test_unlabelled_data_reads_when_labels_are_not_required(tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_simulated_windows_round_trip_bit_for_bit(tmp_path: Path) -> None:
     from vibration_train.simulator import simulate  # noqa: PLC0415 - only this test needs the simulator
 
     data = simulate(12, seed=0, machines=3, window_length=1024)
-    write_parquet(data, tmp_path / "sim.parquet")
+    write_parquet(data, tmp_path / "sim.parquet", unit="g")
     back = read_windows(tmp_path / "sim.parquet")
     assert back.windows.tobytes() == data.windows.tobytes()
     assert back.labels is not None
@@ -124,3 +125,51 @@ def test_simulated_windows_round_trip_bit_for_bit(tmp_path: Path) -> None:
     assert back.machine.tolist() == data.machine.tolist()
     assert back.timestamp_ns.tolist() == data.timestamp_ns.tolist()
     assert back.sample_rate == data.sample_rate
+
+
+# --- units and integer counts ----------------------------------------------------------------
+
+
+def counts(**overrides: Any) -> pa.Table:
+    samples = pa.array([[100, -200, 300], [400, 500, -600]], pa.list_(pa.int16()))
+    return table(samples=samples, **overrides)
+
+
+def test_a_file_without_a_unit_reads_as_undeclared(tmp_path: Path) -> None:
+    pq.write_table(table(), tmp_path / "plain.parquet")
+    assert read_windows(tmp_path / "plain.parquet").unit is None
+
+
+def test_int16_samples_without_a_scale_are_refused_naming_the_column(tmp_path: Path) -> None:
+    pq.write_table(counts(), tmp_path / "counts.parquet")
+    with pytest.raises(
+        DatasetError, match=r"column 'samples' holds list<int16>: integer counts with no scale"
+    ):
+        read_windows(tmp_path / "counts.parquet")
+
+
+def test_int16_samples_take_a_scale_column_or_the_metadata(tmp_path: Path) -> None:
+    pq.write_table(counts(scale=pa.array([0.001, 0.002])), tmp_path / "column.parquet")
+    np.testing.assert_allclose(
+        read_windows(tmp_path / "column.parquet").windows, [[0.1, -0.2, 0.3], [0.8, 1.0, -1.2]], rtol=1e-6
+    )
+    with_metadata = counts().replace_schema_metadata({b"vibration.scale": b"0.01", b"vibration.unit": b"g"})
+    pq.write_table(with_metadata, tmp_path / "metadata.parquet")
+    back = read_windows(tmp_path / "metadata.parquet")
+    np.testing.assert_allclose(back.windows, [[1.0, -2.0, 3.0], [4.0, 5.0, -6.0]], rtol=1e-6)
+    assert back.unit == "g"
+    pq.write_table(counts(scale=pa.array([0.001, 0.0])), tmp_path / "zero.parquet")
+    with pytest.raises(DatasetError, match=r"the scale of row 1 is 0.0; it must be > 0"):
+        read_windows(tmp_path / "zero.parquet")
+
+
+@pytest.mark.parametrize(("text", "unit"), [(b"g", "g"), (b"m/s^2", "m/s^2"), ("m/s²".encode(), "m/s^2")])
+def test_declared_units_are_read(tmp_path: Path, text: bytes, unit: str) -> None:
+    pq.write_table(table().replace_schema_metadata({b"vibration.unit": text}), tmp_path / "u.parquet")
+    assert read_windows(tmp_path / "u.parquet").unit == unit
+
+
+def test_an_unknown_unit_is_refused(tmp_path: Path) -> None:
+    pq.write_table(table().replace_schema_metadata({b"vibration.unit": b"counts"}), tmp_path / "u.parquet")
+    with pytest.raises(DatasetError, match=r"vibration.unit is 'counts'; accepted units are 'g', 'm/s\^2'"):
+        read_windows(tmp_path / "u.parquet")

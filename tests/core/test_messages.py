@@ -150,6 +150,20 @@ def test_json_round_trip_with_scale() -> None:
     np.testing.assert_allclose(window.samples, [1.0, -2.0, 0.0], rtol=1e-6)
 
 
+def test_json_windows_may_say_their_unit() -> None:
+    samples = np.array([0.5, -0.25], dtype=np.float32)
+    assert decode_raw(encode_raw_json(samples, 25600, 1), "m").unit is None
+    assert decode_raw(encode_raw_json(samples, 25600, 1, unit="m/s^2"), "m").unit == "m/s^2"
+    assert decode_raw(
+        b'{"timestamp_ns":1,"sample_rate":25600,"samples":[1],"unit":"m/s\\u00b2"}', "m"
+    ).unit == ("m/s^2")
+    for bad in (b'"counts"', b"9.81", b"null"):
+        payload = b'{"timestamp_ns":1,"sample_rate":25600,"samples":[1],"unit":' + bad + b"}"
+        with pytest.raises(MessageError, match=r"unit: .* must be one of 'g', 'm/s\^2'") as info:
+            decode_raw(payload, "m")
+        assert info.value.reason == ErrorReason.BAD_FIELD
+
+
 def test_json_accepts_leading_whitespace() -> None:
     window = decode_raw(b" \r\n\t" + _json(), "cnc-01")
     np.testing.assert_array_equal(window.samples, np.array([0.5, -1.0, 2.0], dtype=np.float32))
@@ -552,4 +566,5 @@ def test_error_reason_vocabulary() -> None:
         "bad_header",
         "sample_rate_mismatch",
         "window_length_mismatch",
+        "unit_mismatch",
     }

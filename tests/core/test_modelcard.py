@@ -12,6 +12,7 @@ import pytest
 from vibration_core.errors import ContractMismatchError, ModelCardError
 from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
 from vibration_core.modelcard import (
+    FeatureSpec,
     InputTransform,
     ModelCard,
     RuntimeSignature,
@@ -45,7 +46,7 @@ def card_dict(artifact_sha: str = "a" * 64) -> dict[str, Any]:
         "artifact": {"filename": "model.onnx", "sha256": artifact_sha, "size_bytes": 1234},
         "labels": list(LABELS),
         "features": {"names": list(FEATURE_NAMES), "extractor_version": EXTRACTOR_VERSION},
-        "signal": {"sample_rate": 25600.0, "window_length": 4096},
+        "signal": {"sample_rate": 25600.0, "window_length": 4096, "unit": "g"},
         "input": {"name": "features", "shape": [None, 10], "dtype": "float32"},
         "outputs": [
             {"name": "label", "shape": [None], "dtype": "string"},
@@ -167,12 +168,26 @@ def test_extractor_check() -> None:
     }
     with pytest.raises(ContractMismatchError, match=r"features\.names"):
         check_extractor(ModelCard.model_validate(renamed))
+    # Minor and patch versions never change a feature's meaning.
+    check_extractor(make_card(features={"names": list(FEATURE_NAMES), "extractor_version": "2.7.1"}))
+    # A card built around the parser (model_construct) still meets the check.
+    features = FeatureSpec.model_construct(names=FEATURE_NAMES, extractor_version="1.0.0")
+    built = make_card().model_copy(update={"features": features})
     with pytest.raises(
         ContractMismatchError, match=r"extractor_version: expected '2\.0\.0', found '1\.0\.0'"
     ):
-        check_extractor(make_card(features={"names": list(FEATURE_NAMES), "extractor_version": "1.0.0"}))
-    # Minor and patch versions never change a feature's meaning.
-    check_extractor(make_card(features={"names": list(FEATURE_NAMES), "extractor_version": "2.7.1"}))
+        check_extractor(built)
+
+
+def test_a_card_of_another_extractor_major_is_refused_naming_both_versions() -> None:
+    # A 1.x card also lacks signal.unit: the version is what the message names, not that field.
+    data = card_dict()
+    data["features"]["extractor_version"] = "1.0.0"
+    del data["signal"]["unit"]
+    with pytest.raises(
+        ModelCardError, match=r"trained on features of extractor 1\.0\.0, this extractor is 2\.0\.0"
+    ):
+        ModelCard.from_json(json.dumps(data), source="old/modelcard.json")
 
 
 def test_signal_check_refuses_other_rates_and_lengths() -> None:

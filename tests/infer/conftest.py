@@ -76,6 +76,7 @@ def _table(data: SimulatedData) -> TrainingTable:
         sample_rate=data.sample_rate,
         window_length=WINDOW_LENGTH,
         modified=datetime(2025, 1, 1, tzinfo=UTC),
+        unit="g",
     )
 
 
@@ -92,7 +93,7 @@ def node_data() -> SimulatedData:
 @pytest.fixture(scope="session")
 def test_parquet(node_data: SimulatedData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("node") / "test-windows.parquet"
-    dataset.write_parquet(node_data, path)
+    dataset.write_parquet(node_data, path, unit="g")
     return path
 
 

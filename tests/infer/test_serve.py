@@ -532,6 +532,11 @@ def test_every_kind_of_bad_payload_gets_its_reason_and_the_loop_goes_on(
         ("m-oversized", b"VW" + bytes(70_000), ErrorReason.OVERSIZED),
         ("m-rate", raw_with(12800, LENGTH), ErrorReason.SAMPLE_RATE_MISMATCH),
         ("m-window", raw_with(int(RATE), 1024), ErrorReason.WINDOW_LENGTH_MISMATCH),
+        (
+            "m-unit",
+            encode_raw_json(np.zeros(LENGTH, dtype=np.float32), RATE, 5, unit="m/s^2"),
+            ErrorReason.UNIT_MISMATCH,
+        ),
     ]
     with serving(
         settings_for(broker, models, tmp_path, mqtt_client=mqtt_client, max_payload_bytes=65_536)

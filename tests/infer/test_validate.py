@@ -18,6 +18,8 @@ from minio import Minio
 from moto.server import ThreadedMotoServer
 from tests.infer.conftest import (
     MODEL_ID,
+    SAMPLE_RATE,
+    WINDOW_LENGTH,
     TinyModel,
     card_with,
     closed_port,
@@ -26,12 +28,15 @@ from tests.infer.conftest import (
     publish,
 )
 
+from vibration_core import dataset
 from vibration_core.modelcard import ModelCard
 from vibration_core.validation import TERMINATION_MESSAGE_LIMIT, CompactReport, ExitCode
 from vibration_infer import cli
+from vibration_infer import validate as validate_module
 from vibration_infer.cache import LAST_GOOD_FILENAME, ModelCache
 from vibration_infer.validate import Outcome, emit, one_line, validate
 from vibration_train.onnx_export import to_onnx
+from vibration_train.simulator import simulate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -47,7 +52,7 @@ def run(settings: ValidateSettings) -> tuple[ExitCode, dict[str, Any], CompactRe
     out = io.StringIO()
     code = validate(settings, out=out)
     report = json.loads(out.getvalue())
-    raw = settings.termination_log.read_bytes()
+    raw = termination_log(settings).read_bytes()
     assert len(raw) <= TERMINATION_MESSAGE_LIMIT
     return code, report, CompactReport.decode(raw)
 
@@ -146,6 +151,10 @@ def _case(  # noqa: C901, PLR0911, PLR0912 - one flat table of cases reads bette
     if name == "empty_test_dir":
         (tmp_path / "empty").mkdir()
         return {"model_uri": uri(model), "test_data": tmp_path / "empty"}
+    if name == "test_data_in_another_unit":
+        return {"model_uri": uri(TinyModel(model.data, card_with(model.card, {"signal": {"unit": "m/s^2"}})))}
+    if name == "test_data_without_unit":
+        return {"model_uri": uri(model), "test_data": _without_unit(tmp_path)}
     if name == "unreadable_test_data":
         (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
         return {"model_uri": uri(model), "test_data": tmp_path / "bad.parquet"}
@@ -159,14 +168,58 @@ CASES = [
     ("tampered_artifact", ExitCode.DIGEST_MISMATCH, "sha256 of file://"),
     ("corrupt_artifact", ExitCode.CANNOT_LOAD, "ONNX Runtime refused"),
     ("corrupt_card", ExitCode.CANNOT_LOAD, "model card"),
-    ("wrong_labels", ExitCode.CONTRACT_MISMATCH, "contract mismatch on labels"),
+    ("wrong_labels", ExitCode.BAD_TEST_DATA, "does not know: ['bearing_fault', 'imbalance', 'misalignment'"),
     ("wrong_feature_count", ExitCode.CONTRACT_MISMATCH, "input shape"),
     ("wrong_signal", ExitCode.CONTRACT_MISMATCH, "signal.sample_rate"),
     ("recall_for_unknown_class", ExitCode.CONTRACT_MISMATCH, "labels"),
     ("below_threshold", ExitCode.BELOW_THRESHOLD, "accuracy 0."),
     ("empty_test_dir", ExitCode.BAD_TEST_DATA, "without *.parquet"),
     ("unreadable_test_data", ExitCode.BAD_TEST_DATA, "bad.parquet"),
+    (
+        "test_data_in_another_unit",
+        ExitCode.BAD_TEST_DATA,
+        "samples in g, the model v1 was trained on samples in m/s^2",
+    ),
+    (
+        "test_data_without_unit",
+        ExitCode.BAD_TEST_DATA,
+        "declares no unit (parquet schema metadata vibration.unit)",
+    ),
 ]
+
+
+def termination_log(settings: ValidateSettings) -> Path:
+    assert settings.termination_log is not None  # the fixture names one
+    return settings.termination_log
+
+
+def _without_unit(tmp_path: Path) -> Path:
+    """Labelled test windows in a file whose metadata says no unit."""
+    import pyarrow.parquet as pq  # noqa: PLC0415 - only the unit cases rewrite parquet
+
+    data = simulate(16, seed=3, sample_rate=SAMPLE_RATE, window_length=WINDOW_LENGTH, machines=2)
+    dataset.write_parquet(data, tmp_path / "with-unit.parquet", unit="g")
+    path = tmp_path / "no-unit.parquet"
+    pq.write_table(pq.read_table(tmp_path / "with-unit.parquet").replace_schema_metadata({}), path)
+    return path
+
+
+def test_test_data_in_g_validates_a_model_in_m_s2_when_conversion_is_allowed(
+    onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
+) -> None:
+    # The model is the g model's bytes with a card that says m/s^2: fed converted
+    # data (x 9.81) it sees every amplitude 9.81 times larger, so it must do worse
+    # than the same model fed the data as it is, which proves the conversion ran.
+    card = card_with(onnx_model.card, {"signal": {"unit": "m/s^2"}})
+    settings = make_settings(
+        model_uri=publish(registry, TinyModel(onnx_model.data, card)).as_uri(), convert_units=True
+    )
+    code, report, _ = run(settings)
+    assert code is ExitCode.PASSED, report["reason"]
+    assert report["test_data_unit"] == "m/s^2"
+    same = make_settings(model_uri=publish(registry, onnx_model).as_uri())
+    _, plain, _ = run(same)
+    assert report["evaluation"]["accuracy"] < plain["evaluation"]["accuracy"]
 
 
 @pytest.mark.parametrize(("case", "expected", "needle"), CASES, ids=[c[0] for c in CASES])
@@ -401,7 +454,7 @@ def test_validate_from_s3_with_key_files(
     assert code is ExitCode.CANNOT_FETCH
     assert "NoSuchKey" in report["reason"]
     assert secret not in json.dumps(report)
-    assert secret not in settings.termination_log.read_text()
+    assert secret not in termination_log(settings).read_text()
 
 
 # --- the termination message and the CLI ---
@@ -421,7 +474,7 @@ def test_termination_report_stays_under_4_kib(
         settings.termination_log,
         out=io.StringIO(),
     )
-    assert len(settings.termination_log.read_bytes()) <= TERMINATION_MESSAGE_LIMIT
+    assert len(termination_log(settings).read_bytes()) <= TERMINATION_MESSAGE_LIMIT
 
 
 def test_unwritable_termination_log_is_not_fatal(
@@ -563,3 +616,19 @@ def test_a_bad_target_file_is_a_usage_error_naming_the_field(
     assert code is ExitCode.USAGE
     assert message in compact.reason
     assert report["outcome"] == "failed"
+
+
+def test_without_a_termination_log_flag_only_kubernetes_file_is_written(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    kubernetes_file = tmp_path / "termination-log"
+    monkeypatch.setattr(validate_module, "DEFAULT_TERMINATION_LOG", kubernetes_file)
+    outcome = Outcome(code=ExitCode.USAGE, reason="bad flag")
+    emit(outcome, None, out=io.StringIO())
+    assert not kubernetes_file.exists()  # outside a container: nothing is created
+    kubernetes_file.touch()  # what the kubelet mounts into every container
+    emit(outcome, None, out=io.StringIO())
+    assert CompactReport.decode(kubernetes_file.read_bytes()).reason == "bad flag"
+    named = tmp_path / "named"
+    emit(outcome, named, out=io.StringIO())
+    assert named.is_file()

@@ -16,6 +16,7 @@ import pytest
 
 from vibration_core import dataset
 from vibration_core.features import FEATURE_NAMES, extract_features
+from vibration_core.units import METADATA_UNIT
 from vibration_train.card import build_card
 from vibration_train.data import TrainingTable, load_table
 from vibration_train.fit import FitConfig, FitResult, fit
@@ -55,7 +56,7 @@ def simulated() -> SimulatedData:
 @pytest.fixture(scope="session")
 def raw_parquet(simulated: SimulatedData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("raw") / "windows.parquet"
-    dataset.write_parquet(simulated, path)
+    dataset.write_parquet(simulated, path, unit="g")
     return path
 
 
@@ -69,8 +70,12 @@ def feature_columns(data: SimulatedData) -> dict[str, Any]:
     return columns
 
 
-def write_columns(path: Path, columns: dict[str, Any]) -> Path:
-    pq.write_table(pa.table(columns), path)
+def write_columns(path: Path, columns: dict[str, Any], unit: str | None = "g") -> Path:
+    """A parquet of `columns`, declaring `unit` in its schema metadata (nothing when None)."""
+    table = pa.table(columns)
+    if unit is not None:
+        table = table.replace_schema_metadata({METADATA_UNIT: unit.encode()})
+    pq.write_table(table, path)
     return path
 
 
@@ -86,7 +91,7 @@ def small_raw_parquet(simulated: SimulatedData, tmp_path_factory: pytest.TempPat
         simulated.windows[:n],
         simulated.labels[:n],
     )
-    dataset.write_parquet(subset, path)
+    dataset.write_parquet(subset, path, unit="g")
     return path
 
 

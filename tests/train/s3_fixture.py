@@ -142,7 +142,7 @@ def card_dict(sha256: str, size_bytes: int, **changes: Any) -> dict[str, Any]:
         "artifact": {"filename": "model.onnx", "sha256": sha256, "size_bytes": size_bytes},
         "labels": list(LABELS),
         "features": {"names": list(FEATURE_NAMES), "extractor_version": EXTRACTOR_VERSION},
-        "signal": {"sample_rate": 25600.0, "window_length": 4096},
+        "signal": {"sample_rate": 25600.0, "window_length": 4096, "unit": "g"},
         "input": {"name": "features", "shape": [None, len(FEATURE_NAMES)], "dtype": "float32"},
         "outputs": [
             {"name": "label", "shape": [None], "dtype": "string"},

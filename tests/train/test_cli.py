@@ -275,3 +275,54 @@ def test_simulate_refuses_an_unknown_class_by_name(tmp_path: Path) -> None:
     out = tmp_path / "bad.parquet"
     result = invoke("simulate", "--windows", 30, "--classes", "normal,gearbox", "--out", out)
     assert_refused(result, EXIT_BAD_INPUT, "--classes: unknown ['gearbox']", out)
+
+
+# --- units: declared by the data or the flag, recorded in the card ------------------------
+
+
+def test_the_card_records_the_unit_simulate_wrote(tmp_path: Path) -> None:
+    data = tmp_path / "data.parquet"
+    args = ("--windows", 120, "--window-length", WINDOW_LENGTH, "--machines", 2, "--unit", "m/s^2")
+    simulated = invoke("simulate", *args, "--out", data)
+    assert simulated.exit_code == 0, simulated.output
+    assert "in m/s^2" in simulated.stdout
+    in_g = tmp_path / "g.parquet"
+    assert invoke("simulate", *args[:-2], "--out", in_g).exit_code == 0
+    ratio = (
+        pq.read_table(data).column("samples")[0].values.to_numpy()
+        / pq.read_table(in_g).column("samples")[0].values.to_numpy()
+    )
+    np.testing.assert_allclose(ratio[np.isfinite(ratio)], 9.80665, rtol=1e-6)
+    out = tmp_path / "model"
+    assert invoke("fit", "--data", data, "--out", out, *FAST).exit_code == 0
+    assert ModelCard.load(out / CARD_FILENAME).signal.unit == "m/s^2"
+
+
+def test_a_features_table_that_does_not_say_its_unit_needs_the_flag(
+    feature_table: Columns, tmp_path: Path
+) -> None:
+    data = write_columns(tmp_path / "reference.parquet", dict(feature_table), unit=None)
+    signal = ("--sample-rate", SAMPLE_RATE, "--window-length", WINDOW_LENGTH)
+    out = tmp_path / "model"
+    refused = invoke("fit", "--data", data, "--out", out, *FAST, *signal)
+    assert_refused(refused, EXIT_BAD_INPUT, "does not say the unit of its samples (schema metadata", out)
+    assert "pass --unit, one of 'g', 'm/s^2'" in refused.stderr
+    fitted = invoke("fit", "--data", data, "--out", out, *FAST, *signal, "--unit", "g")
+    assert fitted.exit_code == 0, fitted.output
+    assert ModelCard.load(out / CARD_FILENAME).signal.unit == "g"
+
+
+def test_a_unit_flag_that_contradicts_the_file_is_refused(small_raw_parquet: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    result = invoke("fit", "--data", small_raw_parquet, "--out", out, *FAST, "--unit", "m/s^2")
+    assert_refused(
+        result, EXIT_BAD_INPUT, "--unit m/s^2 given, but the file declares g (vibration.unit)", out
+    )
+
+
+def test_an_unknown_unit_in_the_file_is_refused(feature_table: Columns, tmp_path: Path) -> None:
+    data = write_columns(tmp_path / "counts.parquet", dict(feature_table), unit="mm/s")
+    out = tmp_path / "model"
+    signal = ("--sample-rate", SAMPLE_RATE, "--window-length", WINDOW_LENGTH)
+    result = invoke("fit", "--data", data, "--out", out, *FAST, *signal)
+    assert_refused(result, EXIT_BAD_INPUT, "vibration.unit is 'mm/s'; accepted units are 'g'", out)

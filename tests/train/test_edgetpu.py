@@ -71,7 +71,7 @@ def edgetpu_run(tmp_path_factory: pytest.TempPathFactory) -> EdgeTpuRun:
     root = tmp_path_factory.mktemp("edgetpu")
     data = root / "windows.parquet"
     simulated = simulate(N_WINDOWS, seed=11, sample_rate=SAMPLE_RATE, window_length=WINDOW_LENGTH, machines=4)
-    dataset.write_parquet(simulated, data)
+    dataset.write_parquet(simulated, data, unit="g")
     out = root / "model"
     started = time.perf_counter()
     result = CliRunner().invoke(app, ["fit", "--data", str(data), "--out", str(out), "--format", "edgetpu"])

@@ -26,7 +26,7 @@ from vibration_train.card import write_model
 from vibration_train.data import load_table
 from vibration_train.errors import FitConfigError, ParityError, TrainingDataError
 from vibration_train.fit import FitConfig, fit
-from vibration_train.onnx_export import PROB_TOLERANCE, check_parity, to_onnx
+from vibration_train.onnx_export import PROB_TOLERANCE, check_parity, compare_outputs, to_onnx
 from vibration_train.report import format_report
 
 if TYPE_CHECKING:
@@ -157,6 +157,15 @@ def test_parity_check_refuses_a_model_that_disagrees(trained: Trained) -> None:
     assert error.total == trained.result.y_test.size
     assert error.max_prob_diff > PROB_TOLERANCE
     assert "ONNX parity failed" in str(error)
+
+
+def test_a_tie_between_two_classes_is_no_disagreement() -> None:
+    probs = np.array([[0.45, 0.45, 0.1], [0.7, 0.2, 0.1]])
+    report = compare_outputs(np.array(["b", "a"]), probs + 1e-8, np.array(["a", "a"]), probs)
+    assert (report.identical_labels, report.tied_labels) == (2, 1)
+    assert "(1 a tie either way)" in report.summary()
+    with pytest.raises(ParityError):  # the same label swap on a row that is no tie
+        compare_outputs(np.array(["a", "b"]), probs, np.array(["a", "a"]), probs)
 
 
 def test_a_split_too_small_for_every_class_is_refused(trained: Trained) -> None:

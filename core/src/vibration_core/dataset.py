@@ -1,12 +1,17 @@
 """The parquet contract for windows of raw vibration: write and read, strictly.
 
-Columns: ``machine`` (string), ``timestamp`` (timestamp[ns, UTC]),
-``sample_rate`` (float64), ``samples`` (list<float32>) and ``label``
-(string; optional for unlabelled data). Training reads it, the simulator
-writes it, and every node's test data is in it. Reading refuses a file that
-breaks the contract with a `DatasetError` naming the column or the row, and
-builds the window matrix from the list column's flat values without a Python
-loop per row. pyarrow is imported lazily: it is the core's ``parquet`` extra.
+Columns (`COLUMNS`): ``machine`` (string), ``timestamp`` (timestamp[ns, UTC]),
+``sample_rate`` (float64), ``samples`` (list<float32>, or list<int16> counts
+with a ``scale``) and ``label`` (string; optional for unlabelled data). The
+schema metadata ``vibration.unit`` says the samples' unit (``g`` or
+``m/s^2``, `vibration_core.units`); integer samples need a scale, a
+``scale`` column (units per count, per row) or the schema metadata
+``vibration.scale``, and are read as ``counts * scale``. Training reads this
+format, the simulator writes it, and every node's test data is in it.
+Reading refuses a file that breaks the contract with a `DatasetError`
+naming the column or the row, and builds the window matrix from the list
+column's flat values without a Python loop per row. pyarrow is imported
+lazily: it is the core's ``parquet`` extra.
 """
 
 from __future__ import annotations
@@ -18,12 +23,42 @@ import numpy as np
 import numpy.typing as npt
 
 from vibration_core.errors import DatasetError
+from vibration_core.units import METADATA_SCALE, METADATA_UNIT, Unit, accepted, parse_unit
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 REQUIRED_COLUMNS = ("machine", "timestamp", "sample_rate", "samples")
 LABEL_COLUMN = "label"
+SCALE_COLUMN = "scale"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a parquet contract, as the docs list it."""
+
+    name: str
+    type: str
+    required: bool
+    description: str
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("machine", "string", required=True, description="Machine (or recording) the window came from."),
+    Column("timestamp", "timestamp[ns, tz=UTC]", required=True, description="Start of the window."),
+    Column("sample_rate", "float64", required=True, description="Hz; one value for the whole file."),
+    Column(
+        "samples",
+        "list<float32> or list<int16>",
+        required=True,
+        description="One window, equal lengths; floats in the file's unit, integers counts (need a scale).",
+    ),
+    Column("scale", "float64", required=False, description="Units per count of integer samples, per row."),
+    Column(
+        "label", "string", required=False, description="Class label; required for training and test data."
+    ),
+)
+"""The raw-window schema, in column order."""
 
 
 class Windows(Protocol):
@@ -60,6 +95,8 @@ class WindowSet:
     windows: npt.NDArray[np.float32]
     """``(n, window_length)``, C-contiguous."""
     labels: npt.NDArray[np.str_] | None
+    unit: Unit | None = None
+    """What the file's ``vibration.unit`` metadata declares; None when it declares nothing."""
 
     def __len__(self) -> int:
         return int(self.windows.shape[0])
@@ -70,8 +107,8 @@ class WindowSet:
         return int(self.windows.shape[1])
 
 
-def write_parquet(data: Windows, path: Path) -> None:
-    """Write windows (and labels, when there are any) in the contract's schema."""
+def write_parquet(data: Windows, path: Path, *, unit: Unit) -> None:
+    """Write windows (and labels, when there are any) in the contract's schema, declaring their unit."""
     import pyarrow as pa  # noqa: PLC0415 - the optional parquet extra
     import pyarrow.parquet as pq  # noqa: PLC0415
 
@@ -89,7 +126,7 @@ def write_parquet(data: Windows, path: Path) -> None:
         columns[LABEL_COLUMN] = pa.array(np.asarray(labels).astype(str), pa.string())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.table(columns), tmp)
+    pq.write_table(pa.table(columns).replace_schema_metadata({METADATA_UNIT: unit.encode()}), tmp)
     tmp.replace(path)
 
 
@@ -108,7 +145,21 @@ def read_windows(path: Path, *, require_labels: bool = True) -> WindowSet:
     sample_rate = _sample_rate(table, where)
     windows = _windows(table, where)
     labels = _strings(table, LABEL_COLUMN, where) if LABEL_COLUMN in table.column_names else None
-    return WindowSet(machine, timestamps, sample_rate, windows, labels)
+    return WindowSet(machine, timestamps, sample_rate, windows, labels, declared_unit(table.schema, where))
+
+
+def declared_unit(schema: Any, where: str) -> Unit | None:  # noqa: ANN401 - a pyarrow Schema
+    """The unit a parquet schema's ``vibration.unit`` metadata declares, None without one."""
+    raw = (schema.metadata or {}).get(METADATA_UNIT)
+    if raw is None:
+        return None
+    text = raw.decode("utf-8", errors="replace")
+    unit = parse_unit(text)
+    if unit is None:
+        raise DatasetError(
+            where, f"schema metadata {METADATA_UNIT.decode()} is {text!r}; accepted units are {accepted()}"
+        )
+    return unit
 
 
 def _read_table(path: Path) -> Any:  # noqa: ANN401 - a pyarrow Table; pyarrow ships no types
@@ -195,7 +246,38 @@ def _windows(table: Any, where: str) -> npt.NDArray[np.float32]:  # noqa: ANN401
         )
     flat = combined.flatten().to_numpy(zero_copy_only=False)
     windows = np.ascontiguousarray(flat, dtype=np.float32).reshape(len(lengths), int(lengths[0]))
+    if pa.types.is_integer(column.type.value_type):
+        windows *= _scales(table, where, f"list<{column.type.value_type}>")
     finite = np.isfinite(windows).all(axis=1)
     if not finite.all():
         raise DatasetError(where, f"row {int(np.argmin(finite))} holds NaN or inf samples")
     return windows
+
+
+def _scales(table: Any, where: str, samples_type: str) -> npt.NDArray[np.float32]:  # noqa: ANN401
+    """Units per count of integer samples: ``(n, 1)``, from the scale column or the metadata."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    n = table.num_rows
+    if SCALE_COLUMN in table.column_names:
+        column = table.column(SCALE_COLUMN)
+        if not pa.types.is_floating(column.type) or column.null_count:
+            raise DatasetError(where, f"column 'scale' must be a float without nulls, is {column.type}")
+        scales: npt.NDArray[np.float32] = column.to_numpy().astype(np.float32).reshape(n, 1)
+    else:
+        raw = (table.schema.metadata or {}).get(METADATA_SCALE)
+        if raw is None:
+            raise DatasetError(
+                where,
+                f"column 'samples' holds {samples_type}: integer counts with no scale; add a float column "
+                f"'scale' (units per count, per row) or the schema metadata {METADATA_SCALE.decode()}",
+            )
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        scales = np.full((n, 1), value, dtype=np.float32)
+    bad = np.flatnonzero(~(np.isfinite(scales[:, 0]) & (scales[:, 0] > 0)))
+    if bad.size:
+        raise DatasetError(where, f"the scale of row {int(bad[0])} is {scales[bad[0], 0]}; it must be > 0")
+    return scales

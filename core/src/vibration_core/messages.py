@@ -45,6 +45,8 @@ class ErrorReason(StrEnum):
     """A window whose sample rate is not the one the serving model was trained for."""
     WINDOW_LENGTH_MISMATCH = "window_length_mismatch"
     """A window whose length is not the one the serving model was trained for."""
+    UNIT_MISMATCH = "unit_mismatch"
+    """A JSON window that says its unit, and it is not the one the serving model was trained on."""
 
 
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from vibration_core.errors import ContractMismatchError, ModelCardError
 from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
 from vibration_core.reference import ReferenceDistribution
+from vibration_core.units import Unit
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -63,6 +64,7 @@ class Signal(_Frozen):
 
     sample_rate: float = Field(gt=0, description="Sample rate of the training windows, Hz.")
     window_length: int = Field(ge=2, description="Samples per window.")
+    unit: Unit = Field(description="Physical unit of the samples: g or m/s^2 (vibration_core.units).")
 
 
 class FeatureSpec(_Frozen):
@@ -75,9 +77,9 @@ class FeatureSpec(_Frozen):
 class TensorSpec(_Frozen):
     """Name, shape (None for a free dimension) and dtype of one tensor."""
 
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str
+    name: str = Field(description="Tensor name in the graph.")
+    shape: tuple[int | None, ...] = Field(description="Dimensions; null for a free one (the batch).")
+    dtype: str = Field(description="Element type, e.g. float32, int64, string.")
 
 
 class InputTransform(_Frozen):
@@ -138,10 +140,10 @@ class ClassMetrics(_Frozen):
 class Metrics(_Frozen):
     """Held-out figures of the model."""
 
-    accuracy: float = Field(ge=0, le=1)
-    macro_f1: float = Field(ge=0, le=1)
-    weighted_f1: float = Field(ge=0, le=1)
-    per_class: dict[str, ClassMetrics]
+    accuracy: float = Field(ge=0, le=1, description="Share of held-out windows predicted right.")
+    macro_f1: float = Field(ge=0, le=1, description="Mean F1 over the classes.")
+    weighted_f1: float = Field(ge=0, le=1, description="F1 weighted by each class's support.")
+    per_class: dict[str, ClassMetrics] = Field(description="Precision, recall, F1 and support per label.")
     test_samples: int = Field(ge=1, description="Windows in the held-out split.")
 
 
@@ -158,17 +160,19 @@ class TrainingData(_Frozen):
 class ModelCard(_Frozen):
     """Everything a consumer may rely on about one model version."""
 
-    schema_version: Literal[1] = 1
-    model_id: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
-    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    schema_version: Literal[1] = Field(default=1, description="Version of this card's schema.")
+    model_id: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="Model id, a DNS label."
+    )
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", description="Model version, e.g. v3.")
     framework: str = Field(description="What trained it, e.g. sklearn-gradient-boosting 1.9.1.")
-    format: ModelFormat
-    created: datetime
-    artifact: Artifact
+    format: ModelFormat = Field(description="Artifact format: onnx, tflite or edgetpu.")
+    created: datetime = Field(description="When the card was written (RFC 3339).")
+    artifact: Artifact = Field(description="The model file.")
     labels: tuple[str, ...] = Field(min_length=2, description="Class labels in the model's output order.")
-    features: FeatureSpec
-    signal: Signal
-    input: TensorSpec
+    features: FeatureSpec = Field(description="Input features and the extractor version.")
+    signal: Signal = Field(description="Sample rate, window length and unit the model was trained for.")
+    input: TensorSpec = Field(description="The input tensor.")
     outputs: tuple[TensorSpec, ...] = Field(
         min_length=1, description="Output tensors; the last holds probabilities."
     )
@@ -180,10 +184,24 @@ class ModelCard(_Frozen):
             "absent: the features go in as extracted."
         ),
     )
-    training: TrainingData
-    metrics: Metrics
-    reference: ReferenceDistribution
-    hyperparameters: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    training: TrainingData = Field(description="Summary of the training data.")
+    metrics: Metrics = Field(description="Held-out figures.")
+    reference: ReferenceDistribution = Field(description="Training distribution, for drift checks.")
+    hyperparameters: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, description="Training settings, for the record."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _extractor_first(cls, data: object) -> object:
+        # Checked before any field: a card of another extractor major version
+        # (which also predates fields such as signal.unit) is refused for that
+        # reason, naming both versions, not for the first field it lacks.
+        features = data.get("features") if isinstance(data, dict) else None
+        version = features.get("extractor_version") if isinstance(features, dict) else None
+        if isinstance(version, str) and (problem := extractor_problem(version)):
+            raise ValueError(problem)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -274,19 +292,23 @@ def check_extractor(card: ModelCard) -> None:
     """Refuse a card whose features this extractor does not compute."""
     if card.features.names != FEATURE_NAMES:
         raise ContractMismatchError("features.names", FEATURE_NAMES, card.features.names)
+    if problem := extractor_problem(card.features.extractor_version):
+        raise ContractMismatchError(
+            "features.extractor_version", EXTRACTOR_VERSION, card.features.extractor_version, hint=problem
+        )
+
+
+def extractor_problem(version: str) -> str | None:
+    """Why features of extractor `version` are not this extractor's, None when they are."""
     # A major version changes what a feature means (2.0.0 made kurtosis Pearson,
     # 3 more than 1.x's excess kurtosis); minor and patch versions never do.
-    if card.features.extractor_version.split(".")[0] != EXTRACTOR_VERSION.split(".")[0]:
-        raise ContractMismatchError(
-            "features.extractor_version",
-            EXTRACTOR_VERSION,
-            card.features.extractor_version,
-            hint=(
-                f"the model was trained on features of extractor {card.features.extractor_version}, "
-                f"this extractor is {EXTRACTOR_VERSION} and computes them differently; retrain it, or "
-                "import it again with `vibration-train import` if it was trained on the reference formulas"
-            ),
-        )
+    if version.split(".", 1)[0] == EXTRACTOR_VERSION.split(".", 1)[0]:
+        return None
+    return (
+        f"the model was trained on features of extractor {version}, this extractor is "
+        f"{EXTRACTOR_VERSION} and computes them differently; retrain it, or import it again with "
+        "`vibration-train import` if it was trained on the reference pipeline's formulas"
+    )
 
 
 def check_signature(card: ModelCard, signature: RuntimeSignature) -> None:

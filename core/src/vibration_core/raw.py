@@ -19,7 +19,14 @@ Binary (the fast path), little-endian, a 24-byte header then the samples::
 JSON (accepted, about a thousand times slower to decode)::
 
     {"timestamp_ns": int, "sample_rate": number, "samples": [number, ...],
-     "scale": number}                      # scale optional, multiplies the samples
+     "scale": number,                      # optional, multiplies the samples
+     "unit": "g" | "m/s^2"}                # optional; a window in another unit than
+                                           # the model's is refused (unit_mismatch)
+
+Units. A binary window carries no unit: its samples (after ``scale``) are in
+the unit of the serving model's card (`vibration_core.units`), which is what
+the sensor's scale must produce. A JSON window may say its unit, and then it
+is held to the card's.
 
 Decoding refuses anything unusable with a `MessageError` whose reason is one
 of `vibration_core.messages.ErrorReason`.
@@ -40,6 +47,7 @@ import numpy.typing as npt
 
 from vibration_core.errors import MessageError
 from vibration_core.messages import I64_LIMIT, ErrorReason
+from vibration_core.units import Unit, accepted, parse_unit
 
 
 class RawDtype(IntEnum):
@@ -61,7 +69,7 @@ _DTYPES: dict[int, np.dtype[Any]] = {
 }
 _U32_MAX = (1 << 32) - 1
 _JSON_START = re.compile(rb"[ \t\r\n]*\{")
-_JSON_KEYS = frozenset({"timestamp_ns", "sample_rate", "samples", "scale"})
+_JSON_KEYS = frozenset({"timestamp_ns", "sample_rate", "samples", "scale", "unit"})
 _NUMBER_TYPES = (int, float, np.integer, np.floating)
 _JSON_NUMBER_TYPES = frozenset({int, float})
 
@@ -85,6 +93,8 @@ class RawWindow:
     timestamp_ns: int
     sample_rate: float
     samples: Float32Array
+    unit: Unit | None = None
+    """The unit a JSON window declares; None for binary windows (in the model's unit by contract)."""
 
 
 def _is_number(value: object) -> bool:
@@ -220,6 +230,7 @@ def encode_raw_json(
     timestamp_ns: Integer,
     *,
     scale: Real | None = None,
+    unit: Unit | None = None,
 ) -> bytes:
     """Encode a window as a JSON payload; `scale`, when given, multiplies the samples.
 
@@ -239,6 +250,8 @@ def encode_raw_json(
     }
     if scale is not None:
         document["scale"] = _check_positive(scale, "scale", ErrorReason.BAD_FIELD)
+    if unit is not None:
+        document["unit"] = unit
     return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -335,6 +348,7 @@ def _decode_json(payload: bytes, machine: str) -> RawWindow:
     timestamp_ns = _check_timestamp(document["timestamp_ns"], ErrorReason.BAD_FIELD)
     sample_rate = _json_number(document, "sample_rate")
     scale = _json_number(document, "scale") if "scale" in document else None
+    unit = _json_unit(document["unit"]) if "unit" in document else None
     values = document.get("samples")
     if not isinstance(values, list) or not values:
         detail = "missing" if values is None else "must be a non-empty list of numbers"
@@ -356,4 +370,11 @@ def _decode_json(payload: bytes, machine: str) -> RawWindow:
         samples = data.astype(np.float32)
     _refuse_non_finite(samples)
     samples.flags.writeable = False
-    return RawWindow(machine, timestamp_ns, sample_rate, samples)
+    return RawWindow(machine, timestamp_ns, sample_rate, samples, unit)
+
+
+def _json_unit(value: object) -> Unit:
+    unit = parse_unit(value) if isinstance(value, str) else None
+    if unit is None:
+        raise MessageError(ErrorReason.BAD_FIELD, "unit", f"{value!r}, must be one of {accepted()}")
+    return unit

@@ -32,7 +32,6 @@ logger = logging.getLogger("vibration_infer")
 
 _NO_FLAG = frozenset({"s3_access_key", "s3_secret_key"})
 _PAIRS = frozenset({"min_class_recall"})
-_DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,10 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(parsed)
     except UsageError as exc:
         logger.error("usage_error reason=%r", exc.detail)  # noqa: TRY400 - a bad flag needs no traceback
-        path = (
-            parsed.termination_log or os.environ.get("VIBRATION_TERMINATION_LOG") or _DEFAULT_TERMINATION_LOG
-        )
-        emit(Outcome(code=ExitCode.USAGE, reason=one_line(str(exc))), Path(path))
+        path = parsed.termination_log or os.environ.get("VIBRATION_TERMINATION_LOG")
+        emit(Outcome(code=ExitCode.USAGE, reason=one_line(str(exc))), Path(path) if path else None)
         return int(ExitCode.USAGE)
     try:
         return int(validate(settings))

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Collection
 
+    from pydantic.fields import FieldInfo
+
 Settings = TypeVar("Settings", bound=BaseModel)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -42,22 +44,29 @@ def add_settings_flags(
         if name in no_flag:
             continue
         flag = "--" + name.replace("_", "-")
+        described = f"{info.description}{_default_of(info)}"
         if name in pairs:
-            parser.add_argument(
-                flag, action="append", metavar="LABEL=VALUE", help=f"{info.description} Repeatable."
-            )
+            parser.add_argument(flag, action="append", metavar="LABEL=VALUE", help=f"{described} Repeatable.")
         elif name in lists:
-            parser.add_argument(
-                flag, action="append", metavar="LABEL", help=f"{info.description} Repeatable."
-            )
+            parser.add_argument(flag, action="append", metavar="LABEL", help=f"{described} Repeatable.")
         elif bool_switches and info.annotation is bool:
-            parser.add_argument(flag, action="store_const", const=True, help=info.description)
+            parser.add_argument(flag, action="store_const", const=True, help=described)
         else:
-            parser.add_argument(flag, metavar=name.upper(), help=info.description)
+            parser.add_argument(flag, metavar=name.upper(), help=described)
     parser.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
     parser.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="json in a cluster, text locally."
     )
+
+
+def _default_of(info: FieldInfo) -> str:
+    """`` (default: X)`` for a field with a plain default, else nothing (required or computed)."""
+    if info.default_factory is not None:
+        empty = info.default_factory()  # type: ignore[call-arg]  # a no-argument factory (dict, list)
+        return " (default: none)" if not empty else ""
+    if info.is_required() or info.default is None:
+        return ""
+    return f" (default: {info.default})"
 
 
 def settings_from_flags(

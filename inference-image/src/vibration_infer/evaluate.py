@@ -16,15 +16,21 @@ Figures (numpy only, no scikit-learn in the image):
   inference divided by its rows; p50 and p99 over the batches, after one
   untimed warm-up batch (first-call allocations are not what serving sees).
 
-Labels. A test label the card does not know is a `ContractMismatchError` on
-``labels``, not bad test data: the node's data says which classes this node
-must recognise, and a model without one of them (or with renamed labels)
-does not fit the node. A recall threshold on a label the card lacks is the
-same mismatch.
+Labels. A test label the card does not know is a `TestDataError` (exit 15)
+that names the unknown labels: either the data is mislabelled or it holds a
+class this model was never trained on, and in both cases the data cannot
+judge the model. A recall threshold on a label the card lacks is a
+`ContractMismatchError`: the policy asks the model for a class it lacks.
+
+Units. Test data declares its unit (``vibration.unit`` in the parquet
+schema metadata, `vibration_core.units`); data in another unit than the
+card's is refused as a `TestDataError` naming both, or converted by the
+exact g <-> m/s^2 factor where the settings say so (``--convert-units``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,6 +40,7 @@ import numpy as np
 
 from vibration_core import dataset
 from vibration_core.errors import ContractMismatchError, DatasetError, FeatureInputError
+from vibration_core.units import METADATA_UNIT, Unit, factor
 from vibration_infer.errors import BelowThresholdError, TestDataError
 from vibration_infer.loader import predict
 
@@ -43,6 +50,7 @@ if TYPE_CHECKING:
 
     import numpy.typing as npt
 
+    from vibration_core.modelcard import ModelCard
     from vibration_infer.loader import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -69,6 +77,8 @@ class TestData:
     labels: npt.NDArray[np.str_]
     sample_rate: float
     files: int
+    unit: Unit | None = None
+    """What the files declare; None when they declare nothing."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,7 @@ def read_test_data(path: Path) -> TestData:
         raise TestDataError(str(path), exc.strerror or type(exc).__name__) from None
     if not files:
         raise TestDataError(str(path), "is a directory without *.parquet files")
-    windows, labels, rates = [], [], set()
+    windows, labels, rates, units = [], [], set(), set()
     for file in files:
         try:
             part = dataset.read_windows(file)
@@ -111,19 +121,52 @@ def read_test_data(path: Path) -> TestData:
         windows.append(part.windows)
         labels.append(np.asarray(part.labels).astype(str))
         rates.add(float(part.sample_rate))
+        units.add(part.unit)
     if len(rates) > 1 or len({w.shape[1] for w in windows}) > 1:
         raise TestDataError(str(path), "files differ in sample rate or window length")
-    data = TestData(str(path), np.concatenate(windows), np.concatenate(labels), rates.pop(), len(files))
+    if len(units) > 1:
+        shown = ", ".join(sorted(str(unit) for unit in units))
+        raise TestDataError(str(path), f"files differ in the unit they declare ({shown})")
+    data = TestData(
+        str(path), np.concatenate(windows), np.concatenate(labels), rates.pop(), len(files), units.pop()
+    )
     if data.labels.size == 0:
         raise TestDataError(str(path), "holds no windows")
     return data
 
 
+def in_model_unit(data: TestData, card: ModelCard, *, convert: bool) -> TestData:
+    """The test data in the card's unit: as it is, converted (when allowed), or refused."""
+    wanted = card.signal.unit
+    if data.unit == wanted:
+        return data
+    if data.unit is None:
+        raise TestDataError(
+            data.source,
+            f"declares no unit (parquet schema metadata {METADATA_UNIT.decode()}); the model "
+            f"{card.version} was trained on samples in {wanted}: write the files with that metadata",
+        )
+    if not convert:
+        raise TestDataError(
+            data.source,
+            f"holds samples in {data.unit}, the model {card.version} was trained on samples in {wanted}; "
+            "record the test data in the model's unit, or allow the exact conversion (--convert-units)",
+        )
+    logger.info("test_data_converted source=%s from_unit=%s to_unit=%s", data.source, data.unit, wanted)
+    scaled = data.windows * np.float32(factor(data.unit, wanted))
+    return dataclasses.replace(data, windows=scaled, unit=wanted)
+
+
 def evaluate(model: LoadedModel, data: TestData, *, batch_size: int = 64) -> Evaluation:
     """Predict every test window and compute the figures."""
     card_labels = model.card.labels
-    if not set(data.labels.tolist()) <= set(card_labels):
-        raise ContractMismatchError("labels", list(card_labels), sorted(set(data.labels.tolist())))
+    unknown = sorted(set(data.labels.tolist()) - set(card_labels))
+    if unknown:
+        raise TestDataError(
+            data.source,
+            f"holds labels the model {model.card.version} does not know: {unknown} "
+            f"(its labels are {list(card_labels)}); relabel the data, or the model lacks these classes",
+        )
     started = time.perf_counter()
     n = data.labels.size
     predicted = np.empty(n, dtype=np.intp)

@@ -115,8 +115,15 @@ class ValidateSettings(BaseSettings):
     max_p99_ms: float | None = Field(
         default=None, gt=0, description="Highest accepted p99 latency per window (ms); not checked if unset."
     )
-    termination_log: Path = Field(
-        default=Path("/dev/termination-log"), description="Where the compact report goes (pod status)."
+    convert_units: bool = Field(
+        default=False,
+        description="Convert test data in g to a model in m/s^2 and back (x 9.80665); "
+        "off: test data in another unit than the model's is refused (exit 15).",
+    )
+    termination_log: Path | None = Field(
+        default=None,
+        description="Where the compact report goes (the pod status reads it); unset: "
+        "/dev/termination-log when that file exists (the kubelet mounts it), else nowhere.",
     )
     node_name: str | None = Field(
         default=None,

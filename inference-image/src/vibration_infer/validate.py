@@ -32,7 +32,8 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 
 from pydantic import ValidationError
 
@@ -42,19 +43,19 @@ from vibration_core.target import load_target
 from vibration_core.validation import CompactReport, ExitCode
 from vibration_infer.cache import ModelCache, artifact_filename
 from vibration_infer.errors import DigestMismatchError, FetchError, InferenceError, exit_code_for
-from vibration_infer.evaluate import Thresholds, check_thresholds, evaluate, read_test_data
+from vibration_infer.evaluate import Thresholds, check_thresholds, evaluate, in_model_unit, read_test_data
 from vibration_infer.fetch import FetchOptions, fetch, redact_uri, sibling_uri
 from vibration_infer.loader import LoadedModel, load_model
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from vibration_infer.cache import CachedModel
     from vibration_infer.evaluate import Evaluation
     from vibration_infer.settings import ValidateSettings
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_TERMINATION_LOG: Final = Path("/dev/termination-log")
+"""Kubernetes' default terminationMessagePath, which the operator's pods use."""
 _CARD_MAX_BYTES = 1 << 20
 _REASON_MAX = 600  # CompactReport.reason's limit
 
@@ -160,11 +161,26 @@ def _fallback(settings: ValidateSettings, outcome: Outcome, *, slot: str | None)
     return ExitCode.PASSED
 
 
-def emit(outcome: Outcome, termination_log: Path, *, out: TextIO | None = None) -> None:
+def termination_path(given: Path | None) -> Path | None:
+    """Where the compact report goes: the path given, else Kubernetes' file if it is there.
+
+    The kubelet mounts ``/dev/termination-log`` into every container, so the
+    file exists exactly where someone reads it; a run on a laptop or in CI
+    writes nothing under ``/dev``.
+    """
+    if given is not None:
+        return given
+    return DEFAULT_TERMINATION_LOG if DEFAULT_TERMINATION_LOG.is_file() else None
+
+
+def emit(outcome: Outcome, termination_log: Path | None, *, out: TextIO | None = None) -> None:
     """Print the full report and write the compact one (a failed write is logged, not fatal)."""
     out = out or sys.stdout  # looked up now: a test or an embedding program may have replaced it
     out.write(json.dumps(outcome.report(), indent=2, default=str) + "\n")
     out.flush()
+    termination_log = termination_path(termination_log)
+    if termination_log is None:
+        return
     data = outcome.compact().encode()
     try:
         termination_log.write_bytes(data)
@@ -197,7 +213,8 @@ def run_validation(settings: ValidateSettings, *, cache: ModelCache | None = Non
         outcome.details["backend"] = model.backend.name
         outcome.timings["load"] = model.load_seconds
         read_started = time.perf_counter()
-        data = read_test_data(settings.test_data)
+        data = in_model_unit(read_test_data(settings.test_data), card, convert=settings.convert_units)
+        outcome.details["test_data_unit"] = data.unit
         outcome.timings["test_data"] = time.perf_counter() - read_started
         outcome.evaluation = evaluate(model, data, batch_size=settings.batch_size)
         outcome.timings["evaluate"] = outcome.evaluation.seconds

@@ -77,7 +77,7 @@ def build_card(
         ),
         labels=result.labels,
         features=FeatureSpec(names=FEATURE_NAMES, extractor_version=EXTRACTOR_VERSION),
-        signal=Signal(sample_rate=table.sample_rate, window_length=table.window_length),
+        signal=Signal(sample_rate=table.sample_rate, window_length=table.window_length, unit=table.unit),
         input=model.input,
         outputs=model.outputs,
         training=TrainingData(

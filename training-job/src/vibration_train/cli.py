@@ -12,6 +12,7 @@ written to ``--out`` unless every step passed.
 """
 
 # No `from __future__ import annotations`: Typer reads the parameter annotations at run time.
+import dataclasses
 import logging
 import re
 import time
@@ -21,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Final, NoReturn
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -36,6 +38,7 @@ from rich.progress import (
 from vibration_core import dataset
 from vibration_core.errors import SimulationParameterError
 from vibration_core.modelcard import ModelCard
+from vibration_core.units import Unit, factor
 from vibration_train import cli_registry
 from vibration_train.card import build_card, write_model
 from vibration_train.data import load_table
@@ -44,7 +47,7 @@ from vibration_train.errors import FitConfigError, ParityError, TrainingDataErro
 from vibration_train.fit import FitConfig, fit
 from vibration_train.onnx_export import check_parity, to_onnx
 from vibration_train.report import format_report
-from vibration_train.simulator import CLASSES, simulate
+from vibration_train.simulator import CLASSES, UNIT, simulate
 
 EXIT_FAILED: Final = 1
 EXIT_BAD_INPUT: Final = 2
@@ -79,6 +82,16 @@ def main(
     )
 
 
+class UnitChoice(StrEnum):
+    """The units a flag accepts (`vibration_core.units.Unit`)."""
+
+    G = "g"
+    M_S2 = "m/s^2"
+
+
+_UNITS: Final[dict[UnitChoice, Unit]] = {UnitChoice.G: "g", UnitChoice.M_S2: "m/s^2"}
+
+
 @app.command("simulate")
 def simulate_command(  # noqa: PLR0917 - Typer passes every option as a parameter
     windows: Annotated[int, typer.Option(min=1, help="Number of windows.", show_default=False)],
@@ -91,6 +104,9 @@ def simulate_command(  # noqa: PLR0917 - Typer passes every option as a paramete
         str | None,
         typer.Option(help="Comma-separated classes to simulate, in equal shares (default: all four)."),
     ] = None,
+    unit: Annotated[
+        UnitChoice, typer.Option(help="Unit of the samples written (the simulator works in g).")
+    ] = UnitChoice.G,
 ) -> None:
     """Simulate labelled raw windows of four machine states into a parquet file."""
     # A subset is what a node's test set looks like when its machines never showed a class.
@@ -108,15 +124,18 @@ def simulate_command(  # noqa: PLR0917 - Typer passes every option as a paramete
                     machines=machines,
                     class_shares=shares,
                 )
+                if _UNITS[unit] != UNIT:
+                    scaled = data.windows * np.float32(factor(UNIT, _UNITS[unit]))
+                    data = dataclasses.replace(data, windows=scaled)
         except SimulationParameterError as exc:
             _fail(EXIT_BAD_INPUT, str(exc))
         try:
             with _step(progress, f"writing {out}"):
-                dataset.write_parquet(data, out)
+                dataset.write_parquet(data, out, unit=_UNITS[unit])
         except OSError as exc:
             _fail(EXIT_FAILED, f"cannot write {out}: {exc.strerror or exc}")
     counts = ", ".join(f"{label} {int((data.labels == label).sum())}" for label in sorted(set(data.labels)))
-    typer.echo(f"wrote {len(data)} windows ({counts}) at {data.sample_rate:g} Hz to {out}")
+    typer.echo(f"wrote {len(data)} windows ({counts}) at {data.sample_rate:g} Hz in {unit.value} to {out}")
 
 
 @app.command("fit")
@@ -137,6 +156,13 @@ def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
     window_length: Annotated[
         int | None, typer.Option(min=2, help="Samples per window of a features table.", show_default=False)
     ] = None,
+    unit: Annotated[
+        UnitChoice | None,
+        typer.Option(
+            help="Unit of the samples, when the file does not declare it (schema metadata vibration.unit).",
+            show_default=False,
+        ),
+    ] = None,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="Artifact format.")
     ] = OutputFormat.ONNX,
@@ -152,7 +178,11 @@ def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
             with _progress() as progress:
                 with _step(progress, f"loading {data.name}") as advance:
                     table = load_table(
-                        data, sample_rate=sample_rate, window_length=window_length, on_progress=advance
+                        data,
+                        sample_rate=sample_rate,
+                        window_length=window_length,
+                        unit=_unit(unit),
+                        on_progress=advance,
                     )
                 edgetpu = fit_edgetpu(
                     table,
@@ -186,6 +216,7 @@ def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
             version=version,
             sample_rate=sample_rate,
             window_length=window_length,
+            unit=_unit(unit),
         )
     except TrainingDataError as exc:
         _fail(EXIT_BAD_INPUT, str(exc))
@@ -204,12 +235,13 @@ def _run_fit(
     version: str,
     sample_rate: float | None,
     window_length: int | None,
+    unit: Unit | None,
 ) -> None:
     timings: dict[str, float] = {}
     with _progress() as progress:
         with _step(progress, f"loading {data.name}", timings, "load") as advance:
             table = load_table(
-                data, sample_rate=sample_rate, window_length=window_length, on_progress=advance
+                data, sample_rate=sample_rate, window_length=window_length, unit=unit, on_progress=advance
             )
         with _step(progress, f"fitting {config.n_estimators} stages", timings, "fit") as advance:
             result = fit(table, config, on_stage=advance)
@@ -230,13 +262,17 @@ def _run_fit(
             err=True,
         )
     typer.echo(
-        f"{table.labels.size} windows at {table.sample_rate:g} Hz x {table.window_length}: "
+        f"{table.labels.size} windows at {table.sample_rate:g} Hz x {table.window_length} in {table.unit}: "
         f"{result.y_train.size} train, {result.y_test.size} test"
     )
     typer.echo(format_report(result.metrics, result.labels), nl=False)
     typer.echo(f"parity: {parity.summary()}")
     typer.echo(f"wrote {artifact_path} (sha256 {card.artifact.sha256}) and {card_path}")
     typer.echo("time: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items()))
+
+
+def _unit(choice: UnitChoice | None) -> Unit | None:
+    return None if choice is None else _UNITS[choice]
 
 
 def _check_names(model_id: str, version: str) -> None:

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from vibration_core import dataset
 from vibration_core.errors import DatasetError, FeatureInputError
 from vibration_core.features import FEATURE_NAMES, band_bins, extract_features
+from vibration_core.units import METADATA_UNIT, Unit, accepted
 from vibration_train.errors import TrainingDataError
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class TrainingTable:
     window_length: int
     modified: datetime
     """When the file was last written: the date range of a table without timestamps."""
+    unit: Unit
+    """Unit of the samples (for a features table: of the samples its features came from)."""
 
     def date_range(self) -> tuple[datetime, datetime]:
         """Return the earliest and latest window start (the file's time without timestamps)."""
@@ -86,20 +89,28 @@ def load_table(
     *,
     sample_rate: float | None = None,
     window_length: int | None = None,
+    unit: Unit | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> TrainingTable:
     """Read `path` and return its features and labels.
 
     `sample_rate` and `window_length` are required for a features table; for
     raw windows they are optional and, when given, must match the file.
+    `unit` is required when the file does not declare one, and must match it
+    when it does.
     `on_progress(done, total)` follows the feature extraction of raw windows.
     """
     source = str(path)
     schema = _read_schema(path)
+    try:
+        declared = dataset.declared_unit(schema, source)
+    except DatasetError as exc:
+        raise TrainingDataError(source, exc.detail) from exc
+    resolved = _unit(source, declared, unit)
     if SAMPLES_COLUMN in schema.names:
-        table = _load_raw(path, sample_rate, window_length, on_progress)
+        table = _load_raw(path, sample_rate, window_length, resolved, on_progress)
     elif set(FEATURE_NAMES) <= set(schema.names):
-        table = _load_features(path, schema, sample_rate, window_length)
+        table = _load_features(path, schema, sample_rate, window_length, resolved)
     else:
         missing = [name for name in FEATURE_NAMES if name not in schema.names]
         raise TrainingDataError(
@@ -119,6 +130,22 @@ def load_table(
     return table
 
 
+def _unit(source: str, declared: Unit | None, given: Unit | None) -> Unit:
+    """The table's unit: the file's declaration, the caller's, and never two that disagree."""
+    if declared is not None and given is not None and declared != given:
+        raise TrainingDataError(
+            source, f"--unit {given} given, but the file declares {declared} ({METADATA_UNIT.decode()})"
+        )
+    unit = declared or given
+    if unit is None:
+        raise TrainingDataError(
+            source,
+            f"does not say the unit of its samples (schema metadata {METADATA_UNIT.decode()}): "
+            f"pass --unit, one of {accepted()}; the model card records it and nodes hold inputs to it",
+        )
+    return unit
+
+
 def _read_schema(path: Path) -> pa.Schema:
     if not path.is_file():
         raise TrainingDataError(str(path), "no such file")
@@ -134,6 +161,7 @@ def _load_raw(
     path: Path,
     sample_rate: float | None,
     window_length: int | None,
+    unit: Unit,
     on_progress: Callable[[int, int], None] | None,
 ) -> TrainingTable:
     source = str(path)
@@ -174,11 +202,12 @@ def _load_raw(
         sample_rate=windows.sample_rate,
         window_length=length,
         modified=_modified(path),
+        unit=unit,
     )
 
 
 def _load_features(
-    path: Path, schema: pa.Schema, sample_rate: float | None, window_length: int | None
+    path: Path, schema: pa.Schema, sample_rate: float | None, window_length: int | None, unit: Unit
 ) -> TrainingTable:
     source = str(path)
     if LABEL_COLUMN not in schema.names:
@@ -231,6 +260,7 @@ def _load_features(
         sample_rate=float(sample_rate),
         window_length=int(window_length),
         modified=_modified(path),
+        unit=unit,
     )
 
 

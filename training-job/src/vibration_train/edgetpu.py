@@ -202,7 +202,7 @@ def fit_edgetpu(
         ),
         labels=labels,
         features=FeatureSpec(names=FEATURE_NAMES, extractor_version=EXTRACTOR_VERSION),
-        signal=Signal(sample_rate=table.sample_rate, window_length=table.window_length),
+        signal=Signal(sample_rate=table.sample_rate, window_length=table.window_length, unit=table.unit),
         input=input_spec,
         outputs=(output_spec,),
         input_transform=transform,

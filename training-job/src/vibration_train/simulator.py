@@ -42,7 +42,11 @@ from vibration_core.fft import rfft
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from vibration_core.units import Unit
+
 CLASSES: Final = ("normal", "imbalance", "misalignment", "bearing_fault")
+UNIT: Final[Unit] = "g"
+"""The unit of every simulated sample."""
 _IMBALANCE, _MISALIGNMENT, _BEARING_FAULT = 1, 2, 3  # indices into CLASSES
 DEFAULT_START: Final = datetime(2025, 1, 1, tzinfo=UTC)
 

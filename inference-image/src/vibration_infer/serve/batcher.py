@@ -252,3 +252,7 @@ def _check_signal(window: RawWindow, model: LoadedModel) -> None:
             f"{window.samples.size} samples, the model {model.card.version} expects {signal.window_length}"
         )
         raise MessageError(ErrorReason.WINDOW_LENGTH_MISMATCH, "n_samples", detail)
+    if window.unit is not None and window.unit != signal.unit:
+        version = model.card.version
+        detail = f"samples in {window.unit}, the model {version} was trained on samples in {signal.unit}"
+        raise MessageError(ErrorReason.UNIT_MISMATCH, "unit", detail)

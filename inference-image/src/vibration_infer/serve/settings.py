@@ -78,7 +78,8 @@ class ServeSettings(BaseSettings):
         description="Stable MQTT client id of the persistent session; vibration-infer-{node} by default.",
     )
     topic_prefix: str = Field(
-        default="vibration-edge", description="The hall's topic prefix, e.g. factory/hall-a."
+        default="factory/hall-a",
+        description="The hall's topic prefix (publish and the docs use the same default).",
     )
     mqtt_share_group: str | None = Field(
         default=None,
