@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -121,15 +121,13 @@ def step_validate(demo: Demo) -> str:
         str(demo.out / "node-edge-1" / "cache"),
         "--termination-log",
         str(demo.out / "node-edge-1" / "termination-log"),
-        "--min-accuracy",
-        "0.85",
         "--node-name",
         "edge-1",
     )
     report = json.loads((demo.out / "node-edge-1" / "termination-log").read_text())
     if report.get("outcome") != "passed":
         raise DemoError(f"validation of v1 did not pass: {done.stdout[-300:]}")
-    return f"passed on edge-1: accuracy {report['accuracy']:.4f}, p99 {report.get('p99_ms', 0):.3f} ms"
+    return f"passed on edge-1 (no thresholds given: the default gate): {decision(report)}"
 
 
 def step_refuse_bad_model(demo: Demo) -> str:
@@ -208,8 +206,23 @@ def step_live(demo: Demo) -> str:
         f"{result.windows} windows, each answered once; v2 validated in the pod (accuracy "
         f"{passed.accuracy if passed.accuracy is None else round(passed.accuracy, 3)}) and hot-swapped "
         f"with zero lost windows; {said}; drift flagged; "
-        f"v3 refused: {report.reason if report else '?'}"
+        f"v3 refused: {report.reason if report else '?'}\n"
+        f"           v2's decision: {decision(passed.model_dump())}\n"
+        f"           v3's decision: {decision(report.model_dump()) if report else '?'}"
     )
+
+
+def decision(report: dict[str, Any]) -> str:
+    """A compact report's decision with its numbers: the reason code, then each figure against its bar."""
+    champion = report.get("champion") or {}
+    against = f" against champion {champion['version']}" if champion.get("version") else ""
+    checks = ", ".join(
+        f"{c['figure']} {c['value']:.3f} {'>=' if c['passed'] else '<'} {c['threshold']:.3f}"
+        + (" (vs champion)" if c["kind"] == "regression" else "")
+        for c in report.get("checks", [])
+        if c["kind"] != "ceiling"
+    )
+    return f"{report.get('reason_code')}{against}: {checks}"
 
 
 STEPS: list[Callable[[Demo], str]] = [

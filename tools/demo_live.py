@@ -40,6 +40,7 @@ from tests.infer.mosquitto import Mosquitto, free_port  # noqa: E402
 from vibration_core.messages import Alert, ModelStatus, Prediction  # noqa: E402
 from vibration_core.modelcard import ModelCard  # noqa: E402
 from vibration_core.raw import encode_raw_float32  # noqa: E402
+from vibration_core.spec import VersionRef  # noqa: E402
 from vibration_core.target import ModelTarget  # noqa: E402
 from vibration_core.topics import TopicLayout  # noqa: E402
 from vibration_train.simulator import Drift, make_machines, simulate_machine_stream  # noqa: E402
@@ -122,15 +123,20 @@ def machine_streams(windows_per_machine: int, seed: int) -> list[tuple[str, int,
     return [row for rows in zip(*per_machine, strict=True) for row in rows]
 
 
-def write_target(path: Path, registry: Path, version: str) -> ModelTarget:
-    """Point the node at `version` in the file registry, as the operator's ConfigMap would."""
+def write_target(path: Path, registry: Path, version: str, champion: str | None = None) -> ModelTarget:
+    """Point the node at `version` in the file registry, as the operator's ConfigMap would.
+
+    No thresholds: the default gate applies. `champion` is the version the hall serves (the
+    operator's active one), which the candidate is held to on the node.
+    """
     card = ModelCard.load(registry / MODEL / version / "modelcard.json")
+    active = ModelCard.load(registry / MODEL / champion / "modelcard.json") if champion else None
     target = ModelTarget(
         name=MODEL,
         version=version,
         model_uri=(registry / MODEL / version / card.artifact.filename).as_uri(),
         sha256=card.artifact.sha256,
-        min_accuracy=0.85,
+        champion=VersionRef(version=active.version, sha256=active.artifact.sha256) if active else None,
     )
     tmp = path.with_suffix(".tmp")
     tmp.write_text(target.model_dump_json(exclude_none=True))
@@ -294,11 +300,11 @@ def _stream(
         for i, (machine, _ts, payload) in enumerate(stream):
             sensor.publish(LAYOUT.raw(machine), payload, qos=1)
             if i == swap_at:
-                write_target(node / "target.json", registry, "v2")
+                write_target(node / "target.json", registry, "v2", champion="v1")
             if i == bad_at:
                 wait_for("v2 to serve", lambda: (s := hall.last_status()) is not None and s.version == "v2")
                 swapped = hall.last_status()
-                write_target(node / "target.json", registry, "v3")
+                write_target(node / "target.json", registry, "v3", champion="v2")
             if i % 20 == 0:
                 live.update(live_view(hall, i + 1))
             pause = started + (i + 1) / 80 - time.perf_counter()

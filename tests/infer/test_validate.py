@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import json
@@ -13,12 +14,14 @@ import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 from minio import Minio
 from moto.server import ThreadedMotoServer
 from tests.infer.conftest import (
     MODEL_ID,
     SAMPLE_RATE,
+    TINY,
     WINDOW_LENGTH,
     TinyModel,
     card_with,
@@ -29,12 +32,15 @@ from tests.infer.conftest import (
 )
 
 from vibration_core import dataset
+from vibration_core.features import FEATURE_NAMES
 from vibration_core.modelcard import ModelCard
 from vibration_core.validation import TERMINATION_MESSAGE_LIMIT, CompactReport, ExitCode
 from vibration_infer import cli
 from vibration_infer import validate as validate_module
 from vibration_infer.cache import LAST_GOOD_FILENAME, ModelCache
 from vibration_infer.validate import Outcome, emit, one_line, validate
+from vibration_train.card import build_card
+from vibration_train.fit import fit
 from vibration_train.onnx_export import to_onnx
 from vibration_train.simulator import simulate
 
@@ -209,13 +215,14 @@ def test_test_data_in_g_validates_a_model_in_m_s2_when_conversion_is_allowed(
 ) -> None:
     # The model is the g model's bytes with a card that says m/s^2: fed converted
     # data (x 9.81) it sees every amplitude 9.81 times larger, so it must do worse
-    # than the same model fed the data as it is, which proves the conversion ran.
+    # than the same model fed the data as it is, which proves the conversion ran
+    # (and the default floor then refuses it: the gate catches a mis-scaled model).
     card = card_with(onnx_model.card, {"signal": {"unit": "m/s^2"}})
     settings = make_settings(
         model_uri=publish(registry, TinyModel(onnx_model.data, card)).as_uri(), convert_units=True
     )
     code, report, _ = run(settings)
-    assert code is ExitCode.PASSED, report["reason"]
+    assert code is ExitCode.BELOW_THRESHOLD, report["reason"]
     assert report["test_data_unit"] == "m/s^2"
     same = make_settings(model_uri=publish(registry, onnx_model).as_uri())
     _, plain, _ = run(same)
@@ -632,3 +639,70 @@ def test_without_a_termination_log_flag_only_kubernetes_file_is_written(
     named = tmp_path / "named"
     emit(outcome, named, out=io.StringIO())
     assert named.is_file()
+
+
+# --- the promotion gate on the node: champion against challenger ---------------------------
+
+
+@pytest.fixture(scope="module")
+def weak_on_faults(train_table: TrainingTable) -> TinyModel:
+    """A candidate taught that the milder bearing faults are normal: worse on that one class."""
+    kurtosis = train_table.features[:, FEATURE_NAMES.index("kurtosis")]
+    faults = train_table.labels == "bearing_fault"
+    mild = faults & (kurtosis < np.quantile(kurtosis[faults], 0.3))
+    labels = np.where(mild, "normal", train_table.labels)
+    table = dataclasses.replace(train_table, labels=labels)
+    result = fit(table, TINY)
+    exported = to_onnx(result.estimator, 10)
+    card = build_card(
+        table=table, result=result, config=TINY, model=exported, model_id=MODEL_ID, version="v2"
+    )
+    return TinyModel(exported.data, card)
+
+
+def test_a_candidate_that_loses_recall_on_one_class_is_refused_against_the_champion(
+    onnx_model: TinyModel, weak_on_faults: TinyModel, registry: Path, make_settings: MakeSettings
+) -> None:
+    champion = make_settings(model_uri=publish(registry, onnx_model).as_uri())
+    assert run(champion)[0] is ExitCode.PASSED  # served here: in the node cache, and last good
+    settings = make_settings(
+        model_uri=publish(registry, weak_on_faults).as_uri(),
+        champion_sha256=onnx_model.card.artifact.sha256,
+        min_macro_f1=0.0,  # the floor is not what this is about
+    )
+    code, report, compact = run(settings)
+    assert code is ExitCode.BELOW_THRESHOLD, report["reason"]
+    assert compact.reason_code == "Regressed"
+    assert compact.champion is not None
+    assert compact.champion.version == "v1"
+    lost = compact.champion.class_recall["bearing_fault"] - compact.class_recall["bearing_fault"]
+    assert lost > 0.1, compact  # the premise: the candidate really is worse on that class
+    assert "recall[bearing_fault]" in compact.reason
+    assert "(regression)" in compact.reason
+    failed = [c for c in compact.checks if not c.passed]
+    # The one class is named; no other class's recall is (macro F1 may follow the class down).
+    assert [c.figure for c in failed if c.figure.startswith("recall")] == ["recall[bearing_fault]"]
+    # Without the champion, the same candidate passes this floor: the comparison refused it.
+    alone = make_settings(
+        model_uri=publish(registry, weak_on_faults).as_uri(),
+        min_macro_f1=0.0,
+        min_class_recall=dict.fromkeys(onnx_model.card.labels, 0.0),
+    )
+    assert run(alone)[0] is ExitCode.PASSED
+
+
+def test_the_champion_and_the_thresholds_are_in_the_report(
+    onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
+) -> None:
+    run(make_settings(model_uri=publish(registry, onnx_model).as_uri()))
+    other = TinyModel(onnx_model.data, card_with(onnx_model.card, {"version": "v1b"}))
+    code, report, compact = run(
+        make_settings(model_uri=publish(registry, other).as_uri(), champion_sha256="0" * 64)
+    )
+    assert code is ExitCode.PASSED, report["reason"]
+    assert compact.reason_code == "Passed"
+    assert "not in this node's cache: no comparison" in report["champion"]
+    floors = {c.figure: c.threshold for c in compact.checks if c.kind == "floor"}
+    assert floors["macro_f1"] == 0.625
+    assert floors["recall[bearing_fault]"] == 0.4375
+    assert "default floor" in report["policy"]["min_macro_f1"]

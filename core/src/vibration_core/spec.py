@@ -108,19 +108,33 @@ class MqttSpec(_Schema):
         return self
 
 
+class MaxRegression(_Schema):
+    """How far a candidate may fall below the version the node serves, on the same test windows."""
+
+    macro_f1: float = Field(default=0.05, ge=0, le=1)
+    """Allowed fall of macro F1 (0.05: five points)."""
+    class_recall: float = Field(default=0.1, ge=0, le=1)
+    """Allowed fall of each class's recall (0.1: ten points)."""
+    per_class: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    """Per-class overrides of classRecall, e.g. {bearing_fault: 0.02}."""
+
+
 class ValidationSpec(_Schema):
-    """What a node checks before it serves a version."""
+    """What a node checks before it serves a version (the promotion gate; see the README)."""
 
     test_data_path: str = Field(default="/var/lib/vibration-edge/testdata", pattern=r"^/.*")
     """Node-local directory (hostPath) of labelled test windows as parquet."""
-    min_accuracy: float = Field(default=0.9, ge=0, le=1)
-    """Lowest accuracy on the node's test data that passes."""
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    """Lowest accuracy on the node's test data that passes; unset: not checked."""
     min_macro_f1: float | None = Field(default=None, ge=0, le=1)
-    """Lowest macro F1 that passes; unset: not checked."""
+    """Lowest macro F1 that passes; unset: the default floor, halfway from chance to 1 (0.625, 4 classes)."""
     min_class_recall: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
-    """Lowest recall per class label, e.g. {bearing_fault: 0.95}."""
+    """Lowest recall per class label, e.g. {bearing_fault: 0.95}; a class not named: the default floor,
+    a quarter of the way from chance to 1 (0.4375 for 4 classes)."""
     max_p99_latency_ms: float | None = Field(default=None, gt=0)
     """Highest p99 latency per window on the node that passes; unset: not checked."""
+    max_regression: MaxRegression = Field(default_factory=MaxRegression)
+    """Champion against challenger: how far the candidate may fall below the version the node serves."""
 
 
 class UpdateWindow(_Schema):

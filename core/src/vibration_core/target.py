@@ -56,20 +56,45 @@ class ModelTarget(BaseModel):
         default_factory=dict, description="Lowest recall per class label."
     )
     max_p99_ms: float | None = Field(default=None, gt=0, description="Highest p99 latency per window, ms.")
+    max_regression_macro_f1: float | None = Field(
+        default=None, ge=0, le=1, description="Allowed fall of macro F1 below the champion's; None: default."
+    )
+    max_regression_class_recall: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Allowed fall of a class recall below the champion's; None: default.",
+    )
+    max_regression_per_class: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description="Per-class overrides of max_regression_class_recall."
+    )
+    champion: VersionRef | None = Field(
+        default=None,
+        description="The version the VibrationModel serves (its active one) when that is not this target: "
+        "the candidate is compared with it on the node. None for the active version itself.",
+    )
 
     @classmethod
-    def from_spec(cls, name: str, spec: VibrationModelSpec) -> ModelTarget:
+    def from_spec(
+        cls, name: str, spec: VibrationModelSpec, champion: VersionRef | None = None
+    ) -> ModelTarget:
         """The spec's version with its own bar: thresholds travel with the version, not the pod."""
+        validation = spec.validation
+        regression = validation.max_regression
         return cls(
             name=name,
             version=spec.version,
             sha256=spec.artifact.sha256,
             model_uri=spec.artifact.uri,
             endpoint=spec.artifact.endpoint,
-            min_accuracy=spec.validation.min_accuracy,
-            min_macro_f1=spec.validation.min_macro_f1,
-            min_class_recall=dict(spec.validation.min_class_recall),
-            max_p99_ms=spec.validation.max_p99_latency_ms,
+            min_accuracy=validation.min_accuracy,
+            min_macro_f1=validation.min_macro_f1,
+            min_class_recall=dict(validation.min_class_recall),
+            max_p99_ms=validation.max_p99_latency_ms,
+            max_regression_macro_f1=regression.macro_f1,
+            max_regression_class_recall=regression.class_recall,
+            max_regression_per_class=dict(regression.per_class),
+            champion=champion,
         )
 
     @property

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vibration_core.gate import Check, Figures, ReasonCode
+
 TERMINATION_MESSAGE_LIMIT = 4096
 
 
@@ -42,6 +44,21 @@ class ExitCode(IntEnum):
 
 Outcome = Literal["passed", "failed"]
 
+REASON_OF_EXIT: dict[int, ReasonCode] = {
+    ExitCode.PASSED: "Passed",
+    ExitCode.USAGE: "Internal",
+    ExitCode.CANNOT_FETCH: "CannotFetch",
+    ExitCode.DIGEST_MISMATCH: "DigestMismatch",
+    ExitCode.CANNOT_LOAD: "CannotLoad",
+    ExitCode.CONTRACT_MISMATCH: "ContractMismatch",
+    ExitCode.BELOW_THRESHOLD: "BelowFloor",
+    ExitCode.BAD_TEST_DATA: "BadTestData",
+    ExitCode.INTERNAL: "Internal",
+}
+"""The gate's reason code of each exit code; 14 is refined by the verdict (BelowFloor, Regressed, TooSlow)."""
+MAX_CHECKS = 24
+"""Checks kept in a compact report (the floor, the comparison and latency of up to ten classes)."""
+
 
 class CompactReport(BaseModel):
     """The short report written to the termination message."""
@@ -65,15 +82,34 @@ class CompactReport(BaseModel):
         default=None,
         description="Where the model came from: this node's cache (no registry needed) or the registry.",
     )
+    reason_code: ReasonCode | None = Field(
+        default=None, description="The gate's reason code (vibration_core.gate.REASONS)."
+    )
+    champion: Figures | None = Field(
+        default=None, description="What the version the node serves scored on the same windows."
+    )
+    checks: list[Check] = Field(
+        default_factory=list, max_length=MAX_CHECKS, description="Every figure held to its bar."
+    )
 
     def encode(self) -> bytes:
-        """JSON bytes, cut to the termination-message limit by shortening the reason."""
+        """JSON bytes under the termination-message limit, always whole JSON.
+
+        What gives way first: the checks that passed, then the reason's tail,
+        then every check (the failed ones are also in the reason).
+        """
         data = self.model_dump_json(exclude_none=True).encode()
         if len(data) <= TERMINATION_MESSAGE_LIMIT:
             return data
-        excess = len(data) - TERMINATION_MESSAGE_LIMIT + 3
-        shorter = self.model_copy(update={"reason": self.reason[: max(0, len(self.reason) - excess)] + "..."})
-        return shorter.model_dump_json(exclude_none=True).encode()[:TERMINATION_MESSAGE_LIMIT]
+        report = self.model_copy(update={"checks": [c for c in self.checks if not c.passed]})
+        data = report.model_dump_json(exclude_none=True).encode()
+        if len(data) > TERMINATION_MESSAGE_LIMIT:
+            keep = max(0, len(self.reason) - (len(data) - TERMINATION_MESSAGE_LIMIT + 3))
+            report = report.model_copy(update={"reason": self.reason[:keep] + "..."})
+            data = report.model_dump_json(exclude_none=True).encode()
+        if len(data) > TERMINATION_MESSAGE_LIMIT:
+            data = report.model_copy(update={"checks": []}).model_dump_json(exclude_none=True).encode()
+        return data
 
     @classmethod
     def decode(cls, text: str | bytes) -> CompactReport:

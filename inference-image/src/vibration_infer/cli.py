@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("vibration_infer")
 
 _NO_FLAG = frozenset({"s3_access_key", "s3_secret_key"})
-_PAIRS = frozenset({"min_class_recall"})
+_PAIRS = frozenset({"min_class_recall", "max_regression_per_class"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

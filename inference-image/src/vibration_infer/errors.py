@@ -95,13 +95,15 @@ class TestDataError(InferenceError):
 class BelowThresholdError(InferenceError):
     """The model ran, but some figures are below their thresholds.
 
-    `failures` holds one line per failed threshold, such as
-    ``accuracy 0.812 < min 0.930``.
+    `failures` holds one line per failed check, such as
+    ``recall[bearing_fault] 0.712 < 0.850 (regression)``; `reason_code` is
+    the gate's (`vibration_core.gate.REASONS`): BelowFloor, Regressed or TooSlow.
     """
 
-    def __init__(self, failures: Sequence[str]) -> None:
+    def __init__(self, failures: Sequence[str], reason_code: str = "BelowFloor") -> None:
         self.failures = list(failures)
-        super().__init__("below threshold: " + "; ".join(self.failures))
+        self.reason_code = reason_code
+        super().__init__(f"below threshold ({reason_code}): " + "; ".join(self.failures))
 
 
 # Checked in order: the first matching type wins. The core's errors derive

@@ -33,37 +33,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vibration_core import dataset
 from vibration_core.errors import ContractMismatchError, DatasetError, FeatureInputError
+from vibration_core.gate import Figures
 from vibration_core.units import METADATA_UNIT, Unit, factor
 from vibration_infer.errors import BelowThresholdError, TestDataError
 from vibration_infer.loader import predict
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from pathlib import Path
 
     import numpy.typing as npt
 
+    from vibration_core.gate import Policy, Verdict
     from vibration_core.modelcard import ModelCard
     from vibration_infer.loader import LoadedModel
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """The lowest figures a model must reach on this node (and the highest latency)."""
-
-    min_accuracy: float = 0.0
-    min_macro_f1: float = 0.0
-    min_class_recall: Mapping[str, float] = field(default_factory=dict)
-    max_p99_ms: float | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,31 +218,30 @@ def _figures(
     )
 
 
-def failures(evaluation: Evaluation, thresholds: Thresholds, labels: tuple[str, ...]) -> list[str]:
-    """One line per threshold the evaluation misses, such as ``accuracy 0.812 < min 0.930``."""
-    missing = sorted(set(thresholds.min_class_recall) - set(labels))
+def figures_of(evaluation: Evaluation, version: str | None) -> Figures:
+    """The gate's view of an evaluation."""
+    return Figures(
+        version=version,
+        accuracy=evaluation.accuracy,
+        macro_f1=evaluation.macro_f1,
+        class_recall=dict(evaluation.class_recall),
+        p99_ms=evaluation.p99_ms,
+    )
+
+
+def check_policy_labels(policy: Policy, labels: tuple[str, ...], evaluation: Evaluation) -> None:
+    """Refuse recall thresholds that cannot be checked: on a class the model or the data lacks."""
+    missing = sorted(set(policy.min_class_recall) - set(labels))
     if missing:
-        raise ContractMismatchError("labels", list(labels), sorted(thresholds.min_class_recall))
-    out = []
-    if evaluation.accuracy < thresholds.min_accuracy:
-        out.append(f"accuracy {evaluation.accuracy:.3f} < min {thresholds.min_accuracy:.3f}")
-    if evaluation.macro_f1 < thresholds.min_macro_f1:
-        out.append(f"macro_f1 {evaluation.macro_f1:.3f} < min {thresholds.min_macro_f1:.3f}")
-    for label, minimum in sorted(thresholds.min_class_recall.items()):
-        recall = evaluation.class_recall.get(label)
-        if recall is None:
+        raise ContractMismatchError("labels", list(labels), sorted(policy.min_class_recall))
+    for label in sorted(policy.min_class_recall):
+        if label not in evaluation.class_recall:
             raise TestDataError(
                 "min_class_recall", f"the test data has no {label} windows to check its recall"
             )
-        if recall < minimum:
-            out.append(f"recall[{label}] {recall:.3f} < min {minimum:.3f}")
-    if thresholds.max_p99_ms is not None and evaluation.p99_ms > thresholds.max_p99_ms:
-        out.append(f"p99 {evaluation.p99_ms:.3f} ms > max {thresholds.max_p99_ms:.3f} ms")
-    return out
 
 
-def check_thresholds(evaluation: Evaluation, thresholds: Thresholds, labels: tuple[str, ...]) -> None:
-    """Raise `BelowThresholdError` listing every missed threshold."""
-    missed = failures(evaluation, thresholds, labels)
-    if missed:
-        raise BelowThresholdError(missed)
+def check_verdict(verdict: Verdict) -> None:
+    """Raise `BelowThresholdError` listing every failed check, unless the verdict passed."""
+    if not verdict.passed:
+        raise BelowThresholdError(verdict.failures(), reason_code=verdict.reason)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vibration_core.gate import DEFAULT_MAX_REGRESSION_CLASS_RECALL, DEFAULT_MAX_REGRESSION_MACRO_F1
 from vibration_infer.errors import UsageError
 
 if TYPE_CHECKING:
@@ -106,11 +107,41 @@ class ValidateSettings(BaseSettings):
         description="When the Edge TPU is wanted but missing: cpu = run on LiteRT's CPU (logged), "
         "fail = refuse to load.",
     )
-    min_accuracy: float = Field(default=0.0, ge=0, le=1, description="Lowest accepted accuracy.")
-    min_macro_f1: float = Field(default=0.0, ge=0, le=1, description="Lowest accepted macro F1.")
+    min_accuracy: float | None = Field(
+        default=None, ge=0, le=1, description="Lowest accepted accuracy; unset: not checked."
+    )
+    min_macro_f1: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Lowest accepted macro F1; unset: the default floor, halfway from chance to 1 "
+        "(0.625 for four classes).",
+    )
     min_class_recall: dict[str, float] = Field(
         default_factory=dict,
-        description="Lowest accepted recall per class label, e.g. {bearing_fault: 0.95}.",
+        description="Lowest accepted recall per class label, e.g. {bearing_fault: 0.95}; a class not "
+        "named: the default floor, a quarter of the way from chance to 1 (0.4375 for four classes).",
+    )
+    max_regression_macro_f1: float = Field(
+        default=DEFAULT_MAX_REGRESSION_MACRO_F1,
+        ge=0,
+        le=1,
+        description="How far the candidate's macro F1 may fall below the champion's on the same windows.",
+    )
+    max_regression_class_recall: float = Field(
+        default=DEFAULT_MAX_REGRESSION_CLASS_RECALL,
+        ge=0,
+        le=1,
+        description="How far a class's recall may fall below the champion's on the same windows.",
+    )
+    max_regression_per_class: dict[str, float] = Field(
+        default_factory=dict, description="Per-class overrides of max_regression_class_recall."
+    )
+    champion_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="The version this node serves (from the node cache), to hold the candidate to; "
+        "unset: no comparison.",
     )
     max_p99_ms: float | None = Field(
         default=None, gt=0, description="Highest accepted p99 latency per window (ms); not checked if unset."
@@ -141,10 +172,11 @@ class ValidateSettings(BaseSettings):
             if uri is not None and urlsplit(uri).scheme not in _SCHEMES:
                 msg = f"{name} must start with s3://, http://, https:// or file://"
                 raise ValueError(msg)
-        bad = {k: v for k, v in self.min_class_recall.items() if not 0 <= v <= 1}
-        if bad:
-            msg = f"min_class_recall values must lie in [0, 1], got {sorted(bad)}"
-            raise ValueError(msg)
+        for name in ("min_class_recall", "max_regression_per_class"):
+            bad = {k: v for k, v in getattr(self, name).items() if not 0 <= v <= 1}
+            if bad:
+                msg = f"{name} values must lie in [0, 1], got {sorted(bad)}"
+                raise ValueError(msg)
         return self
 
     @property
@@ -163,10 +195,18 @@ class ValidateSettings(BaseSettings):
             "expected_sha256": target.sha256,
             "slot": target.name,
             "min_class_recall": target.min_class_recall or self.min_class_recall,
+            "max_regression_per_class": target.max_regression_per_class or self.max_regression_per_class,
+            "champion_sha256": target.champion.sha256 if target.champion is not None else None,
         }
         if target.endpoint:
             update["s3_endpoint"] = target.endpoint
-        for name in ("min_accuracy", "min_macro_f1", "max_p99_ms"):
+        for name in (
+            "min_accuracy",
+            "min_macro_f1",
+            "max_p99_ms",
+            "max_regression_macro_f1",
+            "max_regression_class_recall",
+        ):
             if (value := getattr(target, name)) is not None:
                 update[name] = value
         # Validated again: a target is input like any flag.

@@ -38,18 +38,26 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 from pydantic import ValidationError
 
 from vibration_core.errors import TargetError, VibrationCoreError
+from vibration_core.gate import REASONS, Check, Figures, Policy, ReasonCode, Verdict, judge
 from vibration_core.modelcard import CARD_FILENAME, ModelCard
 from vibration_core.target import load_target
-from vibration_core.validation import CompactReport, ExitCode
+from vibration_core.validation import MAX_CHECKS, REASON_OF_EXIT, CompactReport, ExitCode
 from vibration_infer.cache import ModelCache, artifact_filename
 from vibration_infer.errors import DigestMismatchError, FetchError, InferenceError, exit_code_for
-from vibration_infer.evaluate import Thresholds, check_thresholds, evaluate, in_model_unit, read_test_data
+from vibration_infer.evaluate import (
+    check_policy_labels,
+    check_verdict,
+    evaluate,
+    figures_of,
+    in_model_unit,
+    read_test_data,
+)
 from vibration_infer.fetch import FetchOptions, fetch, redact_uri, sibling_uri
 from vibration_infer.loader import LoadedModel, load_model
 
 if TYPE_CHECKING:
     from vibration_infer.cache import CachedModel
-    from vibration_infer.evaluate import Evaluation
+    from vibration_infer.evaluate import Evaluation, TestData
     from vibration_infer.settings import ValidateSettings
 
 logger = logging.getLogger(__name__)
@@ -74,6 +82,8 @@ class Outcome:
     model: LoadedModel | None = None
     """The loaded model, set only when it passed."""
     evaluation: Evaluation | None = None
+    verdict: Verdict | None = None
+    """The gate's verdict, once the candidate (and the champion) ran on the test data."""
     timings: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -95,7 +105,17 @@ class Outcome:
             p50_ms=round(figures.p50_ms, 4) if figures else None,
             p99_ms=round(figures.p99_ms, 4) if figures else None,
             source=self.source,
+            reason_code=self.reason_code,
+            champion=_rounded(self.verdict.champion) if self.verdict and self.verdict.champion else None,
+            checks=[_rounded_check(c) for c in self.verdict.checks[:MAX_CHECKS]] if self.verdict else [],
         )
+
+    @property
+    def reason_code(self) -> ReasonCode:
+        """The gate's reason code: the verdict's for a model that ran, else the exit code's."""
+        if self.verdict is not None and self.code in {ExitCode.PASSED, ExitCode.BELOW_THRESHOLD}:
+            return self.verdict.reason
+        return REASON_OF_EXIT[self.code]
 
     def report(self) -> dict[str, Any]:
         """The full JSON report."""
@@ -117,6 +137,14 @@ class Outcome:
             "source": self.source,
             "backend": self.model.backend.name if self.model else self.details.get("backend"),
             "evaluation": dataclasses.asdict(self.evaluation) if self.evaluation else None,
+            "gate": None
+            if self.verdict is None
+            else {
+                "reason_code": self.reason_code,
+                "meaning": REASONS[self.reason_code],
+                "champion": self.verdict.champion.model_dump() if self.verdict.champion else None,
+                "checks": [check.model_dump() for check in self.verdict.checks],
+            },
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             **self.details,
         }
@@ -192,12 +220,19 @@ def emit(outcome: Outcome, termination_log: Path | None, *, out: TextIO | None =
         )
 
 
-def run_validation(settings: ValidateSettings, *, cache: ModelCache | None = None) -> Outcome:
-    """Validate the target of `settings` on this node; never raises for a model or data problem."""
+def run_validation(
+    settings: ValidateSettings, *, cache: ModelCache | None = None, serving: LoadedModel | None = None
+) -> Outcome:
+    """Validate the target of `settings` on this node; never raises for a model or data problem.
+
+    `serving` is the model the pod answers with (the in-pod swap): when it is
+    the champion the settings name, it is evaluated as it is, not loaded again.
+    """
     cache = cache or ModelCache(settings.cache_dir, keep=settings.cache_keep)
     outcome = Outcome(code=ExitCode.INTERNAL, node=settings.node_name)
     outcome.details["model_uri"] = redact_uri(settings.artifact_uri)
-    outcome.details["thresholds"] = dataclasses.asdict(_thresholds(settings))
+    policy = _policy(settings)
+    outcome.details["policy"] = _policy_report(policy)
     started = time.perf_counter()
     try:
         entry, card = _resolve(settings, cache, outcome)
@@ -218,7 +253,13 @@ def run_validation(settings: ValidateSettings, *, cache: ModelCache | None = Non
         outcome.timings["test_data"] = time.perf_counter() - read_started
         outcome.evaluation = evaluate(model, data, batch_size=settings.batch_size)
         outcome.timings["evaluate"] = outcome.evaluation.seconds
-        check_thresholds(outcome.evaluation, _thresholds(settings), card.labels)
+        check_policy_labels(policy, card.labels, outcome.evaluation)
+        rival = _champion(settings, cache, entry.sha256, serving, outcome)
+        rival_figures = _evaluate_champion(rival, data, settings.batch_size, outcome)
+        outcome.verdict = judge(
+            figures_of(outcome.evaluation, card.version), rival_figures, policy, card.labels
+        )
+        check_verdict(outcome.verdict)
         _promote(cache, entry, card, settings.node_name, settings.slot)
     except (InferenceError, VibrationCoreError) as exc:
         outcome.code = exit_code_for(exc)
@@ -323,13 +364,90 @@ def _promote(
     cache.mark_good(entry, card, node=node, slot=slot)
 
 
-def _thresholds(settings: ValidateSettings) -> Thresholds:
-    return Thresholds(
+def _policy(settings: ValidateSettings) -> Policy:
+    return Policy(
         min_accuracy=settings.min_accuracy,
         min_macro_f1=settings.min_macro_f1,
         min_class_recall=dict(settings.min_class_recall),
         max_p99_ms=settings.max_p99_ms,
+        max_regression_macro_f1=settings.max_regression_macro_f1,
+        max_regression_class_recall=settings.max_regression_class_recall,
+        max_regression_per_class=dict(settings.max_regression_per_class),
     )
+
+
+def _policy_report(policy: Policy) -> dict[str, Any]:
+    """The policy as the full report shows it, saying which floor applies where none was given."""
+    report = dataclasses.asdict(policy)
+    if policy.min_macro_f1 is None:
+        report["min_macro_f1"] = "default floor: halfway from chance to 1 (0.625 for 4 classes)"
+    report["min_class_recall_default"] = (
+        "default floor: a quarter of the way from chance to 1 (0.4375 for 4 classes)"
+    )
+    return report
+
+
+def _champion(
+    settings: ValidateSettings,
+    cache: ModelCache,
+    candidate_sha256: str,
+    serving: LoadedModel | None,
+    outcome: Outcome,
+) -> LoadedModel | None:
+    """The champion to hold the candidate to: the served model, or its copy in the node cache."""
+    wanted = settings.champion_sha256
+    if wanted is None or wanted == candidate_sha256:
+        return None
+    if serving is not None and serving.sha256 == wanted:
+        return serving
+    entry = cache.find(wanted)
+    if entry is None:
+        # A node that never served the champion (new, or its cache was cleared) has nothing to compare.
+        outcome.details["champion"] = f"{wanted[:12]} is not in this node's cache: no comparison"
+        return None
+    try:
+        return load_model(
+            entry.artifact,
+            entry.card(),
+            accelerator=settings.accelerator,
+            edgetpu_fallback=settings.edgetpu_fallback,
+            expected_sha256=wanted,
+            threads=settings.threads,
+        )
+    except (InferenceError, VibrationCoreError) as exc:
+        outcome.details["champion"] = f"{wanted[:12]} cannot be loaded ({exc}): no comparison"
+        logger.warning("champion_unloadable sha256=%s reason=%r", wanted, str(exc))
+        return None
+
+
+def _evaluate_champion(
+    champion: LoadedModel | None, data: TestData, batch_size: int, outcome: Outcome
+) -> Figures | None:
+    if champion is None:
+        return None
+    try:
+        evaluation = evaluate(champion, data, batch_size=batch_size)
+    except (InferenceError, VibrationCoreError) as exc:
+        # The champion does not fit this test data (its labels, say): it cannot be a yardstick here.
+        outcome.details["champion"] = f"{champion.card.version} cannot run on the test data ({exc})"
+        return None
+    outcome.details["champion"] = champion.card.version
+    return figures_of(evaluation, champion.card.version)
+
+
+def _rounded(figures: Figures) -> Figures:
+    return figures.model_copy(
+        update={
+            "accuracy": round(figures.accuracy, 4),
+            "macro_f1": round(figures.macro_f1, 4),
+            "class_recall": {k: round(v, 4) for k, v in figures.class_recall.items()},
+            "p99_ms": None if figures.p99_ms is None else round(figures.p99_ms, 4),
+        }
+    )
+
+
+def _rounded_check(check: Check) -> Check:
+    return check.model_copy(update={"value": round(check.value, 4), "threshold": round(check.threshold, 4)})
 
 
 def secrets_of(settings: ValidateSettings) -> tuple[str, ...]:

@@ -204,13 +204,17 @@ def _assess(obs: NodeObservation, ref: VersionRef, old: NodeStatus | None) -> _O
 def _recover_active(
     ref: VersionRef | None, goal: ModelTarget, obs: Sequence[NodeObservation]
 ) -> ModelTarget | None:
-    """The full record of the active version: the spec's, or one kept on a ConfigMap."""
+    """The full record of the active version: the spec's, or one kept on a ConfigMap.
+
+    Without a champion: the active version is what nodes go back to, and going back to what
+    passed is never held to another version (it would refuse a rollback).
+    """
     if ref is None:
         return None
     if goal.ref == ref:
-        return goal
+        return goal.model_copy(update={"champion": None})
     records = [r for o in obs for r in (o.assigned, o.recorded_active) if r is not None and r.ref == ref]
-    return records[0] if records else None
+    return records[0].model_copy(update={"champion": None}) if records else None
 
 
 @dataclass(frozen=True)
@@ -359,7 +363,12 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
 ) -> Decision:
     """The next step of the rollout of VibrationModel `name`, from its last status and the cluster."""
     old = status or VibrationModelStatus()
-    goal = ModelTarget.from_spec(name, spec)
+    # The champion of a new version is the one the hall serves: each node holds the candidate
+    # to it on its own test data (the promotion gate, vibration_core.gate).
+    champion = (
+        old.active if old.active is not None and old.active != ModelTarget.from_spec(name, spec).ref else None
+    )
+    goal = ModelTarget.from_spec(name, spec, champion=champion)
     ref = goal.ref
     fresh = old.target != ref
     before = {} if fresh else {n.name: n for n in old.nodes}
@@ -420,7 +429,7 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
     ]
     return Decision(
         targets=targets,
-        active_target=goal if new_status.active == ref else plan.active,
+        active_target=goal.model_copy(update={"champion": None}) if new_status.active == ref else plan.active,
         create_pods=[o.name for o in nodes if o.name in targets and not o.pod_exists],
         delete_pods=delete,
         status=new_status,

@@ -5,13 +5,16 @@ custom resource a person applies with kubectl or commits for Argo CD. It is
 built and validated with the shared spec model (`vibration_core.spec`), the
 same one the CRD is generated from, so a manifest this job emits is one the
 API server accepts. It fills in what the card knows (version, digest,
-format, a validation floor) and the hall's broker; node selection, rollout
-and drift policy keep their defaults for whoever deploys it to change.
+format) and the hall's broker; node selection, rollout, drift policy and the
+promotion gate keep their defaults for whoever deploys it to change. No
+validation floor comes from the card's own held-out figures: a floor a model
+sets for itself can never refuse a bad model (the default gate, derived from
+the class count and the version the node serves, does; see
+`vibration_core.gate`).
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -21,21 +24,10 @@ from vibration_core.spec import API_VERSION, KIND, VibrationModel
 if TYPE_CHECKING:
     from vibration_core.modelcard import ModelCard
 
-__all__ = ["API_VERSION", "KIND", "build_manifest", "min_accuracy", "to_yaml"]
+__all__ = ["API_VERSION", "KIND", "build_manifest", "to_yaml"]
 
 DEFAULT_BROKER = "mqtt://mosquitto:1883"
 DEFAULT_TOPIC_PREFIX = "factory/hall-a"
-ACCURACY_MARGIN = Decimal("0.02")
-"""How far below its own held-out accuracy a model may score on a node's test data."""
-
-
-def min_accuracy(accuracy: float) -> float:
-    """The validation floor for a model: its accuracy minus the margin, floored to 3 decimals.
-
-    Decimal arithmetic, so that 0.95 gives 0.93 and not 0.929; clamped to 0..1.
-    """
-    floor = (Decimal(str(accuracy)) - ACCURACY_MARGIN).quantize(Decimal("0.001"), rounding=ROUND_FLOOR)
-    return float(min(max(floor, Decimal(0)), Decimal(1)))
 
 
 def build_manifest(
@@ -90,7 +82,6 @@ def build_manifest(
         "accelerator": "coral" if card.format == "edgetpu" else "cpu",
         "nodeSelector": node_selector or {},
         "mqtt": mqtt,
-        "validation": {"minAccuracy": min_accuracy(card.metrics.accuracy)},
     }
     model = VibrationModel.model_validate(
         {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
@@ -99,10 +90,9 @@ def build_manifest(
     # Keep the manifest short: only what this job decided, not every default.
     manifest["spec"] = {
         key: manifest["spec"][key]
-        for key in ("version", "artifact", "format", "accelerator", "nodeSelector", "mqtt", "validation")
+        for key in ("version", "artifact", "format", "accelerator", "nodeSelector", "mqtt")
         if key != "nodeSelector" or node_selector
     }
-    manifest["spec"]["validation"] = {"minAccuracy": manifest["spec"]["validation"]["minAccuracy"]}
     if not manifest["spec"]["artifact"]["unverified"]:
         del manifest["spec"]["artifact"]["unverified"]
     del manifest["spec"]["mqtt"]["client"]  # not this job's choice: the CRD's default applies

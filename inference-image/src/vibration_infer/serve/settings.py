@@ -220,8 +220,12 @@ class ServeSettings(BaseSettings):
     test_data: Path | None = Field(
         default=None, description="Node-local test data a new target is validated on before it serves."
     )
-    min_accuracy: float = Field(default=0.0, ge=0, le=1, description="Default lowest accuracy of a target.")
-    min_macro_f1: float = Field(default=0.0, ge=0, le=1, description="Default lowest macro F1 of a target.")
+    min_accuracy: float | None = Field(
+        default=None, ge=0, le=1, description="Default lowest accuracy of a target; unset: not checked."
+    )
+    min_macro_f1: float | None = Field(
+        default=None, ge=0, le=1, description="Default lowest macro F1 of a target; unset: the default floor."
+    )
     min_class_recall: dict[str, float] = Field(
         default_factory=dict, description="Default lowest recall per class label of a target."
     )

@@ -106,8 +106,14 @@ class TargetWatcher:
             return TargetChange(digest, None, exc.detail)
 
 
-def validate_target(settings: ServeSettings, target: ModelTarget, cache: ModelCache) -> Outcome:
-    """Run the init container's validation for `target` in this process; never raises for a bad target."""
+def validate_target(
+    settings: ServeSettings, target: ModelTarget, cache: ModelCache, serving: LoadedModel | None = None
+) -> Outcome:
+    """Run the init container's validation for `target` in this process; never raises for a bad target.
+
+    `serving`, the model answering now, is the champion when the target names it: it is evaluated
+    beside the candidate on the same windows, in the same runtime, without a second load.
+    """
     if settings.test_data is None:
         return Outcome(
             code=ExitCode.USAGE, reason="no node-local test data (test_data) to validate a target on"
@@ -139,7 +145,7 @@ def validate_target(settings: ServeSettings, target: ModelTarget, cache: ModelCa
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "target"
         return Outcome(code=ExitCode.USAGE, reason=f"{where}: {first['msg']}", node=settings.node_name)
-    return run_validation(vsettings, cache=cache)
+    return run_validation(vsettings, cache=cache, serving=serving)
 
 
 class SwapHost(Protocol):
@@ -228,7 +234,7 @@ class HotSwap:
         self.host.report_candidate(target, "validating", None)
         self.host.report_state("validating", f"validating target {target.short}")
         try:
-            outcome = validate_target(self.settings, target, self.cache)
+            outcome = validate_target(self.settings, target, self.cache, self.host.serving())
         except Exception as exc:  # one target's handling: a crash must leave the old model serving
             logger.exception("swap_crashed sha256=%s error=%s", target.sha256, type(exc).__name__)
             crashed = Outcome(code=ExitCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}"[:500])
