@@ -48,7 +48,7 @@ from vibration_train.edgetpu_convert import (
 )
 from vibration_train.errors import ExportError, OutputError, TrainingError
 from vibration_train.fit import compute_metrics
-from vibration_train.report import format_report
+from vibration_train.report import format_held_out, format_report
 from vibration_train.split import split_table
 
 if TYPE_CHECKING:
@@ -112,6 +112,8 @@ class EdgeTpuResult:
     seconds: dict[str, float]
     compile_note: str
     """What the Edge TPU compiler did, or that it was not found."""
+    split_reason: str
+    """Why the split is the card's kind (`vibration_train.split.Split.reason`)."""
 
     @property
     def gap_points(self) -> float:
@@ -133,6 +135,7 @@ class EdgeTpuResult:
         head = (
             f"{card.training.samples} windows at {signal.sample_rate:g} Hz x {signal.window_length}: "
             f"{self.train_rows} train, {self.test_rows} test\n"
+            f"{format_held_out(card.metrics.held_out, self.split_reason)}"
             f"mlp: {self.epochs} epochs (early stopping); the INT8 model in LiteRT on the test split:\n"
         )
         tail = (
@@ -231,6 +234,7 @@ def fit_edgetpu(
         test_rows=int(y_test.size),
         seconds=seconds,
         compile_note=note,
+        split_reason=split.reason,
     )
 
 
