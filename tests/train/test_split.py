@@ -146,7 +146,7 @@ def test_machines_no_grouping_can_divide_fall_back_to_time() -> None:
     table = machines_each_carrying({"m1": ["a", "c"], "m2": ["a", "b"], "m3": ["b", "c"]}, windows=10)
     split = split_table(table, test_size=0.2, random_state=42)
     assert split.kind == "time"
-    assert split.reason == "no choice of whole machines leaves every class on both sides"
+    assert split.reason == "no division of whole machines was found that leaves every class on both sides"
     assert set(table.labels[split.test].tolist()) == {"a", "b", "c"}
 
 

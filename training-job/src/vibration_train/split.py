@@ -21,7 +21,8 @@ apart from their neighbours:
   improves on the split so far. The seed orders the machines, which only
   decides between equally good ones.
 - ``time`` otherwise (no machine column, one machine, a class seen on one
-  machine only, or machines no grouping can divide): each recording, a
+  machine only, or machines the choice above cannot divide with every class
+  on both sides; it is greedy, not exhaustive): each recording, a
   machine's windows of one class, keeps its earliest windows for training
   and holds out its latest ``test_size`` share, by timestamp (by file order
   in a table without timestamps). Only the recording's boundary then has
@@ -97,7 +98,7 @@ def split_table(table: TrainingTable, test_size: float, random_state: int) -> Sp
         if held is not None:
             test = np.flatnonzero(np.isin(machines, held))
             return _make("grouped", test, table, f"{len(held)} of {n_machines} machines held out whole")
-        reason = "no choice of whole machines leaves every class on both sides"
+        reason = "no division of whole machines was found that leaves every class on both sides"
     test = _latest_of_each_recording(labels, machines, table.timestamps_ns, test_size)
     _check_every_class_held_out(labels, machines, test, test_size)
     return _make("time", test, table, reason)
