@@ -96,7 +96,12 @@ def step_train(demo: Demo) -> str:
     )
     card = json.loads((demo.out / "v1" / "modelcard.json").read_text())
     metrics = card["metrics"]
-    return f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
+    held_out = metrics["held_out"]
+    return (
+        f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} on "
+        f"{', '.join(held_out['machines'])} ({held_out['split']} split), "
+        f"recording accuracy {held_out['recording_accuracy']:.4f}"
+    )
 
 
 def step_publish(demo: Demo) -> str:

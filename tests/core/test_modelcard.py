@@ -65,6 +65,12 @@ def card_dict(artifact_sha: str = "a" * 64) -> dict[str, Any]:
             "weighted_f1": 0.95,
             "per_class": per_class,
             "test_samples": 80,
+            "held_out": {
+                "split": "grouped",
+                "machines": ["m-02"],
+                "recordings": 4,
+                "recording_accuracy": 1.0,
+            },
         },
         "reference": json.loads(reference.model_dump_json()),
         "hyperparameters": {"n_estimators": 150, "max_depth": 5},
@@ -134,6 +140,39 @@ def test_unreadable_and_non_json_cards_are_refused(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ModelCardError, match="Invalid JSON"):
         ModelCard.load(tmp_path / "bad.json")
+
+
+def test_the_split_of_the_held_out_windows_round_trips() -> None:
+    card = make_card()
+    assert card.metrics.held_out is not None
+    assert (card.metrics.held_out.split, card.metrics.held_out.machines) == ("grouped", ("m-02",))
+    assert ModelCard.from_json(card.to_json()) == card
+
+
+def test_a_card_from_before_the_split_was_recorded_still_loads() -> None:
+    # Serving keeps reading the cards published before (a node's last good version among them).
+    data = card_dict()
+    del data["metrics"]["held_out"]
+    card = ModelCard.from_json(json.dumps(data), source="old")
+    assert card.metrics.held_out is None
+    assert "held_out" not in json.loads(card.to_json())["metrics"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"split": "window"}, "metrics.held_out.split: Input should be 'grouped' or 'time'"),
+        ({"recordings": 0}, "metrics.held_out.recordings: Input should be greater than or equal to 1"),
+        ({"recording_accuracy": 1.5}, "metrics.held_out.recording_accuracy: Input should be less than"),
+        ({"folds": 5}, "metrics.held_out.folds: Extra inputs are not permitted"),
+    ],
+    ids=["unknown-split", "no-recordings", "accuracy-above-one", "extra"],
+)
+def test_bad_held_out_records_are_refused_naming_the_field(change: dict[str, Any], message: str) -> None:
+    data = card_dict()
+    data["metrics"]["held_out"].update(change)
+    with pytest.raises(ModelCardError, match=message):
+        ModelCard.from_json(json.dumps(data), source="test")
 
 
 def test_signature_check_accepts_the_matching_model() -> None:

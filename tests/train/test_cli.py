@@ -59,6 +59,32 @@ def test_simulate_then_fit_writes_a_model_and_its_card(tmp_path: Path) -> None:
     assert card.training.samples == 240
     assert card.training.machines == ("machine-00", "machine-01", "machine-02")
     assert sorted(p.name for p in out.iterdir()) == sorted([CARD_FILENAME, "model.onnx"])
+    # Every simulated machine carries every class: one of the three is held out whole.
+    held_out = card.metrics.held_out
+    assert held_out is not None
+    assert (held_out.split, len(held_out.machines)) == ("grouped", 1)
+    split_line = (
+        f"split: grouped (1 of 3 machines held out whole); held-out windows from {held_out.machines[0]}"
+    )
+    assert split_line in fitted.stdout
+    assert f"recording accuracy {held_out.recording_accuracy:.4f}: " in fitted.stdout
+
+
+def test_one_machine_per_class_is_split_by_time_and_the_card_says_so(
+    feature_table: dict[str, Any], tmp_path: Path
+) -> None:
+    columns = {**feature_table, "machine": [f"m-{label}" for label in feature_table["label"]]}
+    data = write_columns(tmp_path / "one-machine-per-class.parquet", columns)
+    out = tmp_path / "model"
+    signal = ("--sample-rate", SAMPLE_RATE, "--window-length", WINDOW_LENGTH)
+    result = invoke("fit", "--data", data, "--out", out, *FAST, *signal)
+    assert result.exit_code == 0, result.output
+    held_out = ModelCard.load(out / CARD_FILENAME).metrics.held_out
+    assert held_out is not None
+    assert held_out.split == "time"
+    assert held_out.machines == tuple(sorted(set(columns["machine"])))
+    assert held_out.recordings == 4  # one machine of each of the four classes
+    assert "split: time (some classes are on one machine only: bearing_fault, imbalance," in result.stdout
 
 
 def test_fit_takes_a_features_table_with_its_signal(features_parquet: Path, tmp_path: Path) -> None:

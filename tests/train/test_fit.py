@@ -24,7 +24,7 @@ from vibration_core.modelcard import (
 )
 from vibration_train.card import write_model
 from vibration_train.data import load_table
-from vibration_train.errors import FitConfigError, ParityError, TrainingDataError
+from vibration_train.errors import FitConfigError, ParityError
 from vibration_train.fit import FitConfig, fit
 from vibration_train.onnx_export import PROB_TOLERANCE, check_parity, compare_outputs, to_onnx
 from vibration_train.report import format_report
@@ -51,16 +51,31 @@ def test_features_table_loads_the_same_features(features_parquet: Path, trained:
     assert table.date_range() == trained.table.date_range()
 
 
-def test_split_is_stratified_and_seeded(trained: Trained) -> None:
-    result = trained.result
+def test_split_holds_out_whole_machines_and_is_seeded(trained: Trained) -> None:
+    # The simulator spreads every class over every machine (4 here): the split is grouped.
+    result, table = trained.result, trained.table
+    assert table.machines is not None
+    train_machines = set(table.machines[result.split.train].tolist())
+    test_machines = set(table.machines[result.split.test].tolist())
+    assert train_machines.isdisjoint(test_machines)
+    assert len(test_machines) == 1  # one of four machines is nearest to 20 %
+    np.testing.assert_array_equal(result.x_test, table.features[result.split.test])
+    np.testing.assert_array_equal(result.y_train, table.labels[result.split.train])
     assert result.y_train.size + result.y_test.size == N_WINDOWS
-    assert result.y_test.size == int(np.ceil(N_WINDOWS * TINY.test_size))
-    for label in result.labels:
-        share_all = np.mean(trained.table.labels == label)
-        assert abs(np.mean(result.y_test == label) - share_all) < 0.01
+    assert set(result.y_test.tolist()) == set(result.y_train.tolist()) == set(result.labels)
     again = fit(trained.table, replace(TINY, n_estimators=1))
-    np.testing.assert_array_equal(again.x_test, result.x_test)
-    np.testing.assert_array_equal(again.y_test, result.y_test)
+    np.testing.assert_array_equal(again.split.test, result.split.test)
+
+
+def test_card_says_the_split_was_grouped_and_which_machines(trained: Trained) -> None:
+    held_out = trained.card.metrics.held_out
+    assert held_out is not None
+    assert held_out.split == "grouped"
+    assert held_out.machines == trained.result.split.held_out_machines
+    assert set(held_out.machines) < set(trained.card.training.machines)
+    # One held-out machine carrying four classes: four recordings.
+    assert held_out.recordings == len(trained.result.labels)
+    assert 0 <= held_out.recording_accuracy <= 1
 
 
 def test_labels_are_the_estimators_class_order(trained: Trained) -> None:
@@ -166,15 +181,6 @@ def test_a_tie_between_two_classes_is_no_disagreement() -> None:
     assert "(1 a tie either way)" in report.summary()
     with pytest.raises(ParityError):  # the same label swap on a row that is no tie
         compare_outputs(np.array(["a", "b"]), probs, np.array(["a", "a"]), probs)
-
-
-def test_a_split_too_small_for_every_class_is_refused(trained: Trained) -> None:
-    keep = np.concatenate(
-        [np.flatnonzero(trained.table.labels == label)[:2] for label in trained.result.labels]
-    )
-    small = replace(trained.table, features=trained.table.features[keep], labels=trained.table.labels[keep])
-    with pytest.raises(TrainingDataError, match="stratified split of 4 classes"):
-        fit(small, TINY)
 
 
 @pytest.mark.parametrize(

@@ -137,6 +137,35 @@ class ClassMetrics(_Frozen):
     support: int = Field(ge=0)
 
 
+class HeldOut(_Frozen):
+    """How the held-out windows were chosen, and the model's accuracy per recording on them.
+
+    A recording is one machine's windows of one class. Its windows are
+    near-duplicates, so the split keeps them apart from their neighbours:
+    ``grouped`` holds out whole machines, ``time`` the latest windows of each
+    recording.
+    """
+
+    split: Literal["grouped", "time"] = Field(
+        description=(
+            "grouped: whole machines held out, none of them trained the model; "
+            "time: the latest windows of each machine and class held out (too few machines to group)."
+        )
+    )
+    machines: tuple[str, ...] = Field(
+        description="Machines with held-out windows, sorted; empty when the training data named none."
+    )
+    recordings: int = Field(ge=1, description="Held-out recordings: distinct (machine, label) pairs.")
+    recording_accuracy: float = Field(
+        ge=0,
+        le=1,
+        description=(
+            "Share of held-out recordings whose majority prediction over their windows is their label "
+            "(a tie counts as wrong)."
+        ),
+    )
+
+
 class Metrics(_Frozen):
     """Held-out figures of the model."""
 
@@ -145,6 +174,17 @@ class Metrics(_Frozen):
     weighted_f1: float = Field(ge=0, le=1, description="F1 weighted by each class's support.")
     per_class: dict[str, ClassMetrics] = Field(description="Precision, recall, F1 and support per label.")
     test_samples: int = Field(ge=1, description="Windows in the held-out split.")
+    # Optional so that serving, rollback and the registry still read the cards published before it
+    # (a node's last good version among them); every card trained since has it.
+    held_out: HeldOut | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description=(
+            "How the held-out split was made, and accuracy per recording; absent on cards written "
+            "before it was recorded, whose windows were split one by one (figures inflated by "
+            "near-duplicate neighbours in training)."
+        ),
+    )
 
 
 class TrainingData(_Frozen):

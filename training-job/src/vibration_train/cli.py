@@ -46,7 +46,7 @@ from vibration_train.edgetpu import EdgeTpuConfig, fit_edgetpu
 from vibration_train.errors import FitConfigError, ParityError, TrainingDataError, TrainingError
 from vibration_train.fit import FitConfig, fit
 from vibration_train.onnx_export import check_parity, to_onnx
-from vibration_train.report import format_report
+from vibration_train.report import format_held_out, format_report
 from vibration_train.simulator import CLASSES, UNIT, simulate
 
 EXIT_FAILED: Final = 1
@@ -265,6 +265,7 @@ def _run_fit(
         f"{table.labels.size} windows at {table.sample_rate:g} Hz x {table.window_length} in {table.unit}: "
         f"{result.y_train.size} train, {result.y_test.size} test"
     )
+    typer.echo(format_held_out(result.metrics.held_out, result.split.reason), nl=False)
     typer.echo(format_report(result.metrics, result.labels), nl=False)
     typer.echo(f"parity: {parity.summary()}")
     typer.echo(f"wrote {artifact_path} (sha256 {card.artifact.sha256}) and {card_path}")

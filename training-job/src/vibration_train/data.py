@@ -11,7 +11,8 @@ Two kinds of parquet file are accepted, told apart by their columns:
   sample rate and the window length.
 
 Labels are free strings (the card records them), but a model needs at least
-two classes, and the stratified split at least two windows of each.
+two classes, and the split (`vibration_train.split`) at least two windows of
+each, one to train on and one to hold out.
 Anything unusable raises a `TrainingDataError` that names the problem.
 """
 
@@ -312,7 +313,7 @@ def _check_classes(table: TrainingTable) -> None:
         listed = ", ".join(f"{label!r} ({count})" for label, count in scarce.items())
         raise TrainingDataError(
             table.source,
-            f"every class needs at least 2 windows for a stratified split; too few: {listed}",
+            f"every class needs at least 2 windows, one to train on and one to hold out; too few: {listed}",
         )
 
 

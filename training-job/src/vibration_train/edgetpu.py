@@ -1,8 +1,9 @@
 """The Edge TPU path of `fit`: a Keras MLP as a full-integer INT8 TFLite model, with its card.
 
-The same stratified split as the gradient-boosting model (`vibration_train.fit`)
-holds out the same windows. The MLP (`edgetpu_convert`) is trained on
-transformed features (log and standardisation, `fit_input_transform`),
+The split of the gradient-boosting model (`vibration_train.split`: the same
+table, seed and share) holds out the same windows. The MLP
+(`edgetpu_convert`) is trained on transformed features (log and
+standardisation, `fit_input_transform`),
 converted to INT8 and measured where it will run, in LiteRT, on the whole
 held-out split, fed as serving feeds it (the card's transform, then the
 input tensor's quantization): its accuracy stands beside the float model's,
@@ -46,11 +47,9 @@ from vibration_train.edgetpu_convert import (
     train_mlp,
 )
 from vibration_train.errors import ExportError, OutputError, TrainingError
-from vibration_train.fit import FitConfig, compute_metrics
-
-# The private split on purpose: both paths must hold out the very same windows.
-from vibration_train.fit import _split as split_like_fit
-from vibration_train.report import format_report
+from vibration_train.fit import compute_metrics
+from vibration_train.report import format_held_out, format_report
+from vibration_train.split import split_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -113,6 +112,8 @@ class EdgeTpuResult:
     seconds: dict[str, float]
     compile_note: str
     """What the Edge TPU compiler did, or that it was not found."""
+    split_reason: str
+    """Why the split is the card's kind (`vibration_train.split.Split.reason`)."""
 
     @property
     def gap_points(self) -> float:
@@ -134,6 +135,7 @@ class EdgeTpuResult:
         head = (
             f"{card.training.samples} windows at {signal.sample_rate:g} Hz x {signal.window_length}: "
             f"{self.train_rows} train, {self.test_rows} test\n"
+            f"{format_held_out(card.metrics.held_out, self.split_reason)}"
             f"mlp: {self.epochs} epochs (early stopping); the INT8 model in LiteRT on the test split:\n"
         )
         tail = (
@@ -161,8 +163,8 @@ def fit_edgetpu(
     """
     run = step or _quiet_step
     seconds: dict[str, float] = {}
-    split_config = FitConfig(random_state=config.random_state, test_size=config.test_size)
-    x_train, x_test, y_train, y_test = split_like_fit(table, split_config)
+    split = split_table(table, config.test_size, config.random_state)
+    x_train, x_test, y_train, y_test = split.parts(table)
     labels = tuple(sorted(set(table.labels.tolist())))
     index = {label: i for i, label in enumerate(labels)}
     y_train_idx = np.array([index[label] for label in y_train.tolist()], dtype=np.intp)
@@ -182,7 +184,7 @@ def fit_edgetpu(
     with run(f"measuring the INT8 model in LiteRT on {y_test.size} windows"):
         probabilities, input_spec, output_spec = run_int8(int8_model, x_test, transform)
     int8_pred = np.asarray(labels)[probabilities.argmax(axis=1)]
-    metrics = compute_metrics(y_test, int8_pred, labels)
+    metrics = compute_metrics(table, split, int8_pred, labels)
     float_accuracy = float(np.mean(float_pred == y_test))
     if 100 * (float_accuracy - metrics.accuracy) > config.max_gap_points:
         raise QuantizationError(float_accuracy, metrics.accuracy, config.max_gap_points)
@@ -213,7 +215,6 @@ def fit_edgetpu(
             **config.mlp.as_hyperparameters(),
             "random_state": config.random_state,
             "epochs_trained": mlp.epochs,
-            "split": "stratified",
             "test_size": config.test_size,
             "float_accuracy": round(float_accuracy, 6),
         },
@@ -233,6 +234,7 @@ def fit_edgetpu(
         test_rows=int(y_test.size),
         seconds=seconds,
         compile_note=note,
+        split_reason=split.reason,
     )
 
 

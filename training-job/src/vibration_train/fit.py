@@ -1,10 +1,13 @@
 """Fit the gradient-boosting classifier and measure it on a held-out split.
 
-The split is stratified (every class keeps its share in both parts) and
-seeded, the estimator is trained on the string labels so that its ONNX form
-emits a string label tensor, and the held-out figures are computed once here
-as a `vibration_core.modelcard.Metrics`: the printed report and the model
-card both read that one object.
+The split (`vibration_train.split`) holds out whole machines, or each
+recording's latest windows, never windows one by one; it is seeded. The
+estimator is trained on the string labels so that its ONNX form emits a
+string label tensor, and the held-out figures are computed once here as a
+`vibration_core.modelcard.Metrics`: the printed report and the model card
+both read that one object. Beside the per-window figures it holds the
+per-recording accuracy: whether the model names a machine's state right
+when all of that state's held-out windows vote.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-from sklearn.model_selection import train_test_split
 
-from vibration_core.modelcard import ClassMetrics, Metrics
-from vibration_train.errors import FitConfigError, TrainingDataError
+from vibration_core.modelcard import ClassMetrics, HeldOut, Metrics
+from vibration_train.errors import FitConfigError
+from vibration_train.split import Split, machine_of_each_window, recording_ids, split_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,9 +48,10 @@ class FitConfig:
     learning_rate: float = 0.1
     """Shrinkage applied to each tree's contribution."""
     random_state: int = 42
-    """Seed of the split and of the estimator."""
+    """Seed of the split (it orders equally good machines) and of the estimator."""
     test_size: float = 0.2
-    """Share of the windows held out for the metrics and the parity check."""
+    """Share of the windows held out for the metrics and the parity check, per class, as near as
+    whole machines (or whole windows of each recording) allow."""
 
     def __post_init__(self) -> None:
         """Refuse values scikit-learn would refuse later, with the flag's name."""
@@ -62,7 +66,7 @@ class FitConfig:
 
     def as_hyperparameters(self) -> dict[str, str | int | float | bool | None]:
         """Return the settings as the model card records them."""
-        return {"estimator": "GradientBoostingClassifier", "split": "stratified", **asdict(self)}
+        return {"estimator": "GradientBoostingClassifier", **asdict(self)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +82,8 @@ class FitResult:
     y_test: npt.NDArray[np.str_]
     predictions: npt.NDArray[np.str_]
     """The estimator's labels for `x_test`."""
+    split: Split
+    """Which rows of the table `x_train` and `x_test` are, and why."""
     metrics: Metrics
     seconds: float
     """Wall time of the estimator's fit."""
@@ -94,7 +100,8 @@ def fit(
     `on_stage(done, total)` is called after every boosting stage (for a
     progress bar); it cannot stop the fit.
     """
-    x_train, x_test, y_train, y_test = _split(table, config)
+    split = split_table(table, config.test_size, config.random_state)
+    x_train, x_test, y_train, y_test = split.parts(table)
     estimator = GradientBoostingClassifier(
         n_estimators=config.n_estimators,
         max_depth=config.max_depth,
@@ -112,26 +119,34 @@ def fit(
     seconds = time.perf_counter() - started
     labels = tuple(str(label) for label in estimator.classes_)
     predictions = np.asarray(estimator.predict(x_test)).astype(str)
-    metrics = compute_metrics(y_test, predictions, labels)
+    metrics = compute_metrics(table, split, predictions, labels)
     logger.info(
-        "model_fitted train=%d test=%d seconds=%.2f accuracy=%.4f macro_f1=%.4f",
+        "model_fitted split=%s train=%d test=%d seconds=%.2f accuracy=%.4f macro_f1=%.4f",
+        split.kind,
         y_train.size,
         y_test.size,
         seconds,
         metrics.accuracy,
         metrics.macro_f1,
     )
-    return FitResult(estimator, labels, x_train, x_test, y_train, y_test, predictions, metrics, seconds)
+    return FitResult(
+        estimator, labels, x_train, x_test, y_train, y_test, predictions, split, metrics, seconds
+    )
 
 
 def compute_metrics(
-    y_true: npt.NDArray[np.str_], y_pred: npt.NDArray[np.str_], labels: tuple[str, ...]
+    table: TrainingTable, split: Split, y_pred: npt.NDArray[np.str_], labels: tuple[str, ...]
 ) -> Metrics:
-    """Per-class precision, recall, F1 and support, accuracy, macro and weighted F1.
+    """The held-out figures of predictions `y_pred` for the rows `split.test` of `table`.
 
-    The definitions are scikit-learn's `classification_report`; a class that
-    is never predicted gets precision 0 (``zero_division=0``).
+    Per class precision, recall, F1 and support, accuracy, macro and
+    weighted F1 are scikit-learn's `classification_report` definitions (a
+    class that is never predicted gets precision 0, ``zero_division=0``);
+    then how the split was made and the per-recording accuracy.
     """
+    y_true = table.labels[split.test]
+    machines = machine_of_each_window(table)[split.test]
+    right, recordings = recording_accuracy(recording_ids(machines, y_true), y_true, y_pred)
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=list(labels), zero_division=0
     )
@@ -148,29 +163,30 @@ def compute_metrics(
         weighted_f1=float(np.sum(f1 * support) / total),
         per_class=per_class,
         test_samples=total,
+        held_out=HeldOut(
+            split=split.kind,
+            machines=split.held_out_machines,
+            recordings=recordings,
+            recording_accuracy=right,
+        ),
     )
 
 
-def _split(
-    table: TrainingTable, config: FitConfig
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.str_], npt.NDArray[np.str_]]:
-    n_classes = len(set(table.labels.tolist()))
-    n_test = int(np.ceil(config.test_size * table.labels.size))
-    n_train = table.labels.size - n_test
-    # A stratified split puts at least one window of every class on each side.
-    if min(n_test, n_train) < n_classes:
-        raise TrainingDataError(
-            "split",
-            f"{table.labels.size} windows with test_size {config.test_size:g} give {n_train} training and "
-            f"{n_test} test windows; a stratified split of {n_classes} classes needs at least "
-            f"{n_classes} on each side",
-        )
-    parts = train_test_split(
-        table.features,
-        table.labels,
-        test_size=config.test_size,
-        stratify=table.labels,
-        random_state=config.random_state,
-    )
-    x_train, x_test, y_train, y_test = (np.asarray(part) for part in parts)
-    return x_train, x_test, y_train, y_test
+def recording_accuracy(
+    recordings: npt.NDArray[np.intp], y_true: npt.NDArray[np.str_], y_pred: npt.NDArray[np.str_]
+) -> tuple[float, int]:
+    """Share of recordings whose majority prediction is their label, and how many recordings.
+
+    `recordings` numbers each window's recording (`recording_ids`); all
+    windows of one recording share a label. A recording is right when its
+    label got strictly more of its windows' votes than any other label; a
+    tie is no majority and counts as wrong, the cautious reading.
+    """
+    right = 0
+    ids = np.unique(recordings)
+    for recording in ids:
+        rows = recordings == recording
+        votes, counts = np.unique(y_pred[rows], return_counts=True)
+        winners = votes[counts == counts.max()]
+        right += int(winners.size == 1 and winners[0] == y_true[rows][0])
+    return right / ids.size, int(ids.size)

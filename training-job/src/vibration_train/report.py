@@ -1,10 +1,11 @@
-"""The classification report, laid out like scikit-learn's `classification_report`.
+"""The classification report, laid out like scikit-learn's `classification_report`, and the split.
 
 It is printed from the `Metrics` the model card stores, not recomputed from
 the predictions, so what a person reads is what the card says. The macro and
 weighted averages of precision and recall are derived from the per-class
 figures exactly as scikit-learn derives them (unweighted mean, mean weighted
-by support).
+by support). `format_held_out` says how the held-out windows were chosen and
+how many held-out recordings the model gets right by majority vote.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from vibration_core.modelcard import Metrics
+    from vibration_core.modelcard import HeldOut, Metrics
 
 _HEADERS = ("precision", "recall", "f1-score", "support")
+_SHOWN_MACHINES = 10
 
 
 def format_report(metrics: Metrics, labels: Sequence[str], digits: int = 4) -> str:
@@ -47,3 +49,20 @@ def format_report(metrics: Metrics, labels: Sequence[str], digits: int = 4) -> s
     for name, values in (("macro avg", macro), ("weighted avg", weighted)):
         lines.append(row_fmt.format(name, *values, total, width=width, digits=digits))
     return "".join(lines)
+
+
+def format_held_out(held_out: HeldOut | None, reason: str = "") -> str:
+    """Return two lines: the split (and why, when given) and the per-recording accuracy."""
+    if held_out is None:
+        return "split: not recorded (a card from before it was: windows split one by one)\n"
+    why = f" ({reason})" if reason else ""
+    machines = ", ".join(held_out.machines[:_SHOWN_MACHINES])
+    if len(held_out.machines) > _SHOWN_MACHINES:
+        machines += f", ... ({len(held_out.machines)} in all)"
+    where = f"; held-out windows from {machines}" if machines else ""
+    right = round(held_out.recording_accuracy * held_out.recordings)
+    return (
+        f"split: {held_out.split}{why}{where}\n"
+        f"recording accuracy {held_out.recording_accuracy:.4f}: {right} of {held_out.recordings} held-out "
+        "recordings (machine and class) right by majority vote\n"
+    )
