@@ -4,7 +4,8 @@
 training table into ``DIR/model.onnx`` and ``DIR/modelcard.json`` through the
 library steps (load, fit, report, export, parity, card, write), each behind a
 progress display on stderr, the report and the parity line on stdout. The
-registry's `publish` and `list` are mounted from `cli_registry`.
+`import` of a model trained elsewhere is mounted from `cli_import`, the
+registry's `publish` and `list` from `cli_registry`.
 
 Exit codes of `fit`: 0 written; 1 export or output failure; 2 bad input data
 or arguments; 3 the ONNX model disagrees with scikit-learn. Nothing is
@@ -25,13 +26,19 @@ import typer
 from vibration_core import dataset
 from vibration_core.errors import SimulationParameterError
 from vibration_core.units import Unit, factor
-from vibration_train import cli_registry
+from vibration_train import cli_import, cli_registry
 from vibration_train.card import build_card, write_model
 from vibration_train.cli_common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     UNITS,
+    ModelId,
+    OutDir,
+    SampleRate,
     UnitChoice,
+    UnitFlag,
+    Version,
+    WindowLength,
     check_names,
     fail,
     progress_display,
@@ -124,28 +131,18 @@ def simulate_command(  # noqa: PLR0917 - Typer passes every option as a paramete
 @app.command("fit")
 def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
     data: Annotated[Path, typer.Option(help="Parquet of raw windows or of features.", show_default=False)],
-    out: Annotated[Path, typer.Option(help="Directory for the artifact and the card.", show_default=False)],
-    version: Annotated[str, typer.Option(help="Model version.")] = "v1",
-    model_id: Annotated[str, typer.Option(help="Model id (a DNS label).")] = "spindle-classifier",
+    out: OutDir,
+    version: Version = "v1",
+    model_id: ModelId = "spindle-classifier",
     n_estimators: Annotated[int, typer.Option(min=1, help="Boosting stages.")] = FitConfig.n_estimators,
     max_depth: Annotated[int, typer.Option(min=1, help="Depth of each tree.")] = FitConfig.max_depth,
     learning_rate: Annotated[float, typer.Option(help="Shrinkage, > 0.")] = FitConfig.learning_rate,
     random_state: Annotated[
         int, typer.Option(help="Seed of the split and the trees.")
     ] = FitConfig.random_state,
-    sample_rate: Annotated[
-        float | None, typer.Option(help="Sample rate, Hz, of a features table's windows.", show_default=False)
-    ] = None,
-    window_length: Annotated[
-        int | None, typer.Option(min=2, help="Samples per window of a features table.", show_default=False)
-    ] = None,
-    unit: Annotated[
-        UnitChoice | None,
-        typer.Option(
-            help="Unit of the samples, when the file does not declare it (schema metadata vibration.unit).",
-            show_default=False,
-        ),
-    ] = None,
+    sample_rate: SampleRate = None,
+    window_length: WindowLength = None,
+    unit: UnitFlag = None,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="Artifact format.")
     ] = OutputFormat.ONNX,
@@ -254,4 +251,5 @@ def _run_fit(
     typer.echo("time: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items()))
 
 
+cli_import.register(app)
 cli_registry.register(app)

@@ -4,14 +4,15 @@
 stays a thin layer that parses flags and calls one library function.
 """
 
-# No `from __future__ import annotations`: Typer reads the UnitChoice annotations at run time.
+# No `from __future__ import annotations`: Typer reads the option annotations at run time.
 import logging
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Final, NoReturn
+from pathlib import Path
+from typing import Annotated, Final, NoReturn
 
 import typer
 from rich.console import Console
@@ -42,6 +43,25 @@ class UnitChoice(StrEnum):
 
 
 UNITS: Final[dict[UnitChoice, Unit]] = {UnitChoice.G: "g", UnitChoice.M_S2: "m/s^2"}
+
+
+OutDir = Annotated[Path, typer.Option(help="Directory for the artifact and the card.", show_default=False)]
+Version = Annotated[str, typer.Option(help="Model version.")]
+ModelId = Annotated[str, typer.Option(help="Model id (a DNS label).")]
+SampleRate = Annotated[
+    float | None, typer.Option(help="Sample rate, Hz, of a features table's windows.", show_default=False)
+]
+WindowLength = Annotated[
+    int | None, typer.Option(min=2, help="Samples per window of a features table.", show_default=False)
+]
+UnitFlag = Annotated[
+    UnitChoice | None,
+    typer.Option(
+        help="Unit of the samples, when the file does not declare it (schema metadata vibration.unit).",
+        show_default=False,
+    ),
+]
+"""The options `fit` and `import` share; the defaults stay in each command's signature."""
 
 
 def unit_of(choice: UnitChoice | None) -> Unit | None:
