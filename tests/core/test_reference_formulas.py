@@ -4,9 +4,10 @@ The people moving to this project bring models and feature tables made by
 the reference pipeline: its Python ``extract_features`` and its Node-RED
 function node, which compute every feature per window in float64 (JSON
 numbers), with kurtosis as ``mean((x - mean)**4) / std**4`` (Pearson). Those
-formulas are restated below from the reference's own text, not by calling
-anything in ``vibration_core``, so a change to our extractor that moves a
-feature away from the reference fails here.
+formulas are restated in ``tests/reference_pipeline.py`` from the
+reference's own text, not by calling anything in ``vibration_core``, so a
+change to our extractor that moves a feature away from the reference fails
+here.
 
 Where the reference is undefined (a constant window has no kurtosis, an
 all-zero one no crest factor and no band shares: 0/0), it yields NaN and our
@@ -19,32 +20,13 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pytest
+from tests.reference_pipeline import reference_pipeline_features
 
 from vibration_core.features import FEATURE_NAMES, extract_features
 
 RATES_HZ = (12000.0, 20000.0, 25600.0, 48000.0)
 N = 4096
 RTOL = 1e-6
-
-
-def reference_pipeline_features(x: npt.NDArray[np.floating], sample_rate: float) -> list[float]:
-    """The reference pipeline's ten features of one window, as its code writes them."""
-    x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rms = np.sqrt(np.mean(x**2))
-        peak = np.max(np.abs(x))
-        crest_factor = peak / rms
-        mean = np.mean(x)
-        std = np.std(x)
-        kurtosis = (np.sum((x - mean) ** 4) / n) / std**4
-        spectrum = np.abs(np.fft.rfft(x)) * 2 / n
-        freqs = np.fft.rfftfreq(n, d=1 / sample_rate)
-        bands = ((10, 200), (200, 2000), (2000, 10000))
-        energies = [np.sum(spectrum[(freqs >= lo) & (freqs < hi)] ** 2) for lo, hi in bands]
-        total = sum(energies)
-        ratios = [e / total for e in energies]
-    return [rms, peak, crest_factor, kurtosis, *energies, *ratios]
 
 
 def windows(sample_rate: float) -> dict[str, npt.NDArray[np.float32]]:

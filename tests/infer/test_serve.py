@@ -2,12 +2,12 @@
 
 Unit tests (batcher, alerts, watcher, settings) run without a broker; the
 rest start Debian's mosquitto on a free loopback port (`tests.infer.mosquitto`)
-and are marked ``integration``.
+and are marked ``integration``. The pod in this process and the MQTT clients
+around it come from `tests.infer.serving`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,15 +25,21 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from tests.infer.conftest import MODEL_ID, SAMPLE_RATE, TINY, WINDOW_LENGTH, TinyModel
 from tests.infer.mosquitto import Mosquitto, free_port, mosquitto_broker
+from tests.infer.serving import (
+    LAYOUT,
+    PREFIX,
+    SLOW,
+    Collector,
+    Publisher,
+    serve_settings,
+    serving,
+    wait_until,
+)
 
-from vibration_core.messages import Alert, ErrorMessage, ErrorReason, ModelStatus, Prediction
+from vibration_core.messages import ErrorMessage, ErrorReason, ModelStatus, Prediction
 from vibration_core.modelcard import CARD_FILENAME
 from vibration_core.raw import (
     RAW_HEADER,
@@ -43,7 +48,6 @@ from vibration_core.raw import (
     encode_raw_json,
     quantize_int16,
 )
-from vibration_core.topics import TopicLayout
 from vibration_core.validation import ExitCode
 from vibration_infer.loader import load_model, predict
 from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
@@ -57,7 +61,7 @@ from vibration_train.onnx_export import to_onnx
 from vibration_train.simulator import simulate
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
     from pathlib import Path
 
     from vibration_core.modelcard import ModelCard
@@ -65,12 +69,8 @@ if TYPE_CHECKING:
     from vibration_train.data import TrainingTable
     from vibration_train.simulator import SimulatedData
 
-PREFIX = "test/hall"
-LAYOUT = TopicLayout(PREFIX)
 RATE = SAMPLE_RATE
 LENGTH = WINDOW_LENGTH
-SLOW = 120.0
-"""Deadline of a wait that a loaded CI machine may stretch; a quiet one is done in a second or two."""
 
 
 # --- models trained at test time -----------------------------------------------------------
@@ -125,117 +125,6 @@ def stream(n: int, seed: int) -> SimulatedData:
     return simulate(n, seed=seed, sample_rate=RATE, window_length=LENGTH, machines=4)
 
 
-# --- MQTT test clients ---------------------------------------------------------------------
-
-
-class Collector:
-    """A paho client that keeps every message under the prefix, in arrival order."""
-
-    # The pod's outputs only: the raw windows would double this process's work for nothing.
-    TOPICS = ("machines/+/predictions", "machines/+/errors", "machines/+/alerts", "errors", "nodes/+/status")
-
-    def __init__(
-        self, broker: Mosquitto, client_id: str = "collector", *, persistent: bool = False, qos: int = 1
-    ) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self._by_leaf: dict[str, list[bytes]] = defaultdict(list)
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
-        )
-        self.client.reconnect_delay_set(1, 2)
-        self.client.on_connect = lambda c, *_: c.subscribe([(f"{PREFIX}/{t}", qos) for t in self.TOPICS])
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
-        self.client.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
-        props.SessionExpiryInterval = 300 if persistent else 0
-        self.client.connect(broker.host, broker.port, clean_start=not persistent, properties=props)
-        self.client.loop_start()
-        assert self._subscribed.wait(30)
-
-    def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
-        payload = bytes(message.payload)
-        with self._lock:
-            self.messages.append((message.topic, payload))
-            self._by_leaf[message.topic.rsplit("/", 1)[-1]].append(payload)
-
-    def leaf(self, leaf: str) -> list[bytes]:
-        with self._lock:
-            return list(self._by_leaf[leaf])
-
-    def count(self, leaf: str) -> int:
-        """Messages so far on topics ending in `leaf`; O(1), for polling."""
-        with self._lock:
-            return len(self._by_leaf[leaf])
-
-    def predictions(self) -> list[Prediction]:
-        return [Prediction.decode(p) for p in self.leaf("predictions")]
-
-    def errors(self) -> list[ErrorMessage]:
-        return [ErrorMessage.decode(p) for p in self.leaf("errors")]
-
-    def alerts(self) -> list[Alert]:
-        return [Alert.decode(p) for p in self.leaf("alerts")]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-class Publisher:
-    """A sensor: QoS 1 on a persistent session, so a broker restart loses nothing it sent."""
-
-    def __init__(self, broker: Mosquitto, client_id: str = "sensor") -> None:
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
-        )
-        self.client.reconnect_delay_set(1, 2)
-        self.client.max_inflight_messages_set(0)  # no limit: paho rescans its queue per PUBACK with one
-        self.client.max_queued_messages_set(0)
-        connected = threading.Event()
-        self.client.on_connect = lambda *_: connected.set()
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
-        props.SessionExpiryInterval = 300
-        self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
-        self.client.loop_start()
-        assert connected.wait(30)
-
-    def send(self, machine: str, payload: bytes, topic: str | None = None) -> None:
-        self.client.publish(topic or LAYOUT.raw(machine), payload, qos=1)
-
-    def send_all(
-        self,
-        data: SimulatedData,
-        *,
-        rate_hz: float | None = None,
-        on_each: Callable[[int], None] | None = None,
-    ) -> None:
-        started = time.perf_counter()
-        for i in range(len(data)):
-            self.send(
-                str(data.machine[i]), encode_raw_float32(data.windows[i], RATE, int(data.timestamp_ns[i]))
-            )
-            if on_each is not None:
-                on_each(i)
-            if rate_hz is not None:
-                pause = started + (i + 1) / rate_hz - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def keys(data: SimulatedData) -> set[tuple[str, int]]:
     return {(str(m), int(t)) for m, t in zip(data.machine, data.timestamp_ns, strict=True)}
 
@@ -255,43 +144,14 @@ def mqtt_client(request: pytest.FixtureRequest) -> str:
 
 
 def settings_for(broker: Mosquitto, models: Models, tmp_path: Path, **overrides: object) -> ServeSettings:
-    values: dict[str, object] = {
-        "mqtt_url": broker.url,
-        "topic_prefix": PREFIX,
-        "node_name": "node-a",
-        "client_id": f"serve-{tmp_path.name}",
-        "artifact": models.v1.artifact,
-        "card": models.v1.card_path,
-        "cache_dir": tmp_path / "cache",
-        "test_data": models.test_data,
-        "target_file": tmp_path / "target.json",
-        "target_poll_s": 0.05,
-        "status_interval_s": 0.5,
-        "http_host": "127.0.0.1",
-        "http_port": 0,
-        "reconnect_min_s": 1,
-        "reconnect_max_s": 2,
-        "shutdown_timeout_s": 2.0,
-        "max_inflight": 100,  # the fixture's broker has no Receive Maximum
-    }
-    values.update(overrides)
-    return ServeSettings(**values)  # type: ignore[arg-type]  # keyword values of mixed types
-
-
-@contextlib.contextmanager
-def serving(settings: ServeSettings) -> Iterator[ServeApp]:
-    app = ServeApp(settings)
-    app.install(app.load_initial())
-    app.start()
-    loop = threading.Thread(target=app.run_forever, name="status-loop", daemon=True)
-    loop.start()
-    try:
-        wait_until(app.is_ready, SLOW, "the pod to be ready")
-        yield app
-    finally:
-        app.request_stop()
-        loop.join(5)
-        app.shutdown()
+    return serve_settings(
+        broker,
+        tmp_path,
+        artifact=models.v1.artifact,
+        card=models.v1.card_path,
+        test_data=models.test_data,
+        **overrides,
+    )
 
 
 # --- unit: batcher, dedupe, alerts, watcher, settings --------------------------------------

@@ -13,7 +13,8 @@ from typer.testing import CliRunner, Result
 
 from vibration_core.modelcard import CARD_FILENAME, ModelCard, check_artifact
 from vibration_train import cli
-from vibration_train.cli import EXIT_BAD_INPUT, EXIT_PARITY, app
+from vibration_train.cli import EXIT_PARITY, app
+from vibration_train.cli_common import EXIT_BAD_INPUT
 from vibration_train.errors import ParityError
 
 if TYPE_CHECKING:

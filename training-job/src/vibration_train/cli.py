@@ -4,7 +4,8 @@
 training table into ``DIR/model.onnx`` and ``DIR/modelcard.json`` through the
 library steps (load, fit, report, export, parity, card, write), each behind a
 progress display on stderr, the report and the parity line on stdout. The
-registry's `publish` and `list` are mounted from `cli_registry`.
+`import` of a model trained elsewhere is mounted from `cli_import`, the
+registry's `publish` and `list` from `cli_registry`.
 
 Exit codes of `fit`: 0 written; 1 export or output failure; 2 bad input data
 or arguments; 3 the ONNX model disagrees with scikit-learn. Nothing is
@@ -14,33 +15,36 @@ written to ``--out`` unless every step passed.
 # No `from __future__ import annotations`: Typer reads the parameter annotations at run time.
 import dataclasses
 import logging
-import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Final, NoReturn
+from typing import Annotated, Final
 
 import numpy as np
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from vibration_core import dataset
 from vibration_core.errors import SimulationParameterError
-from vibration_core.modelcard import ModelCard
 from vibration_core.units import Unit, factor
-from vibration_train import cli_registry
+from vibration_train import cli_import, cli_registry
 from vibration_train.card import build_card, write_model
+from vibration_train.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    UNITS,
+    ModelId,
+    OutDir,
+    SampleRate,
+    UnitChoice,
+    UnitFlag,
+    Version,
+    WindowLength,
+    check_names,
+    fail,
+    progress_display,
+    step,
+    unit_of,
+)
 from vibration_train.data import load_table
 from vibration_train.edgetpu import EdgeTpuConfig, fit_edgetpu
 from vibration_train.errors import FitConfigError, ParityError, TrainingDataError, TrainingError
@@ -49,11 +53,7 @@ from vibration_train.onnx_export import check_parity, to_onnx
 from vibration_train.report import format_held_out, format_report
 from vibration_train.simulator import CLASSES, UNIT, simulate
 
-EXIT_FAILED: Final = 1
-EXIT_BAD_INPUT: Final = 2
 EXIT_PARITY: Final = 3
-
-logger = logging.getLogger(__name__)
 
 app = typer.Typer(
     name="vibration-train",
@@ -82,16 +82,6 @@ def main(
     )
 
 
-class UnitChoice(StrEnum):
-    """The units a flag accepts (`vibration_core.units.Unit`)."""
-
-    G = "g"
-    M_S2 = "m/s^2"
-
-
-_UNITS: Final[dict[UnitChoice, Unit]] = {UnitChoice.G: "g", UnitChoice.M_S2: "m/s^2"}
-
-
 @app.command("simulate")
 def simulate_command(  # noqa: PLR0917 - Typer passes every option as a parameter
     windows: Annotated[int, typer.Option(min=1, help="Number of windows.", show_default=False)],
@@ -112,10 +102,10 @@ def simulate_command(  # noqa: PLR0917 - Typer passes every option as a paramete
     # A subset is what a node's test set looks like when its machines never showed a class.
     shares = None if classes is None else dict.fromkeys((c.strip() for c in classes.split(",")), 1.0)
     if shares is not None and (unknown := sorted(set(shares) - set(CLASSES))):
-        _fail(EXIT_BAD_INPUT, f"--classes: unknown {unknown}; known: {', '.join(CLASSES)}")
-    with _progress() as progress:
+        fail(EXIT_BAD_INPUT, f"--classes: unknown {unknown}; known: {', '.join(CLASSES)}")
+    with progress_display() as progress:
         try:
-            with _step(progress, f"simulating {windows} windows"):
+            with step(progress, f"simulating {windows} windows"):
                 data = simulate(
                     windows,
                     seed=seed,
@@ -124,16 +114,16 @@ def simulate_command(  # noqa: PLR0917 - Typer passes every option as a paramete
                     machines=machines,
                     class_shares=shares,
                 )
-                if _UNITS[unit] != UNIT:
-                    scaled = data.windows * np.float32(factor(UNIT, _UNITS[unit]))
+                if UNITS[unit] != UNIT:
+                    scaled = data.windows * np.float32(factor(UNIT, UNITS[unit]))
                     data = dataclasses.replace(data, windows=scaled)
         except SimulationParameterError as exc:
-            _fail(EXIT_BAD_INPUT, str(exc))
+            fail(EXIT_BAD_INPUT, str(exc))
         try:
-            with _step(progress, f"writing {out}"):
-                dataset.write_parquet(data, out, unit=_UNITS[unit])
+            with step(progress, f"writing {out}"):
+                dataset.write_parquet(data, out, unit=UNITS[unit])
         except OSError as exc:
-            _fail(EXIT_FAILED, f"cannot write {out}: {exc.strerror or exc}")
+            fail(EXIT_FAILED, f"cannot write {out}: {exc.strerror or exc}")
     counts = ", ".join(f"{label} {int((data.labels == label).sum())}" for label in sorted(set(data.labels)))
     typer.echo(f"wrote {len(data)} windows ({counts}) at {data.sample_rate:g} Hz in {unit.value} to {out}")
 
@@ -141,47 +131,37 @@ def simulate_command(  # noqa: PLR0917 - Typer passes every option as a paramete
 @app.command("fit")
 def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
     data: Annotated[Path, typer.Option(help="Parquet of raw windows or of features.", show_default=False)],
-    out: Annotated[Path, typer.Option(help="Directory for the artifact and the card.", show_default=False)],
-    version: Annotated[str, typer.Option(help="Model version.")] = "v1",
-    model_id: Annotated[str, typer.Option(help="Model id (a DNS label).")] = "spindle-classifier",
+    out: OutDir,
+    version: Version = "v1",
+    model_id: ModelId = "spindle-classifier",
     n_estimators: Annotated[int, typer.Option(min=1, help="Boosting stages.")] = FitConfig.n_estimators,
     max_depth: Annotated[int, typer.Option(min=1, help="Depth of each tree.")] = FitConfig.max_depth,
     learning_rate: Annotated[float, typer.Option(help="Shrinkage, > 0.")] = FitConfig.learning_rate,
     random_state: Annotated[
         int, typer.Option(help="Seed of the split and the trees.")
     ] = FitConfig.random_state,
-    sample_rate: Annotated[
-        float | None, typer.Option(help="Sample rate, Hz, of a features table's windows.", show_default=False)
-    ] = None,
-    window_length: Annotated[
-        int | None, typer.Option(min=2, help="Samples per window of a features table.", show_default=False)
-    ] = None,
-    unit: Annotated[
-        UnitChoice | None,
-        typer.Option(
-            help="Unit of the samples, when the file does not declare it (schema metadata vibration.unit).",
-            show_default=False,
-        ),
-    ] = None,
+    sample_rate: SampleRate = None,
+    window_length: WindowLength = None,
+    unit: UnitFlag = None,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="Artifact format.")
     ] = OutputFormat.ONNX,
 ) -> None:
     """Fit a classifier on --data, check its ONNX form, write OUT/model.onnx and OUT/modelcard.json."""
-    _check_names(model_id, version)
+    check_names(model_id, version)
     if out.exists() and not out.is_dir():
-        _fail(EXIT_BAD_INPUT, f"--out {out} exists and is not a directory")
+        fail(EXIT_BAD_INPUT, f"--out {out} exists and is not a directory")
     if output_format is OutputFormat.EDGETPU:
         # Keras MLP -> full-integer INT8 TFLite (compiled when edgetpu_compiler is on PATH),
         # sharing load_table and the split; the boosting options do not apply to it.
         try:
-            with _progress() as progress:
-                with _step(progress, f"loading {data.name}") as advance:
+            with progress_display() as progress:
+                with step(progress, f"loading {data.name}") as advance:
                     table = load_table(
                         data,
                         sample_rate=sample_rate,
                         window_length=window_length,
-                        unit=_unit(unit),
+                        unit=unit_of(unit),
                         on_progress=advance,
                     )
                 edgetpu = fit_edgetpu(
@@ -190,12 +170,12 @@ def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
                     EdgeTpuConfig(random_state=random_state),
                     model_id=model_id,
                     version=version,
-                    step=lambda description: _step(progress, description),
+                    step=lambda description: step(progress, description),
                 )
         except TrainingDataError as exc:
-            _fail(EXIT_BAD_INPUT, str(exc))
+            fail(EXIT_BAD_INPUT, str(exc))
         except TrainingError as exc:
-            _fail(EXIT_FAILED, str(exc))
+            fail(EXIT_FAILED, str(exc))
         typer.echo(edgetpu.report(), nl=False)
         return
     try:
@@ -206,7 +186,7 @@ def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
             random_state=random_state,
         )
     except FitConfigError as exc:
-        _fail(EXIT_BAD_INPUT, f"--{exc.parameter.replace('_', '-')} {exc.detail}")
+        fail(EXIT_BAD_INPUT, f"--{exc.parameter.replace('_', '-')} {exc.detail}")
     try:
         _run_fit(
             data,
@@ -216,14 +196,14 @@ def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
             version=version,
             sample_rate=sample_rate,
             window_length=window_length,
-            unit=_unit(unit),
+            unit=unit_of(unit),
         )
     except TrainingDataError as exc:
-        _fail(EXIT_BAD_INPUT, str(exc))
+        fail(EXIT_BAD_INPUT, str(exc))
     except ParityError as exc:
-        _fail(EXIT_PARITY, str(exc))
+        fail(EXIT_PARITY, str(exc))
     except TrainingError as exc:
-        _fail(EXIT_FAILED, str(exc))
+        fail(EXIT_FAILED, str(exc))
 
 
 def _run_fit(
@@ -238,16 +218,16 @@ def _run_fit(
     unit: Unit | None,
 ) -> None:
     timings: dict[str, float] = {}
-    with _progress() as progress:
-        with _step(progress, f"loading {data.name}", timings, "load") as advance:
+    with progress_display() as progress:
+        with step(progress, f"loading {data.name}", timings, "load") as advance:
             table = load_table(
                 data, sample_rate=sample_rate, window_length=window_length, unit=unit, on_progress=advance
             )
-        with _step(progress, f"fitting {config.n_estimators} stages", timings, "fit") as advance:
+        with step(progress, f"fitting {config.n_estimators} stages", timings, "fit") as advance:
             result = fit(table, config, on_stage=advance)
-        with _step(progress, "exporting to ONNX", timings, "export"):
+        with step(progress, "exporting to ONNX", timings, "export"):
             model = to_onnx(result.estimator, table.features.shape[1])
-        with _step(progress, f"checking parity on {result.y_test.size} windows", timings, "parity"):
+        with step(progress, f"checking parity on {result.y_test.size} windows", timings, "parity"):
             parity = check_parity(result.estimator, model, result.x_test)
         card = build_card(
             table=table, result=result, config=config, model=model, model_id=model_id, version=version
@@ -272,64 +252,5 @@ def _run_fit(
     typer.echo("time: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items()))
 
 
-def _unit(choice: UnitChoice | None) -> Unit | None:
-    return None if choice is None else _UNITS[choice]
-
-
-def _check_names(model_id: str, version: str) -> None:
-    # The card's own patterns, checked before a minute of training rather than after.
-    properties = ModelCard.model_json_schema()["properties"]
-    for flag, value, key in (("--model-id", model_id, "model_id"), ("--version", version, "version")):
-        rule = properties[key]
-        if not re.search(rule["pattern"], value) or len(value) > rule.get("maxLength", len(value)):
-            limit = f" (at most {rule['maxLength']} characters)" if "maxLength" in rule else ""
-            _fail(EXIT_BAD_INPUT, f"{flag} {value!r} must match {rule['pattern']}{limit}")
-
-
-@contextmanager
-def _progress() -> Iterator[Progress]:
-    console = Console(stderr=True)
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        yield progress
-
-
-@contextmanager
-def _step(
-    progress: Progress,
-    description: str,
-    timings: dict[str, float] | None = None,
-    name: str = "",
-) -> Iterator[Callable[[int, int], None]]:
-    """Show one step; yield `advance(done, total)` for steps that can count their work."""
-    task: TaskID = progress.add_task(description, total=None)
-    counted = 0
-
-    def advance(done: int, total: int) -> None:
-        nonlocal counted
-        counted = total
-        progress.update(task, completed=done, total=total)
-
-    started = time.perf_counter()
-    yield advance
-    seconds = time.perf_counter() - started
-    if timings is not None:
-        timings[name] = seconds
-    logger.info("step_done step=%s seconds=%.2f", name or description, seconds)
-    # A step that never counted shows as one unit of work, done.
-    progress.update(task, total=counted or 1, completed=counted or 1)
-    progress.stop_task(task)
-
-
-def _fail(code: int, message: str) -> NoReturn:
-    typer.echo(f"error: {' '.join(message.split())}", err=True)
-    raise typer.Exit(code)
-
-
+cli_import.register(app)
 cli_registry.register(app)

@@ -70,3 +70,16 @@ class OutputError(TrainingError):
         self.path = path
         self.detail = detail
         super().__init__(f"cannot write {path}: {detail}")
+
+
+class ModelImportError(TrainingError):
+    """A model to import that does not fit the model contract, or labels that do not fit the model.
+
+    `source` is the model file (or the flag, such as ``--labels``), `detail`
+    names the tensor, value or label that is wrong and what was expected.
+    """
+
+    def __init__(self, source: str, detail: str) -> None:
+        self.source = source
+        self.detail = detail
+        super().__init__(f"model {source}: {detail}")
