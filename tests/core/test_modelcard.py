@@ -161,7 +161,7 @@ def test_a_card_from_before_the_split_was_recorded_still_loads() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"split": "window"}, "metrics.held_out.split: Input should be 'grouped' or 'time'"),
+        ({"split": "window"}, "metrics.held_out.split: Input should be 'grouped', 'time' or 'external'"),
         ({"recordings": 0}, "metrics.held_out.recordings: Input should be greater than or equal to 1"),
         ({"recording_accuracy": 1.5}, "metrics.held_out.recording_accuracy: Input should be less than"),
         ({"folds": 5}, "metrics.held_out.folds: Extra inputs are not permitted"),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from vibration_infer.serve.metrics import LATENCY_BUCKETS_S, BatchHistogram
+from vibration_core.gate import Check, Figures
+from vibration_core.validation import CompactReport
+from vibration_infer.serve.metrics import LATENCY_BUCKETS_S, BatchHistogram, ServeMetrics
 
 
 def test_a_batch_histogram_scrapes_the_same_as_prometheus_clients_histogram() -> None:
@@ -27,3 +29,35 @@ def test_a_batch_histogram_scrapes_the_same_as_prometheus_clients_histogram() ->
     got = generate_latest(ours_registry).decode().splitlines()
     assert sorted(got) == sorted(expected)
     assert "latency_seconds_count 99.0" in got
+
+
+def test_the_gate_figures_of_the_last_candidate_are_exposed() -> None:
+    metrics = ServeMetrics()
+    report = CompactReport(
+        outcome="failed",
+        code=14,
+        version="v2",
+        accuracy=0.9,
+        macro_f1=0.88,
+        class_recall={"normal": 0.95, "bearing_fault": 0.7},
+        reason_code="Regressed",
+        champion=Figures(version="v1", accuracy=0.93, macro_f1=0.92, class_recall={"bearing_fault": 0.9}),
+        checks=[
+            Check(figure="recall[bearing_fault]", value=0.7, threshold=0.8, kind="regression", passed=False)
+        ],
+    )
+    metrics.set_gate(report)
+    text = generate_latest(metrics.registry).decode()
+    assert 'vibration_infer_gate_passed{reason_code="Regressed",version="v2"} 0.0' in text
+    assert (
+        'vibration_infer_gate_value{figure="recall[bearing_fault]",role="candidate",version="v2"} 0.7' in text
+    )
+    assert (
+        'vibration_infer_gate_value{figure="recall[bearing_fault]",role="champion",version="v2"} 0.9' in text
+    )
+    assert (
+        'vibration_infer_gate_threshold{figure="recall[bearing_fault]",kind="regression",version="v2"} 0.8'
+        in text
+    )
+    metrics.set_gate(report.model_copy(update={"version": "v3", "champion": None, "checks": []}))
+    assert 'version="v2"' not in generate_latest(metrics.registry).decode()  # one candidate at a time

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from vibration_core.gate import Check, Figures, ReasonCode
 from vibration_core.spec import VersionRef, VibrationModelSpec, VibrationModelStatus
 from vibration_core.validation import CompactReport
 from vibration_operator.builders import build_serving_pod
@@ -75,6 +76,15 @@ class Node:
     """Why the pod does not run or serve (what readers.pod_problem found)."""
     unready: bool = False
     """The pod is not Ready although it serves (its container restarting, its broker away)."""
+
+
+def gate_code(why: str) -> ReasonCode | None:
+    """The reason code the validator gives: for a gate refusal (its wording) or a pass; else none here."""
+    if not why:
+        return "Passed"
+    if why.startswith("below threshold:"):
+        return "Regressed" if "(regression)" in why else "BelowFloor"
+    return None
 
 
 @dataclass
@@ -142,6 +152,19 @@ class Cluster:
             sha256=target.sha256,
             node=node.name,
             accuracy=0.81 if why else 0.97,
+            reason_code=gate_code(why),
+            champion=None
+            if target.champion is None
+            else Figures(version=target.champion.version, accuracy=0.95, macro_f1=0.94),
+            checks=[
+                Check(
+                    figure="accuracy",
+                    value=0.81 if why else 0.97,
+                    threshold=0.93,
+                    kind="floor",
+                    passed=not why,
+                )
+            ],
         )
         return not why, report
 
@@ -730,3 +753,44 @@ def test_a_registry_that_refuses_the_node_is_waited_for_not_blamed_on_the_model(
     cluster.run(spec)
     assert cluster.phase() == "Ready"
     assert cluster.serving() == dict.fromkeys(NODES, "v2")
+
+
+# --- the promotion gate: champions in targets, numbers in the status ---------------------------
+
+
+def test_a_candidate_is_held_to_the_active_version_and_the_active_one_to_none() -> None:
+    cluster = rolled_out("v1")
+    assert all(n.cm is not None and n.cm.champion is None for n in cluster.nodes.values())
+    spec = make_spec("v2")
+    cluster.step(spec)
+    canary, rest = cluster.nodes["edge-1"].cm, cluster.nodes["edge-2"].cm
+    assert canary is not None
+    assert rest is not None
+    assert canary.champion == VersionRef(version="v1", sha256=sha("v1"))
+    assert (rest.version, rest.champion) == ("v1", None)  # going back to what passed is never held
+    cluster.run(spec)
+    assert cluster.status is not None
+    assert cluster.status.active == VersionRef(version="v2", sha256=sha("v2"))
+    # Promoted: v2 is the active version now, compared with nothing.
+    assert all(n.cm is not None and n.cm.champion is None for n in cluster.nodes.values())
+
+
+def test_a_refused_candidate_shows_its_numbers_and_reason_code_on_the_node() -> None:
+    why = "below threshold: recall[bearing_fault] 0.810 < 0.860 (regression)"
+    cluster = rolled_out("v1", failures={("edge-1", "v2"): why})
+    cluster.run(make_spec("v2"))
+    assert cluster.status is not None
+    node = next(n for n in cluster.status.nodes if n.name == "edge-1")
+    assert node.state == "Failed"
+    assert node.gate is not None
+    assert node.gate.reason_code == "Regressed"
+    assert node.gate.champion is not None
+    assert node.gate.champion.version == "v1"
+    assert node.gate.checks == ["accuracy 0.810 < 0.930 (floor)"]
+    status, reason, message = cluster.condition("Degraded")
+    assert (status, reason) == ("True", "ValidationFailed")
+    assert "edge-1" in message
+    assert f"Regressed: {why}" in message
+    warning = next(e for e in cluster.events if e.reason == "ValidationFailed")
+    assert "edge-1" in warning.message
+    assert "recall[bearing_fault] 0.810 < 0.860" in warning.message

@@ -146,10 +146,11 @@ class HeldOut(_Frozen):
     recording.
     """
 
-    split: Literal["grouped", "time"] = Field(
+    split: Literal["grouped", "time", "external"] = Field(
         description=(
             "grouped: whole machines held out, none of them trained the model; "
-            "time: the latest windows of each machine and class held out (too few machines to group)."
+            "time: the latest windows of each machine and class held out (too few machines to group); "
+            "external: a model trained elsewhere (vibration-train import), measured on every window given."
         )
     )
     machines: tuple[str, ...] = Field(

@@ -265,6 +265,38 @@ class VersionRef(_Schema):
     """Artifact digest."""
 
 
+class GateFigures(_Schema):
+    """What one model scored on a node's test windows."""
+
+    version: str | None = None
+    """The model version."""
+    accuracy: float | None = None
+    """Accuracy."""
+    macro_f1: float | None = None
+    """Mean F1 over the classes in the test data."""
+    class_recall: dict[str, float] = Field(default_factory=dict)
+    """Recall per class label present in the test data."""
+    p99_latency_ms: float | None = None
+    """p99 latency per window, ms."""
+
+
+class NodeGate(_Schema):
+    """The promotion gate's decision on this node for the target, with the numbers it used.
+
+    About 0.8 KB for a four-class model (figures of both models, ten checks): 160 KB of
+    status for a 200-node hall, well inside an object's 1.5 MiB.
+    """
+
+    reason_code: str = Field(max_length=32)
+    """Passed, BelowFloor, Regressed, TooSlow, ShadowDisagreed, BadTestData, ... (README: Promotion gate)."""
+    candidate: GateFigures | None = None
+    """The candidate's figures."""
+    champion: GateFigures | None = None
+    """The figures of the version the node served, on the same windows; unset: no comparison."""
+    checks: list[str] = Field(default_factory=list, max_length=24)
+    """Every figure against its bar, e.g. "recall[bearing_fault] 0.712 < 0.850 (regression)"."""
+
+
 class NodeStatus(_Schema):
     """What one node serves and how its last validation went."""
 
@@ -282,6 +314,8 @@ class NodeStatus(_Schema):
     """Accuracy of the target on the node's test data."""
     p99_latency_ms: float | None = None
     """p99 latency per window of the target on the node."""
+    gate: NodeGate | None = None
+    """The promotion gate's decision for the target on this node, with its numbers."""
     updated_at: datetime | None = None
     """When this entry last changed."""
 

@@ -103,7 +103,7 @@ class BelowThresholdError(InferenceError):
     def __init__(self, failures: Sequence[str], reason_code: str = "BelowFloor") -> None:
         self.failures = list(failures)
         self.reason_code = reason_code
-        super().__init__(f"below threshold ({reason_code}): " + "; ".join(self.failures))
+        super().__init__("below threshold: " + "; ".join(self.failures))
 
 
 # Checked in order: the first matching type wins. The core's errors derive

@@ -58,11 +58,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from vibration_core.spec import NodeStatus, VersionRef, VibrationModelStatus
+from vibration_core.spec import NodeGate, NodeStatus, VersionRef, VibrationModelStatus
 from vibration_core.target import ModelTarget
 from vibration_core.validation import ExitCode
 from vibration_operator import schedule
 from vibration_operator.conditions import POD_PROBLEM, Event, Progress, get_condition, is_stopped, record
+from vibration_operator.gate_view import gate_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -146,6 +147,7 @@ class _Outcome:
     """The validation that let it serve took the model from the node's cache (no registry needed)."""
     problem: str = ""
     """Why the node cannot get there for now, through no fault of the model (the registry)."""
+    gate: NodeGate | None = None
 
 
 def _matches(sha256: str | None, version: str | None, ref: VersionRef) -> bool | None:
@@ -174,9 +176,10 @@ def _assess(obs: NodeObservation, ref: VersionRef, old: NodeStatus | None) -> _O
         report, failed = init, init.outcome == "failed"
     accuracy = report.accuracy if report else (old.accuracy if old else None)
     p99 = report.p99_ms if report else (old.p99_latency_ms if old else None)
+    gate = (gate_of(report) if report else None) or (old.gate if old else None)
     if obs.serving is not None and same_version(obs.serving, ref):
         cached = report is not None and report.source == "cache" and report.outcome == "passed"
-        return _Outcome(serving=True, accuracy=accuracy, p99_ms=p99, from_cache=cached)
+        return _Outcome(serving=True, accuracy=accuracy, p99_ms=p99, from_cache=cached, gate=gate)
     code = (
         report.code
         if failed and report is not None
@@ -190,15 +193,18 @@ def _assess(obs: NodeObservation, ref: VersionRef, old: NodeStatus | None) -> _O
             problem=f"cannot fetch {ref.version}, retrying: {said}", accuracy=accuracy, p99_ms=p99
         )
     if failed:
+        code_name = f"{report.reason_code}: " if report is not None and report.reason_code else ""
         why = (
-            f"{report.reason or 'validation failed'} (exit {report.code})" if report else "failed in the pod"
+            f"{code_name}{report.reason or 'validation failed'} (exit {report.code})"
+            if report
+            else "failed in the pod"
         )
-        return _Outcome(failed=True, reason=why, accuracy=accuracy, p99_ms=p99)
+        return _Outcome(failed=True, reason=why, accuracy=accuracy, p99_ms=p99, gate=gate)
     if report is None and mine and obs.init_exit_code not in {None, 0}:
         return _Outcome(failed=True, reason=f"init container exited with code {obs.init_exit_code}")
     if old is not None and old.state == "Failed":  # sticky: no retry until the spec changes
-        return _Outcome(failed=True, reason=old.reason, accuracy=accuracy, p99_ms=p99)
-    return _Outcome(accuracy=accuracy, p99_ms=p99)
+        return _Outcome(failed=True, reason=old.reason, accuracy=accuracy, p99_ms=p99, gate=gate)
+    return _Outcome(accuracy=accuracy, p99_ms=p99, gate=gate)
 
 
 def _recover_active(
@@ -301,6 +307,7 @@ def _node_status(plan: _Plan, obs: NodeObservation, want: ModelTarget | None, no
         reason=reason,
         accuracy=out.accuracy,
         p99_latency_ms=out.p99_ms,
+        gate=out.gate,
     )
     unchanged = old is not None and old.model_copy(update={"updated_at": None}) == entry
     return entry.model_copy(update={"updated_at": old.updated_at if old is not None and unchanged else now})

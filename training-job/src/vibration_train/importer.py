@@ -47,6 +47,7 @@ from vibration_train.errors import ModelImportError, TrainingDataError
 from vibration_train.fit import compute_metrics
 from vibration_train.import_checks import check_labels, check_width, decode_labels, describe, read_graph
 from vibration_train.report import format_report
+from vibration_train.split import everything
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -214,7 +215,7 @@ def imported_card(
             machines=table.machine_ids(),
             class_counts={label: int(np.count_nonzero(table.labels == label)) for label in labels},
         ),
-        metrics=compute_metrics(table.labels, predicted, labels),
+        metrics=compute_metrics(table, everything(table), predicted, labels),
         reference=build_reference(
             table.features, table.labels, feature_names=FEATURE_NAMES, label_order=labels
         ),

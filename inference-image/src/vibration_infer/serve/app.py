@@ -306,8 +306,10 @@ class ServeApp:
     def report_candidate(
         self, target: ModelTarget, state: CandidateState, report: CompactReport | None
     ) -> None:
-        """Record how the validation of `target` stands; published with the status."""
+        """Record how the validation of `target` stands; published with the status and in the metrics."""
         self._candidate = (target, state, report)
+        if report is not None and report.reason_code is not None:
+            self.metrics.set_gate(report)
         self._dirty.set()
         self._wake.set()
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     from vibration_core.drift import DriftReport
+    from vibration_core.validation import CompactReport
 
 LATENCY_BUCKETS_S: Final = (
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25,
@@ -114,6 +115,24 @@ class ServeMetrics:
             ["outcome"],
             registry=r,
         )
+        self.gate_value = Gauge(
+            "vibration_infer_gate_value",
+            "The last candidate's figures on this node's test data, and the champion's on the same windows.",
+            ["version", "role", "figure"],
+            registry=r,
+        )
+        self.gate_threshold = Gauge(
+            "vibration_infer_gate_threshold",
+            "The bar each figure of the last candidate was held to (kind: floor, regression, ceiling).",
+            ["version", "figure", "kind"],
+            registry=r,
+        )
+        self.gate_passed = Gauge(
+            "vibration_infer_gate_passed",
+            "1 when the last candidate passed the gate, 0 when refused, with its reason code.",
+            ["version", "reason_code"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "vibration_infer_model_info",
             "The model being served (value 1).",
@@ -180,6 +199,28 @@ class ServeMetrics:
         """Point the model-info gauge at the model now serving (only one series at a time)."""
         self.model_info.clear()
         self.model_info.labels(model_id=model_id, version=version, sha256=sha256, backend=backend).set(1)
+
+    def set_gate(self, report: CompactReport) -> None:
+        """Expose the gate's figures of the last candidate validated here (one candidate at a time)."""
+        for gauge in (self.gate_value, self.gate_threshold, self.gate_passed):
+            gauge.clear()
+        version = report.version or ""
+        code = report.reason_code or ""
+        self.gate_passed.labels(version=version, reason_code=code).set(1 if report.outcome == "passed" else 0)
+        figures = [("candidate", report.accuracy, report.macro_f1, report.class_recall, report.p99_ms)]
+        if report.champion is not None:
+            c = report.champion
+            figures.append(("champion", c.accuracy, c.macro_f1, c.class_recall, c.p99_ms))
+        for role, accuracy, macro_f1, recall, p99 in figures:
+            named = {"accuracy": accuracy, "macro_f1": macro_f1, "p99_ms": p99}
+            named |= {f"recall[{label}]": value for label, value in recall.items()}
+            for figure, value in named.items():
+                if value is not None:
+                    self.gate_value.labels(version=version, role=role, figure=figure).set(value)
+        for check in report.checks:
+            self.gate_threshold.labels(version=version, figure=check.figure, kind=check.kind).set(
+                check.threshold
+            )
 
     def set_drift(self, report: DriftReport) -> None:
         """Publish the latest drift statistics (finite ones only)."""
