@@ -794,3 +794,37 @@ def test_a_refused_candidate_shows_its_numbers_and_reason_code_on_the_node() -> 
     warning = next(e for e in cluster.events if e.reason == "ValidationFailed")
     assert "edge-1" in warning.message
     assert "recall[bearing_fault] 0.810 < 0.860" in warning.message
+
+
+def test_manual_approval_holds_after_the_canaries_and_proceeds_once_approved() -> None:
+    cluster = rolled_out("v1")
+    spec = make_spec("v2", approval="manual")
+    for _ in range(6):
+        cluster.step(spec)
+    assert cluster.serving() == {"edge-1": "v2", "edge-2": "v1", "edge-3": "v1"}
+    assert cluster.targets() == {"edge-1": "v2", "edge-2": "v1", "edge-3": "v1"}
+    assert cluster.phase() == "Waiting"
+    status, reason, message = cluster.condition("Progressing")
+    assert (status, reason) == ("False", "AwaitingApproval")
+    assert "canaries passed v2 on edge-1" in message
+    assert "spec.rollout.approvedVersion to v2" in message
+    assert [e.reason for e in cluster.events].count("AwaitingApproval") == 1
+    # A restarted operator decides from the status and the cluster alone: still held.
+    restarted = cluster.decide(spec)
+    assert {n: t.version for n, t in restarted.targets.items()} == cluster.targets()
+    assert restarted.status == cluster.status
+    # Approving another version approves nothing.
+    cluster.step(make_spec("v2", approval="manual", approvedVersion="v9"))
+    assert cluster.targets()["edge-2"] == "v1"
+    approved = make_spec("v2", approval="manual", approvedVersion="v2")
+    cluster.run(approved)
+    assert cluster.serving() == dict.fromkeys(NODES, "v2")
+    assert cluster.phase() == "Ready"
+    assert "CanariesPassed" in [e.reason for e in cluster.events]
+
+
+def test_manual_approval_does_not_hold_a_failed_canary() -> None:
+    cluster = rolled_out("v1", failures={("edge-1", "v2"): FAIL})
+    cluster.run(make_spec("v2", approval="manual"))
+    assert cluster.phase() == "Degraded"
+    assert cluster.serving() == dict.fromkeys(NODES, "v1")

@@ -356,3 +356,30 @@ async def test_a_changed_broker_replaces_the_pods_one_node_at_a_time_and_ends_re
 
 async def _brokers_are(cluster: KmockCluster, expected: dict[str, str]) -> bool:
     return await brokers_of_pods(cluster) == expected
+
+
+async def test_a_manual_rollout_waits_for_approval_across_a_restart_then_proceeds(
+    cluster: KmockCluster, kubelet: FakeKubelet, settings: OperatorSettings
+) -> None:
+    async with running_operator(cluster, settings):
+        await cluster.apply_model(manifest("v2", V2))
+        await eventually(lambda: phase_is(cluster, "Ready", active="v2"), what="Ready on v2")
+        manual = manifest("v3", V3)
+        manual["spec"]["rollout"]["approval"] = "manual"
+        await cluster.apply_model(manual)
+        await eventually(lambda: phase_is(cluster, "Waiting"), what="held for approval")
+    vm = await cluster.model(NAMESPACE, NAME)
+    progressing = condition(vm, "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "AwaitingApproval")
+    assert "approvedVersion to v3" in progressing["message"]
+    assert await targets(cluster) == {"edge-1": "v3", "edge-2": "v2", "edge-3": "v2"}
+    canary = next(n for n in vm["status"]["nodes"] if n["name"] == "edge-1")
+    assert canary["state"] == "Serving"
+    async with running_operator(cluster, settings):  # a restarted operator changes nothing
+        await eventually(lambda: phase_is(cluster, "Waiting"), what="still held after a restart")
+        assert await targets(cluster) == {"edge-1": "v3", "edge-2": "v2", "edge-3": "v2"}
+        manual["spec"]["rollout"]["approvedVersion"] = "v3"
+        await cluster.apply_model(manual)
+        await eventually(lambda: phase_is(cluster, "Ready", active="v3"), what="Ready on v3 once approved")
+    assert await targets(cluster) == dict.fromkeys(NODES, "v3")
+    assert "AwaitingApproval" in reasons(await cluster.events(NAMESPACE))

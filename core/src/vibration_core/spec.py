@@ -177,6 +177,10 @@ class RolloutSpec(_Schema):
     """Only change nodes inside this window; unset: any time."""
     paused: bool = False
     """Hold the rollout where it is."""
+    approval: Literal["auto", "manual"] = "auto"
+    """manual: once the canaries pass, hold until spec.rollout.approvedVersion names this version."""
+    approved_version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    """The version a person approved for the rest of the nodes (commit it, or kubectl patch)."""
 
 
 class DriftSpec(_Schema):

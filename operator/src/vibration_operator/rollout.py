@@ -386,6 +386,9 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
     canaries = [o.name for o in nodes[: spec.rollout.canary_nodes]]
     recorded_past = any(n.target == ref and n.name not in canaries for n in before.values())
     canaries_passed = bool(canaries) and all(outcomes[c].serving for c in canaries)
+    hold = None if stopped else schedule.hold(spec.rollout, now)
+    if hold is None and not stopped and canaries_passed and not recorded_past and len(nodes) > len(canaries):
+        hold = schedule.awaiting_approval(spec.rollout, spec.version, canaries)
     plan = _Plan(
         ref=ref,
         old=old,
@@ -394,8 +397,8 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
         outcomes=outcomes,
         active=_recover_active(old.active, goal, observations),
         stopped=stopped,
-        hold=None if stopped else schedule.hold(spec.rollout, now),
-        past_canaries=recorded_past or canaries_passed,
+        hold=hold,
+        past_canaries=recorded_past or (canaries_passed and hold is None),
     )
     targets = {o.name: want for o in nodes if (want := _want(plan, o, goal)) is not None}
     statuses = [_node_status(plan, o, targets.get(o.name), now) for o in nodes]

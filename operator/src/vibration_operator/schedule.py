@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from vibration_core.spec import RolloutSpec, UpdateWindow
 
-HoldReason = Literal["Paused", "OutsideUpdateWindow", "InvalidUpdateWindow"]
+HoldReason = Literal["Paused", "OutsideUpdateWindow", "InvalidUpdateWindow", "AwaitingApproval"]
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -175,6 +175,19 @@ class Hold:
     message: str
     until: datetime | None = None
     """When the window opens next; None when only a spec change ends the hold."""
+
+
+def awaiting_approval(rollout: RolloutSpec, version: str, canaries: list[str]) -> Hold | None:
+    """The hold of a manual rollout whose canaries passed and whose version no one approved yet."""
+    if rollout.approval != "manual" or rollout.approved_version == version:
+        return None
+    on = ", ".join(canaries)
+    return Hold(
+        "AwaitingApproval",
+        f"canaries passed {version} on {on}; awaiting approval: set spec.rollout.approvedVersion to "
+        f"{version} (commit it, or kubectl patch vibm <name> --type merge "
+        f'-p \'{{"spec":{{"rollout":{{"approvedVersion":"{version}"}}}}}}\')',
+    )
 
 
 def hold(rollout: RolloutSpec, now: datetime) -> Hold | None:
