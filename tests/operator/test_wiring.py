@@ -358,8 +358,9 @@ async def _brokers_are(cluster: KmockCluster, expected: dict[str, str]) -> bool:
     return await brokers_of_pods(cluster) == expected
 
 
+@pytest.mark.usefixtures("kubelet")  # the fake kubelet runs the pods
 async def test_a_manual_rollout_waits_for_approval_across_a_restart_then_proceeds(
-    cluster: KmockCluster, kubelet: FakeKubelet, settings: OperatorSettings
+    cluster: KmockCluster, settings: OperatorSettings
 ) -> None:
     async with running_operator(cluster, settings):
         await cluster.apply_model(manifest("v2", V2))
