@@ -149,6 +149,30 @@ class Verdict:
         return [check.line() for check in self.checks if not check.passed]
 
 
+@dataclass(frozen=True)
+class ShadowResult:
+    """What a finished (or stopped) shadow run counted, and the gate's checks on it."""
+
+    windows: int
+    agreement: float
+    class_agreement: dict[str, float]
+    """Per class the champion predicted at least `min_class_windows` times."""
+    disagreements: dict[str, int]
+    """``"champion_label->candidate_label"``: windows where they differed."""
+    checks: tuple[Check, ...]
+    cpu_us_per_window: float
+    """CPU time of the candidate's calls per window (this thread's time)."""
+
+    @property
+    def passed(self) -> bool:
+        """Whether every agreement check passed."""
+        return all(check.passed for check in self.checks)
+
+    def failures(self) -> list[str]:
+        """One line per failed check."""
+        return [check.line() for check in self.checks if not check.passed]
+
+
 def judge(candidate: Figures, champion: Figures | None, policy: Policy, labels: tuple[str, ...]) -> Verdict:
     """Hold `candidate` to the floor, to `champion` (when there is one) and to the latency bar."""
     floor_f1, floor_recall = default_floor(len(labels))

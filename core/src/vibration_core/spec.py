@@ -168,6 +168,19 @@ class UpdateWindow(_Schema):
         return self
 
 
+class ShadowSpec(_Schema):
+    """Run a validated candidate beside the serving version on live windows before it may answer."""
+
+    windows: int = Field(ge=1, le=10_000_000)
+    """Live windows the candidate must see beside the serving version (on each node)."""
+    min_agreement: float = Field(default=0.95, ge=0, le=1)
+    """Lowest share of windows where both predict the same class."""
+    min_class_agreement: float = Field(default=0.9, ge=0, le=1)
+    """Lowest agreement on the windows of each class the serving version predicted."""
+    min_class_windows: int = Field(default=20, ge=1)
+    """A class the serving version predicted fewer times is shown but not judged."""
+
+
 class RolloutSpec(_Schema):
     """How a new version reaches the nodes."""
 
@@ -181,6 +194,8 @@ class RolloutSpec(_Schema):
     """manual: once the canaries pass, hold until spec.rollout.approvedVersion names this version."""
     approved_version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     """The version a person approved for the rest of the nodes (commit it, or kubectl patch)."""
+    shadow: ShadowSpec | None = None
+    """After validation, on nodes that serve a version: shadow the candidate on live windows first."""
 
 
 class DriftSpec(_Schema):
@@ -299,6 +314,10 @@ class NodeGate(_Schema):
     """The figures of the version the node served, on the same windows; unset: no comparison."""
     checks: list[str] = Field(default_factory=list, max_length=24)
     """Every figure against its bar, e.g. "recall[bearing_fault] 0.712 < 0.850 (regression)"."""
+    shadow_windows: int | None = None
+    """Live windows the candidate ran beside the served version (spec.rollout.shadow)."""
+    agreement: float | None = None
+    """Share of those windows where both predicted the same class."""
 
 
 class NodeStatus(_Schema):

@@ -35,6 +35,19 @@ _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _SHA256 = r"^[0-9a-f]{64}$"
 
 
+class ShadowPolicy(BaseModel):
+    """How long a candidate shadows the serving model on live windows, and the agreement it needs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    windows: int = Field(ge=1, description="Live windows to count.")
+    min_agreement: float = Field(ge=0, le=1, description="Lowest overall agreement.")
+    min_class_agreement: float = Field(
+        ge=0, le=1, description="Lowest agreement per class the champion predicted."
+    )
+    min_class_windows: int = Field(ge=1, description="Fewer windows of a class: shown, not judged.")
+
+
 class ModelTarget(BaseModel):
     """What one node should serve, in full: the content of ``target.json``."""
 
@@ -73,6 +86,9 @@ class ModelTarget(BaseModel):
         description="The version the VibrationModel serves (its active one) when that is not this target: "
         "the candidate is compared with it on the node. None for the active version itself.",
     )
+    shadow: ShadowPolicy | None = Field(
+        default=None, description="Shadow the champion on live windows after validation; None: no shadow."
+    )
 
     @classmethod
     def from_spec(
@@ -95,6 +111,9 @@ class ModelTarget(BaseModel):
             max_regression_class_recall=regression.class_recall,
             max_regression_per_class=dict(regression.per_class),
             champion=champion,
+            shadow=None
+            if champion is None or spec.rollout.shadow is None
+            else ShadowPolicy.model_validate(spec.rollout.shadow.model_dump()),
         )
 
     @property

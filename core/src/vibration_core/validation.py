@@ -91,6 +91,11 @@ class CompactReport(BaseModel):
     checks: list[Check] = Field(
         default_factory=list, max_length=MAX_CHECKS, description="Every figure held to its bar."
     )
+    shadow_windows: int | None = Field(default=None, description="Live windows the candidate shadowed.")
+    agreement: float | None = Field(default=None, description="Its agreement with the champion on them.")
+    disagreements: dict[str, int] = Field(
+        default_factory=dict, description='Windows by "champion label->candidate label" where they differed.'
+    )
 
     def encode(self) -> bytes:
         """JSON bytes under the termination-message limit, always whole JSON.

@@ -26,6 +26,7 @@ in is the very session that passed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -56,6 +57,9 @@ from vibration_infer.fetch import FetchOptions, fetch, redact_uri, sibling_uri
 from vibration_infer.loader import LoadedModel, load_model
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vibration_core.gate import ShadowResult
     from vibration_infer.cache import CachedModel
     from vibration_infer.evaluate import Evaluation, TestData
     from vibration_infer.settings import ValidateSettings
@@ -84,6 +88,10 @@ class Outcome:
     evaluation: Evaluation | None = None
     verdict: Verdict | None = None
     """The gate's verdict, once the candidate (and the champion) ran on the test data."""
+    shadow: ShadowResult | None = None
+    """What the candidate did beside the champion on live windows (the in-pod swap only)."""
+    promote_later: Callable[[], None] | None = None
+    """Marks the model last good: set instead of done when the caller deferred it (a shadow run)."""
     timings: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -107,12 +115,22 @@ class Outcome:
             source=self.source,
             reason_code=self.reason_code,
             champion=_rounded(self.verdict.champion) if self.verdict and self.verdict.champion else None,
-            checks=[_rounded_check(c) for c in self.verdict.checks[:MAX_CHECKS]] if self.verdict else [],
+            checks=[_rounded_check(c) for c in self.checks()[:MAX_CHECKS]],
+            shadow_windows=self.shadow.windows if self.shadow else None,
+            agreement=round(self.shadow.agreement, 4) if self.shadow else None,
+            disagreements=dict(self.shadow.disagreements) if self.shadow else {},
         )
+
+    def checks(self) -> list[Check]:
+        """The gate's checks: on the test data, then (after a shadow run) on live windows."""
+        on_data = list(self.verdict.checks) if self.verdict else []
+        return on_data + (list(self.shadow.checks) if self.shadow else [])
 
     @property
     def reason_code(self) -> ReasonCode:
         """The gate's reason code: the verdict's for a model that ran, else the exit code's."""
+        if self.shadow is not None and not self.shadow.passed:
+            return "ShadowDisagreed"
         if self.verdict is not None and self.code in {ExitCode.PASSED, ExitCode.BELOW_THRESHOLD}:
             return self.verdict.reason
         return REASON_OF_EXIT[self.code]
@@ -221,12 +239,19 @@ def emit(outcome: Outcome, termination_log: Path | None, *, out: TextIO | None =
 
 
 def run_validation(
-    settings: ValidateSettings, *, cache: ModelCache | None = None, serving: LoadedModel | None = None
+    settings: ValidateSettings,
+    *,
+    cache: ModelCache | None = None,
+    serving: LoadedModel | None = None,
+    defer_promotion: bool = False,
 ) -> Outcome:
     """Validate the target of `settings` on this node; never raises for a model or data problem.
 
     `serving` is the model the pod answers with (the in-pod swap): when it is
     the champion the settings name, it is evaluated as it is, not loaded again.
+    With `defer_promotion` a passed model is not yet marked last good: the
+    caller does it (`Outcome.promote_later`) once a shadow run passed too, so a
+    pod that restarts meanwhile never falls back to an unproven candidate.
     """
     cache = cache or ModelCache(settings.cache_dir, keep=settings.cache_keep)
     outcome = Outcome(code=ExitCode.INTERNAL, node=settings.node_name)
@@ -260,7 +285,11 @@ def run_validation(
             figures_of(outcome.evaluation, card.version), rival_figures, policy, card.labels
         )
         check_verdict(outcome.verdict)
-        _promote(cache, entry, card, settings.node_name, settings.slot)
+        promote = functools.partial(_promote, cache, entry, card, settings.node_name, settings.slot)
+        if defer_promotion:
+            outcome.promote_later = promote
+        else:
+            promote()
     except (InferenceError, VibrationCoreError) as exc:
         outcome.code = exit_code_for(exc)
         outcome.reason = one_line(str(exc), secrets_of(settings))

@@ -27,6 +27,8 @@ def gate_of(report: CompactReport) -> NodeGate | None:
         candidate=candidate,
         champion=None if report.champion is None else _figures(report.champion),
         checks=[check.line() for check in report.checks],
+        shadow_windows=report.shadow_windows,
+        agreement=report.agreement,
     )
 
 

@@ -218,9 +218,9 @@ def _recover_active(
     if ref is None:
         return None
     if goal.ref == ref:
-        return goal.model_copy(update={"champion": None})
+        return goal.model_copy(update={"champion": None, "shadow": None})
     records = [r for o in obs for r in (o.assigned, o.recorded_active) if r is not None and r.ref == ref]
-    return records[0].model_copy(update={"champion": None}) if records else None
+    return records[0].model_copy(update={"champion": None, "shadow": None}) if records else None
 
 
 @dataclass(frozen=True)
@@ -439,7 +439,9 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
     ]
     return Decision(
         targets=targets,
-        active_target=goal.model_copy(update={"champion": None}) if new_status.active == ref else plan.active,
+        active_target=goal.model_copy(update={"champion": None, "shadow": None})
+        if new_status.active == ref
+        else plan.active,
         create_pods=[o.name for o in nodes if o.name in targets and not o.pod_exists],
         delete_pods=delete,
         status=new_status,

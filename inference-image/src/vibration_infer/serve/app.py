@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from vibration_core.validation import CompactReport
     from vibration_infer.loader import LoadedModel
     from vibration_infer.serve.settings import ServeSettings
+    from vibration_infer.serve.shadow import Shadow
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class ServeApp:
         self._wake = threading.Event()
         self._dirty = threading.Event()
         self._worker: threading.Thread | None = None
+        self._shadow: Shadow | None = None
+        """A candidate shadowing the serving model on live windows (the swap thread sets it)."""
         self._lock = threading.Lock()
         self._refreeze_at: float | None = None
 
@@ -313,6 +316,10 @@ class ServeApp:
         self._dirty.set()
         self._wake.set()
 
+    def shadow_with(self, shadow: Shadow | None) -> None:
+        """Run `shadow` beside the serving model on each batch from the next one on; None stops it."""
+        self._shadow = shadow
+
     def report_state(self, state: ModelState, message: str) -> None:
         """Set the state and its message, and have the status published now."""
         self._state, self._message = state, message
@@ -389,3 +396,6 @@ class ServeApp:
                 )
         if result.features is not None and result.classes is not None:
             active.drift.update(result.features, result.classes)
+            shadow = self._shadow
+            if shadow is not None:
+                shadow.observe(result.features, result.classes, active.model.card.labels)

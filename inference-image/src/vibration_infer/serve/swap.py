@@ -50,6 +50,7 @@ from pydantic import ValidationError
 from vibration_core.errors import TargetError
 from vibration_core.target import MAX_TARGET_BYTES, ModelTarget, parse_target
 from vibration_core.validation import ExitCode
+from vibration_infer.serve.shadow import Shadow
 from vibration_infer.settings import ValidateSettings
 from vibration_infer.validate import Outcome, run_validation
 
@@ -107,7 +108,12 @@ class TargetWatcher:
 
 
 def validate_target(
-    settings: ServeSettings, target: ModelTarget, cache: ModelCache, serving: LoadedModel | None = None
+    settings: ServeSettings,
+    target: ModelTarget,
+    cache: ModelCache,
+    serving: LoadedModel | None = None,
+    *,
+    defer_promotion: bool = False,
 ) -> Outcome:
     """Run the init container's validation for `target` in this process; never raises for a bad target.
 
@@ -145,7 +151,7 @@ def validate_target(
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "target"
         return Outcome(code=ExitCode.USAGE, reason=f"{where}: {first['msg']}", node=settings.node_name)
-    return run_validation(vsettings, cache=cache, serving=serving)
+    return run_validation(vsettings, cache=cache, serving=serving, defer_promotion=defer_promotion)
 
 
 class SwapHost(Protocol):
@@ -167,6 +173,10 @@ class SwapHost(Protocol):
         self, target: ModelTarget, state: CandidateState, report: CompactReport | None
     ) -> None:
         """Publish how the validation of a target stands (the operator reads it from /status)."""
+        ...
+
+    def shadow_with(self, shadow: Shadow | None) -> None:
+        """Run `shadow` beside the serving model on every batch from now on; None stops it."""
         ...
 
 
@@ -193,6 +203,10 @@ class HotSwap:
         self._thread: threading.Thread | None = None
         self._retry: tuple[ModelTarget, float] | None = None
         """A target that could not be fetched, and when to try it again (the registry may be back)."""
+        self._abandon = threading.Event()
+        """Set when the target file changes during a shadow run: that candidate is no longer wanted."""
+        self._pending: TargetChange | None = None
+        """The change seen during a shadow run, handled once the run has ended."""
 
     @property
     def busy(self) -> bool:
@@ -201,9 +215,15 @@ class HotSwap:
 
     def poll(self) -> None:
         """Look at the target file; start a swap when it names a new model (one at a time)."""
-        if self.watcher is None or self.busy:
+        if self.watcher is None:
             return
-        change = self.watcher.poll()
+        if self.busy:
+            # Only a shadow run takes long; a new target ends it (the next poll then handles the change).
+            if self._pending is None and (change := self.watcher.poll()) is not None:
+                self._pending = change
+                self._abandon.set()
+            return
+        change, self._pending = self._pending or self.watcher.poll(), None
         if change is None:
             if self._retry is not None and time.monotonic() >= self._retry[1]:
                 target, self._retry = self._retry[0], None
@@ -234,12 +254,20 @@ class HotSwap:
         self.host.report_candidate(target, "validating", None)
         self.host.report_state("validating", f"validating target {target.short}")
         try:
-            outcome = validate_target(self.settings, target, self.cache, self.host.serving())
+            shadows = self._shadows(target)
+            outcome = validate_target(
+                self.settings, target, self.cache, self.host.serving(), defer_promotion=shadows
+            )
         except Exception as exc:  # one target's handling: a crash must leave the old model serving
             logger.exception("swap_crashed sha256=%s error=%s", target.sha256, type(exc).__name__)
             crashed = Outcome(code=ExitCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}"[:500])
             self._failed(target, crashed)
             return
+        if outcome.code is ExitCode.PASSED and outcome.model is not None and shadows:
+            shadowed = self._shadow(target, outcome, outcome.model)
+            if shadowed is None:  # abandoned for a newer target
+                return
+            outcome = shadowed
         if outcome.code is ExitCode.PASSED and outcome.model is not None:
             self.metrics.swaps.labels(outcome="promoted").inc()
             self.host.report_candidate(target, "passed", outcome.compact())
@@ -249,6 +277,52 @@ class HotSwap:
             )
             return
         self._failed(target, outcome)
+
+    def _shadows(self, target: ModelTarget) -> bool:
+        """Whether `target` asks for a shadow run and the pod serves the champion it names."""
+        serving = self.host.serving()
+        champion = target.champion
+        return (
+            target.shadow is not None
+            and champion is not None
+            and serving is not None
+            and serving.sha256 == champion.sha256
+        )
+
+    def _shadow(self, target: ModelTarget, outcome: Outcome, candidate: LoadedModel) -> Outcome | None:
+        """Run the validated candidate beside the champion on live windows; None when abandoned."""
+        assert target.shadow is not None  # noqa: S101 - checked by _shadows, for the type checker
+        shadow = Shadow(candidate, target.shadow)
+        self._abandon.clear()
+        self.host.report_candidate(target, "validating", outcome.compact())
+        self.host.report_state(
+            "validating", f"shadowing {target.short} on live windows: 0/{target.shadow.windows}"
+        )
+        logger.info("shadow_started version=%s windows=%d", target.version, target.shadow.windows)
+        self.host.shadow_with(shadow)
+        try:
+            while not shadow.done.wait(0.2):
+                if self._abandon.is_set():
+                    logger.info("shadow_abandoned version=%s windows=%d", target.version, shadow.windows)
+                    return None
+        finally:
+            self.host.shadow_with(None)
+        outcome.shadow = shadow.result()
+        logger.info(
+            "shadow_done version=%s windows=%d agreement=%.4f cpu_us_per_window=%.1f passed=%s",
+            target.version,
+            outcome.shadow.windows,
+            outcome.shadow.agreement,
+            outcome.shadow.cpu_us_per_window,
+            outcome.shadow.passed,
+        )
+        if not outcome.shadow.passed:
+            outcome.code = ExitCode.BELOW_THRESHOLD
+            outcome.reason = "shadow on live windows: " + "; ".join(outcome.shadow.failures())
+            outcome.model = None
+        elif outcome.promote_later is not None:
+            outcome.promote_later()  # proven on live windows too: now it is the node's last good
+        return outcome
 
     def _failed(self, target: ModelTarget, outcome: Outcome) -> None:
         self.metrics.swaps.labels(outcome="failed").inc()

@@ -1,0 +1,227 @@
+"""Shadow on live windows: a candidate that passed the node's test data runs beside the champion first.
+
+The candidate here was trained on one machine population only; the champion
+on that one and a second. The node's test set holds only the first, so the
+candidate passes validation there; the live windows come from the second,
+where the two disagree, and the shadow run refuses the candidate before it
+answers a single window.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from tests.infer.mosquitto import Mosquitto, mosquitto_broker
+from tests.infer.serving import Collector, Publisher, serve_settings, serving, wait_until
+
+from vibration_core import dataset
+from vibration_core.features import extract_features
+from vibration_core.modelcard import ModelCard
+from vibration_core.raw import encode_raw_float32
+from vibration_core.target import ShadowPolicy
+from vibration_infer.loader import load_model
+from vibration_infer.serve.shadow import Shadow
+from vibration_train.card import build_card, write_model
+from vibration_train.data import TrainingTable
+from vibration_train.fit import FitConfig, fit
+from vibration_train.onnx_export import to_onnx
+from vibration_train.simulator import Drift, SimulatedData, simulate
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+RATE, LENGTH = 25600.0, 1024
+CONFIG = FitConfig(n_estimators=30, max_depth=3)
+
+
+@dataclass(frozen=True)
+class Files:
+    artifact: Path
+    card: Path
+    sha256: str
+    version: str
+
+
+def _table(data: SimulatedData) -> TrainingTable:
+    return TrainingTable(
+        source="simulated",
+        features=extract_features(data.windows, RATE),
+        labels=data.labels,
+        machines=data.machine,
+        timestamps_ns=data.timestamp_ns,
+        sample_rate=RATE,
+        window_length=LENGTH,
+        modified=datetime(2026, 1, 1, tzinfo=UTC),
+        unit="g",
+    )
+
+
+def _train(root: Path, data: SimulatedData, version: str) -> Files:
+    table = _table(data)
+    result = fit(table, CONFIG)
+    model = to_onnx(result.estimator, 10)
+    card = build_card(
+        table=table, result=result, config=CONFIG, model=model, model_id="spindle", version=version
+    )
+    artifact, card_path = write_model(root / version, model.data, card)
+    return Files(artifact, card_path, card.artifact.sha256, version)
+
+
+def _known(n: int, seed: int) -> SimulatedData:
+    return simulate(n, seed=seed, sample_rate=RATE, window_length=LENGTH, machines=6)
+
+
+def _unseen(n: int, seed: int) -> SimulatedData:
+    return simulate(
+        n, seed=seed, sample_rate=RATE, window_length=LENGTH, machines=6, drift=Drift(new_machine=True)
+    )
+
+
+@dataclass(frozen=True)
+class Hall:
+    champion: Files
+    candidate: Files
+    test_data: Path
+    live: SimulatedData
+
+
+@pytest.fixture(scope="module")
+def hall(tmp_path_factory: pytest.TempPathFactory) -> Hall:
+    root = tmp_path_factory.mktemp("shadow")
+    known, unseen = _known(480, 1), _unseen(480, 2)
+    both = SimulatedData(
+        machine=np.concatenate([known.machine, np.char.add("new-", unseen.machine)]),
+        timestamp_ns=np.concatenate([known.timestamp_ns, unseen.timestamp_ns]),
+        sample_rate=RATE,
+        windows=np.concatenate([known.windows, unseen.windows]),
+        labels=np.concatenate([known.labels, unseen.labels]),
+    )
+    champion = _train(root, both, "v1")
+    candidate = _train(root, known, "v2")
+    test_data = root / "node" / "test.parquet"
+    dataset.write_parquet(_known(160, 3), test_data, unit="g")
+    return Hall(champion, candidate, test_data, _unseen(400, 4))
+
+
+def test_the_shadow_counts_agreement_per_champion_class(hall: Hall) -> None:
+    champion = load_model(hall.champion.artifact, ModelCard.load(hall.champion.card))
+    candidate = load_model(hall.candidate.artifact, ModelCard.load(hall.candidate.card))
+    policy = ShadowPolicy(windows=300, min_agreement=0.95, min_class_agreement=0.9, min_class_windows=20)
+    shadow = Shadow(candidate, policy)
+    features = extract_features(hall.live.windows, RATE)
+    classes = np.argmax(champion.backend.predict_proba(features), axis=1)
+    for start in range(0, 400, 64):
+        shadow.observe(features[start : start + 64], classes[start : start + 64], champion.card.labels)
+    result = shadow.result()
+    assert shadow.done.is_set()
+    assert result.windows == 300  # counted up to the policy's length, not beyond
+    mine = np.argmax(candidate.backend.predict_proba(features[:300]), axis=1)
+    expected = float(
+        np.mean(np.asarray(candidate.card.labels)[mine] == np.asarray(champion.card.labels)[classes[:300]])
+    )
+    assert result.agreement == pytest.approx(expected)
+    assert sum(result.disagreements.values()) == round((1 - expected) * 300)
+    assert result.cpu_us_per_window > 0
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    yield from mosquitto_broker(tmp_path)
+
+
+@pytest.mark.integration
+def test_a_candidate_that_disagrees_on_an_unseen_population_is_refused_by_the_shadow(
+    hall: Hall, broker: Mosquitto, tmp_path: Path
+) -> None:
+    settings = serve_settings(
+        broker, tmp_path, artifact=hall.champion.artifact, card=hall.champion.card, test_data=hall.test_data,
+        model_id="spindle",
+    )  # fmt: skip
+    with serving(settings) as app:
+        collector = Collector(broker)
+        sensor = Publisher(broker)
+        target = {
+            "name": "spindle",
+            "version": "v2",
+            "model_uri": hall.candidate.artifact.as_uri(),
+            "sha256": hall.candidate.sha256,
+            "champion": {"version": "v1", "sha256": hall.champion.sha256},
+            "shadow": {
+                "windows": 300,
+                "min_agreement": 0.95,
+                "min_class_agreement": 0.9,
+                "min_class_windows": 20,
+            },
+        }
+        assert settings.target_file is not None
+        settings.target_file.write_text(json.dumps(target))
+        wait_until(lambda: "shadowing" in app.status().message, 120, "the candidate to pass and shadow")
+        for i in range(len(hall.live)):
+            ts = int(hall.live.timestamp_ns[i])
+            sensor.send(str(hall.live.machine[i]), encode_raw_float32(hall.live.windows[i], RATE, ts))
+        wait_until(lambda: app.status().candidate_state == "failed", 120, "the shadow's verdict")
+        status = app.status()
+        report = status.candidate_report
+        assert report is not None
+        assert report.reason_code == "ShadowDisagreed"
+        assert report.shadow_windows == 300
+        assert report.agreement is not None
+        assert report.agreement < 0.95
+        failed = [c for c in report.checks if not c.passed]
+        assert any(c.figure == "agreement" and c.threshold == 0.95 for c in failed), failed
+        assert report.disagreements
+        # Only the champion answered, and it keeps serving; the node's last good is still v1.
+        wait_until(lambda: collector.count("predictions") >= len(hall.live), 120, "every window answered")
+        assert {p.model_version for p in collector.predictions()} == {"v1"}
+        assert status.version == "v1"
+        good = app.cache.last_good_of_slot("spindle")
+        assert good is None or good.version == "v1"
+        sensor.close()
+        collector.close()
+
+
+@pytest.mark.integration
+def test_a_candidate_that_meets_the_shadow_policy_is_promoted_and_only_then_marked_last_good(
+    hall: Hall, broker: Mosquitto, tmp_path: Path
+) -> None:
+    settings = serve_settings(
+        broker, tmp_path, artifact=hall.champion.artifact, card=hall.champion.card, test_data=hall.test_data,
+        model_id="spindle",
+    )  # fmt: skip
+    with serving(settings) as app:
+        sensor = Publisher(broker)
+        target = {
+            "name": "spindle",
+            "version": "v2",
+            "model_uri": hall.candidate.artifact.as_uri(),
+            "sha256": hall.candidate.sha256,
+            "champion": {"version": "v1", "sha256": hall.champion.sha256},
+            "shadow": {
+                "windows": 100,
+                "min_agreement": 0.0,
+                "min_class_agreement": 0.0,
+                "min_class_windows": 20,
+            },
+        }
+        assert settings.target_file is not None
+        settings.target_file.write_text(json.dumps(target))
+        wait_until(lambda: "shadowing" in app.status().message, 120, "the shadow run to start")
+        slot = app.cache.last_good_of_slot("spindle")
+        assert slot is None or slot.version != "v2"  # not yet proven on live windows
+        for i in range(150):
+            ts = int(hall.live.timestamp_ns[i])
+            sensor.send(str(hall.live.machine[i]), encode_raw_float32(hall.live.windows[i], RATE, ts))
+        wait_until(lambda: app.status().version == "v2", 120, "v2 to serve after its shadow run")
+        report = app.status().candidate_report
+        assert report is not None
+        assert (report.reason_code, report.shadow_windows) == ("Passed", 100)
+        slot = app.cache.last_good_of_slot("spindle")
+        assert slot is not None
+        assert slot.version == "v2"
+        sensor.close()
