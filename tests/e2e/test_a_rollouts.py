@@ -14,7 +14,9 @@ and each test starts from where the last ended:
    whose test set has bearing faults: the canary is put back on v2;
 5. v2's manifest applied again (the roll back): Ready at the new generation;
 6. the operator pod deleted mid-rollout: it resumes, one promotion, no
-   duplicate events.
+   duplicate events;
+6b. a manual rollout (v1 again, held to the serving v5 on the canary) waits
+   after the canary until spec.rollout.approvedVersion names it.
 
 At each step the Argo CD health check (Lua) is run on the real object.
 """
@@ -149,3 +151,24 @@ def test_6_operator_deleted_mid_rollout_resumes_without_repeating_itself(hall: H
     assert sorted(e["message"] for e in serving_events) == sorted({e["message"] for e in serving_events})
     assert all(e.get("count", 1) == 1 for e in serving_events), serving_events
     assert len([e for e in hall.events("Promoted") if "v5" in e["message"]]) == 1
+
+
+def test_6b_a_manual_rollout_waits_after_the_canary_until_approved(hall: Hall) -> None:
+    canary, rest = hall.nodes[0], hall.nodes[1:]
+    hall.apply("v1", rollout={"approval": "manual"})
+    vm = hall.wait(
+        "the rollout of v1 held for approval",
+        lambda vm: condition(vm, "Progressing").get("reason") == "AwaitingApproval",
+        timeout_s=400,
+    )
+    assert (node_status(vm, canary).get("serving") or {}).get("version") == "v1"
+    gate = node_status(vm, canary).get("gate") or {}
+    assert gate.get("reasonCode") == "Passed", gate
+    assert (gate.get("champion") or {}).get("version") == "v5", gate  # held to what the hall served
+    assert "approvedVersion to v1" in condition(vm, "Progressing")["message"]
+    time.sleep(10)  # still held: the rest never get v1 without the approval
+    assert all(hall.targets()[node] == "v5" for node in rest), hall.targets()
+    hall.apply("v1", rollout={"approval": "manual", "approvedVersion": "v1"})
+    vm = hall.settled("Ready", "v1", timeout_s=400)
+    assert health(vm) == "Healthy"
+    assert hall.events("AwaitingApproval")

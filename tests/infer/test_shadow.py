@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from vibration_infer.serve.settings import ServeSettings
+
 RATE, LENGTH = 25600.0, 1024
 CONFIG = FitConfig(n_estimators=30, max_depth=3)
 
@@ -128,6 +130,36 @@ def test_the_shadow_counts_agreement_per_champion_class(hall: Hall) -> None:
     assert result.agreement == pytest.approx(expected)
     assert sum(result.disagreements.values()) == round((1 - expected) * 300)
     assert result.cpu_us_per_window > 0
+
+
+def shadow_target(hall: Hall, app_settings: ServeSettings, **policy: float) -> None:
+    """Point the pod at v2, held to v1 (the champion it serves) and to `policy` on live windows."""
+    target = {
+        "name": "spindle",
+        "version": "v2",
+        "model_uri": hall.candidate.artifact.as_uri(),
+        "sha256": hall.candidate.sha256,
+        "champion": {"version": "v1", "sha256": hall.champion.sha256},
+        "shadow": {"min_class_windows": 20, **policy},
+    }
+    path = app_settings.target_file
+    assert path is not None
+    path.write_text(json.dumps(target))
+
+
+def champion_pod(hall: Hall, broker: Mosquitto, tmp_path: Path) -> ServeSettings:
+    """A pod serving v1, with the node's test set of the known population only."""
+    return serve_settings(
+        broker, tmp_path, artifact=hall.champion.artifact, card=hall.champion.card, test_data=hall.test_data,
+        model_id="spindle",
+    )  # fmt: skip
+
+
+def send_live(sensor: Publisher, live: SimulatedData, n: int) -> None:
+    for i in range(n):
+        sensor.send(
+            str(live.machine[i]), encode_raw_float32(live.windows[i], RATE, int(live.timestamp_ns[i]))
+        )
 
 
 @pytest.fixture
