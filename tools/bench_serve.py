@@ -173,6 +173,7 @@ def main() -> int:
             collector.close()
         base_p50, base_p99, base_rate = seed_style(model, stream, args.baseline_windows)
         floor_us = compute_floor(model, flood[:2048])
+        shadow_us = compute_floor(model, flood[:2048], shadow=True)
         transport = {}
         for n, client in enumerate(("wire", "paho"), start=2):
             with Mosquitto(work / f"broker-{client}") as broker:
@@ -215,6 +216,10 @@ def main() -> int:
                 Figure(
                     "serve's batch work alone, no MQTT (decode, features, model, answers, drift)",
                     f"{floor_us:.0f} us (alone on one core: {1e6 / floor_us:.0f} windows/s)",
+                ),
+                Figure(
+                    "the same with a shadow candidate beside the model (spec.rollout.shadow)",
+                    f"{shadow_us:.0f} us: the shadow costs {shadow_us - floor_us:.0f} us a window",
                 ),
                 *(
                     Figure(

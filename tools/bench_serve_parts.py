@@ -29,9 +29,11 @@ from vibration_core.drift import DriftMonitor
 from vibration_core.messages import Prediction
 from vibration_core.modelcard import ModelCard
 from vibration_core.raw import encode_raw_float32
+from vibration_core.target import ShadowPolicy
 from vibration_core.topics import TopicLayout
 from vibration_infer.loader import load_model
 from vibration_infer.serve.batcher import BatchProcessor, Incoming
+from vibration_infer.serve.shadow import Shadow
 
 if TYPE_CHECKING:
     from tests.infer.mosquitto import Mosquitto
@@ -172,8 +174,11 @@ def encoded(data: SimulatedData, offset_ns: int) -> list[tuple[str, int, bytes]]
     return out
 
 
-def compute_floor(model: Path, messages: list[tuple[str, int, bytes]]) -> float:
+def compute_floor(model: Path, messages: list[tuple[str, int, bytes]], *, shadow: bool = False) -> float:
     """CPU microseconds per window of serve's batch work alone, in this process on one core.
+
+    With `shadow`, a candidate (the same model, loaded again) runs beside it on every batch,
+    as during `spec.rollout.shadow`: the difference is what a shadow run costs a node.
 
     Decode, extract, predict, encode the answers and update drift, in batches of
     `FLOOR_BATCH`, exactly as serve's worker does, with no MQTT: what is left of
@@ -187,12 +192,16 @@ def compute_floor(model: Path, messages: list[tuple[str, int, bytes]]) -> float:
     ]
     processor = BatchProcessor(LAYOUT, max_payload_bytes=1 << 20, dedupe_keys=0)
     drift = DriftMonitor(card.reference, card.labels, window=1000)
+    policy = ShadowPolicy(windows=10**9, min_agreement=0.95, min_class_agreement=0.9, min_class_windows=20)
+    twin = Shadow(load_model(model / "model.onnx", card, threads=1), policy) if shadow else None
 
     def run() -> None:
         for start in range(0, len(items), FLOOR_BATCH):
             result = processor.process(items[start : start + FLOOR_BATCH], loaded)
             if result.features is not None and result.classes is not None:
                 drift.update(result.features, result.classes)
+                if twin is not None:
+                    twin.observe(result.features, result.classes, card.labels)
 
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {max(affinity)})
