@@ -828,3 +828,45 @@ def test_manual_approval_does_not_hold_a_failed_canary() -> None:
     cluster.run(make_spec("v2", approval="manual"))
     assert cluster.phase() == "Degraded"
     assert cluster.serving() == dict.fromkeys(NODES, "v1")
+
+
+def test_a_candidate_the_shadow_refuses_on_the_canary_stops_the_rollout_there() -> None:
+    cluster = rolled_out("v1")
+    spec = make_spec("v2", shadow={"windows": 500})
+    cluster.step(spec)
+    canary = cluster.nodes["edge-1"]
+    assert canary.cm is not None
+    assert canary.cm.shadow is not None  # the canary is asked to shadow the v1 it serves
+    assert canary.cm.shadow.windows == 500
+    # The pod's verdict after its shadow run, as its /status carries it.
+    report = CompactReport(
+        outcome="failed",
+        code=14,
+        reason="shadow on live windows: agreement 0.712 < 0.950 (floor)",
+        version="v2",
+        sha256=sha("v2"),
+        accuracy=0.97,
+        reason_code="ShadowDisagreed",
+        checks=[Check(figure="agreement", value=0.712, threshold=0.95, kind="floor", passed=False)],
+        shadow_windows=500,
+        agreement=0.712,
+        disagreements={"normal->imbalance": 144},
+    )
+    canary.pending, canary.seen = None, canary.cm
+    canary.candidate = Candidate(sha("v2"), "failed", "v2", report)
+    cluster.run(spec)
+    assert cluster.phase() == "Degraded"
+    assert cluster.targets() == dict.fromkeys(NODES, "v1")
+    assert cluster.serving() == dict.fromkeys(NODES, "v1")
+    assert cluster.status is not None
+    node = next(n for n in cluster.status.nodes if n.name == "edge-1")
+    assert node.gate is not None
+    assert (node.gate.reason_code, node.gate.shadow_windows, node.gate.agreement) == (
+        "ShadowDisagreed",
+        500,
+        0.712,
+    )
+    assert node.gate.checks == ["agreement 0.712 < 0.950 (floor)"]
+    assert (
+        "ShadowDisagreed: shadow on live windows: agreement 0.712 < 0.950" in cluster.condition("Degraded")[2]
+    )
