@@ -1,7 +1,7 @@
 """The VibrationModel resource (contract 5): its spec and status as pydantic models.
 
 One source of truth: the CRD in ``crds/`` is generated from these models
-(`vibration_core.crd`), the training job builds its manifests with them, and
+(`vibration_operator.crd`), the training job builds its manifests with them, and
 the operator parses what the API server hands it with them. Field names are
 the camelCase of the Kubernetes API conventions; every field has a
 description, which is what ``kubectl explain vibrationmodel.spec`` shows.

@@ -5,7 +5,7 @@ environment variables), set up logging, call one library function, return
 its exit code. The flags of ``validate`` are generated from
 `ValidateSettings`, so a setting and its flag cannot drift apart; the S3 keys
 themselves have no flag (a flag shows in ``ps`` and in the pod spec), only
-their ``*-file`` forms. This is the one place with ``except Exception``: an
+their ``*-file`` forms. This is validate's one ``except Exception``: an
 unexpected error is logged, reported like any other failure and exits
 `ExitCode.INTERNAL`.
 """

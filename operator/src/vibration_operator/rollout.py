@@ -12,7 +12,7 @@ for the one TPU, across nodes in its own order.
 
 **The pod spec is version-agnostic.** Which model a node should serve lives
 in the node's target ConfigMap, written only by the operator (Kubernetes
-RBAC is the authenticated channel of DESIGN.md) and mounted into the pod at
+RBAC is the authenticated channel a model target needs) and mounted into the pod at
 ``/etc/vibration-edge/target``. The init container validates that target on
 the node against hostPath test data and a node-local cache; with
 ``--fallback-last-good`` it still exits 0 when the target fails but a last

@@ -4,7 +4,9 @@ Thin by design. The flags are generated from `ServeSettings` (``--mqtt-url``
 for ``mqtt_url``), so a setting and its flag cannot drift apart; the MQTT
 password has no flag (a flag shows in ``ps`` and the pod spec), only its
 ``--mqtt-password-file`` form. SIGTERM and SIGINT stop the loop gracefully.
-This is the process entry, the one place with ``except Exception``.
+This is the process entry: its ``except Exception`` logs what killed the process and exits
+non-zero. The others catch per unit of work (a batch, a message, a swap, an MQTT session) so
+that one bad unit cannot stop the loop, and each says so where it stands.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Channel: a watched file, ``/etc/vibration-edge/target/target.json`` by
 default, projected into the pod from a ConfigMap that only the operator may
 write. Who may change it is then decided by Kubernetes RBAC, which is the
-authentication DESIGN.md asks for; an MQTT control topic would need a
+authentication a model target needs; an MQTT control topic would need a
 second set of per-client ACLs kept in step with the operator, and any
 client with a leaked sensor password on a misconfigured broker could point
 every pod of a hall at a model of its choosing. The file is polled (its
