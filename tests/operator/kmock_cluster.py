@@ -3,7 +3,8 @@
 `kmock_cluster` starts kmock's `KubernetesEmulator` on 127.0.0.1 with the
 resources the operator and kopf discover (the VibrationModel kind from
 `vibration_core.spec`, nodes, pods, ConfigMaps, events) and talks to it only
-over HTTP, as kubectl would. kmock's gaps (no generation, no resourceVersion, no CRD schema) are closed here where
+over HTTP, as kubectl would. kmock's gaps (no generation, no resourceVersion, no
+CRD schema) are closed here where
 the operator or kopf rely on the real behaviour, in `ApiServerLikeEmulator`:
 ``metadata.resourceVersion`` on every change (kopf's JSON patches test it;
 without it every finalizer patch fails), a failed ``test`` op answered 422,
