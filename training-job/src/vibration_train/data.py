@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
+    from vibration_train.simulator import SimulatedData
+
 logger = logging.getLogger(__name__)
 
 SAMPLES_COLUMN: Final = "samples"
@@ -79,6 +81,20 @@ class TrainingTable:
         """Return windows per label, labels sorted."""
         values, counts = np.unique(self.labels, return_counts=True)
         return {str(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+    @classmethod
+    def from_simulated(cls, data: SimulatedData, source: str = "simulated") -> TrainingTable:
+        """The table of simulated windows, without a parquet file in between (tests, tools)."""
+        return cls(
+            source=source,
+            features=extract_features(data.windows, data.sample_rate),
+            labels=data.labels,
+            machines=data.machine,
+            timestamps_ns=data.timestamp_ns,
+            sample_rate=data.sample_rate,
+            window_length=int(data.windows.shape[1]),
+            modified=_from_ns(int(data.timestamp_ns.max())),
+        )
 
 
 def load_table(
