@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mqtt_wire import WireClient
-from vibration_core.drift import DriftMonitor
+from vibration_core.drift_monitor import DriftMonitor, DriftPolicy
 from vibration_core.messages import Prediction
 from vibration_core.modelcard import ModelCard
 from vibration_core.raw import encode_raw_float32
@@ -186,13 +186,13 @@ def compute_floor(model: Path, messages: list[tuple[str, int, bytes]]) -> float:
         for i, (machine, _, payload) in enumerate(messages)
     ]
     processor = BatchProcessor(LAYOUT, max_payload_bytes=1 << 20, dedupe_keys=0)
-    drift = DriftMonitor(card.reference, card.labels, window=1000)
+    drift = DriftMonitor(card.reference, card.labels, DriftPolicy(window=1000))
 
     def run() -> None:
         for start in range(0, len(items), FLOOR_BATCH):
             result = processor.process(items[start : start + FLOOR_BATCH], loaded)
-            if result.features is not None and result.classes is not None:
-                drift.update(result.features, result.classes)
+            if result.features is not None and result.probabilities is not None:
+                drift.update(result.features, result.probabilities)
 
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {max(affinity)})
