@@ -4,6 +4,7 @@
 #   make e2e    the whole story on the cluster of KUBECONFIG
 #   make check  format, lint, mypy strict, import layering, generated-file drift
 #   make bench  figures beside their baselines
+#   make drift-eval  the drift monitor's false alarms and detection delays, on the simulator
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -14,7 +15,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 PY_DIRS := core training-job inference-image operator tests tools
 
-.PHONY: help setup setup-test demo demo-k8s test e2e check fmt lint typecheck layers crds generate verify-generated bench images-report clean
+.PHONY: help setup setup-test demo demo-k8s test e2e check fmt lint typecheck layers crds generate verify-generated bench drift-eval images-report clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -83,6 +84,9 @@ bench: setup-test ## print benchmark figures beside their baselines and write do
 	$(RUN) python tools/bench_serve.py
 	$(RUN) python tools/bench_operator.py
 	$(RUN) python tools/bench_report.py
+
+drift-eval: setup ## the drift monitor on the simulator: false alarms, windows to detection; exits 1 on a missed target
+	$(RUN) python tools/drift_eval.py
 
 images-report: ## image sizes beside their targets: IMAGES=dir or .tar files [BASE=base.tar CHECK=1 MARKDOWN=file]
 	@test -n "$(IMAGES)" || { echo 'images-report: IMAGES is not set: give a directory of docker-save archives or the .tar files, e.g. make images-report IMAGES=/path/to/archives BASE=/path/to/archives/python-3.11-slim.tar (docker save IMAGE -o FILE.tar writes one)' >&2; exit 2; }

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mqtt_wire import WireClient
-from vibration_core.drift import DriftMonitor
+from vibration_core.drift_monitor import DriftMonitor, DriftPolicy
 from vibration_core.messages import Prediction
 from vibration_core.modelcard import ModelCard
 from vibration_core.raw import encode_raw_float32
@@ -191,16 +191,16 @@ def compute_floor(model: Path, messages: list[tuple[str, int, bytes]], *, shadow
         for i, (machine, _, payload) in enumerate(messages)
     ]
     processor = BatchProcessor(LAYOUT, max_payload_bytes=1 << 20, dedupe_keys=0)
-    drift = DriftMonitor(card.reference, card.labels, window=1000)
+    drift = DriftMonitor(card.reference, card.labels, DriftPolicy(window=1000))
     policy = ShadowPolicy(windows=10**9, min_agreement=0.95, min_class_agreement=0.9, min_class_windows=20)
     twin = Shadow(load_model(model / "model.onnx", card, threads=1), policy) if shadow else None
 
     def run() -> None:
         for start in range(0, len(items), FLOOR_BATCH):
             result = processor.process(items[start : start + FLOOR_BATCH], loaded)
-            if result.features is not None and result.classes is not None:
-                drift.update(result.features, result.classes)
-                if twin is not None:
+            if result.features is not None and result.probabilities is not None:
+                drift.update(result.features, result.probabilities)
+                if twin is not None and result.classes is not None:
                     twin.observe(result.features, result.classes, card.labels)
 
     affinity = os.sched_getaffinity(0)

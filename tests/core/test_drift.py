@@ -1,22 +1,29 @@
-"""Drift statistics against the card's reference: PSI, KS, class shares, the rolling monitor."""
+"""Drift statistics against the card's reference: bins, PSI, KS, the class mix, the tests."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from vibration_core.drift import (
-    DriftMonitor,
-    DriftThresholds,
+    class_mix,
     class_share_psi,
+    compare_classes,
+    compare_feature,
     feature_ks,
     feature_psi,
+    feature_references,
     reference_bins,
 )
+from vibration_core.drift_monitor import DriftMonitor, DriftPolicy, DriftReport
 from vibration_core.features import FEATURE_NAMES, extract_features
 from vibration_core.reference import DEFAULT_QUANTILE_LEVELS, ReferenceDistribution, build_reference
-from vibration_train.simulator import CLASSES, Drift, SimulatedData, simulate
+from vibration_train.data import TrainingTable
+from vibration_train.fit import FitConfig, FitResult, fit
+from vibration_train.simulator import CLASSES, Drift, MachineProfile, simulate
 
 LEVELS = DEFAULT_QUANTILE_LEVELS
 UNIFORM = tuple(LEVELS)  # the quantiles of U(0, 1) are its levels
@@ -86,123 +93,186 @@ def test_class_shares() -> None:
     assert np.isnan(class_share_psi([0, 0], [0.5, 0.5]))
 
 
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [({"psi": 0.0}, "psi must be > 0"), ({"ks": -1.0}, "ks must be"), ({"min_samples": 0}, "min_samples")],
-)
-def test_thresholds_that_cannot_work_are_refused(fields: dict[str, float], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        DriftThresholds(**fields)  # type: ignore[arg-type]  # the values are the point
+# --- the class mix --------------------------------------------------------------------------
 
 
-def _uniform_reference(features: tuple[str, ...] = ("x", "y")) -> ReferenceDistribution:
-    return ReferenceDistribution(
-        samples=10_000,
-        quantile_levels=LEVELS,
-        feature_quantiles=dict.fromkeys(features, UNIFORM),
-        class_shares={"a": 0.5, "b": 0.5},
-    )
+def _posteriors(x: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Exact posteriors of two unit Gaussians at -1 and +1 under `prior`."""
+    likelihood = np.column_stack([np.exp(-0.5 * (x + 1.0) ** 2), np.exp(-0.5 * (x - 1.0) ** 2)]) * prior
+    posteriors: np.ndarray = likelihood / likelihood.sum(axis=1, keepdims=True)
+    return posteriors
 
 
-def test_the_monitor_keeps_the_last_window_rows() -> None:
-    monitor = DriftMonitor(_uniform_reference(), ("a", "b"), window=100, thresholds=DriftThresholds())
-    rng = np.random.default_rng(3)
-    monitor.update(rng.random((80, 2)) + 5.0, np.zeros(80, dtype=int))  # way off, then pushed out
-    for _ in range(5):
-        monitor.update(rng.random((30, 2)), rng.integers(0, 2, 30))
-    report = monitor.report()
-    assert report.samples == 100
-    assert report.max_psi < 0.5
-    assert report.max_ks < 0.2
-    # a batch larger than the window keeps only its tail
-    monitor.update(np.full((250, 2), 0.5), np.zeros(250, dtype=int))
-    assert monitor.report().samples == 100
-    assert monitor.report().max_ks == pytest.approx(0.5)
+def test_the_mix_is_estimated_from_probabilities_not_counted_from_labels() -> None:
+    rng = np.random.default_rng(4)
+    balanced = np.array([0.5, 0.5])
+    x = np.r_[rng.normal(-1.0, 1.0, 1900), rng.normal(1.0, 1.0, 100)]  # 95 % class 0
+    probabilities = _posteriors(x, balanced)  # a model trained on a balanced set
+    counted = np.bincount(np.argmax(probabilities, axis=1), minlength=2) / x.size
+    assert counted[0] < 0.85  # argmax: the false positives land on the rare class
+    assert class_mix(probabilities, balanced) == pytest.approx([0.95, 0.05], abs=0.02)
 
 
-def test_the_monitor_calls_nothing_drifted_below_min_samples() -> None:
-    monitor = DriftMonitor(
-        _uniform_reference(), ("a", "b"), window=500, thresholds=DriftThresholds(min_samples=50)
-    )
-    monitor.update(np.full((49, 2), 3.0), np.zeros(49, dtype=int))
-    assert not monitor.report().drifted
-    monitor.update(np.full((1, 2), 3.0), np.zeros(1, dtype=int))
-    report = monitor.report()
-    assert report.drifted
-    assert set(report.exceeded) == {"psi.x", "psi.y", "ks.x", "ks.y", "class_psi"}
+def test_the_mix_leaves_a_class_the_training_never_saw_at_zero() -> None:
+    probabilities = np.array([[0.7, 0.3, 0.0], [0.2, 0.8, 0.0]])
+    mix = class_mix(probabilities, np.array([0.5, 0.5, 0.0]))
+    assert mix[2] == 0.0
+    assert mix.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"need \(n > 0, 3\) probabilities"):
+        class_mix(np.zeros((0, 3)), np.array([0.5, 0.5, 0.0]))
 
 
-def test_an_empty_monitor_reports_only_finite_values() -> None:
-    report = DriftMonitor(_uniform_reference(), ("a", "b")).report()
-    assert report.samples == 0
-    assert not report.drifted
-    assert report.as_flat() == {"samples": 0.0}
+# --- the tests ----------------------------------------------------------------------------
 
 
-def test_the_monitor_refuses_a_batch_of_the_wrong_shape() -> None:
-    monitor = DriftMonitor(_uniform_reference(), ("a", "b"))
-    with pytest.raises(ValueError, match=r"need \(n, 2\) features"):
-        monitor.update(np.zeros((3, 3)), np.zeros(3, dtype=int))
-    with pytest.raises(ValueError, match="window must be"):
-        DriftMonitor(_uniform_reference(), ("a", "b"), window=0)
+def _two_class_reference() -> tuple[np.ndarray, np.ndarray]:
+    """A balanced training set: class a uniform on (0, 1), class b on (1, 2)."""
+    rng = np.random.default_rng(6)
+    features = np.r_[rng.uniform(0, 1, 2000), rng.uniform(1, 2, 2000)][:, None]
+    labels = np.array(["a"] * 2000 + ["b"] * 2000)
+    return features, labels
 
 
-# --- against the simulator's drift knobs -------------------------------------------------
+def test_features_are_compared_with_the_training_data_in_the_windows_class_mix() -> None:
+    features, labels = _two_class_reference()
+    reference = build_reference(features, labels, feature_names=("x",), label_order=("a", "b"))
+    (by_class,) = feature_references(reference, ("a", "b"))
+    (pooled,) = feature_references(reference.model_copy(update={"class_bin_counts": None}), ("a", "b"))
+    rng = np.random.default_rng(7)
+    window = np.r_[rng.uniform(0, 1, 475), rng.uniform(1, 2, 25)]  # 95 % a: a new mix, nothing else
+    mix = np.array([0.95, 0.05])
+    same = compare_feature(window, mix, by_class)
+    assert same.p_value > 0.01
+    assert same.psi < 0.05
+    assert same.ks < 0.1
+    # The pooled training mix calls the new class mix feature drift.
+    wrong = compare_feature(window, mix, pooled)
+    assert wrong.p_value < 1e-10
+    assert wrong.psi > 0.5
+    # and a change within the classes is drift either way
+    moved = compare_feature(window * 1.15, mix, by_class)
+    assert moved.p_value < 1e-4
+    assert moved.psi > 0.05
+
+
+def test_the_test_needs_more_evidence_from_fewer_windows() -> None:
+    features, labels = _two_class_reference()
+    reference = build_reference(features, labels, feature_names=("x",), label_order=("a", "b"))
+    (ref,) = feature_references(reference, ("a", "b"))
+    rng = np.random.default_rng(8)
+    mix = np.array([0.5, 0.5])
+    small = compare_feature(np.r_[rng.uniform(0, 1, 50), rng.uniform(1.05, 2.05, 50)], mix, ref)
+    large = compare_feature(np.r_[rng.uniform(0, 1, 5000), rng.uniform(1.05, 2.05, 5000)], mix, ref)
+    assert small.p_value > 0.01  # the same 5 % shift of one class: chance at 100 windows
+    assert large.p_value < 1e-6  # not at 10 000
+
+
+def test_class_counts_are_compared_with_the_baseline() -> None:
+    baseline = np.array([1900, 40, 30, 30])
+    assert compare_classes([475, 10, 8, 7], baseline).p_value > 0.1
+    shifted = compare_classes([400, 40, 30, 30], baseline)
+    assert shifted.p_value < 1e-6
+    assert shifted.psi > 0.1
+    assert np.isnan(compare_classes([0, 0, 0, 0], baseline).psi)
+
+
+# --- measured on the simulator, with a real model: fast versions of `make drift-eval` -----------
+
+NORMAL_SHARE = 0.95
+HALL_MIX = {label: NORMAL_SHARE if label == "normal" else (1 - NORMAL_SHARE) / 3 for label in CLASSES}
+POLICY = DriftPolicy(baseline_windows=1000)
+"""The default policy with a shorter baseline, to keep these tests to seconds."""
+
+
+@dataclass(frozen=True, eq=False)
+class Hall:
+    """A model trained on a balanced simulated set, its card's reference, and its machines."""
+
+    result: FitResult
+    reference: ReferenceDistribution
+    machines: tuple[MachineProfile, ...]
+
+    def stream(self, n: int, seed: int, drift: Drift | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Features and class probabilities of `n` windows of the hall: same machines, 95 % normal."""
+        machines = 8 if drift is not None and drift.new_machine else self.machines
+        data = simulate(
+            n, seed=seed, window_length=2048, machines=machines, class_shares=HALL_MIX, drift=drift
+        )
+        features = extract_features(data.windows, data.sample_rate)
+        return features, np.asarray(self.result.estimator.predict_proba(features), dtype=np.float64)
+
+    def monitor(self, policy: DriftPolicy = POLICY, *, by_class: bool = True) -> DriftMonitor:
+        pooled = self.reference.model_copy(update={"class_bin_counts": None})
+        reference = self.reference if by_class else pooled
+        return DriftMonitor(reference, self.result.labels, policy)
 
 
 @pytest.fixture(scope="module")
-def training() -> tuple[SimulatedData, ReferenceDistribution]:
-    data = simulate(2000, seed=1, window_length=2048)
-    features = extract_features(data.windows, data.sample_rate)
-    reference = build_reference(features, data.labels, feature_names=FEATURE_NAMES, label_order=CLASSES)
-    return data, reference
+def hall() -> Hall:
+    data = simulate(4000, seed=1, window_length=2048)
+    table = TrainingTable.from_simulated(data)
+    result = fit(table, FitConfig(n_estimators=30, max_depth=3))
+    reference = build_reference(
+        table.features, table.labels, feature_names=FEATURE_NAMES, label_order=result.labels
+    )
+    return Hall(result, reference, data.machines)
 
 
-def _report(
-    training: tuple[SimulatedData, ReferenceDistribution], *, seed: int, drift: Drift | None = None
-) -> tuple[float, float, bool]:
-    data, reference = training
-    machines = 8 if drift is not None and drift.new_machine else data.machines
-    live = simulate(500, seed=seed, window_length=2048, machines=machines, drift=drift)
-    monitor = DriftMonitor(reference, CLASSES, window=500)
-    classes = np.array([CLASSES.index(label) for label in live.labels])
-    monitor.update(extract_features(live.windows, live.sample_rate), classes)
-    report = monitor.report()
-    assert report.class_psi < 0.05  # the true labels follow the training mix
-    return report.max_psi, report.max_ks, report.drifted
+def _feed(monitor: DriftMonitor, features: np.ndarray, probabilities: np.ndarray) -> list[DriftReport]:
+    """One report per evaluation stride."""
+    stride = monitor.policy.stride
+    reports = []
+    for start in range(0, features.shape[0] - stride + 1, stride):
+        monitor.update(features[start : start + stride], probabilities[start : start + stride])
+        reports.append(monitor.report())
+    return reports
 
 
-@pytest.mark.parametrize("seed", [2, 3, 4])
-def test_fresh_windows_of_the_same_machines_do_not_drift(
-    training: tuple[SimulatedData, ReferenceDistribution], seed: int
-) -> None:
-    max_psi, max_ks, drifted = _report(training, seed=seed)
-    assert not drifted
-    assert max_psi < 0.12
-    assert max_ks < 0.1
+def test_a_stationary_95_percent_normal_hall_does_not_drift(hall: Hall) -> None:
+    features, probabilities = hall.stream(3000, seed=11)
+    reports = _feed(hall.monitor(), features, probabilities)
+    assert not any(r.drifted for r in reports)
+    assert sum(bool(r.flagged) for r in reports) <= 1
+    last = reports[-1]
+    assert last.baseline_windows == POLICY.baseline_windows
+    assert last.class_psi_vs_training > 1.0  # against the training mix the hall looks drifted
+    assert last.classes.psi < POLICY.class_psi  # against its own baseline it does not
+    # and against the pooled training mix its features do: the per-class reference is what prevents it
+    assert any(r.drifted for r in _feed(hall.monitor(by_class=False), features, probabilities))
+
+
+@pytest.mark.parametrize(
+    "drift", [Drift(speed_shift=0.1), Drift(gain_change=-0.3)], ids=["speed+10%", "gain-30%"]
+)
+def test_a_shift_is_flagged_within_2000_windows(hall: Hall, drift: Drift) -> None:
+    monitor = hall.monitor()
+    assert not any(r.drifted for r in _feed(monitor, *hall.stream(1500, seed=12)))
+    reports = _feed(monitor, *hall.stream(2000, seed=13, drift=drift))
+    assert any(r.drifted for r in reports)
 
 
 @pytest.mark.parametrize(
     "drift",
-    [Drift(speed_shift=0.3), Drift(gain_change=-0.3), Drift(noise_scale=3.0), Drift(new_machine=True)],
+    [Drift(speed_shift=0.3), Drift(gain_change=0.3), Drift(noise_scale=3.0), Drift(new_machine=True)],
     ids=["speed", "gain", "noise", "new_machine"],
 )
-def test_the_simulator_drift_knobs_are_detected(
-    training: tuple[SimulatedData, ReferenceDistribution], drift: Drift
-) -> None:
-    max_psi, _, drifted = _report(training, seed=2, drift=drift)
-    assert drifted
-    assert max_psi > 0.3
+def test_every_simulator_knob_is_flagged_in_one_window(hall: Hall, drift: Drift) -> None:
+    monitor = hall.monitor(DriftPolicy(min_samples=POLICY.window, evaluate_every=POLICY.window))
+    (report,) = _feed(monitor, *hall.stream(POLICY.window, seed=17, drift=drift))
+    assert report.flagged
+    assert report.max_psi > 0.2
 
 
-def test_a_changed_class_mix_drifts_the_class_shares(
-    training: tuple[SimulatedData, ReferenceDistribution],
-) -> None:
-    _, reference = training
-    monitor = DriftMonitor(reference, CLASSES, window=400, thresholds=DriftThresholds(psi=1e9, ks=1))
-    rng = np.random.default_rng(5)
-    rows = rng.uniform(0, 1, (400, len(FEATURE_NAMES)))
-    monitor.update(rows, np.zeros(400, dtype=int))  # every window "normal"
-    report = monitor.report()
-    assert report.exceeded == ("class_psi",)
-    assert report.as_flat()["class_psi"] > 1.0
+def test_a_single_noisy_evaluation_does_not_flip_the_verdict(hall: Hall) -> None:
+    # Evaluations of disjoint windows: one window of shifted data is exactly one noisy evaluation.
+    policy = DriftPolicy(baseline_windows=1000, evaluate_every=POLICY.window)
+    monitor = hall.monitor(policy)
+    clean = hall.stream(3000, seed=14)
+    noisy = hall.stream(policy.window, seed=15, drift=Drift(gain_change=-0.3))
+    reports = _feed(monitor, clean[0][:1500], clean[1][:1500])
+    reports += _feed(monitor, *noisy)
+    assert reports[-1].flagged  # the noisy evaluation is flagged ...
+    reports += _feed(monitor, clean[0][1500:], clean[1][1500:])
+    assert not any(r.drifted for r in reports)  # ... and does not make the verdict
+    sustained = _feed(monitor, *hall.stream(3 * policy.window, seed=16, drift=Drift(gain_change=-0.3)))
+    assert [r.drifted for r in sustained] == [False, False, True]

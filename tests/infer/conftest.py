@@ -17,7 +17,6 @@ import contextlib
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import flatbuffers  # type: ignore[import-untyped] # ships no types
@@ -26,7 +25,6 @@ import pytest
 from ai_edge_litert import schema_py_generated as tfl
 
 from vibration_core import dataset
-from vibration_core.features import extract_features
 from vibration_core.modelcard import ModelCard, TensorSpec
 from vibration_infer.settings import ValidateSettings
 from vibration_train.card import build_card, write_model
@@ -67,17 +65,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _table(data: SimulatedData) -> TrainingTable:
-    return TrainingTable(
-        source="simulated",
-        features=extract_features(data.windows, data.sample_rate),
-        labels=data.labels,
-        machines=data.machine,
-        timestamps_ns=data.timestamp_ns,
-        sample_rate=data.sample_rate,
-        window_length=WINDOW_LENGTH,
-        modified=datetime(2025, 1, 1, tzinfo=UTC),
-        unit="g",
-    )
+    return TrainingTable.from_simulated(data)
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,13 @@
-"""The serving loop's metrics: the batch histogram exposes what prometheus_client's own would."""
+"""The serving loop's metrics: the batch histogram, and the drift monitor's gauges."""
 
 from __future__ import annotations
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
+from vibration_core.drift_monitor import DriftMonitor, DriftPolicy
 from vibration_core.gate import Check, Figures
+from vibration_core.reference import build_reference
 from vibration_core.validation import CompactReport
 from vibration_infer.serve.metrics import LATENCY_BUCKETS_S, BatchHistogram, ServeMetrics
 
@@ -61,3 +63,27 @@ def test_the_gate_figures_of_the_last_candidate_are_exposed() -> None:
     )
     metrics.set_gate(report.model_copy(update={"version": "v3", "champion": None, "checks": []}))
     assert 'version="v2"' not in generate_latest(metrics.registry).decode()  # one candidate at a time
+
+
+def test_drift_gauges_say_what_was_flagged_and_leave_the_classes_open_until_the_baseline() -> None:
+    rng = np.random.default_rng(4)
+    labels = np.where(rng.random(4000) < 0.5, "a", "b")
+    reference = build_reference(
+        rng.random((4000, 2)), labels, feature_names=("x", "y"), label_order=("a", "b")
+    )
+    policy = DriftPolicy(window=200, min_samples=200, evaluate_every=200, baseline_windows=1000)
+    monitor = DriftMonitor(reference, ("a", "b"), policy)
+    rows = rng.random((200, 2))
+    rows[:, 0] = rows[:, 0] * 0.5 + 0.5  # x moved, y did not
+    monitor.update(rows, np.tile([0.8, 0.2], (200, 1)))
+    registry = CollectorRegistry()
+    metrics = ServeMetrics(registry)
+    metrics.set_drift(monitor.report())
+    scraped = generate_latest(registry).decode()
+    assert 'vibration_infer_drift_flagged{test="x"} 1.0' in scraped
+    assert 'vibration_infer_drift_flagged{test="y"} 0.0' in scraped
+    assert 'vibration_infer_drift_flagged{test="classes"} 0.0' in scraped
+    assert "vibration_infer_drift_class_psi NaN" in scraped  # not evaluated before the baseline
+    assert "vibration_infer_drift_baseline_windows 200.0" in scraped
+    assert "vibration_infer_drift_baseline_needed 1000.0" in scraped
+    assert "vibration_infer_drifted 0.0" in scraped  # one flagged evaluation is not drift yet

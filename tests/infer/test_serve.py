@@ -330,7 +330,13 @@ def test_windows_in_predictions_out_equal_to_an_offline_run(
     broker: Mosquitto, models: Models, v1: LoadedModel, tmp_path: Path, mqtt_client: str
 ) -> None:
     data = stream(300, seed=5)
-    with serving(settings_for(broker, models, tmp_path, mqtt_client=mqtt_client)) as app:
+    drift = {
+        "drift_window": 100,
+        "drift_min_samples": 50,
+        "drift_evaluate_every": 50,
+        "drift_baseline_windows": 200,
+    }
+    with serving(settings_for(broker, models, tmp_path, mqtt_client=mqtt_client, **drift)) as app:
         collector = Collector(broker)
         sensor = Publisher(broker)
         for i in range(len(data)):
@@ -361,6 +367,20 @@ def test_windows_in_predictions_out_equal_to_an_offline_run(
         sensor.close()
         collector.close()
         assert app.metrics.totals() == (len(data), len(data), 0)
+        # The drift monitor saw every window: its figures are in the status and on /metrics.
+        figures = app.publish_status().drift
+        assert (figures["baseline_windows"], figures["baseline_needed"], figures["samples"]) == (
+            200,
+            200,
+            100,
+        )
+        assert {"p.rms", "psi.rms", "class_p", "class_psi_vs_training", "threshold.p_per_test"} <= set(
+            figures
+        )
+        metrics = scrape(app, "/metrics")
+        assert "vibration_infer_drift_baseline_windows 200.0" in metrics
+        assert 'vibration_infer_drift_p_value{feature="rms"}' in metrics
+        assert 'vibration_infer_drift_threshold{name="feature_psi"}' in metrics
 
 
 def raw_with(sample_rate: int, n: int, dtype: int = 1) -> bytes:

@@ -113,7 +113,9 @@ def _renamed_labels(card: ModelCard) -> ModelCard:
     data = card.model_dump(mode="json")
     data["labels"] = [renamed[x] for x in card.labels]
     data["metrics"]["per_class"] = {renamed[k]: v for k, v in data["metrics"]["per_class"].items()}
-    data["reference"]["class_shares"] = {renamed[k]: v for k, v in data["reference"]["class_shares"].items()}
+    reference = data["reference"]
+    reference["class_shares"] = {renamed[k]: v for k, v in reference["class_shares"].items()}
+    reference["class_bin_counts"] = {renamed[k]: v for k, v in reference["class_bin_counts"].items()}
     return ModelCard.model_validate(data)
 
 

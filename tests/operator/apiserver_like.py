@@ -42,6 +42,7 @@ def _render(error: jsonschema.ValidationError) -> Error:
         return _path([*where, missing]), "Required value"
     messages = {
         "maximum": f"should be less than or equal to {limit}",
+        "exclusiveMaximum": f"should be less than {limit}",
         "minimum": f"should be greater than or equal to {limit}",
         "exclusiveMinimum": f"should be greater than {limit}",
         "pattern": f"should match '{limit}'",
@@ -50,6 +51,9 @@ def _render(error: jsonschema.ValidationError) -> Error:
         "type": f"must be of type {limit}",
         "maxItems": f"must have at most {limit} items",
     }
+    # Draft 4 (the CRD's dialect) marks an exclusive bound with a boolean beside minimum/maximum.
+    if kind in {"minimum", "maximum"} and error.schema.get(f"exclusive{str(kind).capitalize()}") is True:
+        kind = f"exclusive{str(kind).capitalize()}"
     if kind == "enum":
         supported = ", ".join(f'"{v}"' for v in limit)
         messages["enum"] = f'Unsupported value: "{error.instance}": supported values: {supported}'

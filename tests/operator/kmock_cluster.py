@@ -89,7 +89,6 @@ def _resources() -> dict[str, kmock.ResourceInfo]:
     }
 
 
-DRIFT_THRESHOLD = 0.2
 STATUS_SUBRESOURCE = frozenset({vm_spec.PLURAL, "pods", "nodes"})
 _REVISIONS = itertools.count(1)
 
@@ -374,7 +373,7 @@ class FakeKubelet:
     failing: set[tuple[str, str]] = field(default_factory=set)
     """(node, version) pairs whose validation fails."""
     drift: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Drift figures each node's pod reports."""
+    """Drift figures each node's pod reports; drifted when one is ``flagged.<test>`` (raiseAfter 1)."""
     paused: bool = False
     """Hold every pod where it is (a kubelet that does nothing)."""
     _task: asyncio.Task[None] | None = None
@@ -411,7 +410,7 @@ class FakeKubelet:
             if node.status is None:
                 return aiohttp.web.Response(status=503)
             figures = self.drift.get(node.name, {})
-            drifted = any(value > DRIFT_THRESHOLD for value in figures.values())
+            drifted = any(name.startswith("flagged.") and value == 1.0 for name, value in figures.items())
             fresh = node.status.model_copy(update={"drift": figures, "drifted": drifted})
             return aiohttp.web.Response(body=fresh.encode(), content_type="application/json")
 

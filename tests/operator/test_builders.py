@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from vibration_core.drift_monitor import DriftPolicy
 from vibration_core.messages import ModelStatus
-from vibration_core.spec import VibrationModelSpec
+from vibration_core.spec import DriftSpec, VibrationModelSpec
 from vibration_core.target import ModelTarget, load_target
 from vibration_core.validation import CompactReport
 from vibration_infer.cli import parse_validate_args
@@ -194,6 +195,12 @@ def test_the_mqtt_client_of_the_spec_is_the_one_serve_runs(
     client: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = CPU.model_copy(update={"mqtt": CPU.mqtt.model_copy(update={"client": client})})
+    assert serve_settings_of(spec, monkeypatch).mqtt_client == client
+    assert CPU.mqtt.client == "wire", "the default"
+
+
+def serve_settings_of(spec: VibrationModelSpec, monkeypatch: pytest.MonkeyPatch) -> ServeSettings:
+    """The settings the serving container of `spec`'s pod on edge-1 reads from its environment."""
     serve = build_serving_pod("spindle-classifier", "hall-a", UID, spec, "edge-1", SETTINGS)["spec"][
         "containers"
     ][0]
@@ -202,8 +209,7 @@ def test_the_mqtt_client_of_the_spec_is_the_one_serve_runs(
             monkeypatch.delenv(key)
     for key, value in env_of(serve, "edge-1").items():
         monkeypatch.setenv(key, value)
-    assert ServeSettings().mqtt_client == client
-    assert CPU.mqtt.client == "wire", "the default"
+    return ServeSettings()
 
 
 def test_every_pod_of_a_vibrationmodel_is_in_its_one_mqtt_share_group() -> None:
@@ -301,6 +307,30 @@ def test_environment_is_what_the_inference_settings_read(build: Any, monkeypatch
     assert served.client_id == pod["metadata"]["name"]
     assert served.mqtt_share_group == pod["metadata"]["labels"][names.LABEL_MODEL]
     assert str(served.target_file) == "/etc/vibration-edge/target/target.json"
+
+
+def test_the_pod_tests_drift_with_the_specs_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    drift = {"window": 800, "featurePsi": 0.07, "classPsi": 0.2, "pValue": 0.05, "baselineWindows": 5000,
+             "raiseAfter": 4, "clearAfter": 6}  # fmt: skip
+    spec = CPU.model_copy(update={"drift": DriftSpec.model_validate(drift)})
+    assert serve_settings_of(spec, monkeypatch).drift_policy == DriftPolicy(
+        window=800, feature_psi=0.07, class_psi=0.2, p_value=0.05, baseline_windows=5000, raise_after=4,
+        clear_after=6,
+    )  # fmt: skip
+
+
+def test_the_specs_drift_defaults_are_the_monitors() -> None:
+    spec, policy = DriftSpec(), DriftPolicy()
+    shared = (
+        "window",
+        "feature_psi",
+        "class_psi",
+        "p_value",
+        "baseline_windows",
+        "raise_after",
+        "clear_after",
+    )
+    assert {name: getattr(spec, name) for name in shared} == {name: getattr(policy, name) for name in shared}
 
 
 @pytest.mark.parametrize("build", [cpu_pod, coral_pod], ids=["cpu", "coral"])

@@ -1,4 +1,4 @@
-"""Conditions, history and drift bookkeeping, and the update window's cron matcher."""
+"""Conditions and history bookkeeping, and the update window's cron matcher."""
 
 from __future__ import annotations
 
@@ -7,15 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.operator.test_rollout import make_spec
-from vibration_core.messages import ModelStatus
-from vibration_core.spec import DriftSpec, HistoryEntry, UpdateWindow, VibrationModelStatus
-from vibration_operator.conditions import (
-    CONDITION_TYPES,
-    append_history,
-    apply_drift,
-    get_condition,
-    set_condition,
-)
+from vibration_core.spec import HistoryEntry, UpdateWindow
+from vibration_operator.conditions import CONDITION_TYPES, append_history, get_condition, set_condition
 from vibration_operator.rollout import NodeObservation, decide
 from vibration_operator.schedule import Cron, CronError, is_open, next_open
 
@@ -60,46 +53,6 @@ def test_history_keeps_the_newest_ten() -> None:
     entries = [HistoryEntry(action="Promoted", version=f"v{n}", at=T0) for n in range(15)]
     history = append_history(entries[:9], *entries[9:])
     assert [h.version for h in history] == [f"v{n}" for n in range(5, 15)]
-
-
-def _report(node: str, psi: float, *, drifted: bool = False) -> ModelStatus:
-    return ModelStatus(
-        node=node,
-        state="serving",
-        ready=True,
-        windows_total=100,
-        errors_total=0,
-        drift={"samples": 500.0, "psi.rms": psi, "psi.kurtosis": psi / 2, "class_psi": 0.01, "ks.rms": 0.1},
-        drifted=drifted,
-        updated_ns=1,
-    )
-
-
-def test_drift_sets_figures_and_condition() -> None:
-    status = VibrationModelStatus(observed_generation=3)
-    reports = {"edge-1": _report("edge-1", 0.05), "edge-2": _report("edge-2", 0.35)}
-    out = apply_drift(status, reports, DriftSpec(psi_threshold=0.2), T0)
-    assert out.drift is not None
-    assert (out.drift.drifted, out.drift.max_psi, out.drift.worst_feature) == (True, 0.35, "rms")
-    assert out.drift.nodes == ["edge-2"]
-    drifted = get_condition(out.conditions, "Drifted")
-    assert drifted is not None
-    assert (drifted.status, drifted.reason, drifted.observed_generation) == ("True", "DriftDetected", 3)
-    assert "edge-2" in drifted.message
-
-    calm = apply_drift(out, {"edge-1": _report("edge-1", 0.05)}, DriftSpec(), T0 + timedelta(hours=1))
-    assert get_condition(calm.conditions, "Drifted").status == "False"  # type: ignore[union-attr]
-
-
-def test_drift_trusts_the_pods_own_verdict_and_handles_no_reports() -> None:
-    status = VibrationModelStatus()
-    out = apply_drift(status, {"edge-1": _report("edge-1", 0.01, drifted=True)}, DriftSpec(), T0)
-    assert out.drift is not None
-    assert out.drift.nodes == ["edge-1"]
-    unknown = apply_drift(status, {}, DriftSpec(), T0)
-    assert get_condition(unknown.conditions, "Drifted").reason == "NoReports"  # type: ignore[union-attr]
-    off = apply_drift(out, {}, DriftSpec(enabled=False), T0)
-    assert (off.drift, get_condition(off.conditions, "Drifted").reason) == (None, "DriftCheckDisabled")  # type: ignore[union-attr]
 
 
 # --- the cron matcher -----------------------------------------------------------------------

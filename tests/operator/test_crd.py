@@ -92,3 +92,12 @@ def test_invalid_samples_get_their_message(path: Path) -> None:
 def test_the_python_model_refuses_the_invalid_samples_too(path: Path) -> None:
     with pytest.raises(ValidationError):
         VibrationModel.model_validate(load(path))
+
+
+def test_the_removed_psi_threshold_is_refused_by_name() -> None:
+    # The API server drops a field its schema does not know (kubectl apply --validate=strict refuses it);
+    # the Python model, which the training job builds manifests with, says which one.
+    obj = load(SAMPLES[0])
+    obj["spec"]["drift"] = {"psiThreshold": 0.2}
+    with pytest.raises(ValidationError, match=r"drift\.psiThreshold\n  Extra inputs are not permitted"):
+        VibrationModel.model_validate(obj)

@@ -273,12 +273,18 @@ async def test_drift_reported_by_a_pod_sets_drifted(
     async with running_operator(cluster, settings):
         await cluster.apply_model(manifest())
         await eventually(lambda: phase_is(cluster, "Ready", active="v3"), what="Ready on v3")
-        kubelet.drift["edge-2"] = {"psi.rms": 0.61, "psi.kurtosis": 0.05}
+        kubelet.drift["edge-2"] = {
+            "psi.rms": 0.61, "p.rms": 1e-9, "flagged.rms": 1.0, "psi.kurtosis": 0.05, "p.kurtosis": 0.4,
+            "class_psi": 0.7, "class_p": 0.2, "tests": 11.0,
+        }  # fmt: skip
         await eventually(lambda: drifted_is(cluster, "True"), what="Drifted=True")
         vm = await cluster.model(NAMESPACE, NAME)
         drift = vm["status"]["drift"]
         assert (drift["drifted"], drift["nodes"], drift["worstFeature"]) == (True, ["edge-2"], "rms")
-        assert drift["maxPsi"] == pytest.approx(0.61)
+        assert (drift["psi"], drift["pValue"], drift["maxPsi"]) == pytest.approx((0.61, 1e-9, 0.7))
+        assert condition(vm, "Drifted")["message"].startswith(
+            "drift on edge-2: rms PSI 0.610 (>= 0.05), p 1e-09"
+        )
         kubelet.drift.clear()
         await eventually(lambda: drifted_is(cluster, "False"), what="Drifted=False")
 

@@ -166,9 +166,14 @@ class ModelStatus(JsonMessage):
     windows_total: Count = Field(description="Raw windows received since the pod started.")
     errors_total: Count = Field(description="Error messages published since the pod started.")
     drift: dict[str, float] = Field(
-        default_factory=dict, description="Drift statistics against the card's reference, by name."
+        default_factory=dict,
+        description="Figures of the last drift evaluation, by name: `psi.`, `p.`, `ks.<feature>` against the "
+        "training data, `class_psi` and `class_p` against the node's baseline, `class_psi_vs_training`, "
+        "`flagged.<feature or classes>`, `baseline_windows` of `baseline_needed`, `threshold.*`.",
     )
-    drifted: bool = Field(default=False, description="Whether drift exceeds the drift policy.")
+    drifted: bool = Field(
+        default=False, description="Whether the pod reports drift: flagged in enough evaluations in a row."
+    )
     message: str = Field(default="", description="A short explanation of the state, for a person.")
     candidate_version: str | None = Field(
         default=None, description="Version of the last target the pod was asked to swap to."

@@ -3,6 +3,15 @@
 Training summarises its data as per-feature quantiles and class shares;
 serving compares what it sees against them. Quantiles rather than a sample
 keep the card small and say nothing about individual windows.
+
+The card also counts, per class, the training windows in each bin between
+the quantiles (`class_bin_counts`). A hall that runs 95 % healthy machines
+against a balanced training set has feature distributions far from the
+training mix (an rms PSI near 2 on the simulator) without anything having
+changed: comparing each window's features with the training windows *of its
+predicted class* separates a changed class mix (the class-share check's
+business) from changed machines. Cards written before the field existed
+lack it; serving then compares with the pooled training mix.
 """
 
 from __future__ import annotations
@@ -37,6 +46,15 @@ class ReferenceDistribution(BaseModel):
     class_shares: dict[str, float] = Field(
         description="Share of each class label, in output order; sums to 1."
     )
+    class_bin_counts: dict[str, dict[str, tuple[int, ...]]] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description=(
+            "Per class label and feature, the training windows of that class in each bin of the "
+            "feature's quantiles: `(-inf, q0]`, then `(q[i-1], q[i]]` over the distinct quantiles, "
+            "then `(q[-1], inf)`; absent in cards from before it existed."
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -55,7 +73,32 @@ class ReferenceDistribution(BaseModel):
         if any(s < 0 for s in shares) or not math.isclose(sum(shares), 1.0, abs_tol=1e-6):
             msg = f"class_shares must be non-negative and sum to 1, got {dict(self.class_shares)}"
             raise ValueError(msg)
+        if self.class_bin_counts is not None:
+            self._check_bin_counts(self.class_bin_counts)
         return self
+
+    def _check_bin_counts(self, counts: dict[str, dict[str, tuple[int, ...]]]) -> None:
+        if set(counts) != set(self.class_shares):
+            msg = f"class_bin_counts covers {sorted(counts)}, class_shares {sorted(self.class_shares)}"
+            raise ValueError(msg)
+        for label, by_feature in counts.items():
+            if set(by_feature) != set(self.feature_quantiles):
+                msg = f"class_bin_counts.{label} covers {sorted(by_feature)}, not the features"
+                raise ValueError(msg)
+            totals = set()
+            for name, bins in by_feature.items():
+                expected = len(set(self.feature_quantiles[name])) + 1
+                if len(bins) != expected or any(c < 0 for c in bins):
+                    msg = f"class_bin_counts.{label}.{name} must be {expected} counts >= 0, got {len(bins)}"
+                    raise ValueError(msg)
+                totals.add(sum(bins))
+            total = totals.pop() if len(totals) == 1 else -1
+            if total < 0 or not math.isclose(total, self.class_shares[label] * self.samples, abs_tol=0.5):
+                msg = (
+                    f"class_bin_counts.{label} must count the class's "
+                    f"{self.class_shares[label] * self.samples:.0f} windows in every feature"
+                )
+                raise ValueError(msg)
 
 
 def build_reference(
@@ -81,6 +124,9 @@ def build_reference(
         raise ValueError(msg)
     quantiles = np.quantile(matrix, np.asarray(levels), axis=0)
     counts = {label: int(np.count_nonzero(label_array == label)) for label in label_order}
+    # The bins are the ones drift uses: distinct quantiles as right-closed edges, a tail on either side.
+    edges = [np.unique(quantiles[:, i]) for i in range(len(feature_names))]
+    bins = [np.searchsorted(edges[i], matrix[:, i], side="left") for i in range(len(feature_names))]
     return ReferenceDistribution(
         samples=matrix.shape[0],
         quantile_levels=tuple(float(level) for level in levels),
@@ -88,4 +134,13 @@ def build_reference(
             name: tuple(float(v) for v in quantiles[:, i]) for i, name in enumerate(feature_names)
         },
         class_shares={label: count / matrix.shape[0] for label, count in counts.items()},
+        class_bin_counts={
+            label: {
+                name: tuple(
+                    int(c) for c in np.bincount(bins[i][label_array == label], minlength=edges[i].size + 1)
+                )
+                for i, name in enumerate(feature_names)
+            }
+            for label in label_order
+        },
     )

@@ -199,14 +199,32 @@ class RolloutSpec(_Schema):
 
 
 class DriftSpec(_Schema):
-    """Drift checks against the model card's reference distribution."""
+    """Drift checks: features against the card's training data, class shares against each node's start.
+
+    Each serving pod evaluates its most recent windows every quarter window. A
+    feature (or the class shares) is flagged when its chi-square test is
+    significant, at pValue over all the tests of an evaluation, and its PSI is
+    at least featurePsi (classPsi); the pod reports drift after raiseAfter
+    flagged evaluations in a row and clears it after clearAfter clean ones.
+    The defaults are those `make drift-eval` measured (README, Monitoring).
+    """
 
     enabled: bool = True
     """Read drift statistics from the serving pods and set the Drifted condition."""
-    psi_threshold: float = Field(default=0.2, gt=0, le=10)
-    """Population stability index above which a feature or the class shares count as drifted."""
     window: int = Field(default=500, ge=50, le=100000)
-    """Recent windows per node the statistics are computed over."""
+    """Most recent windows per node each evaluation sees."""
+    feature_psi: float = Field(default=0.05, gt=0, le=10)
+    """Smallest PSI of a feature against the training data (in the node's class mix) that counts as drift."""
+    class_psi: float = Field(default=0.1, gt=0, le=10)
+    """Smallest PSI of the predicted class shares against the node's baseline that counts as drift."""
+    p_value: float = Field(default=0.01, gt=0, le=0.2)
+    """Significance of one evaluation over all its tests (Bonferroni over the features and class shares)."""
+    baseline_windows: int = Field(default=2000, ge=100, le=1000000)
+    """Windows after a version starts serving on a node whose predicted class mix is that node's baseline."""
+    raise_after: int = Field(default=3, ge=1, le=100)
+    """Flagged evaluations in a row before a node reports drift."""
+    clear_after: int = Field(default=3, ge=1, le=100)
+    """Clean evaluations in a row before a node stops reporting drift."""
 
 
 class AlertSpec(_Schema):
@@ -365,10 +383,14 @@ class DriftStatus(_Schema):
 
     drifted: bool = False
     """Whether any node reports drift beyond the policy."""
-    max_psi: float | None = None
-    """Largest PSI over features, class shares and nodes."""
     worst_feature: str | None = None
-    """The feature (or classes) with the largest PSI."""
+    """The feature, or classes (the class shares), behind the verdict: the flagged test of lowest p-value."""
+    psi: float | None = None
+    """PSI of worstFeature: the effect size."""
+    p_value: float | None = None
+    """p-value of worstFeature's test on that node."""
+    max_psi: float | None = None
+    """Largest PSI over features, class shares and nodes: an effect size, not a verdict."""
     nodes: list[str] = Field(default_factory=list)
     """Nodes that report drift."""
     checked_at: datetime | None = None

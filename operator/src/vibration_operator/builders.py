@@ -149,9 +149,14 @@ def _serve_env(
         "VIBRATION_CLIENT_ID": names.serving_pod_name(vm_name, node),
         "VIBRATION_ALERT_CONFIDENCE": str(spec.alerts.min_confidence),
         "VIBRATION_ALERT_CONSECUTIVE": str(spec.alerts.consecutive),
+        # The pod tests drift itself, with the spec's policy; the operator reads its verdict.
         "VIBRATION_DRIFT_WINDOW": str(spec.drift.window),
-        "VIBRATION_DRIFT_PSI_THRESHOLD": str(spec.drift.psi_threshold),
-        "VIBRATION_DRIFT_CLASS_THRESHOLD": str(spec.drift.psi_threshold),
+        "VIBRATION_DRIFT_FEATURE_PSI": str(spec.drift.feature_psi),
+        "VIBRATION_DRIFT_CLASS_PSI": str(spec.drift.class_psi),
+        "VIBRATION_DRIFT_P_VALUE": str(spec.drift.p_value),
+        "VIBRATION_DRIFT_BASELINE_WINDOWS": str(spec.drift.baseline_windows),
+        "VIBRATION_DRIFT_RAISE_AFTER": str(spec.drift.raise_after),
+        "VIBRATION_DRIFT_CLEAR_AFTER": str(spec.drift.clear_after),
         "VIBRATION_HTTP_PORT": str(settings.http_port),
     }
     if spec.mqtt.credentials_secret:

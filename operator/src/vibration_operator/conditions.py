@@ -1,4 +1,4 @@
-"""Status bookkeeping: metav1-style conditions, history, events, and drift.
+"""Status bookkeeping: metav1-style conditions, history and events (drift: `drift_status`).
 
 Pure functions over the status models of `vibration_core.spec`; they return
 new lists and objects (the models are frozen) so that the rollout state
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 from vibration_core.spec import (
     Condition,
-    DriftStatus,
     HistoryEntry,
     NodeStatus,
     ValidationSummary,
@@ -26,11 +25,9 @@ from vibration_core.spec import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
     from datetime import datetime
 
-    from vibration_core.messages import ModelStatus
-    from vibration_core.spec import DriftSpec
     from vibration_operator.schedule import Hold
 
 ConditionType = Literal["Ready", "Validated", "Progressing", "Degraded", "Drifted"]
@@ -38,8 +35,6 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 HistoryAction = Literal["Promoted", "RolledBack", "ValidationFailed"]
 CONDITION_TYPES: tuple[ConditionType, ...] = get_args(ConditionType)
 HISTORY_LIMIT = 10
-CLASS_SHARES = "classes"
-"""The name `DriftStatus.worst_feature` gives to the predicted class shares."""
 
 
 def get_condition(conditions: Sequence[Condition], type_: ConditionType) -> Condition | None:
@@ -313,63 +308,3 @@ def record(
         }
     )
     return status, events
-
-
-def _node_drift(report: ModelStatus) -> tuple[float | None, str | None]:
-    """The largest PSI a pod reports and what it is of (a feature or the class shares)."""
-    psis = {
-        (CLASS_SHARES if name == "class_psi" else name.removeprefix("psi.")): value
-        for name, value in report.drift.items()
-        if name.startswith("psi.") or name == "class_psi"
-    }
-    if not psis:
-        return None, None
-    worst = max(sorted(psis), key=lambda name: psis[name])  # sorted first: ties break by name
-    return psis[worst], worst
-
-
-def apply_drift(
-    status: VibrationModelStatus,
-    reports: Mapping[str, ModelStatus],
-    policy: DriftSpec,
-    now: datetime,
-) -> VibrationModelStatus:
-    """The status with `drift` and the `Drifted` condition set from the serving pods' reports.
-
-    A node counts as drifted when its pod says so (its own thresholds, which
-    the pod gets from the same policy) or when its largest PSI is above the
-    policy's threshold. Nodes without a report are left out of the figures.
-    """
-    generation = status.observed_generation or 0
-    if not policy.enabled:
-        off = "spec.drift.enabled is false"
-        conditions = set_condition(
-            status.conditions, "Drifted", "False", "DriftCheckDisabled", off, generation=generation, now=now
-        )
-        return status.model_copy(update={"drift": None, "conditions": conditions})
-    max_psi: float | None = None
-    worst: str | None = None
-    drifted_nodes: list[str] = []
-    for node in sorted(reports):
-        psi, feature = _node_drift(reports[node])
-        if psi is not None and (max_psi is None or psi > max_psi):
-            max_psi, worst = psi, feature
-        if reports[node].drifted or (psi is not None and psi > policy.psi_threshold):
-            drifted_nodes.append(node)
-    drift = DriftStatus(
-        drifted=bool(drifted_nodes), max_psi=max_psi, worst_feature=worst, nodes=drifted_nodes, checked_at=now
-    )
-    condition: tuple[ConditionStatus, str, str]
-    if not reports:
-        condition = ("Unknown", "NoReports", "no serving pod reported drift statistics")
-    elif drifted_nodes:
-        figure = f"max PSI {max_psi:.3f} ({worst})" if max_psi is not None else "reported by the pods"
-        condition = ("True", "DriftDetected", f"drift on {', '.join(drifted_nodes)}: {figure}")
-    else:
-        figure = f"max PSI {max_psi:.3f}" if max_psi is not None else "no figures yet"
-        condition = ("False", "NoDrift", f"{figure} <= {policy.psi_threshold} on {len(reports)} node(s)")
-    state, reason, message = condition
-    conditions = set_condition(
-        status.conditions, "Drifted", state, reason, message, generation=generation, now=now
-    )
-    return status.model_copy(update={"drift": drift, "conditions": conditions})

@@ -2,8 +2,10 @@
 
 Every figure comes from the objects the pipeline already made: the labels in
 the estimator's output order, the metrics the report printed, the ONNX
-signature read back from the exported graph, the reference distribution from
-the training split only (the held-out part stays unseen, as serving data is).
+signature read back from the exported graph. The reference distribution (what
+drift is measured against) comes from every window of the table: the split
+holds out whole machines, and a reference without them would show their
+normal windows as drift on a node that sees every machine of the hall.
 `write_model` puts the artifact and the card into place by rename, the card
 last, so a reader never finds a card that names bytes not yet there.
 """
@@ -89,7 +91,7 @@ def build_card(
         ),
         metrics=result.metrics,
         reference=build_reference(
-            result.x_train, result.y_train, feature_names=FEATURE_NAMES, label_order=result.labels
+            table.features, table.labels, feature_names=FEATURE_NAMES, label_order=result.labels
         ),
         hyperparameters=config.as_hyperparameters(),
     )

@@ -33,10 +33,13 @@ from vibration_core.errors import DatasetError, FeatureInputError
 from vibration_core.features import FEATURE_NAMES, band_bins, extract_features
 from vibration_core.units import METADATA_UNIT, Unit, accepted
 from vibration_train.errors import TrainingDataError
+from vibration_train.simulator import UNIT as SIMULATED_UNIT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
+
+    from vibration_train.simulator import SimulatedData
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +86,21 @@ class TrainingTable:
         """Return windows per label, labels sorted."""
         values, counts = np.unique(self.labels, return_counts=True)
         return {str(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+    @classmethod
+    def from_simulated(cls, data: SimulatedData, source: str = "simulated") -> TrainingTable:
+        """The table of simulated windows, without a parquet file in between (tests, tools)."""
+        return cls(
+            source=source,
+            features=extract_features(data.windows, data.sample_rate),
+            labels=data.labels,
+            machines=data.machine,
+            timestamps_ns=data.timestamp_ns,
+            sample_rate=data.sample_rate,
+            window_length=int(data.windows.shape[1]),
+            modified=_from_ns(int(data.timestamp_ns.max())),
+            unit=SIMULATED_UNIT,
+        )
 
 
 def load_table(

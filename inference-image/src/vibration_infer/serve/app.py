@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vibration_core.drift import DriftMonitor, DriftThresholds
+from vibration_core.drift_monitor import DriftMonitor
 from vibration_core.messages import ModelStatus
 from vibration_core.modelcard import ModelCard
 from vibration_core.target import load_target
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
-    from vibration_core.drift import DriftReport
+    from vibration_core.drift_monitor import DriftReport
     from vibration_core.messages import CandidateState, ModelState
     from vibration_core.target import ModelTarget
     from vibration_core.validation import CompactReport
@@ -198,16 +198,8 @@ class ServeApp:
 
     def install(self, model: LoadedModel) -> None:
         """Make `model` the one that answers, from the worker's next batch on."""
-        s = self.settings
-        thresholds = DriftThresholds(
-            psi=s.drift_psi_threshold,
-            ks=s.drift_ks_threshold,
-            class_psi=s.drift_class_threshold,
-            min_samples=s.drift_min_samples,
-        )
-        drift = DriftMonitor(
-            model.card.reference, model.card.labels, window=s.drift_window, thresholds=thresholds
-        )
+        # A new monitor per model: its class baseline is the first windows this model answers here.
+        drift = DriftMonitor(model.card.reference, model.card.labels, self.settings.drift_policy)
         previous, self._active = self._active, Active(model, drift)
         if previous is not None:
             # serve's main froze the start-up heap (gc.freeze) so that full collections
@@ -394,8 +386,8 @@ class ServeApp:
                     alert.confidence,
                     alert.severity,
                 )
-        if result.features is not None and result.classes is not None:
-            active.drift.update(result.features, result.classes)
+        if result.features is not None and result.probabilities is not None:
+            active.drift.update(result.features, result.probabilities)
             shadow = self._shadow
-            if shadow is not None:
+            if shadow is not None and result.classes is not None:
                 shadow.observe(result.features, result.classes, active.model.card.labels)

@@ -85,6 +85,8 @@ class BatchResult:
     """Feature rows of the predicted windows, for drift."""
     classes: npt.NDArray[np.intp] | None = None
     """Predicted class index of each of those rows."""
+    probabilities: npt.NDArray[np.float64] | None = None
+    """Class probabilities of each of those rows, in the card's label order (drift estimates the mix)."""
     latencies_s: list[float] = field(default_factory=list)
 
     @property
@@ -237,6 +239,7 @@ class BatchProcessor:
             result.latencies_s.append(elapsed_s)
         result.features = features
         result.classes = classes
+        result.probabilities = probs
 
 
 def _check_signal(window: RawWindow, model: LoadedModel) -> None:

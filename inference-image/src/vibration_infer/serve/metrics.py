@@ -20,10 +20,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
+from vibration_infer.serve.drift_metrics import DriftGauges
 
-    from vibration_core.drift import DriftReport
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+    from vibration_core.drift_monitor import DriftReport
     from vibration_core.validation import CompactReport
 
 LATENCY_BUCKETS_S: Final = (
@@ -145,25 +147,7 @@ class ServeMetrics:
         self.mqtt_connected = Gauge(
             "vibration_infer_mqtt_connected", "1 while connected to the broker.", registry=r
         )
-        self.drift_psi = Gauge(
-            "vibration_infer_drift_psi",
-            "PSI of a feature against the card's reference.",
-            ["feature"],
-            registry=r,
-        )
-        self.drift_ks = Gauge(
-            "vibration_infer_drift_ks",
-            "KS distance of a feature to the card's reference.",
-            ["feature"],
-            registry=r,
-        )
-        self.drift_class_psi = Gauge(
-            "vibration_infer_drift_class_psi", "PSI of predicted class shares against training.", registry=r
-        )
-        self.drift_samples = Gauge(
-            "vibration_infer_drift_samples", "Rows in the rolling drift window.", registry=r
-        )
-        self.drifted = Gauge("vibration_infer_drifted", "1 when drift exceeds the drift policy.", registry=r)
+        self.drift = DriftGauges(r)
         self._lock = threading.Lock()
         self._windows_total = 0
         self._errors_total = 0
@@ -223,19 +207,8 @@ class ServeMetrics:
             )
 
     def set_drift(self, report: DriftReport) -> None:
-        """Publish the latest drift statistics (finite ones only)."""
-        self._set_all(self.drift_psi, report.feature_psi)
-        self._set_all(self.drift_ks, report.feature_ks)
-        if not math.isnan(report.class_psi):
-            self.drift_class_psi.set(report.class_psi)
-        self.drift_samples.set(report.samples)
-        self.drifted.set(1 if report.drifted else 0)
-
-    @staticmethod
-    def _set_all(gauge: Gauge, values: Mapping[str, float]) -> None:
-        for feature, value in values.items():
-            if not math.isnan(value):
-                gauge.labels(feature=feature).set(value)
+        """Publish the latest drift evaluation."""
+        self.drift.set(report)
 
     def totals(self) -> tuple[int, int, int]:
         """Raw messages received, windows predicted, error messages published, since start."""

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vibration_core.drift_monitor import DriftPolicy
 from vibration_core.errors import MessageError
 from vibration_core.messages import ID_PATTERN, Severity
 from vibration_core.raw import DEFAULT_MAX_BYTES
@@ -35,6 +36,7 @@ from vibration_infer.errors import UsageError
 from vibration_infer.settings import Accelerator, EdgeTpuFallback  # noqa: TC001 - pydantic reads them
 
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_DRIFT = DriftPolicy()
 
 
 def _default_severity() -> dict[str, Severity]:
@@ -178,20 +180,45 @@ class ServeSettings(BaseSettings):
     )
     alert_default_severity: Severity = Field(default="warning", description="Severity of other labels.")
 
-    # --- drift ----------------------------------------------------------------------------
+    # --- drift (the defaults are `DriftPolicy`'s; see vibration_core.drift_monitor) ----------
     drift_window: int = Field(
-        default=500, ge=10, description="Rolling window of rows the drift statistics see."
+        default=_DRIFT.window, ge=10, description="Most recent windows each drift evaluation sees."
     )
-    drift_psi_threshold: float = Field(
-        default=0.2, gt=0, description="Per-feature PSI above which it drifted."
+    drift_evaluate_every: int | None = Field(
+        default=None,
+        ge=1,
+        description="New windows between two drift evaluations; empty: a quarter of the window.",
     )
-    drift_ks_threshold: float = Field(
-        default=0.2, gt=0, le=1, description="Per-feature KS above which it drifted."
+    drift_min_samples: int = Field(
+        default=_DRIFT.min_samples, ge=1, description="Windows needed before the first drift evaluation."
     )
-    drift_class_threshold: float = Field(
-        default=0.2, gt=0, description="PSI of predicted class shares (vs. training) above which it drifted."
+    drift_feature_psi: float = Field(
+        default=_DRIFT.feature_psi,
+        gt=0,
+        description="Smallest PSI of a feature against its training reference that counts as drift.",
     )
-    drift_min_samples: int = Field(default=200, ge=1, description="Rows needed before drift is reported.")
+    drift_class_psi: float = Field(
+        default=_DRIFT.class_psi,
+        gt=0,
+        description="Smallest PSI of the predicted class shares against the node's baseline that is drift.",
+    )
+    drift_p_value: float = Field(
+        default=_DRIFT.p_value,
+        gt=0,
+        lt=1,
+        description="Significance of one drift evaluation over all its tests (Bonferroni).",
+    )
+    drift_baseline_windows: int = Field(
+        default=_DRIFT.baseline_windows,
+        ge=1,
+        description="Windows after a model starts serving whose predicted class mix is the class baseline.",
+    )
+    drift_raise_after: int = Field(
+        default=_DRIFT.raise_after, ge=1, description="Flagged drift evaluations in a row that report drift."
+    )
+    drift_clear_after: int = Field(
+        default=_DRIFT.clear_after, ge=1, description="Clean drift evaluations in a row that clear it."
+    )
 
     # --- HTTP, status ---------------------------------------------------------------------
     http_host: str = Field(default="0.0.0.0", description="Address of /healthz, /readyz, /metrics, /status.")  # noqa: S104
@@ -287,6 +314,21 @@ class ServeSettings(BaseSettings):
     def effective_client_id(self) -> str:
         """The MQTT client id: `client_id`, or vibration-infer-{node}."""
         return self.client_id or f"vibration-infer-{self.node_name}"
+
+    @property
+    def drift_policy(self) -> DriftPolicy:
+        """The drift policy the `drift_*` fields describe."""
+        return DriftPolicy(
+            window=self.drift_window,
+            evaluate_every=self.drift_evaluate_every,
+            min_samples=self.drift_min_samples,
+            feature_psi=self.drift_feature_psi,
+            class_psi=self.drift_class_psi,
+            p_value=self.drift_p_value,
+            baseline_windows=self.drift_baseline_windows,
+            raise_after=self.drift_raise_after,
+            clear_after=self.drift_clear_after,
+        )
 
     def mqtt_credentials(self) -> tuple[str | None, str | None]:
         """User name and password, read from their files when those are set."""
