@@ -206,6 +206,10 @@ def install_chart(cluster: Cluster) -> None:
         str(path),
         "--wait",
         f"--timeout={WAIT}",
+        # Helm 4 applies the chart's CRD server-side; a CRD that another field manager applied
+        # before (kubectl apply --server-side, Argo CD, the operator's e2e test) would otherwise
+        # refuse the chart's newer schema with a conflict on .spec.versions.
+        "--force-conflicts",
     )
 
 
