@@ -200,6 +200,13 @@ async def test_operator_creates_the_workload_and_reports_status(k8s: Any, namesp
         stop.set()
         if operator is not None:
             await asyncio.wait_for(operator, timeout=30)
+        # The operator's finalizer would keep the model, and so its namespace, Terminating for
+        # ever once the operator is gone: take it off, so the namespace's deletion can finish.
+        with contextlib.suppress(k8s.client.ApiException):
+            custom.patch_namespaced_custom_object(
+                vm_spec.GROUP, vm_spec.VERSION, namespace, vm_spec.PLURAL, manifest["metadata"]["name"],
+                {"metadata": {"finalizers": None}},
+            )  # fmt: skip
         rbac = k8s.client.RbacAuthorizationV1Api()
         with contextlib.suppress(k8s.client.ApiException):
             rbac.delete_cluster_role_binding(account)
