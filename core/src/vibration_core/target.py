@@ -116,6 +116,10 @@ class ModelTarget(BaseModel):
             else ShadowPolicy.model_validate(spec.rollout.shadow.model_dump()),
         )
 
+    def as_active(self) -> ModelTarget:
+        """This target as the VibrationModel's active version: held to no champion, no shadow run."""
+        return self.model_copy(update={"champion": None, "shadow": None})
+
     @property
     def ref(self) -> VersionRef:
         """Version and digest."""

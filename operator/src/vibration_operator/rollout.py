@@ -218,9 +218,9 @@ def _recover_active(
     if ref is None:
         return None
     if goal.ref == ref:
-        return goal.model_copy(update={"champion": None, "shadow": None})
+        return goal.as_active()
     records = [r for o in obs for r in (o.assigned, o.recorded_active) if r is not None and r.ref == ref]
-    return records[0].model_copy(update={"champion": None, "shadow": None}) if records else None
+    return records[0].as_active() if records else None
 
 
 @dataclass(frozen=True)
@@ -372,11 +372,8 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
     old = status or VibrationModelStatus()
     # The champion of a new version is the one the hall serves: each node holds the candidate
     # to it on its own test data (the promotion gate, vibration_core.gate).
-    champion = (
-        old.active if old.active is not None and old.active != ModelTarget.from_spec(name, spec).ref else None
-    )
-    goal = ModelTarget.from_spec(name, spec, champion=champion)
-    ref = goal.ref
+    ref = VersionRef(version=spec.version, sha256=spec.artifact.sha256)
+    goal = ModelTarget.from_spec(name, spec, champion=old.active if old.active != ref else None)
     fresh = old.target != ref
     before = {} if fresh else {n.name: n for n in old.nodes}
     nodes = sorted((o for o in observations if o.selected), key=lambda o: o.name)
@@ -439,9 +436,7 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
     ]
     return Decision(
         targets=targets,
-        active_target=goal.model_copy(update={"champion": None, "shadow": None})
-        if new_status.active == ref
-        else plan.active,
+        active_target=goal.as_active() if new_status.active == ref else plan.active,
         create_pods=[o.name for o in nodes if o.name in targets and not o.pod_exists],
         delete_pods=delete,
         status=new_status,

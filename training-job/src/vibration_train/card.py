@@ -30,7 +30,7 @@ from vibration_core.modelcard import (
     Signal,
     TrainingData,
 )
-from vibration_core.reference import build_reference
+from vibration_core.reference import ReferenceDistribution, build_reference
 from vibration_train.errors import OutputError
 
 if TYPE_CHECKING:
@@ -60,8 +60,6 @@ def build_card(
     Raises pydantic's `ValidationError` for an id or version the card's
     patterns refuse (the CLI checks those before training).
     """
-    start, end = table.date_range()
-    class_counts = {label: int(np.count_nonzero(table.labels == label)) for label in result.labels}
     opsets = ", ".join(f"{domain} {version}" for domain, version in sorted(model.opsets.items()))
     return ModelCard(
         model_id=model_id,
@@ -72,29 +70,39 @@ def build_card(
         ),
         format="onnx",
         created=created or datetime.now(UTC),
-        artifact=Artifact(
-            filename=ONNX_FILENAME,
-            sha256=hashlib.sha256(model.data).hexdigest(),
-            size_bytes=len(model.data),
-        ),
+        artifact=artifact_of(ONNX_FILENAME, model.data),
         labels=result.labels,
         features=FeatureSpec(names=FEATURE_NAMES, extractor_version=EXTRACTOR_VERSION),
         signal=Signal(sample_rate=table.sample_rate, window_length=table.window_length, unit=table.unit),
         input=model.input,
         outputs=model.outputs,
-        training=TrainingData(
-            samples=int(table.labels.size),
-            start=start,
-            end=end,
-            machines=table.machine_ids(),
-            class_counts=class_counts,
-        ),
+        training=training_summary(table, result.labels),
         metrics=result.metrics,
-        reference=build_reference(
-            table.features, table.labels, feature_names=FEATURE_NAMES, label_order=result.labels
-        ),
+        reference=table_reference(table, result.labels),
         hyperparameters=config.as_hyperparameters(),
     )
+
+
+def artifact_of(filename: str, data: bytes) -> Artifact:
+    """The card's record of an artifact's bytes."""
+    return Artifact(filename=filename, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+
+
+def training_summary(table: TrainingTable, labels: tuple[str, ...]) -> TrainingData:
+    """The card's summary of the table a model was trained (or measured) on."""
+    start, end = table.date_range()
+    return TrainingData(
+        samples=int(table.labels.size),
+        start=start,
+        end=end,
+        machines=table.machine_ids(),
+        class_counts={label: int(np.count_nonzero(table.labels == label)) for label in labels},
+    )
+
+
+def table_reference(table: TrainingTable, labels: tuple[str, ...]) -> ReferenceDistribution:
+    """What drift is measured against: every window of the table (see the module docstring)."""
+    return build_reference(table.features, table.labels, feature_names=FEATURE_NAMES, label_order=labels)
 
 
 def write_model(out_dir: Path, artifact: bytes, card: ModelCard) -> tuple[Path, Path]:

@@ -20,7 +20,6 @@ output order, the INT8 model's metrics.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -34,10 +33,8 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
-from vibration_core.modelcard import CARD_FILENAME, Artifact, FeatureSpec, ModelCard, Signal, TensorSpec
-from vibration_core.modelcard import TrainingData as CardTrainingData
-from vibration_core.reference import build_reference
-from vibration_train.card import write_model
+from vibration_core.modelcard import CARD_FILENAME, FeatureSpec, ModelCard, Signal, TensorSpec
+from vibration_train.card import artifact_of, table_reference, training_summary, write_model
 from vibration_train.edgetpu_convert import (
     MlpConfig,
     fit_input_transform,
@@ -197,23 +194,16 @@ def fit_edgetpu(
         framework=f"keras-mlp {mlp.tf_version} int8",
         format="tflite" if compiled is None else "edgetpu",
         created=datetime.now(UTC),
-        artifact=Artifact(
-            filename=INT8_FILENAME if compiled is None else EDGETPU_FILENAME,
-            sha256=hashlib.sha256(artifact).hexdigest(),
-            size_bytes=len(artifact),
-        ),
+        artifact=artifact_of(INT8_FILENAME if compiled is None else EDGETPU_FILENAME, artifact),
         labels=labels,
         features=FeatureSpec(names=FEATURE_NAMES, extractor_version=EXTRACTOR_VERSION),
         signal=Signal(sample_rate=table.sample_rate, window_length=table.window_length, unit=table.unit),
         input=input_spec,
         outputs=(output_spec,),
         input_transform=transform,
-        training=_training_data(table, labels),
+        training=training_summary(table, labels),
         metrics=metrics,
-        # Every window, as the ONNX card's (vibration_train.card): the split holds out whole machines.
-        reference=build_reference(
-            table.features, table.labels, feature_names=FEATURE_NAMES, label_order=labels
-        ),
+        reference=table_reference(table, labels),
         hyperparameters={
             **config.mlp.as_hyperparameters(),
             "random_state": config.random_state,
@@ -312,17 +302,6 @@ def _spec(details: dict[str, Any]) -> TensorSpec:
         name=str(details["name"]),
         shape=tuple(None if int(size) < 0 else int(size) for size in shape),
         dtype=np.dtype(details["dtype"]).name,
-    )
-
-
-def _training_data(table: TrainingTable, labels: tuple[str, ...]) -> CardTrainingData:
-    start, end = table.date_range()
-    return CardTrainingData(
-        samples=int(table.labels.size),
-        start=start,
-        end=end,
-        machines=table.machine_ids(),
-        class_counts={label: int(np.count_nonzero(table.labels == label)) for label in labels},
     )
 
 

@@ -27,7 +27,6 @@ steps, each refusing with a message that names what is wrong:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,9 +38,8 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
-from vibration_core.modelcard import Artifact, FeatureSpec, ModelCard, Signal, TrainingData
-from vibration_core.reference import build_reference
-from vibration_train.card import ONNX_FILENAME, write_model
+from vibration_core.modelcard import FeatureSpec, ModelCard, Signal
+from vibration_train.card import ONNX_FILENAME, artifact_of, table_reference, training_summary, write_model
 from vibration_train.data import load_table
 from vibration_train.errors import ModelImportError, TrainingDataError
 from vibration_train.fit import compute_metrics
@@ -192,7 +190,6 @@ def imported_card(
     created: datetime | None = None,
 ) -> ModelCard:
     """The card of an imported model, measured on all of `table` (the one place it is built)."""
-    start, end = table.date_range()
     opsets = ", ".join(f"{domain} {number}" for domain, number in sorted(graph.opsets.items()))
     return ModelCard(
         model_id=model_id,
@@ -200,24 +197,14 @@ def imported_card(
         framework=f"imported: {graph.producer}; opsets {opsets}",
         format="onnx",
         created=created or datetime.now(UTC),
-        artifact=Artifact(
-            filename=ONNX_FILENAME, sha256=hashlib.sha256(graph.data).hexdigest(), size_bytes=len(graph.data)
-        ),
+        artifact=artifact_of(ONNX_FILENAME, graph.data),
         labels=labels,
         features=FeatureSpec(names=FEATURE_NAMES, extractor_version=EXTRACTOR_VERSION),
         signal=Signal(sample_rate=table.sample_rate, window_length=table.window_length, unit=table.unit),
         input=graph.input,
         outputs=graph.outputs,
-        training=TrainingData(
-            samples=int(table.labels.size),
-            start=start,
-            end=end,
-            machines=table.machine_ids(),
-            class_counts={label: int(np.count_nonzero(table.labels == label)) for label in labels},
-        ),
+        training=training_summary(table, labels),
         metrics=compute_metrics(table, everything(table), predicted, labels),
-        reference=build_reference(
-            table.features, table.labels, feature_names=FEATURE_NAMES, label_order=labels
-        ),
+        reference=table_reference(table, labels),
         hyperparameters={"imported_from": graph.source, "evaluated_on": Path(table.source).name},
     )
