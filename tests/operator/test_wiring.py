@@ -9,6 +9,7 @@ test (standing in for the API server) set.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -384,6 +385,7 @@ async def test_a_manual_rollout_waits_for_approval_across_a_restart_then_proceed
     assert canary["state"] == "Serving"
     async with running_operator(cluster, settings):  # a restarted operator changes nothing
         await eventually(lambda: phase_is(cluster, "Waiting"), what="still held after a restart")
+        await asyncio.sleep(3 * settings.status_poll_interval_s + 1)  # several reconciles of its own
         assert await targets(cluster) == {"edge-1": "v3", "edge-2": "v2", "edge-3": "v2"}
         manual["spec"]["rollout"]["approvedVersion"] = "v3"
         await cluster.apply_model(manual)
