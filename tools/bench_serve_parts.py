@@ -73,12 +73,12 @@ TRANSPORT_SCRIPT = """
 import queue, sys
 from vibration_core.topics import TopicLayout
 from vibration_infer.serve.batcher import collect
-from vibration_infer.serve.link import Outgoing, make_link
+from vibration_infer.serve.link import Outgoing, make_link, queue_into
 from vibration_infer.serve.settings import ServeSettings
 settings = ServeSettings(mqtt_url=sys.argv[1], topic_prefix=sys.argv[2], node_name="transport",
                          model_id="none", client_id="bench-transport", mqtt_client=sys.argv[3])
 layout, inbox = TopicLayout(sys.argv[2]), queue.SimpleQueue()
-link = make_link(settings, layout.raw_subscription(), inbox)
+link = make_link(settings, layout.raw_subscription(), queue_into(inbox))
 link.start()
 link.wait_connected(30)
 print("ready", flush=True)

@@ -18,6 +18,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from vibration_infer.serve import mqtt5
+from vibration_infer.serve.link import queue_into
 from vibration_infer.serve.mqtt import MqttLink
 from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.serve.wire import WireLink
@@ -39,7 +40,7 @@ def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_the_wire_link_logs_a_refused_subscription_and_unsubscription(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    link = WireLink(SETTINGS, SHARED, queue.SimpleQueue(), stale=[PLAIN])
+    link = WireLink(SETTINGS, SHARED, queue_into(queue.SimpleQueue()), stale=[PLAIN])
     with caplog.at_level(logging.ERROR):
         link._handle(
             [
@@ -59,7 +60,7 @@ def test_the_wire_link_logs_a_refused_subscription_and_unsubscription(
 def test_the_paho_link_logs_a_refused_subscription_and_unsubscription(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    link = MqttLink(SETTINGS, SHARED, queue.SimpleQueue(), stale=[PLAIN])
+    link = MqttLink(SETTINGS, SHARED, queue_into(queue.SimpleQueue()), stale=[PLAIN])
     suback = [ReasonCode(PacketTypes.SUBACK, identifier=0x9E)]
     unsuback = [ReasonCode(PacketTypes.UNSUBACK, identifier=code) for code in (0x11, 0x87)]
     props = Properties(PacketTypes.SUBACK)  # type: ignore[no-untyped-call]  # paho leaves it untyped

@@ -30,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from tests.infer.mosquitto import Mosquitto, mosquitto_path
 
 from vibration_infer.serve import mqtt5
-from vibration_infer.serve.link import Outgoing
+from vibration_infer.serve.link import Outgoing, queue_into
 from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.serve.wire import WireLink
 
@@ -216,7 +216,7 @@ def drain(inbox: queue.SimpleQueue[Incoming], n: int, timeout_s: float) -> list[
 
 
 def started_link(config: ServeSettings, inbox: queue.SimpleQueue[Incoming]) -> WireLink:
-    link = WireLink(config, RAW, inbox)
+    link = WireLink(config, RAW, queue_into(inbox))
     link.start()
     assert link.wait_connected(10)
     return link
@@ -280,7 +280,7 @@ def test_a_refused_connect_names_the_reason_and_is_retried(
     link = WireLink(
         settings(broker.url, tmp_path, mqtt_username="nobody", mqtt_password="wrong"),  # noqa: S106
         RAW,
-        queue.SimpleQueue(),
+        queue_into(queue.SimpleQueue()),
     )
     with caplog.at_level(logging.WARNING, logger="vibration_infer.serve.wire"):
         link.start()
@@ -360,7 +360,9 @@ def test_tls_with_a_private_ca_carries_windows_and_a_stranger_ca_is_refused(
     peer.loop_stop()
 
     stranger = WireLink(
-        settings(url, tmp_path, client_id="stranger", mqtt_ca_file=other_ca), RAW, queue.SimpleQueue()
+        settings(url, tmp_path, client_id="stranger", mqtt_ca_file=other_ca),
+        RAW,
+        queue_into(queue.SimpleQueue()),
     )
     with caplog.at_level(logging.WARNING, logger="vibration_infer.serve.wire"):
         stranger.start()

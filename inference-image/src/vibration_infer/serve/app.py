@@ -1,16 +1,18 @@
 """The serving pod, wired: MQTT in, batches through the model, answers out, status beside.
 
-Threads: the MQTT link's network thread queues raw messages (`link`); one
-worker thread collects them into batches and answers them with the model that is active
-when the batch starts (`Active`, swapped as one reference, so a batch never
-mixes models); the main thread publishes status and watches the target
-file; a swap runs on a thread of its own while the old model keeps serving;
-the HTTP endpoints run on theirs.
+Threads: the MQTT link's network thread hands over what each read brought
+(`link`); the wire link's windows are answered right there, as one batch
+(`_answer`), paho's are queued and a worker thread collects them into
+batches (`batcher.collect`). Either way a batch is answered with the model
+that is active when it starts (`Active`, swapped as one reference, so a
+batch never mixes models); the main thread publishes status and watches the
+target file; a swap runs on a thread of its own while the old model keeps
+serving; the HTTP endpoints run on theirs.
 
-Stopping (SIGTERM): the worker finishes the batch in hand and stops taking
-new ones, the link waits a little for the broker to acknowledge the last
-answers (and so for their inputs to be acknowledged), a final status says
-not ready, and the session is left for the next pod: windows still queued
+Stopping (SIGTERM): the batch in hand is finished and no new one is taken,
+the link waits a little for the broker to acknowledge the last answers (and
+so for their inputs to be acknowledged), a final status says not ready, and
+the session is left for the next pod: windows received but not answered
 here were never acknowledged, so the broker delivers them again.
 """
 
@@ -34,7 +36,7 @@ from vibration_infer.loader import load_model
 from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
 from vibration_infer.serve.batcher import BatchProcessor, Incoming, collect
 from vibration_infer.serve.http import HttpServer
-from vibration_infer.serve.link import Outgoing, make_link
+from vibration_infer.serve.link import Outgoing, delivers_inline, make_link, queue_into
 from vibration_infer.serve.memory import MemoryTrimmer
 from vibration_infer.serve.metrics import ServeMetrics
 from vibration_infer.serve.swap import HotSwap
@@ -84,7 +86,9 @@ class ServeApp:
         # A session kept from before the share group still holds the plain filter, which would
         # bring every window on top of this pod's share: the link drops it on each connect.
         stale = [self.layout.raw_subscription()] if group else []
-        self.link = make_link(settings, self.subscription, self.inbox, self._on_connection, stale)
+        self._inline = delivers_inline(settings)
+        deliver = self._answer if self._inline else queue_into(self.inbox)
+        self.link = make_link(settings, self.subscription, deliver, self._on_connection, stale)
         self.http = HttpServer(self, settings.http_host, settings.http_port)
         self.swap = HotSwap(settings, self.cache, self.metrics, self)
         self.trimmer = MemoryTrimmer(settings.memory_trim_s)
@@ -97,7 +101,10 @@ class ServeApp:
         self._signalled = False
         self._wake = threading.Event()
         self._dirty = threading.Event()
+        self._consuming = False
+        """Whether MQTT was started (once a model is active); the link then answers or queues."""
         self._worker: threading.Thread | None = None
+        """The paho link's batching thread (the wire link answers on its own thread)."""
         self._shadow: Shadow | None = None
         """A candidate shadowing the serving model on live windows (the swap thread sets it)."""
         self._lock = threading.Lock()
@@ -143,7 +150,7 @@ class ServeApp:
     def _status_message(self) -> str:
         """The explanation on /status: a model that serves but cannot reach its broker says so."""
         s, why = self.settings, self.link.last_error
-        if self._state == "serving" and why and not self.link.connected and self._worker is not None:
+        if self._state == "serving" and why and not self.link.connected and self._consuming:
             return f"not connected to the MQTT broker {s.mqtt_host}:{s.mqtt_port}: {why}"
         return self._message
 
@@ -231,10 +238,12 @@ class ServeApp:
 
     def _start_consuming(self) -> None:
         with self._lock:
-            if self._worker is not None:
+            if self._consuming:
                 return
-            self._worker = threading.Thread(target=self._work, name="batcher", daemon=True)
-        self._worker.start()
+            self._consuming = True
+            if not self._inline:
+                self._worker = threading.Thread(target=self._work, name="batcher", daemon=True)
+                self._worker.start()
         self.link.start()
 
     def request_stop(self) -> None:
@@ -282,8 +291,9 @@ class ServeApp:
     def shutdown(self) -> None:
         """Finish the batch in hand, let the last answers be acknowledged, disconnect."""
         self.request_stop()
-        if self._worker is not None:
-            self._worker.join(timeout=10)
+        if self._consuming:
+            if self._worker is not None:
+                self._worker.join(timeout=10)
             if self.link.connected:
                 self.status_message("stopping: the next pod takes over the session")
                 self.publish_status()
@@ -331,7 +341,7 @@ class ServeApp:
             self.metrics.set_drift(self._drift_report)
         status = self.status()
         self.metrics.ready.set(1 if status.ready else 0)
-        if self._worker is not None and self.link.connected:
+        if self._consuming and self.link.connected:
             topic = self.layout.status(self.settings.node_name)
             self.link.publish(topic, status.encode(), qos=1, retain=True)
         return status
@@ -339,20 +349,27 @@ class ServeApp:
     # --- the worker -----------------------------------------------------------------------
 
     def _work(self) -> None:
+        """The paho link's worker: batches what its callback queued."""
         s = self.settings
         deadline_s = s.batch_deadline_ms / 1000
         while not self._stop.is_set():
             items = collect(self.inbox, s.batch_max, deadline_s, _IDLE_WAIT_S)
-            if not items:
-                continue
-            active = self._active
-            if active is None:  # pragma: no cover - the worker starts with a model
-                continue
+            if items:
+                self._answer(items)
+
+    def _answer(self, items: list[Incoming]) -> None:
+        """Answer `items` in batches of at most `batch_max` (on the wire link's thread, or the worker)."""
+        active = self._active
+        if self._stop.is_set() or active is None:
+            return  # never acknowledged: the broker delivers them again, to the next pod
+        batch_max = self.settings.batch_max
+        for start in range(0, len(items), batch_max):
+            batch = items[start : start + batch_max]
             try:
-                self._handle(items, active)
+                self._handle(batch, active)
             except Exception:  # retried one message at a time just below
-                logger.warning("batch_failed size=%d retry=one_by_one", len(items), exc_info=True)
-                for item in items:
+                logger.warning("batch_failed size=%d retry=one_by_one", len(batch), exc_info=True)
+                for item in batch:
                     try:
                         self._handle([item], active)
                     except Exception as exc:  # one message's handling: the loop must go on

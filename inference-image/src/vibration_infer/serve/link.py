@@ -5,6 +5,15 @@ throughput: one read per megabyte, one write per batch. `mqtt.MqttLink` is
 paho-mqtt v2. Both keep one persistent session, acknowledge an input only
 when its answer was acknowledged, and pass the same tests; `mqtt_client`
 chooses.
+
+A link hands what it received to a `Deliver` callable on its network thread.
+The wire link hands over each read's windows at once and can afford to wait
+while they are answered (`INLINE`): answering on the thread that read them
+saves the hand-off to a worker, two thread wake-ups and the GIL passing back
+and forth for every window, most of serve's cost at a hall's few hundred
+windows a second (docs/benchmarks.md). paho's callback gets one message at a
+time and its loop must keep running, so its windows go to a queue
+(`queue_into`) that a worker batches.
 """
 
 from __future__ import annotations
@@ -20,6 +29,21 @@ if TYPE_CHECKING:
 
     from vibration_infer.serve.batcher import Incoming
     from vibration_infer.serve.settings import ServeSettings
+
+
+def queue_into(inbox: queue.SimpleQueue[Incoming]) -> Callable[[list[Incoming]], None]:
+    """A `Deliver` that only queues, for a worker to batch (`batcher.collect`)."""
+
+    def deliver(items: list[Incoming]) -> None:
+        for item in items:
+            inbox.put(item)
+
+    return deliver
+
+
+def delivers_inline(settings: ServeSettings) -> bool:
+    """Whether the link `settings` choose may answer windows on its own network thread."""
+    return settings.mqtt_client != "paho"
 
 
 class Outgoing(NamedTuple):
@@ -46,14 +70,14 @@ class LinkBase:
         self,
         settings: ServeSettings,
         subscription: str,
-        inbox: queue.SimpleQueue[Incoming],
+        deliver: Callable[[list[Incoming]], None],
         on_change: Callable[[], None] | None = None,
         stale: Sequence[str] = (),
     ) -> None:
         self._settings = settings
         self._subscription = subscription
         self._stale = tuple(stale)
-        self._inbox = inbox
+        self._deliver = deliver
         self._on_change = on_change
         self._connected = threading.Event()
         self.last_error = ""
@@ -125,15 +149,15 @@ def wait_for_acknowledgements(link: Link, timeout_s: float, logger: logging.Logg
 def make_link(
     settings: ServeSettings,
     subscription: str,
-    inbox: queue.SimpleQueue[Incoming],
+    deliver: Callable[[list[Incoming]], None],
     on_change: Callable[[], None] | None = None,
     stale: Sequence[str] = (),
 ) -> Link:
-    """The link `settings.mqtt_client` names."""
+    """The link `settings.mqtt_client` names; it hands what it receives to `deliver`."""
     if settings.mqtt_client == "paho":
         from vibration_infer.serve.mqtt import MqttLink  # noqa: PLC0415 - paho only when chosen
 
-        return MqttLink(settings, subscription, inbox, on_change, stale)
+        return MqttLink(settings, subscription, deliver, on_change, stale)
     from vibration_infer.serve.wire import WireLink  # noqa: PLC0415 - one client per process
 
-    return WireLink(settings, subscription, inbox, on_change, stale)
+    return WireLink(settings, subscription, deliver, on_change, stale)

@@ -41,7 +41,6 @@ from vibration_infer.serve.batcher import Incoming
 from vibration_infer.serve.link import LinkBase, wait_for_acknowledgements
 
 if TYPE_CHECKING:
-    import queue
     from collections.abc import Callable, Iterable, Sequence
 
     from paho.mqtt.client import SocketLike
@@ -56,17 +55,17 @@ _MQTT_RECEIVE_MAXIMUM = 65535
 
 
 class MqttLink(LinkBase):
-    """Connects, subscribes, queues incoming windows, publishes answers and acknowledges them."""
+    """Connects, subscribes, hands incoming windows over, publishes answers and acknowledges them."""
 
     def __init__(
         self,
         settings: ServeSettings,
         subscription: str,
-        inbox: queue.SimpleQueue[Incoming],
+        deliver: Callable[[list[Incoming]], None],
         on_change: Callable[[], None] | None = None,
         stale: Sequence[str] = (),
     ) -> None:
-        super().__init__(settings, subscription, inbox, on_change, stale)
+        super().__init__(settings, subscription, deliver, on_change, stale)
         self._generation = 0
         self._lock = threading.Lock()
         self._pending: dict[int, Incoming | None] = {}
@@ -222,21 +221,23 @@ class MqttLink(LinkBase):
             self._changed()
 
     def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
-        # Only queue here: the network thread must keep reading and acknowledging.
+        # Only hand over (delivers_inline is False): the network thread must keep reading and acknowledging.
         try:
             topic = message.topic
         except UnicodeDecodeError:
             topic = bytes(message._topic).decode(errors="replace")  # noqa: SLF001 - the raw topic, for the error
-        self._inbox.put(
-            Incoming(
-                topic=topic,
-                payload=bytes(message.payload),
-                mid=message.mid,
-                qos=message.qos,
-                generation=self._generation,
-                received_ns=time.time_ns(),
-                received_perf_ns=time.perf_counter_ns(),
-            )
+        self._deliver(
+            [
+                Incoming(
+                    topic=topic,
+                    payload=bytes(message.payload),
+                    mid=message.mid,
+                    qos=message.qos,
+                    generation=self._generation,
+                    received_ns=time.time_ns(),
+                    received_perf_ns=time.perf_counter_ns(),
+                )
+            ]
         )
 
     def _on_publish(

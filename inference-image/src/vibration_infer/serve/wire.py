@@ -32,8 +32,10 @@ The contract (as `mqtt.MqttLink`):
   a keep-alive (a half-open connection is found in seconds, not when TCP
   gives up).
 
-Threads: the network thread connects, reads and parses, and answers the
-broker's acknowledgements; the worker publishes. One lock covers the socket
+Threads: the network thread connects, reads and parses, answers the
+broker's acknowledgements, and hands each read's windows to `deliver`, which
+answers them on this thread (`link.delivers_inline`); other threads publish
+too (the status, a swap's reports). One lock covers the socket
 (TLS objects are not thread-safe) and the outbound state. The socket is
 non-blocking, so a read never waits on a half record while holding the lock.
 """
@@ -56,7 +58,6 @@ from vibration_infer.serve.wire_outbound import Outbound
 from vibration_infer.serve.wire_socket import RECV_BYTES, WOULD_BLOCK, open_connection, send_all, wait_ready
 
 if TYPE_CHECKING:
-    import queue
     from collections.abc import Callable, Iterable, Sequence
 
     from vibration_infer.serve.settings import ServeSettings
@@ -66,17 +67,17 @@ logger = logging.getLogger(__name__)
 
 
 class WireLink(LinkBase):
-    """Connects, subscribes, queues incoming windows, publishes answers and acknowledges them."""
+    """Connects, subscribes, hands incoming windows over, publishes answers and acknowledges them."""
 
     def __init__(
         self,
         settings: ServeSettings,
         subscription: str,
-        inbox: queue.SimpleQueue[Incoming],
+        deliver: Callable[[list[Incoming]], None],
         on_change: Callable[[], None] | None = None,
         stale: Sequence[str] = (),
     ) -> None:
-        super().__init__(settings, subscription, inbox, on_change, stale)
+        super().__init__(settings, subscription, deliver, on_change, stale)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -273,11 +274,12 @@ class WireLink(LinkBase):
         generation = self._out.generation  # only this thread changes it
         done: list[tuple[int, int]] = []
         received: list[tuple[int, int]] = []
+        arrived: list[Incoming] = []
         inputs = 0
         for packet in packets:
             if isinstance(packet, mqtt5.Message):
                 inputs += packet.qos > 0
-                self._inbox.put(
+                arrived.append(
                     Incoming(
                         packet.topic,
                         packet.payload,
@@ -292,26 +294,34 @@ class WireLink(LinkBase):
                 done.append((packet.packet_id, packet.reason))
             elif packet.kind == mqtt5.PUBREC:
                 received.append((packet.packet_id, packet.reason))
-            elif packet.kind == mqtt5.SUBACK and packet.reason >= mqtt5.FAILURE:
-                logger.error(
-                    "mqtt_subscribe_refused filter=%s reason=%s",
-                    self._subscription,
-                    mqtt5.reason_name(packet.reason),
-                )
-            elif packet.kind == mqtt5.UNSUBACK and packet.reason >= mqtt5.FAILURE:
-                logger.error(
-                    "mqtt_unsubscribe_refused filters=%s reason=%s",
-                    ",".join(self._stale),
-                    mqtt5.reason_name(packet.reason),
-                )
+            elif packet.kind in (mqtt5.SUBACK, mqtt5.UNSUBACK):
+                self._log_refusal(packet)
             elif packet.kind == mqtt5.DISCONNECT:
                 self._acknowledged(done, received)  # what the broker had, before it hung up
                 detail = f"{mqtt5.reason_name(packet.reason)} {packet.reason_string}".strip()
                 raise ConnectionError(f"the broker disconnected: {detail}")
         if inputs:
             self._count_inputs(inputs)
-        if done or received:
+        if done or received:  # first: an answer acknowledged frees its slot for the new ones
             self._acknowledged(done, received)
+        if arrived:
+            self._deliver(arrived)
+
+    def _log_refusal(self, packet: mqtt5.Control) -> None:
+        if packet.reason < mqtt5.FAILURE:
+            return
+        if packet.kind == mqtt5.SUBACK:
+            logger.error(
+                "mqtt_subscribe_refused filter=%s reason=%s",
+                self._subscription,
+                mqtt5.reason_name(packet.reason),
+            )
+        else:
+            logger.error(
+                "mqtt_unsubscribe_refused filters=%s reason=%s",
+                ",".join(self._stale),
+                mqtt5.reason_name(packet.reason),
+            )
 
     def _count_inputs(self, n: int) -> None:
         """Say once per connection when the broker sends beyond the Receive Maximum asked for.
