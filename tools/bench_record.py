@@ -6,7 +6,7 @@ as JSON to `build/bench/<key>.json`. `bench_report.py` turns the sections of
 one `make bench` run into the benchmark page, with the machine they ran on.
 
 A figure carries its target (from the issue that named it) and the
-seed-style baseline measured in the same run, or the reason there is none.
+reference design (`reference_design.py`) measured in the same run, or the reason there is none.
 """
 
 from __future__ import annotations

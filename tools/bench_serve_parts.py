@@ -6,7 +6,8 @@
   this process with no MQTT;
 - `transport_only`: serve's MQTT link (either client) and batching with no model, in a
   process of its own on one core, under the same flood;
-- `seed_style`: the reference pipeline's way, one Python process per JSON window.
+- `run_load`: one stream of windows through a system (serve, or the reference design
+  of `reference_design.py`, started by `reference_process`), with its CPU time.
 
 `bench_serve.py` runs them beside serve itself; splitting serve's cost into its two
 halves is what says where a missed throughput target is lost.
@@ -14,21 +15,21 @@ halves is what says where a missed throughput target is lost.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import orjson
 
 from mqtt_wire import WireClient
 from vibration_core.drift_monitor import DriftMonitor, DriftPolicy
-from vibration_core.messages import Prediction
 from vibration_core.modelcard import ModelCard
-from vibration_core.raw import encode_raw_float32
+from vibration_core.raw import encode_raw_float32, encode_raw_json
 from vibration_core.target import ShadowPolicy
 from vibration_core.topics import TopicLayout
 from vibration_infer.loader import load_model
@@ -36,35 +37,21 @@ from vibration_infer.serve.batcher import BatchProcessor, Incoming
 from vibration_infer.serve.shadow import Shadow
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from tests.infer.mosquitto import Mosquitto
 
     from vibration_train.simulator import SimulatedData
 
+TOOLS = Path(__file__).resolve().parent
+CORE = max(os.sched_getaffinity(0))
+"""The core every system under test runs on; `keep_off_core` moves the rest of the bench to the others."""
 PREFIX = "bench/hall"
 LAYOUT = TopicLayout(PREFIX)
 RATE = 25600.0
 FLOOD_CHUNK = 64
 """Windows written to the socket at once in the flood."""
 FLOOR_BATCH = 64
-
-# The reference pipeline's per-window program: parse JSON, plain numpy features, ONNX Runtime.
-SEED_STYLE_SCRIPT = """
-import json, sys
-import numpy as np
-import onnxruntime as ort
-BANDS = ((0.0, 1000.0), (1000.0, 5000.0), (5000.0, 10000.0))
-msg = json.loads(sys.stdin.read())
-x = np.asarray(msg["samples"], dtype=np.float64)
-rms = np.sqrt(np.mean(x**2)); peak = np.max(np.abs(x))
-amp = np.abs(np.fft.rfft(x)) * 2 / len(x); f = np.fft.rfftfreq(len(x), 1 / msg["sample_rate"])
-e = [np.sum(amp[(f >= lo) & (f < hi)] ** 2) for lo, hi in BANDS]; t = sum(e)
-d = x - x.mean(); k = np.mean(d**4) / np.mean(d**2) ** 2 - 3
-feats = np.asarray([[rms, peak, peak / rms, k, *e, *(v / t for v in e)]], dtype=np.float32)
-s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-label, probs = s.run(None, {s.get_inputs()[0].name: feats})
-print(json.dumps({"label": str(label[0])}))
-"""
-
 
 # serve's own MQTT link (the client argv[3] names) and batching with no model: every window
 # is answered with a fixed prediction-sized payload, acknowledged once that answer is, as
@@ -107,11 +94,15 @@ class Collector:
         return len(self._received)
 
     def arrived(self) -> dict[tuple[str, int], float]:
-        """Arrival time (perf_counter seconds) of each prediction, by (machine, timestamp_ns)."""
+        """Arrival time (perf_counter seconds) of each prediction, by (machine, timestamp_ns).
+
+        Any JSON answer naming its window's machine and timestamp_ns counts: serve's
+        `Prediction` and the reference design's answers alike.
+        """
         out = {}
         for payload, arrived_ns in list(self._received):
-            prediction = Prediction.decode(payload)
-            out[prediction.machine, prediction.timestamp_ns] = arrived_ns / 1e9
+            answer = orjson.loads(payload)
+            out[answer["machine"], answer["timestamp_ns"]] = arrived_ns / 1e9
         return out
 
     def wait_for(self, n: int, timeout_s: float) -> bool:
@@ -163,26 +154,93 @@ class Publisher:
         self.client.close()
 
 
-def encoded(data: SimulatedData, offset_ns: int) -> list[tuple[str, int, bytes]]:
-    """Each window as (machine, timestamp, binary payload); `offset_ns` keeps runs' keys apart."""
+def encoded(
+    data: SimulatedData, offset_ns: int, *, json: bool = False, n: int | None = None
+) -> list[tuple[str, int, bytes]]:
+    """The first `n` windows as (machine, timestamp, payload), binary or JSON; `offset_ns` sets keys apart."""
+    encode = encode_raw_json if json else encode_raw_float32
     out = []
-    for i in range(len(data)):
+    for i in range(min(len(data), n if n is not None else len(data))):
         timestamp_ns = int(data.timestamp_ns[i]) + offset_ns
-        out.append(
-            (str(data.machine[i]), timestamp_ns, encode_raw_float32(data.windows[i], RATE, timestamp_ns))
-        )
+        out.append((str(data.machine[i]), timestamp_ns, encode(data.windows[i], RATE, timestamp_ns)))
     return out
 
 
-def compute_floor(model: Path, messages: list[tuple[str, int, bytes]], *, shadow: bool = False) -> float:
+@dataclass(frozen=True)
+class Load:
+    """What one system did with one stream of windows."""
+
+    windows: int
+    complete: bool
+    """Every window was answered within the timeout."""
+    rate: float
+    """Windows answered per second, from the first publish to the last answer."""
+    cpu_us: float
+    """CPU time of the system's processes per window."""
+    cpu_pct: float
+    """CPU time over wall time, % of one core."""
+    p50_ms: float
+    p99_ms: float
+
+
+def run_load(
+    collector: Collector,
+    publisher: Publisher,
+    pids: Sequence[int],
+    messages: list[tuple[str, int, bytes]],
+    rate_hz: float | None,
+    *,
+    timeout_s: float = 300,
+) -> Load:
+    """Publish `messages` (paced at `rate_hz`, or as a flood) and measure until the last answer."""
+    expected = collector.count() + len(messages)
+    cpu_before, started = sum(cpu_seconds(p) for p in pids), time.perf_counter()
+    sent = publisher.send(messages, rate_hz=rate_hz)
+    complete = collector.wait_for(expected, timeout_s)
+    cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
+    arrived = collector.arrived()
+    last = max((arrived[k] for k in sent if k in arrived), default=float("nan"))
+    latencies = [(arrived[k] - t) * 1000 for k, t in sent.items() if k in arrived]
+    p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"), float("nan"))
+    wall = last - started
+    return Load(
+        len(messages), complete, len(messages) / wall, cpu / len(messages) * 1e6, cpu / wall * 100, p50, p99
+    )
+
+
+def reference_process(broker: Mosquitto, model: Path, labels: Sequence[str]) -> subprocess.Popen[bytes]:
+    """The reference design (`reference_design.py`: the flow and its one inference server), on one core."""
+    process = subprocess.Popen(
+        [sys.executable, str(TOOLS / "reference_design.py"), "front", broker.host, str(broker.port), PREFIX,
+         str(model), *labels],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: os.sched_setaffinity(0, {CORE}),  # noqa: PLW1509 - no threads yet; the server inherits it
+    )  # fmt: skip
+    if process.stdout is None or process.stdout.readline().strip() != b"ready":
+        process.kill()
+        raise RuntimeError("the reference design did not connect")
+    return process
+
+
+def with_children(pid: int) -> list[int]:
+    """`pid` and its child processes (the reference design's inference server)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(int(c) for c in children)]
+
+
+def compute_floor(
+    model: Path, messages: list[tuple[str, int, bytes]], *, shadow: bool = False, batch: int = FLOOR_BATCH
+) -> float:
     """CPU microseconds per window of serve's batch work alone, in this process on one core.
 
     With `shadow`, a candidate (the same model, loaded again) runs beside it on every batch,
     as during `spec.rollout.shadow`: the difference is what a shadow run costs a node.
 
     Decode, extract, predict, encode the answers and update drift, in batches of
-    `FLOOR_BATCH`, exactly as serve's worker does, with no MQTT: what is left of
-    serve's CPU per window is the transport (the MQTT link's thread, the broker's packets).
+    `batch` (64 in a flood; one at a hall's load, where windows come one by one),
+    exactly as serve does, with no MQTT: what is left of serve's CPU per window is
+    the transport (the MQTT link's thread, the broker's packets).
     """
     card = ModelCard.load(model / "modelcard.json")
     loaded = load_model(model / "model.onnx", card, threads=1)
@@ -196,15 +254,15 @@ def compute_floor(model: Path, messages: list[tuple[str, int, bytes]], *, shadow
     twin = Shadow(load_model(model / "model.onnx", card, threads=1), policy) if shadow else None
 
     def run() -> None:
-        for start in range(0, len(items), FLOOR_BATCH):
-            result = processor.process(items[start : start + FLOOR_BATCH], loaded)
+        for start in range(0, len(items), batch):
+            result = processor.process(items[start : start + batch], loaded)
             if result.features is not None and result.probabilities is not None:
                 drift.update(result.features, result.probabilities)
                 if twin is not None and result.classes is not None:
                     twin.observe(result.features, result.classes, card.labels)
 
     affinity = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {max(affinity)})
+    os.sched_setaffinity(0, {CORE})
     try:
         run()  # warm
         best = float("inf")
@@ -224,11 +282,10 @@ def transport_only(
 
     Returns CPU us per window and windows/s.
     """
-    core = max(os.sched_getaffinity(0))
     process = subprocess.Popen(
         [sys.executable, "-c", TRANSPORT_SCRIPT, broker.url, PREFIX, client],
         stdout=subprocess.PIPE,
-        preexec_fn=lambda: os.sched_setaffinity(0, {core}),  # noqa: PLW1509 - no threads yet
+        preexec_fn=lambda: os.sched_setaffinity(0, {CORE}),  # noqa: PLW1509 - no threads yet
     )
     try:
         if process.stdout is None or process.stdout.readline().strip() != b"ready":
@@ -247,29 +304,23 @@ def transport_only(
     return cpu_us, (len(messages) / seconds if done else float("nan"))
 
 
+def keep_off_core() -> None:
+    """Run this process (the load generator, the collector) and what it starts later (the broker) off `CORE`.
+
+    A broker woken on the same core as the system under test would preempt it at
+    every message, and its work would be counted as the system's.
+    """
+    others = os.sched_getaffinity(0) - {CORE}
+    if others:
+        os.sched_setaffinity(0, others)
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of a process, MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def seed_style(model: Path, data: SimulatedData, n: int) -> tuple[float, float, float]:
-    """p50 and p99 latency (ms) and windows/s of one subprocess per JSON window."""
-    latencies = []
-    for i in range(n):
-        payload = json.dumps(
-            {"machine": str(data.machine[i]), "sample_rate": RATE, "samples": data.windows[i].tolist()}
-        )
-        started = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-c", SEED_STYLE_SCRIPT, str(model / "model.onnx")],
-            input=payload.encode(), check=True, capture_output=True,
-        )  # fmt: skip
-        latencies.append(time.perf_counter() - started)
-    p50, p99 = np.percentile(np.asarray(latencies) * 1000, [50, 99])
-    return float(p50), float(p99), 1 / float(np.mean(latencies))
 
 
 def cpu_seconds(pid: int) -> float:

@@ -1,0 +1,99 @@
+"""The serving bench's figures: each serve system beside the reference design, and where the time goes.
+
+`bench_serve.py` measures (`Loads` of each system); this module turns the
+measurements into `bench_record.Figure` rows with their targets and, in the
+baseline column, the reference design's figure from the same run and the ratio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bench_record import Figure
+
+if TYPE_CHECKING:
+    from bench_profile import Profile
+    from bench_serve_parts import Load
+
+BEFORE = (
+    "before (commit 327af77, py-spy on serve at 300 windows/s): about 630 us of CPU a window; two "
+    "busy threads per window (the MQTT thread read and queued, the batcher woke, answered and wrote) "
+    "passed the GIL between them, and the batcher spent a fifth of its running time in send_all, "
+    "waiting for the GIL back; the batch work of one window (decode, features, a one-row model call, "
+    "the answer, drift, metrics) was about half"
+)
+
+# (target key, label, which load, which figure, unit, whether more is better)
+ROWS = (
+    ("rate", "flood, windows/s answered", "flood", "rate", "", True),
+    ("flood_us", "flood, CPU per window", "flood", "cpu_us", " us", False),
+    ("p99_500", "500 windows/s, p99 publish to answer", "paced", "p99_ms", " ms", False),
+    ("pct_500", "500 windows/s, CPU of one core", "paced", "cpu_pct", " %", False),
+    ("hall_us", "hall load (300/s), CPU per window", "hall", "cpu_us", " us", False),
+    ("hall_pct", "hall load, CPU of one core", "hall", "cpu_pct", " %", False),
+    ("hall_p99", "hall load, p99 publish to answer", "hall", "p99_ms", " ms", False),
+)
+
+
+@dataclass(frozen=True)
+class Loads:
+    """One system's flood, 500 windows/s and hall load."""
+
+    flood: Load
+    paced: Load
+    hall: Load
+
+
+def ratio(ours: float, theirs: float, *, more_is_better: bool) -> str:
+    """How many times better (or worse) than the reference design."""
+    if not (ours > 0 and theirs > 0):
+        return "no ratio"
+    times = ours / theirs if more_is_better else theirs / ours
+    return f"{times:.1f} x better" if times >= 1 else f"{1 / times:.1f} x worse"
+
+
+def unanswered(load: Load) -> str:
+    """A warning to append when some windows were never answered."""
+    return "" if load.complete else " (INCOMPLETE: windows unanswered)"
+
+
+def _shown(value: float, unit: str) -> str:
+    return f"{value:.{2 if unit == ' ms' else 0}f}{unit}"
+
+
+def system_figures(name: str, ours: Loads, ref: Loads, targets: dict[str, tuple[str, float]]) -> list[Figure]:
+    """The figures of one serve system, each beside the reference design's and the ratio."""
+    out = []
+    for key, label, which, attr, unit, more_is_better in ROWS:
+        load: Load = getattr(ours, which)
+        mine, theirs = getattr(load, attr), getattr(getattr(ref, which), attr)
+        text, bound = targets.get(key, ("", float("nan")))
+        met = None if not text else bool(mine >= bound if more_is_better else mine <= bound)
+        compared = ratio(mine, theirs, more_is_better=more_is_better)
+        baseline = f"{_shown(theirs, unit)} ({compared})"
+        out.append(Figure(f"{name}: {label}", _shown(mine, unit) + unanswered(load), text, baseline, met))
+    return out
+
+
+def profile_notes(profile: Profile | None) -> list[str]:
+    """The profile's largest shares, and the one before, as notes."""
+    if profile is None:
+        return ["profile: py-spy could not attach to serve (ptrace not permitted here)", BEFORE]
+    shares = ", ".join(f"{name.split(' ')[0]} {share:.0%}" for name, share in profile.top(14))
+    return [
+        (
+            f"after (this run, py-spy on serve at 300 windows/s; of {profile.samples} samples in which "
+            f"serve ran Python, the share under each function): {shares}"
+        ),
+        BEFORE,
+    ]
+
+
+def reference_note(ref: Loads) -> str:
+    """What the reference design did, in words."""
+    return (
+        f"reference design: flood {ref.flood.rate:.0f} windows/s; at 500 windows/s it answered "
+        f"{ref.paced.rate:.0f}/s{unanswered(ref.paced)} (p50 {ref.paced.p50_ms:.0f} ms); at 300/s it "
+        f"used {ref.hall.cpu_pct:.0f} % of one core; its CPU counts the flow and its inference server"
+    )
