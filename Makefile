@@ -2,7 +2,7 @@
 #   make demo   the whole story on embedded defaults
 #   make test   every test (sets up what it needs)
 #   make e2e    the whole story on the cluster of KUBECONFIG
-#   make check  format, lint, mypy strict, import layering, generated-file drift
+#   make check  format, lint, mypy strict, import layering, declared dependencies, generated-file drift
 #   make bench  figures beside their baselines
 #   make drift-eval  the drift monitor's false alarms and detection delays, on the simulator
 SHELL := /bin/bash
@@ -14,8 +14,9 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 PY_DIRS := core training-job inference-image operator tests tools
+PACKAGES := core training-job inference-image operator
 
-.PHONY: help setup setup-test demo demo-k8s test e2e check fmt lint typecheck layers crds generate verify-generated bench drift-eval images-report clean
+.PHONY: help setup setup-test demo demo-k8s test e2e check fmt lint typecheck layers deps crds generate verify-generated bench drift-eval images-report clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -52,7 +53,7 @@ e2e: setup-test ## only the e2e tests, on the cluster of KUBECONFIG (its nodes n
 	@test -n "$${KUBECONFIG:-}" || echo "e2e: KUBECONFIG is not set: every e2e test will skip"
 	$(RUN) pytest -m e2e -rA --durations=0
 
-check: setup lint typecheck layers verify-generated ## every verifier, as CI runs them
+check: setup lint typecheck layers deps verify-generated ## every verifier, as CI runs them
 
 fmt: setup ## format the code and apply safe lint fixes
 	$(RUN) ruff format .
@@ -67,6 +68,13 @@ typecheck:
 
 layers:
 	$(RUN) lint-imports
+
+# Each package's src imports what its own pyproject.toml declares, and it declares nothing else
+# (deptry, run in the package's folder so it reads that file; the workspace .venv resolves names).
+deps:
+	@for package in $(PACKAGES); do \
+		echo "deps: $$package"; (cd $$package && $(RUN) deptry src) || exit 1; \
+	done
 
 crds: generate ## regenerate crds/ from the spec (same as make generate)
 

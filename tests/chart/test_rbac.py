@@ -1,20 +1,29 @@
-"""The chart's RBAC grants exactly the operator's API calls: no more, no less, no wildcards."""
+"""The chart's RBAC grants exactly the operator's API calls: no more, no less, no wildcards.
+
+The calls are derived from the operator itself (`tests.chart.operator_calls`): its `KubeApi` calls
+in the source, and what kopf does for the handlers it registers under the settings its startup
+handler sets. So a handler, a watch or a kopf setting that changes changes what must be granted.
+"""
 
 from __future__ import annotations
 
-import inspect
+import logging
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 
-import vibration_operator
 from tests.chart.helm import NAMESPACE, SCENARIOS, of_kind, render_scenario
-from tests.chart.operator_calls import OPERATOR_API_CALLS, ApiCall, calls_in_source, granted
-from vibration_operator import handlers, kube
-
-PACKAGE = Path(inspect.getfile(vibration_operator)).parent
+from tests.chart.operator_calls import (
+    ApiCall,
+    granted,
+    kopf_calls,
+    operator_api_calls,
+    operator_kopf_settings,
+    operator_registry,
+)
+from vibration_operator import kube
 
 Triple = tuple[str, str, str]
 
@@ -29,18 +38,41 @@ def _triples(rules: list[dict[str, Any]]) -> set[Triple]:
     return out
 
 
-def test_source_calls_are_the_operator_entries() -> None:
-    ours = {c for c in OPERATOR_API_CALLS if c.by == "operator"}
-    assert calls_in_source(PACKAGE) == ours
+def _bare(calls: set[ApiCall]) -> set[ApiCall]:
+    """The calls without who makes them: RBAC grants a verb, whoever uses it."""
+    return {ApiCall(c.group, c.resource, c.verb, cluster=c.cluster) for c in calls}
 
 
-def test_kopf_entries_match_its_handlers() -> None:
-    source = inspect.getsource(handlers)
-    assert 'kopf.on.event("v1", "pods"' in source  # list + watch pods
-    assert "kopf.timer(*resource" in source  # finalizer patch on VibrationModels
-    assert "posting.level" in source  # kopf posts events
-    assert "peering.standalone = True" in source  # no peering objects: no RBAC for them
-    assert "scanning.disabled = True" in source  # no CRD or namespace watches
+def test_kopf_lists_watches_and_patches_what_the_registry_handles() -> None:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.event("v1", "configmaps", registry=registry)
+    async def seen(**_: object) -> None: ...
+
+    @kopf.timer("v1", "pods", interval=1, registry=registry)
+    async def tick(**_: object) -> None: ...
+
+    quiet = kopf.OperatorSettings()
+    quiet.peering.standalone = quiet.scanning.disabled = True
+    quiet.posting.enabled = False
+    quiet.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+    assert {(c.resource, c.verb) for c in kopf_calls(registry, quiet)} == {
+        ("configmaps", "list"), ("configmaps", "watch"),  # an event handler only watches
+        ("pods", "list"), ("pods", "watch"), ("pods", "patch"),  # a timer's finalizer is a patch
+    }  # fmt: skip
+
+    defaults = {(c.group, c.resource, c.verb) for c in kopf_calls(registry, kopf.OperatorSettings())}
+    assert ("", "pods/status", "patch") in defaults  # kopf's default progress storage writes status
+    assert ("", "events", "create") in defaults
+    assert ("", "namespaces", "watch") in defaults
+    assert ("kopf.dev", "kopfpeerings", "watch") in defaults
+
+
+def test_the_operators_startup_handler_sets_what_its_calls_assume() -> None:
+    settings = operator_kopf_settings(operator_registry())
+    assert settings.peering.standalone, "no peering objects: no RBAC for them"
+    assert settings.scanning.disabled, "no CRD or namespace watches"
+    assert settings.posting.level == logging.WARNING
 
 
 def test_operator_declares_the_same_rules() -> None:
@@ -51,8 +83,7 @@ def test_operator_declares_the_same_rules() -> None:
         for r in rule["resources"]
         for v in rule["verbs"]
     }
-    expected = {ApiCall(c.group, c.resource, c.verb, cluster=c.cluster) for c in OPERATOR_API_CALLS}
-    assert declared == expected
+    assert declared == _bare(operator_api_calls())
 
 
 def _bound_rules(objects: tuple[dict[str, Any], ...], service_account: str) -> dict[str, set[Triple]]:
@@ -89,10 +120,8 @@ def test_rbac_is_exactly_the_operator_calls(scenario: str) -> None:
     objects = render_scenario(scenario)
     (account,) = of_kind(objects, "ServiceAccount")
     bound = _bound_rules(objects, account["metadata"]["name"])
-    cluster, namespaced = (
-        granted(OPERATOR_API_CALLS, cluster=True),
-        granted(OPERATOR_API_CALLS, cluster=False),
-    )
+    calls = operator_api_calls()
+    cluster, namespaced = granted(calls, cluster=True), granted(calls, cluster=False)
     if scenario == "cluster-wide":
         assert bound == {"cluster": cluster | namespaced}
         return

@@ -51,8 +51,8 @@ from vibration_core import spec as vm_spec
 from vibration_core.messages import ModelStatus
 from vibration_core.validation import CompactReport, ExitCode
 from vibration_operator import names
-from vibration_operator.builders import read_target_configmap
 from vibration_operator.handlers import run_operator
+from vibration_operator.readers import read_target_configmap
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

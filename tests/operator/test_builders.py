@@ -29,13 +29,11 @@ from vibration_operator.builders import (
     build_event,
     build_serving_pod,
     build_target_configmap,
-    read_target_configmap,
     target_document,
-    with_outdated_pods,
 )
 from vibration_operator.conditions import Event
-from vibration_operator.readers import observe_node
-from vibration_operator.rollout import NodeObservation
+from vibration_operator.node_state import NodeObservation
+from vibration_operator.readers import observe_node, read_target_configmap, with_outdated_pods
 from vibration_operator.settings import OperatorSettings
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -1,4 +1,4 @@
-"""Conditions and history bookkeeping, and the update window's cron matcher."""
+"""Conditions and history bookkeeping, and the update window (cron read by cronsim)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from tests.operator.test_rollout import make_spec
 from vibration_core.spec import HistoryEntry, UpdateWindow
 from vibration_operator.conditions import CONDITION_TYPES, append_history, get_condition, set_condition
-from vibration_operator.rollout import NodeObservation, decide
+from vibration_operator.node_state import NodeObservation
+from vibration_operator.rollout import decide
 from vibration_operator.schedule import Cron, CronError, is_open, next_open
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -55,7 +56,7 @@ def test_history_keeps_the_newest_ten() -> None:
     assert [h.version for h in history] == [f"v{n}" for n in range(5, 15)]
 
 
-# --- the cron matcher -----------------------------------------------------------------------
+# --- the update window's schedule -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -78,6 +79,13 @@ def test_history_keeps_the_newest_ten() -> None:
         ("0 0 1 * mon", datetime(2026, 11, 29, 0, 0, tzinfo=UTC), False),
         # Only day of month restricted: the weekday does not matter.
         ("0 0 1 * *", datetime(2026, 12, 1, 0, 0, tzinfo=UTC), True),
+        ("0 0 * * 7-7", datetime(2026, 11, 29, 0, 0, tzinfo=UTC), True),  # Sunday, not every day
+        ("0 0 * * 7-7", datetime(2026, 11, 30, 0, 0, tzinfo=UTC), False),
+        ("0 0 * * MON-Fri", datetime(2026, 11, 30, 0, 0, tzinfo=UTC), True),  # names in any case
+        # Debian cron's extensions, which cronsim reads: the last day of the month, the 2nd Monday.
+        ("0 0 L * *", datetime(2026, 11, 30, 0, 0, tzinfo=UTC), True),
+        ("0 0 * * mon#2", datetime(2026, 12, 14, 0, 0, tzinfo=UTC), True),
+        ("0 0 * * mon#2", datetime(2026, 12, 7, 0, 0, tzinfo=UTC), False),
     ],
 )
 def test_cron_matches(*, expression: str, moment: datetime, fires: bool) -> None:
@@ -96,11 +104,28 @@ def test_cron_matches(*, expression: str, moment: datetime, fires: bool) -> None
         ("*/0 * * * *", "step"),
         ("5-1 * * * *", "reversed"),
         ("x * * * *", "not a number"),
+        ("0 0 * * * *", "expected 5 fields"),  # cronsim would read six, the first as seconds
+        ("0 0 1-2-3 * *", "day of month: '1-2-3' is not a number"),
+        ("0 0 * * mon,8", "day of week: '8' is outside 0-7"),  # the item, not the whole field
     ],
 )
 def test_cron_refuses_bad_expressions(expression: str, detail: str) -> None:
     with pytest.raises(CronError, match=detail):
         Cron.parse(expression)
+
+
+def test_the_error_names_the_expression_the_field_and_the_item() -> None:
+    with pytest.raises(CronError) as caught:
+        Cron.parse("61 22 * * *")
+    assert str(caught.value) == "invalid cron schedule '61 22 * * *': minute: '61' is outside 0-59"
+
+
+def test_next_fire_counts_the_start_minute_only_from_its_first_second() -> None:
+    cron = Cron.parse("0 22 * * *")
+    at = datetime(2026, 11, 24, 22, 0, tzinfo=UTC)
+    assert cron.next_fire(at) == at
+    assert cron.next_fire(at + timedelta(seconds=30)) == at + timedelta(days=1)
+    assert cron.next_fire(at - timedelta(microseconds=1)) == at
 
 
 def test_window_open_across_midnight_and_next_opening() -> None:

@@ -22,7 +22,8 @@ from vibration_core.spec import VersionRef, VibrationModelSpec, VibrationModelSt
 from vibration_core.validation import CompactReport
 from vibration_operator.builders import build_serving_pod
 from vibration_operator.conditions import get_condition
-from vibration_operator.rollout import Candidate, Decision, NodeObservation, decide
+from vibration_operator.node_state import Candidate, NodeObservation
+from vibration_operator.rollout import Decision, decide
 from vibration_operator.settings import OperatorSettings
 
 if TYPE_CHECKING:

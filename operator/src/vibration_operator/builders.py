@@ -1,4 +1,4 @@
-"""Manifests of the serving workload, as plain dicts, and the readers of what they report back.
+"""Manifests of the serving workload (pod, target ConfigMap, event), as plain dicts.
 
 Pure functions: the same VibrationModel, node and settings give the same
 manifest, byte for byte (the golden tests pin them). Nothing version-specific
@@ -14,22 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from vibration_core.spec import API_VERSION, KIND
-from vibration_core.target import ModelTarget
 from vibration_operator import names
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
     from datetime import datetime
 
     from vibration_core.spec import VibrationModelSpec
+    from vibration_core.target import ModelTarget
     from vibration_operator.conditions import Event
-    from vibration_operator.rollout import NodeObservation
     from vibration_operator.settings import OperatorSettings
 
 TARGET_DIR = "/etc/vibration-edge/target"
@@ -89,20 +85,6 @@ def build_target_configmap(  # noqa: PLR0917 - identity (name, namespace, uid), 
         metadata["annotations"][names.ANNOTATION_ACTIVE] = _record(active)
     data = {TARGET_KEY: target_document(target)}
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
-
-
-def read_target_configmap(
-    configmap: Mapping[str, Any] | None,
-) -> tuple[ModelTarget | None, ModelTarget | None]:
-    """The target and active records of a ConfigMap; None for a missing or unreadable one."""
-    annotations = ((configmap or {}).get("metadata") or {}).get("annotations") or {}
-    out: list[ModelTarget | None] = []
-    for key in (names.ANNOTATION_TARGET, names.ANNOTATION_ACTIVE):
-        try:
-            out.append(ModelTarget.model_validate_json(annotations[key]) if key in annotations else None)
-        except ValidationError:
-            out.append(None)  # edited by hand: the next decision writes it anew
-    return out[0], out[1]
 
 
 def restricted_security_context(uid: int = RUN_AS) -> dict[str, Any]:
@@ -288,37 +270,6 @@ def build_serving_pod(  # noqa: PLR0917 - identity (name, namespace, uid), then 
     metadata = _metadata(names.serving_pod_name(vm_name, node), namespace, vm_name, uid, node)
     metadata["annotations"][names.ANNOTATION_POD_SPEC_HASH] = spec_hash(pod_spec)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
-
-
-def with_outdated_pods(  # noqa: PLR0917 - the observations, then the pod's identity and content
-    nodes: Sequence[NodeObservation],
-    pods: Mapping[str, Mapping[str, Any]],
-    vm_name: str,
-    namespace: str,
-    uid: str,
-    spec: VibrationModelSpec,
-    settings: OperatorSettings,
-) -> list[NodeObservation]:
-    """`nodes`, each pod marked outdated when its pod-spec hash is not the one the builder gives now.
-
-    A change of the VibrationModel's MQTT, alert, drift or resource settings, or a new
-    operator release (images, probes), changes the pod spec; a new model version does not.
-    """
-    marked = []
-    for observation in nodes:
-        pod = pods.get(observation.name)
-        if pod is None or not observation.selected:
-            marked.append(observation)
-            continue
-        want = build_serving_pod(vm_name, namespace, uid, spec, observation.name, settings)
-        have = (pod.get("metadata") or {}).get("annotations") or {}
-        outdated = have.get(names.ANNOTATION_POD_SPEC_HASH) != _pod_hash(want)
-        marked.append(replace(observation, pod_outdated=outdated))
-    return marked
-
-
-def _pod_hash(pod: Mapping[str, Any]) -> str:
-    return str(pod["metadata"]["annotations"][names.ANNOTATION_POD_SPEC_HASH])
 
 
 def spec_hash(pod_spec: Mapping[str, Any]) -> str:

@@ -29,10 +29,10 @@ from pydantic import ValidationError
 from vibration_core.spec import GROUP, PLURAL, VERSION, VibrationModelSpec, VibrationModelStatus
 from vibration_operator import names
 from vibration_operator.apply import apply_decision, drift_events, patch_status, post_events
-from vibration_operator.builders import with_outdated_pods
 from vibration_operator.drift_status import apply_drift
 from vibration_operator.kube import VIBRATIONMODELS, KubeApi, KubeError, NotFoundError
 from vibration_operator.observe import observe, read_reports, status_session
+from vibration_operator.readers import with_outdated_pods
 from vibration_operator.rollout import decide
 from vibration_operator.schedule import CronError
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from vibration_core.spec import VibrationModelSpec
-    from vibration_operator.rollout import NodeObservation
+    from vibration_operator.node_state import NodeObservation
 
 logger = logging.getLogger(__name__)
 

@@ -1,26 +1,46 @@
 """Readers of observed state: what a node's pod, its ConfigMap and its /status say, as a NodeObservation.
 
 Pure functions over the objects the API server returned (no client): the init
-container's termination message, the pod's /status, and why a pod does not
-run or serve (a stuck container, an unschedulable pod, its own word, the
+container's termination message, the pod's /status, the records on the target
+ConfigMap, whether a pod was built from an older pod spec, and why a pod does
+not run or serve (a stuck container, an unschedulable pod, its own word, the
 kubelet's Warning events). Everything a pod reports is untrusted input.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from vibration_core.spec import VersionRef
+from vibration_core.target import ModelTarget
 from vibration_core.validation import CompactReport
-from vibration_operator.builders import VALIDATE, read_target_configmap
-from vibration_operator.rollout import Candidate, NodeObservation
+from vibration_operator import names
+from vibration_operator.builders import VALIDATE, build_serving_pod
+from vibration_operator.node_state import Candidate, NodeObservation
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from vibration_core.messages import ModelStatus
+    from vibration_core.spec import VibrationModelSpec
+    from vibration_operator.settings import OperatorSettings
+
+
+def read_target_configmap(
+    configmap: Mapping[str, Any] | None,
+) -> tuple[ModelTarget | None, ModelTarget | None]:
+    """The target and active records of a ConfigMap; None for a missing or unreadable one."""
+    annotations = ((configmap or {}).get("metadata") or {}).get("annotations") or {}
+    out: list[ModelTarget | None] = []
+    for key in (names.ANNOTATION_TARGET, names.ANNOTATION_ACTIVE):
+        try:
+            out.append(ModelTarget.model_validate_json(annotations[key]) if key in annotations else None)
+        except ValidationError:
+            out.append(None)  # edited by hand: the next decision writes it anew
+    return out[0], out[1]
 
 
 def _init_verdict(pod: Mapping[str, Any]) -> tuple[CompactReport | None, int | None]:
@@ -137,3 +157,34 @@ def observe_node(
         recorded_active=recorded_active,
         pod_problem=pod_problem(pod, warnings, pod_status),
     )
+
+
+def with_outdated_pods(  # noqa: PLR0917 - the observations, then the pod's identity and content
+    nodes: Sequence[NodeObservation],
+    pods: Mapping[str, Mapping[str, Any]],
+    vm_name: str,
+    namespace: str,
+    uid: str,
+    spec: VibrationModelSpec,
+    settings: OperatorSettings,
+) -> list[NodeObservation]:
+    """`nodes`, each pod marked outdated when its pod-spec hash is not the one the builder gives now.
+
+    A change of the VibrationModel's MQTT, alert, drift or resource settings, or a new
+    operator release (images, probes), changes the pod spec; a new model version does not.
+    """
+    marked = []
+    for observation in nodes:
+        pod = pods.get(observation.name)
+        if pod is None or not observation.selected:
+            marked.append(observation)
+            continue
+        want = build_serving_pod(vm_name, namespace, uid, spec, observation.name, settings)
+        have = (pod.get("metadata") or {}).get("annotations") or {}
+        outdated = have.get(names.ANNOTATION_POD_SPEC_HASH) != _pod_hash(want)
+        marked.append(replace(observation, pod_outdated=outdated))
+    return marked
+
+
+def _pod_hash(pod: Mapping[str, Any]) -> str:
+    return str(pod["metadata"]["annotations"][names.ANNOTATION_POD_SPEC_HASH])

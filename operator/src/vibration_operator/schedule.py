@@ -1,14 +1,31 @@
-"""Update windows: a tiny 5-field cron matcher, in UTC, with no dependency.
+"""Update windows: is ``spec.rollout.updateWindow`` open at `now`, and when does it open next.
 
-``spec.rollout.updateWindow`` is a cron schedule of the window's start plus a
-duration. The operator only needs two questions answered, "is the window
-open at `now`?" and "when does it open next?", so a full cron library would
-be weight without benefit. Supported per field: ``*``, numbers, ``a-b``
-ranges, ``/step`` on either, comma lists, and the English names of months
-(``jan``) and weekdays (``mon``); weekday 7 is Sunday like 0. As in Vixie
-cron, when both day-of-month and day-of-week are restricted a day matches
-if either does. The CRD only checks that there are five fields, so a bad
-expression reaches the operator and is refused here with `CronError`.
+The window is a 5-field cron schedule of its start, in UTC, plus a duration. Reading and
+stepping the schedule is cronsim's; this module adds the window arithmetic, the holds of a
+rollout, and error messages that say which item of which field is wrong (the message ends up
+in the Progressing condition, where the user has to find the typo).
+
+Why cronsim rather than croniter (both compared on this spec's dialect and the tests in
+``tests/operator/test_conditions.py``):
+
+- dialect: both read what the spec documents (numbers, ``a-b``, ``/step`` on either, comma
+  lists, month and weekday names in any case, 7 as Sunday, Vixie cron's "either day field" when
+  both are restricted). croniter 7.0 also accepts ``5-1`` (we refuse a reversed range) and reads
+  ``7-7`` as every day; cronsim refuses the one and reads the other as Sunday. cronsim also reads
+  Debian cron's ``L``, ``LW``, ``5L`` and ``mon#2``, so those work here too.
+- errors: cronsim names the field ("Bad minute"); croniter repeats the whole expression
+  ("[61 * * * *] is not acceptable, out of range"). Neither says which item or why, so
+  `CronError` adds that, for the field cronsim named.
+- weight: cronsim is one typed module without dependencies; croniter brings python-dateutil and
+  tzdata (over thirty times the wheel bytes) and took about four times as long to import.
+- maintenance: both had releases in 2026 (cronsim 2.9, written for and run by Healthchecks;
+  croniter 7.0, kept by the Pallets-Eco community and classed Beta).
+- time zones: the spec says UTC and every time is converted to UTC before cronsim sees it, where
+  it applies no DST rule; were a zone ever added, cronsim follows Debian cron across DST changes.
+
+The CRD only checks that there are five fields, so a bad expression reaches the operator and is
+refused here with `CronError`. A schedule whose days never occur in its months (``0 0 30 2 *``)
+is not an error: it never fires, and `next_open` says None.
 """
 
 from __future__ import annotations
@@ -17,28 +34,60 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
+from cronsim import CronSim, CronSimError
+
 if TYPE_CHECKING:
     from vibration_core.spec import RolloutSpec, UpdateWindow
 
 HoldReason = Literal["Paused", "OutsideUpdateWindow", "InvalidUpdateWindow", "AwaitingApproval"]
 
+
+@dataclass(frozen=True)
+class _Field:
+    """One field of the expression, as the error messages describe it."""
+
+    name: str
+    low: int
+    high: int
+    names: tuple[str, ...] = ()
+    """Names of the values from `low` on (months, weekdays)."""
+
+    def value(self, text: str) -> int | None:
+        """The number a bound stands for, or None when it is neither a number nor a name."""
+        if text in self.names:
+            return self.low + self.names.index(text)
+        return int(text) if text.isdigit() else None
+
+    def problem(self, item: str) -> str | None:
+        """Why one comma-separated item is wrong, or None if it reads."""
+        body, slash, step = item.partition("/")
+        if slash and not (step.isdigit() and int(step) >= 1):
+            return f"step must be a number of at least 1 in {item!r}"
+        if body == "*":
+            return None
+        values = [self.value(bound) for bound in body.split("-")]
+        numbers = [value for value in values if value is not None]
+        if len(numbers) != len(values) or len(numbers) > 2:  # noqa: PLR2004 - a range has two bounds
+            return f"{item!r} is not a number, a name or a range"
+        if not all(self.low <= number <= self.high for number in numbers):
+            return f"{item!r} is outside {self.low}-{self.high}"
+        return f"{item!r} is reversed" if numbers != sorted(numbers) else None
+
+
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-# (name, low, high, names mapped to numbers)
-_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    ("month", 1, 12, {name: i + 1 for i, name in enumerate(_MONTHS)}),
-    ("day of week", 0, 7, {name: i for i, name in enumerate(_DAYS)}),
+_FIELDS = (
+    _Field("minute", 0, 59),
+    _Field("hour", 0, 23),
+    _Field("day of month", 1, 31),
+    _Field("month", 1, 12, _MONTHS),
+    _Field("day of week", 0, 7, _DAYS),
 )
-# Feb 29 on a Monday recurs within 28 years at most (with the 2100 gap, 40);
-# a schedule that matches nothing in that span never matches.
-_SEARCH_DAYS = 366 * 40
+_ANY_TIME = datetime(2000, 1, 1, tzinfo=UTC)  # cronsim reads the expression when given a start
 
 
 class CronError(ValueError):
-    """A cron expression this matcher cannot read; the message says which field and why."""
+    """A cron expression that cannot be read; the message says which field and why."""
 
     def __init__(self, expression: str, detail: str) -> None:
         super().__init__(f"invalid cron schedule {expression!r}: {detail}")
@@ -46,102 +95,65 @@ class CronError(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class Cron:
-    """A parsed 5-field cron expression: the allowed values of each field."""
-
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]
-    """0 is Sunday (7 is folded into 0)."""
-    days_restricted: bool
-    weekdays_restricted: bool
-
-    @classmethod
-    def parse(cls, expression: str) -> Cron:
-        """Parse ``minute hour day-of-month month day-of-week``; raises `CronError`."""
-        parts = expression.split()
-        if len(parts) != len(_FIELDS):
-            raise CronError(expression, f"expected 5 fields, got {len(parts)}")
-        values = [_parse_field(expression, part, field) for part, field in zip(parts, _FIELDS, strict=True)]
-        weekdays = frozenset(0 if day == 7 else day for day in values[4])  # noqa: PLR2004 - 7 is Sunday
-        return cls(
-            minutes=values[0],
-            hours=values[1],
-            days=values[2],
-            months=values[3],
-            weekdays=weekdays,
-            days_restricted=not parts[2].startswith("*"),
-            weekdays_restricted=not parts[4].startswith("*"),
-        )
-
-    def matches_day(self, day: datetime) -> bool:
-        """Whether the schedule fires at some time on this date."""
-        if day.month not in self.months:
-            return False
-        in_days = day.day in self.days
-        in_weekdays = (day.isoweekday() % 7) in self.weekdays
-        if self.days_restricted and self.weekdays_restricted:
-            return in_days or in_weekdays  # Vixie cron: either restriction suffices
-        return in_days and in_weekdays
-
-    def matches(self, moment: datetime) -> bool:
-        """Whether the schedule fires in the minute of `moment`."""
-        return moment.minute in self.minutes and moment.hour in self.hours and self.matches_day(moment)
-
-    def next_fire(self, after: datetime) -> datetime | None:
-        """The first firing minute at or after `after` (UTC), or None if it never fires."""
-        start = _utc(after)
-        if start.second or start.microsecond:
-            start = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        day = start.replace(hour=0, minute=0)
-        for _ in range(_SEARCH_DAYS):
-            if self.matches_day(day):
-                for hour in sorted(self.hours):
-                    for minute in sorted(self.minutes):
-                        fire = day.replace(hour=hour, minute=minute)
-                        if fire >= start:
-                            return fire
-            day += timedelta(days=1)
-        return None
-
-
-def _parse_field(expression: str, text: str, field: tuple[str, int, int, dict[str, int]]) -> frozenset[int]:
-    name, low, high, names = field
-    values: set[int] = set()
-    for item in text.lower().split(","):
-        body, _, step_text = item.partition("/")
-        step = _number(expression, step_text, name, names={}) if step_text else 1
-        if step < 1:
-            raise CronError(expression, f"{name}: step must be at least 1, got {step}")
-        if body == "*":
-            first, last = low, high
-        elif "-" in body:
-            first_text, _, last_text = body.partition("-")
-            first, last = (_number(expression, t, name, names) for t in (first_text, last_text))
-        else:
-            first = _number(expression, body, name, names)
-            last = high if step_text else first  # "5/15" means from 5 to the end, every 15
-        if not low <= first <= last <= high:
-            raise CronError(expression, f"{name}: {item!r} is outside {low}-{high} or reversed")
-        values.update(range(first, last + 1, step))
-    return frozenset(values)
-
-
-def _number(expression: str, text: str, name: str, names: dict[str, int]) -> int:
-    if text in names:
-        return names[text]
-    if not text.isdigit():
-        raise CronError(expression, f"{name}: {text!r} is not a number")
-    return int(text)
-
-
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("the update window needs an aware datetime (UTC)")
     return moment.astimezone(UTC)
+
+
+def _minute(moment: datetime) -> datetime:
+    return _utc(moment).replace(second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A 5-field cron expression that cronsim reads, or one that never fires."""
+
+    expression: str
+    never: bool = False
+    """Its days never occur in its months (cronsim refuses those; they are valid cron)."""
+
+    @classmethod
+    def parse(cls, expression: str) -> Cron:
+        """Check ``minute hour day-of-month month day-of-week``; raises `CronError`."""
+        parts = expression.split()
+        if len(parts) != len(_FIELDS):  # cronsim would also take six, the first being seconds
+            raise CronError(expression, f"expected 5 fields, got {len(parts)}")
+        try:
+            CronSim(expression, _ANY_TIME)
+        except CronSimError as exc:
+            problem = _problem(parts, str(exc))
+            if problem is None:  # every item reads: its days never fall in its months
+                return cls(expression, never=True)
+            raise CronError(expression, problem) from exc
+        return cls(expression)
+
+    def next_fire(self, after: datetime) -> datetime | None:
+        """The first firing minute at or after `after` (UTC), or None if it never fires."""
+        if self.never:
+            return None
+        # cronsim yields the fires strictly after its start: a microsecond back includes `after`.
+        return next(CronSim(self.expression, _utc(after) - timedelta(microseconds=1)), None)
+
+    def matches(self, moment: datetime) -> bool:
+        """Whether the schedule fires in the minute of `moment`."""
+        minute = _minute(moment)
+        return self.next_fire(minute) == minute
+
+
+def _problem(parts: list[str], refusal: str) -> str | None:
+    """What is wrong in the field cronsim refused ("Bad minute"); None: days that never occur."""
+    where = refusal.removeprefix("Bad ").replace("-", " ")
+    index = next((i for i, field in enumerate(_FIELDS) if field.name == where), None)
+    if index is None:
+        return refusal
+    field = _FIELDS[index]
+    for item in parts[index].lower().split(","):
+        problem = field.problem(item)
+        if problem is not None:
+            return f"{field.name}: {problem}"
+    # cronsim refuses a day of month that none of the months has; that is cron that never fires.
+    return None if field.name == "day of month" else f"{field.name}: {parts[index]!r} is not valid"
 
 
 def is_open(window: UpdateWindow | None, now: datetime) -> bool:
@@ -151,10 +163,10 @@ def is_open(window: UpdateWindow | None, now: datetime) -> bool:
     """
     if window is None:
         return True
-    cron = Cron.parse(window.schedule)
-    minute = _utc(now).replace(second=0, microsecond=0)
-    # A window of d minutes that started at s covers [s, s + d): look back d - 1 whole minutes.
-    return any(cron.matches(minute - timedelta(minutes=back)) for back in range(window.minutes))
+    minute = _minute(now)
+    # A window of d minutes that started at s covers [s, s + d): a start in the last d minutes.
+    start = Cron.parse(window.schedule).next_fire(minute - timedelta(minutes=window.minutes - 1))
+    return start is not None and start <= minute
 
 
 def next_open(window: UpdateWindow | None, now: datetime) -> datetime | None:
