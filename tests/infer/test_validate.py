@@ -33,6 +33,7 @@ from tests.infer.conftest import (
 
 from vibration_core import dataset
 from vibration_core.features import FEATURE_NAMES
+from vibration_core.logs import event_fields
 from vibration_core.modelcard import ModelCard
 from vibration_core.validation import TERMINATION_MESSAGE_LIMIT, CompactReport, ExitCode
 from vibration_infer import cli
@@ -393,7 +394,10 @@ def test_tflite_on_a_node_without_edge_tpu(
         code, report, _ = run(make_settings(model_uri=uri, accelerator="coral", edgetpu_fallback="cpu"))
     assert code is ExitCode.PASSED, report["reason"]
     assert report["backend"] == "litert:cpu(edgetpu-fallback)"
-    assert any("edgetpu_unavailable fallback=cpu" in r.getMessage() for r in caplog.records)
+    assert any(
+        r.getMessage() == "edgetpu_unavailable" and event_fields(r)["fallback"] == "cpu"
+        for r in caplog.records
+    )
     strict = make_settings(
         model_uri=uri,
         accelerator="coral",

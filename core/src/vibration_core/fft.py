@@ -91,10 +91,10 @@ def transform() -> Transform:
         r2c = _load_pocketfft()
     # Any failure of another package's private module means one thing: use its public API.
     except Exception as exc:  # noqa: BLE001
-        logger.info("fft_fallback reason=%r", f"{type(exc).__name__}: {exc}")
+        logger.info("fft_fallback", extra={"reason": f"{type(exc).__name__}: {exc}"})
         return _scipy_rfft
     if r2c is None:
-        logger.info("fft_fallback reason=%r", "scipy's pypocketfft module not found as expected")
+        logger.info("fft_fallback", extra={"reason": "scipy's pypocketfft module not found as expected"})
         return _scipy_rfft
     return functools.partial(_forward, r2c)
 

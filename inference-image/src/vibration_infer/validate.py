@@ -199,10 +199,8 @@ def _fallback(settings: ValidateSettings, outcome: Outcome, *, slot: str | None)
         return outcome.code
     outcome.details["fallback"] = good.model_dump(mode="json")
     logger.warning(
-        "validation_failed_serving_last_good code=%s version=%s sha256=%s",
-        outcome.code.name,
-        good.version,
-        good.sha256,
+        "validation_failed_serving_last_good",
+        extra={"code": outcome.code.name, "version": good.version, "sha256": good.sha256},
     )
     return ExitCode.PASSED
 
@@ -232,9 +230,8 @@ def emit(outcome: Outcome, termination_log: Path | None, *, out: TextIO | None =
         termination_log.write_bytes(data)
     except OSError as exc:
         logger.warning(
-            "termination_log_unwritable path=%s reason=%s",
-            termination_log,
-            exc.strerror or type(exc).__name__,
+            "termination_log_unwritable",
+            extra={"path": termination_log, "reason": exc.strerror or type(exc).__name__},
         )
 
 
@@ -294,12 +291,13 @@ def run_validation(
         outcome.code = exit_code_for(exc)
         outcome.reason = one_line(str(exc), secrets_of(settings))
         outcome.details["failures"] = getattr(exc, "failures", [outcome.reason])
-        logger.warning("validation_failed code=%s reason=%r", outcome.code.name, outcome.reason)
+        logger.warning("validation_failed", extra={"code": outcome.code.name, "reason": outcome.reason})
     else:
         outcome.code = ExitCode.PASSED
         outcome.model = model
         logger.info(
-            "validation_passed model_id=%s version=%s sha256=%s", card.model_id, card.version, entry.sha256
+            "validation_passed",
+            extra={"model_id": card.model_id, "version": card.version, "sha256": entry.sha256},
         )
     outcome.timings["total"] = time.perf_counter() - started
     if outcome.card is not None:
@@ -307,7 +305,7 @@ def run_validation(
         try:
             cache.evict(outcome.card.model_id)
         except OSError as exc:
-            logger.warning("cache_evict_failed reason=%s", exc.strerror or type(exc).__name__)
+            logger.warning("cache_evict_failed", extra={"reason": exc.strerror or type(exc).__name__})
         good = cache.last_good(outcome.card.model_id)
         outcome.details["last_good"] = good.model_dump(mode="json") if good else None
     return outcome
@@ -374,11 +372,8 @@ def _found(
 ) -> tuple[CachedModel, ModelCard]:
     outcome.card, outcome.sha256, outcome.source = card, entry.sha256, source
     logger.info(
-        "model_resolved model_id=%s version=%s sha256=%s source=%s",
-        card.model_id,
-        card.version,
-        entry.sha256,
-        source,
+        "model_resolved",
+        extra={"model_id": card.model_id, "version": card.version, "sha256": entry.sha256, "source": source},
     )
     return entry, card
 
@@ -445,7 +440,7 @@ def _champion(
         )
     except (InferenceError, VibrationCoreError) as exc:
         outcome.details["champion"] = f"{wanted[:12]} cannot be loaded ({exc}): no comparison"
-        logger.warning("champion_unloadable sha256=%s reason=%r", wanted, str(exc))
+        logger.warning("champion_unloadable", extra={"sha256": wanted, "reason": str(exc)})
         return None
 
 

@@ -129,10 +129,12 @@ def write_model(out_dir: Path, artifact: bytes, card: ModelCard) -> tuple[Path, 
             leftover.unlink(missing_ok=True)
         raise OutputError(str(out_dir), exc.strerror or str(exc)) from exc
     logger.info(
-        "model_written dir=%s artifact=%s sha256=%s bytes=%d",
-        out_dir,
-        artifact_path.name,
-        card.artifact.sha256,
-        card.artifact.size_bytes,
+        "model_written",
+        extra={
+            "dir": out_dir,
+            "artifact": artifact_path.name,
+            "sha256": card.artifact.sha256,
+            "bytes": card.artifact.size_bytes,
+        },
     )
     return artifact_path, card_path

@@ -14,7 +14,6 @@ written to ``--out`` unless every step passed.
 
 # No `from __future__ import annotations`: Typer reads the parameter annotations at run time.
 import dataclasses
-import logging
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -25,6 +24,7 @@ import typer
 
 from vibration_core import dataset
 from vibration_core.errors import SimulationParameterError
+from vibration_core.logs import setup_logging
 from vibration_core.units import Unit, factor
 from vibration_train import cli_import, cli_registry
 from vibration_train.card import build_card, write_model
@@ -72,14 +72,22 @@ class OutputFormat(StrEnum):
     EDGETPU = "edgetpu"
 
 
+class LogFormat(StrEnum):
+    """How log events are written to stderr."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
 @app.callback()
 def main(
-    log_level: Annotated[str, typer.Option(help="Level of the key=value log lines on stderr.")] = "WARNING",
+    log_level: Annotated[str, typer.Option(help="Level of the log events on stderr.")] = "WARNING",
+    log_format: Annotated[
+        LogFormat, typer.Option(help="key=value lines (text) locally, one JSON object per line in a cluster.")
+    ] = LogFormat.TEXT,
 ) -> None:
     """Train, export and publish vibration classifiers."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s"
-    )
+    setup_logging(log_level.upper(), log_format.value, replace=False)
 
 
 @app.command("simulate")

@@ -116,7 +116,7 @@ def step(
     seconds = time.perf_counter() - started
     if timings is not None:
         timings[name] = seconds
-    logger.info("step_done step=%s seconds=%.2f", name or description, seconds)
+    logger.info("step_done", extra={"step": name or description, "seconds": round(seconds, 2)})
     # A step that never counted shows as one unit of work, done.
     progress.update(task, total=counted or 1, completed=counted or 1)
     progress.stop_task(task)

@@ -273,7 +273,9 @@ def compile_for_edgetpu(model: bytes, work_dir: Path, config: EdgeTpuConfig) -> 
             f"{config.compiler} not found: wrote the CPU INT8 model ({INT8_FILENAME}); "
             "the Edge TPU compile was skipped"
         )
-        logger.warning("edgetpu_compile_skipped reason=compiler_not_found compiler=%s", config.compiler)
+        logger.warning(
+            "edgetpu_compile_skipped", extra={"reason": "compiler_not_found", "compiler": config.compiler}
+        )
         return None, note
     source = work_dir / INT8_FILENAME
     source.write_bytes(model)
@@ -291,7 +293,7 @@ def compile_for_edgetpu(model: bytes, work_dir: Path, config: EdgeTpuConfig) -> 
         tail = " ".join((done.stdout + done.stderr).split())[-300:]
         raise ExportError("edgetpu", f"{compiler} exited with {done.returncode}: {tail}")
     mapped = [line.strip() for line in done.stdout.splitlines() if "Number of operations" in line]
-    logger.info("edgetpu_compiled compiler=%s ops=%s", compiler, ";".join(mapped))
+    logger.info("edgetpu_compiled", extra={"compiler": compiler, "ops": ";".join(mapped)})
     note = f"{config.compiler}: wrote {EDGETPU_FILENAME}" + (f" ({'; '.join(mapped)})" if mapped else "")
     return compiled.read_bytes(), note
 
@@ -321,12 +323,14 @@ def _write_int8_beside(out_dir: Path, model: bytes) -> Path:
 
 def _log_done(card: ModelCard, metrics: Metrics, float_accuracy: float) -> None:
     logger.info(
-        "edgetpu_model_written format=%s artifact=%s bytes=%d float_accuracy=%.4f int8_accuracy=%.4f",
-        card.format,
-        card.artifact.filename,
-        card.artifact.size_bytes,
-        float_accuracy,
-        metrics.accuracy,
+        "edgetpu_model_written",
+        extra={
+            "format": card.format,
+            "artifact": card.artifact.filename,
+            "bytes": card.artifact.size_bytes,
+            "float_accuracy": round(float_accuracy, 4),
+            "int8_accuracy": round(metrics.accuracy, 4),
+        },
     )
 
 

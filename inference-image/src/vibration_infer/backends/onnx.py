@@ -79,7 +79,7 @@ def load(path: Path, *, threads: int = 1) -> OnnxBackend:
     except _ORT_ERRORS as exc:
         raise LoadError(str(path), f"ONNX Runtime refused the model: {_one_line(exc)}") from exc
     backend = OnnxBackend(session, path)
-    logger.info("backend_opened backend=%s path=%s threads=%d", backend.name, path, threads)
+    logger.info("backend_opened", extra={"backend": backend.name, "path": path, "threads": threads})
     return backend
 
 
