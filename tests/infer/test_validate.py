@@ -37,9 +37,10 @@ from vibration_core.logs import event_fields
 from vibration_core.modelcard import ModelCard
 from vibration_core.validation import TERMINATION_MESSAGE_LIMIT, CompactReport, ExitCode
 from vibration_infer import cli
-from vibration_infer import validate as validate_module
+from vibration_infer import outcome as outcome_module
 from vibration_infer.cache import LAST_GOOD_FILENAME, ModelCache
-from vibration_infer.validate import Outcome, emit, one_line, validate
+from vibration_infer.outcome import Outcome, emit, one_line
+from vibration_infer.validate import validate
 from vibration_train.card import build_card
 from vibration_train.fit import fit
 from vibration_train.onnx_export import to_onnx
@@ -635,7 +636,7 @@ def test_without_a_termination_log_flag_only_kubernetes_file_is_written(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     kubernetes_file = tmp_path / "termination-log"
-    monkeypatch.setattr(validate_module, "DEFAULT_TERMINATION_LOG", kubernetes_file)
+    monkeypatch.setattr(outcome_module, "DEFAULT_TERMINATION_LOG", kubernetes_file)
     outcome = Outcome(code=ExitCode.USAGE, reason="bad flag")
     emit(outcome, None, out=io.StringIO())
     assert not kubernetes_file.exists()  # outside a container: nothing is created

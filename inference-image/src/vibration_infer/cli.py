@@ -23,8 +23,9 @@ from vibration_core.logs import setup_logging
 from vibration_core.validation import ExitCode
 from vibration_infer.cmdline import add_settings_flags, settings_from_flags
 from vibration_infer.errors import UsageError
+from vibration_infer.outcome import Outcome, emit, one_line, secrets_of
 from vibration_infer.settings import ValidateSettings
-from vibration_infer.validate import Outcome, emit, one_line, secrets_of, validate
+from vibration_infer.validate import validate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
