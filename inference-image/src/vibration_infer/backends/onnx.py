@@ -3,8 +3,9 @@
 The probabilities are the model's one float output of rank 2 (skl2onnx with
 ``zipmap`` off writes a string or int64 label tensor beside it, which is
 never computed here: only the probabilities are requested). One intra-op
-thread by default: this GBDT takes about 10 us a row, and more threads only
-add wake-up jitter to the p99.
+thread by default: a row of this GBDT is microseconds of work (serve's batch
+work per window: docs/benchmarks.md), and more threads only add wake-up
+jitter to the p99.
 """
 
 from __future__ import annotations
