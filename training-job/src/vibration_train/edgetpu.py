@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
-from vibration_core.modelcard import CARD_FILENAME, FeatureSpec, ModelCard, Signal, TensorSpec
+from vibration_core.modelcard import FeatureSpec, ModelCard, Signal, TensorSpec
 from vibration_train.card import artifact_of, table_reference, training_summary, write_model
 from vibration_train.edgetpu_convert import (
     MlpConfig,
@@ -49,7 +49,7 @@ from vibration_train.edgetpu_int8 import (
     compile_for_edgetpu,
     run_int8,
 )
-from vibration_train.errors import OutputError, TrainingError
+from vibration_train.errors import QuantizationError
 from vibration_train.fit import compute_metrics
 from vibration_train.report import format_held_out, format_report
 from vibration_train.split import split_table
@@ -65,19 +65,6 @@ if TYPE_CHECKING:
     from vibration_train.split import Split
 
 logger = logging.getLogger(__name__)
-
-
-class QuantizationError(TrainingError):
-    """The INT8 model lost more accuracy against the float model than allowed."""
-
-    def __init__(self, float_accuracy: float, int8_accuracy: float, limit_points: float) -> None:
-        self.float_accuracy = float_accuracy
-        self.int8_accuracy = int8_accuracy
-        self.limit_points = limit_points
-        super().__init__(
-            f"INT8 accuracy {int8_accuracy:.4f} is {100 * (float_accuracy - int8_accuracy):.2f} points "
-            f"below the float model's {float_accuracy:.4f} (allowed: {limit_points:g})"
-        )
 
 
 @dataclass(frozen=True)
@@ -189,14 +176,15 @@ def fit_edgetpu(
         model_id=model_id,
         version=version,
     )
-    int8_path = _write_int8_beside(out_dir, int8_model) if compiled is not None else out_dir / INT8_FILENAME
-    artifact_path, card_path = write_model(out_dir, artifact, card)
+    # A compiled artifact keeps the CPU INT8 model beside it.
+    beside = {INT8_FILENAME: int8_model} if compiled is not None else {}
+    artifact_path, card_path = write_model(out_dir, artifact, card, beside=beside)
     _log_done(card, measured.metrics, measured.float_accuracy)
     return EdgeTpuResult(
         card=card,
         artifact_path=artifact_path,
         card_path=card_path,
-        int8_path=int8_path,
+        int8_path=out_dir / INT8_FILENAME,
         float_accuracy=measured.float_accuracy,
         int8_accuracy=measured.metrics.accuracy,
         epochs=mlp.epochs,
@@ -313,20 +301,6 @@ def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
     seconds[name] = time.perf_counter() - started
 
 
-def _write_int8_beside(out_dir: Path, model: bytes) -> Path:
-    """Put the CPU INT8 model next to the compiled one; an older card goes first (it may name this file)."""
-    path, tmp = out_dir / INT8_FILENAME, out_dir / f".{INT8_FILENAME}.tmp"
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(model)
-        (out_dir / CARD_FILENAME).unlink(missing_ok=True)
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(str(out_dir), exc.strerror or str(exc)) from exc
-    return path
-
-
 def _log_done(card: ModelCard, metrics: Metrics, float_accuracy: float) -> None:
     logger.info(
         "edgetpu_model_written",
@@ -345,4 +319,4 @@ def _quiet_step(_description: str) -> Iterator[Callable[[int, int], None]]:
     yield lambda _done, _total: None
 
 
-__all__ = ["EdgeTpuConfig", "EdgeTpuResult", "QuantizationError", "fit_edgetpu", "tensorflow_version"]
+__all__ = ["EdgeTpuConfig", "EdgeTpuResult", "fit_edgetpu", "tensorflow_version"]
