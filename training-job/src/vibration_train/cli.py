@@ -13,10 +13,8 @@ written to ``--out`` unless every step passed.
 """
 
 # No `from __future__ import annotations`: Typer reads the parameter annotations at run time.
-import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Final
@@ -43,6 +41,7 @@ from vibration_train.cli_common import (
     Version,
     WindowLength,
     check_names,
+    exit_codes,
     fail,
     progress_display,
     step,
@@ -57,6 +56,12 @@ from vibration_train.report import format_held_out, format_report
 from vibration_train.simulator import CLASSES, UNIT, simulate
 
 EXIT_PARITY: Final = 3
+FIT_ERRORS: Final = (
+    (TrainingDataError, EXIT_BAD_INPUT),
+    (ParityError, EXIT_PARITY),
+    (TrainingError, EXIT_FAILED),
+)
+"""`fit`'s exit code for each error it turns into one, the first type that matches."""
 
 app = typer.Typer(
     name="vibration-train",
@@ -166,12 +171,12 @@ def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
     if output_format is OutputFormat.EDGETPU:
         # Keras MLP -> full-integer INT8 TFLite (compiled when edgetpu_compiler is on PATH),
         # sharing load_table and the split; the boosting options do not apply to it.
-        with _exit_codes():
+        with exit_codes(*FIT_ERRORS):
             edgetpu = _run_edgetpu(source, out, EdgeTpuConfig(random_state=random_state), model_id, version)
         typer.echo(edgetpu.report(), nl=False)
         return
     config = _fit_config(n_estimators, max_depth, learning_rate, random_state)
-    with _exit_codes():
+    with exit_codes(*FIT_ERRORS):
         _run_fit(source, out, config, model_id=model_id, version=version)
 
 
@@ -196,19 +201,6 @@ class _Source:
                 unit=self.unit,
                 on_progress=advance,
             )
-
-
-@contextlib.contextmanager
-def _exit_codes() -> Iterator[None]:
-    """The training errors as `fit`'s exit codes, with a one-line ``error:``."""
-    try:
-        yield
-    except TrainingDataError as exc:
-        fail(EXIT_BAD_INPUT, str(exc))
-    except ParityError as exc:
-        fail(EXIT_PARITY, str(exc))
-    except TrainingError as exc:
-        fail(EXIT_FAILED, str(exc))
 
 
 def _fit_config(n_estimators: int, max_depth: int, learning_rate: float, random_state: int) -> FitConfig:

@@ -9,10 +9,8 @@ flags or the environment and are never printed.
 """
 
 # No `from __future__ import annotations`: Typer reads the parameter annotations at run time.
-import contextlib
 import dataclasses
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -23,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vibration_core.modelcard import ModelCard
+from vibration_train.cli_common import exit_codes
 from vibration_train.manifest import DEFAULT_BROKER, DEFAULT_TOPIC_PREFIX, build_manifest, to_yaml
 from vibration_train.registry import (
     ModelDirError,
@@ -136,7 +135,7 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
         mqtt_ca_secret=mqtt_ca_secret,
         node_selector=_labels(node_selector or []),
     )
-    with _exit_codes():
+    with exit_codes(*_REGISTRY_ERRORS):
         target = open_registry(
             registry, endpoint=endpoint, access_key=access_key, secret_key=secret_key, region=region
         )
@@ -175,19 +174,6 @@ def _print_summary(published: PublishedModel, out: Path, text: str) -> None:
     typer.echo(f"# sha256:   {published.sha256}")
     typer.echo(f"# manifest: {out}")
     typer.echo(text, nl=False)
-
-
-@contextlib.contextmanager
-def _exit_codes() -> Iterator[None]:
-    """The registry's typed errors as this command's exit codes, with a one-line ``error:``."""
-    try:
-        yield
-    except (ModelDirError, RegistryConfigError, ManifestFlagError) as exc:
-        _fail(exc, EXIT_BAD_INPUT)
-    except VersionConflictError as exc:
-        _fail(exc, EXIT_CONFLICT)
-    except RegistryError as exc:
-        _fail(exc, EXIT_REGISTRY)
 
 
 class ManifestFlagError(ValueError):
@@ -241,6 +227,16 @@ class ManifestOptions:
             raise ManifestFlagError("invalid manifest flag: " + "; ".join(problems)) from None
 
 
+_REGISTRY_ERRORS = (
+    (ModelDirError, EXIT_BAD_INPUT),
+    (RegistryConfigError, EXIT_BAD_INPUT),
+    (ManifestFlagError, EXIT_BAD_INPUT),
+    (VersionConflictError, EXIT_CONFLICT),
+    (RegistryError, EXIT_REGISTRY),
+)
+"""The registry's typed errors as exit codes (the first type that matches)."""
+
+
 def _labels(pairs: list[str]) -> dict[str, str]:
     labels = {}
     for pair in pairs:
@@ -260,7 +256,7 @@ def list_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
     model_id: Annotated[str | None, typer.Option(help="Only this model's versions.")] = None,
 ) -> None:
     """List the published versions with their metrics and digests."""
-    with _exit_codes():
+    with exit_codes(*_REGISTRY_ERRORS):
         target = open_registry(
             registry, endpoint=endpoint, access_key=access_key, secret_key=secret_key, region=region
         )
