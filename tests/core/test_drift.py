@@ -15,10 +15,9 @@ from vibration_core.drift import (
     compare_feature,
     feature_ks,
     feature_psi,
-    feature_references,
-    reference_bins,
 )
 from vibration_core.drift_monitor import DriftMonitor, DriftPolicy, DriftReport
+from vibration_core.drift_reference import feature_references, reference_bins
 from vibration_core.features import FEATURE_NAMES, extract_features
 from vibration_core.reference import DEFAULT_QUANTILE_LEVELS, ReferenceDistribution, build_reference
 from vibration_train.data import TrainingTable

@@ -171,7 +171,7 @@ def test_json_accepts_leading_whitespace() -> None:
 
 def test_json_samples_are_the_standard_parsers_numbers() -> None:
     # orjson decodes; the numbers must be exactly what json.loads reads (float64, then float32).
-    values = np.random.default_rng(7).normal(scale=3.0, size=4096).tolist() + [1, -2, 10**15, 5e-324]
+    values = [*np.random.default_rng(7).normal(scale=3.0, size=4096).tolist(), 1, -2, 10**15, 5e-324]
     payload = json.dumps({"timestamp_ns": TS, "sample_rate": RATE, "samples": values}).encode()
     expected = np.array(json.loads(payload)["samples"], dtype=np.float64).astype(np.float32)
     np.testing.assert_array_equal(decode_raw(payload, "cnc-01").samples, expected)

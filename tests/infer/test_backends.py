@@ -12,6 +12,7 @@ from tests.infer.conftest import build_tflite, card_with, for_artifact, softmax_
 
 from vibration_core.errors import ContractMismatchError
 from vibration_core.features import extract_features
+from vibration_core.logs import event_fields
 from vibration_infer.backends import edgetpu, litert, onnx
 from vibration_infer.errors import DigestMismatchError, LoadError, PredictError
 from vibration_infer.loader import load_model, predict
@@ -140,7 +141,8 @@ def test_edgetpu_missing_library_falls_back_to_cpu_with_a_log(
     with caplog.at_level(logging.WARNING, logger="vibration_infer.backends.edgetpu"):
         backend = edgetpu.load(path, fallback="cpu", library="libedgetpu-absent.so.1")
     assert backend.name == "litert:cpu(edgetpu-fallback)"
-    assert any(r.getMessage().startswith("edgetpu_unavailable fallback=cpu reason=") for r in caplog.records)
+    unavailable = [event_fields(r) for r in caplog.records if r.getMessage() == "edgetpu_unavailable"]
+    assert [(e["fallback"], "libedgetpu-absent.so.1" in e["reason"]) for e in unavailable] == [("cpu", True)]
     np.testing.assert_allclose(backend.predict_proba(x), softmax_reference(x, weights, bias), atol=1e-5)
 
 

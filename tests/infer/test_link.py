@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import queue
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from vibration_core.logs import event_fields
 from vibration_infer.serve import mqtt5
 from vibration_infer.serve.link import queue_into
 from vibration_infer.serve.mqtt import MqttLink
@@ -33,8 +34,8 @@ PLAIN = "test/hall/machines/+/raw"
 SETTINGS = ServeSettings(mqtt_url="mqtt://127.0.0.1:9", model_id="spindle")
 
 
-def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+def refusals(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [event_fields(r) for r in caplog.records if r.levelno == logging.ERROR]
 
 
 def test_the_wire_link_logs_a_refused_subscription_and_unsubscription(
@@ -52,8 +53,12 @@ def test_the_wire_link_logs_a_refused_subscription_and_unsubscription(
             0,
         )
     assert refusals(caplog) == [
-        f"mqtt_subscribe_refused filter={SHARED} reason=shared subscriptions not supported (0x9e)",
-        f"mqtt_unsubscribe_refused filters={PLAIN} reason=not authorized (0x87)",
+        {
+            "event": "mqtt_subscribe_refused",
+            "filter": SHARED,
+            "reason": "shared subscriptions not supported (0x9e)",
+        },
+        {"event": "mqtt_unsubscribe_refused", "filters": PLAIN, "reason": "not authorized (0x87)"},
     ]
 
 
@@ -73,6 +78,6 @@ def test_the_paho_link_logs_a_refused_subscription_and_unsubscription(
         on_subscribe(link._client, None, 1, suback, props)
         on_unsubscribe(link._client, None, 2, unsuback, props)
     assert refusals(caplog) == [
-        f"mqtt_subscribe_refused filter={SHARED} reason=Shared subscription not supported",
-        f"mqtt_unsubscribe_refused filters={PLAIN} reason=Not authorized",
+        {"event": "mqtt_subscribe_refused", "filter": SHARED, "reason": "Shared subscription not supported"},
+        {"event": "mqtt_unsubscribe_refused", "filters": PLAIN, "reason": "Not authorized"},
     ]

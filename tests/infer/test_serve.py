@@ -726,7 +726,9 @@ def test_the_serve_command_starts_answers_and_stops_on_sigterm(
         wait_until(lambda: collector.count("predictions") >= 10, SLOW, "predictions from the command")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=SLOW) == 0
-        assert "serve_stopped" in log.read_text()
+        logged = {e["event"]: e for e in map(json.loads, log.read_text().splitlines()) if "event" in e}
+        assert logged["serve_started"]["http_port"] == port
+        assert "serve_stopped" in logged
         wait_until(
             lambda: any(not ModelStatus.decode(p).ready for p in collector.leaf("status")),
             SLOW,

@@ -33,12 +33,14 @@ from tests.infer.conftest import (
 
 from vibration_core import dataset
 from vibration_core.features import FEATURE_NAMES
+from vibration_core.logs import event_fields
 from vibration_core.modelcard import ModelCard
 from vibration_core.validation import TERMINATION_MESSAGE_LIMIT, CompactReport, ExitCode
 from vibration_infer import cli
-from vibration_infer import validate as validate_module
+from vibration_infer import outcome as outcome_module
 from vibration_infer.cache import LAST_GOOD_FILENAME, ModelCache
-from vibration_infer.validate import Outcome, emit, one_line, validate
+from vibration_infer.outcome import Outcome, emit, one_line
+from vibration_infer.validate import validate
 from vibration_train.card import build_card
 from vibration_train.fit import fit
 from vibration_train.onnx_export import to_onnx
@@ -393,7 +395,10 @@ def test_tflite_on_a_node_without_edge_tpu(
         code, report, _ = run(make_settings(model_uri=uri, accelerator="coral", edgetpu_fallback="cpu"))
     assert code is ExitCode.PASSED, report["reason"]
     assert report["backend"] == "litert:cpu(edgetpu-fallback)"
-    assert any("edgetpu_unavailable fallback=cpu" in r.getMessage() for r in caplog.records)
+    assert any(
+        r.getMessage() == "edgetpu_unavailable" and event_fields(r)["fallback"] == "cpu"
+        for r in caplog.records
+    )
     strict = make_settings(
         model_uri=uri,
         accelerator="coral",
@@ -631,7 +636,7 @@ def test_without_a_termination_log_flag_only_kubernetes_file_is_written(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     kubernetes_file = tmp_path / "termination-log"
-    monkeypatch.setattr(validate_module, "DEFAULT_TERMINATION_LOG", kubernetes_file)
+    monkeypatch.setattr(outcome_module, "DEFAULT_TERMINATION_LOG", kubernetes_file)
     outcome = Outcome(code=ExitCode.USAGE, reason="bad flag")
     emit(outcome, None, out=io.StringIO())
     assert not kubernetes_file.exists()  # outside a container: nothing is created

@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from tests.infer.mosquitto import Mosquitto, mosquitto_path
 
+from vibration_core.logs import JsonFormatter, event_fields
 from vibration_infer.serve import mqtt5
 from vibration_infer.serve.link import Outgoing, queue_into
 from vibration_infer.serve.settings import ServeSettings
@@ -287,10 +288,10 @@ def test_a_refused_connect_names_the_reason_and_is_retried(
         time.sleep(2.5)
         assert not link.connected
         link.stop(0)
-    refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mqtt_connect_refused")]
+    refused = [event_fields(r) for r in caplog.records if r.getMessage() == "mqtt_connect_refused"]
     assert len(refused) >= 2, "retried after the first refusal"
-    assert refused[0] == "mqtt_connect_refused reason=not authorized (0x87)"
-    assert all("wrong" not in r.getMessage() for r in caplog.records), "no password in the logs"
+    assert refused[0] == {"event": "mqtt_connect_refused", "reason": "not authorized (0x87)"}
+    assert all("wrong" not in JsonFormatter().format(r) for r in caplog.records), "no password in the logs"
 
 
 def write_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
@@ -369,7 +370,8 @@ def test_tls_with_a_private_ca_carries_windows_and_a_stranger_ca_is_refused(
         time.sleep(1.0)
         assert not stranger.connected
         stranger.stop(0)
-    assert any("certificate verify failed" in r.getMessage() for r in caplog.records)
+    failed = [r for r in caplog.records if r.getMessage() == "mqtt_connect_failed"]
+    assert any("certificate verify failed" in event_fields(r)["error"] for r in failed)
 
 
 @pytest.mark.integration
@@ -383,7 +385,7 @@ def test_an_idle_link_keeps_its_session_alive_with_pings(
         time.sleep(8.5)
         assert link.connected
         link.stop(1)
-    events = [r.getMessage().split()[0] for r in caplog.records]
+    events = [r.getMessage() for r in caplog.records]
     assert events.count("mqtt_connected") == 1
     assert "mqtt_disconnected" not in events
 
@@ -440,9 +442,9 @@ def test_a_half_open_connection_is_found_by_its_unanswered_ping_while_the_pod_pu
     # A PINGREQ goes out 2.5 s after the last byte heard, unanswered for 5 s.
     assert not link.connected, "publishing kept a dead connection looking alive"
     assert found_s < 9.5
-    assert any(
-        r.getMessage() == "mqtt_disconnected reason=no answer to PINGREQ within 5 s" for r in caplog.records
-    )
+    assert {"event": "mqtt_disconnected", "reason": "no answer to PINGREQ within 5 s"} in [
+        event_fields(r) for r in caplog.records
+    ]
 
 
 @pytest.mark.integration
@@ -470,9 +472,15 @@ def test_the_brokers_connack_limits_are_kept_instead_of_getting_the_link_dropped
         (f"{PREFIX}/qos2", b"two"),
         (f"{PREFIX}/after", b"after"),
     ]
-    events = [r.getMessage() for r in caplog.records]
-    assert [e.split()[0] for e in events].count("mqtt_connected") == 1, "the broker never dropped the link"
-    assert f"mqtt_publish_too_large topic={PREFIX}/big bytes=5021 broker_maximum=3000" in events
+    events = [event_fields(r) for r in caplog.records]
+    assert [e["event"] for e in events].count("mqtt_connected") == 1, "the broker never dropped the link"
+    too_large = {
+        "event": "mqtt_publish_too_large",
+        "topic": f"{PREFIX}/big",
+        "bytes": 5021,
+        "broker_maximum": 3000,
+    }
+    assert too_large in events
 
 
 @pytest.mark.integration
@@ -498,8 +506,10 @@ def test_an_answer_the_acl_refuses_is_logged_once_and_leaves_nothing_waiting(
             time.sleep(0.02)
         link.stop(2)
     assert sorted(p for _, p in listener.received) == [b"w1", b"w3"]
-    refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mqtt_publish_refused")]
-    assert refused == [f"mqtt_publish_refused topic={PREFIX}/forbidden reason=not authorized (0x87)"]
+    refused = [event_fields(r) for r in caplog.records if r.getMessage() == "mqtt_publish_refused"]
+    assert refused == [
+        {"event": "mqtt_publish_refused", "topic": f"{PREFIX}/forbidden", "reason": "not authorized (0x87)"}
+    ]
     # Nothing is left waiting and nothing loops. Mosquitto 2.0 hangs up right after a refusal
     # ("Bad socket read/write" in its log), so the inputs whose PUBACK could not go out come
     # back once on the next connection, where serve's deduper only acknowledges them.
@@ -536,10 +546,11 @@ def test_the_receive_maximum_holds_the_broker_back_and_a_broker_that_ignores_it_
             peak = max(peak, received - (published - link.unacknowledged()))
         link.stop(5)
     assert (received, published, link.unacknowledged()) == (400, 400, 0)
-    warnings = [r.getMessage() for r in caplog.records]
+    warnings = [event_fields(r) for r in caplog.records]
     assert len(warnings) <= 1, "once per connection"
     if peak > 50:  # the broker went past the Receive Maximum: the link must have said so
         assert warnings == [warnings[0]], f"{peak} inputs open at once, no warning"
-        assert warnings[0].startswith("mqtt_broker_exceeds_receive_maximum unacknowledged=")
-        assert warnings[0].endswith(" receive_maximum=50")
+        assert warnings[0]["event"] == "mqtt_broker_exceeds_receive_maximum"
+        assert warnings[0]["unacknowledged"] > 50
+        assert warnings[0]["receive_maximum"] == 50
     sensor.close()

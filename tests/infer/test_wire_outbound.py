@@ -6,6 +6,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from vibration_core.logs import event_fields
 from vibration_infer.serve import mqtt5
 from vibration_infer.serve.batcher import Incoming
 from vibration_infer.serve.link import Outgoing
@@ -71,8 +72,8 @@ def test_the_connack_limits_lower_the_qos_drop_the_retain_and_refuse_what_is_too
         mqtt5.Control(mqtt5.PUBACK, packet_id=4),
     ]
     assert out.unacknowledged == 0
-    assert [r.getMessage() for r in caplog.records] == [
-        "mqtt_publish_too_large topic=h/big bytes=211 broker_maximum=100"
+    assert [event_fields(r) for r in caplog.records] == [
+        {"event": "mqtt_publish_too_large", "topic": "h/big", "bytes": 211, "broker_maximum": 100}
     ]
 
 
@@ -90,8 +91,8 @@ def test_qos2_is_released_after_pubrec_and_a_refusal_ends_it_logged_once(
         out.publish([Outgoing("h/a", b"3", 2)])
         out.acknowledged([], [(3, 0x87)])
     assert (out.inflight, out.unacknowledged) == ({}, 0)
-    assert [r.getMessage() for r in caplog.records] == [
-        "mqtt_publish_refused topic=h/a reason=not authorized (0x87)"
+    assert [event_fields(r) for r in caplog.records] == [
+        {"event": "mqtt_publish_refused", "topic": "h/a", "reason": "not authorized (0x87)"}
     ]
 
 

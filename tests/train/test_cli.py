@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -353,3 +356,24 @@ def test_an_unknown_unit_in_the_file_is_refused(feature_table: Columns, tmp_path
     signal = ("--sample-rate", SAMPLE_RATE, "--window-length", WINDOW_LENGTH)
     result = invoke("fit", "--data", data, "--out", out, *FAST, *signal)
     assert_refused(result, EXIT_BAD_INPUT, "vibration.unit is 'mm/s'; accepted units are 'g'", out)
+
+
+def test_log_events_go_to_stderr_as_json_lines_with_log_format_json(tmp_path: Path) -> None:
+    # A process of its own: in-process, pytest's handlers already own the root logger.
+    command = "import sys; from vibration_train.cli import app; sys.exit(app())"
+    flags = ["--log-level", "info", "--log-format", "json"]
+    simulate = ["simulate", "--windows", "4", "--window-length", "256", "--out", str(tmp_path / "d.parquet")]
+    done = subprocess.run(
+        [sys.executable, "-c", command, *flags, *simulate],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    logged = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    steps = [(e["level"], e["logger"], e["event"], e["step"]) for e in logged]
+    assert steps == [
+        ("info", "vibration_train.cli_common", "step_done", "simulating 4 windows"),
+        ("info", "vibration_train.cli_common", "step_done", f"writing {tmp_path / 'd.parquet'}"),
+    ]

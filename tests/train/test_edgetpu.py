@@ -31,13 +31,8 @@ from vibration_core.modelcard import (
 from vibration_train import edgetpu
 from vibration_train.cli import app
 from vibration_train.data import load_table
-from vibration_train.edgetpu import (
-    EDGETPU_FILENAME,
-    INT8_FILENAME,
-    EdgeTpuConfig,
-    compile_for_edgetpu,
-    run_int8,
-)
+from vibration_train.edgetpu import EdgeTpuConfig
+from vibration_train.edgetpu_int8 import EDGETPU_FILENAME, INT8_FILENAME, compile_for_edgetpu, run_int8
 from vibration_train.errors import ExportError
 from vibration_train.fit import fit
 from vibration_train.simulator import simulate

@@ -164,6 +164,18 @@ def test_rewriting_a_directory_replaces_both_files(trained: Trained, tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CARD_FILENAME, "model.onnx"])
 
 
+def test_files_beside_the_artifact_replace_older_ones_and_leave_no_temporaries(
+    trained: Trained, tmp_path: Path
+) -> None:
+    (tmp_path / "model_int8.tflite").write_bytes(b"old")
+    write_model(tmp_path, trained.model.data, trained.card, beside={"model_int8.tflite": b"int8"})
+    assert (tmp_path / "model_int8.tflite").read_bytes() == b"int8"
+    check_artifact(ModelCard.load(tmp_path / CARD_FILENAME), tmp_path / "model.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [CARD_FILENAME, "model.onnx", "model_int8.tflite"]
+    )
+
+
 def test_parity_check_refuses_a_model_that_disagrees(trained: Trained) -> None:
     other = fit(trained.table, replace(TINY, n_estimators=3)).estimator
     with pytest.raises(ParityError) as caught:

@@ -15,9 +15,10 @@ chi-square law is a poor fit for sparser cells); ordered bins with their
 neighbours, categories with each other.
 
 The tail probability is computed here (the regularized upper incomplete
-gamma function) rather than taken from `scipy.stats`: importing that costs a
-serving pod about 0.6 s and 20 MB, for one function (see `vibration_core.fft`
-for the same trade).
+gamma function) rather than taken from `scipy.stats`: every serving pod would
+pay for importing that in start time and memory, for one function (see
+`vibration_core.fft` for the same trade; serve's start to ready and RSS:
+docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
 Why not ``import scipy.fft``: it also imports scipy's array-API layer,
 ``numpy.testing``, ``numpy.f2py`` and ``unittest`` (about 270 modules), which
-costs a serving pod about 25 MB of RSS and 0.2-0.3 s at every start, for one
-function. The compiled module under it, ``scipy/fft/_pocketfft/pypocketfft``,
-needs only numpy; loaded from its file, it gives the same result bit for bit
-(a test compares them). ``numpy.fft`` is no substitute: on a batch of
-4096-sample float32 windows it is about four times slower (no SIMD across
-rows).
+every serving pod would pay in memory and start time (serve's RSS and start
+to ready: docs/benchmarks.md), for one function. The compiled module under
+it, ``scipy/fft/_pocketfft/pypocketfft``, needs only numpy; loaded from its
+file, it gives the same result bit for bit (a test compares them).
+``numpy.fft`` is no substitute: on a batch of 4096-sample float32 windows it
+is about four times slower (no SIMD across rows).
 
 Should a future scipy move that module or change its call, `rfft` falls back
 to ``scipy.fft.rfft`` and logs why once; the features do not change.
@@ -91,10 +91,10 @@ def transform() -> Transform:
         r2c = _load_pocketfft()
     # Any failure of another package's private module means one thing: use its public API.
     except Exception as exc:  # noqa: BLE001
-        logger.info("fft_fallback reason=%r", f"{type(exc).__name__}: {exc}")
+        logger.info("fft_fallback", extra={"reason": f"{type(exc).__name__}: {exc}"})
         return _scipy_rfft
     if r2c is None:
-        logger.info("fft_fallback reason=%r", "scipy's pypocketfft module not found as expected")
+        logger.info("fft_fallback", extra={"reason": "scipy's pypocketfft module not found as expected"})
         return _scipy_rfft
     return functools.partial(_forward, r2c)
 

@@ -107,7 +107,7 @@ class ModelCache:
             if entry is None:
                 continue
             if verify and sha256_file(entry.artifact) != sha256:
-                logger.warning("cache_entry_corrupt model_id=%s sha256=%s", entry.model_id, sha256)
+                logger.warning("cache_entry_corrupt", extra={"model_id": entry.model_id, "sha256": sha256})
                 shutil.rmtree(directory, ignore_errors=True)
                 continue
             _touch(directory)
@@ -141,7 +141,7 @@ class ModelCache:
         if entry is None:
             raise ModelCardError(str(final), "cache entry is incomplete after storing it")
         logger.info(
-            "cache_stored model_id=%s version=%s sha256=%s", card.model_id, card.version, entry.sha256
+            "cache_stored", extra={"model_id": card.model_id, "version": card.version, "sha256": entry.sha256}
         )
         return entry
 
@@ -177,11 +177,13 @@ class ModelCache:
         if slot is not None:
             _write_atomic(self.root / _SLOTS / f"{slot}.json", text)
         logger.info(
-            "last_good_marked model_id=%s version=%s sha256=%s slot=%s",
-            record.model_id,
-            record.version,
-            record.sha256,
-            slot,
+            "last_good_marked",
+            extra={
+                "model_id": record.model_id,
+                "version": record.version,
+                "sha256": record.sha256,
+                "slot": slot,
+            },
         )
         return record
 
@@ -199,10 +201,10 @@ class ModelCache:
         except FileNotFoundError:
             return None
         except (OSError, ValidationError) as exc:
-            logger.warning("last_good_unreadable path=%s reason=%s", path, type(exc).__name__)
+            logger.warning("last_good_unreadable", extra={"path": path, "reason": type(exc).__name__})
             return None
         if not (record.artifact.is_file() and record.card.is_file()):
-            logger.warning("last_good_missing_files path=%s sha256=%s", path, record.sha256)
+            logger.warning("last_good_missing_files", extra={"path": path, "sha256": record.sha256})
             return None
         return record
 
@@ -221,7 +223,9 @@ class ModelCache:
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(directory.name)
         if removed:
-            logger.info("cache_evicted model_id=%s digests=%s", model_id, ",".join(d[:12] for d in removed))
+            logger.info(
+                "cache_evicted", extra={"model_id": model_id, "digests": ",".join(d[:12] for d in removed)}
+            )
         return removed
 
     def _entry(self, directory: Path) -> CachedModel | None:

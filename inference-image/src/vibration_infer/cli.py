@@ -19,11 +19,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vibration_core.logs import setup_logging
 from vibration_core.validation import ExitCode
-from vibration_infer.cmdline import add_settings_flags, settings_from_flags, setup_logging
+from vibration_infer.cmdline import add_settings_flags, settings_from_flags
 from vibration_infer.errors import UsageError
+from vibration_infer.outcome import Outcome, emit, one_line, secrets_of
 from vibration_infer.settings import ValidateSettings
-from vibration_infer.validate import Outcome, emit, one_line, secrets_of, validate
+from vibration_infer.validate import validate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -44,14 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(parsed)
     except UsageError as exc:
-        logger.error("usage_error reason=%r", exc.detail)  # noqa: TRY400 - a bad flag needs no traceback
+        logger.error("usage_error", extra={"reason": exc.detail})  # noqa: TRY400 - a bad flag needs no traceback
         path = parsed.termination_log or os.environ.get("VIBRATION_TERMINATION_LOG")
         emit(Outcome(code=ExitCode.USAGE, reason=one_line(str(exc))), Path(path) if path else None)
         return int(ExitCode.USAGE)
     try:
         return int(validate(settings))
     except Exception as exc:  # the process boundary: anything unexpected is reported, not a bare traceback
-        logger.exception("validate_crashed error=%s", type(exc).__name__)
+        logger.exception("validate_crashed")
         reason = one_line(f"internal error: {type(exc).__name__}: {exc}", secrets_of(settings))
         emit(
             Outcome(code=ExitCode.INTERNAL, reason=reason, node=settings.node_name), settings.termination_log

@@ -1,18 +1,16 @@
-"""What both commands (``validate`` and ``serve``) do with flags and logs, in one place.
+"""The flags of both commands (``validate`` and ``serve``), in one place.
 
 Flags are generated from a pydantic settings class: ``--mqtt-url`` for the
 field ``mqtt_url``, so a setting and its flag cannot drift apart. Secrets
 get no flag (a flag shows in ``ps`` and in the pod spec). A flag that is
 given wins over the ``VIBRATION_*`` environment the settings class reads.
+``--log-level`` and ``--log-format`` feed `vibration_core.logs.setup_logging`.
 Nothing here imports MQTT, HTTP or a runtime: the init container pays only
 for what it uses.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -101,39 +99,3 @@ def label_pairs(name: str, items: list[str]) -> dict[str, str]:
             raise UsageError(f"--{name.replace('_', '-')} takes LABEL=VALUE, got {item!r}")
         out[label] = value
     return out
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: ts, level, logger, msg (and exc with a traceback)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record as one line of JSON."""
-        entry = {
-            "ts": self.formatTime(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def setup_logging(level: str, fmt: str, *, replace: bool) -> None:
-    """key=value lines (``text``) or JSON lines (``json``) on stderr; stdout is for reports.
-
-    With `replace` the root logger's handlers are replaced (the serving
-    process owns its logging); without, an already configured root logger
-    (an embedding program, pytest) is left as it is.
-    """
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"))
-    if not replace:
-        logging.basicConfig(level=level, handlers=[handler])
-        return
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)

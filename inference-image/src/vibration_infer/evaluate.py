@@ -143,7 +143,9 @@ def in_model_unit(data: TestData, card: ModelCard, *, convert: bool) -> TestData
             f"holds samples in {data.unit}, the model {card.version} was trained on samples in {wanted}; "
             "record the test data in the model's unit, or allow the exact conversion (--convert-units)",
         )
-    logger.info("test_data_converted source=%s from_unit=%s to_unit=%s", data.source, data.unit, wanted)
+    logger.info(
+        "test_data_converted", extra={"source": data.source, "from_unit": data.unit, "to_unit": wanted}
+    )
     scaled = data.windows * np.float32(factor(data.unit, wanted))
     return dataclasses.replace(data, windows=scaled, unit=wanted)
 
@@ -175,12 +177,14 @@ def evaluate(model: LoadedModel, data: TestData, *, batch_size: int = 64) -> Eva
     truth = np.fromiter((index[label] for label in data.labels.tolist()), dtype=np.intp, count=n)
     evaluation = _figures(card_labels, truth, predicted, per_window_ms, time.perf_counter() - started)
     logger.info(
-        "evaluated samples=%d accuracy=%.4f macro_f1=%.4f p50_ms=%.4f p99_ms=%.4f",
-        evaluation.samples,
-        evaluation.accuracy,
-        evaluation.macro_f1,
-        evaluation.p50_ms,
-        evaluation.p99_ms,
+        "evaluated",
+        extra={
+            "samples": evaluation.samples,
+            "accuracy": round(evaluation.accuracy, 4),
+            "macro_f1": round(evaluation.macro_f1, 4),
+            "p50_ms": round(evaluation.p50_ms, 4),
+            "p99_ms": round(evaluation.p99_ms, 4),
+        },
     )
     return evaluation
 

@@ -113,18 +113,21 @@ def fetch(uri: str, dest: Path, options: FetchOptions) -> Fetched:
                 raise FetchError(shown, f"{exc} (gave up after {attempt} attempts)") from None
             delay = min(options.backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S)
             logger.warning(
-                "fetch_retry uri=%s attempt=%d reason=%r delay_s=%.2f", shown, attempt, str(exc), delay
+                "fetch_retry",
+                extra={"uri": shown, "attempt": attempt, "reason": str(exc), "delay_s": round(delay, 2)},
             )
             time.sleep(delay)
             continue
         seconds = time.monotonic() - started
         logger.info(
-            "fetch_done uri=%s bytes=%d sha256=%s attempts=%d seconds=%.3f",
-            shown,
-            size,
-            digest,
-            attempt,
-            seconds,
+            "fetch_done",
+            extra={
+                "uri": shown,
+                "bytes": size,
+                "sha256": digest,
+                "attempts": attempt,
+                "seconds": round(seconds, 3),
+            },
         )
         return Fetched(dest, digest, size, attempt, seconds)
 

@@ -87,12 +87,14 @@ def load_model(
     seconds = time.perf_counter() - started
     check_signature(card, backend.signature())
     logger.info(
-        "model_loaded model_id=%s version=%s sha256=%s backend=%s seconds=%.3f",
-        card.model_id,
-        card.version,
-        digest,
-        backend.name,
-        seconds,
+        "model_loaded",
+        extra={
+            "model_id": card.model_id,
+            "version": card.version,
+            "sha256": digest,
+            "backend": backend.name,
+            "seconds": round(seconds, 3),
+        },
     )
     return LoadedModel(card=card, backend=backend, artifact=artifact, sha256=digest, load_seconds=seconds)
 
@@ -129,7 +131,9 @@ def _open(
                 raise LoadError(
                     str(artifact), "an ONNX model cannot run on the Edge TPU (edgetpu_fallback is fail)"
                 )
-            logger.warning("edgetpu_unavailable fallback=cpu reason=%r", "ONNX models run on ONNX Runtime")
+            logger.warning(
+                "edgetpu_unavailable", extra={"fallback": "cpu", "reason": "ONNX models run on ONNX Runtime"}
+            )
         from vibration_infer.backends import onnx  # noqa: PLC0415
 
         return onnx.load(artifact, threads=threads)

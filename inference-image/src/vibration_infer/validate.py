@@ -15,10 +15,11 @@ report says the target failed (the operator reads it), the exit code lets
 the pod start serving what passed before. A Coral node is then never without
 a model, and a node that reboots offline serves again.
 
-The outcome goes three ways: a full JSON report on stdout, a compact one
-(under 4 KiB) in the termination-message file that the operator reads from
-the pod status, and the exit code, one per failure class
-(`vibration_infer.errors.exit_code_for`). The serving loop's hot swap calls
+The outcome (`vibration_infer.outcome`) goes three ways: a full JSON report
+on stdout, a compact one (under 4 KiB) in the termination-message file that
+the operator reads from the pod status, and the exit code, one per failure
+class (`vibration_infer.errors.exit_code_for`). Where the model comes from
+is `vibration_infer.resolve`. The serving loop's hot swap calls
 `run_validation` and keeps the returned `LoadedModel`, so the model it swaps
 in is the very session that passed.
 """
@@ -27,24 +28,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
-import os
-import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
 from vibration_core.errors import TargetError, VibrationCoreError
-from vibration_core.gate import REASONS, Check, Figures, Policy, ReasonCode, Verdict, judge
-from vibration_core.modelcard import CARD_FILENAME, ModelCard
+from vibration_core.gate import Figures, Policy, judge
 from vibration_core.target import load_target
-from vibration_core.validation import MAX_CHECKS, REASON_OF_EXIT, CompactReport, ExitCode
-from vibration_infer.cache import ModelCache, artifact_filename
-from vibration_infer.errors import DigestMismatchError, FetchError, InferenceError, exit_code_for
+from vibration_core.validation import ExitCode
+from vibration_infer.cache import ModelCache
+from vibration_infer.errors import InferenceError, exit_code_for
 from vibration_infer.evaluate import (
     check_policy_labels,
     check_verdict,
@@ -53,119 +48,21 @@ from vibration_infer.evaluate import (
     in_model_unit,
     read_test_data,
 )
-from vibration_infer.fetch import FetchOptions, fetch, redact_uri, sibling_uri
+from vibration_infer.fetch import redact_uri
 from vibration_infer.loader import LoadedModel, load_model
+from vibration_infer.outcome import Outcome, emit, one_line, secrets_of
+from vibration_infer.resolve import resolve
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from vibration_core.gate import ShadowResult
+    from vibration_core.modelcard import ModelCard
     from vibration_infer.cache import CachedModel
-    from vibration_infer.evaluate import Evaluation, TestData
+    from vibration_infer.evaluate import TestData
     from vibration_infer.settings import ValidateSettings
 
+# `Outcome` is part of this module's interface: the serving loop's swap takes it with `run_validation`.
+__all__ = ["Outcome", "run_validation", "validate"]
+
 logger = logging.getLogger(__name__)
-
-DEFAULT_TERMINATION_LOG: Final = Path("/dev/termination-log")
-"""Kubernetes' default terminationMessagePath, which the operator's pods use."""
-_CARD_MAX_BYTES = 1 << 20
-_REASON_MAX = 600  # CompactReport.reason's limit
-
-
-@dataclass
-class Outcome:
-    """The result of one validation: what `validate` prints, writes and returns."""
-
-    code: ExitCode
-    reason: str = ""
-    node: str | None = None
-    card: ModelCard | None = None
-    sha256: str | None = None
-    source: Literal["cache", "registry"] | None = None
-    """``cache`` (no download) or ``registry``."""
-    model: LoadedModel | None = None
-    """The loaded model, set only when it passed."""
-    evaluation: Evaluation | None = None
-    verdict: Verdict | None = None
-    """The gate's verdict, once the candidate (and the champion) ran on the test data."""
-    shadow: ShadowResult | None = None
-    """What the candidate did beside the champion on live windows (the in-pod swap only)."""
-    promote_later: Callable[[], None] | None = None
-    """Marks the model last good: set instead of done when the caller deferred it (a shadow run)."""
-    timings: dict[str, float] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def compact(self) -> CompactReport:
-        """The termination-message report."""
-        card, figures = self.card, self.evaluation
-        return CompactReport(
-            outcome="passed" if self.code is ExitCode.PASSED else "failed",
-            code=int(self.code),
-            reason=self.reason,
-            model_id=card.model_id if card else None,
-            version=card.version if card else None,
-            sha256=self.sha256,
-            node=self.node,
-            samples=figures.samples if figures else None,
-            accuracy=round(figures.accuracy, 4) if figures else None,
-            macro_f1=round(figures.macro_f1, 4) if figures else None,
-            class_recall={k: round(v, 4) for k, v in figures.class_recall.items()} if figures else {},
-            p50_ms=round(figures.p50_ms, 4) if figures else None,
-            p99_ms=round(figures.p99_ms, 4) if figures else None,
-            source=self.source,
-            reason_code=self.reason_code,
-            champion=_rounded(self.verdict.champion) if self.verdict and self.verdict.champion else None,
-            checks=[_rounded_check(c) for c in self.checks()[:MAX_CHECKS]],
-            shadow_windows=self.shadow.windows if self.shadow else None,
-            agreement=round(self.shadow.agreement, 4) if self.shadow else None,
-            disagreements=dict(self.shadow.disagreements) if self.shadow else {},
-        )
-
-    def checks(self) -> list[Check]:
-        """The gate's checks: on the test data, then (after a shadow run) on live windows."""
-        on_data = list(self.verdict.checks) if self.verdict else []
-        return on_data + (list(self.shadow.checks) if self.shadow else [])
-
-    @property
-    def reason_code(self) -> ReasonCode:
-        """The gate's reason code: the verdict's for a model that ran, else the exit code's."""
-        if self.shadow is not None and not self.shadow.passed:
-            return "ShadowDisagreed"
-        if self.verdict is not None and self.code in {ExitCode.PASSED, ExitCode.BELOW_THRESHOLD}:
-            return self.verdict.reason
-        return REASON_OF_EXIT[self.code]
-
-    def report(self) -> dict[str, Any]:
-        """The full JSON report."""
-        card = self.card
-        return {
-            "outcome": "passed" if self.code is ExitCode.PASSED else "failed",
-            "code": int(self.code),
-            "code_name": self.code.name,
-            "reason": self.reason,
-            "node": self.node,
-            "model": None
-            if card is None
-            else {
-                "model_id": card.model_id,
-                "version": card.version,
-                "format": card.format,
-                "sha256": self.sha256,
-            },
-            "source": self.source,
-            "backend": self.model.backend.name if self.model else self.details.get("backend"),
-            "evaluation": dataclasses.asdict(self.evaluation) if self.evaluation else None,
-            "gate": None
-            if self.verdict is None
-            else {
-                "reason_code": self.reason_code,
-                "meaning": REASONS[self.reason_code],
-                "champion": self.verdict.champion.model_dump() if self.verdict.champion else None,
-                "checks": [check.model_dump() for check in self.verdict.checks],
-            },
-            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
-            **self.details,
-        }
 
 
 def validate(settings: ValidateSettings, *, out: TextIO | None = None) -> ExitCode:
@@ -199,43 +96,10 @@ def _fallback(settings: ValidateSettings, outcome: Outcome, *, slot: str | None)
         return outcome.code
     outcome.details["fallback"] = good.model_dump(mode="json")
     logger.warning(
-        "validation_failed_serving_last_good code=%s version=%s sha256=%s",
-        outcome.code.name,
-        good.version,
-        good.sha256,
+        "validation_failed_serving_last_good",
+        extra={"code": outcome.code.name, "version": good.version, "sha256": good.sha256},
     )
     return ExitCode.PASSED
-
-
-def termination_path(given: Path | None) -> Path | None:
-    """Where the compact report goes: the path given, else Kubernetes' file if it is there.
-
-    The kubelet mounts ``/dev/termination-log`` into every container, so the
-    file exists exactly where someone reads it; a run on a laptop or in CI
-    writes nothing under ``/dev``.
-    """
-    if given is not None:
-        return given
-    return DEFAULT_TERMINATION_LOG if DEFAULT_TERMINATION_LOG.is_file() else None
-
-
-def emit(outcome: Outcome, termination_log: Path | None, *, out: TextIO | None = None) -> None:
-    """Print the full report and write the compact one (a failed write is logged, not fatal)."""
-    out = out or sys.stdout  # looked up now: a test or an embedding program may have replaced it
-    out.write(json.dumps(outcome.report(), indent=2, default=str) + "\n")
-    out.flush()
-    termination_log = termination_path(termination_log)
-    if termination_log is None:
-        return
-    data = outcome.compact().encode()
-    try:
-        termination_log.write_bytes(data)
-    except OSError as exc:
-        logger.warning(
-            "termination_log_unwritable path=%s reason=%s",
-            termination_log,
-            exc.strerror or type(exc).__name__,
-        )
 
 
 def run_validation(
@@ -260,7 +124,7 @@ def run_validation(
     outcome.details["policy"] = _policy_report(policy)
     started = time.perf_counter()
     try:
-        entry, card = _resolve(settings, cache, outcome)
+        entry, card = resolve(settings, cache, outcome)
         outcome.timings["resolve"] = time.perf_counter() - started
         model = load_model(
             entry.artifact,
@@ -294,12 +158,13 @@ def run_validation(
         outcome.code = exit_code_for(exc)
         outcome.reason = one_line(str(exc), secrets_of(settings))
         outcome.details["failures"] = getattr(exc, "failures", [outcome.reason])
-        logger.warning("validation_failed code=%s reason=%r", outcome.code.name, outcome.reason)
+        logger.warning("validation_failed", extra={"code": outcome.code.name, "reason": outcome.reason})
     else:
         outcome.code = ExitCode.PASSED
         outcome.model = model
         logger.info(
-            "validation_passed model_id=%s version=%s sha256=%s", card.model_id, card.version, entry.sha256
+            "validation_passed",
+            extra={"model_id": card.model_id, "version": card.version, "sha256": entry.sha256},
         )
     outcome.timings["total"] = time.perf_counter() - started
     if outcome.card is not None:
@@ -307,80 +172,10 @@ def run_validation(
         try:
             cache.evict(outcome.card.model_id)
         except OSError as exc:
-            logger.warning("cache_evict_failed reason=%s", exc.strerror or type(exc).__name__)
+            logger.warning("cache_evict_failed", extra={"reason": exc.strerror or type(exc).__name__})
         good = cache.last_good(outcome.card.model_id)
         outcome.details["last_good"] = good.model_dump(mode="json") if good else None
     return outcome
-
-
-def _resolve(
-    settings: ValidateSettings, cache: ModelCache, outcome: Outcome
-) -> tuple[CachedModel, ModelCard]:
-    """The target's cache entry and card: from the cache when its digest is known and present."""
-    expected = settings.expected_sha256
-    if expected is not None and (hit := cache.find(expected)) is not None:
-        return _found(hit, hit.card(), "cache", outcome)
-    access, secret = settings.s3_credentials()
-    options = FetchOptions(
-        connect_timeout_s=settings.connect_timeout_s,
-        read_timeout_s=settings.read_timeout_s,
-        retries=settings.retries,
-        backoff_s=settings.backoff_s,
-        s3_endpoint=settings.s3_endpoint,
-        s3_region=settings.s3_region,
-        access_key=access,
-        secret_key=secret,
-        ca_file=settings.ca_file,
-    )
-    try:
-        with cache.staging() as staged:
-            return _download(settings, options, cache, staged, outcome)
-    except OSError as exc:
-        detail = (
-            f"cache dir {settings.cache_dir} is unusable ({exc.strerror or type(exc).__name__}); "
-            f"it must be a directory writable by uid {os.getuid()} (on a node: the hostPath "
-            "serving.cacheHostPath, created by the node's administrator)"
-        )
-        raise FetchError(redact_uri(settings.artifact_uri), detail) from None
-
-
-def _download(
-    settings: ValidateSettings, options: FetchOptions, cache: ModelCache, staged: Path, outcome: Outcome
-) -> tuple[CachedModel, ModelCard]:
-    """Fetch the card, then (unless its digest is cached) the artifact, into the cache."""
-    expected = settings.expected_sha256
-    card_uri = settings.card_uri or sibling_uri(settings.artifact_uri, CARD_FILENAME)
-    fetch(card_uri, staged / CARD_FILENAME, dataclasses.replace(options, max_bytes=_CARD_MAX_BYTES))
-    card = ModelCard.load(staged / CARD_FILENAME)
-    outcome.card = card
-    if expected is not None and card.artifact.sha256 != expected:
-        where = f"{redact_uri(settings.artifact_uri)} (as named by its model card)"
-        raise DigestMismatchError(where, expected, card.artifact.sha256)
-    if (hit := cache.find(card.artifact.sha256)) is not None:
-        return _found(hit, card, "cache", outcome)
-    max_bytes = int(settings.max_artifact_mb * (1 << 20))
-    fetched = fetch(
-        settings.artifact_uri,
-        staged / artifact_filename(card),
-        dataclasses.replace(options, max_bytes=max_bytes),
-    )
-    if fetched.sha256 != card.artifact.sha256:
-        raise DigestMismatchError(redact_uri(settings.artifact_uri), card.artifact.sha256, fetched.sha256)
-    return _found(cache.store(staged, card), card, "registry", outcome)
-
-
-def _found(
-    entry: CachedModel, card: ModelCard, source: Literal["cache", "registry"], outcome: Outcome
-) -> tuple[CachedModel, ModelCard]:
-    outcome.card, outcome.sha256, outcome.source = card, entry.sha256, source
-    logger.info(
-        "model_resolved model_id=%s version=%s sha256=%s source=%s",
-        card.model_id,
-        card.version,
-        entry.sha256,
-        source,
-    )
-    return entry, card
 
 
 def _promote(
@@ -445,7 +240,7 @@ def _champion(
         )
     except (InferenceError, VibrationCoreError) as exc:
         outcome.details["champion"] = f"{wanted[:12]} cannot be loaded ({exc}): no comparison"
-        logger.warning("champion_unloadable sha256=%s reason=%r", wanted, str(exc))
+        logger.warning("champion_unloadable", extra={"sha256": wanted, "reason": str(exc)})
         return None
 
 
@@ -462,35 +257,3 @@ def _evaluate_champion(
         return None
     outcome.details["champion"] = champion.card.version
     return figures_of(evaluation, champion.card.version)
-
-
-def _rounded(figures: Figures) -> Figures:
-    return figures.model_copy(
-        update={
-            "accuracy": round(figures.accuracy, 4),
-            "macro_f1": round(figures.macro_f1, 4),
-            "class_recall": {k: round(v, 4) for k, v in figures.class_recall.items()},
-            "p99_ms": None if figures.p99_ms is None else round(figures.p99_ms, 4),
-        }
-    )
-
-
-def _rounded_check(check: Check) -> Check:
-    return check.model_copy(update={"value": round(check.value, 4), "threshold": round(check.threshold, 4)})
-
-
-def secrets_of(settings: ValidateSettings) -> tuple[str, ...]:
-    """Credential values to blank out of a reason, as far as they can be read."""
-    try:
-        values = settings.s3_credentials()
-    except InferenceError:
-        values = (None, None)
-    return tuple(v for v in values if v)
-
-
-def one_line(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """A single line of at most 600 characters, with any credential value blanked."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    line = " ".join(text.split())
-    return line if len(line) <= _REASON_MAX else line[: _REASON_MAX - 3] + "..."

@@ -34,6 +34,7 @@ from vibration_core.reference import ReferenceDistribution, build_reference
 from vibration_train.errors import OutputError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
     from vibration_train.data import TrainingTable
@@ -105,34 +106,41 @@ def table_reference(table: TrainingTable, labels: tuple[str, ...]) -> ReferenceD
     return build_reference(table.features, table.labels, feature_names=FEATURE_NAMES, label_order=labels)
 
 
-def write_model(out_dir: Path, artifact: bytes, card: ModelCard) -> tuple[Path, Path]:
-    """Write `artifact` and `card` into `out_dir`; return their paths.
+def write_model(
+    out_dir: Path, artifact: bytes, card: ModelCard, *, beside: Mapping[str, bytes] | None = None
+) -> tuple[Path, Path]:
+    """Write `artifact` and `card` (and the files `beside` it, by name) into `out_dir`; return their paths.
 
-    Both go to temporary names first. An older card in `out_dir` is removed
-    before the new artifact replaces the old one, and the new card is renamed
+    All go to temporary names first. An older card in `out_dir` is removed
+    before the new files replace the old ones, and the new card is renamed
     into place last: at every moment the directory holds either no card or a
     card that matches the artifact beside it.
     """
     artifact_path = out_dir / card.artifact.filename
     card_path = out_dir / CARD_FILENAME
-    artifact_tmp = out_dir / f".{card.artifact.filename}.tmp"
+    files = {artifact_path: artifact} | {out_dir / name: data for name, data in (beside or {}).items()}
+    temporary = {path: out_dir / f".{path.name}.tmp" for path in files}
     card_tmp = out_dir / f".{CARD_FILENAME}.tmp"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        artifact_tmp.write_bytes(artifact)
+        for path, data in files.items():
+            temporary[path].write_bytes(data)
         card_tmp.write_text(card.to_json(), encoding="utf-8")
         card_path.unlink(missing_ok=True)
-        artifact_tmp.replace(artifact_path)
+        for path, tmp in temporary.items():
+            tmp.replace(path)
         card_tmp.replace(card_path)
     except OSError as exc:
-        for leftover in (artifact_tmp, card_tmp):
+        for leftover in (*temporary.values(), card_tmp):
             leftover.unlink(missing_ok=True)
         raise OutputError(str(out_dir), exc.strerror or str(exc)) from exc
     logger.info(
-        "model_written dir=%s artifact=%s sha256=%s bytes=%d",
-        out_dir,
-        artifact_path.name,
-        card.artifact.sha256,
-        card.artifact.size_bytes,
+        "model_written",
+        extra={
+            "dir": out_dir,
+            "artifact": artifact_path.name,
+            "sha256": card.artifact.sha256,
+            "bytes": card.artifact.size_bytes,
+        },
     )
     return artifact_path, card_path

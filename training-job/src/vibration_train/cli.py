@@ -14,7 +14,6 @@ written to ``--out`` unless every step passed.
 
 # No `from __future__ import annotations`: Typer reads the parameter annotations at run time.
 import dataclasses
-import logging
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -22,9 +21,11 @@ from typing import Annotated, Final
 
 import numpy as np
 import typer
+from rich.progress import Progress
 
 from vibration_core import dataset
 from vibration_core.errors import SimulationParameterError
+from vibration_core.logs import setup_logging
 from vibration_core.units import Unit, factor
 from vibration_train import cli_import, cli_registry
 from vibration_train.card import build_card, write_model
@@ -40,13 +41,14 @@ from vibration_train.cli_common import (
     Version,
     WindowLength,
     check_names,
+    exit_codes,
     fail,
     progress_display,
     step,
     unit_of,
 )
-from vibration_train.data import load_table
-from vibration_train.edgetpu import EdgeTpuConfig, fit_edgetpu
+from vibration_train.data import TrainingTable, load_table
+from vibration_train.edgetpu import EdgeTpuConfig, EdgeTpuResult, fit_edgetpu
 from vibration_train.errors import FitConfigError, ParityError, TrainingDataError, TrainingError
 from vibration_train.fit import FitConfig, fit
 from vibration_train.onnx_export import check_parity, to_onnx
@@ -54,6 +56,12 @@ from vibration_train.report import format_held_out, format_report
 from vibration_train.simulator import CLASSES, UNIT, simulate
 
 EXIT_PARITY: Final = 3
+FIT_ERRORS: Final = (
+    (TrainingDataError, EXIT_BAD_INPUT),
+    (ParityError, EXIT_PARITY),
+    (TrainingError, EXIT_FAILED),
+)
+"""`fit`'s exit code for each error it turns into one, the first type that matches."""
 
 app = typer.Typer(
     name="vibration-train",
@@ -72,14 +80,22 @@ class OutputFormat(StrEnum):
     EDGETPU = "edgetpu"
 
 
+class LogFormat(StrEnum):
+    """How log events are written to stderr."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
 @app.callback()
 def main(
-    log_level: Annotated[str, typer.Option(help="Level of the key=value log lines on stderr.")] = "WARNING",
+    log_level: Annotated[str, typer.Option(help="Level of the log events on stderr.")] = "WARNING",
+    log_format: Annotated[
+        LogFormat, typer.Option(help="key=value lines (text) locally, one JSON object per line in a cluster.")
+    ] = LogFormat.TEXT,
 ) -> None:
     """Train, export and publish vibration classifiers."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s"
-    )
+    setup_logging(log_level.upper(), log_format.value, replace=False)
 
 
 @app.command("simulate")
@@ -151,35 +167,45 @@ def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
     check_names(model_id, version)
     if out.exists() and not out.is_dir():
         fail(EXIT_BAD_INPUT, f"--out {out} exists and is not a directory")
+    source = _Source(data, sample_rate, window_length, unit_of(unit))
     if output_format is OutputFormat.EDGETPU:
         # Keras MLP -> full-integer INT8 TFLite (compiled when edgetpu_compiler is on PATH),
         # sharing load_table and the split; the boosting options do not apply to it.
-        try:
-            with progress_display() as progress:
-                with step(progress, f"loading {data.name}") as advance:
-                    table = load_table(
-                        data,
-                        sample_rate=sample_rate,
-                        window_length=window_length,
-                        unit=unit_of(unit),
-                        on_progress=advance,
-                    )
-                edgetpu = fit_edgetpu(
-                    table,
-                    out,
-                    EdgeTpuConfig(random_state=random_state),
-                    model_id=model_id,
-                    version=version,
-                    step=lambda description: step(progress, description),
-                )
-        except TrainingDataError as exc:
-            fail(EXIT_BAD_INPUT, str(exc))
-        except TrainingError as exc:
-            fail(EXIT_FAILED, str(exc))
+        with exit_codes(*FIT_ERRORS):
+            edgetpu = _run_edgetpu(source, out, EdgeTpuConfig(random_state=random_state), model_id, version)
         typer.echo(edgetpu.report(), nl=False)
         return
+    config = _fit_config(n_estimators, max_depth, learning_rate, random_state)
+    with exit_codes(*FIT_ERRORS):
+        _run_fit(source, out, config, model_id=model_id, version=version)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """The --data file and the flags that say how to read it."""
+
+    path: Path
+    sample_rate: float | None
+    window_length: int | None
+    unit: Unit | None
+
+    def load(
+        self, progress: Progress, timings: dict[str, float] | None = None, name: str = ""
+    ) -> TrainingTable:
+        """The training table, loaded behind a progress step."""
+        with step(progress, f"loading {self.path.name}", timings, name) as advance:
+            return load_table(
+                self.path,
+                sample_rate=self.sample_rate,
+                window_length=self.window_length,
+                unit=self.unit,
+                on_progress=advance,
+            )
+
+
+def _fit_config(n_estimators: int, max_depth: int, learning_rate: float, random_state: int) -> FitConfig:
     try:
-        config = FitConfig(
+        return FitConfig(
             n_estimators=n_estimators,
             max_depth=max_depth,
             learning_rate=learning_rate,
@@ -187,42 +213,27 @@ def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
         )
     except FitConfigError as exc:
         fail(EXIT_BAD_INPUT, f"--{exc.parameter.replace('_', '-')} {exc.detail}")
-    try:
-        _run_fit(
-            data,
+
+
+def _run_edgetpu(
+    source: _Source, out: Path, config: EdgeTpuConfig, model_id: str, version: str
+) -> EdgeTpuResult:
+    with progress_display() as progress:
+        table = source.load(progress)
+        return fit_edgetpu(
+            table,
             out,
             config,
             model_id=model_id,
             version=version,
-            sample_rate=sample_rate,
-            window_length=window_length,
-            unit=unit_of(unit),
+            step=lambda description: step(progress, description),
         )
-    except TrainingDataError as exc:
-        fail(EXIT_BAD_INPUT, str(exc))
-    except ParityError as exc:
-        fail(EXIT_PARITY, str(exc))
-    except TrainingError as exc:
-        fail(EXIT_FAILED, str(exc))
 
 
-def _run_fit(
-    data: Path,
-    out: Path,
-    config: FitConfig,
-    *,
-    model_id: str,
-    version: str,
-    sample_rate: float | None,
-    window_length: int | None,
-    unit: Unit | None,
-) -> None:
+def _run_fit(source: _Source, out: Path, config: FitConfig, *, model_id: str, version: str) -> None:
     timings: dict[str, float] = {}
     with progress_display() as progress:
-        with step(progress, f"loading {data.name}", timings, "load") as advance:
-            table = load_table(
-                data, sample_rate=sample_rate, window_length=window_length, unit=unit, on_progress=advance
-            )
+        table = source.load(progress, timings, "load")
         with step(progress, f"fitting {config.n_estimators} stages", timings, "fit") as advance:
             result = fit(table, config, on_stage=advance)
         with step(progress, "exporting to ONNX", timings, "export"):
@@ -237,7 +248,7 @@ def _run_fit(
         timings["write"] = time.perf_counter() - started
     if table.timestamps_ns is None:
         typer.echo(
-            f"warning: {data} has no timestamp column; the card's training date range is the file's "
+            f"warning: {source.path} has no timestamp column; the card's training date range is the file's "
             "modification time",
             err=True,
         )

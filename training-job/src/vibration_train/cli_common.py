@@ -1,6 +1,6 @@
 """What the `vibration-train` commands share: exit codes, the unit flag, names, progress, failing.
 
-`cli` (simulate, fit) and `cli_import` (import) both use these; each command
+`cli` (simulate, fit), `cli_import` (import) and `cli_registry` (publish, list) use these; each command
 stays a thin layer that parses flags and calls one library function.
 """
 
@@ -116,7 +116,7 @@ def step(
     seconds = time.perf_counter() - started
     if timings is not None:
         timings[name] = seconds
-    logger.info("step_done step=%s seconds=%.2f", name or description, seconds)
+    logger.info("step_done", extra={"step": name or description, "seconds": round(seconds, 2)})
     # A step that never counted shows as one unit of work, done.
     progress.update(task, total=counted or 1, completed=counted or 1)
     progress.stop_task(task)
@@ -126,3 +126,12 @@ def fail(code: int, message: str) -> NoReturn:
     """Print ``error: <message>`` on one line of stderr and exit with `code`."""
     typer.echo(f"error: {' '.join(message.split())}", err=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def exit_codes(*codes: tuple[type[Exception], int]) -> Iterator[None]:
+    """A command's boundary: an error of a listed type (the first match) is `fail(code, str(error))`."""
+    try:
+        yield
+    except tuple(error for error, _ in codes) as exc:
+        fail(next(code for error, code in codes if isinstance(exc, error)), str(exc))

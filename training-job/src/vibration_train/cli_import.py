@@ -28,6 +28,7 @@ from vibration_train.cli_common import (
     Version,
     WindowLength,
     check_names,
+    exit_codes,
     fail,
     progress_display,
     step,
@@ -73,24 +74,22 @@ def import_command(  # noqa: PLR0917 - Typer passes every option as a parameter
         fail(EXIT_BAD_INPUT, f"model {model}: no such file")
     if out.exists() and not out.is_dir():
         fail(EXIT_BAD_INPUT, f"--out {out} exists and is not a directory")
-    try:
-        with progress_display() as progress:
-            result = import_model(
-                model,
-                labels.split(","),
-                data,
-                out,
-                model_id=model_id,
-                version=version,
-                sample_rate=sample_rate,
-                window_length=window_length,
-                unit=unit_of(unit),
-                step=lambda description: step(progress, description),
-            )
-    except ModelImportError as exc:
-        fail(EXIT_MODEL, str(exc))
-    except TrainingDataError as exc:
-        fail(EXIT_BAD_INPUT, str(exc))
-    except TrainingError as exc:
-        fail(EXIT_FAILED, str(exc))
+    errors = (
+        (ModelImportError, EXIT_MODEL),
+        (TrainingDataError, EXIT_BAD_INPUT),
+        (TrainingError, EXIT_FAILED),
+    )
+    with exit_codes(*errors), progress_display() as progress:
+        result = import_model(
+            model,
+            labels.split(","),
+            data,
+            out,
+            model_id=model_id,
+            version=version,
+            sample_rate=sample_rate,
+            window_length=window_length,
+            unit=unit_of(unit),
+            step=lambda description: step(progress, description),
+        )
     typer.echo(result.report(), nl=False)

@@ -21,9 +21,12 @@ from rich.console import Console
 from rich.table import Table
 
 from vibration_core.modelcard import ModelCard
+from vibration_train.cli_common import exit_codes
 from vibration_train.manifest import DEFAULT_BROKER, DEFAULT_TOPIC_PREFIX, build_manifest, to_yaml
 from vibration_train.registry import (
     ModelDirError,
+    PublishedModel,
+    Registry,
     RegistryConfigError,
     RegistryError,
     VersionConflictError,
@@ -132,29 +135,39 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
         mqtt_ca_secret=mqtt_ca_secret,
         node_selector=_labels(node_selector or []),
     )
-    try:
+    with exit_codes(*_REGISTRY_ERRORS):
         target = open_registry(
             registry, endpoint=endpoint, access_key=access_key, secret_key=secret_key, region=region
         )
-        # Built before anything is uploaded, so a bad flag costs no upload. A version already
-        # published is only ever the same model (publish refuses any other), so it stays true.
-        card, _ = read_model_dir(model_dir)
-        manifest = options.build(card, target.uri_for(version_keys(card)[0]))
+        manifest = _manifest_for(model_dir, target, options)
         published = publish(model_dir, target, create_bucket=create_bucket)
-    except (ModelDirError, RegistryConfigError, ManifestFlagError) as exc:
-        _fail(exc, EXIT_BAD_INPUT)
-    except VersionConflictError as exc:
-        _fail(exc, EXIT_CONFLICT)
-    except RegistryError as exc:
-        _fail(exc, EXIT_REGISTRY)
     text = to_yaml(manifest)
     out = manifest_out or model_dir / MANIFEST_FILENAME
+    _write_manifest(out, text)
+    _print_summary(published, out, text)
+
+
+def _manifest_for(model_dir: Path, target: Registry, options: "ManifestOptions") -> dict[str, Any]:
+    """The manifest of the model in `model_dir` as published to `target`.
+
+    Built before anything is uploaded, so a bad flag costs no upload. A version
+    already published is only ever the same model (publish refuses any other),
+    so it stays true.
+    """
+    card, _ = read_model_dir(model_dir)
+    return options.build(card, target.uri_for(version_keys(card)[0]))
+
+
+def _write_manifest(out: Path, text: str) -> None:
     try:
         out.write_text(text, encoding="utf-8")
     except OSError as exc:
         _fail(f"published, but cannot write the manifest {out}: {exc.strerror or exc}", 1)
+
+
+def _print_summary(published: PublishedModel, out: Path, text: str) -> None:
+    """What was published, then the manifest: YAML comments first, so `kubectl apply -f -` takes stdout."""
     card = published.card
-    # The summary is YAML comments, so stdout stays a manifest that `kubectl apply -f -` accepts.
     state = "already published, identical (nothing written)" if published.already_published else "published"
     typer.echo(f"# {card.model_id} {card.version}: {state}")
     typer.echo(f"# artifact: {published.artifact_uri}")
@@ -214,6 +227,16 @@ class ManifestOptions:
             raise ManifestFlagError("invalid manifest flag: " + "; ".join(problems)) from None
 
 
+_REGISTRY_ERRORS = (
+    (ModelDirError, EXIT_BAD_INPUT),
+    (RegistryConfigError, EXIT_BAD_INPUT),
+    (ManifestFlagError, EXIT_BAD_INPUT),
+    (VersionConflictError, EXIT_CONFLICT),
+    (RegistryError, EXIT_REGISTRY),
+)
+"""The registry's typed errors as exit codes (the first type that matches)."""
+
+
 def _labels(pairs: list[str]) -> dict[str, str]:
     labels = {}
     for pair in pairs:
@@ -233,15 +256,11 @@ def list_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
     model_id: Annotated[str | None, typer.Option(help="Only this model's versions.")] = None,
 ) -> None:
     """List the published versions with their metrics and digests."""
-    try:
+    with exit_codes(*_REGISTRY_ERRORS):
         target = open_registry(
             registry, endpoint=endpoint, access_key=access_key, secret_key=secret_key, region=region
         )
         listing = list_versions(target, model_id)
-    except RegistryConfigError as exc:
-        _fail(exc, EXIT_BAD_INPUT)
-    except RegistryError as exc:
-        _fail(exc, EXIT_REGISTRY)
     for skipped in listing.unreadable:
         typer.echo(f"warning: skipped {skipped.uri}: {_one_line(skipped.reason)}", err=True)
     if not listing.models:

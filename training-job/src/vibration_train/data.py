@@ -139,12 +139,14 @@ def load_table(
         )
     _check_classes(table)
     logger.info(
-        "training_table_loaded source=%s windows=%d classes=%d sample_rate=%g window_length=%d",
-        source,
-        table.labels.size,
-        len(table.class_counts()),
-        table.sample_rate,
-        table.window_length,
+        "training_table_loaded",
+        extra={
+            "source": source,
+            "windows": table.labels.size,
+            "classes": len(table.class_counts()),
+            "sample_rate": table.sample_rate,
+            "window_length": table.window_length,
+        },
     )
     return table
 

@@ -183,7 +183,9 @@ def train_mlp(
         verbose=0,
     )
     epochs = len(history.history["loss"])
-    logger.info("mlp_trained epochs=%d fit_rows=%d validation_rows=%d", epochs, len(x_fit), len(x_val))
+    logger.info(
+        "mlp_trained", extra={"epochs": epochs, "fit_rows": len(x_fit), "validation_rows": len(x_val)}
+    )
     return TrainedMlp(model, epochs, len(x_fit), len(x_val), str(tf.__version__))
 
 
@@ -236,7 +238,7 @@ def to_int8_tflite(
             data = bytes(converter.convert())
     except (RuntimeError, ValueError, TypeError) as exc:  # the converter's own errors
         raise ExportError("tflite", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
-    logger.info("tflite_converted bytes=%d calibration_rows=%d", len(data), len(rows))
+    logger.info("tflite_converted", extra={"bytes": len(data), "calibration_rows": len(rows)})
     return data
 
 

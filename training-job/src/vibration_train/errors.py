@@ -83,3 +83,16 @@ class ModelImportError(TrainingError):
         self.source = source
         self.detail = detail
         super().__init__(f"model {source}: {detail}")
+
+
+class QuantizationError(TrainingError):
+    """The INT8 model lost more accuracy against the float model than allowed."""
+
+    def __init__(self, float_accuracy: float, int8_accuracy: float, limit_points: float) -> None:
+        self.float_accuracy = float_accuracy
+        self.int8_accuracy = int8_accuracy
+        self.limit_points = limit_points
+        super().__init__(
+            f"INT8 accuracy {int8_accuracy:.4f} is {100 * (float_accuracy - int8_accuracy):.2f} points "
+            f"below the float model's {float_accuracy:.4f} (allowed: {limit_points:g})"
+        )

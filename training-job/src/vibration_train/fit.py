@@ -121,13 +121,15 @@ def fit(
     predictions = np.asarray(estimator.predict(x_test)).astype(str)
     metrics = compute_metrics(table, split, predictions, labels)
     logger.info(
-        "model_fitted split=%s train=%d test=%d seconds=%.2f accuracy=%.4f macro_f1=%.4f",
-        split.kind,
-        y_train.size,
-        y_test.size,
-        seconds,
-        metrics.accuracy,
-        metrics.macro_f1,
+        "model_fitted",
+        extra={
+            "split": split.kind,
+            "train": y_train.size,
+            "test": y_test.size,
+            "seconds": round(seconds, 2),
+            "accuracy": round(metrics.accuracy, 4),
+            "macro_f1": round(metrics.macro_f1, 4),
+        },
     )
     return FitResult(
         estimator, labels, x_train, x_test, y_train, y_test, predictions, split, metrics, seconds

@@ -136,10 +136,12 @@ def import_model(
     card = imported_card(graph, names, table, predicted, model_id=model_id, version=version)
     artifact_path, card_path = write_model(out, graph.data, card)
     logger.info(
-        "model_imported source=%s windows=%d accuracy=%.4f",
-        graph.source,
-        table.labels.size,
-        card.metrics.accuracy,
+        "model_imported",
+        extra={
+            "source": graph.source,
+            "windows": table.labels.size,
+            "accuracy": round(card.metrics.accuracy, 4),
+        },
     )
     return ImportResult(card, artifact_path, card_path, table)
 

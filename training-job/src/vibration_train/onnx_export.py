@@ -101,7 +101,7 @@ def to_onnx(estimator: Any, n_features: int) -> OnnxModel:  # noqa: ANN401 - any
     # bytes, another sha256, and a republish of a rebuilt version would be refused as a conflict.
     proto.graph.name = GRAPH_NAME
     data = proto.SerializeToString()
-    logger.info("onnx_exported bytes=%d opsets=%s", len(data), opsets)
+    logger.info("onnx_exported", extra={"bytes": len(data), "opsets": opsets})
     return OnnxModel(data=data, input=_tensor_spec(graph_input), outputs=outputs, opsets=opsets)
 
 
@@ -138,7 +138,7 @@ def compare_outputs(
     diff = np.abs(onnx_probs - sk_probs)
     max_diff = float(diff.max()) if diff.size else 0.0
     total = int(sk_labels.size)
-    logger.info("parity_checked total=%d identical=%d max_prob_diff=%.3g", total, identical, max_diff)
+    logger.info("parity_checked", extra={"total": total, "identical": identical, "max_prob_diff": max_diff})
     if identical != total or not max_diff <= PROB_TOLERANCE:
         raise ParityError(total - identical, max_diff, total, PROB_TOLERANCE)
     ties = int(np.count_nonzero(~same & tied))

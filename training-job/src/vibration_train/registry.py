@@ -197,21 +197,23 @@ def publish(model_dir: Path, registry: Registry, *, create_bucket: bool = False)
         card = _check_same_version(registry, card, card_key, existing)
         if registry.size(artifact_key) != card.artifact.size_bytes:
             # The card is ours byte for byte, so restoring its artifact cannot change what it promises.
-            logger.warning("artifact_restored uri=%s", result.artifact_uri)
+            logger.warning("artifact_restored", extra={"uri": result.artifact_uri})
             registry.put(artifact_key, artifact, "application/octet-stream")
-        logger.info("publish_identical model_id=%s version=%s", card.model_id, card.version)
+        logger.info("publish_identical", extra={"model_id": card.model_id, "version": card.version})
         return PublishedModel(card, result.artifact_uri, result.card_uri, already_published=True)
     if registry.size(artifact_key) is not None:
         # No card means not published: a reader never saw this artifact as a version.
-        logger.warning("orphan_artifact_replaced uri=%s", result.artifact_uri)
+        logger.warning("orphan_artifact_replaced", extra={"uri": result.artifact_uri})
     registry.put(artifact_key, artifact, "application/octet-stream")
-    logger.info("artifact_uploaded uri=%s sha256=%s", result.artifact_uri, card.artifact.sha256)
+    logger.info("artifact_uploaded", extra={"uri": result.artifact_uri, "sha256": card.artifact.sha256})
     try:
         registry.put(card_key, model_dir / CARD_FILENAME, "application/json")
     except BaseException:
         _remove_quietly(registry, artifact_key)
         raise
-    logger.info("card_uploaded uri=%s model_id=%s version=%s", result.card_uri, card.model_id, card.version)
+    logger.info(
+        "card_uploaded", extra={"uri": result.card_uri, "model_id": card.model_id, "version": card.version}
+    )
     return result
 
 
@@ -231,7 +233,7 @@ def _check_same_version(registry: Registry, card: ModelCard, card_key: str, exis
             card.model_id, card.version, published.artifact.sha256, card.artifact.sha256, uri=registry.uri
         )
     if published.created != card.created:
-        logger.info("publish_rebuilt_identical model_id=%s version=%s", card.model_id, card.version)
+        logger.info("publish_rebuilt_identical", extra={"model_id": card.model_id, "version": card.version})
     return published
 
 
@@ -239,9 +241,9 @@ def _remove_quietly(registry: Registry, key: str) -> None:
     try:
         registry.delete(key)
     except RegistryError as exc:
-        logger.error("rollback_failed uri=%s detail=%s", registry.uri_for(key), exc.detail)  # noqa: TRY400 (the cause is the error being raised, not this one)
+        logger.error("rollback_failed", extra={"uri": registry.uri_for(key), "detail": exc.detail})  # noqa: TRY400 (the cause is the error being raised, not this one)
     else:
-        logger.warning("publish_rolled_back uri=%s", registry.uri_for(key))
+        logger.warning("publish_rolled_back", extra={"uri": registry.uri_for(key)})
 
 
 def list_versions(registry: Registry, model_id: str | None = None) -> Listing:
@@ -260,7 +262,7 @@ def list_versions(registry: Registry, model_id: str | None = None) -> Listing:
         except RegistryUnavailableError:
             raise
         except (RegistryError, ModelCardError) as exc:
-            logger.warning("card_unreadable uri=%s reason=%s", uri, exc)
+            logger.warning("card_unreadable", extra={"uri": uri, "reason": str(exc)})
             listing.unreadable.append(UnreadableCard(uri, str(exc)))
             continue
         if [card.model_id, card.version] != parts[:2]:

@@ -181,7 +181,7 @@ class S3Registry:
             if not create:
                 raise BucketNotFoundError(self.uri, self.bucket)
             self._client.make_bucket(self.bucket, location=self._region)
-            logger.info("bucket_created bucket=%s endpoint=%s", self.bucket, self.endpoint)
+            logger.info("bucket_created", extra={"bucket": self.bucket, "endpoint": self.endpoint})
 
     def get(self, key: str) -> bytes | None:  # noqa: D102 (see Registry)
         try:

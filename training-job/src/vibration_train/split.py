@@ -203,12 +203,14 @@ def _make(kind: SplitKind, test: npt.NDArray[np.intp], table: TrainingTable, rea
     train = np.setdiff1d(np.arange(table.labels.size), test).astype(np.intp)
     held_out = () if table.machines is None else tuple(sorted(set(table.machines[test].tolist())))
     logger.info(
-        "split_chosen kind=%s train=%d test=%d held_out_machines=%s reason=%r",
-        kind,
-        train.size,
-        test.size,
-        ",".join(held_out) or "-",
-        reason,
+        "split_chosen",
+        extra={
+            "kind": kind,
+            "train": train.size,
+            "test": test.size,
+            "held_out_machines": ",".join(held_out) or "-",
+            "reason": reason,
+        },
     )
     return Split(kind, train, test.astype(np.intp), held_out, reason)
 

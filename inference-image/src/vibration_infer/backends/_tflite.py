@@ -9,9 +9,9 @@ features first: the model was quantized on transformed features, not on the
 extractor's.
 
 Batches. A model whose batch dimension is dynamic (``shape_signature`` -1)
-is resized when the batch size changes: about 9 us on a 10-feature model,
-against 1.9 us per row for invoking row by row (122 us for 64 rows) and
-2.9 us for the whole batch of 64 once sized. A model with a fixed batch (the
+is resized when the batch size changes: a resize costs about as much as a
+few rows invoked one by one, and a sized batch a small part of invoking its
+rows one by one (serve's batch work per window: docs/benchmarks.md). A model with a fixed batch (the
 Edge TPU compiler's output) runs in chunks of that batch, the last one
 padded.
 """
@@ -70,7 +70,7 @@ class TFLiteBackend:
         self._interpreter = interpreter
         self._name = name
         self._transform = transform
-        # The interpreter is not thread-safe; a lock costs ~0.1 us per batch.
+        # The interpreter is not thread-safe; an uncontended lock is negligible beside a batch's invoke.
         self._lock = threading.Lock()
         inputs = interpreter.get_input_details()
         if len(inputs) != 1:

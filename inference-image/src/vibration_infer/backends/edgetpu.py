@@ -53,13 +53,13 @@ def load(
     except _UnavailableError as exc:
         if fallback == "fail":
             raise LoadError(str(path), f"Edge TPU unavailable ({exc}) and edgetpu_fallback is fail") from None
-        logger.warning("edgetpu_unavailable fallback=cpu reason=%r path=%s", str(exc), path)
+        logger.warning("edgetpu_unavailable", extra={"fallback": "cpu", "reason": str(exc), "path": path})
         backend = TFLiteBackend(
             open_litert(path, threads=threads), "litert:cpu(edgetpu-fallback)", path, transform
         )
     else:
         backend = TFLiteBackend(interpreter, "litert:edgetpu", path, transform)
-    logger.info("backend_opened backend=%s path=%s", backend.name, path)
+    logger.info("backend_opened", extra={"backend": backend.name, "path": path})
     return backend
 
 

@@ -18,5 +18,5 @@ logger = logging.getLogger(__name__)
 def load(path: Path, *, threads: int = 1, transform: InputTransform | None = None) -> TFLiteBackend:
     """Open `path` in LiteRT on the CPU, `transform` (the card's) before its input; `LoadError` if refused."""
     backend = TFLiteBackend(open_litert(path, threads=threads), "litert:cpu", path, transform)
-    logger.info("backend_opened backend=%s path=%s threads=%d", backend.name, path, threads)
+    logger.info("backend_opened", extra={"backend": backend.name, "path": path, "threads": threads})
     return backend

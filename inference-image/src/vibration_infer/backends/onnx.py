@@ -3,8 +3,9 @@
 The probabilities are the model's one float output of rank 2 (skl2onnx with
 ``zipmap`` off writes a string or int64 label tensor beside it, which is
 never computed here: only the probabilities are requested). One intra-op
-thread by default: this GBDT takes about 10 us a row, and more threads only
-add wake-up jitter to the p99.
+thread by default: a row of this GBDT is microseconds of work (serve's batch
+work per window: docs/benchmarks.md), and more threads only add wake-up
+jitter to the p99.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def load(path: Path, *, threads: int = 1) -> OnnxBackend:
     except _ORT_ERRORS as exc:
         raise LoadError(str(path), f"ONNX Runtime refused the model: {_one_line(exc)}") from exc
     backend = OnnxBackend(session, path)
-    logger.info("backend_opened backend=%s path=%s threads=%d", backend.name, path, threads)
+    logger.info("backend_opened", extra={"backend": backend.name, "path": path, "threads": threads})
     return backend
 
 

@@ -218,12 +218,14 @@ class ServeApp:
         self.metrics.set_model(card.model_id, card.version, model.sha256, model.backend.name)
         self.report_state("serving", f"serving {card.model_id} {card.version}")
         logger.info(
-            "model_active model_id=%s version=%s sha256=%s backend=%s previous=%s",
-            card.model_id,
-            card.version,
-            model.sha256,
-            model.backend.name,
-            previous.model.card.version if previous else None,
+            "model_active",
+            extra={
+                "model_id": card.model_id,
+                "version": card.version,
+                "sha256": model.sha256,
+                "backend": model.backend.name,
+                "previous": previous.model.card.version if previous else None,
+            },
         )
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -368,14 +370,14 @@ class ServeApp:
             try:
                 self._handle(batch, active)
             except Exception:  # retried one message at a time just below
-                logger.warning("batch_failed size=%d retry=one_by_one", len(batch), exc_info=True)
+                logger.warning(
+                    "batch_failed", extra={"size": len(batch), "retry": "one_by_one"}, exc_info=True
+                )
                 for item in batch:
                     try:
                         self._handle([item], active)
-                    except Exception as exc:  # one message's handling: the loop must go on
-                        logger.exception(
-                            "message_failed topic=%r error=%s", item.topic[:200], type(exc).__name__
-                        )
+                    except Exception:  # one message's handling: the loop must go on
+                        logger.exception("message_failed", extra={"topic": item.topic[:200]})
                         self.metrics.record_errors(["internal"])
                         self.link.ack(item)
 
@@ -397,11 +399,13 @@ class ServeApp:
                 self.link.publish(self.layout.alerts(alert.machine), alert.encode(), qos=qos)
                 self.metrics.alerts.labels(label=alert.label, severity=alert.severity).inc()
                 logger.info(
-                    "alert machine=%s label=%s confidence=%.3f severity=%s",
-                    alert.machine,
-                    alert.label,
-                    alert.confidence,
-                    alert.severity,
+                    "alert",
+                    extra={
+                        "machine": alert.machine,
+                        "label": alert.label,
+                        "confidence": round(alert.confidence, 3),
+                        "severity": alert.severity,
+                    },
                 )
         if result.features is not None and result.probabilities is not None:
             active.drift.update(result.features, result.probabilities)

@@ -77,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
         # Probes hit these endpoints every few seconds: debug, not info.
-        logger.debug("http_request client=%s request=%r", self.client_address[0], format % args)
+        logger.debug("http_request", extra={"client": self.client_address[0], "request": format % args})
 
 
 class HttpServer:
@@ -97,7 +97,7 @@ class HttpServer:
     def start(self) -> None:
         """Serve in the background."""
         self._thread.start()
-        logger.info("http_listening port=%d", self.port)
+        logger.info("http_listening", extra={"port": self.port})
 
     def stop(self) -> None:
         """Stop serving and close the socket."""

@@ -143,7 +143,7 @@ def wait_for_acknowledgements(link: Link, timeout_s: float, logger: logging.Logg
         time.sleep(0.01)
     left = link.unacknowledged()
     if left:
-        logger.warning("mqtt_stop_unacknowledged count=%d", left)
+        logger.warning("mqtt_stop_unacknowledged", extra={"count": left})
 
 
 def make_link(

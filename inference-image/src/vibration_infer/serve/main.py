@@ -19,8 +19,9 @@ import sys
 from typing import TYPE_CHECKING
 
 from vibration_core.errors import VibrationCoreError
+from vibration_core.logs import setup_logging
 from vibration_core.validation import ExitCode
-from vibration_infer.cmdline import add_settings_flags, settings_from_flags, setup_logging
+from vibration_infer.cmdline import add_settings_flags, settings_from_flags
 from vibration_infer.errors import InferenceError, UsageError
 from vibration_infer.serve.app import ServeApp
 from vibration_infer.serve.settings import ServeSettings
@@ -43,12 +44,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         settings = build_settings(parsed)
     except UsageError as exc:
-        logger.error("usage_error reason=%r", exc.detail)  # noqa: TRY400 - a bad flag needs no traceback
+        logger.error("usage_error", extra={"reason": exc.detail})  # noqa: TRY400 - a bad flag needs no traceback
         return int(ExitCode.USAGE)
     try:
         return serve(settings)
-    except Exception as exc:  # the process boundary: log it and exit non-zero
-        logger.exception("serve_crashed error=%s", type(exc).__name__)
+    except Exception:  # the process boundary: log it and exit non-zero
+        logger.exception("serve_crashed")
         return int(ExitCode.INTERNAL)
 
 
@@ -59,11 +60,11 @@ def serve(settings: ServeSettings) -> int:
         app.install(app.load_initial())
     except (InferenceError, VibrationCoreError, OSError) as exc:
         # Stay up, unready: a valid target (hot swap) can still bring a model.
-        logger.error("initial_model_unavailable reason=%r", str(exc))  # noqa: TRY400 - expected, typed
+        logger.error("initial_model_unavailable", extra={"reason": str(exc)})  # noqa: TRY400 - expected, typed
         app.status_message(f"no model: {exc}"[:500])
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("signal_received signal=%s", signal.Signals(signum).name)
+        logger.info("signal_received", extra={"signal": signal.Signals(signum).name})
         app.signal_stop()
 
     signal.signal(signal.SIGTERM, stop)
@@ -74,11 +75,13 @@ def serve(settings: ServeSettings) -> int:
     gc.freeze()
     app.start()
     logger.info(
-        "serve_started node=%s mqtt=%s subscription=%s http_port=%d",
-        settings.node_name,
-        settings.mqtt_url,
-        app.subscription,
-        app.http.port,
+        "serve_started",
+        extra={
+            "node": settings.node_name,
+            "mqtt": settings.mqtt_url,
+            "subscription": app.subscription,
+            "http_port": app.http.port,
+        },
     )
     try:
         app.run_forever()

@@ -48,7 +48,7 @@ class MemoryTrimmer:
         self._interval_s = interval_s
         self._next = 0.0
         if interval_s > 0 and self._trim is None:
-            logger.info("memory_trim_unavailable reason=%r", "the C library has no malloc_trim")
+            logger.info("memory_trim_unavailable", extra={"reason": "the C library has no malloc_trim"})
 
     @property
     def next_due(self) -> float:

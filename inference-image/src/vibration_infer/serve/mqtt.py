@@ -93,10 +93,10 @@ class MqttLink(LinkBase):
         client.on_socket_open = self._on_socket_open
         # paho passes a refused (un)subscription on silently; the wire link logs it, and so does this one.
         client.on_subscribe = lambda _client, _userdata, _mid, codes, _props: _log_refused(
-            "mqtt_subscribe_refused filter=%s reason=%s", self._subscription, codes
+            "mqtt_subscribe_refused", {"filter": self._subscription}, codes
         )
         client.on_unsubscribe = lambda _client, _userdata, _mid, codes, _props: _log_refused(
-            "mqtt_unsubscribe_refused filters=%s reason=%s", ",".join(self._stale), codes
+            "mqtt_unsubscribe_refused", {"filters": ",".join(self._stale)}, codes
         )
         self._client = client
 
@@ -178,28 +178,29 @@ class MqttLink(LinkBase):
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
-            logger.error("mqtt_connect_refused reason=%s", reason_code.getName())
+            logger.error("mqtt_connect_refused", extra={"reason": reason_code.getName()})
             self._failed(f"refused: {reason_code.getName()}")
             return
         broker_max = getattr(properties, "ReceiveMaximum", _MQTT_RECEIVE_MAXIMUM)
         if isinstance(broker_max, int) and self._settings.max_inflight > broker_max:
             # The broker would drop the connection once more are in flight than it accepts.
             logger.warning(
-                "mqtt_inflight_above_broker_limit max_inflight=%d broker_receive_maximum=%d",
-                self._settings.max_inflight,
-                broker_max,
+                "mqtt_inflight_above_broker_limit",
+                extra={"max_inflight": self._settings.max_inflight, "broker_receive_maximum": broker_max},
             )
         self._generation += 1
         result, _ = client.subscribe(self._subscription, qos=1)
         if self._stale:  # after the SUBSCRIBE: the broker takes them in order
             client.unsubscribe(list(self._stale))
         logger.info(
-            "mqtt_connected host=%s port=%d client_id=%s session_present=%s subscribe_rc=%s",
-            self._settings.mqtt_host,
-            self._settings.mqtt_port,
-            self._settings.effective_client_id,
-            flags.session_present,
-            int(result),
+            "mqtt_connected",
+            extra={
+                "host": self._settings.mqtt_host,
+                "port": self._settings.mqtt_port,
+                "client_id": self._settings.effective_client_id,
+                "session_present": flags.session_present,
+                "subscribe_rc": int(result),
+            },
         )
         self._connected.set()
         self._changed()
@@ -215,7 +216,7 @@ class MqttLink(LinkBase):
         was = self._connected.is_set()
         self._connected.clear()
         if was:
-            logger.warning("mqtt_disconnected reason=%s", reason_code.getName())
+            logger.warning("mqtt_disconnected", extra={"reason": reason_code.getName()})
             self._failed(f"disconnected: {reason_code.getName()}")
         else:  # a refused connect ends here too, with a vaguer reason than the refusal's own
             self._changed()
@@ -260,7 +261,7 @@ class MqttLink(LinkBase):
             self.ack(item)
 
 
-def _log_refused(message: str, filters: str, codes: list[ReasonCode]) -> None:
+def _log_refused(event: str, fields: dict[str, str], codes: list[ReasonCode]) -> None:
     for code in codes:
         if code.is_failure:
-            logger.error(message, filters, code.getName())
+            logger.error(event, extra=fields | {"reason": code.getName()})

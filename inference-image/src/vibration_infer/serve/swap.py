@@ -94,7 +94,7 @@ class TargetWatcher:
             return None
         except OSError as exc:
             logger.warning(
-                "target_unreadable path=%s reason=%s", self.path, exc.strerror or type(exc).__name__
+                "target_unreadable", extra={"path": self.path, "reason": exc.strerror or type(exc).__name__}
             )
             return None
         digest = hashlib.sha256(data).hexdigest()
@@ -227,18 +227,20 @@ class HotSwap:
         if change is None:
             if self._retry is not None and time.monotonic() >= self._retry[1]:
                 target, self._retry = self._retry[0], None
-                logger.info("swap_retry version=%s sha256=%s", target.version, target.sha256)
+                logger.info("swap_retry", extra={"version": target.version, "sha256": target.sha256})
                 self._start(target)
             return
         self._retry = None  # a new target replaces whatever was to be tried again
         if change.target is None:
             self.metrics.swaps.labels(outcome="failed").inc()
-            logger.warning("target_invalid path=%s problem=%r", self.watcher.path, change.problem)
+            logger.warning("target_invalid", extra={"path": self.watcher.path, "problem": change.problem})
             self.host.report_state("failed", f"target file unusable: {change.problem}")
             return
         serving = self.host.serving()
         if serving is not None and is_serving(serving, change.target):
-            logger.info("target_already_active version=%s sha256=%s", change.target.version, serving.sha256)
+            logger.info(
+                "target_already_active", extra={"version": change.target.version, "sha256": serving.sha256}
+            )
             self.host.report_candidate(change.target, "passed", None)
             self.host.report_state("serving", f"serving {serving.card.model_id} {serving.card.version}")
             return
@@ -250,7 +252,7 @@ class HotSwap:
 
     def run(self, target: ModelTarget) -> None:
         """Validate `target` and promote it, or report why not; the current model serves throughout."""
-        logger.info("swap_started version=%s sha256=%s", target.version, target.sha256)
+        logger.info("swap_started", extra={"version": target.version, "sha256": target.sha256})
         self.host.report_candidate(target, "validating", None)
         self.host.report_state("validating", f"validating target {target.short}")
         try:
@@ -259,7 +261,7 @@ class HotSwap:
                 self.settings, target, self.cache, self.host.serving(), defer_promotion=shadows
             )
         except Exception as exc:  # one target's handling: a crash must leave the old model serving
-            logger.exception("swap_crashed sha256=%s error=%s", target.sha256, type(exc).__name__)
+            logger.exception("swap_crashed", extra={"sha256": target.sha256})
             crashed = Outcome(code=ExitCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}"[:500])
             self._failed(target, crashed)
             return
@@ -273,7 +275,7 @@ class HotSwap:
             self.host.report_candidate(target, "passed", outcome.compact())
             self.host.promote(outcome.model)
             logger.info(
-                "swap_promoted version=%s sha256=%s", outcome.model.card.version, outcome.model.sha256
+                "swap_promoted", extra={"version": outcome.model.card.version, "sha256": outcome.model.sha256}
             )
             return
         self._failed(target, outcome)
@@ -298,23 +300,27 @@ class HotSwap:
         self.host.report_state(
             "validating", f"shadowing {target.short} on live windows: 0/{target.shadow.windows}"
         )
-        logger.info("shadow_started version=%s windows=%d", target.version, target.shadow.windows)
+        logger.info("shadow_started", extra={"version": target.version, "windows": target.shadow.windows})
         self.host.shadow_with(shadow)
         try:
             while not shadow.done.wait(0.2):
                 if self._abandon.is_set():
-                    logger.info("shadow_abandoned version=%s windows=%d", target.version, shadow.windows)
+                    logger.info(
+                        "shadow_abandoned", extra={"version": target.version, "windows": shadow.windows}
+                    )
                     return None
         finally:
             self.host.shadow_with(None)
         outcome.shadow = shadow.result()
         logger.info(
-            "shadow_done version=%s windows=%d agreement=%.4f cpu_us_per_window=%.1f passed=%s",
-            target.version,
-            outcome.shadow.windows,
-            outcome.shadow.agreement,
-            outcome.shadow.cpu_us_per_window,
-            outcome.shadow.passed,
+            "shadow_done",
+            extra={
+                "version": target.version,
+                "windows": outcome.shadow.windows,
+                "agreement": round(outcome.shadow.agreement, 4),
+                "cpu_us_per_window": round(outcome.shadow.cpu_us_per_window, 1),
+                "passed": outcome.shadow.passed,
+            },
         )
         if not outcome.shadow.passed:
             outcome.code = ExitCode.BELOW_THRESHOLD
@@ -328,11 +334,13 @@ class HotSwap:
         self.metrics.swaps.labels(outcome="failed").inc()
         code = outcome.code.name
         logger.warning(
-            "swap_failed version=%s sha256=%s code=%s reason=%r",
-            target.version,
-            target.sha256,
-            code,
-            outcome.reason,
+            "swap_failed",
+            extra={
+                "version": target.version,
+                "sha256": target.sha256,
+                "code": code,
+                "reason": outcome.reason,
+            },
         )
         self.host.report_candidate(target, "failed", outcome.compact())
         if outcome.code is ExitCode.CANNOT_FETCH:  # the registry's fault, not the model's

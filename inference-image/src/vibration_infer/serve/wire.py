@@ -142,7 +142,7 @@ class WireLink(LinkBase):
             send_all(sock, b"".join(out), self._keepalive_s)
         except OSError as exc:
             # The network thread sees the closed socket and reconnects; what is in flight is kept.
-            logger.warning("mqtt_write_failed error=%s", exc)
+            logger.warning("mqtt_write_failed", extra={"error": str(exc)})
             self._close_socket()
             return
         self._last_sent = time.monotonic()
@@ -165,11 +165,8 @@ class WireLink(LinkBase):
                 connection = open_connection(s)
             except (OSError, mqtt5.ProtocolError, UsageError) as exc:
                 logger.warning(
-                    "mqtt_connect_failed host=%s port=%d error=%s retry_s=%g",
-                    s.mqtt_host,
-                    s.mqtt_port,
-                    exc,
-                    delay,
+                    "mqtt_connect_failed",
+                    extra={"host": s.mqtt_host, "port": s.mqtt_port, "error": str(exc), "retry_s": delay},
                 )
                 self._failed(f"cannot connect: {exc}")
                 self._stopping.wait(delay)
@@ -178,7 +175,7 @@ class WireLink(LinkBase):
             up_since = time.monotonic()
             reason = self._session(connection)
             if not self._stopping.is_set():
-                logger.warning("mqtt_disconnected reason=%s", reason)
+                logger.warning("mqtt_disconnected", extra={"reason": reason})
             self._failed(f"disconnected: {reason}")
             if time.monotonic() - up_since >= self._keepalive_s:
                 delay = float(s.reconnect_min_s)  # it had worked for a while: start the backoff over
@@ -220,13 +217,15 @@ class WireLink(LinkBase):
             self._write([*subscribe, *self._out.connect(self._out.generation + 1, connack)])
         self._connected.set()
         logger.info(
-            "mqtt_connected host=%s port=%d client_id=%s session_present=%s resent=%d receive_maximum=%d",
-            s.mqtt_host,
-            s.mqtt_port,
-            s.effective_client_id,
-            connack.session_present,
-            resent,
-            connack.receive_maximum,
+            "mqtt_connected",
+            extra={
+                "host": s.mqtt_host,
+                "port": s.mqtt_port,
+                "client_id": s.effective_client_id,
+                "session_present": connack.session_present,
+                "resent": resent,
+                "receive_maximum": connack.receive_maximum,
+            },
         )
         self._changed()
 
@@ -312,15 +311,13 @@ class WireLink(LinkBase):
             return
         if packet.kind == mqtt5.SUBACK:
             logger.error(
-                "mqtt_subscribe_refused filter=%s reason=%s",
-                self._subscription,
-                mqtt5.reason_name(packet.reason),
+                "mqtt_subscribe_refused",
+                extra={"filter": self._subscription, "reason": mqtt5.reason_name(packet.reason)},
             )
         else:
             logger.error(
-                "mqtt_unsubscribe_refused filters=%s reason=%s",
-                ",".join(self._stale),
-                mqtt5.reason_name(packet.reason),
+                "mqtt_unsubscribe_refused",
+                extra={"filters": ",".join(self._stale), "reason": mqtt5.reason_name(packet.reason)},
             )
 
     def _count_inputs(self, n: int) -> None:
@@ -336,7 +333,8 @@ class WireLink(LinkBase):
         if open_now > limit and self._over_limit_warned != generation:
             self._over_limit_warned = generation
             logger.warning(
-                "mqtt_broker_exceeds_receive_maximum unacknowledged=%d receive_maximum=%d", open_now, limit
+                "mqtt_broker_exceeds_receive_maximum",
+                extra={"unacknowledged": open_now, "receive_maximum": limit},
             )
 
     def _acknowledged(self, done: list[tuple[int, int]], received: list[tuple[int, int]]) -> None:

@@ -164,7 +164,8 @@ class Outbound:
         limit = self.limits.maximum_packet_size
         if limit is not None and len(data) > limit:
             logger.error(
-                "mqtt_publish_too_large topic=%s bytes=%d broker_maximum=%d", message.topic, len(data), limit
+                "mqtt_publish_too_large",
+                extra={"topic": message.topic, "bytes": len(data), "broker_maximum": limit},
             )
             return None
         out.append(data)
@@ -173,4 +174,4 @@ class Outbound:
     def _note_refusal(self, topic: str, reason: int) -> None:
         if (topic, reason) not in self._refused:
             self._refused.add((topic, reason))
-            logger.error("mqtt_publish_refused topic=%s reason=%s", topic, mqtt5.reason_name(reason))
+            logger.error("mqtt_publish_refused", extra={"topic": topic, "reason": mqtt5.reason_name(reason)})

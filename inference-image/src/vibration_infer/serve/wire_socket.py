@@ -82,7 +82,7 @@ def _await_connack(sock: socket.socket) -> Connection:
         raise mqtt5.ProtocolError("the broker's first packet was not a CONNACK")
     if connack.reason >= mqtt5.FAILURE:
         detail = f"{mqtt5.reason_name(connack.reason)} {connack.reason_string}".strip()
-        logger.error("mqtt_connect_refused reason=%s", detail)
+        logger.error("mqtt_connect_refused", extra={"reason": detail})
         raise ConnectionRefusedError(f"CONNACK refused: {detail}")
     return Connection(sock, parser, connack, packets[1:])
 
