@@ -6,6 +6,32 @@ get no flag (a flag shows in ``ps`` and in the pod spec). A flag that is
 given wins over the ``VIBRATION_*`` environment the settings class reads.
 Nothing here imports MQTT, HTTP or a runtime: the init container pays only
 for what it uses.
+
+Why not pydantic-settings' own CLI (``CliSettingsSource``, 2.16.3, the
+newest release and the one in uv.lock). It does the rest (kebab-case flags,
+descriptions as help, flags over ``VIBRATION_*``, repeated ``--x k=v``,
+bool switches), but it cannot give a field no flag: ``CliSuppress`` only
+hides the flag from ``--help`` and the value is still taken from argv (its
+maintainers say so in pydantic-settings issue 505; the exclusion PR 962 was
+closed). Reproduction::
+
+    class S(BaseSettings):
+        password: CliSuppress[SecretStr | None] = None
+        recall: dict[str, float] = {}
+        labels: tuple[str, ...] = ()
+        node: str = Field("n", validation_alias=AliasChoices("node", "NODE_NAME"))
+
+    parser = ArgumentParser()
+    cli = CliSettingsSource(S, root_parser=parser, cli_kebab_case=True, cli_exit_on_error=False)
+    S(_cli_settings_source=cli(parsed_args=parser.parse_args([...])))
+    # ["--password", "hunter2"]  -> accepted: the secret is in ps and the pod spec
+    # ["--recall", "bearing_fault"] -> SettingsError "Parsing error encountered for
+    #     recall: not enough values to unpack (expected 2, got 1)": the field, not the flag
+    # ["--labels", "a,b"] -> ("a", "b");  ["--NODE-NAME", "x"] -> an env alias is a flag
+
+Its help also reads ``(default factory: _hostname)`` and ``--client-id null``
+means None. What this module keeps: no flag at all for a secret, and an
+error that names the flag and the form it takes.
 """
 
 from __future__ import annotations
