@@ -126,3 +126,36 @@ def test_the_share_group_comes_from_its_flag_or_the_environment_and_a_bad_one_is
             share_group("--mqtt-share-group", bad)
         assert caught.value.detail.startswith("mqtt_share_group: Value error, share group ")
         assert "must be 1 to 128 characters from A-Z, a-z, 0-9, '.', '_' and '-'" in caught.value.detail
+
+
+TYPED_IN = "hunter2-never-printed"
+
+
+@pytest.mark.parametrize(
+    ("parse", "flag"),
+    [
+        (lambda argv: serve_main._parser().parse_args([*SERVE_BASE, *argv]), "--mqtt-password"),
+        (lambda argv: cli.parse_validate_args(["validate", *VALIDATE_BASE, *argv]), "--s3-access-key"),
+        (lambda argv: cli.parse_validate_args(["validate", *VALIDATE_BASE, *argv]), "--s3-secret-key"),
+    ],
+    ids=["serve", "validate-access", "validate-secret"],
+)
+def test_a_secret_given_as_a_flag_is_refused_and_not_printed(
+    parse: Any, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Once, argparse took `--s3-secret-key X` as short for `--s3-secret-key-file X` and the
+    # termination log read "cannot read secret file X".
+    for argv in ([flag, TYPED_IN], [f"{flag}={TYPED_IN}"]):
+        with pytest.raises(SystemExit) as exited:
+            parse(argv)
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert TYPED_IN not in err
+        assert f"{flag} is not taken as a flag" in err
+        assert f"{flag}-file" in err, "and says what to use instead"
+
+
+def test_a_flag_is_spelled_out_not_abbreviated(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        serve_main._parser().parse_args([*SERVE_BASE, "--keepalive", "45"])
+    assert "unrecognized arguments: --keepalive" in capsys.readouterr().err
