@@ -39,13 +39,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the broker fixture lives with the tests
-
-from tests.infer.mosquitto import Mosquitto, free_port  # noqa: E402
-
-from bench_record import Figure, Section, record  # noqa: E402
-from bench_serve_parts import (  # noqa: E402
+from bench_record import Figure, Section, record
+from bench_serve_parts import (
     PREFIX,
     RATE,
     Collector,
@@ -57,7 +52,9 @@ from bench_serve_parts import (  # noqa: E402
     seed_style,
     transport_only,
 )
-from vibration_train.simulator import simulate  # noqa: E402
+from vibration_testkit.mosquitto import Mosquitto
+from vibration_testkit.net import free_port
+from vibration_train.simulator import simulate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -36,8 +36,7 @@ from vibration_infer.serve.batcher import BatchProcessor, Incoming
 from vibration_infer.serve.shadow import Shadow
 
 if TYPE_CHECKING:
-    from tests.infer.mosquitto import Mosquitto
-
+    from vibration_testkit.mosquitto import Mosquitto
     from vibration_train.simulator import SimulatedData
 
 PREFIX = "bench/hall"

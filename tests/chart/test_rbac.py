@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 import vibration_operator
-from tests.chart.helm import NAMESPACE, SCENARIOS, of_kind, render_scenario
-from tests.chart.operator_calls import OPERATOR_API_CALLS, ApiCall, calls_in_source, granted
 from vibration_operator import handlers, kube
+from vibration_testkit.helm import NAMESPACE, SCENARIOS, of_kind, render_scenario
+from vibration_testkit.operator_calls import OPERATOR_API_CALLS, ApiCall, calls_in_source, granted
 
 PACKAGE = Path(inspect.getfile(vibration_operator)).parent
 

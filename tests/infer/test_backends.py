@@ -8,19 +8,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnxruntime as ort
 import pytest
-from tests.infer.conftest import build_tflite, card_with, for_artifact, softmax_reference
 
 from vibration_core.errors import ContractMismatchError
 from vibration_core.features import extract_features
 from vibration_infer.backends import edgetpu, litert, onnx
 from vibration_infer.errors import DigestMismatchError, LoadError, PredictError
 from vibration_infer.loader import load_model, predict
+from vibration_testkit.cards import card_with, for_artifact
+from vibration_testkit.tflite import build_tflite, softmax_reference
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.infer.conftest import TinyModel
-
+    from vibration_testkit.cards import TinyModel
     from vibration_train.simulator import SimulatedData
 
 
