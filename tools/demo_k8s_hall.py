@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from demo_k8s_cluster import Cluster, DemoError
-from demo_k8s_models import port_forward
+from demo_k8s_models import port_forward, settled
 from vibration_operator import names
 from vibration_testkit.argocd_health import run_health
 from vibration_testkit.hall_mqtt import Dashboard, Sensor
@@ -187,29 +187,9 @@ class Hall:
         )
 
 
-def settled(vm: dict[str, Any], condition: str, active: str) -> bool:
-    """The status describes the current generation: `condition` True, `active` the active version."""
-    generation, status = vm["metadata"].get("generation"), vm.get("status") or {}
-    now: dict[str, Any] = next((c for c in status.get("conditions", []) if c["type"] == condition), {})
-    return (
-        status.get("observedGeneration") == generation
-        and now.get("status") == "True"
-        and now.get("observedGeneration") == generation
-        and (status.get("active") or {}).get("version") == active
-    )
-
-
 def node_status(vm: dict[str, Any], node: str) -> dict[str, Any]:
     """status.nodes[] of `node` ({} when absent)."""
     return next((n for n in (vm.get("status") or {}).get("nodes", []) if n["name"] == node), {})
-
-
-def condition(vm: dict[str, Any], kind: str) -> dict[str, Any]:
-    """One condition of the status ({} when absent)."""
-    found: dict[str, Any] = next(
-        (c for c in (vm.get("status") or {}).get("conditions", []) if c["type"] == kind), {}
-    )
-    return found
 
 
 def run_or_fail(step: Callable[[], T]) -> T:
