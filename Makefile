@@ -1,6 +1,7 @@
 # vibration-edge: one entry point for people and CI.
 #   make demo   the whole story on embedded defaults
 #   make test   every test (sets up what it needs)
+#   make test-fast  the pure and unit tests only (no broker, helm or cluster), in under 30 s
 #   make e2e    the whole story on the cluster of KUBECONFIG
 #   make check  format, lint, mypy strict, import layering, declared dependencies, generated-file drift
 #   make bench  figures beside their baselines
@@ -13,10 +14,10 @@ UV_VERSION := 0.13.9
 # uv from PATH when there is one, else a private copy installed by `make setup`.
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen --no-sync
-PY_DIRS := core training-job inference-image operator tests tools
-PACKAGES := core training-job inference-image operator
+PY_DIRS := core training-job inference-image operator testkit tests tools
+PACKAGES := core training-job inference-image operator testkit
 
-.PHONY: help setup setup-test demo demo-k8s test e2e check fmt lint typecheck layers deps crds generate verify-generated bench drift-eval images-report clean
+.PHONY: help setup setup-test demo demo-k8s test test-fast e2e check fmt lint typecheck layers deps crds generate verify-generated bench drift-eval images-report clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -48,6 +49,11 @@ demo-k8s: setup ## the demo on the cluster of KUBECONFIG (images pushed first; D
 
 test: setup-test ## run every test (the e2e ones too when KUBECONFIG names a cluster)
 	$(RUN) pytest --durations=40
+
+# Selected by marker, not by folder: a new test file runs here unless it is marked, and a test
+# that asks for a broker fixture is marked integration by tests/conftest.py.
+test-fast: setup ## the pure and unit tests: no broker, helm, cluster or long training (under 30 s)
+	$(RUN) pytest -m "not (integration or slow or e2e)" --durations=10
 
 e2e: setup-test ## only the e2e tests, on the cluster of KUBECONFIG (its nodes need the images)
 	@test -n "$${KUBECONFIG:-}" || echo "e2e: KUBECONFIG is not set: every e2e test will skip"

@@ -34,16 +34,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the emulator lives with the tests' fixtures
-
-from tests.operator.kmock_cluster import KmockCluster, kmock_cluster  # noqa: E402
-
-from bench_record import RESULTS, Figure, Section, record  # noqa: E402
-from vibration_operator import names  # noqa: E402
+from bench_record import RESULTS, Figure, Section, record
+from vibration_operator import names
+from vibration_testkit.kmock_cluster import KmockCluster, kmock_cluster
 
 if TYPE_CHECKING:
-    from tests.operator.kmock_cluster import Write
+    from vibration_testkit.kmock_cluster import Write
 
 NAMESPACE = "bench"
 HALL = {"edge.vibration.io/hall": "bench"}

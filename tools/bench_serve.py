@@ -39,15 +39,10 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the broker fixture lives with the tests
-
-from tests.infer.mosquitto import Mosquitto, free_port  # noqa: E402
-
-from bench_profile import Profile, Sampler  # noqa: E402
-from bench_record import Figure, Section, record  # noqa: E402
-from bench_serve_figures import Loads, profile_notes, reference_note, system_figures  # noqa: E402
-from bench_serve_parts import (  # noqa: E402
+from bench_profile import Profile, Sampler
+from bench_record import Figure, Section, record
+from bench_serve_figures import Loads, profile_notes, reference_note, system_figures
+from bench_serve_parts import (
     CORE,
     PREFIX,
     RATE,
@@ -63,8 +58,10 @@ from bench_serve_parts import (  # noqa: E402
     transport_only,
     with_children,
 )
-from vibration_core.modelcard import ModelCard  # noqa: E402
-from vibration_train.simulator import simulate  # noqa: E402
+from vibration_core.modelcard import ModelCard
+from vibration_testkit.mosquitto import Mosquitto
+from vibration_testkit.net import free_port
+from vibration_train.simulator import simulate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -39,8 +39,7 @@ from vibration_infer.serve.shadow import Shadow
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from tests.infer.mosquitto import Mosquitto
-
+    from vibration_testkit.mosquitto import Mosquitto
     from vibration_train.simulator import SimulatedData
 
 TOOLS = Path(__file__).resolve().parent

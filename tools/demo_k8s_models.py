@@ -114,33 +114,46 @@ def publish(
     return manifests
 
 
-def wait_for(cluster: Cluster, condition: str, active: str, timeout_s: float = 600) -> dict[str, Any]:
-    """Until the status describes the current spec: `condition` True and `active` serving."""
+def wait_for(cluster: Cluster, kind: str, active: str, timeout_s: float = 600) -> dict[str, Any]:
+    """Until the status describes the current spec: condition `kind` True and `active` serving."""
     ns = cluster.hall.namespace
     # What a person types; the loop below also checks that the status is about this generation.
-    cluster.run("kubectl", "-n", ns, "wait", f"vibrationmodel/{MODEL}", f"--for=condition={condition}=True",
+    cluster.run("kubectl", "-n", ns, "wait", f"vibrationmodel/{MODEL}", f"--for=condition={kind}=True",
                 f"--timeout={WAIT}", quiet=True)  # fmt: skip
     deadline = time.monotonic() + timeout_s
     while not cluster.dry_run:
         obj = cluster.kubectl_json("-n", ns, "get", f"vibrationmodel/{MODEL}")
-        generation, status = obj["metadata"].get("generation"), obj.get("status") or {}
-        conditions = {c["type"]: c for c in status.get("conditions", [])}
-        now = conditions.get(condition, {})
-        if (
-            status.get("observedGeneration") == generation
-            and now.get("status") == "True"
-            and now.get("observedGeneration") == generation
-            and (status.get("active") or {}).get("version") == active
-        ):
+        status = obj.get("status") or {}
+        if settled(obj, kind, active):
             return status
         if time.monotonic() > deadline:
             raise DemoError(
-                f"{MODEL} did not reach {condition} with {active} active within {timeout_s:.0f} s: "
+                f"{MODEL} did not reach {kind} with {active} active within {timeout_s:.0f} s: "
                 f"phase {status.get('phase')}, active {(status.get('active') or {}).get('version')}, "
-                f"{condition}: {now.get('message', 'not set')}"
+                f"{kind}: {condition(obj, kind).get('message', 'not set')}"
             )
         time.sleep(2)
     return {}
+
+
+def settled(vm: dict[str, Any], kind: str, active: str) -> bool:
+    """The status describes the current generation: condition `kind` True, `active` the active version."""
+    generation, status = vm["metadata"].get("generation"), vm.get("status") or {}
+    now = condition(vm, kind)
+    return (
+        status.get("observedGeneration") == generation
+        and now.get("status") == "True"
+        and now.get("observedGeneration") == generation
+        and (status.get("active") or {}).get("version") == active
+    )
+
+
+def condition(vm: dict[str, Any], kind: str) -> dict[str, Any]:
+    """One condition of the status ({} when absent)."""
+    found: dict[str, Any] = next(
+        (c for c in (vm.get("status") or {}).get("conditions", []) if c["type"] == kind), {}
+    )
+    return found
 
 
 def roll_out(cluster: Cluster, manifests: dict[str, Path]) -> list[str]:

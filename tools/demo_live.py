@@ -17,12 +17,10 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,21 +30,19 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the embedded broker is the tests' fixture
-
-from tests.infer.mosquitto import Mosquitto, free_port  # noqa: E402
-
-from vibration_core.messages import Alert, ModelStatus, Prediction  # noqa: E402
-from vibration_core.modelcard import ModelCard  # noqa: E402
-from vibration_core.raw import encode_raw_float32  # noqa: E402
-from vibration_core.spec import VersionRef  # noqa: E402
-from vibration_core.target import ModelTarget  # noqa: E402
-from vibration_core.topics import TopicLayout  # noqa: E402
-from vibration_train.simulator import Drift, make_machines, simulate_machine_stream  # noqa: E402
+from vibration_core.messages import Alert, ModelStatus, Prediction
+from vibration_core.modelcard import ModelCard
+from vibration_core.raw import encode_raw_float32
+from vibration_core.spec import VersionRef
+from vibration_core.target import ModelTarget
+from vibration_core.topics import TopicLayout
+from vibration_testkit.mosquitto import Mosquitto
+from vibration_testkit.net import free_port
+from vibration_train.simulator import Drift, make_machines, simulate_machine_stream
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 PREFIX = "factory/hall-a"
 LAYOUT = TopicLayout(PREFIX)

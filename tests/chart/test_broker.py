@@ -3,36 +3,23 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.chart.helm import component, of_kind, render, scenario_file
+from vibration_testkit.helm import component, of_kind, render, scenario_file
+from vibration_testkit.mosquitto import require_mosquitto
+from vibration_testkit.net import free_port
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
 _START_DEADLINE_S = 10.0
-
-
-def _mosquitto() -> str:
-    found = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").is_file() else None
-    )
-    if found is None:
-        pytest.skip("mosquitto is not installed: run tools/ensure-test-deps.sh (make test does)")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _broker_objects(*sets: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -54,10 +41,10 @@ def test_config_has_nodelay_persistence_and_no_anonymous() -> None:
 
 
 def test_mosquitto_starts_with_the_rendered_config_and_bridge(tmp_path: Path) -> None:
-    mosquitto = _mosquitto()
+    mosquitto = require_mosquitto()
     configmap, deployment = _broker_objects(
         "broker.bridge.enabled=true",
-        f"broker.bridge.address=127.0.0.1:{_free_port()}",
+        f"broker.bridge.address=127.0.0.1:{free_port()}",
         "broker.bridge.credentialsSecret=uplink",
         "broker.bridge.tls.enabled=false",
     )
@@ -78,7 +65,7 @@ def test_mosquitto_starts_with_the_rendered_config_and_bridge(tmp_path: Path) ->
     assert bridge.endswith("remote_username hall-a\nremote_password not-a-real-password\n")
     assert oct((root / "bridge" / "bridge.conf").stat().st_mode & 0o777) == "0o600"
 
-    port = _free_port()
+    port = free_port()
     conf = configmap["data"]["mosquitto.conf"].replace("/mosquitto/", f"{root}/")
     conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1")
     if os.geteuid() == 0:

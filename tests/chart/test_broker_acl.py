@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import shutil
 import subprocess
 import threading
 import time
@@ -21,11 +20,11 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from tests.infer.mosquitto import Mosquitto, mosquitto_path
 from vibration_core.topics import TopicLayout
+from vibration_testkit.mosquitto import Mosquitto, require_mosquitto
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 pytestmark = pytest.mark.integration
 
@@ -84,16 +83,14 @@ class Client:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    binary, passwd = mosquitto_path(), shutil.which("mosquitto_passwd")
-    if binary is None or passwd is None:
-        pytest.skip("mosquitto is not installed: run tools/ensure-test-deps.sh (make test does)")
+def broker(tmp_path: Path, make_broker: Callable[..., Mosquitto]) -> Mosquitto:
+    """A broker that knows the users of `USERS` and applies the example ACL file."""
+    passwd = require_mosquitto("mosquitto_passwd")
     passwords = tmp_path / "passwordfile"
     passwords.touch()
     for user, password in USERS.items():
         subprocess.run([passwd, "-b", str(passwords), user, password], check=True, capture_output=True)
-    with Mosquitto(tmp_path / "broker", binary=binary, auth=(passwords, ACL)) as started:
-        yield started
+    return make_broker(auth=(passwords, ACL))
 
 
 @pytest.fixture

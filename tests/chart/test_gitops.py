@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.chart.helm import ROOT, component, of_kind, render
-from tests.operator.apiserver_like import validate
 from vibration_core.spec import VibrationModel
 from vibration_operator.crd import build_crd
+from vibration_testkit.apiserver_like import validate
+from vibration_testkit.helm import ROOT, component, of_kind, render
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.argocd_health import SCRIPT, UNSAFE, run_health
-from tests.chart.helm import ROOT
 from vibration_core.spec import VibrationModelStatus
+from vibration_testkit.argocd_health import SCRIPT, UNSAFE, run_health
+from vibration_testkit.helm import ROOT
 
 lua51 = pytest.importorskip("lupa.lua51", reason="lupa without its Lua 5.1 runtime")
 

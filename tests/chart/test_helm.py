@@ -13,7 +13,9 @@ import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from tests.chart.helm import (
+from vibration_operator import names
+from vibration_operator.settings import OperatorSettings
+from vibration_testkit.helm import (
     CHART,
     NAMESPACE,
     ROOT,
@@ -25,8 +27,6 @@ from tests.chart.helm import (
     run_helm,
     scenario_file,
 )
-from vibration_operator import names
-from vibration_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.integration
 

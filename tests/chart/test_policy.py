@@ -8,10 +8,19 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from tests.chart.helm import CHART, NAMESPACE, ROOT, SCENARIOS, component, of_kind, pod_specs, render_scenario
 from vibration_core.spec import VibrationModelSpec
 from vibration_operator.builders import build_serving_pod
 from vibration_operator.settings import OperatorSettings
+from vibration_testkit.helm import (
+    CHART,
+    NAMESPACE,
+    ROOT,
+    SCENARIOS,
+    component,
+    of_kind,
+    pod_specs,
+    render_scenario,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -14,8 +14,9 @@ from typing import Any
 import kopf
 import pytest
 
-from tests.chart.helm import NAMESPACE, SCENARIOS, of_kind, render_scenario
-from tests.chart.operator_calls import (
+from vibration_operator import kube
+from vibration_testkit.helm import NAMESPACE, SCENARIOS, of_kind, render_scenario
+from vibration_testkit.operator_calls import (
     ApiCall,
     granted,
     kopf_calls,
@@ -23,7 +24,6 @@ from tests.chart.operator_calls import (
     operator_kopf_settings,
     operator_registry,
 )
-from vibration_operator import kube
 
 Triple = tuple[str, str, str]
 

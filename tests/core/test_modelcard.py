@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vibration_core.errors import ContractMismatchError, ModelCardError
-from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
+from vibration_core.features import FEATURE_NAMES
 from vibration_core.modelcard import (
     FeatureSpec,
     InputTransform,
@@ -23,58 +23,10 @@ from vibration_core.modelcard import (
     check_signature,
     sha256_file,
 )
-from vibration_core.reference import build_reference
+from vibration_testkit.cards import LABELS, card_dict
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-LABELS = ("normal", "imbalance", "misalignment", "bearing_fault")
-
-
-def card_dict(artifact_sha: str = "a" * 64) -> dict[str, Any]:
-    rng = np.random.default_rng(1)
-    features = rng.gamma(2.0, 1.0, (400, 10))
-    labels = np.asarray(LABELS)[rng.integers(0, 4, 400)]
-    reference = build_reference(features, labels, feature_names=FEATURE_NAMES, label_order=LABELS)
-    per_class = {label: {"precision": 0.9, "recall": 0.95, "f1": 0.92, "support": 100} for label in LABELS}
-    return {
-        "model_id": "spindle-classifier",
-        "version": "v3",
-        "framework": "sklearn-gradient-boosting 1.9.1",
-        "format": "onnx",
-        "created": "2026-11-24T22:00:00Z",
-        "artifact": {"filename": "model.onnx", "sha256": artifact_sha, "size_bytes": 1234},
-        "labels": list(LABELS),
-        "features": {"names": list(FEATURE_NAMES), "extractor_version": EXTRACTOR_VERSION},
-        "signal": {"sample_rate": 25600.0, "window_length": 4096, "unit": "g"},
-        "input": {"name": "features", "shape": [None, 10], "dtype": "float32"},
-        "outputs": [
-            {"name": "label", "shape": [None], "dtype": "string"},
-            {"name": "probabilities", "shape": [None, 4], "dtype": "float32"},
-        ],
-        "training": {
-            "samples": 400,
-            "start": "2026-11-01T00:00:00Z",
-            "end": "2026-11-02T00:00:00Z",
-            "machines": ["m-01", "m-02"],
-            "class_counts": dict.fromkeys(LABELS, 100),
-        },
-        "metrics": {
-            "accuracy": 0.95,
-            "macro_f1": 0.949,
-            "weighted_f1": 0.95,
-            "per_class": per_class,
-            "test_samples": 80,
-            "held_out": {
-                "split": "grouped",
-                "machines": ["m-02"],
-                "recordings": 4,
-                "recording_accuracy": 1.0,
-            },
-        },
-        "reference": json.loads(reference.model_dump_json()),
-        "hyperparameters": {"n_estimators": 150, "max_depth": 5},
-    }
 
 
 def make_card(**changes: Any) -> ModelCard:

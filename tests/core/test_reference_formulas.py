@@ -4,7 +4,7 @@ The people moving to this project bring models and feature tables made by
 the reference pipeline: its Python ``extract_features`` and its Node-RED
 function node, which compute every feature per window in float64 (JSON
 numbers), with kurtosis as ``mean((x - mean)**4) / std**4`` (Pearson). Those
-formulas are restated in ``tests/reference_pipeline.py`` from the
+formulas are restated in ``vibration_testkit.reference_pipeline`` from the
 reference's own text, not by calling anything in ``vibration_core``, so a
 change to our extractor that moves a feature away from the reference fails
 here.
@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pytest
-from tests.reference_pipeline import reference_pipeline_features
 
 from vibration_core.features import FEATURE_NAMES, extract_features
+from vibration_testkit.reference_pipeline import reference_pipeline_features
 
 RATES_HZ = (12000.0, 20000.0, 25600.0, 48000.0)
 N = 4096

@@ -1,26 +1,21 @@
-"""The e2e hall, set up once for the package, and the tools folder on the path (the demo's helpers)."""
+"""The e2e hall, set up once for the package with the demo's own steps (``tools/demo_k8s*.py``)."""
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))
-
-import demo_k8s_objects as objects  # noqa: E402
-from demo_k8s import gateways, install_chart, preflight, secrets_and_registry, seed_nodes, teardown  # noqa: E402
-from demo_k8s_cluster import Cluster  # noqa: E402
-from demo_k8s_models import publish, train  # noqa: E402
-from tests.e2e.hall import CANARY_CLASSES, SENSOR, Hall, run_or_fail  # noqa: E402
+import demo_k8s_objects as objects
+from demo_k8s import gateways, install_chart, preflight, secrets_and_registry, seed_nodes, teardown
+from demo_k8s_cluster import Cluster
+from demo_k8s_hall import CANARY_CLASSES, SENSOR, Hall, run_or_fail
+from demo_k8s_models import publish, train
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 HALL = "hall-e2e"
 VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v7")

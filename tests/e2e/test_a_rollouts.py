@@ -29,7 +29,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.hall import Hall, condition, health, node_status
+from demo_k8s_hall import Hall, health, node_status
+from demo_k8s_models import condition
 
 pytestmark = [
     pytest.mark.e2e,

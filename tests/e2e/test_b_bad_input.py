@@ -30,7 +30,8 @@ import yaml
 
 from demo_k8s import wait_job
 from demo_k8s_cluster import REGISTRY_SECRET, SERVING_SECRET
-from tests.e2e.hall import Hall, condition, node_status, run_or_fail
+from demo_k8s_hall import Hall, node_status, run_or_fail
+from demo_k8s_models import condition
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -27,9 +27,9 @@ import yaml
 import demo_k8s_objects as objects
 from demo_k8s import wait_job
 from demo_k8s_cluster import ROOT, SERVING_SECRET
+from demo_k8s_hall import MODEL, Hall, health, node_status, run_or_fail
 from demo_k8s_models import port_forward
-from tests.e2e import central
-from tests.e2e.hall import MODEL, Hall, health, node_status, run_or_fail
+from vibration_testkit import central_broker as central
 
 pytestmark = [
     pytest.mark.e2e,

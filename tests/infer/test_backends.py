@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnxruntime as ort
 import pytest
-from tests.infer.conftest import build_tflite, card_with, for_artifact, softmax_reference
 
 from vibration_core.errors import ContractMismatchError
 from vibration_core.features import extract_features
@@ -16,12 +15,13 @@ from vibration_core.logs import event_fields
 from vibration_infer.backends import edgetpu, litert, onnx
 from vibration_infer.errors import DigestMismatchError, LoadError, PredictError
 from vibration_infer.loader import load_model, predict
+from vibration_testkit.cards import card_with, for_artifact
+from vibration_testkit.tflite import build_tflite, softmax_reference
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.infer.conftest import TinyModel
-
+    from vibration_testkit.cards import TinyModel
     from vibration_train.simulator import SimulatedData
 
 

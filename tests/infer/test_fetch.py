@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from minio import Minio
-from moto.server import ThreadedMotoServer
-from tests.infer.conftest import closed_port, hung_server
 
 from vibration_infer.errors import FetchError
 from vibration_infer.fetch import FetchOptions, fetch, redact_uri, sibling_uri
+from vibration_testkit import net
+from vibration_testkit.net import free_port, hung_server
+from vibration_testkit.s3 import running_moto
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,16 +46,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def http_server(*plan: tuple[int, bytes, bool]) -> Iterator[Any]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.plan, server.hits, server.daemon_threads = list(plan), 0, True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with net.http_server(_Handler) as server:
+        planned: Any = server
+        planned.plan, planned.hits = list(plan), 0
+        yield planned
 
 
 def url(server: Any, path: str = "/models/m/v1/model.onnx") -> str:
@@ -127,7 +121,7 @@ def test_hung_server_fails_within_its_timeouts(tmp_path: Path) -> None:
 
 def test_closed_port_fails_with_the_reason(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="refused"):
-        fetch(f"http://127.0.0.1:{closed_port()}/m.onnx", tmp_path / "m.onnx", FAST)
+        fetch(f"http://127.0.0.1:{free_port()}/m.onnx", tmp_path / "m.onnx", FAST)
 
 
 def test_size_limit_is_final(tmp_path: Path) -> None:
@@ -157,17 +151,11 @@ def test_http_error_never_shows_credentials_in_the_uri(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def moto_s3() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = Minio(f"{host}:{port}", access_key=ACCESS, secret_key=SECRET, secure=False, region="us-east-1")
-    client.make_bucket("models")
-    client._http.clear()  # close its sockets now: an unclosed one warns (an error here) when collected
-    try:
-        yield endpoint
-    finally:
-        server.stop()
+    with running_moto() as moto:
+        client = moto.client(ACCESS, SECRET)
+        client.make_bucket("models")
+        client._http.clear()  # close its sockets now: an unclosed one warns (an error here) when collected
+        yield moto.endpoint
 
 
 def s3_options(endpoint: str) -> FetchOptions:

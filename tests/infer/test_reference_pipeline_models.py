@@ -1,6 +1,6 @@
 """The reference pipeline's models and feature tables, served here from raw windows over a real Mosquitto.
 
-People move here with what the reference pipeline made (`tests.reference_pipeline`
+People move here with what the reference pipeline made (`vibration_testkit.reference_pipeline`
 restates its feature formulas and its model recipe). Two paths, end to end:
 
 - its ONNX model, trained elsewhere on its float64 features: ``vibration-train
@@ -25,9 +25,6 @@ import onnxruntime as ort
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tests.infer.mosquitto import Mosquitto, mosquitto_broker
-from tests.infer.serving import SLOW, Collector, Publisher, serve_settings, serving, wait_until
-from tests.reference_pipeline import CLASSES, SAMPLE_RATE, WINDOW_LENGTH, reference_features, reference_model
 from typer.testing import CliRunner
 
 from vibration_core import dataset
@@ -36,26 +33,30 @@ from vibration_core.modelcard import CARD_FILENAME
 from vibration_core.units import METADATA_UNIT
 from vibration_core.validation import ExitCode
 from vibration_infer import cli as infer_cli
+from vibration_testkit.reference_pipeline import (
+    CLASSES,
+    SAMPLE_RATE,
+    WINDOW_LENGTH,
+    reference_features,
+    reference_model,
+)
+from vibration_testkit.serving import SLOW, Collector, Publisher, serve_settings, serving, wait_until
 from vibration_train.cli import app as train_app
 from vibration_train.simulator import SimulatedData, simulate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
     from pathlib import Path
 
     import numpy.typing as npt
 
     from vibration_infer.serve.settings import ServeSettings
+    from vibration_testkit.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
 
 TOLERANCE = 1e-5
 """Largest difference between a served probability and the offline one."""
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    yield from mosquitto_broker(tmp_path)
 
 
 def windows(n: int, seed: int) -> SimulatedData:

@@ -26,18 +26,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from tests.infer.conftest import MODEL_ID, SAMPLE_RATE, TINY, WINDOW_LENGTH, TinyModel
-from tests.infer.mosquitto import Mosquitto, free_port, mosquitto_broker
-from tests.infer.serving import (
-    LAYOUT,
-    PREFIX,
-    SLOW,
-    Collector,
-    Publisher,
-    serve_settings,
-    serving,
-    wait_until,
-)
 
 from vibration_core.messages import ErrorMessage, ErrorReason, ModelStatus, Prediction
 from vibration_core.modelcard import CARD_FILENAME
@@ -55,17 +43,30 @@ from vibration_infer.serve.app import ServeApp
 from vibration_infer.serve.batcher import BatchProcessor, Deduper, Incoming, collect
 from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.serve.swap import TargetWatcher
+from vibration_testkit.cards import MODEL_ID, SAMPLE_RATE, WINDOW_LENGTH, TinyModel
+from vibration_testkit.net import free_port
+from vibration_testkit.serving import (
+    LAYOUT,
+    PREFIX,
+    SLOW,
+    Collector,
+    Publisher,
+    serve_settings,
+    serving,
+    wait_until,
+)
+from vibration_testkit.tiny_models import TINY
 from vibration_train.card import build_card, write_model
 from vibration_train.fit import fit
 from vibration_train.onnx_export import to_onnx
 from vibration_train.simulator import simulate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from vibration_core.modelcard import ModelCard
     from vibration_infer.loader import LoadedModel
+    from vibration_testkit.mosquitto import Mosquitto
     from vibration_train.data import TrainingTable
     from vibration_train.simulator import SimulatedData
 
@@ -130,11 +131,6 @@ def keys(data: SimulatedData) -> set[tuple[str, int]]:
 
 
 # --- the serving pod in this process -------------------------------------------------------
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    yield from mosquitto_broker(tmp_path)
 
 
 @pytest.fixture(params=["wire", "paho"])

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from tests.infer.mosquitto import Mosquitto, mosquitto_broker
-from tests.infer.serving import Collector, Publisher, serve_settings, serving, wait_until
 
 from vibration_core import dataset
 from vibration_core.features import extract_features
@@ -26,6 +24,7 @@ from vibration_core.raw import encode_raw_float32
 from vibration_core.target import ShadowPolicy
 from vibration_infer.loader import load_model
 from vibration_infer.serve.shadow import Shadow
+from vibration_testkit.serving import Collector, Publisher, serve_settings, serving, wait_until
 from vibration_train.card import build_card, write_model
 from vibration_train.data import TrainingTable
 from vibration_train.fit import FitConfig, fit
@@ -33,10 +32,10 @@ from vibration_train.onnx_export import to_onnx
 from vibration_train.simulator import Drift, SimulatedData, simulate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from vibration_infer.serve.settings import ServeSettings
+    from vibration_testkit.mosquitto import Mosquitto
 
 RATE, LENGTH = 25600.0, 1024
 CONFIG = FitConfig(n_estimators=30, max_depth=3)
@@ -160,11 +159,6 @@ def send_live(sensor: Publisher, live: SimulatedData, n: int) -> None:
         sensor.send(
             str(live.machine[i]), encode_raw_float32(live.windows[i], RATE, int(live.timestamp_ns[i]))
         )
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    yield from mosquitto_broker(tmp_path)
 
 
 @pytest.mark.integration

@@ -9,27 +9,13 @@ import io
 import json
 import os
 import shutil
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 from minio import Minio
-from moto.server import ThreadedMotoServer
-from tests.infer.conftest import (
-    MODEL_ID,
-    SAMPLE_RATE,
-    TINY,
-    WINDOW_LENGTH,
-    TinyModel,
-    card_with,
-    closed_port,
-    for_artifact,
-    hung_server,
-    publish,
-)
 
 from vibration_core import dataset
 from vibration_core.features import FEATURE_NAMES
@@ -41,6 +27,10 @@ from vibration_infer import outcome as outcome_module
 from vibration_infer.cache import LAST_GOOD_FILENAME, ModelCache
 from vibration_infer.outcome import Outcome, emit, one_line
 from vibration_infer.validate import validate
+from vibration_testkit.cards import MODEL_ID, SAMPLE_RATE, WINDOW_LENGTH, TinyModel, card_with, for_artifact
+from vibration_testkit.net import free_port, http_server, hung_server
+from vibration_testkit.s3 import running_moto
+from vibration_testkit.tiny_models import TINY, publish
 from vibration_train.card import build_card
 from vibration_train.fit import fit
 from vibration_train.onnx_export import to_onnx
@@ -128,7 +118,7 @@ def _case(  # noqa: C901, PLR0911, PLR0912 - one flat table of cases reads bette
         return publish(registry, m).as_uri()
 
     if name == "closed_port":
-        return {"model_uri": f"http://127.0.0.1:{closed_port()}/models/m/v1/model.onnx"}
+        return {"model_uri": f"http://127.0.0.1:{free_port()}/models/m/v1/model.onnx"}
     if name == "missing_file":
         return {"model_uri": (registry / "absent" / "model.onnx").as_uri()}
     if name == "expected_digest":
@@ -297,16 +287,8 @@ def test_hung_registry_fails_within_its_timeout(make_settings: MakeSettings) -> 
 
 @contextlib.contextmanager
 def serve_directory(root: Path) -> Iterator[str]:
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(functools.partial(_QuietHandler, directory=str(root))) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -433,13 +415,8 @@ def test_int8_model_is_validated_through_its_cards_input_transform(
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with running_moto() as moto:
+        yield moto.endpoint
 
 
 def test_validate_from_s3_with_key_files(
@@ -592,7 +569,7 @@ def test_the_init_container_validates_its_target_and_falls_back_to_last_good(
     # (the operator reads it), the exit code is 0 so the pod serves v1.
     garbage = b"\x08\x07 not a graph " * 50
     broken = TinyModel(garbage, card_with(for_artifact(onnx_model.card, garbage), {"version": "v2"}))
-    unreachable = f"http://127.0.0.1:{closed_port()}/spindle/v3/model.onnx"
+    unreachable = f"http://127.0.0.1:{free_port()}/spindle/v3/model.onnx"
     for uri, digest, code in (
         (publish(registry, broken).as_uri(), broken.card.artifact.sha256, ExitCode.CANNOT_LOAD),
         (unreachable, "0" * 64, ExitCode.CANNOT_FETCH),

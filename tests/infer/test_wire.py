@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from tests.infer.mosquitto import Mosquitto, mosquitto_path
 
 from vibration_core.logs import JsonFormatter, event_fields
 from vibration_infer.serve import mqtt5
@@ -36,10 +35,11 @@ from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.serve.wire import WireLink
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from vibration_infer.serve.batcher import Incoming
+    from vibration_testkit.mosquitto import Mosquitto
 
 PREFIX = "test/hall"
 RAW = f"{PREFIX}/machines/+/raw"
@@ -151,23 +151,6 @@ def test_reason_codes_read_as_words() -> None:
 
 
 # --- against a real Mosquitto --------------------------------------------------------------
-
-
-@pytest.fixture
-def make_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
-    if mosquitto_path() is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    started: list[Mosquitto] = []
-
-    def make(*extra: str) -> Mosquitto:
-        broker = Mosquitto(tmp_path / f"broker-{len(started)}", extra=extra)
-        broker.start()
-        started.append(broker)
-        return broker
-
-    yield make
-    for broker in started:
-        broker.stop()
 
 
 def settings(url: str, tmp_path: Path, **overrides: object) -> ServeSettings:

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.operator.test_rollout import make_spec
 from vibration_core.spec import HistoryEntry, UpdateWindow
 from vibration_operator.conditions import CONDITION_TYPES, append_history, get_condition, set_condition
 from vibration_operator.node_state import NodeObservation
 from vibration_operator.rollout import decide
 from vibration_operator.schedule import Cron, CronError, is_open, next_open
+from vibration_testkit.specs import make_spec
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tests.operator.apiserver_like import validate
 from vibration_core.spec import VibrationModel
 from vibration_operator.crd import build_crd, crd_yaml
+from vibration_testkit.apiserver_like import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "crds" / "samples").glob("*.yaml"))

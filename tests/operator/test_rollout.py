@@ -25,6 +25,7 @@ from vibration_operator.conditions import get_condition
 from vibration_operator.node_state import Candidate, NodeObservation
 from vibration_operator.rollout import Decision, decide
 from vibration_operator.settings import OperatorSettings
+from vibration_testkit.specs import make_spec, sha
 
 if TYPE_CHECKING:
     from vibration_core.messages import CandidateState
@@ -33,27 +34,6 @@ if TYPE_CHECKING:
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 NODES = ("edge-1", "edge-2", "edge-3")
 FAIL = "accuracy 0.81 < min 0.93"
-
-
-def sha(version: str) -> str:
-    return f"{sum(map(ord, version)):064x}"
-
-
-def make_spec(
-    version: str = "v2", *, coral: bool = False, canaries: int = 1, **rollout: Any
-) -> VibrationModelSpec:
-    return VibrationModelSpec.model_validate(
-        {
-            "version": version,
-            "artifact": {"uri": f"s3://models/spindle/{version}/model.onnx", "sha256": sha(version)},
-            "format": "edgetpu" if coral else "onnx",
-            "accelerator": "coral" if coral else "cpu",
-            "nodeSelector": {"edge.vibration.io/hall": "hall-a"},
-            "mqtt": {"broker": "mqtt://mosquitto.hall-a:1883", "topicPrefix": "factory/hall-a"},
-            "validation": {"minAccuracy": 0.93},
-            "rollout": {"canaryNodes": canaries, **rollout},
-        }
-    )
 
 
 @dataclass

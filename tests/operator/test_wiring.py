@@ -17,19 +17,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from tests.operator.kmock_cluster import (
-    FakeKubelet,
-    KmockCluster,
-    eventually,
-    kmock_cluster,
-    running_operator,
-    uncovered,
-    verbs_used,
-)
 from vibration_core import spec as vm_spec
 from vibration_operator import names
 from vibration_operator.kube import RBAC_RULES
 from vibration_operator.settings import OperatorSettings
+from vibration_testkit.fake_kubelet import FakeKubelet, running_operator, uncovered, verbs_used
+from vibration_testkit.kmock_cluster import KmockCluster, eventually, kmock_cluster
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -6,23 +6,16 @@ import threading
 from typing import TYPE_CHECKING
 
 import pytest
-from tests.infer.mosquitto import Mosquitto, free_port, mosquitto_path
 
 from bench_record import Figure, Section, load, record
 from bench_report import render
 from mqtt_wire import WireClient, WireError
+from vibration_testkit.net import free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    if mosquitto_path() is None:
-        pytest.skip("mosquitto is not installed (tools/ensure-test-deps.sh installs it)")
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
+    from vibration_testkit.mosquitto import Mosquitto
 
 
 @pytest.mark.integration
@@ -56,16 +49,13 @@ def test_wire_client_names_a_broker_that_is_not_there() -> None:
 
 
 @pytest.mark.integration
-def test_wire_client_reports_a_refused_subscription(tmp_path: Path) -> None:
-    if mosquitto_path() is None:
-        pytest.skip("mosquitto is not installed (tools/ensure-test-deps.sh installs it)")
-    with Mosquitto(tmp_path / "broker") as broker:
-        client = WireClient(broker.host, broker.port, "bad")
-        try:
-            with pytest.raises(WireError, match="SUBSCRIBE 'bad/#/filter' failed"):
-                client.subscribe("bad/#/filter")  # '#' must be the last level: the broker drops us
-        finally:
-            client.close()
+def test_wire_client_reports_a_refused_subscription(broker: Mosquitto) -> None:
+    client = WireClient(broker.host, broker.port, "bad")
+    try:
+        with pytest.raises(WireError, match="SUBSCRIBE 'bad/#/filter' failed"):
+            client.subscribe("bad/#/filter")  # '#' must be the last level: the broker drops us
+    finally:
+        client.close()
 
 
 def section() -> Section:

@@ -17,14 +17,14 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from tests.chart.helm import CHART, of_kind, run_helm
-from tests.train.s3_fixture import ACCESS_KEY, SECRET_KEY, make_model_dir, running_moto
 
 import demo_k8s_objects as objects
 from demo_k8s import free_gateway
 from demo_k8s_cluster import MIN_ACCURACY
 from demo_k8s_models import hold_to_the_halls_bar, publish_args
 from vibration_core.spec import ValidationSpec, VibrationModel
+from vibration_testkit.helm import CHART, of_kind, run_helm
+from vibration_testkit.s3 import ACCESS_KEY, SECRET_KEY, make_model_dir, running_moto
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "demo_k8s.py"

@@ -13,14 +13,20 @@ import onnxruntime as ort
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from tests.infer.mosquitto import Mosquitto, mosquitto_path
-from tests.reference_pipeline import CLASSES, SAMPLE_RATE, reference_model, reference_pipeline_features
 
 import reference_design
 from vibration_core.raw import encode_raw_json
+from vibration_testkit.reference_pipeline import (
+    CLASSES,
+    SAMPLE_RATE,
+    reference_model,
+    reference_pipeline_features,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from vibration_testkit.mosquitto import Mosquitto
 
 
 def _windows(n: int) -> np.ndarray:
@@ -39,9 +45,9 @@ def test_the_reference_design_computes_the_reference_pipelines_features() -> Non
 
 
 @pytest.mark.integration
-def test_the_reference_design_answers_each_json_window_as_onnx_runtime_does(tmp_path: Path) -> None:
-    if mosquitto_path() is None:
-        pytest.skip("mosquitto is not installed (tools/ensure-test-deps.sh installs it)")
+def test_the_reference_design_answers_each_json_window_as_onnx_runtime_does(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
     windows = _windows(12)
     features = np.array([reference_pipeline_features(w, SAMPLE_RATE) for w in windows], dtype=np.float32)
     model = tmp_path / "model.onnx"
@@ -57,33 +63,32 @@ def test_the_reference_design_answers_each_json_window_as_onnx_runtime_does(tmp_
         if len(answers) == len(windows):
             done.set()
 
-    with Mosquitto(tmp_path / "broker") as broker:
-        front = subprocess.Popen(
-            [sys.executable, reference_design.__file__, "front", broker.host, str(broker.port), "hall",
-             str(model),
-             *CLASSES],
-            stdout=subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            assert front.stdout is not None
-            assert front.stdout.readline().strip() == b"ready"
-            listener = paho.Client(CallbackAPIVersion.VERSION2, client_id="listener")
-            listener.on_message = on_message
-            listener.connect(broker.host, broker.port)
-            listener.subscribe("hall/machines/+/predictions", qos=1)
-            listener.loop_start()
-            sensor = paho.Client(CallbackAPIVersion.VERSION2, client_id="sensor")
-            sensor.connect(broker.host, broker.port)
-            sensor.loop_start()
-            for i, window in enumerate(windows):
-                sensor.publish("hall/machines/cnc-01/raw", encode_raw_json(window, SAMPLE_RATE, i), qos=1)
-            assert done.wait(30), f"{len(answers)} of {len(windows)} answered"
-            for client in (sensor, listener):
-                client.disconnect()
-                client.loop_stop()
-        finally:
-            front.terminate()
-            front.communicate(timeout=30)
+    front = subprocess.Popen(
+        [sys.executable, reference_design.__file__, "front", broker.host, str(broker.port), "hall",
+         str(model),
+         *CLASSES],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert front.stdout is not None
+        assert front.stdout.readline().strip() == b"ready"
+        listener = paho.Client(CallbackAPIVersion.VERSION2, client_id="listener")
+        listener.on_message = on_message
+        listener.connect(broker.host, broker.port)
+        listener.subscribe("hall/machines/+/predictions", qos=1)
+        listener.loop_start()
+        sensor = paho.Client(CallbackAPIVersion.VERSION2, client_id="sensor")
+        sensor.connect(broker.host, broker.port)
+        sensor.loop_start()
+        for i, window in enumerate(windows):
+            sensor.publish("hall/machines/cnc-01/raw", encode_raw_json(window, SAMPLE_RATE, i), qos=1)
+        assert done.wait(30), f"{len(answers)} of {len(windows)} answered"
+        for client in (sensor, listener):
+            client.disconnect()
+            client.loop_stop()
+    finally:
+        front.terminate()
+        front.communicate(timeout=30)
     for i in range(len(windows)):
         answer = answers[i]
         assert answer["machine"] == "cnc-01"

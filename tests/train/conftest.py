@@ -7,45 +7,29 @@ which keeps the whole training suite to seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from vibration_core import dataset
-from vibration_core.features import FEATURE_NAMES, extract_features
-from vibration_core.units import METADATA_UNIT
+from vibration_testkit.train_tables import (
+    FIGURE_PROPERTY,
+    N_WINDOWS,
+    SAMPLE_RATE,
+    TINY,
+    WINDOW_LENGTH,
+    Trained,
+    feature_columns,
+    write_columns,
+)
 from vibration_train.card import build_card
-from vibration_train.data import TrainingTable, load_table
-from vibration_train.fit import FitConfig, FitResult, fit
-from vibration_train.onnx_export import OnnxModel, ParityReport, check_parity, to_onnx
+from vibration_train.data import load_table
+from vibration_train.fit import fit
+from vibration_train.onnx_export import check_parity, to_onnx
 from vibration_train.simulator import SimulatedData, simulate
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from vibration_core.modelcard import ModelCard
-
-FIGURE_PROPERTY = "figure"
-"""A test's `record_property` name for a figure the test run's summary prints."""
-
-SAMPLE_RATE = 25600.0
-WINDOW_LENGTH = 1024
-N_WINDOWS = 480
-TINY = FitConfig(n_estimators=20)
-
-
-@dataclass(frozen=True)
-class Trained:
-    """One model taken through every library step."""
-
-    table: TrainingTable
-    result: FitResult
-    model: OnnxModel
-    parity: ParityReport
-    card: ModelCard
 
 
 @pytest.fixture(scope="session")
@@ -57,25 +41,6 @@ def simulated() -> SimulatedData:
 def raw_parquet(simulated: SimulatedData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("raw") / "windows.parquet"
     dataset.write_parquet(simulated, path, unit="g")
-    return path
-
-
-def feature_columns(data: SimulatedData) -> dict[str, Any]:
-    """The columns of a features table computed from simulated windows."""
-    features = extract_features(data.windows, data.sample_rate)
-    columns: dict[str, Any] = {name: features[:, i] for i, name in enumerate(FEATURE_NAMES)}
-    columns["label"] = data.labels.tolist()
-    columns["machine"] = data.machine.tolist()
-    columns["timestamp"] = pa.array(data.timestamp_ns, type=pa.timestamp("ns", tz="UTC"))
-    return columns
-
-
-def write_columns(path: Path, columns: dict[str, Any], unit: str | None = "g") -> Path:
-    """A parquet of `columns`, declaring `unit` in its schema metadata (nothing when None)."""
-    table = pa.table(columns)
-    if unit is not None:
-        table = table.replace_schema_metadata({METADATA_UNIT: unit.encode()})
-    pq.write_table(table, path)
     return path
 
 

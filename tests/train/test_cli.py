@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tests.train.conftest import SAMPLE_RATE, WINDOW_LENGTH, write_columns
 from typer.testing import CliRunner, Result
 
 from vibration_core.modelcard import CARD_FILENAME, ModelCard, check_artifact
+from vibration_testkit.train_tables import SAMPLE_RATE, WINDOW_LENGTH, write_columns
 from vibration_train import cli
 from vibration_train.cli import EXIT_PARITY, app
 from vibration_train.cli_common import EXIT_BAD_INPUT

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from tests.train.conftest import FIGURE_PROPERTY, TINY, Trained
 from typer.testing import CliRunner
 
 from vibration_core import dataset
@@ -28,6 +27,7 @@ from vibration_core.modelcard import (
     check_extractor,
     check_signature,
 )
+from vibration_testkit.train_tables import FIGURE_PROPERTY, TINY, Trained
 from vibration_train import edgetpu
 from vibration_train.cli import app
 from vibration_train.data import load_table

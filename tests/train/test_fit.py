@@ -9,7 +9,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from sklearn.metrics import classification_report
-from tests.train.conftest import N_WINDOWS, SAMPLE_RATE, TINY, WINDOW_LENGTH, Trained
 
 from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
 from vibration_core.modelcard import (
@@ -22,6 +21,7 @@ from vibration_core.modelcard import (
     check_signature,
     sha256_file,
 )
+from vibration_testkit.train_tables import N_WINDOWS, SAMPLE_RATE, TINY, WINDOW_LENGTH, Trained
 from vibration_train.card import write_model
 from vibration_train.data import load_table
 from vibration_train.errors import FitConfigError, ParityError

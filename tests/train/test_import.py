@@ -1,6 +1,6 @@
 """`vibration-train import`: the reference pipeline's model, built from its recipe here, and every refusal.
 
-The model is made at test time the reference's way (`tests.reference_pipeline`:
+The model is made at test time the reference's way (`vibration_testkit.reference_pipeline`:
 its feature formulas in float64, its gradient-boosting recipe with fewer
 stages, skl2onnx with ``zipmap`` off and opset 13) from simulated windows in
 g; the data it is measured on is another simulation. Each bad input is
@@ -20,18 +20,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import accuracy_score
-from tests.reference_pipeline import (
+from typer.testing import CliRunner, Result
+
+from vibration_core import dataset
+from vibration_core.features import FEATURE_NAMES, extract_features
+from vibration_core.modelcard import CARD_FILENAME, ModelCard, TensorSpec, check_artifact
+from vibration_testkit.reference_pipeline import (
     CLASSES,
     SAMPLE_RATE,
     WINDOW_LENGTH,
     reference_features,
     reference_model,
 )
-from typer.testing import CliRunner, Result
-
-from vibration_core import dataset
-from vibration_core.features import FEATURE_NAMES, extract_features
-from vibration_core.modelcard import CARD_FILENAME, ModelCard, TensorSpec, check_artifact
 from vibration_train.cli import app
 from vibration_train.cli_common import EXIT_BAD_INPUT
 from vibration_train.cli_import import EXIT_MODEL

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.train.s3_fixture import card_dict
 
 from vibration_core.modelcard import ModelCard
 from vibration_core.spec import VibrationModel
+from vibration_operator.crd import build_crd
+from vibration_testkit.apiserver_like import validate
+from vibration_testkit.cards import card_dict
 from vibration_train.manifest import API_VERSION, KIND, build_manifest, to_yaml
 
 TRAINING_JOB = Path(__file__).resolve().parents[2] / "training-job"
@@ -166,8 +168,4 @@ def test_job_validates_against_the_kubernetes_schema(job: dict[str, Any]) -> Non
 
 
 def test_manifest_is_accepted_by_the_generated_crd() -> None:
-    from tests.operator.apiserver_like import validate  # noqa: PLC0415 - the CRD checks live with the operator tests
-
-    from vibration_operator.crd import build_crd  # noqa: PLC0415
-
     assert validate(build_crd(), build_manifest(card(), URI, namespace="hall-a")) == []

@@ -14,20 +14,20 @@ import pytest
 import typer
 import yaml
 from minio.error import S3Error
-from tests.train.s3_fixture import (
+from typer.testing import CliRunner, Result
+
+from vibration_core.logs import JsonFormatter
+from vibration_core.modelcard import CARD_FILENAME, ModelCard
+from vibration_testkit.net import free_port
+from vibration_testkit.s3 import (
     ACCESS_KEY,
     BUCKET,
     SECRET_KEY,
     MotoS3,
     created_at,
-    free_port,
     make_model_dir,
     running_moto,
 )
-from typer.testing import CliRunner, Result
-
-from vibration_core.logs import JsonFormatter
-from vibration_core.modelcard import CARD_FILENAME, ModelCard
 from vibration_train.cli_registry import register
 from vibration_train.registry import (
     BucketNotFoundError,

@@ -14,8 +14,8 @@ import numpy.typing as npt
 import pytest
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.model_selection import train_test_split
-from tests.train.conftest import TINY
 
+from vibration_testkit.train_tables import TINY
 from vibration_train.data import TrainingTable
 from vibration_train.errors import TrainingDataError
 from vibration_train.fit import fit, recording_accuracy

@@ -14,8 +14,9 @@ in the foreground as a child process:
 - no per-client queue or in-flight limit: a test that floods thousands of
   QoS 1 windows must not lose any to the broker's default cap of 1000.
 
-Import `mosquitto_broker` from a test module and declare a fixture with it;
-it skips with a reason when the broker is not installed.
+`require_mosquitto` is the one place that skips a test when the broker (or
+``mosquitto_passwd``) is not installed; the fixtures in ``tests/conftest.py``
+call it.
 """
 
 from __future__ import annotations
@@ -32,27 +33,22 @@ from typing import TYPE_CHECKING, Self
 
 import pytest
 
+from vibration_testkit.net import free_port
+
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
     from types import TracebackType
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 START_TIMEOUT_S = 10.0
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def mosquitto_path() -> Path | None:
-    """The broker binary: Debian's, else one on PATH, else None."""
-    if MOSQUITTO.exists():
-        return MOSQUITTO
-    found = shutil.which("mosquitto")
+def mosquitto_path(program: str = "mosquitto") -> Path | None:
+    """A program of Mosquitto's (the broker, ``mosquitto_passwd``): Debian's, else one on PATH, else None."""
+    for debian in (MOSQUITTO.parent / program, Path("/usr/bin") / program):
+        if debian.exists():
+            return debian
+    found = shutil.which(program)
     return Path(found) if found else None
 
 
@@ -174,10 +170,9 @@ class Mosquitto:
         self.stop()
 
 
-def mosquitto_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """Body of a pytest fixture: a started broker, stopped afterwards; skips without mosquitto."""
-    binary = mosquitto_path()
-    if binary is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    with Mosquitto(tmp_path / "mosquitto", binary=binary) as broker:
-        yield broker
+def require_mosquitto(program: str = "mosquitto") -> Path:
+    """`program` (the broker by default), or skip the test saying how to install it."""
+    found = mosquitto_path(program)
+    if found is None:
+        pytest.skip(f"{program} is not installed: run tools/ensure-test-deps.sh (make test does)")
+    return found

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
+"""The checkout: the kit is installed editable from it (``uv sync``), never as a wheel."""
 CHART = ROOT / "charts" / "vibration-edge"
 SCENARIOS = sorted(path.name.removesuffix("-values.yaml") for path in (CHART / "ci").glob("*-values.yaml"))
 RELEASE = "hall-a"

@@ -19,6 +19,7 @@ Error = tuple[str, str]
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """`value` with the `default`s of `schema` filled in where absent, as the API server stores an object."""
     if not isinstance(value, dict) or schema.get("type") != "object":
         return value
     out = dict(value)

@@ -1,4 +1,4 @@
-"""Test helpers for the registry: a real S3 endpoint on loopback, and model dirs.
+"""A real S3 endpoint on loopback (moto's server), and model dirs to publish to it.
 
 `running_moto()` starts moto's S3 server in a thread on a free loopback port;
 `MotoS3` resets it between tests, creates IAM users with policies and
@@ -13,37 +13,26 @@ import contextlib
 import hashlib
 import json
 import re
-import socket
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from minio import Minio
 from moto.server import ThreadedMotoServer
 
-from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
 from vibration_core.modelcard import CARD_FILENAME, ModelCard
-from vibration_core.reference import build_reference
+from vibration_testkit.cards import card_dict
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-LABELS = ("normal", "imbalance", "misalignment", "bearing_fault")
 BUCKET = "models"
 # Any key works while moto's authentication is off; these are its documented test values.
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing-secret"  # noqa: S105 (a dummy for an emulator)
 _IAM_SCOPE = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/us-east-1/iam/aws4_request"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class MotoS3:
@@ -54,6 +43,7 @@ class MotoS3:
         self.endpoint = f"http://127.0.0.1:{port}"
 
     def client(self, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY) -> Minio:
+        """A MinIO client of this server, with the given keys."""
         return Minio(
             f"127.0.0.1:{self.port}",
             access_key=access_key,
@@ -73,6 +63,7 @@ class MotoS3:
 
     @contextlib.contextmanager
     def auth_enabled(self) -> Iterator[None]:
+        """Authentication on for the block (moto checks signatures and IAM policies), then off again."""
         # moto's switch is process-wide: always turn it off again.
         self.set_auth(enabled=True)
         try:
@@ -112,60 +103,12 @@ class MotoS3:
 @contextlib.contextmanager
 def running_moto() -> Iterator[MotoS3]:
     """Start moto's server on a free loopback port for the duration of the block."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
-        yield MotoS3(port)
+        yield MotoS3(server.get_host_and_port()[1])
     finally:
         server.stop()
-
-
-@cache
-def _reference_json() -> str:
-    rng = np.random.default_rng(1)
-    features = rng.gamma(2.0, 1.0, (400, len(FEATURE_NAMES)))
-    labels = np.asarray(LABELS)[rng.integers(0, len(LABELS), 400)]
-    reference = build_reference(features, labels, feature_names=FEATURE_NAMES, label_order=LABELS)
-    return reference.model_dump_json()
-
-
-def card_dict(sha256: str, size_bytes: int, **changes: Any) -> dict[str, Any]:
-    """A complete, valid card (the shape of tests/core/test_modelcard.py), with `changes` on top."""
-    per_class = {label: {"precision": 0.9, "recall": 0.95, "f1": 0.92, "support": 100} for label in LABELS}
-    card: dict[str, Any] = {
-        "model_id": "spindle-classifier",
-        "version": "v3",
-        "framework": "sklearn-gradient-boosting 1.9.1",
-        "format": "onnx",
-        "created": "2026-11-24T22:00:00Z",
-        "artifact": {"filename": "model.onnx", "sha256": sha256, "size_bytes": size_bytes},
-        "labels": list(LABELS),
-        "features": {"names": list(FEATURE_NAMES), "extractor_version": EXTRACTOR_VERSION},
-        "signal": {"sample_rate": 25600.0, "window_length": 4096, "unit": "g"},
-        "input": {"name": "features", "shape": [None, len(FEATURE_NAMES)], "dtype": "float32"},
-        "outputs": [
-            {"name": "label", "shape": [None], "dtype": "string"},
-            {"name": "probabilities", "shape": [None, len(LABELS)], "dtype": "float32"},
-        ],
-        "training": {
-            "samples": 400,
-            "start": "2026-11-01T00:00:00Z",
-            "end": "2026-11-02T00:00:00Z",
-            "machines": ["m-01", "m-02"],
-            "class_counts": dict.fromkeys(LABELS, 100),
-        },
-        "metrics": {
-            "accuracy": 0.95,
-            "macro_f1": 0.949,
-            "weighted_f1": 0.95,
-            "per_class": per_class,
-            "test_samples": 80,
-        },
-        "reference": json.loads(_reference_json()),
-        "hyperparameters": {"n_estimators": 150, "max_depth": 5},
-    }
-    return {**card, **changes}
 
 
 def make_model_dir(

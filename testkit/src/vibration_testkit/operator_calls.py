@@ -133,7 +133,7 @@ def kopf_calls(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings)
 
 
 def operator_kopf_settings(registry: kopf.OperatorRegistry) -> kopf.OperatorSettings:
-    """kopf's settings as the operator runs it: fresh ones, through the registry's startup handlers."""
+    """Kopf settings as the operator runs it: fresh ones, through the registry's startup handlers."""
     settings = kopf.OperatorSettings()
     for handler in registry._activities.get_all_handlers():
         if handler.activity == "startup":

@@ -31,8 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from tests.infer.mosquitto import Mosquitto
-
+    from vibration_testkit.mosquitto import Mosquitto
     from vibration_train.simulator import SimulatedData
 
 PREFIX = "test/hall"
@@ -74,6 +73,7 @@ class Collector:
             self._by_leaf[message.topic.rsplit("/", 1)[-1]].append(payload)
 
     def leaf(self, leaf: str) -> list[bytes]:
+        """The payloads so far on topics ending in `leaf`, in arrival order."""
         with self._lock:
             return list(self._by_leaf[leaf])
 
@@ -83,15 +83,19 @@ class Collector:
             return len(self._by_leaf[leaf])
 
     def predictions(self) -> list[Prediction]:
+        """The predictions so far, decoded."""
         return [Prediction.decode(p) for p in self.leaf("predictions")]
 
     def errors(self) -> list[ErrorMessage]:
+        """The error messages so far, decoded."""
         return [ErrorMessage.decode(p) for p in self.leaf("errors")]
 
     def alerts(self) -> list[Alert]:
+        """The alerts so far, decoded."""
         return [Alert.decode(p) for p in self.leaf("alerts")]
 
     def close(self) -> None:
+        """Disconnect and stop the network thread."""
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -115,6 +119,7 @@ class Publisher:
         assert connected.wait(30)
 
     def send(self, machine: str, payload: bytes, topic: str | None = None) -> None:
+        """Publish one raw window of `machine` at QoS 1 (on `topic` when given)."""
         self.client.publish(topic or LAYOUT.raw(machine), payload, qos=1)
 
     def send_all(
@@ -124,7 +129,9 @@ class Publisher:
         rate_hz: float | None = None,
         on_each: Callable[[int], None] | None = None,
     ) -> None:
+        """Publish every window of `data` in order; at `rate_hz` when given; `on_each(i)` after each."""
         started = time.perf_counter()
+
         for i in range(len(data)):
             self.send(
                 str(data.machine[i]),
@@ -138,11 +145,13 @@ class Publisher:
                     time.sleep(pause)
 
     def close(self) -> None:
+        """Disconnect and stop the network thread."""
         self.client.disconnect()
         self.client.loop_stop()
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `condition` every 50 ms; fail the test naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:

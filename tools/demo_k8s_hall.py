@@ -10,6 +10,8 @@ classes: a model that never learnt bearing faults passes the canary and is
 refused on the rest.
 
 Reads go through kubectl, as a person would (``kubectl get vibm`` included).
+This module lives with the demo's tools because it drives their `Cluster`;
+the e2e tests import it as they import the tools (pytest's ``pythonpath``).
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from demo_k8s_cluster import Cluster, DemoError
-from demo_k8s_models import port_forward
-from tests.chart.argocd_health import run_health
-from tests.e2e.mqtt import Dashboard, Sensor
+from demo_k8s_models import port_forward, settled
 from vibration_operator import names
+from vibration_testkit.argocd_health import run_health
+from vibration_testkit.hall_mqtt import Dashboard, Sensor
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -38,6 +40,7 @@ SENSOR = "m1"
 CANARY_CLASSES = ("normal", "imbalance", "misalignment")
 """The canary's test set: its machines never showed a bearing fault."""
 POLL_S = 1.0
+T = TypeVar("T")
 
 
 class StoryError(AssertionError):
@@ -60,14 +63,14 @@ class Hall:
         return self.cluster.hall.namespace
 
     def kubectl(self, *args: str, check: bool = True) -> str:
-        """kubectl in the hall's namespace; its stdout."""
+        """Run kubectl in the hall's namespace; its stdout."""
         return self.cluster.run("kubectl", "-n", self.ns, *args, check=check, quiet=True)
 
-    def json(self, *args: str) -> Any:
+    def json(self, *args: str) -> Any:  # noqa: ANN401 - whatever the API server returns
         """``kubectl get ... -o json`` in the hall's namespace, parsed."""
         return json.loads(self.kubectl("get", *args, "-o", "json") or "{}")
 
-    def apply(self, version: str, **spec: Any) -> int:
+    def apply(self, version: str, **spec: Any) -> int:  # noqa: ANN401 - spec fields of any shape
         """Apply the published manifest of `version` (with `spec` merged in); the new generation."""
         manifest = yaml.safe_load(self.manifests[version].read_text())
         manifest["spec"] |= spec
@@ -109,10 +112,18 @@ class Hall:
                 raise StoryError(f"not {what} within {timeout_s:.0f} s; status: {shown}")
             time.sleep(POLL_S)
 
-    def settled(self, condition: str, active: str, *, timeout_s: float = 300, **kw: Any) -> dict[str, Any]:
+    def settled(
+        self,
+        condition: str,
+        active: str,
+        *,
+        timeout_s: float = 300,
+        each: Callable[[dict[str, Any]], None] | None = None,
+        name: str = MODEL,
+    ) -> dict[str, Any]:
         """Until the status is about the current generation, `condition` True and `active` serving."""
         return self.wait(f"{condition} with {active} active", lambda vm: settled(vm, condition, active),
-                         timeout_s=timeout_s, **kw)  # fmt: skip
+                         timeout_s=timeout_s, each=each, name=name)  # fmt: skip
 
     def targets(self) -> dict[str, str]:
         """Each node's target version, from the target ConfigMaps the operator writes."""
@@ -176,29 +187,12 @@ class Hall:
         )
 
 
-def settled(vm: dict[str, Any], condition: str, active: str) -> bool:
-    """The status describes the current generation: `condition` True, `active` the active version."""
-    generation, status = vm["metadata"].get("generation"), vm.get("status") or {}
-    now: dict[str, Any] = next((c for c in status.get("conditions", []) if c["type"] == condition), {})
-    return (
-        status.get("observedGeneration") == generation
-        and now.get("status") == "True"
-        and now.get("observedGeneration") == generation
-        and (status.get("active") or {}).get("version") == active
-    )
-
-
 def node_status(vm: dict[str, Any], node: str) -> dict[str, Any]:
     """status.nodes[] of `node` ({} when absent)."""
     return next((n for n in (vm.get("status") or {}).get("nodes", []) if n["name"] == node), {})
 
 
-def condition(vm: dict[str, Any], kind: str) -> dict[str, Any]:
-    """One condition of the status ({} when absent)."""
-    return next((c for c in (vm.get("status") or {}).get("conditions", []) if c["type"] == kind), {})
-
-
-def run_or_fail(step: Callable[[], Any]) -> Any:
+def run_or_fail(step: Callable[[], T]) -> T:
     """A demo step; its DemoError becomes a test failure with the step's words."""
     try:
         return step()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.chart.helm import ROOT
+from vibration_testkit.helm import ROOT
 
 GITOPS = ROOT / "examples" / "gitops"
 SCRIPT = (GITOPS / "health" / "vibrationmodel.lua").read_text()
