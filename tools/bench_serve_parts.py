@@ -33,7 +33,8 @@ from vibration_core.raw import encode_raw_float32, encode_raw_json
 from vibration_core.target import ShadowPolicy
 from vibration_core.topics import TopicLayout
 from vibration_infer.loader import load_model
-from vibration_infer.serve.batcher import BatchProcessor, Incoming
+from vibration_infer.serve.batcher import BatchProcessor
+from vibration_infer.serve.link import Incoming
 from vibration_infer.serve.shadow import Shadow
 
 if TYPE_CHECKING:
@@ -59,7 +60,8 @@ TRANSPORT_SCRIPT = """
 import queue, sys
 from vibration_core.topics import TopicLayout
 from vibration_infer.serve.batcher import collect
-from vibration_infer.serve.link import Outgoing, make_link, queue_into
+from vibration_infer.serve.app import make_link
+from vibration_infer.serve.link import Outgoing, queue_into
 from vibration_infer.serve.settings import ServeSettings
 settings = ServeSettings(mqtt_url=sys.argv[1], topic_prefix=sys.argv[2], node_name="transport",
                          model_id="none", client_id="bench-transport", mqtt_client=sys.argv[3])

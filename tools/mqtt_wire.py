@@ -13,7 +13,7 @@ only what a load generator needs, on the bytes themselves:
   acknowledged when QoS 1), PUBACK (counted), CONNACK and SUBACK (waited on).
 
 TCP_NODELAY is on, as on every client of this project. The framing (remaining length, strings,
-packets) is serve's own, `vibration_infer.serve.mqtt5`. It is not a general
+packets) is serve's own, `vibration_infer.serve.wire.codec`. It is not a general
 client: no reconnect, no QoS 2, no MQTT 5 properties, no TLS.
 """
 
@@ -27,7 +27,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from vibration_infer.serve.mqtt5 import (
+from vibration_infer.serve.wire.codec import (
     CONNACK,
     CONNECT,
     DISCONNECT,

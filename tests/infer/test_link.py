@@ -18,11 +18,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from vibration_core.logs import event_fields
-from vibration_infer.serve import mqtt5
 from vibration_infer.serve.link import queue_into
-from vibration_infer.serve.mqtt import MqttLink
+from vibration_infer.serve.paho_link import MqttLink
 from vibration_infer.serve.settings import ServeSettings
-from vibration_infer.serve.wire import WireLink
+from vibration_infer.serve.wire import codec
+from vibration_infer.serve.wire.link import WireLink
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,9 +45,9 @@ def test_the_wire_link_logs_a_refused_subscription_and_unsubscription(
     with caplog.at_level(logging.ERROR):
         link._handle(
             [
-                mqtt5.Control(mqtt5.SUBACK, packet_id=1, reason=0x9E),
-                mqtt5.Control(mqtt5.UNSUBACK, packet_id=2, reason=0x11),  # none existed: fine
-                mqtt5.Control(mqtt5.UNSUBACK, packet_id=3, reason=0x87),
+                codec.Control(codec.SUBACK, packet_id=1, reason=0x9E),
+                codec.Control(codec.UNSUBACK, packet_id=2, reason=0x11),  # none existed: fine
+                codec.Control(codec.UNSUBACK, packet_id=3, reason=0x87),
             ],
             0,
             0,

@@ -40,7 +40,8 @@ from vibration_core.validation import ExitCode
 from vibration_infer.loader import load_model, predict
 from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
 from vibration_infer.serve.app import ServeApp
-from vibration_infer.serve.batcher import BatchProcessor, Deduper, Incoming, collect
+from vibration_infer.serve.batcher import BatchProcessor, Deduper, collect
+from vibration_infer.serve.link import Incoming
 from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.serve.swap import TargetWatcher
 from vibration_testkit.cards import MODEL_ID, SAMPLE_RATE, WINDOW_LENGTH, TinyModel
@@ -704,7 +705,7 @@ def test_the_serve_command_starts_answers_and_stops_on_sigterm(
         "--cache-dir", str(tmp_path / "cache"), "--log-format", "json",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIBRATION_")}
-    code = "import sys; from vibration_infer.serve import run; sys.exit(run(sys.argv[1:]))"
+    code = "import sys; from vibration_infer.serve.main import run; sys.exit(run(sys.argv[1:]))"
     started = time.perf_counter()
     log = tmp_path / "serve.log"
     with log.open("w") as stderr:

@@ -29,16 +29,16 @@ from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from vibration_core.logs import JsonFormatter, event_fields
-from vibration_infer.serve import mqtt5
 from vibration_infer.serve.link import Outgoing, queue_into
 from vibration_infer.serve.settings import ServeSettings
-from vibration_infer.serve.wire import WireLink
+from vibration_infer.serve.wire import codec
+from vibration_infer.serve.wire.link import WireLink
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
-    from vibration_infer.serve.batcher import Incoming
+    from vibration_infer.serve.link import Incoming
     from vibration_testkit.mosquitto import Mosquitto
 
 PREFIX = "test/hall"
@@ -50,53 +50,53 @@ RAW = f"{PREFIX}/machines/+/raw"
 
 def _props(*pairs: bytes) -> bytes:
     body = b"".join(pairs)
-    return mqtt5.varint(len(body)) + body
+    return codec.varint(len(body)) + body
 
 
-def broker_stream() -> tuple[bytes, list[mqtt5.Message | mqtt5.Control]]:
+def broker_stream() -> tuple[bytes, list[codec.Message | codec.Control]]:
     """Every kind of packet the client reads, as a broker would send them, and what they mean."""
     connack_props = _props(
         b"\x21" + struct.pack("!H", 7),
         b"\x13" + struct.pack("!H", 20),
-        b"\x1f" + mqtt5.utf8("welcome"),
-        b"\x26" + mqtt5.utf8("k") + mqtt5.utf8("v"),
+        b"\x1f" + codec.utf8("welcome"),
+        b"\x26" + codec.utf8("k") + codec.utf8("v"),
     )
-    publish_props = _props(b"\x02" + struct.pack("!I", 60), b"\x26" + mqtt5.utf8("a") + mqtt5.utf8("b"))
+    publish_props = _props(b"\x02" + struct.pack("!I", 60), b"\x26" + codec.utf8("a") + codec.utf8("b"))
     publish_body = (
-        mqtt5.utf8("test/hall/machines/m1/raw") + struct.pack("!H", 513) + publish_props + b"\x01" * 300
+        codec.utf8("test/hall/machines/m1/raw") + struct.pack("!H", 513) + publish_props + b"\x01" * 300
     )
     packets = [
-        mqtt5.packet(mqtt5.CONNACK << 4, b"\x01\x00" + connack_props),
-        mqtt5.packet((mqtt5.PUBLISH << 4) | 0x02, publish_body),
-        mqtt5.publish_packet("q0", b"", qos=0),
-        mqtt5.puback_packet(9),
-        mqtt5.packet(mqtt5.PUBACK << 4, struct.pack("!HB", 10, 0x10) + b"\x00"),
-        mqtt5.packet(mqtt5.SUBACK << 4, struct.pack("!H", 3) + b"\x00" + b"\x87"),
-        mqtt5.packet(mqtt5.UNSUBACK << 4, struct.pack("!H", 4) + b"\x00" + b"\x11"),
-        mqtt5.packet(mqtt5.PINGRESP << 4, b""),
-        mqtt5.packet(mqtt5.DISCONNECT << 4, b"\x8b" + _props(b"\x1f" + mqtt5.utf8("going down"))),
+        codec.packet(codec.CONNACK << 4, b"\x01\x00" + connack_props),
+        codec.packet((codec.PUBLISH << 4) | 0x02, publish_body),
+        codec.publish_packet("q0", b"", qos=0),
+        codec.puback_packet(9),
+        codec.packet(codec.PUBACK << 4, struct.pack("!HB", 10, 0x10) + b"\x00"),
+        codec.packet(codec.SUBACK << 4, struct.pack("!H", 3) + b"\x00" + b"\x87"),
+        codec.packet(codec.UNSUBACK << 4, struct.pack("!H", 4) + b"\x00" + b"\x11"),
+        codec.packet(codec.PINGRESP << 4, b""),
+        codec.packet(codec.DISCONNECT << 4, b"\x8b" + _props(b"\x1f" + codec.utf8("going down"))),
     ]
-    meaning: list[mqtt5.Message | mqtt5.Control] = [
-        mqtt5.Control(
-            mqtt5.CONNACK, session_present=True, receive_maximum=7, keepalive_s=20, reason_string="welcome"
+    meaning: list[codec.Message | codec.Control] = [
+        codec.Control(
+            codec.CONNACK, session_present=True, receive_maximum=7, keepalive_s=20, reason_string="welcome"
         ),
-        mqtt5.Message("test/hall/machines/m1/raw", b"\x01" * 300, 1, 513),
-        mqtt5.Message("q0", b"", 0, 0),
-        mqtt5.Control(mqtt5.PUBACK, packet_id=9),
-        mqtt5.Control(mqtt5.PUBACK, packet_id=10, reason=0x10),
-        mqtt5.Control(mqtt5.SUBACK, packet_id=3, reason=0x87),
-        mqtt5.Control(mqtt5.UNSUBACK, packet_id=4, reason=0x11),
-        mqtt5.Control(mqtt5.PINGRESP),
-        mqtt5.Control(mqtt5.DISCONNECT, reason=0x8B, reason_string="going down"),
+        codec.Message("test/hall/machines/m1/raw", b"\x01" * 300, 1, 513),
+        codec.Message("q0", b"", 0, 0),
+        codec.Control(codec.PUBACK, packet_id=9),
+        codec.Control(codec.PUBACK, packet_id=10, reason=0x10),
+        codec.Control(codec.SUBACK, packet_id=3, reason=0x87),
+        codec.Control(codec.UNSUBACK, packet_id=4, reason=0x11),
+        codec.Control(codec.PINGRESP),
+        codec.Control(codec.DISCONNECT, reason=0x8B, reason_string="going down"),
     ]
     return b"".join(packets), meaning
 
 
 def test_the_parser_reads_the_same_packets_however_the_stream_is_split() -> None:
     stream, meaning = broker_stream()
-    assert mqtt5.Parser(1 << 20).feed(stream) == meaning
+    assert codec.Parser(1 << 20).feed(stream) == meaning
     for step in (1, 2, 3, 7, 64):
-        parser, got = mqtt5.Parser(1 << 20), []
+        parser, got = codec.Parser(1 << 20), []
         for i in range(0, len(stream), step):
             got += parser.feed(stream[i : i + step])
         assert got == meaning, f"split every {step} bytes"
@@ -106,48 +106,48 @@ def test_the_parser_reads_the_same_packets_however_the_stream_is_split() -> None
 def test_remaining_lengths_at_each_varint_boundary_round_trip(remaining: int) -> None:
     topic = "t"
     overhead = 2 + len(topic) + 2 + 1  # topic, packet id, property length
-    data = mqtt5.publish_packet(topic, b"\xab" * (remaining - overhead), qos=1, packet_id=77)
-    assert len(mqtt5.varint(remaining)) == len(data) - 1 - remaining
-    assert mqtt5.Parser(1 << 22).feed(data) == [mqtt5.Message(topic, b"\xab" * (remaining - overhead), 1, 77)]
+    data = codec.publish_packet(topic, b"\xab" * (remaining - overhead), qos=1, packet_id=77)
+    assert len(codec.varint(remaining)) == len(data) - 1 - remaining
+    assert codec.Parser(1 << 22).feed(data) == [codec.Message(topic, b"\xab" * (remaining - overhead), 1, 77)]
 
 
 def test_a_duplicate_keeps_the_packet_and_sets_only_the_dup_flag() -> None:
-    data = mqtt5.publish_packet("a/b", b"xyz", qos=1, packet_id=5, retain=True)
-    dup = mqtt5.as_duplicate(data)
-    assert dup[0] == data[0] | mqtt5.DUP_FLAG
+    data = codec.publish_packet("a/b", b"xyz", qos=1, packet_id=5, retain=True)
+    dup = codec.as_duplicate(data)
+    assert dup[0] == data[0] | codec.DUP_FLAG
     assert dup[1:] == data[1:]
-    assert mqtt5.Parser(1024).feed(dup) == [mqtt5.Message("a/b", b"xyz", 1, 5)]
-    assert mqtt5.as_duplicate(mqtt5.pubrel_packet(5)) == mqtt5.pubrel_packet(5)
+    assert codec.Parser(1024).feed(dup) == [codec.Message("a/b", b"xyz", 1, 5)]
+    assert codec.as_duplicate(codec.pubrel_packet(5)) == codec.pubrel_packet(5)
 
 
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
         (b"\x30\xff\xff\xff\xff\x01", "longer than four bytes"),
-        (b"\x30" + mqtt5.varint(5000), "packet of 5000 bytes, more than 4096 taken"),
-        (mqtt5.packet(0x32, mqtt5.utf8("t") + b"\x00\x01" + mqtt5.varint(50) + b"x"), "properties longer"),
-        (mqtt5.packet(0x20, b"\x00\x00" + _props(b"\x7f\x00")), "unknown property 0x7f"),
+        (b"\x30" + codec.varint(5000), "packet of 5000 bytes, more than 4096 taken"),
+        (codec.packet(0x32, codec.utf8("t") + b"\x00\x01" + codec.varint(50) + b"x"), "properties longer"),
+        (codec.packet(0x20, b"\x00\x00" + _props(b"\x7f\x00")), "unknown property 0x7f"),
     ],
 )
 def test_malformed_input_is_refused_with_what_is_wrong(data: bytes, reason: str) -> None:
-    with pytest.raises(mqtt5.ProtocolError, match=reason):
-        mqtt5.Parser(4096).feed(data)
+    with pytest.raises(codec.ProtocolError, match=reason):
+        codec.Parser(4096).feed(data)
 
 
 def test_a_topic_that_is_not_utf8_still_arrives_to_be_answered_with_an_error() -> None:
-    data = mqtt5.packet(0x30, struct.pack("!H", 3) + b"a\xffb" + b"\x00" + b"payload")
-    assert mqtt5.Parser(1024).feed(data) == [mqtt5.Message("a\ufffdb", b"payload", 0, 0)]
+    data = codec.packet(0x30, struct.pack("!H", 3) + b"a\xffb" + b"\x00" + b"payload")
+    assert codec.Parser(1024).feed(data) == [codec.Message("a\ufffdb", b"payload", 0, 0)]
 
 
 def test_an_unsubscribe_names_every_filter_after_its_packet_id() -> None:
     # OASIS MQTT 5.0, 3.10: fixed header 0xA2, packet id, no properties, then the filters.
-    assert mqtt5.unsubscribe_packet(4, ["a/+", "b"]) == b"\xa2\x0b\x00\x04\x00\x00\x03a/+\x00\x01b"
+    assert codec.unsubscribe_packet(4, ["a/+", "b"]) == b"\xa2\x0b\x00\x04\x00\x00\x03a/+\x00\x01b"
 
 
 def test_reason_codes_read_as_words() -> None:
-    assert mqtt5.reason_name(0x86) == "bad user name or password (0x86)"
-    assert mqtt5.reason_name(0x9E) == "shared subscriptions not supported (0x9e)"
-    assert mqtt5.reason_name(0xFE) == "reason (0xfe)"
+    assert codec.reason_name(0x86) == "bad user name or password (0x86)"
+    assert codec.reason_name(0x9E) == "shared subscriptions not supported (0x9e)"
+    assert codec.reason_name(0xFE) == "reason (0xfe)"
 
 
 # --- against a real Mosquitto --------------------------------------------------------------

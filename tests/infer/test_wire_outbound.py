@@ -7,10 +7,9 @@ import time
 from typing import TYPE_CHECKING
 
 from vibration_core.logs import event_fields
-from vibration_infer.serve import mqtt5
-from vibration_infer.serve.batcher import Incoming
-from vibration_infer.serve.link import Outgoing
-from vibration_infer.serve.wire_outbound import Outbound
+from vibration_infer.serve.link import Incoming, Outgoing
+from vibration_infer.serve.wire import codec
+from vibration_infer.serve.wire.outbound import Outbound
 
 if TYPE_CHECKING:
     import pytest
@@ -20,23 +19,23 @@ def window(mid: int, generation: int = 1) -> Incoming:
     return Incoming("h/machines/m1/raw", b"w", mid, 1, generation, time.time_ns(), time.perf_counter_ns())
 
 
-def connack(**limits: object) -> mqtt5.Control:
-    return mqtt5.Control(mqtt5.CONNACK, **limits)  # type: ignore[arg-type]  # keyword fields of mixed types
+def connack(**limits: object) -> codec.Control:
+    return codec.Control(codec.CONNACK, **limits)  # type: ignore[arg-type]  # keyword fields of mixed types
 
 
-def parsed(packets: list[bytes]) -> list[mqtt5.Message | mqtt5.Control]:
-    return mqtt5.Parser(1 << 20).feed(b"".join(packets))
+def parsed(packets: list[bytes]) -> list[codec.Message | codec.Control]:
+    return codec.Parser(1 << 20).feed(b"".join(packets))
 
 
 def test_answers_wait_for_the_receive_maximum_and_each_settled_one_acknowledges_its_input() -> None:
     out = Outbound(max_inflight=100)
     assert out.connect(1, connack(receive_maximum=2)) == []
     sent = parsed(out.publish(Outgoing("h/a", str(i).encode(), 1, then_ack=window(10 + i)) for i in range(5)))
-    assert [(p.payload, p.packet_id) for p in sent if isinstance(p, mqtt5.Message)] == [(b"0", 1), (b"1", 2)]
+    assert [(p.payload, p.packet_id) for p in sent if isinstance(p, codec.Message)] == [(b"0", 1), (b"1", 2)]
     assert (len(out.inflight), len(out.waiting), out.unacknowledged) == (2, 3, 5)
     # The broker has answer 1: its input's PUBACK, then the next waiting answer.
     step = parsed(out.acknowledged([(1, 0)], []))
-    assert step == [mqtt5.Control(mqtt5.PUBACK, packet_id=10), mqtt5.Message("h/a", b"2", 1, 3)]
+    assert step == [codec.Control(codec.PUBACK, packet_id=10), codec.Message("h/a", b"2", 1, 3)]
     assert out.unacknowledged == 4
 
 
@@ -47,7 +46,7 @@ def test_after_a_reconnect_what_was_in_flight_goes_again_and_old_inputs_are_not_
     out.disconnect()
     assert out.publish([Outgoing("h/b", b"q0", 0)]) == [], "QoS 0 while disconnected goes nowhere"
     again = out.connect(2, connack(session_present=True))
-    assert again == [mqtt5.as_duplicate(first[0])]
+    assert again == [codec.as_duplicate(first[0])]
     assert out.acknowledged([(1, 0)], []) == [], "the input's packet id belongs to the old connection"
     assert out.unacknowledged == 0
     assert out.connect(3, connack(session_present=False)) == [], "nothing left in flight"
@@ -65,11 +64,11 @@ def test_the_connack_limits_lower_the_qos_drop_the_retain_and_refuse_what_is_too
                 Outgoing("h/big", b"x" * 200, 1, then_ack=window(4)),
             ]
         )
-    assert packets[0] == mqtt5.publish_packet("h/status", b"s", qos=0)
+    assert packets[0] == codec.publish_packet("h/status", b"s", qos=0)
     # Both inputs are acknowledged at once: one answer went at QoS 0, the other never can.
     assert parsed(packets[1:]) == [
-        mqtt5.Control(mqtt5.PUBACK, packet_id=3),
-        mqtt5.Control(mqtt5.PUBACK, packet_id=4),
+        codec.Control(codec.PUBACK, packet_id=3),
+        codec.Control(codec.PUBACK, packet_id=4),
     ]
     assert out.unacknowledged == 0
     assert [event_fields(r) for r in caplog.records] == [
@@ -83,8 +82,8 @@ def test_qos2_is_released_after_pubrec_and_a_refusal_ends_it_logged_once(
     out = Outbound(max_inflight=10)
     out.connect(1, connack())
     out.publish([Outgoing("h/a", b"1", 2, then_ack=window(1)), Outgoing("h/a", b"2", 2, then_ack=window(2))])
-    assert out.acknowledged([], [(1, 0)]) == [mqtt5.pubrel_packet(1)]
-    assert out.connect(2, connack(session_present=True))[0] == mqtt5.pubrel_packet(1), "PUBREL goes again"
+    assert out.acknowledged([], [(1, 0)]) == [codec.pubrel_packet(1)]
+    assert out.connect(2, connack(session_present=True))[0] == codec.pubrel_packet(1), "PUBREL goes again"
     assert out.acknowledged([(1, 0)], []) == [], "PUBCOMP on a new connection: no old input to acknowledge"
     with caplog.at_level(logging.ERROR, logger="vibration_infer.serve.wire"):
         assert out.acknowledged([], [(2, 0x87)]) == []
@@ -112,8 +111,8 @@ def test_answers_beyond_a_receive_maximum_lowered_across_a_reconnect_wait_again_
     out.publish(Outgoing("h/a", str(i).encode(), 1, then_ack=window(i)) for i in range(8))
     out.disconnect()
     again = parsed(out.connect(2, connack(receive_maximum=2, session_present=True)))
-    assert [(p.payload, p.packet_id) for p in again if isinstance(p, mqtt5.Message)] == [(b"0", 1), (b"1", 2)]
+    assert [(p.payload, p.packet_id) for p in again if isinstance(p, codec.Message)] == [(b"0", 1), (b"1", 2)]
     assert [m.payload for m in out.waiting] == [str(i).encode() for i in range(2, 8)]
     assert out.unacknowledged == 8
     step = parsed(out.acknowledged([(1, 0), (2, 0)], []))
-    assert [p.payload for p in step if isinstance(p, mqtt5.Message)] == [b"2", b"3"]
+    assert [p.payload for p in step if isinstance(p, codec.Message)] == [b"2", b"3"]

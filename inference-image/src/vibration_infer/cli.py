@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(argv: list[str]) -> int:
     # Imported here: validate (the init container) must not pay for MQTT and HTTP.
-    from vibration_infer.serve import run  # noqa: PLC0415
+    from vibration_infer.serve.main import run  # noqa: PLC0415
 
     return run(argv)
 

@@ -1,14 +1,20 @@
 """``vibration-infer serve``: the node's serving loop (MQTT → features → model → predictions, alerts).
 
-`run` is the whole program; the modules are its parts: `settings` (what it
-reads), `link` (the broker session: `wire` with `mqtt5`, `wire_outbound` and
-`wire_socket`, the default; `mqtt` on paho-mqtt), `batcher` (windows to answers), `alerts`
-(debounce), `metrics` and `http` (what it shows), `swap` (a new target,
-validated in-process) and `app` (the wiring).
+`main.run` is the whole program. The layers, top down (import-linter checks
+them, `pyproject.toml`):
+
+- `main` (the process: flags, logging, signals) and `app` (the composition
+  root: builds the link, the batch processor, the endpoints and the swap, and
+  wires them);
+- the parts: `swap` (a new target, validated in-process) with `shadow`,
+  `http` and `metrics` (what the pod shows), `alerts` (debounce), `memory`,
+  `batcher` (windows to answers), and the two MQTT clients: `wire` (the
+  project's own, the default: `wire.codec`, `wire.outbound`,
+  `wire.connection`, `wire.link`) and `paho_link` (the paho-mqtt adapter);
+- `link` (the transport types `Incoming` and `Outgoing`, and the `Link`
+  protocol both clients provide);
+- `settings` (what it reads).
+
+Nothing is imported here, so importing one part (the codec, say) does not
+load the whole program.
 """
-
-from __future__ import annotations
-
-from vibration_infer.serve.main import run
-
-__all__ = ["run"]

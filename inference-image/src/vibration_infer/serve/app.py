@@ -34,14 +34,15 @@ from vibration_core.topics import TopicLayout
 from vibration_infer.cache import ModelCache
 from vibration_infer.loader import load_model
 from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
-from vibration_infer.serve.batcher import BatchProcessor, Incoming, collect
+from vibration_infer.serve.batcher import BatchProcessor, collect
 from vibration_infer.serve.http import HttpServer
-from vibration_infer.serve.link import Outgoing, delivers_inline, make_link, queue_into
+from vibration_infer.serve.link import Incoming, Outgoing, delivers_inline, queue_into
 from vibration_infer.serve.memory import MemoryTrimmer
 from vibration_infer.serve.metrics import ServeMetrics
 from vibration_infer.serve.swap import HotSwap
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from prometheus_client import CollectorRegistry
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from vibration_core.target import ModelTarget
     from vibration_core.validation import CompactReport
     from vibration_infer.loader import LoadedModel
+    from vibration_infer.serve.link import Link
     from vibration_infer.serve.settings import ServeSettings
     from vibration_infer.serve.shadow import Shadow
 
@@ -58,6 +60,23 @@ logger = logging.getLogger(__name__)
 
 _IDLE_WAIT_S = 0.1
 _REFREEZE_AFTER_S = 1.0
+
+
+def make_link(
+    settings: ServeSettings,
+    subscription: str,
+    deliver: Callable[[list[Incoming]], None],
+    on_change: Callable[[], None] | None = None,
+    stale: Sequence[str] = (),
+) -> Link:
+    """The link `settings.mqtt_client` names; it hands what it receives to `deliver`."""
+    if settings.mqtt_client == "paho":
+        from vibration_infer.serve.paho_link import MqttLink  # noqa: PLC0415 - paho only when chosen
+
+        return MqttLink(settings, subscription, deliver, on_change, stale)
+    from vibration_infer.serve.wire.link import WireLink  # noqa: PLC0415 - one client per process
+
+    return WireLink(settings, subscription, deliver, on_change, stale)
 
 
 @dataclass(frozen=True, eq=False)

@@ -46,22 +46,7 @@ if TYPE_CHECKING:
     from vibration_core.raw import RawWindow
     from vibration_core.topics import TopicLayout
     from vibration_infer.loader import LoadedModel
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """One raw message as the MQTT thread received it."""
-
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    generation: int
-    """Connection it arrived on; an acknowledgement is only valid on the same one."""
-    received_ns: int
-    """Wall clock at receipt, ns since the epoch (for error messages)."""
-    received_perf_ns: int
-    """`time.perf_counter_ns` at receipt (for latency)."""
+    from vibration_infer.serve.link import Incoming
 
 
 @dataclass(frozen=True, slots=True)

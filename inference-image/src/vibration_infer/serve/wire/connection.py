@@ -4,7 +4,7 @@
 and the broker's CONNACK (and whatever packets came in the same read), or
 raises: `OSError` (no route, refused, TLS verification, timeout),
 `ConnectionRefusedError` naming the CONNACK's reason, or
-`mqtt5.ProtocolError`. Waiting uses `poll`, which has no limit on
+`codec.ProtocolError`. Waiting uses `poll`, which has no limit on
 descriptor numbers (`select` fails from 1024 on).
 """
 
@@ -16,7 +16,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, NamedTuple
 
-from vibration_infer.serve import mqtt5
+from vibration_infer.serve.wire import codec
 
 if TYPE_CHECKING:
     from vibration_infer.serve.settings import ServeSettings
@@ -33,9 +33,9 @@ class Connection(NamedTuple):
     """A connected session's socket and what the handshake brought."""
 
     sock: socket.socket
-    parser: mqtt5.Parser
-    connack: mqtt5.Control
-    early: list[mqtt5.Message | mqtt5.Control]
+    parser: codec.Parser
+    connack: codec.Control
+    early: list[codec.Message | codec.Control]
     """Packets that came in the same read as the CONNACK."""
 
 
@@ -50,7 +50,7 @@ def open_connection(settings: ServeSettings) -> Connection:
             context = ssl.create_default_context(cafile=str(s.mqtt_ca_file) if s.mqtt_ca_file else None)
             sock = context.wrap_socket(sock, server_hostname=s.mqtt_host)
         sock.sendall(
-            mqtt5.connect_packet(
+            codec.connect_packet(
                 s.effective_client_id,
                 keepalive_s=s.keepalive_s,
                 clean_start=False,
@@ -70,18 +70,18 @@ def open_connection(settings: ServeSettings) -> Connection:
 
 def _await_connack(sock: socket.socket) -> Connection:
     """Read up to the CONNACK (the connect timeout still applies); refuse a failure code."""
-    parser = mqtt5.Parser(MAX_PACKET_BYTES)
-    packets: list[mqtt5.Message | mqtt5.Control] = []
+    parser = codec.Parser(MAX_PACKET_BYTES)
+    packets: list[codec.Message | codec.Control] = []
     while not packets:
         data = sock.recv(RECV_BYTES)
         if not data:
             raise ConnectionError("the broker closed the connection before CONNACK")
         packets = parser.feed(data)
     connack = packets[0]
-    if not isinstance(connack, mqtt5.Control) or connack.kind != mqtt5.CONNACK:
-        raise mqtt5.ProtocolError("the broker's first packet was not a CONNACK")
-    if connack.reason >= mqtt5.FAILURE:
-        detail = f"{mqtt5.reason_name(connack.reason)} {connack.reason_string}".strip()
+    if not isinstance(connack, codec.Control) or connack.kind != codec.CONNACK:
+        raise codec.ProtocolError("the broker's first packet was not a CONNACK")
+    if connack.reason >= codec.FAILURE:
+        detail = f"{codec.reason_name(connack.reason)} {connack.reason_string}".strip()
         logger.error("mqtt_connect_refused", extra={"reason": detail})
         raise ConnectionRefusedError(f"CONNACK refused: {detail}")
     return Connection(sock, parser, connack, packets[1:])

@@ -1,6 +1,6 @@
 """MQTT 5 packets as bytes: the few a serving pod sends, and a parser for what a broker sends back.
 
-Pure functions over bytes, no sockets: `wire.WireLink` does the I/O. Only
+Pure functions over bytes, no sockets: `link.WireLink` does the I/O. Only
 what the pod needs is here (OASIS MQTT 5.0, chapters 2 and 3):
 
 - out: CONNECT (clean start or not, keep-alive, Session Expiry Interval,

@@ -1,6 +1,6 @@
 """What the wire link owes the broker: answers in flight or waiting, and the inputs they acknowledge.
 
-A pure state machine, no socket and no lock (`wire.WireLink` holds the lock
+A pure state machine, no socket and no lock (`link.WireLink` holds the lock
 and writes what each method returns). Every method returns the packets to
 send now, in order.
 
@@ -25,13 +25,12 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
-from vibration_infer.serve import mqtt5
+from vibration_infer.serve.wire import codec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from vibration_infer.serve.batcher import Incoming
-    from vibration_infer.serve.link import Outgoing
+    from vibration_infer.serve.link import Incoming, Outgoing
 
 logger = logging.getLogger("vibration_infer.serve.wire")
 
@@ -54,7 +53,7 @@ class Outbound:
         self.max_inflight = max_inflight
         self.connected = False
         self.generation = 0
-        self.limits = mqtt5.Control(mqtt5.CONNACK)
+        self.limits = codec.Control(codec.CONNACK)
         self.quota = max_inflight
         self.inflight: dict[int, InFlight] = {}
         self.waiting: deque[Outgoing] = deque()
@@ -65,17 +64,17 @@ class Outbound:
         self._next_id = 0
         self._refused: set[tuple[str, int]] = set()
 
-    def connect(self, generation: int, connack: mqtt5.Control) -> list[bytes]:
+    def connect(self, generation: int, connack: codec.Control) -> list[bytes]:
         """A new connection is up: what was in flight goes again, then what waited."""
         self.connected, self.generation, self.limits = True, generation, connack
         self.inputs_open = 0
         self.quota = max(1, min(self.max_inflight, connack.receive_maximum, MAX_QUOTA))
         # Publishes beyond a Receive Maximum the broker lowered meanwhile wait again, in order.
-        publishes = [i for i, f in self.inflight.items() if f.data[0] >> 4 == mqtt5.PUBLISH]
+        publishes = [i for i, f in self.inflight.items() if f.data[0] >> 4 == codec.PUBLISH]
         for packet_id in reversed(publishes[self.quota :]):
             self.waiting.appendleft(self.inflight.pop(packet_id).message)
         dup = connack.session_present
-        out = [mqtt5.as_duplicate(f.data) if dup else f.data for f in self.inflight.values()]
+        out = [codec.as_duplicate(f.data) if dup else f.data for f in self.inflight.values()]
         self._release(out)
         return out
 
@@ -100,7 +99,7 @@ class Outbound:
     def ack_into(self, out: list[bytes], item: Incoming | None) -> None:
         """Append the PUBACK of an input, if it came at QoS 1 on this connection."""
         if item is not None and item.qos and item.generation == self.generation and self.connected:
-            out.append(mqtt5.puback_packet(item.mid))
+            out.append(codec.puback_packet(item.mid))
             self.inputs_open -= 1
 
     def acknowledged(
@@ -113,17 +112,17 @@ class Outbound:
             entry = self.inflight.get(packet_id)
             if entry is None:
                 continue
-            if reason >= mqtt5.FAILURE:  # a refused QoS 2 publish ends at its PUBREC
+            if reason >= codec.FAILURE:  # a refused QoS 2 publish ends at its PUBREC
                 finished.append((packet_id, reason))
                 continue
-            release = mqtt5.pubrel_packet(packet_id)
+            release = codec.pubrel_packet(packet_id)
             self.inflight[packet_id] = entry._replace(data=release)
             out.append(release)
         for packet_id, reason in finished:
             settled = self.inflight.pop(packet_id, None)
             if settled is None:
                 continue
-            if reason >= mqtt5.FAILURE:
+            if reason >= codec.FAILURE:
                 self._note_refusal(settled.message.topic, reason)
             self._settle(out, settled.message.then_ack)
         self._release(out)
@@ -158,7 +157,7 @@ class Outbound:
     def _encode_into(self, out: list[bytes], message: Outgoing, qos: int, packet_id: int) -> bytes | None:
         """Append the PUBLISH within the broker's limits; None when it is larger than the broker takes."""
         retain = message.retain and self.limits.retain_available
-        data = mqtt5.publish_packet(
+        data = codec.publish_packet(
             message.topic, message.payload, qos=qos, packet_id=packet_id, retain=retain
         )
         limit = self.limits.maximum_packet_size
@@ -174,4 +173,4 @@ class Outbound:
     def _note_refusal(self, topic: str, reason: int) -> None:
         if (topic, reason) not in self._refused:
             self._refused.add((topic, reason))
-            logger.error("mqtt_publish_refused", extra={"topic": topic, "reason": mqtt5.reason_name(reason)})
+            logger.error("mqtt_publish_refused", extra={"topic": topic, "reason": codec.reason_name(reason)})

@@ -5,14 +5,14 @@ window on this hardware (`make bench`, "serve's MQTT link alone"): several
 `recv` calls per packet, a properties object per PUBLISH and PUBACK, a
 wake-up of its network thread per publish. That alone caps a pod at a few
 thousand windows a second, whatever the model costs. This link reads up to
-a megabyte per `recv`, parses every packet in it at once (`mqtt5.Parser`),
+a megabyte per `recv`, parses every packet in it at once (`codec.Parser`),
 and writes what a batch may send now (as many answers as the broker's
 Receive Maximum and `max_inflight` leave room for) in one `send`; the
 PUBACKs of a read release the next answers and the inputs' acknowledgements
 in one `send` more. paho stays available (`mqtt_client: paho`); both links keep
 the same contract, and the same tests run against both.
 
-The contract (as `mqtt.MqttLink`):
+The contract (as `paho_link.MqttLink`):
 
 - a persistent MQTT 5 session: a stable client id, clean start off, a
   Session Expiry Interval and a Receive Maximum; reconnects back off
@@ -26,7 +26,7 @@ The contract (as `mqtt.MqttLink`):
   acknowledgement only goes out on the connection the input arrived on;
 - what is owed to the broker (answers in flight or waiting, the inputs they
   acknowledge, the CONNACK's limits, resends after a reconnect, refusals)
-  is the pure state machine of `wire_outbound.Outbound`;
+  is the pure state machine of `outbound.Outbound`;
 - keep-alive: a PINGREQ when nothing was sent or nothing was heard for half
   the keep-alive, and the link is dead when a PINGREQ gets no answer within
   a keep-alive (a half-open connection is found in seconds, not when TCP
@@ -51,19 +51,24 @@ import time
 from typing import TYPE_CHECKING
 
 from vibration_infer.errors import UsageError
-from vibration_infer.serve import mqtt5
-from vibration_infer.serve.batcher import Incoming
-from vibration_infer.serve.link import LinkBase, Outgoing, wait_for_acknowledgements
-from vibration_infer.serve.wire_outbound import Outbound
-from vibration_infer.serve.wire_socket import RECV_BYTES, WOULD_BLOCK, open_connection, send_all, wait_ready
+from vibration_infer.serve.link import Incoming, LinkBase, Outgoing, wait_for_acknowledgements
+from vibration_infer.serve.wire import codec
+from vibration_infer.serve.wire.connection import (
+    RECV_BYTES,
+    WOULD_BLOCK,
+    open_connection,
+    send_all,
+    wait_ready,
+)
+from vibration_infer.serve.wire.outbound import Outbound
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     from vibration_infer.serve.settings import ServeSettings
-    from vibration_infer.serve.wire_socket import Connection
+    from vibration_infer.serve.wire.connection import Connection
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("vibration_infer.serve.wire")
 
 
 class WireLink(LinkBase):
@@ -123,7 +128,7 @@ class WireLink(LinkBase):
         self._stopping.set()
         with self._lock:
             sock = self._sock
-            self._write([mqtt5.DISCONNECT_PACKET])
+            self._write([codec.DISCONNECT_PACKET])
             self._sock = None  # nothing may follow the DISCONNECT; the network thread closes it
             self._out.disconnect()
             if sock is not None:
@@ -163,7 +168,7 @@ class WireLink(LinkBase):
         while not self._stopping.is_set():
             try:
                 connection = open_connection(s)
-            except (OSError, mqtt5.ProtocolError, UsageError) as exc:
+            except (OSError, codec.ProtocolError, UsageError) as exc:
                 logger.warning(
                     "mqtt_connect_failed",
                     extra={"host": s.mqtt_host, "port": s.mqtt_port, "error": str(exc), "retry_s": delay},
@@ -188,7 +193,7 @@ class WireLink(LinkBase):
         try:
             self._established(connection)
             self._read(connection)
-        except (OSError, mqtt5.ProtocolError) as exc:
+        except (OSError, codec.ProtocolError) as exc:
             return str(exc) or type(exc).__name__
         except Exception as exc:  # the thread must live on to reconnect, whatever broke this session
             logger.exception("mqtt_link_error")
@@ -211,9 +216,9 @@ class WireLink(LinkBase):
             self._keepalive_s = float(connack.keepalive_s or s.keepalive_s)
             # The broker redelivers unacknowledged inputs; answers still in flight go again.
             resent = len(self._out.inflight)
-            subscribe = [mqtt5.subscribe_packet(self._out.take_id(), self._subscription, 1)]
+            subscribe = [codec.subscribe_packet(self._out.take_id(), self._subscription, 1)]
             if self._stale:  # after the SUBSCRIBE: the broker takes them in order
-                subscribe.append(mqtt5.unsubscribe_packet(self._out.take_id(), self._stale))
+                subscribe.append(codec.unsubscribe_packet(self._out.take_id(), self._stale))
             self._write([*subscribe, *self._out.connect(self._out.generation + 1, connack)])
         self._connected.set()
         logger.info(
@@ -255,7 +260,7 @@ class WireLink(LinkBase):
                 heard, pinged_at = time.monotonic(), None
                 try:
                     packets = parser.feed(view[:size])
-                except mqtt5.ProtocolError as exc:
+                except codec.ProtocolError as exc:
                     self._handle(exc.parsed, time.time_ns(), time.perf_counter_ns())
                     raise
                 self._handle(packets, time.time_ns(), time.perf_counter_ns())
@@ -265,10 +270,10 @@ class WireLink(LinkBase):
             if pinged_at is None and (now - heard >= keepalive / 2 or now - self._last_sent >= keepalive / 2):
                 pinged_at = now
                 with self._lock:
-                    self._write([mqtt5.PINGREQ_PACKET])
+                    self._write([codec.PINGREQ_PACKET])
 
     def _handle(
-        self, packets: list[mqtt5.Message | mqtt5.Control], received_ns: int, received_perf_ns: int
+        self, packets: list[codec.Message | codec.Control], received_ns: int, received_perf_ns: int
     ) -> None:
         generation = self._out.generation  # only this thread changes it
         done: list[tuple[int, int]] = []
@@ -276,7 +281,7 @@ class WireLink(LinkBase):
         arrived: list[Incoming] = []
         inputs = 0
         for packet in packets:
-            if isinstance(packet, mqtt5.Message):
+            if isinstance(packet, codec.Message):
                 inputs += packet.qos > 0
                 arrived.append(
                     Incoming(
@@ -289,15 +294,15 @@ class WireLink(LinkBase):
                         received_perf_ns,
                     )
                 )
-            elif packet.kind in (mqtt5.PUBACK, mqtt5.PUBCOMP):
+            elif packet.kind in (codec.PUBACK, codec.PUBCOMP):
                 done.append((packet.packet_id, packet.reason))
-            elif packet.kind == mqtt5.PUBREC:
+            elif packet.kind == codec.PUBREC:
                 received.append((packet.packet_id, packet.reason))
-            elif packet.kind in (mqtt5.SUBACK, mqtt5.UNSUBACK):
+            elif packet.kind in (codec.SUBACK, codec.UNSUBACK):
                 self._log_refusal(packet)
-            elif packet.kind == mqtt5.DISCONNECT:
+            elif packet.kind == codec.DISCONNECT:
                 self._acknowledged(done, received)  # what the broker had, before it hung up
-                detail = f"{mqtt5.reason_name(packet.reason)} {packet.reason_string}".strip()
+                detail = f"{codec.reason_name(packet.reason)} {packet.reason_string}".strip()
                 raise ConnectionError(f"the broker disconnected: {detail}")
         if inputs:
             self._count_inputs(inputs)
@@ -306,18 +311,18 @@ class WireLink(LinkBase):
         if arrived:
             self._deliver(arrived)
 
-    def _log_refusal(self, packet: mqtt5.Control) -> None:
-        if packet.reason < mqtt5.FAILURE:
+    def _log_refusal(self, packet: codec.Control) -> None:
+        if packet.reason < codec.FAILURE:
             return
-        if packet.kind == mqtt5.SUBACK:
+        if packet.kind == codec.SUBACK:
             logger.error(
                 "mqtt_subscribe_refused",
-                extra={"filter": self._subscription, "reason": mqtt5.reason_name(packet.reason)},
+                extra={"filter": self._subscription, "reason": codec.reason_name(packet.reason)},
             )
         else:
             logger.error(
                 "mqtt_unsubscribe_refused",
-                extra={"filters": ",".join(self._stale), "reason": mqtt5.reason_name(packet.reason)},
+                extra={"filters": ",".join(self._stale), "reason": codec.reason_name(packet.reason)},
             )
 
     def _count_inputs(self, n: int) -> None:

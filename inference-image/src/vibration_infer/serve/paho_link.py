@@ -37,8 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from vibration_infer.serve.batcher import Incoming
-from vibration_infer.serve.link import LinkBase, wait_for_acknowledgements
+from vibration_infer.serve.link import Incoming, LinkBase, wait_for_acknowledgements
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
