@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from typing import TYPE_CHECKING, Any
 
 from paho.mqtt.packettypes import PacketTypes
@@ -18,7 +19,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from vibration_core.logs import event_fields
-from vibration_infer.serve.link import queue_into
+from vibration_infer.serve.link import Coalescer, Incoming, queue_into
 from vibration_infer.serve.paho_link import MqttLink
 from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.serve.wire import codec
@@ -81,3 +82,26 @@ def test_the_paho_link_logs_a_refused_subscription_and_unsubscription(
         {"event": "mqtt_subscribe_refused", "filter": SHARED, "reason": "Shared subscription not supported"},
         {"event": "mqtt_unsubscribe_refused", "filters": PLAIN, "reason": "Not authorized"},
     ]
+
+
+def test_the_coalescer_holds_windows_until_the_batch_is_full_or_the_deadline_passed() -> None:
+    batches: list[list[Incoming]] = []
+    items = [Incoming(f"t{i}", b"", i, 1, 1, 0, 0) for i in range(5)]
+    at_once = Coalescer(batches.append, batch_max=64, deadline_s=0.0)
+    at_once.add(items[:2])
+    assert batches == [items[:2]]  # no deadline: each read is a batch
+
+    batches.clear()
+    held = Coalescer(batches.append, batch_max=3, deadline_s=0.2)
+    assert held.wait_s(1.0) == 1.0  # nothing held: the reader waits as long as it likes
+    held.add(items[:1])
+    assert 0.0 < held.wait_s(1.0) <= 0.2
+    held.flush_due()
+    assert batches == []  # not due yet
+    held.add(items[1:4])
+    assert batches == [items[:4]]  # full (3 or more): delivered without waiting
+    held.add(items[4:])
+    time.sleep(0.21)
+    assert held.wait_s(1.0) == 0.0
+    held.flush_due()
+    assert batches == [items[:4], items[4:]]

@@ -257,6 +257,27 @@ def test_an_input_is_acknowledged_only_once_its_answer_is(
 
 
 @pytest.mark.integration
+def test_a_coalescing_deadline_delivers_windows_that_came_apart_as_one_batch(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
+    broker = make_broker()
+    sensor = Peer(broker, "sensor")
+    batches: list[list[Incoming]] = []
+    link = WireLink(settings(broker.url, tmp_path, batch_deadline_ms=400), RAW, batches.append)
+    link.start()
+    assert link.wait_connected(10)
+    for i in range(4):  # four reads, 50 ms apart: within one deadline
+        sensor.client.publish(f"{PREFIX}/machines/m1/raw", f"w{i}".encode(), qos=1)
+        time.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while not batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [[x.payload for x in batch] for batch in batches] == [[f"w{i}".encode() for i in range(4)]]
+    link.stop(0)
+    sensor.close()
+
+
+@pytest.mark.integration
 def test_a_refused_connect_names_the_reason_and_is_retried(
     make_broker: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

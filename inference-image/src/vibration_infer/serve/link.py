@@ -69,6 +69,47 @@ def queue_into(inbox: queue.SimpleQueue[Incoming]) -> Callable[[list[Incoming]],
     return deliver
 
 
+class Coalescer:
+    """Holds windows back for company: until `batch_max` wait or `deadline_s` passed since the first.
+
+    With a deadline of 0 (the default) every `add` is delivered at once: a batch
+    is what one read brought. A hall's few hundred windows a second come one by
+    one, and each then pays a batch's fixed costs (a one-window FFT, a one-row
+    model call, an answer); a few milliseconds of company let them share those
+    costs, for as much latency (`batch_deadline_ms`, make bench shows the trade).
+    """
+
+    def __init__(self, deliver: Callable[[list[Incoming]], None], batch_max: int, deadline_s: float) -> None:
+        self._deliver = deliver
+        self._max = batch_max
+        self._deadline_s = deadline_s
+        self._items: list[Incoming] = []
+        self._due = 0.0
+
+    def add(self, items: list[Incoming]) -> None:
+        """Take windows; deliver when the batch is full or no deadline is set."""
+        if not self._items:
+            self._due = time.monotonic() + self._deadline_s
+        self._items.extend(items)
+        if len(self._items) >= self._max or self._deadline_s <= 0:
+            self.flush()
+
+    def wait_s(self, idle_s: float) -> float:
+        """How long the reader may wait for bytes: `idle_s`, or less when windows are held."""
+        return min(idle_s, max(0.0, self._due - time.monotonic())) if self._items else idle_s
+
+    def flush_due(self) -> None:
+        """Deliver the held windows if their deadline passed."""
+        if self._items and time.monotonic() >= self._due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Deliver whatever is held."""
+        items, self._items = self._items, []
+        if items:
+            self._deliver(items)
+
+
 def delivers_inline(settings: ServeSettings) -> bool:
     """Whether the link `settings` choose may answer windows on its own network thread."""
     return settings.mqtt_client != "paho"

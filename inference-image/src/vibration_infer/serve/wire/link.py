@@ -51,7 +51,7 @@ import time
 from typing import TYPE_CHECKING
 
 from vibration_infer.errors import UsageError
-from vibration_infer.serve.link import Incoming, LinkBase, Outgoing, wait_for_acknowledgements
+from vibration_infer.serve.link import Coalescer, Incoming, LinkBase, Outgoing, wait_for_acknowledgements
 from vibration_infer.serve.wire import codec
 from vibration_infer.serve.wire.connection import (
     RECV_BYTES,
@@ -89,6 +89,7 @@ class WireLink(LinkBase):
         # Guarded by _lock; the connection's generation is the Outbound's.
         self._sock: socket.socket | None = None
         self._keepalive_s = float(settings.keepalive_s)
+        self._coalescer = Coalescer(deliver, settings.batch_max, settings.batch_deadline_ms / 1000)
         self._out = Outbound(settings.max_inflight)
         self._last_sent = 0.0
         self._over_limit_warned = 0
@@ -247,7 +248,7 @@ class WireLink(LinkBase):
                 if self._sock is not sock:
                     raise ConnectionError("the connection was closed")
                 pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
-            if pending or _readable(sock, min(1.0, keepalive / 4)):
+            if pending or _readable(sock, self._coalescer.wait_s(min(1.0, keepalive / 4))):
                 with self._lock:
                     if self._sock is not sock:
                         raise ConnectionError("the connection was closed")
@@ -262,8 +263,10 @@ class WireLink(LinkBase):
                     packets = parser.feed(view[:size])
                 except codec.ProtocolError as exc:
                     self._handle(exc.parsed, time.time_ns(), time.perf_counter_ns())
+                    self._coalescer.flush()
                     raise
                 self._handle(packets, time.time_ns(), time.perf_counter_ns())
+            self._coalescer.flush_due()
             now = time.monotonic()
             if pinged_at is not None and now - pinged_at > keepalive:
                 raise TimeoutError(f"no answer to PINGREQ within {keepalive:g} s")
@@ -309,7 +312,7 @@ class WireLink(LinkBase):
         if done or received:  # first: an answer acknowledged frees its slot for the new ones
             self._acknowledged(done, received)
         if arrived:
-            self._deliver(arrived)
+            self._coalescer.add(arrived)
 
     def _log_refusal(self, packet: codec.Control) -> None:
         if packet.reason < codec.FAILURE:
