@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from bench_profile import Profile, Sampler
 from bench_record import Figure, Section, record
-from bench_serve_figures import Loads, profile_notes, reference_note, system_figures
+from bench_serve_figures import Loads, coalescing_figures, profile_notes, reference_note, system_figures
 from bench_serve_parts import (
     CORE,
     PREFIX,
@@ -78,6 +78,8 @@ TARGET_JSON_US = 300.0
 TARGET_P99_500_MS = 1.02
 """p99 at 500 windows/s in the last run before the hall-load work (commit 327af77): keep it."""
 HALL_RATE, LATENCY_RATE = 300.0, 500.0
+COALESCING_MS = (5, 20)
+"""`batch_deadline_ms` values tried at the hall load: CPU per window against latency."""
 SETTLE_S = 2.0
 
 
@@ -200,6 +202,8 @@ class Results:
     binary: Loads
     json: Loads
     litert: Loads
+    coalesced: dict[int, Load]
+    """The binary hall load with a coalescing deadline (ms) on serve's link."""
     ready_s: float
     rss_mb: tuple[float, float, float]
     """Idle, at the end of the binary flood, and 2 s later."""
@@ -237,6 +241,13 @@ def measure(args: argparse.Namespace, work: Path) -> Results:
             json_windows = bench.loads([process.pid], json=True, flood=args.json_flood_windows)
         with serve_process(broker, int8, work / "litert", args.serve_flag) as (process, _):
             litert = bench.loads([process.pid], json=False)
+        coalesced = {}
+        for deadline_ms in COALESCING_MS:
+            flags = [*args.serve_flag, f"--batch-deadline-ms={deadline_ms}"]
+            with serve_process(broker, model, work / f"coalesce-{deadline_ms}", flags) as (process, _):
+                bench.run([process.pid], streams.take(300, json=False), 1000.0)
+                hall_windows = streams.take(args.hall_windows, json=False)
+                coalesced[deadline_ms] = bench.run([process.pid], hall_windows, HALL_RATE)
         bench.collector.close()
         bench.publisher.close()
     sample = streams.take(2048, json=False)
@@ -250,7 +261,16 @@ def measure(args: argparse.Namespace, work: Path) -> Results:
         with Mosquitto(work / f"broker-{client}") as broker:
             transport[client] = transport_only(broker, streams.take(args.flood_windows, json=False), client)
     return Results(
-        ref, binary, json_windows, litert, ready_s, (idle_rss, rss, settled_rss), profile, floors, transport
+        ref,
+        binary,
+        json_windows,
+        litert,
+        coalesced,
+        ready_s,
+        (idle_rss, rss, settled_rss),
+        profile,
+        floors,
+        transport,
     )
 
 
@@ -322,6 +342,7 @@ def main() -> int:
                 *system_figures("serve, binary windows", r.binary, r.ref, BINARY_TARGETS),
                 *system_figures("serve, JSON windows", r.json, r.ref, JSON_TARGETS),
                 *system_figures(litert, r.litert, r.ref, {}),
+                *coalescing_figures(r.coalesced, r.ref),
                 *serve_alone(r),
             ],
             [

@@ -76,6 +76,22 @@ def system_figures(name: str, ours: Loads, ref: Loads, targets: dict[str, tuple[
     return out
 
 
+def coalescing_figures(coalesced: dict[int, Load], ref: Loads) -> list[Figure]:
+    """The hall load with windows held back for company: CPU per window against latency."""
+    out = []
+    for deadline_ms, load in coalesced.items():
+        compared = ratio(load.cpu_us, ref.hall.cpu_us, more_is_better=False)
+        out.append(
+            Figure(
+                f"serve, binary windows, --batch-deadline-ms={deadline_ms}: hall load, CPU per window, p99",
+                f"{load.cpu_us:.0f} us ({load.cpu_pct:.0f} % of one core), p99 {load.p99_ms:.1f} ms"
+                + unanswered(load),
+                baseline=f"{ref.hall.cpu_us:.0f} us ({compared})",
+            )
+        )
+    return out
+
+
 def profile_notes(profile: Profile | None) -> list[str]:
     """The profile's largest shares, and the one before, as notes."""
     if profile is None:

@@ -6,9 +6,10 @@ them, `pyproject.toml`):
 - `main` (the process: flags, logging, signals) and `app` (the composition
   root: builds the link, the batch processor, the endpoints and the swap, and
   wires them);
-- the parts: `swap` (a new target, validated in-process) with `shadow`,
-  `http` and `metrics` (what the pod shows), `alerts` (debounce), `memory`,
-  `batcher` (windows to answers), and the two MQTT clients: `wire` (the
+- the parts: `responder` (a batch answered: model, answers, alerts,
+  metrics, drift, shadow) over `batcher` (windows to answers) and `alerts`
+  (debounce), `swap` (a new target, validated in-process) with `shadow`,
+  `http` and `metrics` (what the pod shows), `memory`, and the two MQTT clients: `wire` (the
   project's own, the default: `wire.codec`, `wire.outbound`,
   `wire.connection`, `wire.link`) and `paho_link` (the paho-mqtt adapter);
 - `link` (the transport types `Incoming` and `Outgoing`, and the `Link`

@@ -9,6 +9,11 @@ batch never mixes models); the main thread publishes status and watches the
 target file; a swap runs on a thread of its own while the old model keeps
 serving; the HTTP endpoints run on theirs.
 
+The answering itself is `responder` (and, below it, `batcher`); this module
+holds the pod's one lifecycle (start, serve, swap, stop) and the state its
+endpoints and status topic report, which is why it is longer than the others:
+split further, each part would reach back into the same state.
+
 Stopping (SIGTERM): the batch in hand is finished and no new one is taken,
 the link waits a little for the broker to acknowledge the last answers (and
 so for their inputs to be acknowledged), a final status says not ready, and
@@ -23,7 +28,6 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vibration_core.drift_monitor import DriftMonitor
@@ -33,12 +37,12 @@ from vibration_core.target import load_target
 from vibration_core.topics import TopicLayout
 from vibration_infer.cache import ModelCache
 from vibration_infer.loader import load_model
-from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
-from vibration_infer.serve.batcher import BatchProcessor, collect
+from vibration_infer.serve.batcher import collect
 from vibration_infer.serve.http import HttpServer
-from vibration_infer.serve.link import Incoming, Outgoing, delivers_inline, queue_into
+from vibration_infer.serve.link import Incoming, delivers_inline, queue_into
 from vibration_infer.serve.memory import MemoryTrimmer
 from vibration_infer.serve.metrics import ServeMetrics
+from vibration_infer.serve.responder import Active, Responder
 from vibration_infer.serve.swap import HotSwap
 
 if TYPE_CHECKING:
@@ -79,14 +83,6 @@ def make_link(
     return WireLink(settings, subscription, deliver, on_change, stale)
 
 
-@dataclass(frozen=True, eq=False)
-class Active:
-    """The model that answers, with the drift monitor against its card's reference."""
-
-    model: LoadedModel
-    drift: DriftMonitor
-
-
 class ServeApp:
     """One serving pod. `start`, then `run_forever` until `request_stop`, then `shutdown`."""
 
@@ -96,10 +92,7 @@ class ServeApp:
         self.metrics = ServeMetrics(registry)
         self.cache = ModelCache(settings.cache_dir, keep=settings.cache_keep)
         self.inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
-        self.processor = BatchProcessor(
-            self.layout, max_payload_bytes=settings.max_payload_bytes, dedupe_keys=settings.dedupe_keys
-        )
-        self.alerts = AlertTracker(AlertPolicy.from_settings(settings))
+        self.responder = Responder(settings, self.layout, self.metrics)
         group = settings.mqtt_share_group
         self.subscription = self.layout.raw_subscription(group)
         # A session kept from before the share group still holds the plain filter, which would
@@ -108,6 +101,7 @@ class ServeApp:
         self._inline = delivers_inline(settings)
         deliver = self._answer if self._inline else queue_into(self.inbox)
         self.link = make_link(settings, self.subscription, deliver, self._on_connection, stale)
+        self.responder.link = self.link
         self.http = HttpServer(self, settings.http_host, settings.http_port)
         self.swap = HotSwap(settings, self.cache, self.metrics, self)
         self.trimmer = MemoryTrimmer(settings.memory_trim_s)
@@ -379,55 +373,8 @@ class ServeApp:
                 self._answer(items)
 
     def _answer(self, items: list[Incoming]) -> None:
-        """Answer `items` in batches of at most `batch_max` (on the wire link's thread, or the worker)."""
+        """Answer `items` with the active model (on the wire link's thread, or the paho worker)."""
         active = self._active
         if self._stop.is_set() or active is None:
             return  # never acknowledged: the broker delivers them again, to the next pod
-        batch_max = self.settings.batch_max
-        for start in range(0, len(items), batch_max):
-            batch = items[start : start + batch_max]
-            try:
-                self._handle(batch, active)
-            except Exception:  # retried one message at a time just below
-                logger.warning(
-                    "batch_failed", extra={"size": len(batch), "retry": "one_by_one"}, exc_info=True
-                )
-                for item in batch:
-                    try:
-                        self._handle([item], active)
-                    except Exception:  # one message's handling: the loop must go on
-                        logger.exception("message_failed", extra={"topic": item.topic[:200]})
-                        self.metrics.record_errors(["internal"])
-                        self.link.ack(item)
-
-    def _handle(self, items: list[Incoming], active: Active) -> None:
-        result = self.processor.process(items, active.model)
-        qos = self.settings.predictions_qos
-        self.link.publish_many(Outgoing(a.topic, a.payload, qos, then_ack=a.item) for a in result.answers)
-        for item in result.duplicates:
-            self.link.ack(item)
-        self.metrics.record_received(len(items))
-        predictions = result.predictions
-        self.metrics.record_batch((p.label for p in predictions), result.latencies_s)
-        self.metrics.record_errors(e.reason.value for e in result.errors)
-        if result.duplicates:
-            self.metrics.duplicates.inc(len(result.duplicates))
-        for prediction in predictions:
-            alert = self.alerts.observe(prediction)
-            if alert is not None:
-                self.link.publish(self.layout.alerts(alert.machine), alert.encode(), qos=qos)
-                self.metrics.alerts.labels(label=alert.label, severity=alert.severity).inc()
-                logger.info(
-                    "alert",
-                    extra={
-                        "machine": alert.machine,
-                        "label": alert.label,
-                        "confidence": round(alert.confidence, 3),
-                        "severity": alert.severity,
-                    },
-                )
-        if result.features is not None and result.probabilities is not None:
-            active.drift.update(result.features, result.probabilities)
-            shadow = self._shadow
-            if shadow is not None and result.classes is not None:
-                shadow.observe(result.features, result.classes, active.model.card.labels)
+        self.responder.answer(items, active, self._shadow)

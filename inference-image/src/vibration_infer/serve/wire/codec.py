@@ -14,6 +14,17 @@ what the pod needs is here (OASIS MQTT 5.0, chapters 2 and 3):
 
 The parser works on a growing buffer and returns every complete packet, so
 one `recv` of a megabyte holding sixty windows costs one call, not sixty.
+
+Why not the PyPI package `mqtt5` (Rust, sans-I/O, 0.8.0, the codec of
+aiomqtt's next client), measured against this module with its tests and a
+real Mosquitto: it aborts the process's thread with a Rust panic (not a
+Python exception, so the link's reconnect loop never sees it) on a topic or
+reason string that is not valid UTF-8, which a broker passes on from any
+client; it reads one packet from the start of a buffer, with no incremental
+parser and no packet size limit (a partial and an oversized packet raise the
+same IndexError); a reason code it does not know raises ValueError and would
+drop the session. Behind this seam, with a UTF-8 check and our types around
+it, it saves about 2 us of a window's ~45 us of batch work. Kept ours.
 """
 
 from __future__ import annotations

@@ -1,0 +1,109 @@
+"""Answering windows: a batch through the active model, its answers out, then alerts, metrics, drift, shadow.
+
+`Responder.answer` is what the link hands each read (or the paho worker each
+batch) to, through `app.ServeApp`, which says which model is active and
+whether a candidate shadows it. A batch that fails is retried one window at
+a time, so one broken window never costs the others their answers; a window
+whose own handling fails is answered with nothing, counted as `internal` and
+acknowledged, so the broker does not redeliver it forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
+from vibration_infer.serve.batcher import BatchProcessor
+from vibration_infer.serve.link import Outgoing
+
+if TYPE_CHECKING:
+    from vibration_core.drift_monitor import DriftMonitor
+    from vibration_core.topics import TopicLayout
+    from vibration_infer.loader import LoadedModel
+    from vibration_infer.serve.link import Incoming, Link
+    from vibration_infer.serve.metrics import ServeMetrics
+    from vibration_infer.serve.settings import ServeSettings
+    from vibration_infer.serve.shadow import Shadow
+
+logger = logging.getLogger("vibration_infer.serve.app")
+
+
+@dataclass(frozen=True, eq=False)
+class Active:
+    """The model that answers, with the drift monitor against its card's reference."""
+
+    model: LoadedModel
+    drift: DriftMonitor
+
+
+class Responder:
+    """Answers batches of windows (one thread at a time: the link's, or the paho worker)."""
+
+    def __init__(self, settings: ServeSettings, layout: TopicLayout, metrics: ServeMetrics) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.metrics = metrics
+        self.processor = BatchProcessor(
+            layout, max_payload_bytes=settings.max_payload_bytes, dedupe_keys=settings.dedupe_keys
+        )
+        self.alerts = AlertTracker(AlertPolicy.from_settings(settings))
+        self.link: Link | None = None
+        """Set by the app once it built the link (the link needs `answer` first)."""
+
+    def answer(self, items: list[Incoming], active: Active, shadow: Shadow | None) -> None:
+        """Answer `items` with `active` in batches of at most `batch_max`."""
+        batch_max = self.settings.batch_max
+        for start in range(0, len(items), batch_max):
+            batch = items[start : start + batch_max]
+            try:
+                self._handle(batch, active, shadow)
+            except Exception:  # retried one message at a time just below
+                logger.warning(
+                    "batch_failed", extra={"size": len(batch), "retry": "one_by_one"}, exc_info=True
+                )
+                for item in batch:
+                    try:
+                        self._handle([item], active, shadow)
+                    except Exception:  # one message's handling: the loop must go on
+                        logger.exception("message_failed", extra={"topic": item.topic[:200]})
+                        self.metrics.record_errors(["internal"])
+                        self._link.ack(item)
+
+    @property
+    def _link(self) -> Link:
+        if self.link is None:  # pragma: no cover - the app sets it before the link starts
+            raise RuntimeError("the responder has no link yet")
+        return self.link
+
+    def _handle(self, items: list[Incoming], active: Active, shadow: Shadow | None) -> None:
+        result = self.processor.process(items, active.model)
+        qos = self.settings.predictions_qos
+        self._link.publish_many(Outgoing(a.topic, a.payload, qos, then_ack=a.item) for a in result.answers)
+        for item in result.duplicates:
+            self._link.ack(item)
+        self.metrics.record_received(len(items))
+        predictions = result.predictions
+        self.metrics.record_batch((p.label for p in predictions), result.latencies_s)
+        self.metrics.record_errors(e.reason.value for e in result.errors)
+        if result.duplicates:
+            self.metrics.duplicates.inc(len(result.duplicates))
+        for prediction in predictions:
+            alert = self.alerts.observe(prediction)
+            if alert is not None:
+                self._link.publish(self.layout.alerts(alert.machine), alert.encode(), qos=qos)
+                self.metrics.alerts.labels(label=alert.label, severity=alert.severity).inc()
+                logger.info(
+                    "alert",
+                    extra={
+                        "machine": alert.machine,
+                        "label": alert.label,
+                        "confidence": round(alert.confidence, 3),
+                        "severity": alert.severity,
+                    },
+                )
+        if result.features is not None and result.probabilities is not None:
+            active.drift.update(result.features, result.probabilities)
+            if shadow is not None and result.classes is not None:
+                shadow.observe(result.features, result.classes, active.model.card.labels)
