@@ -16,6 +16,10 @@ card has none: its scaling is inside the graph. A card without the field
 serialises without it, so readers that predate it still accept ONNX cards;
 they refuse a card that has it (extra fields are forbidden) rather than feed
 its model untransformed features.
+
+Longer than the others: it is the whole model card contract, each field with
+the description docs/contracts.md is generated from, and the checks that
+refuse a card.
 """
 
 from __future__ import annotations

@@ -31,6 +31,10 @@ is held to the card's.
 
 Decoding refuses anything unusable with a `MessageError` whose reason is one
 of `vibration_core.messages.ErrorReason`.
+
+Longer than the others: it is one contract (binary and JSON windows) with a
+refusal, and its reason, for every way a payload can be wrong; split, the two
+encodings would duplicate those checks.
 """
 
 from __future__ import annotations

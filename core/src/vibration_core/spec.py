@@ -8,6 +8,10 @@ description, which is what ``kubectl explain vibrationmodel.spec`` shows.
 Cross-field rules are CEL (``x-kubernetes-validations``), so the API server
 refuses an invalid spec with a clear message instead of the operator finding
 out later.
+
+Longer than the others: it is the whole VibrationModel schema, the CRD's one
+source, and every field carries the docstring the CRD and the docs tables are
+generated from.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ object), and always from a fresh read of the object: kopf's cached body may
 predate our last status patch, and deciding from it would repeat events.
 Errors are translated once, here: API errors are `kopf.TemporaryError`, an
 unusable spec is `kopf.PermanentError`.
+
+Longer than the others: it is every kopf registration in one place (the RBAC
+test derives the operator's API calls from them); each handler only parses,
+calls the pure modules and applies.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ Labels are free strings (the card records them), but a model needs at least
 two classes, and the split (`vibration_train.split`) at least two windows of
 each, one to train on and one to hold out.
 Anything unusable raises a `TrainingDataError` that names the problem.
+
+Longer than the others: it reads every table a user brings (raw windows,
+feature tables, the reference pipeline's) into one shape, each with the
+refusal that names what is wrong.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ The card describes the artifact it names: format ``edgetpu`` or ``tflite``,
 the input tensor exactly as LiteRT reports it (the compiler keeps the input
 and output tensors), the input transform serving applies before it, labels in
 output order, the INT8 model's metrics.
+
+Longer than the others: the INT8 path is one sequence (MLP, representative
+data, full-integer conversion, measurement, compilation, card) whose steps
+share the split and the scaler.
 """
 
 from __future__ import annotations

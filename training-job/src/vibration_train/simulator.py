@@ -23,6 +23,10 @@ overlap the way field data does. The random draws come from independent
 streams in a fixed order, so a `Drift` changes only what it names: the same
 seed with and without a speed shift gives the same machines, labels, phases
 and noise.
+
+Longer than the others: it is one physical model of the four conditions
+(shaft, bearing, sensor, noise, drifts) whose parts share its parameters; used
+only by training, tests and tools, it ships in the training image alone.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ directly instead.
 The cache, accelerator, threshold and S3 fields share their names (and so
 their environment variables) with `vibration_infer.settings.ValidateSettings`:
 the init container and the serving container of a pod read one environment.
+
+Longer than the others: it is one settings class, each field with the
+docstring its flag's help and the chart's documentation come from.
 """
 
 from __future__ import annotations

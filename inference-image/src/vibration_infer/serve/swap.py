@@ -34,6 +34,10 @@ a Coral node never needs a second pod (which could not get the TPU) and is
 never without a serving model, also when the new version fails. The
 candidate and the serving model share the TPU in one process, which the
 Edge TPU runtime allows.
+
+Longer than the others: it is one state machine (a target seen, fetched,
+validated, shadowed, promoted or refused) whose steps share the candidate's
+state.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ parser and no packet size limit (a partial and an oversized packet raise the
 same IndexError); a reason code it does not know raises ValueError and would
 drop the session. Behind this seam, with a UTF-8 check and our types around
 it, it saves about 2 us of a window's ~45 us of batch work. Kept ours.
+
+Longer than the others: it is the MQTT 5 wire format the pod speaks, encoders
+and the parser side by side so that each packet's layout is read in one place.
 """
 
 from __future__ import annotations

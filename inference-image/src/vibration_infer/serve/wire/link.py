@@ -38,6 +38,10 @@ answers them on this thread (`link.delivers_inline`); other threads publish
 too (the status, a swap's reports). One lock covers the socket
 (TLS objects are not thread-safe) and the outbound state. The socket is
 non-blocking, so a read never waits on a half record while holding the lock.
+
+Longer than the others: it is the client's one network thread (connect, read,
+keep-alive, reconnect) and the lock it shares with the publishers; the pure
+parts are already apart (codec, outbound, connection).
 """
 
 from __future__ import annotations
