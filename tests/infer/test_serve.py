@@ -323,20 +323,37 @@ def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_windows_in_predictions_out_equal_to_an_offline_run(
-    broker: Mosquitto, models: Models, v1: LoadedModel, tmp_path: Path, mqtt_client: str
+@pytest.mark.parametrize(
+    ("rate_hz", "deadline_ms"),
+    [(None, 0.0), (300.0, 0.0), (300.0, 20.0)],
+    ids=["flood", "hall-load", "hall-load-coalesced"],
+)
+def test_windows_in_predictions_out_equal_to_an_offline_run(  # noqa: PLR0917 - pytest passes fixtures by name
+    broker: Mosquitto,
+    models: Models,
+    v1: LoadedModel,
+    tmp_path: Path,
+    mqtt_client: str,
+    rate_hz: float | None,
+    deadline_ms: float,
 ) -> None:
+    # As fast as one client can publish (batches of what queued), one by one at a hall's
+    # load (batches of one), and one by one held back for company: the same answers.
     data = stream(300, seed=5)
     drift = {
         "drift_window": 100,
         "drift_min_samples": 50,
         "drift_evaluate_every": 50,
         "drift_baseline_windows": 200,
+        "batch_deadline_ms": deadline_ms,
     }
     with serving(settings_for(broker, models, tmp_path, mqtt_client=mqtt_client, **drift)) as app:
         collector = Collector(broker)
         sensor = Publisher(broker)
+        started = time.monotonic()
         for i in range(len(data)):
+            if rate_hz is not None:
+                time.sleep(max(0.0, started + i / rate_hz - time.monotonic()))
             machine, ts = str(data.machine[i]), int(data.timestamp_ns[i])
             if i % 3 == 0:
                 payload = encode_raw_float32(data.windows[i], RATE, ts)
@@ -350,7 +367,8 @@ def test_windows_in_predictions_out_equal_to_an_offline_run(
         received = {(p.machine, p.timestamp_ns): p for p in collector.predictions()}
         assert set(received) == keys(data)
         offline = predict(v1, data.windows, RATE)
-        for i in range(0, len(data), 3):  # the float32 ones are bit-identical inputs
+        # float32 and JSON windows are bit-identical inputs (JSON carries each float32 exactly)
+        for i in (i for i in range(len(data)) if i % 3 != 1):
             p = received[(str(data.machine[i]), int(data.timestamp_ns[i]))]
             assert p.label == offline.labels[i]
             assert p.confidence == pytest.approx(float(offline.confidences[i]), abs=1e-6)
