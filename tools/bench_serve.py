@@ -26,50 +26,29 @@ Not a test: it prints figures beside their targets and exits 0 either way.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench_profile import Profile, Sampler
 from bench_record import Figure, Section, record
 from bench_serve_figures import Loads, coalescing_figures, profile_notes, reference_note, system_figures
-from bench_serve_parts import (
-    CORE,
-    PREFIX,
-    RATE,
-    Collector,
-    Load,
-    Publisher,
-    compute_floor,
-    encoded,
-    keep_off_core,
-    reference_process,
-    rss_mb,
-    run_load,
-    transport_only,
-    with_children,
-)
+from bench_serve_parts import RATE, Collector, Load, Publisher, encoded, keep_off_core, rss_mb, run_load
+from bench_serve_probes import compute_floor, transport_only
+from bench_serve_systems import artifact_of, reference_process, serve_process, train_model, with_children
 from vibration_core.modelcard import ModelCard
 from vibration_testkit.mosquitto import Mosquitto
-from vibration_testkit.net import free_port
 from vibration_train.simulator import simulate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from vibration_train.simulator import SimulatedData
 
 
-BIN = Path(sys.executable).parent
 TARGET_READY_S, TARGET_RSS_MB = 1.5, 100.0
 TARGET_FLOOD_RATE = 10000
 """Binary windows answered per second in a flood, one core (20 000 stays the long-term aim)."""
@@ -81,71 +60,6 @@ HALL_RATE, LATENCY_RATE = 300.0, 500.0
 COALESCING_MS = (5, 20)
 """`batch_deadline_ms` values tried at the hall load: CPU per window against latency."""
 SETTLE_S = 2.0
-
-
-def train_model(work: Path, windows: int, *, edgetpu: bool = False) -> Path:
-    """The reference model (150 trees, depth 5) from `vibration-train`, as users train it, or the INT8 one."""
-    data, out = work / "train.parquet", work / ("model-int8" if edgetpu else "model")
-    train = str(BIN / "vibration-train")
-    if not data.exists():
-        simulate_argv = [train, "simulate", "--windows", str(windows), "--out", str(data)]
-        subprocess.run(simulate_argv, check=True, capture_output=True)
-    fit = [
-        train,
-        "fit",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        *(["--format", "edgetpu"] if edgetpu else []),
-    ]
-    subprocess.run(fit, check=True, capture_output=True)
-    return out
-
-
-def artifact_of(model: Path) -> Path:
-    """The model file the card of directory `model` names."""
-    return model / ModelCard.load(model / "modelcard.json").artifact.filename
-
-
-@contextlib.contextmanager
-def serve_process(
-    broker: Mosquitto, model: Path, work: Path, extra: list[str] | None = None
-) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
-    """`vibration-infer serve` pinned to one core; yields the process and its start-to-ready seconds."""
-    work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    argv = [
-        str(BIN / "vibration-infer"), "serve", "--mqtt-url", broker.url, "--topic-prefix", PREFIX,
-        "--node-name", "bench", "--artifact", str(artifact_of(model)),
-        "--card", str(model / "modelcard.json"),
-        "--http-host", "127.0.0.1", "--http-port", str(port), "--target-file", str(work / "none.json"),
-        "--cache-dir", str(work / "cache"), "--log-level", "WARNING", *(extra or []),
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBRATION_")} | {"OMP_NUM_THREADS": "1"}
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        argv,
-        env=env,
-        stderr=(work / "serve.log").open("wb"),
-        preexec_fn=lambda: os.sched_setaffinity(0, {CORE}),  # noqa: PLW1509 - no threads yet,
-    )
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"serve exited with {process.returncode}; see {work / 'serve.log'}")
-            url = f"http://127.0.0.1:{port}/readyz"
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as answer:
-                if answer.status == HTTPStatus.OK:
-                    break
-            time.sleep(0.01)
-        yield process, time.perf_counter() - started
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 CLIENT_NAMES = {"wire": "wire, the default", "paho": "paho"}

@@ -9,6 +9,10 @@ fault, ``m3``'s sensor mount loosens (three times the broadband noise: the
 drift), the others run normally. While they stream, the target moves to v2
 (a hot swap) and then to v3, trained on shuffled labels, which validation
 refuses while v2 keeps serving. Every window must be answered exactly once.
+
+Longer than the others: it is one scripted story (broker, serve, a model swap,
+drift) told step by step for a person watching; its steps share the running
+processes.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ No archive with a repository's tag is a failure under ``--check``, not a pass.
 
 Exit codes: 0 done, 1 a target missed under ``--check``, 2 a file that is not a
 docker archive (the message names the file and what is missing).
+
+Longer than the others: it is one report (each image's layers, sizes and what
+each package brings) whose parts read the same build output.
 """
 
 from __future__ import annotations

@@ -1,0 +1,131 @@
+"""serve's two halves measured apart: its batch work with no MQTT, its MQTT link with no model.
+
+Splitting serve's cost into its two halves is what says where a missed
+throughput target is lost: `compute_floor` runs serve's batch work in this
+process on `CORE`; `transport_only` runs serve's MQTT link (either client)
+and batching with no model, in a process of its own on `CORE`, under a flood.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from bench_serve_parts import CORE, LAYOUT, PREFIX, Collector, Publisher, cpu_seconds
+from vibration_core.drift_monitor import DriftMonitor, DriftPolicy
+from vibration_core.modelcard import ModelCard
+from vibration_core.target import ShadowPolicy
+from vibration_infer.loader import load_model
+from vibration_infer.serve.batcher import BatchProcessor
+from vibration_infer.serve.link import Incoming
+from vibration_infer.serve.shadow import Shadow
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from vibration_testkit.mosquitto import Mosquitto
+
+FLOOR_BATCH = 64
+
+# serve's own MQTT link (the client argv[3] names) and batching with no model: every window
+# is answered with a fixed prediction-sized payload, acknowledged once that answer is, as
+# serve does.
+TRANSPORT_SCRIPT = """
+import queue, sys
+from vibration_core.topics import TopicLayout
+from vibration_infer.serve.batcher import collect
+from vibration_infer.serve.app import make_link
+from vibration_infer.serve.link import Outgoing, queue_into
+from vibration_infer.serve.settings import ServeSettings
+settings = ServeSettings(mqtt_url=sys.argv[1], topic_prefix=sys.argv[2], node_name="transport",
+                         model_id="none", client_id="bench-transport", mqtt_client=sys.argv[3])
+layout, inbox = TopicLayout(sys.argv[2]), queue.SimpleQueue()
+link = make_link(settings, layout.raw_subscription(), queue_into(inbox))
+link.start()
+link.wait_connected(30)
+print("ready", flush=True)
+answer = b"x" * 420
+while True:
+    batch = collect(inbox, settings.batch_max, 0.0, 0.1)
+    link.publish_many(
+        Outgoing(layout.predictions(item.topic.split("/")[-2]), answer, 1, then_ack=item) for item in batch
+    )
+"""
+
+
+def compute_floor(
+    model: Path, messages: list[tuple[str, int, bytes]], *, shadow: bool = False, batch: int = FLOOR_BATCH
+) -> float:
+    """CPU microseconds per window of serve's batch work alone, in this process on one core.
+
+    With `shadow`, a candidate (the same model, loaded again) runs beside it on every batch,
+    as during `spec.rollout.shadow`: the difference is what a shadow run costs a node.
+
+    Decode, extract, predict, encode the answers and update drift, in batches of
+    `batch` (64 in a flood; one at a hall's load, where windows come one by one),
+    exactly as serve does, with no MQTT: what is left of serve's CPU per window is
+    the transport (the MQTT link's thread, the broker's packets).
+    """
+    card = ModelCard.load(model / "modelcard.json")
+    loaded = load_model(model / "model.onnx", card, threads=1)
+    items = [
+        Incoming(LAYOUT.raw(machine), payload, i, 1, 1, time.time_ns(), time.perf_counter_ns())
+        for i, (machine, _, payload) in enumerate(messages)
+    ]
+    processor = BatchProcessor(LAYOUT, max_payload_bytes=1 << 20, dedupe_keys=0)
+    drift = DriftMonitor(card.reference, card.labels, DriftPolicy(window=1000))
+    policy = ShadowPolicy(windows=10**9, min_agreement=0.95, min_class_agreement=0.9, min_class_windows=20)
+    twin = Shadow(load_model(model / "model.onnx", card, threads=1), policy) if shadow else None
+
+    def run() -> None:
+        for start in range(0, len(items), batch):
+            result = processor.process(items[start : start + batch], loaded)
+            if result.features is not None and result.probabilities is not None:
+                drift.update(result.features, result.probabilities)
+                if twin is not None and result.classes is not None:
+                    twin.observe(result.features, result.classes, card.labels)
+
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {CORE})
+    try:
+        run()  # warm
+        best = float("inf")
+        for _ in range(3):
+            started = time.process_time()
+            run()
+            best = min(best, time.process_time() - started)
+    finally:
+        os.sched_setaffinity(0, affinity)
+    return best / len(items) * 1e6
+
+
+def transport_only(
+    broker: Mosquitto, messages: list[tuple[str, int, bytes]], client: str
+) -> tuple[float, float]:
+    """Serve's MQTT link (`client`: wire or paho) alone, on one core, under the same flood.
+
+    Returns CPU us per window and windows/s.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-c", TRANSPORT_SCRIPT, broker.url, PREFIX, client],
+        stdout=subprocess.PIPE,
+        preexec_fn=lambda: os.sched_setaffinity(0, {CORE}),  # noqa: PLW1509 - no threads yet
+    )
+    try:
+        if process.stdout is None or process.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the transport-only client did not connect")
+        collector, publisher = Collector(broker), Publisher(broker)
+        cpu_before, started = cpu_seconds(process.pid), time.perf_counter()
+        publisher.send(messages, rate_hz=None)
+        done = collector.wait_for(len(messages), 600)
+        seconds = time.perf_counter() - started
+        cpu_us = (cpu_seconds(process.pid) - cpu_before) / len(messages) * 1e6
+        publisher.close()
+        collector.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return cpu_us, (len(messages) / seconds if done else float("nan"))
