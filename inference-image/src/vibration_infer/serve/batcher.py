@@ -1,14 +1,13 @@
 """Micro-batching: raw messages in, one answer per message out.
 
-`collect` takes what the MQTT thread queued: it waits for a first message,
+`collect` takes what the paho link's callback queued (the wire link hands
+over each read at once, `link.Coalescer`): it waits for a first message,
 then takes more until the batch holds `batch_max` windows or
 `batch_deadline_ms` have passed since that first window *arrived* (so a
 window that already waited while the previous batch ran is not held back
 further). The default deadline is 0: a batch is whatever queued while the
-previous one ran. Under load that is a full batch anyway, and at low load a
-window is not held back for company: at 500 windows/s a 2 ms deadline put
-the p99 from publish to prediction at 4.1 ms, no deadline at 1.6 ms, for
-the same CPU per window (`tools/bench_serve.py`).
+previous one ran. Under load that is a full batch anyway; at a low load a
+deadline trades latency for CPU per window (docs/benchmarks.md measures both).
 
 `BatchProcessor.process` turns a batch into answers with one model
 snapshot: it decodes every payload (`vibration_core.raw.decode_raw`),

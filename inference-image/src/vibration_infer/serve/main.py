@@ -70,8 +70,8 @@ def serve(settings: ServeSettings) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     # Everything loaded so far (runtimes, the model, pydantic's schemas) out of the
-    # collector's sight: a full collection walked these 50 000 objects in 12 ms while a
-    # window waited. A hot swap collects the replaced model and freezes again (ServeApp).
+    # collector's sight: a full collection walks tens of thousands of objects, for
+    # milliseconds, while a window waits. A hot swap collects the replaced model and freezes again (ServeApp).
     gc.freeze()
     app.start()
     logger.info(

@@ -3,11 +3,11 @@
 Each window arrives as a 16 KB bytes object on the MQTT link's network thread and dies
 on the batcher's; batches allocate and free megabytes of numpy temporaries in
 between. glibc's allocator keeps what was freed in its arenas, fragmented,
-and the process's RSS ratchets up with every burst: `make bench` measured
-116 MB idle and 220 MB after a 6 000-window flood, 465 MB after 20 000,
-though Python itself held about 20 MB (tracemalloc). ``malloc_trim(0)``
-returns the free pages of every arena; called once a second it brought RSS
-after the same flood to 123 MB, at no measurable cost per window.
+and the process's RSS ratchets up with every burst, to several times what
+Python itself holds (tracemalloc). ``malloc_trim(0)`` returns the free pages
+of every arena; called once a second it brings RSS back down after a flood,
+at no measurable cost per window (docs/benchmarks.md: RSS after the flood and
+two seconds later).
 
 Where the C library is not glibc (musl, macOS), there is no ``malloc_trim``
 and `MemoryTrimmer` does nothing.

@@ -1,7 +1,7 @@
 """The pod's MQTT link on the project's own MQTT 5 client: one network thread, writes per batch.
 
-Why not paho here. Under a flood, paho-mqtt spends 130-240 us of CPU per
-window on this hardware (`make bench`, "serve's MQTT link alone"): several
+Why not paho here. Under a flood, paho-mqtt spends about three times this
+link's CPU per window (docs/benchmarks.md, "serve's MQTT link alone"): several
 `recv` calls per packet, a properties object per PUBLISH and PUBACK, a
 wake-up of its network thread per publish. That alone caps a pod at a few
 thousand windows a second, whatever the model costs. This link reads up to
