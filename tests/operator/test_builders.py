@@ -17,7 +17,7 @@ import pytest
 
 from vibration_core.drift_monitor import DriftPolicy
 from vibration_core.messages import ModelStatus
-from vibration_core.spec import DriftSpec, VibrationModelSpec
+from vibration_core.spec import DriftSpec, ServingSpec, VibrationModelSpec
 from vibration_core.target import ModelTarget, load_target
 from vibration_core.validation import CompactReport
 from vibration_infer.cli import parse_validate_args
@@ -315,6 +315,19 @@ def test_the_pod_tests_drift_with_the_specs_policy(monkeypatch: pytest.MonkeyPat
         window=800, feature_psi=0.07, class_psi=0.2, p_value=0.05, baseline_windows=5000, raise_after=4,
         clear_after=6,
     )  # fmt: skip
+
+
+def test_the_pod_batches_with_the_specs_deadline_and_an_unset_one_changes_no_pod(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    held = CPU.model_copy(update={"serving": ServingSpec(batch_deadline_ms=5)})
+    assert serve_settings_of(held, monkeypatch).batch_deadline_ms == 5.0
+    assert serve_settings_of(CPU, monkeypatch).batch_deadline_ms == 0.0
+    # 0 (the default) adds nothing to the pod, so its spec hash, and the pods serving, stay.
+    unset = CPU.model_copy(update={"serving": ServingSpec(batch_deadline_ms=0)})
+    assert build_serving_pod("spindle-classifier", "hall-a", UID, unset, "edge-1", SETTINGS) == cpu_pod()
+    changed = build_serving_pod("spindle-classifier", "hall-a", UID, held, "edge-1", SETTINGS)
+    assert changed["metadata"]["annotations"] != cpu_pod()["metadata"]["annotations"]
 
 
 def test_the_specs_drift_defaults_are_the_monitors() -> None:

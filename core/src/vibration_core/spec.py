@@ -240,6 +240,19 @@ class AlertSpec(_Schema):
     """Windows in a row that raise one alert."""
 
 
+class ServingSpec(_Schema):
+    """How the serving pods batch the windows they answer.
+
+    A hall's few hundred windows a second come one by one, and each then pays a
+    batch's fixed costs (a one-window FFT, a one-row model call, an answer); a
+    few milliseconds of waiting let windows share them, for as much latency.
+    docs/benchmarks.md measures the trade.
+    """
+
+    batch_deadline_ms: float = Field(default=0.0, ge=0, le=1000)
+    """Milliseconds a window may wait for others to share its batch; 0 answers each read at once."""
+
+
 class VibrationModelSpec(_Schema):
     """A model version and how the nodes of a hall should serve it."""
 
@@ -272,6 +285,8 @@ class VibrationModelSpec(_Schema):
     """Drift policy."""
     alerts: AlertSpec = Field(default_factory=AlertSpec)
     """Alert policy."""
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    """How the serving pods batch windows."""
 
     @model_validator(mode="after")
     def _edgetpu_on_coral(self) -> Self:

@@ -141,6 +141,10 @@ def _serve_env(
         "VIBRATION_DRIFT_CLEAR_AFTER": str(spec.drift.clear_after),
         "VIBRATION_HTTP_PORT": str(settings.http_port),
     }
+    if spec.serving.batch_deadline_ms:
+        # Only when set: a pod spec that did not change keeps its hash, so an operator
+        # upgrade replaces no serving pod.
+        env["VIBRATION_BATCH_DEADLINE_MS"] = f"{spec.serving.batch_deadline_ms:g}"
     if spec.mqtt.credentials_secret:
         env["VIBRATION_MQTT_USERNAME_FILE"] = f"{SECRETS_DIR}/mqtt/username"
         env["VIBRATION_MQTT_PASSWORD_FILE"] = f"{SECRETS_DIR}/mqtt/password"
