@@ -165,32 +165,13 @@ def send_live(sensor: Publisher, live: SimulatedData, n: int) -> None:
 def test_a_candidate_that_disagrees_on_an_unseen_population_is_refused_by_the_shadow(
     hall: Hall, broker: Mosquitto, tmp_path: Path
 ) -> None:
-    settings = serve_settings(
-        broker, tmp_path, artifact=hall.champion.artifact, card=hall.champion.card, test_data=hall.test_data,
-        model_id="spindle",
-    )  # fmt: skip
+    settings = champion_pod(hall, broker, tmp_path)
     with serving(settings) as app:
         collector = Collector(broker)
         sensor = Publisher(broker)
-        target = {
-            "name": "spindle",
-            "version": "v2",
-            "model_uri": hall.candidate.artifact.as_uri(),
-            "sha256": hall.candidate.sha256,
-            "champion": {"version": "v1", "sha256": hall.champion.sha256},
-            "shadow": {
-                "windows": 300,
-                "min_agreement": 0.95,
-                "min_class_agreement": 0.9,
-                "min_class_windows": 20,
-            },
-        }
-        assert settings.target_file is not None
-        settings.target_file.write_text(json.dumps(target))
+        shadow_target(hall, settings, windows=300, min_agreement=0.95, min_class_agreement=0.9)
         wait_until(lambda: "shadowing" in app.status().message, 120, "the candidate to pass and shadow")
-        for i in range(len(hall.live)):
-            ts = int(hall.live.timestamp_ns[i])
-            sensor.send(str(hall.live.machine[i]), encode_raw_float32(hall.live.windows[i], RATE, ts))
+        send_live(sensor, hall.live, len(hall.live))
         wait_until(lambda: app.status().candidate_state == "failed", 120, "the shadow's verdict")
         status = app.status()
         report = status.candidate_report
@@ -216,33 +197,14 @@ def test_a_candidate_that_disagrees_on_an_unseen_population_is_refused_by_the_sh
 def test_a_candidate_that_meets_the_shadow_policy_is_promoted_and_only_then_marked_last_good(
     hall: Hall, broker: Mosquitto, tmp_path: Path
 ) -> None:
-    settings = serve_settings(
-        broker, tmp_path, artifact=hall.champion.artifact, card=hall.champion.card, test_data=hall.test_data,
-        model_id="spindle",
-    )  # fmt: skip
+    settings = champion_pod(hall, broker, tmp_path)
     with serving(settings) as app:
         sensor = Publisher(broker)
-        target = {
-            "name": "spindle",
-            "version": "v2",
-            "model_uri": hall.candidate.artifact.as_uri(),
-            "sha256": hall.candidate.sha256,
-            "champion": {"version": "v1", "sha256": hall.champion.sha256},
-            "shadow": {
-                "windows": 100,
-                "min_agreement": 0.0,
-                "min_class_agreement": 0.0,
-                "min_class_windows": 20,
-            },
-        }
-        assert settings.target_file is not None
-        settings.target_file.write_text(json.dumps(target))
+        shadow_target(hall, settings, windows=100, min_agreement=0.0, min_class_agreement=0.0)
         wait_until(lambda: "shadowing" in app.status().message, 120, "the shadow run to start")
         slot = app.cache.last_good_of_slot("spindle")
         assert slot is None or slot.version != "v2"  # not yet proven on live windows
-        for i in range(150):
-            ts = int(hall.live.timestamp_ns[i])
-            sensor.send(str(hall.live.machine[i]), encode_raw_float32(hall.live.windows[i], RATE, ts))
+        send_live(sensor, hall.live, 150)
         wait_until(lambda: app.status().version == "v2", 120, "v2 to serve after its shadow run")
         report = app.status().candidate_report
         assert report is not None
