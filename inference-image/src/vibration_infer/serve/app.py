@@ -74,7 +74,7 @@ def make_link(
     stale: Sequence[str] = (),
 ) -> Link:
     """The link `settings.mqtt_client` names; it hands what it receives to `deliver`."""
-    if settings.mqtt_client == "paho":
+    if not delivers_inline(settings):  # paho: its callback only queues
         from vibration_infer.serve.paho_link import MqttLink  # noqa: PLC0415 - paho only when chosen
 
         return MqttLink(settings, subscription, deliver, on_change, stale)
@@ -92,7 +92,6 @@ class ServeApp:
         self.metrics = ServeMetrics(registry)
         self.cache = ModelCache(settings.cache_dir, keep=settings.cache_keep)
         self.inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
-        self.responder = Responder(settings, self.layout, self.metrics)
         group = settings.mqtt_share_group
         self.subscription = self.layout.raw_subscription(group)
         # A session kept from before the share group still holds the plain filter, which would
@@ -101,7 +100,8 @@ class ServeApp:
         self._inline = delivers_inline(settings)
         deliver = self._answer if self._inline else queue_into(self.inbox)
         self.link = make_link(settings, self.subscription, deliver, self._on_connection, stale)
-        self.responder.link = self.link
+        # The link hands windows to `_answer`, which only runs once the link is started.
+        self.responder = Responder(settings, self.layout, self.metrics, self.link)
         self.http = HttpServer(self, settings.http_host, settings.http_port)
         self.swap = HotSwap(settings, self.cache, self.metrics, self)
         self.trimmer = MemoryTrimmer(settings.memory_trim_s)

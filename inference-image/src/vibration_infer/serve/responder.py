@@ -41,16 +41,17 @@ class Active:
 class Responder:
     """Answers batches of windows (one thread at a time: the link's, or the paho worker)."""
 
-    def __init__(self, settings: ServeSettings, layout: TopicLayout, metrics: ServeMetrics) -> None:
+    def __init__(
+        self, settings: ServeSettings, layout: TopicLayout, metrics: ServeMetrics, link: Link
+    ) -> None:
         self.settings = settings
+        self.link = link
         self.layout = layout
         self.metrics = metrics
         self.processor = BatchProcessor(
             layout, max_payload_bytes=settings.max_payload_bytes, dedupe_keys=settings.dedupe_keys
         )
         self.alerts = AlertTracker(AlertPolicy.from_settings(settings))
-        self.link: Link | None = None
-        """Set by the app once it built the link (the link needs `answer` first)."""
 
     def answer(self, items: list[Incoming], active: Active, shadow: Shadow | None) -> None:
         """Answer `items` with `active` in batches of at most `batch_max`."""
@@ -69,20 +70,14 @@ class Responder:
                     except Exception:  # one message's handling: the loop must go on
                         logger.exception("message_failed", extra={"topic": item.topic[:200]})
                         self.metrics.record_errors(["internal"])
-                        self._link.ack(item)
-
-    @property
-    def _link(self) -> Link:
-        if self.link is None:  # pragma: no cover - the app sets it before the link starts
-            raise RuntimeError("the responder has no link yet")
-        return self.link
+                        self.link.ack(item)
 
     def _handle(self, items: list[Incoming], active: Active, shadow: Shadow | None) -> None:
         result = self.processor.process(items, active.model)
         qos = self.settings.predictions_qos
-        self._link.publish_many(Outgoing(a.topic, a.payload, qos, then_ack=a.item) for a in result.answers)
+        self.link.publish_many(Outgoing(a.topic, a.payload, qos, then_ack=a.item) for a in result.answers)
         for item in result.duplicates:
-            self._link.ack(item)
+            self.link.ack(item)
         self.metrics.record_received(len(items))
         predictions = result.predictions
         self.metrics.record_batch((p.label for p in predictions), result.latencies_s)
@@ -92,7 +87,7 @@ class Responder:
         for prediction in predictions:
             alert = self.alerts.observe(prediction)
             if alert is not None:
-                self._link.publish(self.layout.alerts(alert.machine), alert.encode(), qos=qos)
+                self.link.publish(self.layout.alerts(alert.machine), alert.encode(), qos=qos)
                 self.metrics.alerts.labels(label=alert.label, severity=alert.severity).inc()
                 logger.info(
                     "alert",
