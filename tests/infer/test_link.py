@@ -105,3 +105,10 @@ def test_the_coalescer_holds_windows_until_the_batch_is_full_or_the_deadline_pas
     assert held.wait_s(1.0) == 0.0
     held.flush_due()
     assert batches == [items[:4], items[4:]]
+
+    held.add(items[:1])
+    held.drop()  # the connection ended: nothing is delivered, and nothing is left to deliver
+    time.sleep(0.21)
+    held.flush_due()
+    held.flush()
+    assert batches == [items[:4], items[4:]]

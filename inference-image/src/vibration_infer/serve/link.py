@@ -103,6 +103,10 @@ class Coalescer:
         if self._items and time.monotonic() >= self._due:
             self.flush()
 
+    def drop(self) -> None:
+        """Forget what is held: its connection ended, so it can no longer be acknowledged (redelivered)."""
+        self._items = []
+
     def flush(self) -> None:
         """Deliver whatever is held."""
         items, self._items = self._items, []

@@ -204,6 +204,7 @@ class WireLink(LinkBase):
             logger.exception("mqtt_link_error")
             return f"{type(exc).__name__}: {exc}"
         finally:
+            self._coalescer.drop()  # held windows of this connection come again on the next
             with self._lock:
                 if self._sock is connection.sock:
                     self._close_socket()
