@@ -43,6 +43,7 @@ from bench_serve_probes import compute_floor, transport_only
 from bench_serve_systems import artifact_of, reference_process, serve_process, train_model, with_children
 from vibration_core.modelcard import ModelCard
 from vibration_testkit.mosquitto import Mosquitto
+from vibration_testkit.processes import stop
 from vibration_train.simulator import simulate
 
 if TYPE_CHECKING:
@@ -141,8 +142,7 @@ def measure(args: argparse.Namespace, work: Path) -> Results:
         try:
             ref = bench.loads(with_children(reference.pid), json=True, flood=args.reference_flood_windows)
         finally:
-            reference.terminate()
-            reference.wait(timeout=30)
+            stop(reference)
         with serve_process(broker, model, work, args.serve_flag) as (process, ready_s):
             idle_rss = rss_mb(process.pid)
             binary = bench.loads([process.pid], json=False)

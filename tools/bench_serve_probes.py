@@ -22,6 +22,7 @@ from vibration_infer.loader import load_model
 from vibration_infer.serve.batcher import BatchProcessor
 from vibration_infer.serve.link import Incoming
 from vibration_infer.serve.shadow import Shadow
+from vibration_testkit.processes import stop
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -126,6 +127,5 @@ def transport_only(
         publisher.close()
         collector.close()
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process)
     return cpu_us, (len(messages) / seconds if done else float("nan"))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from bench_serve_parts import CORE, PREFIX, TOOLS
 from vibration_core.modelcard import ModelCard
 from vibration_testkit.net import free_port
+from vibration_testkit.processes import stop
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -88,11 +89,7 @@ def serve_process(
             time.sleep(0.01)
         yield process, time.perf_counter() - started
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 def reference_process(broker: Mosquitto, model: Path, labels: Sequence[str]) -> subprocess.Popen[bytes]:

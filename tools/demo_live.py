@@ -42,6 +42,7 @@ from vibration_core.target import ModelTarget
 from vibration_core.topics import TopicLayout
 from vibration_testkit.mosquitto import Mosquitto
 from vibration_testkit.net import free_port
+from vibration_testkit.processes import stop
 from vibration_train.simulator import Drift, make_machines, simulate_machine_stream
 
 if TYPE_CHECKING:
@@ -189,11 +190,7 @@ def serving(node: Path, broker: Mosquitto, bin_dir: Path) -> Iterator[int]:
             time.sleep(0.05)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Self
 import pytest
 
 from vibration_testkit.net import free_port
+from vibration_testkit.processes import stop as stop_process
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -140,17 +141,9 @@ class Mosquitto:
     def stop(self, *, kill: bool = False) -> None:
         """Stop the broker: SIGTERM (it saves its database) or, with `kill`, SIGKILL."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        if kill:
-            process.kill()
-        else:
-            process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process, timeout_s=10, kill=kill)
         if process.stderr is not None:
             process.stderr.close()
 
