@@ -70,7 +70,7 @@ def queue_into(inbox: queue.SimpleQueue[Incoming]) -> Callable[[list[Incoming]],
 
 
 class Coalescer:
-    """Holds windows back for company: until `batch_max` wait or `deadline_s` passed since the first.
+    """Holds windows back for company: until `batch_max` are held or `deadline_s` passed since the first.
 
     With a deadline of 0 (the default) every `add` is delivered at once: a batch
     is what one read brought. A hall's few hundred windows a second come one by
