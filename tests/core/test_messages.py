@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from pydantic import ValidationError
 
+from vibration_core import raw
 from vibration_core.errors import MessageError
 from vibration_core.messages import (
     Alert,
@@ -170,7 +172,7 @@ def test_json_accepts_leading_whitespace() -> None:
 
 
 def test_json_samples_are_the_standard_parsers_numbers() -> None:
-    # orjson decodes; the numbers must be exactly what json.loads reads (float64, then float32).
+    # simdjson decodes; the numbers must be exactly what json.loads reads (float64, then float32).
     values = [*np.random.default_rng(7).normal(scale=3.0, size=4096).tolist(), 1, -2, 10**15, 5e-324]
     payload = json.dumps({"timestamp_ns": TS, "sample_rate": RATE, "samples": values}).encode()
     expected = np.array(json.loads(payload)["samples"], dtype=np.float64).astype(np.float32)
@@ -286,6 +288,66 @@ def test_bad_length_detail_states_expected_and_actual_bytes() -> None:
     error = _refusal(_binary(n=4, body=bytes(10)))
     assert "expected 40 bytes" in error.detail
     assert "got 34" in error.detail
+
+
+ACCEPTED_JSON = [
+    pytest.param(_json(), id="plain"),
+    pytest.param(
+        _json(samples=[1, -2, 2**63 - 1, 2**64 - 1, 0.1, -0.0, 5e-324, 1e-400]), id="ints-and-edges"
+    ),
+    pytest.param(_json(scale=0.5, unit="g"), id="scale-and-unit"),
+    pytest.param(b'{"samples":[3,4],"timestamp_ns":1,"sample_rate":2,"samples":[1,2]}', id="duplicate-key"),
+    pytest.param(b'\t{ "timestamp_ns" : 1 , "sample_rate" : 2.5 , "samples" : [ 1 , 2e3 ] }\n', id="spaces"),
+]
+
+
+def _outcome(payload: bytes) -> tuple[Any, ...]:
+    """What decoding `payload` gives: the window's every field, or the refusal's reason, field and detail."""
+    try:
+        w = decode_raw(payload, "cnc-01")
+    except MessageError as error:
+        return (error.reason, error.field, error.detail)
+    return (w.timestamp_ns, w.sample_rate, w.unit, w.samples.dtype, w.samples.tobytes())
+
+
+_JSON_CASES = [
+    *ACCEPTED_JSON,
+    *(case for case in MALFORMED_RAW if cast("bytes", case.values[0]).lstrip()[:1] == b"{"),
+]
+
+
+@pytest.mark.parametrize(
+    "payload", [case.values[0] for case in _JSON_CASES], ids=[case.id for case in _JSON_CASES]
+)
+def test_json_fast_path_decides_as_the_standard_parser(
+    payload: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # simdjson takes the plain documents and hands the rest to json: either way, the same window or refusal.
+    fast = _outcome(payload)
+    monkeypatch.setattr(raw, "_fast_document", lambda _payload: None)
+    assert fast == _outcome(payload)
+
+
+def test_plain_json_windows_take_the_fast_path() -> None:
+    payload = encode_raw_json(_signal(), RATE, TS, unit="g")
+    document = raw._fast_document(payload)
+    assert document is not None
+    assert isinstance(document["samples"], np.ndarray)
+    for odd in (
+        _json(samples=[1.0, float("nan")]),
+        _json(samples=[[1, 2]]),
+        _json(unit=["g"]),
+        b'{"a":1,"a":2}',
+    ):
+        assert raw._fast_document(odd) is None
+
+
+def test_json_windows_decode_alike_on_many_threads() -> None:
+    payloads = [encode_raw_json(np.full(64, i, dtype=np.float32), RATE, TS + i) for i in range(400)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        windows = list(pool.map(lambda p: decode_raw(p, "m"), payloads))
+    assert [w.timestamp_ns - TS for w in windows] == list(range(400))
+    assert all((w.samples == w.timestamp_ns - TS).all() for w in windows)
 
 
 @pytest.mark.parametrize(
