@@ -85,6 +85,21 @@ def test_the_monitor_keeps_the_last_window_rows_and_evaluates_by_count() -> None
     assert (report.evaluations, report.samples) == (3, 100)
 
 
+def test_the_window_holds_exactly_the_last_rows_whatever_the_batch_sizes() -> None:
+    # One row a batch at a hall's load, 64 in a flood, more than the window after a stall.
+    policy = DriftPolicy(window=100, min_samples=50, evaluate_every=30)
+    monitor = DriftMonitor(_reference(), LABELS, policy)
+    rng = np.random.default_rng(2)
+    seen = 0
+    for size in [1, 1, 64, 99, 1, 250, 7, 100, 3, *rng.integers(1, 130, size=40).tolist()]:
+        features, probabilities = _clean(size, rng)
+        features[:, 0] = np.arange(seen, seen + size)  # each row carries its arrival number
+        monitor.update(features, probabilities)
+        seen += size
+        kept = sorted(monitor._rows[: min(seen, 100), 0].astype(int).tolist())  # the ring, in any order
+        assert kept == list(range(max(0, seen - 100), seen))
+
+
 def test_class_shares_wait_for_the_baseline_and_say_so() -> None:
     policy = DriftPolicy(window=100, min_samples=50, evaluate_every=50, baseline_windows=300)
     monitor = DriftMonitor(_reference(), LABELS, policy)

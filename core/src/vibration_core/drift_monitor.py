@@ -90,6 +90,7 @@ class DriftMonitor:
         self._probabilities = np.zeros((size, len(self._labels)), dtype=np.float64)
         self._next = self._filled = self._fresh = 0
         self._baseline = np.zeros(len(self._labels), dtype=np.int64)
+        self._baseline_count = 0
         self._hysteresis = Hysteresis(self._policy.raise_after, self._policy.clear_after)
         self._last: DriftReport | None = None
         self._lock = threading.Lock()
@@ -105,27 +106,35 @@ class DriftMonitor:
 
         The predicted class of a row is its most probable one.
         """
-        rows = np.asarray(features, dtype=np.float64)
-        probs = np.asarray(probabilities, dtype=np.float64)
+        # No conversion here: assigning into the float64 window converts, and a batch is
+        # often one row at a hall's load, where each numpy call is most of the cost.
+        rows, probs = np.asarray(features), np.asarray(probabilities)
         n_features, n_labels = len(self._features), len(self._labels)
         if rows.ndim != 2 or rows.shape[1] != n_features or probs.shape != (rows.shape[0], n_labels):  # noqa: PLR2004
             raise ValueError(
                 f"need (n, {n_features}) features and (n, {n_labels}) probabilities, "
                 f"got {rows.shape} and {probs.shape}"
             )
+        n = rows.shape[0]
         with self._lock:
-            missing = self._policy.baseline_windows - int(self._baseline.sum())
+            missing = self._policy.baseline_windows - self._baseline_count
             if missing > 0:
                 picked = np.argmax(probs[:missing], axis=1)
                 self._baseline += np.bincount(picked, minlength=n_labels)
+                self._baseline_count = int(self._baseline.sum())
+            # The last `size` rows go into the ring at `_next`, in at most two slices.
             size = self._rows.shape[0]
-            tail_rows, tail_probs = rows[-size:], probs[-size:]
-            index = (self._next + np.arange(tail_rows.shape[0])) % size
-            self._rows[index] = tail_rows
-            self._probabilities[index] = tail_probs
-            self._next = (self._next + tail_rows.shape[0]) % size
-            self._filled = min(size, self._filled + rows.shape[0])
-            self._fresh += rows.shape[0]
+            kept = min(n, size)
+            start = self._next
+            first = min(kept, size - start)
+            self._rows[start : start + first] = rows[n - kept : n - kept + first]
+            self._probabilities[start : start + first] = probs[n - kept : n - kept + first]
+            if first < kept:
+                self._rows[: kept - first] = rows[n - kept + first :]
+                self._probabilities[: kept - first] = probs[n - kept + first :]
+            self._next = (start + kept) % size
+            self._filled = min(size, self._filled + n)
+            self._fresh += n
 
     def report(self) -> DriftReport:
         """Evaluate the window if enough new windows arrived since the last time; return the latest report."""

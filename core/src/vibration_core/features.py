@@ -175,7 +175,9 @@ def _extract_block(
     power = spectrum.real**2 + spectrum.imag**2
     # (|X| * 2 / n)**2 = |X|**2 * 4 / n**2
     scale = np.float32(4.0 / (n * n))
-    energies = np.stack([power[:, lo:hi].sum(axis=1) * scale for lo, hi in bins], axis=1)
+    energies = out[:, 4:7]  # written in place: a batch is often one window, where each numpy call counts
+    for column, (lo, hi) in enumerate(bins):
+        np.multiply(power[:, lo:hi].sum(axis=1), scale, out=energies[:, column])
     total = energies.sum(axis=1, keepdims=True)
 
     # The mean and the variance come from the spectrum (Parseval): bin 0 is
@@ -204,5 +206,4 @@ def _extract_block(
     constant = m2 <= _CONSTANT_RTOL * mean_square
     safe_m2 = np.where(constant, np.float32(1), m2)
     out[:, 3] = np.where(constant, np.float32(0), m4 / (safe_m2 * safe_m2))
-    out[:, 4:7] = energies
     out[:, 7:10] = np.divide(energies, total, out=np.zeros_like(energies), where=total > 0)

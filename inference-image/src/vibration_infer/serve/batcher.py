@@ -178,7 +178,8 @@ class BatchProcessor:
         self, accepted: list[tuple[Incoming, RawWindow]], model: LoadedModel, result: BatchResult
     ) -> None:
         card = model.card
-        windows = np.stack([window.samples for _, window in accepted])
+        # One window (a hall's load, mostly) is a batch of one as it is: extract_features takes 1-D.
+        windows = accepted[0][1].samples if len(accepted) == 1 else np.stack([w.samples for _, w in accepted])
         try:
             features = extract_features(windows, card.signal.sample_rate)
         except FeatureInputError as exc:
