@@ -39,7 +39,7 @@ from bench_profile import Profile, Sampler
 from bench_record import Figure, Section, record
 from bench_serve_figures import Loads, coalescing_figures, profile_notes, reference_note, system_figures
 from bench_serve_parts import RATE, Collector, Load, Publisher, encoded, keep_off_core, rss_mb, run_load
-from bench_serve_probes import compute_floor, transport_only
+from bench_serve_probes import compute_floor, model_call, transport_only
 from bench_serve_systems import artifact_of, reference_process, serve_process, train_model, with_children
 from vibration_core.modelcard import ModelCard
 from vibration_testkit.mosquitto import Mosquitto
@@ -130,6 +130,8 @@ class Results:
     floor_us: tuple[float, float, float]
     """Batch work alone: batches of 64, of one, of 64 with a shadow."""
     transport: dict[str, tuple[float, float]]
+    model_call_us: tuple[float, float, float]
+    """One one-row model call: back to back, after a hall's gap asleep, after other work."""
 
 
 def measure(args: argparse.Namespace, work: Path) -> Results:
@@ -189,6 +191,7 @@ def measure(args: argparse.Namespace, work: Path) -> Results:
         profile,
         floors,
         transport,
+        model_call(model),
     )
 
 
@@ -213,6 +216,10 @@ def serve_alone(r: Results) -> list[Figure]:
         Figure(
             "batches of 64 with a shadow candidate beside the model (spec.rollout.shadow)",
             f"{shadow_us:.0f} us: the shadow costs {shadow_us - floor_us:.0f} us a window",
+        ),
+        Figure(
+            "a one-row model call (600 trees): back to back / after 3.3 ms asleep / after 8 MB of other work",
+            " / ".join(f"{us:.0f}" for us in r.model_call_us) + " us CPU",
         ),
         *(
             Figure(

@@ -14,6 +14,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from bench_serve_parts import CORE, LAYOUT, PREFIX, Collector, Publisher, cpu_seconds
 from vibration_core.drift_monitor import DriftMonitor, DriftPolicy
 from vibration_core.modelcard import ModelCard
@@ -25,11 +27,16 @@ from vibration_infer.serve.shadow import Shadow
 from vibration_testkit.processes import stop
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from vibration_testkit.mosquitto import Mosquitto
 
 FLOOR_BATCH = 64
+HALL_GAP_S = 1 / 300
+"""The time between two windows at a hall's load (300 windows/s)."""
+OTHER_WORK_BYTES = 8 << 20
+"""Memory touched between two calls in `model_call`: about what a window's FFT, features and answer move."""
 
 # serve's own MQTT link (the client argv[3] names) and batching with no model: every window
 # is answered with a fixed prediction-sized payload, acknowledged once that answer is, as
@@ -129,3 +136,37 @@ def transport_only(
     finally:
         stop(process)
     return cpu_us, (len(messages) / seconds if done else float("nan"))
+
+
+def model_call(model: Path, calls: int = 500) -> tuple[float, float, float]:
+    """CPU microseconds of one one-row model call: back to back, after a hall's gap asleep, after other work.
+
+    The model of DESIGN.md (GradientBoosting, 150 stages of depth 5, four classes:
+    600 trees) is about a megabyte of tree nodes. Back to back it stays in the
+    cache; at a hall's load serve sleeps between windows and runs the rest of
+    the window's work between model calls, and each call fetches the nodes again.
+    """
+    card = ModelCard.load(model / "modelcard.json")
+    backend = load_model(model / "model.onnx", card, threads=1).backend
+    row = np.zeros((1, len(card.features.names)), dtype=np.float32)
+    other = np.ones(OTHER_WORK_BYTES, dtype=np.uint8)
+
+    def per_call(between: Callable[[], object]) -> float:
+        spent = 0.0
+        for _ in range(calls):
+            between()
+            started = time.thread_time()
+            backend.predict_proba(row)
+            spent += time.thread_time() - started
+        return spent / calls * 1e6
+
+    def touch() -> None:
+        other[::64] += 1  # one byte a cache line
+
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {CORE})
+    try:
+        per_call(lambda: None)  # warm
+        return per_call(lambda: None), per_call(lambda: time.sleep(HALL_GAP_S)), per_call(touch)
+    finally:
+        os.sched_setaffinity(0, affinity)
