@@ -10,13 +10,15 @@ at no measurable cost per window (docs/benchmarks.md: RSS after the flood and
 two seconds later).
 
 Because the trim returns memory, free() need not: an active trimmer raises
-glibc's trim threshold (64 MB) and fixes its mmap threshold (32 MB) with
+glibc's trim threshold (8 MB) and fixes its mmap threshold (32 MB) with
 ``mallopt``. Left to its defaults, glibc gives the top of the heap back at
 many frees and serves some batch temporaries (a 64-window block is 1 MB)
 with fresh mappings, and the next batch faults every page in again: about
 14 page faults a window in a binary flood, some 15 us of its CPU
 (docs/benchmarks.md). The once-a-second trim still brings RSS down after a
-flood.
+flood, except the free top of each thread's heap below the trim threshold,
+which ``malloc_trim`` leaves: hence 8 MB, not more (with 64 MB, RSS two
+seconds after a flood settled about 15 MB higher; with 8 MB as without).
 
 Where the C library is not glibc (musl, macOS), there is no ``malloc_trim``
 and `MemoryTrimmer` does nothing.
@@ -43,7 +45,7 @@ class _Mallopt(Protocol):
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_TRIM_THRESHOLD = 64 << 20
+_TRIM_THRESHOLD = 8 << 20
 _MMAP_THRESHOLD = 32 << 20
 """glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)."""
 
