@@ -31,7 +31,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from vibration_core.logs import JsonFormatter, event_fields
 from vibration_infer.serve.link import Outgoing, queue_into
 from vibration_infer.serve.settings import ServeSettings
-from vibration_infer.serve.wire import codec
+from vibration_infer.serve.wire import codec, connection
+from vibration_infer.serve.wire import link as wire_link
 from vibration_infer.serve.wire.link import WireLink
 
 if TYPE_CHECKING:
@@ -254,6 +255,53 @@ def test_an_input_is_acknowledged_only_once_its_answer_is(
     assert drain(inbox, 1, 1.5) == []
     link.stop(1)
     sensor.close()
+
+
+@pytest.mark.integration
+def test_at_a_trickle_an_inputs_acknowledgement_goes_with_the_next_answer(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = make_broker()
+    sensor = Peer(broker, "sensor")
+    writes: list[list[codec.Message | codec.Control]] = []
+    send = connection.send_all  # what the link calls, replaced below by a recording one
+
+    def recorded(sock: socket.socket, data: bytes, timeout_s: float) -> None:
+        writes.append(codec.Parser(1 << 20).feed(data))
+        send(sock, data, timeout_s)
+
+    def answer(batch: list[Incoming]) -> None:  # as serve does: on the link's thread, each read at once
+        link.publish_many(Outgoing(f"{PREFIX}/answers", x.payload, 1, then_ack=x) for x in batch)
+
+    config = settings(broker.url, tmp_path, session_expiry_s=300)
+    link = WireLink(config, RAW, answer)
+    link.start()
+    assert link.wait_connected(10)
+    monkeypatch.setattr(wire_link, "send_all", recorded)
+    for i in range(60):  # about a hall's pace: a window every 3 ms
+        sensor.client.publish(f"{PREFIX}/machines/m1/raw", f"w{i}".encode(), qos=1)
+        time.sleep(0.003)
+    deadline = time.monotonic() + 10
+    while link.unacknowledged() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the last acknowledgement has no answer after it: it goes alone, 10 ms on
+
+    def kinds(write: list[codec.Message | codec.Control]) -> set[int]:
+        return {codec.PUBLISH if isinstance(p, codec.Message) else p.kind for p in write}
+
+    acks = [p for w in writes for p in w if isinstance(p, codec.Control) and p.kind == codec.PUBACK]
+    assert len(acks) == 60 == len({p.packet_id for p in acks})  # every input, once
+    assert len(writes) < 1.5 * 60, f"{len(writes)} writes for 60 windows: acknowledgements went alone"
+    assert sum(kinds(w) == {codec.PUBLISH, codec.PUBACK} for w in writes) > 30
+    assert kinds(writes[-1]) == {codec.PUBACK}
+    link.stop(1)
+    sensor.close()
+
+    # Nothing is left for the session to redeliver.
+    inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
+    link = started_link(config, inbox)
+    assert drain(inbox, 1, 1.5) == []
+    link.stop(1)
 
 
 @pytest.mark.integration

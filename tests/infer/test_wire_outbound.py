@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from vibration_core.logs import event_fields
 from vibration_infer.serve.link import Incoming, Outgoing
 from vibration_infer.serve.wire import codec
-from vibration_infer.serve.wire.outbound import Outbound
+from vibration_infer.serve.wire.outbound import HeldAcks, Outbound
 
 if TYPE_CHECKING:
     import pytest
@@ -116,3 +116,49 @@ def test_answers_beyond_a_receive_maximum_lowered_across_a_reconnect_wait_again_
     assert out.unacknowledged == 8
     step = parsed(out.acknowledged([(1, 0), (2, 0)], []))
     assert [p.payload for p in step if isinstance(p, codec.Message)] == [b"2", b"3"]
+
+
+# --- input acknowledgements held for the next write ----------------------------------------
+
+
+def test_acknowledgements_alone_are_held_and_go_first_with_the_next_write() -> None:
+    held = HeldAcks(hold_s=0.01)
+    acks = [codec.puback_packet(10), codec.puback_packet(11)]
+    assert held.offer(acks, now=100.0) == []
+    assert held
+    answer = codec.publish_packet("h/p", b"a", qos=1, packet_id=3)
+    assert held.take([answer]) == [*acks, answer]  # the PUBACKs first: their inputs came first
+    assert not held
+    assert held.take([answer]) == [answer]
+
+
+def test_acknowledgements_with_anything_else_go_at_once_after_those_held() -> None:
+    held = HeldAcks(hold_s=0.01)
+    assert held.offer([codec.puback_packet(10)], now=100.0) == []
+    mixed = [codec.puback_packet(11), codec.publish_packet("h/p", b"a", qos=1, packet_id=3)]
+    assert held.offer(mixed, now=100.001) == [codec.puback_packet(10), *mixed]
+    assert not held
+
+
+def test_held_acknowledgements_fall_due_after_the_hold_from_the_oldest() -> None:
+    held = HeldAcks(hold_s=0.01)
+    assert held.wait_s(now=100.0, longest=1.0) == 1.0  # nothing held: the link waits as it would
+    held.offer([codec.puback_packet(10)], now=100.0)
+    held.offer([codec.puback_packet(11)], now=100.008)  # a later one does not push the deadline
+    assert not held.due(now=100.009)
+    assert abs(held.wait_s(now=100.009, longest=1.0) - 0.001) < 1e-9
+    assert held.due(now=100.01)
+    assert held.wait_s(now=100.02, longest=1.0) == 0.0
+
+
+def test_held_acknowledgements_are_dropped_with_their_connection() -> None:
+    held = HeldAcks(hold_s=0.01)
+    held.offer([codec.puback_packet(10)], now=100.0)
+    held.drop()
+    assert not held
+    assert not held.due(now=200.0)
+
+
+def test_a_hold_of_zero_holds_nothing() -> None:
+    held = HeldAcks(hold_s=0)
+    assert held.offer([codec.puback_packet(10)], now=100.0) == [codec.puback_packet(10)]

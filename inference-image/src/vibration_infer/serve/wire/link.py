@@ -9,7 +9,8 @@ a megabyte per `recv`, parses every packet in it at once (`codec.Parser`),
 and writes what a batch may send now (as many answers as the broker's
 Receive Maximum and `max_inflight` leave room for) in one `send`; the
 PUBACKs of a read release the next answers and the inputs' acknowledgements
-in one `send` more. paho stays available (`mqtt_client: paho`); both links keep
+in one `send` more; acknowledgements alone wait up to 10 ms to go with the
+next answers (`outbound.HeldAcks`). paho stays available (`mqtt_client: paho`); both links keep
 the same contract, and the same tests run against both.
 
 The contract (as `paho_link.MqttLink`):
@@ -64,7 +65,7 @@ from vibration_infer.serve.wire.connection import (
     send_all,
     wait_ready,
 )
-from vibration_infer.serve.wire.outbound import Outbound
+from vibration_infer.serve.wire.outbound import HeldAcks, Outbound
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -95,6 +96,7 @@ class WireLink(LinkBase):
         self._keepalive_s = float(settings.keepalive_s)
         self._coalescer = Coalescer(deliver, settings.batch_max, settings.batch_deadline_ms / 1000)
         self._out = Outbound(settings.max_inflight)
+        self._held = HeldAcks()
         self._last_sent = 0.0
         self._over_limit_warned = 0
         """The connection (generation) the Receive Maximum warning was given on."""
@@ -148,6 +150,7 @@ class WireLink(LinkBase):
         sock = self._sock
         if not out or sock is None:
             return
+        out = self._held.take(out)  # held input PUBACKs go with any write
         try:
             send_all(sock, b"".join(out), self._keepalive_s)
         except OSError as exc:
@@ -164,6 +167,7 @@ class WireLink(LinkBase):
             self._sock.close()
             self._sock = None
         self._out.disconnect()
+        self._held.drop()
 
     # --- the network thread ------------------------------------------------------------------
 
@@ -219,6 +223,7 @@ class WireLink(LinkBase):
             if self._stopping.is_set():  # stopped while this connect was under way
                 raise ConnectionError("stopped")
             self._sock = connection.sock
+            self._held.drop()  # a packet id on this connection names another message
             self._keepalive_s = float(connack.keepalive_s or s.keepalive_s)
             # The broker redelivers unacknowledged inputs; answers still in flight go again.
             resent = len(self._out.inflight)
@@ -253,7 +258,8 @@ class WireLink(LinkBase):
                 if self._sock is not sock:
                     raise ConnectionError("the connection was closed")
                 pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
-            if pending or _readable(sock, self._coalescer.wait_s(min(1.0, keepalive / 4))):
+            wait_s = self._held.wait_s(time.monotonic(), self._coalescer.wait_s(min(1.0, keepalive / 4)))
+            if pending or _readable(sock, wait_s):
                 with self._lock:
                     if self._sock is not sock:
                         raise ConnectionError("the connection was closed")
@@ -272,6 +278,7 @@ class WireLink(LinkBase):
                     raise
                 self._handle(packets, time.time_ns(), time.perf_counter_ns())
             self._coalescer.flush_due()
+            self._flush_held()
             now = time.monotonic()
             if pinged_at is not None and now - pinged_at > keepalive:
                 raise TimeoutError(f"no answer to PINGREQ within {keepalive:g} s")
@@ -279,6 +286,12 @@ class WireLink(LinkBase):
                 pinged_at = now
                 with self._lock:
                     self._write([codec.PINGREQ_PACKET])
+
+    def _flush_held(self) -> None:
+        """Send the held input PUBACKs that waited their hold: no answer went out meanwhile to take them."""
+        if self._held.due(time.monotonic()):
+            with self._lock:
+                self._write(self._held.take([]))
 
     def _handle(
         self, packets: list[codec.Message | codec.Control], received_ns: int, received_perf_ns: int
@@ -352,7 +365,7 @@ class WireLink(LinkBase):
 
     def _acknowledged(self, done: list[tuple[int, int]], received: list[tuple[int, int]]) -> None:
         with self._lock:
-            self._write(self._out.acknowledged(done, received))
+            self._write(self._held.offer(self._out.acknowledged(done, received), time.monotonic()))
 
 
 def _readable(sock: socket.socket, timeout_s: float) -> bool:
