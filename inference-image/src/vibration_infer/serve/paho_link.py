@@ -37,7 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from vibration_infer.serve.link import Incoming, LinkBase, wait_for_acknowledgements
+from vibration_infer.serve.link import Acknowledgeable, Incoming, LinkBase, wait_for_acknowledgements
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -67,7 +67,7 @@ class MqttLink(LinkBase):
         super().__init__(settings, subscription, deliver, on_change, stale)
         self._generation = 0
         self._lock = threading.Lock()
-        self._pending: dict[int, Incoming | None] = {}
+        self._pending: dict[int, Acknowledgeable | None] = {}
         self._early: set[int] = set()
         self._chained = 0
         client = paho.Client(
@@ -114,7 +114,13 @@ class MqttLink(LinkBase):
         self._client.loop_start()
 
     def publish(
-        self, topic: str, payload: bytes, *, qos: int, retain: bool = False, then_ack: Incoming | None = None
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        retain: bool = False,
+        then_ack: Acknowledgeable | None = None,
     ) -> None:
         """Publish; when the broker acknowledged it, acknowledge `then_ack` (the input it answers)."""
         # At QoS 0 paho reports the publish once written to the socket: as
@@ -137,7 +143,7 @@ class MqttLink(LinkBase):
         for m in messages:
             self.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, then_ack=m.then_ack)
 
-    def ack(self, item: Incoming) -> None:
+    def ack(self, item: Acknowledgeable) -> None:
         """Acknowledge an input now, if it arrived on the current connection at QoS 1 or 2."""
         if item.qos == 0 or item.generation != self._generation:
             return

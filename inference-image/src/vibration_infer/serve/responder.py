@@ -75,7 +75,9 @@ class Responder:
     def _handle(self, items: list[Incoming], active: Active, shadow: Shadow | None) -> None:
         result = self.processor.process(items, active.model)
         qos = self.settings.predictions_qos
-        self.link.publish_many(Outgoing(a.topic, a.payload, qos, then_ack=a.item) for a in result.answers)
+        self.link.publish_many(
+            Outgoing(a.topic, a.payload, qos, then_ack=a.item.receipt) for a in result.answers
+        )
         for item in result.duplicates:
             self.link.ack(item)
         self.metrics.record_received(len(items))

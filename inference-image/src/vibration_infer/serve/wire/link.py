@@ -56,7 +56,14 @@ import time
 from typing import TYPE_CHECKING
 
 from vibration_infer.errors import UsageError
-from vibration_infer.serve.link import Coalescer, Incoming, LinkBase, Outgoing, wait_for_acknowledgements
+from vibration_infer.serve.link import (
+    Acknowledgeable,
+    Coalescer,
+    Incoming,
+    LinkBase,
+    Outgoing,
+    wait_for_acknowledgements,
+)
 from vibration_infer.serve.wire import codec
 from vibration_infer.serve.wire.connection import (
     RECV_BYTES,
@@ -107,7 +114,13 @@ class WireLink(LinkBase):
         self._thread.start()
 
     def publish(
-        self, topic: str, payload: bytes, *, qos: int, retain: bool = False, then_ack: Incoming | None = None
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        retain: bool = False,
+        then_ack: Acknowledgeable | None = None,
     ) -> None:
         """Publish; when the broker acknowledged it, acknowledge `then_ack` (the input it answers)."""
         self.publish_many([Outgoing(topic, payload, qos, retain, then_ack)])
@@ -117,7 +130,7 @@ class WireLink(LinkBase):
         with self._lock:
             self._write(self._out.publish(messages))
 
-    def ack(self, item: Incoming) -> None:
+    def ack(self, item: Acknowledgeable) -> None:
         """Acknowledge an input now, if it arrived on the current connection at QoS 1."""
         with self._lock:
             out: list[bytes] = []

@@ -30,7 +30,7 @@ from vibration_infer.serve.wire import codec
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from vibration_infer.serve.link import Incoming, Outgoing
+    from vibration_infer.serve.link import Acknowledgeable, Outgoing
 
 logger = logging.getLogger("vibration_infer.serve.wire")
 
@@ -102,7 +102,7 @@ class Outbound:
         self._release(out)
         return out
 
-    def ack_into(self, out: list[bytes], item: Incoming | None) -> None:
+    def ack_into(self, out: list[bytes], item: Acknowledgeable | None) -> None:
         """Append the PUBACK of an input, if it came at QoS 1 on this connection."""
         if item is not None and item.qos and item.generation == self.generation and self.connected:
             out.append(codec.puback_packet(item.mid))
@@ -141,7 +141,7 @@ class Outbound:
             if self._next_id not in self.inflight:
                 return self._next_id
 
-    def _settle(self, out: list[bytes], then_ack: Incoming | None) -> None:
+    def _settle(self, out: list[bytes], then_ack: Acknowledgeable | None) -> None:
         if then_ack is not None:
             self.unacknowledged -= 1
             self.ack_into(out, then_ack)
