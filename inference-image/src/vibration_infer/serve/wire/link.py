@@ -10,8 +10,9 @@ and writes what a batch may send now (as many answers as the broker's
 Receive Maximum and `max_inflight` leave room for) in one `send`; the
 PUBACKs of a read release the next answers and the inputs' acknowledgements
 in one `send` more; acknowledgements alone wait up to 10 ms to go with the
-next answers (`outbound.HeldAcks`). paho stays available (`mqtt_client: paho`); both links keep
-the same contract, and the same tests run against both.
+next answers (`outbound.HeldAcks`). paho stays available (`mqtt_client:
+paho`); both links keep the same contract, and the same tests run against
+both.
 
 The contract (as `paho_link.MqttLink`):
 
