@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 import urllib.error
 import urllib.request
 import weakref
@@ -207,9 +208,29 @@ def test_the_deduper_forgets_the_oldest_keys() -> None:
     deduper.remember([("a", 1), ("a", 2), ("a", 3)])
     assert not deduper.seen(("a", 1))
     assert deduper.seen(("a", 3))
+    deduper.remember([("a", 3), ("a", 4)])  # a key it holds keeps its place
+    assert (deduper.seen(("a", 3)), deduper.seen(("a", 4)), deduper.seen(("a", 2))) == (True, True, False)
     off = Deduper(0)
     off.remember([("a", 1)])
     assert not off.seen(("a", 1))
+
+
+def test_a_full_deduper_takes_a_few_megabytes() -> None:
+    # The default capacity fills in under four minutes at a hall's load, and then stays full.
+    def key(i: int) -> tuple[str, int]:  # as serve makes them: a new string and int for each window
+        return f"cnc-{i % 48:02d}", 1_767_225_600_000_000_000 + i * 160_000_000
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        deduper = Deduper(65_536)
+        for start in range(0, 65_536, 64):
+            deduper.remember([key(i) for i in range(start, start + 64)])
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert all(deduper.seen(key(i)) for i in range(0, 65_536, 97))
+    assert held < 8 * 2**20, f"{held / 2**20:.1f} MB for 65 536 keys"
 
 
 def test_collect_flushes_on_size_and_on_the_deadline() -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import queue
 import time
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -111,24 +111,38 @@ def collect(
 
 
 class Deduper:
-    """The most recent (machine, timestamp_ns) keys, oldest forgotten first."""
+    """The most recent (machine, timestamp_ns) keys, oldest forgotten first.
+
+    A key is kept as its 64-bit hash, in a set for lookups and a deque for the
+    order: about 80 bytes a key, where the keys themselves in an OrderedDict
+    took about 570 (a tuple, its int and its machine's string each). At the
+    default capacity (65 536 keys, under four minutes of a hall's 300 windows
+    a second) that is some 6 MB of a pod's memory instead of 37. Two keys
+    share a hash with a chance of about 2**-64 per pair: with a full deduper,
+    a window taken for a redelivery once in some 10**14 windows.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._keys: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._hashes: set[int] = set()
+        self._order: deque[int] = deque()
 
     def seen(self, key: tuple[str, int]) -> bool:
         """Whether `key` was answered already."""
-        return key in self._keys
+        return hash(key) in self._hashes
 
     def remember(self, keys: Iterable[tuple[str, int]]) -> None:
         """Record answered keys, forgetting the oldest beyond the capacity."""
         if self.capacity == 0:
             return
         for key in keys:
-            self._keys[key] = None
-        while len(self._keys) > self.capacity:
-            self._keys.popitem(last=False)
+            digest = hash(key)
+            if digest in self._hashes:
+                continue
+            if len(self._order) >= self.capacity:
+                self._hashes.discard(self._order.popleft())
+            self._hashes.add(digest)
+            self._order.append(digest)
 
 
 class BatchProcessor:
