@@ -239,6 +239,12 @@ MALFORMED_RAW = [
     pytest.param(_json(samples=[1, True]), "bad_field", "samples", id="bool-sample"),
     pytest.param(_json(samples=[1, None]), "bad_field", "samples", id="null-sample"),
     pytest.param(_json(samples=[[1, 2]]), "bad_field", "samples", id="nested-samples"),
+    pytest.param(_json(samples=[[1], [2]]), "bad_field", "samples", id="column-samples"),
+    pytest.param(_json(samples=[1, [2]]), "bad_field", "samples", id="half-nested-samples"),
+    pytest.param(_json(samples=[[1, 2], []]), "bad_field", "samples", id="nested-with-empty"),
+    pytest.param(
+        b'{"timestamp_ns":1,"sample_rate":1,"samples":[1],"a\\u0000b":1}', "bad_field", "a\x00b", id="nul-key"
+    ),
     pytest.param(_json(scale=0), "bad_field", "scale", id="zero-scale"),
     pytest.param(_json(scale="2"), "bad_field", "scale", id="str-scale"),
     pytest.param(_json(machine="cnc-01"), "bad_field", "machine", id="unknown-field"),

@@ -210,6 +210,8 @@ def test_the_deduper_forgets_the_oldest_keys() -> None:
     assert deduper.seen(("a", 3))
     deduper.remember([("a", 3), ("a", 4)])  # a key it holds keeps its place
     assert (deduper.seen(("a", 3)), deduper.seen(("a", 4)), deduper.seen(("a", 2))) == (True, True, False)
+    # hash(t) is t modulo 2**61 - 1: timestamps that far apart are still two keys.
+    assert not deduper.seen(("a", 4 + 2**61 - 1))
     off = Deduper(0)
     off.remember([("a", 1)])
     assert not off.seen(("a", 1))

@@ -300,10 +300,13 @@ class WireLink(LinkBase):
                 pinged_at = now
                 with self._lock:
                     self._write([codec.PINGREQ_PACKET])
+        # Stopping. Should this thread close the socket before `stop` writes its DISCONNECT
+        # (which would carry them), the held acknowledgements still go out first.
+        self._flush_held(everything=True)
 
-    def _flush_held(self) -> None:
-        """Send the held input PUBACKs that waited their hold: no answer went out meanwhile to take them."""
-        if self._held.due(time.monotonic()):
+    def _flush_held(self, *, everything: bool = False) -> None:
+        """Send the held input PUBACKs that waited their hold (no answer went out to take them), or all."""
+        if everything or self._held.due(time.monotonic()):
             with self._lock:
                 self._write(self._held.take([]))
 
