@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ from vibration_core.raw import encode_raw_float32, encode_raw_json
 from vibration_core.topics import TopicLayout
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from vibration_testkit.mosquitto import Mosquitto
     from vibration_train.simulator import SimulatedData
@@ -170,6 +171,17 @@ def run_load(
     return Load(
         len(messages), complete, len(messages) / wall, cpu / len(messages) * 1e6, cpu / wall * 100, p50, p99
     )
+
+
+@contextlib.contextmanager
+def on_core() -> Iterator[None]:
+    """Run this process on `CORE` inside the block (an in-process probe), where it ran before after it."""
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {CORE})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, affinity)
 
 
 def keep_off_core() -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench_serve_parts import CORE, LAYOUT, PREFIX, Collector, Publisher, cpu_seconds
+from bench_serve_parts import CORE, LAYOUT, PREFIX, Collector, Publisher, cpu_seconds, on_core
 from vibration_core.drift_monitor import DriftMonitor, DriftPolicy
 from vibration_core.modelcard import ModelCard
 from vibration_core.target import ShadowPolicy
@@ -96,17 +96,13 @@ def compute_floor(
                 if twin is not None and result.classes is not None:
                     twin.observe(result.features, result.classes, card.labels)
 
-    affinity = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {CORE})
-    try:
+    with on_core():
         run()  # warm
         best = float("inf")
         for _ in range(3):
             started = time.process_time()
             run()
             best = min(best, time.process_time() - started)
-    finally:
-        os.sched_setaffinity(0, affinity)
     return best / len(items) * 1e6
 
 
@@ -163,10 +159,6 @@ def model_call(model: Path, calls: int = 500) -> tuple[float, float, float]:
     def touch() -> None:
         other[::64] += 1  # one byte a cache line
 
-    affinity = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {CORE})
-    try:
+    with on_core():
         per_call(lambda: None)  # warm
         return per_call(lambda: None), per_call(lambda: time.sleep(HALL_GAP_S)), per_call(touch)
-    finally:
-        os.sched_setaffinity(0, affinity)
