@@ -35,8 +35,12 @@ if TYPE_CHECKING:
 FLOOR_BATCH = 64
 HALL_GAP_S = 1 / 300
 """The time between two windows at a hall's load (300 windows/s)."""
-OTHER_WORK_BYTES = 8 << 20
-"""Memory touched between two calls in `model_call`: about what a window's FFT, features and answer move."""
+OTHER_WORK_BYTES = 256 << 10
+"""Memory touched between two calls in `model_call`: more than a window's own batch work moves.
+
+One window's decode, FFT, features and answer allocate 45 KB at their peak
+(tracemalloc), plus the FFT's and the runtime's own buffers.
+"""
 
 # serve's own MQTT link (the client argv[3] names) and batching with no model: every window
 # is answered with a fixed prediction-sized payload, acknowledged once that answer is, as
@@ -65,7 +69,12 @@ while True:
 
 
 def compute_floor(
-    model: Path, messages: list[tuple[str, int, bytes]], *, shadow: bool = False, batch: int = FLOOR_BATCH
+    model: Path,
+    messages: list[tuple[str, int, bytes]],
+    *,
+    shadow: bool = False,
+    batch: int = FLOOR_BATCH,
+    gap_s: float = 0.0,
 ) -> float:
     """CPU microseconds per window of serve's batch work alone, in this process on one core.
 
@@ -76,6 +85,10 @@ def compute_floor(
     `batch` (64 in a flood; one at a hall's load, where windows come one by one),
     exactly as serve does, with no MQTT: what is left of serve's CPU per window is
     the transport (the MQTT link's thread, the broker's packets).
+
+    With `gap_s`, this process sleeps that long before each batch, as serve
+    waits for the next window at a hall's load: the caches no longer hold the
+    model and the code when the window comes, which is what serve pays there.
     """
     card = ModelCard.load(model / "modelcard.json")
     loaded = load_model(model / "model.onnx", card, threads=1)
@@ -90,6 +103,8 @@ def compute_floor(
 
     def run() -> None:
         for start in range(0, len(items), batch):
+            if gap_s:
+                time.sleep(gap_s)
             result = processor.process(items[start : start + batch], loaded)
             if result.features is not None and result.probabilities is not None:
                 drift.update(result.features, result.probabilities)
@@ -140,7 +155,8 @@ def model_call(model: Path, calls: int = 500) -> tuple[float, float, float]:
     The model of DESIGN.md (GradientBoosting, 150 stages of depth 5, four classes:
     600 trees) is about a megabyte of tree nodes. Back to back it stays in the
     cache; at a hall's load serve sleeps between windows and runs the rest of
-    the window's work between model calls, and each call fetches the nodes again.
+    the window's work between model calls. The three figures say which of the
+    two makes the call fetch its nodes again.
     """
     card = ModelCard.load(model / "modelcard.json")
     backend = load_model(model / "model.onnx", card, threads=1).backend
