@@ -140,8 +140,8 @@ class Results:
     floor_us: tuple[float, float, float, float]
     """Batch work alone: batches of 64, of one, of one at a hall's pace, of 64 with a shadow."""
     transport: dict[str, tuple[float, float]]
-    model_call_us: tuple[float, float, float]
-    """One one-row model call: back to back, after a hall's gap asleep, after other work."""
+    model_call_us: tuple[float, float, float, float]
+    """One one-row model call: back to back, after a hall's gap asleep or busy, after other work."""
 
 
 def measure(args: argparse.Namespace, work: Path) -> Results:
@@ -240,7 +240,7 @@ def serve_alone(r: Results) -> list[Figure]:
             f"{shadow_us:.0f} us: the shadow costs {shadow_us - floor_us:.0f} us a window",
         ),
         Figure(
-            "one-row model call (600 trees): back to back / after 3.3 ms asleep / after 256 KB of other work",
+            "a one-row model call (600 trees): back to back / after 3.3 ms asleep / busy / 256 KB of work",
             " / ".join(f"{us:.0f}" for us in r.model_call_us) + " us CPU",
         ),
         *(

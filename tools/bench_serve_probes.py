@@ -149,14 +149,16 @@ def transport_only(
     return cpu_us, (len(messages) / seconds if done else float("nan"))
 
 
-def model_call(model: Path, calls: int = 500) -> tuple[float, float, float]:
-    """CPU microseconds of one one-row model call: back to back, after a hall's gap asleep, after other work.
+def model_call(model: Path, calls: int = 500) -> tuple[float, float, float, float]:
+    """CPU microseconds of a one-row model call: back to back, after a hall's gap asleep or busy, after work.
 
     The model of DESIGN.md (GradientBoosting, 150 stages of depth 5, four classes:
     600 trees) is about a megabyte of tree nodes. Back to back it stays in the
     cache; at a hall's load serve sleeps between windows and runs the rest of
-    the window's work between model calls. The three figures say which of the
-    two makes the call fetch its nodes again.
+    the window's work between model calls. The figures say which of the two
+    makes the call fetch its nodes again; the gap spent busy in a loop that
+    touches nothing says whether serve's sleeping is to blame, or the machine
+    (another tenant on the same physical core evicts the caches either way).
     """
     card = ModelCard.load(model / "modelcard.json")
     backend = load_model(model / "model.onnx", card, threads=1).backend
@@ -175,6 +177,16 @@ def model_call(model: Path, calls: int = 500) -> tuple[float, float, float]:
     def touch() -> None:
         other[::64] += 1  # one byte a cache line
 
+    def busy() -> None:
+        until = time.perf_counter() + HALL_GAP_S
+        while time.perf_counter() < until:
+            pass
+
     with on_core():
         per_call(lambda: None)  # warm
-        return per_call(lambda: None), per_call(lambda: time.sleep(HALL_GAP_S)), per_call(touch)
+        return (
+            per_call(lambda: None),
+            per_call(lambda: time.sleep(HALL_GAP_S)),
+            per_call(busy),
+            per_call(touch),
+        )
