@@ -323,6 +323,33 @@ def test_rolling_back_to_the_active_version_clears_degraded() -> None:
     assert cluster.serving() == dict.fromkeys(NODES, "v1")
 
 
+@pytest.mark.parametrize(
+    "rollout",
+    [
+        {"paused": True},
+        {"updateWindow": {"schedule": "0 22 * * *", "duration": "2h"}},
+        {"approval": "manual"},
+    ],
+    ids=["paused", "window", "approval"],
+)
+def test_rolling_back_to_the_active_version_is_never_held(rollout: dict[str, Any]) -> None:
+    # README "Roll back": the canary serves v2 when the window closes (or the hall pauses);
+    # applying v1 again puts it back at once.
+    cluster = rolled_out("v1")
+    cluster.now = datetime(2026, 11, 24, 23, 58, tzinfo=UTC)
+    v2 = make_spec("v2", updateWindow={"schedule": "0 22 * * *", "duration": "2h"})
+    for _ in range(3):
+        cluster.step(v2)
+    assert cluster.serving() == {"edge-1": "v2", "edge-2": "v1", "edge-3": "v1"}
+
+    cluster.generation = 2
+    cluster.run(make_spec("v1", **rollout))
+
+    assert cluster.serving() == dict.fromkeys(NODES, "v1")
+    assert cluster.targets() == dict.fromkeys(NODES, "v1")
+    assert cluster.phase() == "Ready"
+
+
 def test_first_rollout_waits_for_canary_before_creating_other_pods() -> None:
     cluster = Cluster()
     spec = make_spec("v1")
@@ -352,6 +379,25 @@ def test_first_rollout_failure_removes_the_canary_pod_and_does_not_retry() -> No
     assert [h.action for h in cluster.status.history] == ["ValidationFailed"]
     for _ in range(3):
         assert cluster.step(spec).create_pods == []
+
+
+def test_a_pod_that_served_is_kept_when_its_status_goes_unanswered_once() -> None:
+    # A first rollout stopped on edge-3: edge-1 and edge-2 serve v1, which passed there, with no
+    # active version to go back to. One /status request that times out must not remove a pod.
+    cluster = Cluster(failures={("edge-3", "v1"): FAIL})
+    spec = make_spec("v1")
+    cluster.run(spec)
+    assert cluster.phase() == "Degraded"
+    assert cluster.serving() == {"edge-1": "v1", "edge-2": "v1", "edge-3": None}
+
+    unanswered = [
+        replace(o, serving=None, candidate=None) if o.name == "edge-2" else o for o in cluster.observe()
+    ]
+    d = decide(cluster.name, spec, 1, cluster.status, unanswered, cluster.now)
+
+    assert d.delete_pods == []
+    assert cluster.step(spec).delete_pods == []
+    assert cluster.deleted == ["edge-3"]
 
 
 @pytest.mark.parametrize("fails", [False, True], ids=["passing", "failing"])
@@ -851,3 +897,37 @@ def test_a_candidate_the_shadow_refuses_on_the_canary_stops_the_rollout_there() 
     assert (
         "ShadowDisagreed: shadow on live windows: agreement 0.712 < 0.950" in cluster.condition("Degraded")[2]
     )
+
+
+def test_a_hall_of_many_failed_nodes_names_the_first_and_counts_the_rest() -> None:
+    # Each failed node's reason can run to hundreds of characters: all of them in one condition
+    # message would exceed its 32 768 and no status could be written, so no rollback either.
+    names = tuple(f"edge-{i:03d}" for i in range(60))
+    reason = "below threshold: " + "; ".join(f"recall[class_{i}] 0.250 < 0.438 (floor)" for i in range(14))
+    cluster = rolled_out("v1", names=names, failures={(n, "v2"): reason for n in names[1:]})
+    cluster.generation = 2
+    cluster.run(make_spec("v2"))
+
+    assert cluster.phase() == "Degraded"
+    assert cluster.serving() == dict.fromkeys(names, "v1")
+    status, why, message = cluster.condition("Degraded")
+    assert (status, why) == ("True", "ValidationFailed")
+    assert message.count("validation failed on node") == 5
+    assert message.endswith("; and 54 more (status.nodes)")
+    assert sum(n.state == "Failed" for n in cluster.status.nodes) == 59  # type: ignore[union-attr]
+
+
+def test_pod_problems_on_many_nodes_are_named_the_first_and_counted() -> None:
+    names = tuple(f"edge-{i:03d}" for i in range(120))
+    cluster = rolled_out("v1", names=names)
+    for node in cluster.nodes.values():
+        node.problem = "FailedMount: hostPath type check failed: /var/lib/vibration-edge/test-data " * 4
+        node.unready = True
+
+    d = cluster.step(make_spec("v1"))
+
+    degraded = get_condition(d.status.conditions, "Degraded")
+    assert degraded is not None
+    assert degraded.reason == "PodNotServing"
+    assert degraded.message.count("node edge-") == 5
+    assert degraded.message.endswith("; and 115 more (status.nodes)")

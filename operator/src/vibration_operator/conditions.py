@@ -37,6 +37,22 @@ CONDITION_TYPES: tuple[ConditionType, ...] = get_args(ConditionType)
 HISTORY_LIMIT = 10
 
 
+MESSAGE_MAX = 32768
+"""A condition message's longest (metav1.Condition's maxLength)."""
+LISTED = 5
+"""Nodes a condition message names before it counts the rest (every one is in status.nodes)."""
+
+
+def listing(parts: Sequence[str]) -> str:
+    """`parts` joined with '; ', the first `LISTED` of them and a count of the rest.
+
+    A hall of two hundred nodes that all fail, or whose pods all miss a Secret, would
+    otherwise write a message longer than a condition may hold, and no status at all.
+    """
+    shown = "; ".join(parts[:LISTED])
+    return f"{shown}; and {len(parts) - LISTED} more (status.nodes)" if len(parts) > LISTED else shown
+
+
 def get_condition(conditions: Sequence[Condition], type_: ConditionType) -> Condition | None:
     """The condition of this type, if set."""
     return next((c for c in conditions if c.type == type_), None)
@@ -63,7 +79,7 @@ def set_condition(
         type=type_,
         status=status,
         reason=reason,
-        message=message,
+        message=message[:MESSAGE_MAX],
         observed_generation=generation,
         last_transition_time=since,
     )
@@ -283,7 +299,7 @@ def record(
 
     phase, cases = _verdict(old, p, serving)
     if p.pod_problems and not p.stopped:
-        said = "; ".join(f"node {node}: {problem}" for node, problem in sorted(p.pod_problems.items()))
+        said = listing([f"node {node}: {problem}" for node, problem in sorted(p.pod_problems.items())])
         phase, cases = _pods_not_serving(phase, cases, said)
     events += _pod_problem_events(p, old.nodes)
     conditions = ensure_conditions(old.conditions, generation, now)

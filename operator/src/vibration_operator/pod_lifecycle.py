@@ -30,12 +30,16 @@ class PodChanges:
 
 
 def _pods_to_delete(observations: Sequence[NodeObservation], targets: Mapping[str, ModelTarget]) -> list[str]:
-    """Pods of nodes no longer selected, and of selected nodes with nothing they may serve."""
+    """Pods of nodes no longer selected, and of selected nodes with nothing they may serve.
+
+    A Ready pod serves something, whatever its /status said this time: a request that
+    timed out once must not take a validated model off its node.
+    """
     return sorted(
         o.name
         for o in observations
         if (not o.selected and (o.pod_exists or o.assigned is not None))
-        or (o.selected and o.pod_exists and o.name not in targets and o.serving is None)
+        or (o.selected and o.pod_exists and o.name not in targets and o.serving is None and not o.ready)
     )
 
 

@@ -65,7 +65,15 @@ from typing import TYPE_CHECKING
 from vibration_core.spec import NodeStatus, VersionRef, VibrationModelStatus
 from vibration_core.target import ModelTarget
 from vibration_operator import schedule
-from vibration_operator.conditions import POD_PROBLEM, Event, Progress, get_condition, is_stopped, record
+from vibration_operator.conditions import (
+    POD_PROBLEM,
+    Event,
+    Progress,
+    get_condition,
+    is_stopped,
+    listing,
+    record,
+)
 from vibration_operator.node_state import NodeObservation, Outcome, assess, node_status
 from vibration_operator.pod_lifecycle import pod_changes
 
@@ -114,6 +122,8 @@ class _Plan:
     was_stopped: bool
     stopped: bool
     hold: schedule.Hold | None
+    pods_held: bool
+    """No pod is replaced for a newer pod spec: the rollout holds, or the window is closed."""
     canaries_passed: bool
     """Every canary serves the target and the other nodes still wait for them."""
     past_canaries: bool
@@ -122,7 +132,7 @@ class _Plan:
         said = [f"validation failed on node {n}: {o.reason}" for n, o in self.outcomes.items() if o.failed]
         degraded = get_condition(self.old.conditions, "Degraded")
         kept = degraded.message if degraded is not None and self.before and is_stopped(self.old) else ""
-        return "; ".join(said) or kept  # a failed node may have left the selection since
+        return listing(said) or kept  # a failed node may have left the selection since
 
 
 def _recover_active(
@@ -164,9 +174,12 @@ def _plan(
     canaries_serve = bool(canaries) and all(outcomes[c].serving for c in canaries)
     # The canaries have just passed and other nodes wait for them: a manual rollout asks now.
     rest_waits = canaries_serve and not recorded_past and len(nodes) > len(canaries)
+    window = None if stopped else schedule.hold(spec.rollout, now)
     hold = None
-    if not stopped:
-        hold = schedule.hold(spec.rollout, now)
+    # Rolling back to the active version restores what passed on every node: never held. Pods
+    # built from an older spec still wait for the window (`pods_held`).
+    if not stopped and old.active != ref:
+        hold = window
         if hold is None and rest_waits:
             hold = schedule.awaiting_approval(spec.rollout, spec.version, canaries)
     return _Plan(
@@ -182,6 +195,7 @@ def _plan(
         was_stopped=was_stopped,
         stopped=stopped,
         hold=hold,
+        pods_held=hold is not None or window is not None,
         canaries_passed=rest_waits and hold is None and not stopped,
         past_canaries=recorded_past or (canaries_serve and hold is None),
     )
@@ -281,7 +295,7 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
     targets = {o.name: want for o in plan.nodes if (want := _want(plan, o)) is not None}
     statuses = _node_statuses(plan, targets, now)
     new_status, events = record(plan.old, _progress(plan, statuses, targets), generation, now)
-    pods = pod_changes(observations, plan.nodes, targets, hold=plan.hold is not None)
+    pods = pod_changes(observations, plan.nodes, targets, hold=plan.pods_held)
     return Decision(
         targets=targets,
         active_target=plan.goal.as_active() if new_status.active == plan.ref else plan.active,
