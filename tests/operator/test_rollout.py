@@ -684,6 +684,30 @@ def test_no_pod_is_replaced_while(why: str, spec: VibrationModelSpec, change: st
     assert decision.delete_pods == [], why
 
 
+@pytest.mark.parametrize("taken_up", [False, True], ids=["target-not-yet-read", "shadowing"])
+def test_no_pod_is_replaced_while_the_canary_is_on_its_way_to_the_target(*, taken_up: bool) -> None:
+    # An operator upgrade (new images) marks every pod outdated while the canary shadows v2 beside
+    # v1: replacing its pod would have the new one's init container validate v2 on test data alone
+    # (no shadow run) and leave a Coral node without a model meanwhile.
+    cluster = rolled_out("v1")
+    spec = make_spec("v2", shadow={"windows": 500})
+    cluster.apply(cluster.decide(spec))
+    if taken_up:
+        cluster.tick()
+    canary = cluster.nodes["edge-1"]
+    assert canary.cm is not None
+    assert canary.cm.version == "v2"
+    assert (canary.candidate.state if canary.candidate else None) == ("validating" if taken_up else None)
+    for node in cluster.nodes.values():
+        node.outdated = True
+
+    assert cluster.decide(spec).delete_pods == []
+
+    cluster.run(spec)  # once every node serves v2, the pods are replaced one by one
+    assert cluster.phase() == "Ready"
+    assert sorted(cluster.deleted) == sorted(NODES)
+
+
 def test_a_pod_that_cannot_run_degrades_with_its_reason_and_recovers_when_mended() -> None:
     cluster = rolled_out("v1")
     spec = make_spec("v1")
@@ -768,6 +792,10 @@ def test_a_registry_that_refuses_the_node_is_waited_for_not_blamed_on_the_model(
         outcome="failed", code=10, reason="cannot fetch s3://models/v2: InvalidAccessKeyId"
     )
     canary.candidate = Candidate(sha256=sha("v2"), state="failed", version="v2", report=refused)
+    # A new pod spec (say, the credentials Secret renamed) may be what the canary waits for:
+    # its pod is replaced although it has not reached its target.
+    outdated = [replace(o, pod_outdated=o.name == "edge-1") for o in cluster.observe()]
+    assert decide(cluster.name, spec, 1, cluster.status, outdated, cluster.now).delete_pods == ["edge-1"]
     decision = cluster.step(spec)
     entry = next(n for n in decision.status.nodes if n.name == "edge-1")
     assert entry.state == "Validating", "not Failed: the model is not at fault"

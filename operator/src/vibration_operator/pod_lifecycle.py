@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from vibration_operator.conditions import Event
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
     from vibration_core.target import ModelTarget
     from vibration_operator.node_state import NodeObservation
@@ -49,6 +49,7 @@ def _one_outdated_pod(
     deleting: Sequence[str],
     *,
     hold: bool,
+    moving: Collection[str],
 ) -> list[str]:
     """A pod built from an older pod spec, to replace: one node at a time, while the rest serve.
 
@@ -59,11 +60,14 @@ def _one_outdated_pod(
     node cache lets it start on the last good version): a short gap on that node,
     as its pod name and MQTT session are its own (and a Coral node's one TPU lets
     no second pod start beside the first anyway). Never while the rollout holds
-    (paused, outside its update window), while a node's target changes, while a
-    pod is still terminating, or on a node that could not start the new pod.
+    (paused, outside its update window), while a node's target changes or a node
+    is `moving` to its target (its pod validates it, or has not taken it up yet: a
+    new pod's init container would validate it on test data alone, with no shadow
+    run, and a Coral node would be without a model meanwhile), while a pod is
+    still terminating, or on a node that could not start the new pod.
     """
     serving = [o for o in nodes if o.name in targets]
-    busy = any(o.pod_terminating or targets[o.name] != o.assigned for o in serving)
+    busy = bool(moving) or any(o.pod_terminating or targets[o.name] != o.assigned for o in serving)
     if deleting or hold or busy:
         return []
     for node in serving:
@@ -79,10 +83,14 @@ def pod_changes(
     targets: Mapping[str, ModelTarget],
     *,
     hold: bool,
+    moving: Collection[str] = (),
 ) -> PodChanges:
-    """The pods to create and delete, given every observed node and the selected `nodes`' targets."""
+    """The pods to create and delete, given every observed node and the selected `nodes`' targets.
+
+    `moving`: the nodes whose pods are on their way to their target (see `_one_outdated_pod`).
+    """
     gone = _pods_to_delete(observations, targets)
-    replaced = _one_outdated_pod(nodes, targets, gone, hold=hold)
+    replaced = _one_outdated_pod(nodes, targets, gone, hold=hold, moving=moving)
     return PodChanges(
         create=[o.name for o in nodes if o.name in targets and not o.pod_exists],
         delete=gone + replaced,

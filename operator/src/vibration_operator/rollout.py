@@ -74,7 +74,7 @@ from vibration_operator.conditions import (
     listing,
     record,
 )
-from vibration_operator.node_state import NodeObservation, Outcome, assess, node_status
+from vibration_operator.node_state import NodeObservation, Outcome, assess, node_status, same_version
 from vibration_operator.pod_lifecycle import pod_changes
 
 if TYPE_CHECKING:
@@ -218,6 +218,19 @@ def _want(plan: _Plan, obs: NodeObservation) -> ModelTarget | None:
     return want
 
 
+def _moving(obs: NodeObservation, target: ModelTarget, plan: _Plan) -> bool:
+    """Whether the node's pod is on its way to `target`: validating a candidate, or yet to take it up.
+
+    A node that waits for the registry is not: its pod tries again by itself, and a new pod
+    (say, with mended credentials) is what it may be waiting for.
+    """
+    if obs.candidate is not None and obs.candidate.state == "validating":
+        return True
+    outcome = plan.outcomes[obs.name]
+    stuck = outcome.problem if target.ref == plan.ref else ""
+    return obs.serving is not None and not same_version(obs.serving, target.ref) and not stuck
+
+
 def _why_waiting(plan: _Plan, want: ModelTarget | None) -> str:
     """Why a node that is not moving to the target waits: the hall's reason."""
     if plan.stopped:
@@ -295,7 +308,8 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
     targets = {o.name: want for o in plan.nodes if (want := _want(plan, o)) is not None}
     statuses = _node_statuses(plan, targets, now)
     new_status, events = record(plan.old, _progress(plan, statuses, targets), generation, now)
-    pods = pod_changes(observations, plan.nodes, targets, hold=plan.pods_held)
+    moving = [o.name for o in plan.nodes if o.name in targets and _moving(o, targets[o.name], plan)]
+    pods = pod_changes(observations, plan.nodes, targets, hold=plan.pods_held, moving=moving)
     return Decision(
         targets=targets,
         active_target=plan.goal.as_active() if new_status.active == plan.ref else plan.active,
