@@ -350,6 +350,63 @@ def test_rolling_back_to_the_active_version_is_never_held(rollout: dict[str, Any
     assert cluster.phase() == "Ready"
 
 
+def test_a_node_that_joins_and_sorts_first_does_not_make_the_canary_one_of_the_rest() -> None:
+    # The canaries are chosen when the target starts and kept: chosen again at each step, edge-0
+    # would become the canary and edge-1, given v2 as one, would look like the rest had begun.
+    cluster = rolled_out("v1", names=("edge-0", *NODES))
+    cluster.nodes["edge-0"].selected = False
+    cluster.run(make_spec("v1"))
+    cluster.failures[("edge-1", "v2")] = FAIL
+    spec = make_spec("v2")
+    cluster.step(spec)
+    assert cluster.status is not None
+    assert cluster.status.canaries == ["edge-1"]
+
+    cluster.nodes["edge-0"].selected = True  # a gateway joins the hall mid-rollout
+    d = cluster.decide(spec)
+
+    assert {n: t.version for n, t in d.targets.items()} == {
+        "edge-0": "v1",
+        "edge-1": "v2",
+        "edge-2": "v1",
+        "edge-3": "v1",
+    }
+    cluster.run(spec)
+    assert cluster.phase() == "Degraded"
+    assert [n.name for n in cluster.status.nodes if n.state == "Failed"] == ["edge-1"]
+    assert cluster.serving() == dict.fromkeys(("edge-0", *NODES), "v1")
+
+
+def test_a_canary_that_leaves_before_passing_is_replaced_by_the_next_node_only() -> None:
+    cluster = rolled_out("v1", failures={("edge-2", "v2"): FAIL, ("edge-3", "v2"): FAIL})
+    spec = make_spec("v2")
+    cluster.step(spec)
+    cluster.nodes["edge-1"].selected = False  # deleted, or relabelled, while it validates
+
+    d = cluster.decide(spec)
+
+    assert {n: t.version for n, t in d.targets.items()} == {"edge-2": "v2", "edge-3": "v1"}
+    assert d.status.canaries == ["edge-2"]
+    cluster.apply(d)
+    cluster.run(spec)
+    assert cluster.phase() == "Degraded"
+    assert [n.name for n in cluster.status.nodes if n.state == "Failed"] == ["edge-2"]  # type: ignore[union-attr]
+
+
+def test_fewer_canary_nodes_mid_rollout_keep_the_canaries_given_the_target() -> None:
+    cluster = rolled_out("v1", names=(*NODES, "edge-4"))
+    cluster.step(make_spec("v2", canaries=2))
+
+    d = cluster.decide(make_spec("v2", canaries=1))
+
+    assert {n: t.version for n, t in d.targets.items()} == {
+        "edge-1": "v2",
+        "edge-2": "v2",
+        "edge-3": "v1",
+        "edge-4": "v1",
+    }
+
+
 def test_first_rollout_waits_for_canary_before_creating_other_pods() -> None:
     cluster = Cluster()
     spec = make_spec("v1")

@@ -440,6 +440,8 @@ class VibrationModelStatus(_Schema):
     """The last version promoted on every node: what the hall serves."""
     ready_nodes: str | None = None
     """Nodes serving the target over selected nodes, e.g. 2/3."""
+    canaries: list[str] = Field(default_factory=list)
+    """The canary nodes of the target's rollout, chosen when it starts (one that leaves early is replaced)."""
     nodes: list[NodeStatus] = Field(default_factory=list)
     """Per-node state."""
     validation: ValidationSummary | None = None

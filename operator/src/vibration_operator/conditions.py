@@ -313,6 +313,7 @@ def record(
             "target": ref,
             "active": active,
             "ready_nodes": f"{serving}/{total}",
+            "canaries": p.canaries,
             "nodes": p.nodes,
             "validation": ValidationSummary(
                 accuracy=min(accuracies) if accuracies else None,

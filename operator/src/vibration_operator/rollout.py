@@ -151,6 +151,23 @@ def _recover_active(
     return records[0].as_active() if records else None
 
 
+def _canaries(count: int, old: VibrationModelStatus, names: list[str], *, fresh: bool) -> list[str]:
+    """The canary nodes: the first `count` selected by name when the target is new, then the same ones.
+
+    Chosen again at each step, a node that joins and sorts first, one that leaves, or a lower
+    `canaryNodes` would make a node that was given the target as a canary look like one of the
+    rest, and the rest would get the target before the canaries passed. A canary that leaves
+    before they pass is replaced by the next node by name.
+    """
+    if fresh or not old.canaries:  # a new target, or a status written before canaries were kept
+        return names[:count]
+    kept = [n for n in old.canaries if n in names]
+    begun = any(n.target == old.target and n.name not in old.canaries for n in old.nodes)
+    if begun or len(kept) >= count:
+        return kept
+    return kept + [n for n in names if n not in kept][: count - len(kept)]
+
+
 def _plan(
     name: str,
     spec: VibrationModelSpec,
@@ -169,8 +186,9 @@ def _plan(
     outcomes = {o.name: assess(o, ref, before.get(o.name)) for o in nodes}
     was_stopped = not fresh and is_stopped(old)
     stopped = was_stopped or any(out.failed for out in outcomes.values())
-    canaries = [o.name for o in nodes[: spec.rollout.canary_nodes]]
-    recorded_past = any(n.target == ref and n.name not in canaries for n in before.values())
+    canaries = _canaries(spec.rollout.canary_nodes, old, [o.name for o in nodes], fresh=fresh)
+    were = {*canaries, *old.canaries}  # a canary that left was given the target as one
+    recorded_past = any(n.target == ref and n.name not in were for n in before.values())
     canaries_serve = bool(canaries) and all(outcomes[c].serving for c in canaries)
     # The canaries have just passed and other nodes wait for them: a manual rollout asks now.
     rest_waits = canaries_serve and not recorded_past and len(nodes) > len(canaries)
