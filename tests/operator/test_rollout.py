@@ -95,6 +95,7 @@ class Cluster:
                 candidate=n.candidate,
                 init_report=n.init_report,
                 init_exit_code=n.init_exit,
+                serve_running=n.pod and n.init_done,
                 assigned=n.cm,
                 recorded_active=n.cm_active,
                 pod_outdated=n.pod and n.outdated,
@@ -160,7 +161,8 @@ class Cluster:
                     n.last_good = n.cm
                 n.serving = n.last_good.ref if n.last_good else None
                 n.init_exit = 0 if n.serving else n.init_report.code
-                n.init_done, n.seen = n.serving is not None, n.cm
+                # serve's first look at its target file: what it does not serve, it validates itself
+                n.init_done, n.seen = n.serving is not None, n.cm if ok else None
             elif n.pending is not None:
                 ok, report = self.validate(n, n.pending)
                 if ok:
@@ -405,6 +407,34 @@ def test_fewer_canary_nodes_mid_rollout_keep_the_canaries_given_the_target() -> 
         "edge-3": "v1",
         "edge-4": "v1",
     }
+
+
+def test_a_retry_of_a_version_is_not_failed_by_the_init_containers_old_verdict() -> None:
+    # edge-1 rebooted during v2's canary: its init container refused v2 (its test data lacked
+    # labels) and fell back to v1. The kubelet keeps that verdict for the pod's life; once the data
+    # is mended and v2 applied again, the node must check v2 anew, not fail on the old verdict.
+    cluster = rolled_out("v1", failures={("edge-1", "v2"): "BadTestData: test data missing labels"})
+    v2 = make_spec("v2")
+    cluster.step(v2)
+    cluster.nodes["edge-1"].init_done = False  # the reboot: the init container runs again, on v2
+    cluster.run(v2)
+    assert cluster.phase() == "Degraded"
+    init = cluster.nodes["edge-1"].init_report
+    assert init is not None
+    assert (init.version, init.outcome) == ("v2", "failed")
+    cluster.generation = 2
+    cluster.run(make_spec("v1"))
+    assert cluster.phase() == "Ready"
+
+    cluster.failures.clear()  # the test data is mended
+    cluster.generation = 3
+    first = cluster.step(v2)
+
+    assert first.status.phase == "Progressing"
+    assert cluster.targets()["edge-1"] == "v2"
+    cluster.run(v2)
+    assert cluster.phase() == "Ready"
+    assert cluster.serving() == dict.fromkeys(NODES, "v2")
 
 
 def test_first_rollout_waits_for_canary_before_creating_other_pods() -> None:
