@@ -153,6 +153,7 @@ def test_serving_reads_raw_and_writes_results_but_no_raw(broker: Mosquitto, watc
             serving.publish(topic, b"{}")
         assert seen(serving) == {HALL.raw("m2")}
     publish_as(broker, "serving", HALL.raw("m1"))  # a window the pod made up
+    publish_as(broker, "serving", HALL.raw("serving"))  # the sensors' pattern names every user
 
     assert seen(watcher) == {HALL.raw("m2"), *results, HALL.status("edge-1")}
 
@@ -187,6 +188,7 @@ def test_dashboards_and_sensors_cannot_steer_or_snoop(broker: Mosquitto, watcher
     with logged_in(broker, "m1") as sensor:
         sensor.subscribe("factory/hall-a/#")
         publish_as(broker, "dashboard", HALL.raw("m1"))
+        publish_as(broker, "dashboard", HALL.raw("dashboard"))  # the sensors' pattern names every user
         publish_as(broker, "dashboard", HALL.predictions("m1"))
         publish_as(broker, "serving", HALL.predictions("m2"))
         publish_as(broker, "m2", HALL.raw("m2"))
