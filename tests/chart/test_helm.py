@@ -108,6 +108,11 @@ def test_scenarios_render_what_they_enable() -> None:
         (("broker.auth.password=hunter2",), "additional properties 'password' not allowed"),
         (("coral.devicePlugin.usbIds={1a6e-089a}",), "/coral/devicePlugin/usbIds"),
         (("serving.resources.limits.cpu=lots",), "/serving/resources/limits/cpu"),
+        # Without a domain the plugin would announce squat.ai/coral and the pods ask for "coral".
+        (("coral.resourceName=coral",), "/coral/resourceName"),
+        # A VibrationModel's spec.artifact.credentialsSecret is a DNS label: NOTES would name a
+        # Secret the CRD refuses.
+        (("registry.credentialsSecret=minio.creds",), "/registry/credentialsSecret"),
     ],
 )
 def test_schema_refuses(sets: tuple[str, ...], complaint: str) -> None:
@@ -153,6 +158,32 @@ def test_operator_env_builds_the_settings(scenario: str, monkeypatch: pytest.Mon
     else:
         assert watched == [NAMESPACE]
     assert settings.coral_resource_name == "squat.ai/coral"
+
+
+def test_numeric_serving_resources_reach_the_operator_as_quantities(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `cpu: 2` in values.yaml is a number in the rendered JSON: the operator must start on it.
+    objects = render(
+        (scenario_file("cpu-only"),), ("serving.resources.limits.cpu=2", "serving.resources.requests.cpu=0.5")
+    )
+    for name, value in _operator_env(objects).items():
+        monkeypatch.setenv(name, value)
+    settings = OperatorSettings()
+    assert settings.serving_limits["cpu"] == "2"
+    assert settings.serving_requests["cpu"] == "0.5"
+
+
+def test_a_new_auth_revision_restarts_the_broker() -> None:
+    # Mosquitto reads its users and ACLs at start only: the revision is what changes its pod template.
+    def template(*sets: str) -> dict[str, Any]:
+        objects = render((scenario_file("cpu-only"),), sets)
+        broker = next(o for o in of_kind(objects, "Deployment") if component(o) == "broker")
+        pod: dict[str, Any] = broker["spec"]["template"]
+        return pod
+
+    before, after = template("broker.auth.revision=1"), template("broker.auth.revision=2026-12-06")
+    assert before != after
+    assert after["metadata"]["annotations"]["edge.vibration.io/auth-revision"] == "2026-12-06"
+    assert "edge.vibration.io/auth-revision" not in template()["metadata"]["annotations"]
 
 
 def test_coral_resource_name_reaches_operator_and_plugin() -> None:

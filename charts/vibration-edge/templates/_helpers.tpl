@@ -75,8 +75,7 @@ app.kubernetes.io/part-of: vibration-edge
 
 {{/* Domain and device name of the Coral resource, e.g. squat.ai and coral. */}}
 {{- define "vibration-edge.coralDomain" -}}
-{{- $parts := splitList "/" .Values.coral.resourceName }}
-{{- if eq (len $parts) 2 }}{{ index $parts 0 }}{{ else }}squat.ai{{ end }}
+{{- index (splitList "/" .Values.coral.resourceName) 0 }}
 {{- end }}
 
 {{- define "vibration-edge.coralDevice" -}}

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+|[KMGTPE]i?|[munkMGTPE])?$"
-Quantities = dict[str, Annotated[str, Field(pattern=_QUANTITY)]]
+
+
+def _quantity_text(value: object) -> object:
+    """A number as a quantity's text: the chart's values say `cpu: 2`, which reaches here as JSON's 2."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Quantities = dict[str, Annotated[str, BeforeValidator(_quantity_text), Field(pattern=_QUANTITY)]]
 
 
 def _default_requests() -> dict[str, str]:
