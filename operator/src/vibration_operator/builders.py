@@ -43,15 +43,15 @@ _EVENT_MESSAGE_LIMIT = 1024
 
 
 def owner_reference(vm_name: str, uid: str) -> dict[str, Any]:
-    """The VibrationModel as controlling owner: children are garbage-collected with it."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": vm_name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    """The VibrationModel as controlling owner: children are garbage-collected with it.
+
+    No ``blockOwnerDeletion``: where the OwnerReferencesPermissionEnforcement admission
+    plugin runs (OpenShift, hardened clusters), setting it takes ``update`` on
+    ``vibrationmodels/finalizers``, a verb the operator would hold only for that. It only
+    matters to a foreground deletion of the VibrationModel, which then need not wait for
+    its pods.
+    """
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": vm_name, "uid": uid, "controller": True}
 
 
 def _metadata(name: str, namespace: str, vm_name: str, uid: str, node: str) -> dict[str, Any]:
