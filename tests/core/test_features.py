@@ -112,6 +112,30 @@ def test_high_band_ends_at_nyquist_when_nyquist_is_inside_it(fs: float, freq: fl
     assert stop == 4096 // 2 + 1  # the Nyquist bin is the last bin of the band
 
 
+@pytest.mark.parametrize(
+    ("fs", "n", "edge"), [(25000.0, 3000, 200.0), (10000.0, 2400, 2000.0), (50000.0, 6000, 2000.0)]
+)
+def test_an_edge_on_a_bin_goes_where_rfftfreq_puts_it(fs: float, n: int, edge: float) -> None:
+    # At these lengths rfftfreq makes the edge's bin a hair below the edge (199.99999999999997
+    # Hz), so `freqs >= lo`, `< hi` put it in the lower band; lo / resolution alone said the upper.
+    freqs = np.fft.rfftfreq(n, 1 / fs)
+    for (start, stop), (lo, hi) in zip(band_bins(n, fs), BANDS_HZ, strict=True):
+        assert (start, stop) == (int(np.sum(freqs < lo)), int(np.sum(freqs < hi)))
+    window = tone(edge, 1.0, fs, n)
+    np.testing.assert_allclose(
+        extract_features(window, fs), reference_features(window, fs), rtol=2e-5, atol=1e-9
+    )
+
+
+@pytest.mark.parametrize("n", [4000, 4095, 25600])
+def test_a_constant_window_of_any_length_has_no_band_energy(n: int) -> None:
+    # Lengths that are not a power of two leave rounding in every bin of a constant window's
+    # spectrum: its ratios were that noise (0.75 / 0.23 / 0.02 at 4000 samples).
+    features = extract_features(np.full(n, 3.3, dtype=np.float32), 25600.0)[0]
+    assert features[4:].tolist() == [0.0] * 6
+    np.testing.assert_allclose(features, reference_features(np.full(n, 3.3), 25600.0)[0], rtol=1e-5)
+
+
 def test_band_bins_at_the_default_signal() -> None:
     # 6.25 Hz resolution: 12.5..193.75 Hz, 200..1993.75 Hz, 2000..9993.75 Hz
     assert band_bins(4096, 25600.0) == ((2, 32), (32, 320), (320, 1600))

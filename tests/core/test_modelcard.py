@@ -165,7 +165,7 @@ def test_extractor_check() -> None:
     features = FeatureSpec.model_construct(names=FEATURE_NAMES, extractor_version="1.0.0")
     built = make_card().model_copy(update={"features": features})
     with pytest.raises(
-        ContractMismatchError, match=r"extractor_version: expected '2\.0\.0', found '1\.0\.0'"
+        ContractMismatchError, match=r"extractor_version: expected '2\.0\.1', found '1\.0\.0'"
     ):
         check_extractor(built)
 
@@ -176,7 +176,7 @@ def test_a_card_of_another_extractor_major_is_refused_naming_both_versions() -> 
     data["features"]["extractor_version"] = "1.0.0"
     del data["signal"]["unit"]
     with pytest.raises(
-        ModelCardError, match=r"trained on features of extractor 1\.0\.0, this extractor is 2\.0\.0"
+        ModelCardError, match=r"trained on features of extractor 1\.0\.0, this extractor is 2\.0\.1"
     ):
         ModelCard.from_json(json.dumps(data), source="old/modelcard.json")
 

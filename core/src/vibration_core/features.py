@@ -33,6 +33,7 @@ should act on.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Final
 
@@ -42,11 +43,14 @@ import numpy.typing as npt
 from vibration_core.errors import FeatureInputError
 from vibration_core.fft import rfft
 
-EXTRACTOR_VERSION: Final = "2.0.0"
+EXTRACTOR_VERSION: Final = "2.0.1"
 """Bumped whenever a definition changes; the model card records it.
 
 2.0.0: kurtosis is Pearson (``m4 / m2**2``), as the reference pipeline computes
-it; 1.x computed excess kurtosis (3 less). A card of another version is refused.
+it; 1.x computed excess kurtosis (3 less). A card of another major version is refused.
+2.0.1: a band edge that falls on a bin is placed as ``rfftfreq`` places it (at
+some lengths, 25 kHz and 3000 samples among them, the edge bin went to the other
+band), and a constant window's band energies and ratios are 0, not FFT rounding.
 """
 
 FEATURE_NAMES: Final = (
@@ -93,13 +97,8 @@ def band_bins(n_samples: int, sample_rate: float) -> tuple[tuple[int, int], ...]
             f"start of the high band ({BANDS_HZ[2][0]:g} Hz); at least "
             f"{2 * BANDS_HZ[2][0]:g} Hz is needed, real sensors run at 10-51.2 kHz"
         )
-    last_bin = n_samples // 2
+    ranges = _bins(n_samples, sample_rate)
     resolution = sample_rate / n_samples
-    ranges = []
-    for lo, hi in BANDS_HZ:
-        start = math.ceil(lo / resolution)
-        stop = min(math.ceil(hi / resolution), last_bin + 1)
-        ranges.append((start, max(start, stop)))
     low_start, low_stop = ranges[0]
     if low_stop <= low_start:
         needed = math.floor(sample_rate / BANDS_HZ[0][1]) + 1
@@ -109,6 +108,19 @@ def band_bins(n_samples: int, sample_rate: float) -> tuple[tuple[int, int], ...]
             f"({BANDS_HZ[0][0]:g}-{BANDS_HZ[0][1]:g} Hz); it needs at least {needed} samples"
         )
     return tuple(ranges)
+
+
+@functools.lru_cache(maxsize=32)
+def _bins(n_samples: int, sample_rate: float) -> tuple[tuple[int, int], ...]:
+    # The bins of ``freqs >= lo`` and ``freqs < hi`` with numpy's own ``rfftfreq``, as the
+    # definition reads: where an edge falls on a bin, computing ``lo / resolution`` apart would
+    # round it to the other side at some lengths (25 kHz and 3000 samples put 200 Hz on bin 24,
+    # which rfftfreq makes 199.99999999999997 Hz). Cached: a hall has one or two signals.
+    freqs = np.fft.rfftfreq(n_samples, 1 / sample_rate)
+    return tuple(
+        (int(np.searchsorted(freqs, lo, side="left")), int(np.searchsorted(freqs, hi, side="left")))
+        for lo, hi in BANDS_HZ
+    )
 
 
 def extract_features(windows: npt.ArrayLike, sample_rate: float) -> npt.NDArray[np.float32]:
@@ -206,4 +218,8 @@ def _extract_block(
     constant = m2 <= _CONSTANT_RTOL * mean_square
     safe_m2 = np.where(constant, np.float32(1), m2)
     out[:, 3] = np.where(constant, np.float32(0), m4 / (safe_m2 * safe_m2))
+    # A constant window has no energy above DC: what the FFT leaves in the bands is rounding,
+    # and its ratios would be noise (a stuck sensor's windows of 4000 samples).
+    energies[constant] = 0
+    total[constant] = 0
     out[:, 7:10] = np.divide(energies, total, out=np.zeros_like(energies), where=total > 0)

@@ -26,10 +26,13 @@ def reference_features(windows: npt.ArrayLike, sample_rate: float) -> npt.NDArra
         d = x - x.mean()
         m2 = np.mean(d**2)
         m4 = np.mean(d**4)
-        kurtosis = m4 / m2**2 if m2 > 1e-10 * np.mean(x**2) else 0.0
+        constant = m2 <= 1e-10 * np.mean(x**2)
+        kurtosis = 0.0 if constant else m4 / m2**2
         amplitude = np.abs(np.fft.rfft(x)) * 2 / n
         freqs = np.fft.rfftfreq(n, 1 / sample_rate)
         energies = [np.sum(amplitude[(freqs >= lo) & (freqs < hi)] ** 2) for lo, hi in BANDS_HZ]
+        if constant:  # nothing above DC: what the FFT leaves in the bands is rounding
+            energies = [0.0, 0.0, 0.0]
         total = sum(energies)
         ratios = [e / total if total > 0 else 0.0 for e in energies]
         out[i] = [rms, peak, crest, kurtosis, *energies, *ratios]
