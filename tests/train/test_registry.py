@@ -297,6 +297,57 @@ def test_an_identical_republish_restores_a_missing_artifact(target: Target, tmp_
     assert target.read(ARTIFACT_KEY) == b"model"
 
 
+def test_an_identical_republish_restores_an_artifact_changed_under_its_card(
+    target: Target, tmp_path: Path
+) -> None:
+    make_model_dir(tmp_path / "model", b"model")
+    publish(tmp_path / "model", target.open())
+    target.write(ARTIFACT_KEY, b"MODEL")  # as long as the real one: the size alone cannot tell
+
+    assert publish(tmp_path / "model", target.open()).already_published
+    assert target.read(ARTIFACT_KEY) == b"model"
+
+
+class Interleaved(Recording):
+    """The real registry, with another publish of the same version run just before one of our writes."""
+
+    def __init__(self, inner: Registry, before: str, other: Callable[[], object]) -> None:
+        super().__init__(inner)
+        self.before = before
+        self.other: Callable[[], object] | None = other
+
+    def put(self, key: str, source: Path, content_type: str) -> None:
+        if key.endswith(self.before) and self.other is not None:
+            other, self.other = self.other, None
+            other()
+        super().put(key, source, content_type)
+
+
+@pytest.mark.parametrize(
+    "before", [CARD_FILENAME, "model.onnx"], ids=["before-our-card", "before-our-artifact"]
+)
+def test_a_publish_raced_by_another_of_the_same_version_says_so_and_leaves_no_card_over_other_bytes(
+    target: Target, tmp_path: Path, before: str
+) -> None:
+    ours = make_model_dir(tmp_path / "ours", b"our bytes")
+    theirs = make_model_dir(tmp_path / "theirs", b"their bytes, longer")
+    registry = Interleaved(target.open(), before, lambda: publish(tmp_path / "theirs", target.open()))
+
+    if before == "model.onnx":
+        # Theirs is whole before ours writes anything: ours, written last, stands whole (their
+        # manifest names a digest the registry no longer holds, which every node refuses).
+        publish(tmp_path / "ours", registry)
+        assert target.read(ARTIFACT_KEY) == b"our bytes"
+    else:  # theirs wrote over our artifact before our card: ours would name bytes it lacks
+        with pytest.raises(RegistryError, match="removed its card, so the version is not published"):
+            publish(tmp_path / "ours", registry)
+
+    card = target.read(CARD_KEY)
+    held = hashlib.sha256(target.read(ARTIFACT_KEY) or b"").hexdigest()
+    assert card is None or ModelCard.from_json(card).artifact.sha256 == held, "no card names bytes not there"
+    assert {ours.artifact.sha256, theirs.artifact.sha256} >= {held}
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

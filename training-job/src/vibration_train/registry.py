@@ -10,6 +10,7 @@ backends implement the small `Registry` protocol and are chosen by URI in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -184,9 +185,16 @@ def version_keys(card: ModelCard) -> tuple[str, str]:
 def publish(model_dir: Path, registry: Registry, *, create_bucket: bool = False) -> PublishedModel:
     """Upload a model directory's artifact, then its card, under ``<model-id>/<version>/``.
 
-    Publishing the same version with the same bytes again is a no-op; with
-    other bytes it raises `VersionConflictError` before writing anything.
-    When the card cannot be written, the artifact just written is removed.
+    Publishing the same version with the same bytes again is a no-op (an
+    artifact missing or changed under its card is written again); with other
+    bytes it raises `VersionConflictError` before writing anything. When the
+    card cannot be written, the artifact just written is removed. Once both
+    are written they are read back: a publish of the same version with other
+    bytes that ran at the same time (a pipeline run twice) can write its
+    artifact between ours and our card, and `RegistryError` then says so
+    (our card is removed rather than left naming bytes the registry does not
+    hold). Otherwise the publish written last stands whole; the other's
+    manifest then names a digest that every node refuses to load.
     """
     card, artifact = read_model_dir(model_dir)
     artifact_key, card_key = version_keys(card)
@@ -195,7 +203,7 @@ def publish(model_dir: Path, registry: Registry, *, create_bucket: bool = False)
     existing = registry.get(card_key)
     if existing is not None:
         card = _check_same_version(registry, card, card_key, existing)
-        if registry.size(artifact_key) != card.artifact.size_bytes:
+        if _digest(registry.get(artifact_key)) != card.artifact.sha256:
             # The card is ours byte for byte, so restoring its artifact cannot change what it promises.
             logger.warning("artifact_restored", extra={"uri": result.artifact_uri})
             registry.put(artifact_key, artifact, "application/octet-stream")
@@ -211,10 +219,40 @@ def publish(model_dir: Path, registry: Registry, *, create_bucket: bool = False)
     except BaseException:
         _remove_quietly(registry, artifact_key)
         raise
+    _check_written(registry, card, artifact_key, card_key)
     logger.info(
         "card_uploaded", extra={"uri": result.card_uri, "model_id": card.model_id, "version": card.version}
     )
     return result
+
+
+def _digest(data: bytes | None) -> str | None:
+    return hashlib.sha256(data).hexdigest() if data is not None else None
+
+
+def _check_written(registry: Registry, card: ModelCard, artifact_key: str, card_key: str) -> None:
+    """The registry holds this card and the bytes it names, read back; else who wrote over them."""
+    stored = registry.get(card_key)
+    try:
+        named = (
+            ModelCard.from_json(stored, source=registry.uri_for(card_key)).artifact.sha256 if stored else None
+        )
+    except ModelCardError:
+        named = None
+    held = _digest(registry.get(artifact_key))
+    if named == held == card.artifact.sha256:
+        return
+    removed = ""
+    if named == card.artifact.sha256:
+        # Our card over the other's bytes would promise what the registry does not hold.
+        _remove_quietly(registry, card_key)
+        removed = "; this publish removed its card, so the version is not published"
+    raise RegistryError(
+        registry.uri,
+        f"{card.model_id} {card.version} changed while it was being published (another publish of the "
+        f"same version at the same time?): its card named sha256 {named}, its artifact has {held}, "
+        f"this publish wrote {card.artifact.sha256}{removed}; publish the version meant to stand again",
+    )
 
 
 def _check_same_version(registry: Registry, card: ModelCard, card_key: str, existing: bytes) -> ModelCard:
