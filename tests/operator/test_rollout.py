@@ -915,6 +915,18 @@ def test_a_candidate_is_held_to_the_active_version_and_the_active_one_to_none() 
     assert cluster.status.active == VersionRef(version="v2", sha256=sha("v2"))
     # Promoted: v2 is the active version now, compared with nothing.
     assert all(n.cm is not None and n.cm.champion is None for n in cluster.nodes.values())
+    # Rolling back to v1, which this hall promoted before, is not held to v2 (it could be refused
+    # as a regression just when v2 misbehaves); a new v3 is.
+    cluster.generation = 2
+    cluster.step(make_spec("v1"))
+    back = cluster.nodes["edge-1"].cm
+    assert back is not None
+    assert (back.version, back.champion) == ("v1", None)
+    cluster.generation = 3
+    cluster.step(make_spec("v3"))
+    new = cluster.nodes["edge-1"].cm
+    assert new is not None
+    assert (new.version, new.champion) == ("v3", VersionRef(version="v2", sha256=sha("v2")))
 
 
 def test_a_refused_candidate_shows_its_numbers_and_reason_code_on_the_node() -> None:

@@ -178,8 +178,15 @@ def _plan(
     """Where the rollout stands: each node's outcome, the canaries, and whether it stopped or holds."""
     ref = VersionRef(version=spec.version, sha256=spec.artifact.sha256)
     # The champion of a new version is the one the hall serves: each node holds the candidate
-    # to it on its own test data (the promotion gate, vibration_core.gate).
-    goal = ModelTarget.from_spec(name, spec, champion=old.active if old.active != ref else None)
+    # to it on its own test data (the promotion gate, vibration_core.gate). A version this hall
+    # promoted before is a rollback: held to the one that replaced it, it could be refused as a
+    # regression just when the newer one misbehaves in ways its test data does not show.
+    rollback = any(
+        h.action == "Promoted" and (h.version, h.sha256) == (ref.version, ref.sha256) for h in old.history
+    )
+    goal = ModelTarget.from_spec(
+        name, spec, champion=old.active if old.active != ref and not rollback else None
+    )
     fresh = old.target != ref
     before = {} if fresh else {n.name: n for n in old.nodes}
     nodes = sorted((o for o in observations if o.selected), key=lambda o: o.name)
