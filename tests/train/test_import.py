@@ -36,10 +36,12 @@ from vibration_train.cli import app
 from vibration_train.cli_common import EXIT_BAD_INPUT
 from vibration_train.cli_import import EXIT_MODEL
 from vibration_train.errors import ModelImportError
-from vibration_train.import_checks import ImportedGraph, decode_labels
+from vibration_train.import_checks import ImportedGraph, decode_labels, read_graph
+from vibration_train.import_labels import check_label_order
 from vibration_train.simulator import SimulatedData, simulate
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 LABELS = ",".join(CLASSES)
@@ -82,6 +84,9 @@ def models(
     root = tmp_path_factory.mktemp("models")
     x, y = training_features, int_labels(training.labels)
     few = 5  # stages: enough for a model of the right shape
+    rng = np.random.default_rng(5)
+    noisy = rng.random(y.size) < 0.7  # labels drawn at random: a weak model, right about half the time
+    weak = np.where(noisy, rng.integers(0, len(CLASSES), y.size), y)
     no_probabilities = onnx.load_model_from_string(reference_model(x, y, n_estimators=few))
     kept = [value for value in no_probabilities.graph.output if value.name != "probabilities"]
     del no_probabilities.graph.output[:]
@@ -93,6 +98,7 @@ def models(
         "zipmap.onnx": reference_model(x, y, zipmap=True, n_estimators=few),
         "no-probabilities.onnx": no_probabilities.SerializeToString(),
         "numbered-from-1.onnx": reference_model(x, y + 1, n_estimators=few),
+        "weak.onnx": reference_model(x, weak, n_estimators=few),
         "shouting.onnx": reference_model(x, np.char.upper(training.labels.astype(str)), n_estimators=few),
     }
     for name, data in variants.items():
@@ -224,7 +230,6 @@ REFUSED_MODELS = {
         LABELS,
         "has no probabilities output (a float32 tensor [N, k]); its outputs: 'label' int64 [N]",
     ),
-    "label-out-of-range": ("numbered-from-1.onnx", LABELS, "label output 'label' holds 4, outside 0..3 (in "),
     "labels-width": (
         "reference.onnx",
         "normal,imbalance,misalignment",
@@ -274,7 +279,10 @@ def relabelled(measured: SimulatedData, path: Path, relabel: dict[str, str]) -> 
     [
         (
             {"bearing_fault": "cavitation"},
-            "holds labels that --labels does not name: 'cavitation' (40 windows)",
+            (
+                "holds labels that are neither a --labels name nor one of the model's integer classes: "
+                "'cavitation' (40 windows)"
+            ),
         ),
         ({"bearing_fault": "normal"}, "has no windows of 'bearing_fault'"),
     ],
@@ -348,4 +356,198 @@ def test_an_int64_label_must_be_its_probability_column_but_a_tie_may_go_either_w
         decode_labels(graph, np.array([0, 1, 0]), probabilities, ("a", "b"))
     row = "(row 2: label 'a', largest probability in column 1, which --labels calls 'b')"
     assert f"disagree in 1 of 3 rows {row}" in str(refused.value)
-    assert "an int64 label i must be the index of its probability column" in str(refused.value)
+    assert "an int64 label must be the class of its probability column" in str(refused.value)
+
+
+def a_graph(labels: str, classes: tuple[int, ...] | None) -> ImportedGraph:
+    """The signature of a two-class model whose label output is `labels` and whose node states `classes`."""
+    return ImportedGraph(
+        source="model.onnx",
+        data=b"",
+        input=TensorSpec(name="features", shape=(None, 10), dtype="float32"),
+        label=TensorSpec(name="label", shape=(None,), dtype=labels),
+        probabilities=TensorSpec(name="probabilities", shape=(None, 2), dtype="float32"),
+        producer="test",
+        opsets={},
+        classes=classes,
+    )
+
+
+def test_the_graph_states_the_classes_of_its_columns(models: Path) -> None:
+    def classes(name: str) -> tuple[int, ...] | tuple[str, ...] | None:
+        return read_graph((models / name).read_bytes(), name).classes
+
+    assert classes("reference.onnx") == (0, 1, 2, 3)
+    assert classes("numbered-from-1.onnx") == (1, 2, 3, 4)
+    assert classes("strings.onnx") == tuple(sorted(CLASSES))  # scikit-learn sorts its classes
+
+
+def test_an_int64_label_is_the_column_where_the_graph_states_it() -> None:
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
+    stated = a_graph("int64", (7, 3))
+    assert decode_labels(stated, np.array([7, 3]), probabilities, ("a", "b")).tolist() == ["a", "b"]
+    with pytest.raises(
+        ModelImportError, match=r"holds 0, none of the classes its classifier states \(7, 3\)"
+    ):
+        decode_labels(stated, np.array([0, 3]), probabilities, ("a", "b"))
+    # Without a stated list, label i is the i-th name, as before.
+    unstated = a_graph("int64", None)
+    assert decode_labels(unstated, np.array([0, 1]), probabilities, ("a", "b")).tolist() == ["a", "b"]
+    with pytest.raises(ModelImportError, match=r"holds 2, outside 0\.\.1 \(in 1 of 2 rows\)"):
+        decode_labels(unstated, np.array([0, 2]), probabilities, ("a", "b"))
+
+
+@pytest.fixture(scope="module")
+def measured_features(measured: SimulatedData) -> np.ndarray:
+    return reference_features(measured.windows, SAMPLE_RATE)
+
+
+FEATURES_TABLE = ("--sample-rate", SAMPLE_RATE, "--window-length", WINDOW_LENGTH, "--unit", "g")
+"""What a features table does not say about its signal."""
+
+
+def features_table(features: np.ndarray, labels: np.ndarray, path: Path) -> Path:
+    """A reference-pipeline features table: its formulas, with `labels` as the ``label`` column."""
+    columns = {name: features[:, i] for i, name in enumerate(FEATURE_NAMES)}
+    pq.write_table(pa.table({**columns, "label": labels}), path)
+    return path
+
+
+def test_a_table_labelled_with_the_models_integer_classes_is_read_with_their_names(
+    models: Path, measured: SimulatedData, measured_features: np.ndarray, tmp_path: Path
+) -> None:
+    # The reference pipeline's own table: labels 0..3, the model's classes, and --labels naming them.
+    table = features_table(measured_features, int_labels(measured.labels), tmp_path / "features.parquet")
+    out = tmp_path / "imported"
+    result = invoke(
+        "import",
+        models / "reference.onnx",
+        "--labels",
+        LABELS,
+        "--data",
+        table,
+        "--out",
+        out,
+        *FEATURES_TABLE,
+    )
+
+    assert result.exit_code == 0, result.output
+    card = ModelCard.load(out / CARD_FILENAME)
+    assert card.labels == CLASSES
+    assert card.training.class_counts == dict.fromkeys(CLASSES, 40)
+    assert card.reference.class_shares == dict.fromkeys(CLASSES, 0.25)
+    predicted = np.asarray(CLASSES)[onnx_labels(models / "reference.onnx", measured_features)]
+    assert card.metrics.accuracy == accuracy_score(measured.labels, predicted)
+    assert card.metrics.accuracy > 0.5
+    read_as = "data labels 0, 1, 2, 3 read as normal, imbalance, misalignment, bearing_fault"
+    assert read_as in " ".join(result.stdout.split())
+
+
+def test_a_model_whose_classes_are_numbered_from_1_imports(
+    models: Path, data: Path, measured: SimulatedData, measured_features: np.ndarray, tmp_path: Path
+) -> None:
+    model = models / "numbered-from-1.onnx"
+    # Its classes 1..4 are its columns: label 1 is the first name.
+    expected = np.asarray(CLASSES)[onnx_labels(model, measured_features) - 1]
+    numbered = features_table(measured_features, int_labels(measured.labels) + 1, tmp_path / "t.parquet")
+    for source, flags in ((data, ()), (numbered, FEATURES_TABLE)):
+        out = tmp_path / source.stem
+        result = invoke("import", model, "--labels", LABELS, "--data", source, "--out", out, *flags)
+        assert result.exit_code == 0, result.output
+        card = ModelCard.load(out / CARD_FILENAME)
+        assert card.labels == CLASSES
+        assert card.training.class_counts == dict.fromkeys(CLASSES, 40)
+        assert card.metrics.accuracy == accuracy_score(measured.labels, expected)
+    # The last import read the table's labels 1..4 as the names of the model's classes 1..4.
+    assert "data labels 1, 2, 3, 4 read as normal, imbalance" in " ".join(result.stdout.split())
+
+
+NOT_THE_MODELS_LABELS = {
+    "a-class-the-model-does-not-have": (
+        "reference.onnx",
+        lambda labels: int_labels(labels) + 1,
+        (
+            "holds labels that are neither a --labels name nor one of the model's integer classes: "
+            "'4' (40 windows); --labels: normal, imbalance, misalignment, bearing_fault; "
+            "its classes, in that order: 0, 1, 2, 3"
+        ),
+    ),
+    "numbered-from-0-for-a-model-from-1": (
+        "numbered-from-1.onnx",
+        int_labels,
+        "holds labels that are neither a --labels name nor one of the model's integer classes: '0' (40",
+    ),
+    "names-and-numbers": (
+        "reference.onnx",
+        lambda labels: np.where(labels == "bearing_fault", "3", labels),
+        (
+            "labels some windows with names ('imbalance', 'misalignment', 'normal') and others with "
+            "the model's integer classes ('3'): label every window one way"
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", NOT_THE_MODELS_LABELS.values(), ids=NOT_THE_MODELS_LABELS.keys())
+def test_a_data_label_that_is_neither_a_name_nor_a_class_of_the_model_is_refused_naming_it(
+    case: tuple[str, Callable[[np.ndarray], np.ndarray], str],
+    models: Path,
+    measured: SimulatedData,
+    measured_features: np.ndarray,
+    tmp_path: Path,
+) -> None:
+    model, relabel, message = case
+    table = features_table(measured_features, relabel(measured.labels.astype(str)), tmp_path / "t.parquet")
+    out = tmp_path / "imported"
+    result = invoke(
+        "import", models / model, "--labels", LABELS, "--data", table, "--out", out, *FEATURES_TABLE
+    )
+    assert_refused(result, EXIT_BAD_INPUT, message, out)
+
+
+def test_names_given_out_of_column_order_are_refused_with_the_order_the_data_says(
+    models: Path, data: Path, measured: SimulatedData, measured_features: np.ndarray, tmp_path: Path
+) -> None:
+    # Label output and probabilities agree whatever the names: only the data's labels tell the order.
+    swapped = ("imbalance", "normal", "bearing_fault", "misalignment")
+    columns = onnx_labels(models / "reference.onnx", measured_features)
+    given = accuracy_score(measured.labels, np.asarray(swapped)[columns])
+    right = accuracy_score(measured.labels, np.asarray(CLASSES)[columns])
+    out = tmp_path / "imported"
+    result = invoke(
+        "import", models / "reference.onnx", "--labels", ",".join(swapped), "--data", data, "--out", out
+    )
+    expected = (
+        f"its accuracy on the 160 windows of {data} is {given:.4f} with --labels in the order given "
+        f"({', '.join(swapped)}) and {right:.4f} in the order {', '.join(CLASSES)}: the names are not in "
+        "the order of its probability columns; give --labels in the order of the probability columns "
+        "(scikit-learn's classes_ order)"
+    )
+    assert_refused(result, EXIT_MODEL, expected, out)
+
+
+def test_a_weak_model_keeps_the_order_it_is_given(models: Path, data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "imported"
+    result = invoke("import", models / "weak.onnx", "--labels", LABELS, "--data", data, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert 0.3 < ModelCard.load(out / CARD_FILENAME).metrics.accuracy < 0.6
+
+
+@pytest.mark.parametrize("k", [3, 9], ids=["every-order", "greedy"])
+def test_the_order_check_refuses_swapped_names_and_keeps_a_weak_order(k: int) -> None:
+    labels = tuple(f"c{i}" for i in range(k))
+    truth = np.repeat(np.asarray(labels), 20)
+    graph = a_graph("string", None)
+    # Weak: each class right 8 times in 20, taken for the next class 9 times. Naming each column
+    # after the class before it would get 0.45 right, the order given 0.40: not enough to refuse it.
+    weak = truth.copy()
+    for i, name in enumerate(labels):
+        rows = np.flatnonzero(truth == name)
+        weak[rows[8:17]] = labels[(i + 1) % k]
+        weak[rows[17:]] = labels[(i + 2) % k]
+    check_label_order(graph, weak, truth, labels, "data.parquet")
+    # The first two names swapped: 2 of k classes wrong, every row of them.
+    swapped = np.where(truth == "c0", "c1", np.where(truth == "c1", "c0", truth))
+    better = ", ".join(["c1", "c0", *labels[2:]])
+    with pytest.raises(ModelImportError, match=rf"is 0\.\d+ with .* and 1\.0000 in the order {better}:"):
+        check_label_order(graph, swapped, truth, labels, "data.parquet")

@@ -8,7 +8,8 @@ graph and its outputs against the labels, measures it on the data and writes
 `publish`.
 
 Exit codes: 0 written; 1 output failure; 2 bad data or arguments; 3 the
-model refused (its input or outputs, or its labels against --labels).
+model refused (its input or outputs, or --labels against its classes or
+against the data's labels).
 Nothing is written to ``--out`` unless every check passed.
 """
 
@@ -51,7 +52,8 @@ def import_command(  # noqa: PLR0917 - Typer passes every option as a parameter
         str,
         typer.Option(
             help="Class names, comma-separated, in the order of the model's probability columns "
-            "(an int64 label i means the i-th).",
+            "(scikit-learn's classes_ order): the i-th names the model's i-th class, and data labelled "
+            "with the model's integer classes is read with these names.",
             show_default=False,
         ),
     ],

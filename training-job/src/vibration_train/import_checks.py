@@ -11,12 +11,20 @@ when its graph takes what the nodes feed and gives what they read
   class (`check_width`: one of the names given per column); nothing else.
 
 skl2onnx's default ZipMap output (a sequence of maps, one per row) is refused
-with the conversion that avoids it. Once the model has run, `decode_labels`
-turns its label output into names: an int64 label ``i`` is the i-th name, a
-string label must be one of them. Serving reads only the probabilities and
-names their columns with the card's labels, so the label output is held to
-the largest probability of every row (ties aside): that proves the names
-were given in column order.
+with the conversion that avoids it. The ``ai.onnx.ml`` classifier node that
+feeds the label output (TreeEnsembleClassifier, LinearClassifier or
+SVMClassifier) states its classes in column order (``classlabels_int64s``,
+``classlabels_strings``): `read_graph` keeps them as `ImportedGraph.classes`,
+and the i-th name given stands for the i-th of them (`integer_names`).
+
+Once the model has run, `decode_labels` turns its label output into names:
+an int64 label is the name of the column where it stands among the stated
+classes (the i-th name for ``i`` when the graph states none), a string label
+must be one of the names. Serving reads only the probabilities and names
+their columns with the card's labels, so the label output is held to the
+largest probability of every row (ties aside). That proves the label output
+and the columns agree, not that the names are in column order: the importer
+holds the decoded names to the data's true labels for that.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ if TYPE_CHECKING:
 FEATURES_DTYPE: Final = "float32"
 LABEL_DTYPES: Final = ("int64", "string")
 PROBABILITIES_DTYPE: Final = "float32"
+_ML_DOMAIN: Final = "ai.onnx.ml"
+_CLASSIFIERS: Final = frozenset({"TreeEnsembleClassifier", "LinearClassifier", "SVMClassifier"})
 _ZIPMAP_FIX: Final = (
     "convert it with zipmap off, e.g. skl2onnx.to_onnx(model, X, options={'zipmap': False}), "
     "which gives the probabilities as one float32 tensor [N, k]"
@@ -62,6 +72,17 @@ class ImportedGraph:
     """``producer_name producer_version`` as the graph states them, e.g. ``skl2onnx 1.20.0``."""
     opsets: dict[str, int]
     """The opset of each domain the graph imports."""
+    classes: tuple[int, ...] | tuple[str, ...] | None = None
+    """The classes of the probability columns, in order, as the classifier node feeding the label
+    output states them (``classlabels_int64s`` or ``classlabels_strings``); None when it states none."""
+
+    def integer_classes(self, k: int) -> tuple[int, ...] | None:
+        """The int64 label's value for each of the `k` columns (0..k-1 unless stated); None for strings."""
+        if self.label.dtype != "int64":
+            return None
+        if self.classes is None:
+            return tuple(range(k))
+        return tuple(int(value) for value in self.classes)
 
     @property
     def outputs(self) -> tuple[TensorSpec, TensorSpec]:
@@ -89,6 +110,7 @@ def read_graph(data: bytes, source: str) -> ImportedGraph:
         probabilities=probabilities,
         producer=producer or "an unnamed producer",
         opsets={entry.domain or "ai.onnx": int(entry.version) for entry in proto.opset_import},
+        classes=_classes(proto.graph, label),
     )
 
 
@@ -114,6 +136,23 @@ def check_width(graph: ImportedGraph, labels: Sequence[str]) -> None:
             f"--labels names {len(labels)} classes ({', '.join(labels)}), but the probabilities output "
             f"{graph.probabilities.name!r} has {width} columns: give one label per column, in column order",
         )
+    if graph.classes is not None and len(graph.classes) != len(labels):
+        raise ModelImportError(
+            graph.source,
+            f"--labels names {len(labels)} classes ({', '.join(labels)}), but its classifier states "
+            f"{len(graph.classes)} ({_listed(graph.classes)}): give one label per class, in column order",
+        )
+
+
+def integer_names(graph: ImportedGraph, labels: Sequence[str]) -> dict[str, str]:
+    """The name each int64 class stands for, the class written as text (``{'0': 'normal', ...}``).
+
+    Empty for a model with string labels. `labels` are given one per column (`check_width`).
+    """
+    classes = graph.integer_classes(len(labels))
+    if classes is None:
+        return {}
+    return {str(value): name for value, name in zip(classes, labels, strict=True)}
 
 
 def describe(spec: TensorSpec) -> str:
@@ -163,6 +202,32 @@ def _outputs(source: str, outputs: Sequence[onnx.ValueInfoProto]) -> tuple[Tenso
     return labels[0], probabilities[0]
 
 
+def _classes(graph: onnx.GraphProto, label: TensorSpec) -> tuple[int, ...] | tuple[str, ...] | None:
+    """The classes stated by the classifier node whose label output (through Identity nodes) is `label`."""
+    producers = {output: node for node in graph.node for output in node.output}
+    name, node = label.name, producers.get(label.name)
+    while node is not None and node.op_type == "Identity" and node.domain in {"", "ai.onnx"}:
+        name, node = node.input[0], producers.get(node.input[0])
+    # A classifier's first output is its label, the second its scores.
+    if (
+        node is None
+        or node.domain != _ML_DOMAIN
+        or node.op_type not in _CLASSIFIERS
+        or node.output[0] != name
+    ):
+        return None
+    attributes = {attribute.name: attribute for attribute in node.attribute}
+    if label.dtype == "int64" and "classlabels_int64s" in attributes:
+        return tuple(int(value) for value in attributes["classlabels_int64s"].ints)
+    if label.dtype == "string" and "classlabels_strings" in attributes:
+        return tuple(value.decode() for value in attributes["classlabels_strings"].strings)
+    return None
+
+
+def _listed(values: Sequence[object]) -> str:
+    return ", ".join(str(value) for value in values)
+
+
 def _tensor(source: str, value: onnx.ValueInfoProto, role: str) -> TensorSpec:
     kind = value.type.WhichOneof("value")
     if kind != "tensor_type":
@@ -193,18 +258,20 @@ def decode_labels(
         )
     names = np.asarray(labels)
     if raw_labels.dtype.kind in "iu":
-        values = raw_labels.astype(np.int64)
-        outside = (values < 0) | (values >= k)
-        if outside.any():
-            shown = ", ".join(str(v) for v in sorted(set(values[outside].tolist()))[:10])
-            raise ModelImportError(
-                graph.source,
-                f"label output {graph.label.name!r} holds {shown}, outside 0..{k - 1} "
-                f"(in {int(outside.sum())} of {n} rows): label i means the i-th of the {k} --labels, "
-                "so its classes must be numbered from 0",
+        column_of = {value: column for column, value in enumerate(graph.integer_classes(k) or range(k))}
+        values = raw_labels.astype(np.int64).tolist()
+        outside = [value for value in values if value not in column_of]
+        if outside:
+            shown, rows = _listed(sorted(set(outside))[:10]), f"(in {len(outside)} of {n} rows)"
+            which = (
+                f"outside 0..{k - 1} {rows}: the graph states no class list, so label i means the i-th "
+                f"of the {k} --labels and its classes must be numbered from 0"
+                if graph.classes is None
+                else f"none of the classes its classifier states ({_listed(graph.classes)}) {rows}"
             )
-        predicted = names[values]
-        remedy = "an int64 label i must be the index of its probability column, and here it is not"
+            raise ModelImportError(graph.source, f"label output {graph.label.name!r} holds {shown}, {which}")
+        predicted = names[[column_of[value] for value in values]]
+        remedy = "an int64 label must be the class of its probability column, and here it is not"
     else:
         predicted = raw_labels.astype(str)
         unknown = sorted(set(predicted.tolist()) - set(labels))
@@ -214,7 +281,10 @@ def decode_labels(
                 f"label output {graph.label.name!r} holds {', '.join(map(repr, unknown))}, which --labels "
                 f"({', '.join(labels)}) does not name",
             )
-        remedy = "give --labels in the order of the probability columns (scikit-learn's classes_ order)"
+        stated = "" if graph.classes is None else f", which its classifier states: {_listed(graph.classes)}"
+        remedy = (
+            f"give --labels in the order of the probability columns (scikit-learn's classes_ order{stated})"
+        )
     _check_column_order(graph, predicted, probabilities, names, remedy)
     return predicted
 

@@ -2,25 +2,34 @@
 
 The model case is the reference pipeline's: a gradient-boosting classifier on
 the ten features, converted by skl2onnx with ``zipmap`` off, whose int64
-labels 0..3 mean the names the user gives (`--labels`, in output order). The
-steps, each refusing with a message that names what is wrong:
+classes (0..3, as its classifier node states them) are the columns of the
+names the user gives (`--labels`, in column order). The steps, each refusing
+with a message that names what is wrong:
 
 1. the graph (`import_checks.read_graph`): one float32 input of ten columns,
    an int64 or string label output, a float32 probabilities output with one
-   column per label;
-2. the data (`data.load_table`, raw windows or a features table): every label
-   in it must be one of the model's, and every one of the model's must be in
-   it (the card's metrics and reference distribution cover each class);
-3. ONNX Runtime runs the model on the data's features; an int64 label ``i``
-   becomes the i-th name (a value outside 0..k-1 is refused), a string label
-   must be one of the names, and the label output must agree with the
-   largest probability of every row that is not a tie: serving reads only
-   the probabilities and names their columns with the card's labels, so this
-   proves the names are given in column order;
-4. the card (`imported_card`): metrics and reference distribution from the
+   column per label, and the classes its classifier states, one per label;
+2. the data (`data.load_table`, raw windows or a features table) and its
+   labels (`import_labels.read_data_labels`): labels that are all the model's integer
+   classes written as text (``0``..``3``, as the reference pipeline's tables
+   hold them) are read as the names of their columns, and the report and
+   the log say so; then every label in it must be one of the names, and
+   every name must be in it (the card's metrics and reference distribution
+   cover each class);
+3. ONNX Runtime runs the model on the data's features; `decode_labels` turns
+   its label output into names (an int64 label is the name of its class's
+   column, a string label must be one of the names) and holds it to the
+   largest probability of every row that is not a tie;
+4. the names against the data (`import_labels.check_label_order`): serving names the
+   probability columns with the card's labels, so the labels must be given
+   in column order. The label output cannot tell; the data's true labels
+   can: when another order of the names gets at least `ORDER_MARGIN` more of
+   the windows right than the order given, the names are refused with the
+   better order (a weak model, near the diagonal, keeps its order);
+5. the card (`imported_card`): metrics and reference distribution from the
    whole data set (the model was trained elsewhere: there is no held-out
    split to take), the framework string and hyperparameters saying so;
-5. `card.write_model`: the model's bytes unchanged, then the card, ready for
+6. `card.write_model`: the model's bytes unchanged, then the card, ready for
    `vibration-train publish`. Nothing is written unless every step passed.
 """
 
@@ -41,9 +50,10 @@ from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
 from vibration_core.modelcard import FeatureSpec, ModelCard, Signal
 from vibration_train.card import ONNX_FILENAME, artifact_of, table_reference, training_summary, write_model
 from vibration_train.data import load_table
-from vibration_train.errors import ModelImportError, TrainingDataError
+from vibration_train.errors import ModelImportError
 from vibration_train.fit import compute_metrics
 from vibration_train.import_checks import check_labels, check_width, decode_labels, describe, read_graph
+from vibration_train.import_labels import check_label_order, describe_read_as, read_data_labels
 from vibration_train.report import format_report
 from vibration_train.split import everything
 
@@ -80,6 +90,9 @@ class ImportResult:
     artifact_path: Path
     card_path: Path
     table: TrainingTable
+    """The data, its labels as names."""
+    read_as: dict[str, str]
+    """The name each of the data's labels was read as, when they were the model's integer classes."""
 
     def report(self) -> str:
         """What `vibration-train import` prints: the data, the classification report, the files."""
@@ -89,6 +102,8 @@ class ImportResult:
             f"{table.labels.size} windows at {signal}, all of them measured "
             "(the model was trained elsewhere: no held-out split)\n"
         )
+        if self.read_as:
+            head += f"{describe_read_as(self.read_as)} (the model's classes, in --labels order)\n"
         tail = (
             f"{card.framework}; input {describe(card.input)}; "
             f"labels {card.outputs[0].dtype} -> {', '.join(card.labels)}\n"
@@ -129,10 +144,11 @@ def import_model(
         table = load_table(
             data, sample_rate=sample_rate, window_length=window_length, unit=unit, on_progress=advance
         )
-    check_data_labels(table, names)
+    table, read_as = read_data_labels(table, graph, names)
     with run(f"running the model on {table.labels.size} windows"):
         raw_labels, probabilities = run_model(graph, table.features)
     predicted = decode_labels(graph, raw_labels, probabilities, names)
+    check_label_order(graph, predicted, table.labels, names, table.source)
     card = imported_card(graph, names, table, predicted, model_id=model_id, version=version)
     artifact_path, card_path = write_model(out, graph.data, card)
     logger.info(
@@ -143,25 +159,7 @@ def import_model(
             "accuracy": round(card.metrics.accuracy, 4),
         },
     )
-    return ImportResult(card, artifact_path, card_path, table)
-
-
-def check_data_labels(table: TrainingTable, labels: Sequence[str]) -> None:
-    """Refuse data with labels the model does not know, or without windows of a label it does."""
-    counts = table.class_counts()
-    unknown = {label: count for label, count in counts.items() if label not in labels}
-    if unknown:
-        listed = ", ".join(f"{label!r} ({count} windows)" for label, count in unknown.items())
-        raise TrainingDataError(
-            table.source, f"holds labels that --labels does not name: {listed}; --labels: {', '.join(labels)}"
-        )
-    missing = [label for label in labels if label not in counts]
-    if missing:
-        raise TrainingDataError(
-            table.source,
-            f"has no windows of {', '.join(map(repr, missing))}: the card's metrics and reference "
-            "distribution need windows of every class the model knows",
-        )
+    return ImportResult(card, artifact_path, card_path, table, read_as)
 
 
 def run_model(
