@@ -37,6 +37,7 @@ from vibration_core.errors import DatasetError, FeatureInputError
 from vibration_core.features import FEATURE_NAMES, band_bins, extract_features
 from vibration_core.units import METADATA_UNIT, Unit, accepted
 from vibration_train.errors import TrainingDataError
+from vibration_train.feature_checks import check_feature_table
 from vibration_train.simulator import UNIT as SIMULATED_UNIT
 
 if TYPE_CHECKING:
@@ -276,6 +277,7 @@ def _load_features(
             source,
             f"{rows.size} row(s) hold NaN, inf or missing features (rows {shown}; columns {', '.join(cols)})",
         )
+    check_feature_table(source, features)
     return TrainingTable(
         source=source,
         features=np.ascontiguousarray(features),

@@ -1,0 +1,79 @@
+"""A features table from elsewhere must hold the ten features as the extractor defines them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from vibration_testkit.train_tables import SAMPLE_RATE, WINDOW_LENGTH, feature_columns, write_columns
+from vibration_train.data import load_table
+from vibration_train.errors import TrainingDataError
+from vibration_train.simulator import simulate
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+
+@pytest.fixture(scope="module")
+def columns() -> dict[str, Any]:
+    return feature_columns(simulate(120, seed=3, sample_rate=SAMPLE_RATE, window_length=WINDOW_LENGTH))
+
+
+def load(path: Path) -> None:
+    load_table(path, sample_rate=SAMPLE_RATE, window_length=WINDOW_LENGTH)
+
+
+def excess_kurtosis(c: dict[str, Any]) -> None:
+    c["kurtosis"] = c["kurtosis"] - 3  # scipy.stats.kurtosis's default
+
+
+def swapped_energies(c: dict[str, Any]) -> None:
+    c["energy_mid"], c["energy_high"] = c["energy_high"], c["energy_mid"]
+
+
+def crest_over_peak(c: dict[str, Any]) -> None:
+    c["crest_factor"] = c["rms"] / np.maximum(c["peak"], 1e-12)
+
+
+def rounded(c: dict[str, Any]) -> None:
+    for name in ("crest_factor", "ratio_low", "ratio_mid", "ratio_high"):
+        c[name] = np.round(c[name].astype(np.float64), 5)  # a table written with a few digits
+
+
+def constant_window(c: dict[str, Any]) -> None:
+    c["kurtosis"] = c["kurtosis"].copy()
+    c["kurtosis"][0] = 0.0  # a constant window's kurtosis
+
+
+@pytest.mark.parametrize(
+    "change", [None, rounded, constant_window], ids=["as-extracted", "rounded", "constant"]
+)
+def test_a_table_of_the_extractors_features_loads(
+    tmp_path: Path, columns: dict[str, Any], change: Callable[[dict[str, Any]], None] | None
+) -> None:
+    table = dict(columns)
+    if change is not None:
+        change(table)
+    load(write_columns(tmp_path / "features.parquet", table))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (excess_kurtosis, r"kurtosis holds values below 1 .* excess kurtosis .* add 3"),
+        (swapped_energies, r"ratio_mid is not energy_mid over the sum of the three band energies"),
+        (crest_over_peak, r"crest_factor is not peak / rms"),
+    ],
+    ids=["excess-kurtosis", "swapped-energies", "crest"],
+)
+def test_a_table_computed_otherwise_is_refused_naming_the_column(
+    tmp_path: Path, columns: dict[str, Any], change: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    table = dict(columns)
+    change(table)
+    with pytest.raises(TrainingDataError, match=message) as info:
+        load(write_columns(tmp_path / "features.parquet", table))
+    assert "rows, e.g. rows" in str(info.value)
