@@ -85,6 +85,22 @@ def test_the_monitor_keeps_the_last_window_rows_and_evaluates_by_count() -> None
     assert (report.evaluations, report.samples) == (3, 100)
 
 
+def test_a_window_smaller_than_min_samples_is_still_evaluated_once_full() -> None:
+    # spec.drift.window may be 50; min_samples keeps its default of 200, which a ring of 100
+    # rows never holds: the monitor evaluates once the window is full instead of never.
+    policy = DriftPolicy(window=100, baseline_windows=50)
+    assert policy.min_samples == 200
+    monitor = DriftMonitor(_reference(), LABELS, policy)
+    rng = np.random.default_rng(3)
+    monitor.update(*_clean(99, rng))
+    assert monitor.report().evaluations == 0
+    for _ in range(20):  # the pod asks for a report at each status (every few seconds)
+        monitor.update(*_shifted(25, rng))
+        report = monitor.report()
+    assert report.evaluations > 3
+    assert report.drifted
+
+
 def test_the_window_holds_exactly_the_last_rows_whatever_the_batch_sizes() -> None:
     # One row a batch at a hall's load, 64 in a flood, more than the window after a stall.
     policy = DriftPolicy(window=100, min_samples=50, evaluate_every=30)

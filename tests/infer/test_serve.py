@@ -14,6 +14,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from vibration_core.messages import ErrorMessage, ErrorReason, ModelStatus, Prediction
 from vibration_core.modelcard import CARD_FILENAME
@@ -39,6 +41,7 @@ from vibration_core.raw import (
 )
 from vibration_core.validation import ExitCode
 from vibration_infer.loader import load_model, predict
+from vibration_infer.serve import http as http_module
 from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
 from vibration_infer.serve.app import ServeApp
 from vibration_infer.serve.batcher import BatchProcessor, Deduper, collect
@@ -329,6 +332,9 @@ def test_the_watcher_reports_each_new_content_once(tmp_path: Path) -> None:
 def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="mqtt_url must be"):
         ServeSettings(mqtt_url="http://broker", model_id="x")
+    with pytest.raises(ValueError, match="must not carry a user or password") as refused:
+        ServeSettings(mqtt_url="mqtt://serving:s3cret@broker", model_id="x")
+    assert "s3cret" not in str(refused.value)  # it would be logged
     with pytest.raises(ValueError, match="artifact and card go together"):
         ServeSettings(artifact=tmp_path / "m.onnx", model_id="x")
     with pytest.raises(ValueError, match="set target_file, model_id"):
@@ -713,6 +719,33 @@ def http_status(port: int, path: str) -> int:
 
 
 @pytest.mark.integration
+def test_an_idle_http_connection_is_closed_not_kept_on_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each connection holds a thread: one that never sends its request must not keep it forever.
+    assert vars(http_module._Handler)["timeout"] == http_module.IDLE_TIMEOUT_S <= 30
+    monkeypatch.setattr(http_module._Handler, "timeout", 0.3)
+    server = http_module.HttpServer(_Source(), "127.0.0.1", 0)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as idle:
+            idle.sendall(b"GET /healthz HT")  # half a request line, then nothing
+            started = time.monotonic()
+            assert idle.recv(1024) == b"", "the server closes it"
+            assert time.monotonic() - started < 3
+        assert http_status(server.port, "/healthz") == 200
+    finally:
+        server.stop()
+
+
+class _Source:
+    registry = CollectorRegistry()
+
+    def is_ready(self) -> bool:
+        return True
+
+    def status(self) -> ModelStatus:
+        raise NotImplementedError
+
+
 def test_health_readiness_metrics_and_status_over_http(
     broker: Mosquitto, models: Models, tmp_path: Path
 ) -> None:

@@ -140,7 +140,7 @@ class DriftMonitor:
         """Evaluate the window if enough new windows arrived since the last time; return the latest report."""
         with self._evaluating:
             with self._lock:
-                due = self._filled >= self._policy.min_samples and self._fresh >= self._policy.stride
+                due = self._filled >= self._policy.first_after and self._fresh >= self._policy.stride
                 if due:
                     rows = self._rows[: self._filled].copy()
                     probs = self._probabilities[: self._filled].copy()

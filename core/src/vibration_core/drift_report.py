@@ -35,7 +35,7 @@ class DriftPolicy:
     clear_after: int = 3
     """Clean evaluations in a row that turn it back."""
     min_samples: int = 200
-    """Windows needed in the rolling window before the first evaluation."""
+    """Windows needed in the rolling window before the first evaluation (at most `window`: `first_after`)."""
     evaluate_every: int | None = None
     """New windows between two evaluations; None: a quarter of the window."""
 
@@ -52,6 +52,11 @@ class DriftPolicy:
                 raise ValueError(f"drift policy {name} must be >= 1, got {getattr(self, name)!r}")
         if self.evaluate_every is not None and self.evaluate_every < 1:
             raise ValueError(f"drift policy evaluate_every must be >= 1, got {self.evaluate_every!r}")
+
+    @property
+    def first_after(self) -> int:
+        """Windows in the ring before the first evaluation: it never holds more than `window`."""
+        return min(self.min_samples, self.window)
 
     @property
     def stride(self) -> int:

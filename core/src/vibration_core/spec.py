@@ -93,8 +93,8 @@ class MqttSpec(_Schema):
         )
     )
 
-    broker: str = Field(pattern=r"^mqtts?://[^/]+$", max_length=512)
-    """Broker URL, mqtt://host:1883 or mqtts://host:8883."""
+    broker: str = Field(pattern=r"^mqtts?://[^/@]+$", max_length=512)
+    """Broker URL, mqtt://host:1883 or mqtts://host:8883; no user or password (credentialsSecret)."""
     topic_prefix: str = Field(pattern=r"^[^+#$/][^+#]*[^+#/]$|^[^+#$/]$", max_length=200)
     """Topic prefix of the hall, e.g. factory/hall-a. No wildcards, no leading or trailing slash."""
     credentials_secret: str | None = Field(default=None, pattern=_DNS_LABEL, max_length=253)

@@ -48,9 +48,14 @@ class StatusSource(Protocol):
         ...
 
 
+IDLE_TIMEOUT_S = 10.0
+"""How long a connection may send nothing: each holds a thread, and a probe's request takes a millisecond."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     source: StatusSource  # set on the subclass `HttpServer` builds
     server_version = "vibration-infer"
+    timeout = IDLE_TIMEOUT_S  # socketserver closes a connection idle this long
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]

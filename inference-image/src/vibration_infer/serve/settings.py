@@ -287,6 +287,10 @@ class ServeSettings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Self:
         parts = urlsplit(self.mqtt_url)
+        if parts.username is not None or parts.password is not None:
+            # It would be logged and shown on /status, and never used: credentials come from files.
+            msg = "mqtt_url must not carry a user or password: set mqtt_username_file and mqtt_password_file"
+            raise ValueError(msg)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
             msg = f"mqtt_url must be mqtt://host[:port] or mqtts://host[:port], got {self.mqtt_url!r}"
             raise ValueError(msg)
