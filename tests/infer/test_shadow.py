@@ -9,6 +9,7 @@ answers a single window.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,8 +23,12 @@ from vibration_core.features import extract_features
 from vibration_core.modelcard import ModelCard
 from vibration_core.raw import encode_raw_float32
 from vibration_core.target import ShadowPolicy
+from vibration_core.validation import ExitCode
+from vibration_infer.cache import ModelCache
 from vibration_infer.loader import load_model
 from vibration_infer.serve.shadow import Shadow
+from vibration_infer.settings import ValidateSettings
+from vibration_infer.validate import validate
 from vibration_testkit.serving import Collector, Publisher, serve_settings, serving, wait_until
 from vibration_train.card import build_card, write_model
 from vibration_train.data import TrainingTable
@@ -213,3 +218,45 @@ def test_a_candidate_that_meets_the_shadow_policy_is_promoted_and_only_then_mark
         assert slot is not None
         assert slot.version == "v2"
         sensor.close()
+
+
+@pytest.mark.parametrize("champion_cached", [True, False], ids=["champion-is-last-good", "fresh-node"])
+def test_an_init_container_leaves_a_shadowed_candidate_to_the_pod(
+    hall: Hall, tmp_path: Path, *, champion_cached: bool
+) -> None:
+    # A pod recreated mid-shadow (a reboot, an eviction) runs its init container again: marking v2
+    # last good there would start the pod on v2 and skip the shadow run. It stays v1's, and the
+    # pod's swap validates and shadows v2. A node without v1 could not shadow it, and promotes.
+    target, cache = tmp_path / "target.json", tmp_path / "cache"
+    settings = ValidateSettings(
+        target=target, fallback_last_good=True, cache_dir=cache, test_data=hall.test_data, node_name="n1"
+    )
+    if champion_cached:
+        champion = {"name": "spindle", "version": "v1", "model_uri": hall.champion.artifact.as_uri()}
+        target.write_text(json.dumps({**champion, "sha256": hall.champion.sha256}))
+        assert validate(settings, out=io.StringIO()) is ExitCode.PASSED
+    target.write_text(
+        json.dumps(
+            {
+                "name": "spindle",
+                "version": "v2",
+                "model_uri": hall.candidate.artifact.as_uri(),
+                "sha256": hall.candidate.sha256,
+                "champion": {"version": "v1", "sha256": hall.champion.sha256},
+                "shadow": {
+                    "windows": 100000,
+                    "min_agreement": 0.0,
+                    "min_class_agreement": 0.0,
+                    "min_class_windows": 20,
+                },
+            }
+        )
+    )
+    printed = io.StringIO()
+
+    assert validate(settings, out=printed) is ExitCode.PASSED
+
+    good = ModelCache(cache).last_good_of_slot("spindle")
+    assert good is not None
+    assert good.version == ("v1" if champion_cached else "v2")
+    assert ("beside its champion first" in printed.getvalue()) is champion_cached

@@ -55,6 +55,7 @@ from vibration_infer.resolve import resolve
 
 if TYPE_CHECKING:
     from vibration_core.modelcard import ModelCard
+    from vibration_core.target import ModelTarget
     from vibration_infer.cache import CachedModel
     from vibration_infer.evaluate import TestData
     from vibration_infer.settings import ValidateSettings
@@ -67,9 +68,12 @@ logger = logging.getLogger(__name__)
 
 def validate(settings: ValidateSettings, *, out: TextIO | None = None) -> ExitCode:
     """Run a validation, print the full report, write the compact one; return the exit code."""
+    shadowed = False
     if settings.target is not None:
         try:
-            settings = settings.for_target(load_target(settings.target))
+            target = load_target(settings.target)
+            settings = settings.for_target(target)
+            shadowed = _shadow_waits(settings, target)
         except TargetError as exc:
             outcome = Outcome(code=ExitCode.USAGE, reason=one_line(str(exc)), node=settings.node_name)
             emit(outcome, settings.termination_log, out=out)
@@ -81,10 +85,26 @@ def validate(settings: ValidateSettings, *, out: TextIO | None = None) -> ExitCo
             outcome = Outcome(code=ExitCode.USAGE, reason=reason, node=settings.node_name)
             emit(outcome, settings.termination_log, out=out)
             return outcome.code
-    outcome = run_validation(settings)
+    outcome = run_validation(settings, defer_promotion=shadowed)
+    if shadowed and outcome.code is ExitCode.PASSED:
+        outcome.details["shadow"] = "not last good yet: the serving pod runs it beside its champion first"
     code = _fallback(settings, outcome, slot=settings.slot)
     emit(outcome, settings.termination_log, out=out)
     return code
+
+
+def _shadow_waits(settings: ValidateSettings, target: ModelTarget) -> bool:
+    """Whether a passed target must still shadow its champion, which this node's last good version is.
+
+    The init container runs again when the pod is recreated (a reboot, an eviction): were it to
+    mark the candidate last good, the pod would start on it and skip the shadow run. Left
+    unmarked, the pod starts on the champion and its swap validates and shadows the target. A
+    node without the champion cannot shadow it (nor could its pod), and promotes as before.
+    """
+    if target.shadow is None or target.champion is None or settings.slot is None:
+        return False
+    good = ModelCache(settings.cache_dir, keep=settings.cache_keep).last_good_of_slot(settings.slot)
+    return good is not None and good.sha256 == target.champion.sha256
 
 
 def _fallback(settings: ValidateSettings, outcome: Outcome, *, slot: str | None) -> ExitCode:
