@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 import urllib.error
@@ -24,7 +25,7 @@ import urllib.request
 import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -42,6 +43,7 @@ from vibration_core.raw import (
 from vibration_core.validation import ExitCode
 from vibration_infer.loader import load_model, predict
 from vibration_infer.serve import http as http_module
+from vibration_infer.serve import swap as swap_module
 from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
 from vibration_infer.serve.app import ServeApp
 from vibration_infer.serve.batcher import BatchProcessor, Deduper, collect
@@ -614,6 +616,40 @@ def test_a_hot_swap_during_5000_windows_answers_each_once_and_changes_version_on
         )
         sensor.close()
         collector.close()
+
+
+@pytest.mark.integration
+def test_a_target_replaced_while_it_is_validated_is_neither_served_nor_last_good(
+    broker: Mosquitto, models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The operator moves the node on (or back to v1) while v2 is validated: v2 must not be
+    # promoted once it passes, nor marked last good, and the newer target is handled after it.
+    real = swap_module.validate_target
+    started = threading.Event()
+
+    def slowly(*args: Any, **kwargs: Any) -> Any:  # the real validation, taking longer
+        started.set()
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(swap_module, "validate_target", slowly)
+    settings = settings_for(broker, models, tmp_path)
+    with serving(settings) as app:
+        write_target(settings.target_file, models.v2)  # type: ignore[arg-type]  # set above
+        assert started.wait(SLOW), "v2's validation to start"
+        write_target(settings.target_file, models.v1)  # type: ignore[arg-type]  # rolled back meanwhile
+        wait_until(lambda: app.status().candidate_version == "v1", SLOW, "v1's target to be handled")
+        time.sleep(1.5)  # v2's validation has ended by now
+        status = app.status()
+        assert (status.version, status.state) == ("v1", "serving")
+        promoted = [
+            float(line.rsplit(" ", 1)[1])
+            for line in scrape(app, "/metrics").splitlines()
+            if line.startswith('vibration_infer_swaps_total{outcome="promoted"}')
+        ]
+        assert sum(promoted) == 0, "v2 was never served, and v1 served all along"
+        slot = app.cache.last_good_of_slot("spindle")
+        assert slot is None or slot.version != "v2"
 
 
 @pytest.mark.integration

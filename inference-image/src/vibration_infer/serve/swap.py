@@ -208,9 +208,10 @@ class HotSwap:
         self._retry: tuple[ModelTarget, float] | None = None
         """A target that could not be fetched, and when to try it again (the registry may be back)."""
         self._abandon = threading.Event()
-        """Set when the target file changes during a shadow run: that candidate is no longer wanted."""
+        """Set when the target file changes during a validation or shadow run: that candidate is no
+        longer wanted (it is neither promoted nor marked last good)."""
         self._pending: TargetChange | None = None
-        """The change seen during a shadow run, handled once the run has ended."""
+        """The change seen during a validation or shadow run, handled once the run has ended."""
 
     @property
     def busy(self) -> bool:
@@ -222,7 +223,8 @@ class HotSwap:
         if self.watcher is None:
             return
         if self.busy:
-            # Only a shadow run takes long; a new target ends it (the next poll then handles the change).
+            # A new target ends the run in hand (a shadow run at once, a validation before it promotes);
+            # the next poll after it then handles the change.
             if self._pending is None and (change := self.watcher.poll()) is not None:
                 self._pending = change
                 self._abandon.set()
@@ -251,6 +253,7 @@ class HotSwap:
         self._start(change.target)
 
     def _start(self, target: ModelTarget) -> None:
+        self._abandon.clear()
         self._thread = threading.Thread(target=self.run, args=(target,), name="swap", daemon=True)
         self._thread.start()
 
@@ -261,8 +264,9 @@ class HotSwap:
         self.host.report_state("validating", f"validating target {target.short}")
         try:
             shadows = self._shadows(target)
+            # Marked last good only below, once nothing newer replaced the target meanwhile.
             outcome = validate_target(
-                self.settings, target, self.cache, self.host.serving(), defer_promotion=shadows
+                self.settings, target, self.cache, self.host.serving(), defer_promotion=True
             )
         except Exception as exc:  # one target's handling: a crash must leave the old model serving
             logger.exception("swap_crashed", extra={"sha256": target.sha256})
@@ -274,7 +278,14 @@ class HotSwap:
             if shadowed is None:  # abandoned for a newer target
                 return
             outcome = shadowed
+        if self._abandon.is_set():
+            # The file named another target while this one was validated (the operator moved on,
+            # or rolled back): this candidate is no longer wanted, whatever its outcome.
+            logger.info("swap_abandoned", extra={"version": target.version, "sha256": target.sha256})
+            return
         if outcome.code is ExitCode.PASSED and outcome.model is not None:
+            if outcome.promote_later is not None:
+                outcome.promote_later()  # now it is the node's last good
             self.metrics.swaps.labels(outcome="promoted").inc()
             self.host.report_candidate(target, "passed", outcome.compact())
             self.host.promote(outcome.model)
@@ -299,7 +310,6 @@ class HotSwap:
         """Run the validated candidate beside the champion on live windows; None when abandoned."""
         assert target.shadow is not None  # noqa: S101 - checked by _shadows, for the type checker
         shadow = Shadow(candidate, target.shadow)
-        self._abandon.clear()
         self.host.report_candidate(target, "validating", outcome.compact())
         self.host.report_state(
             "validating", f"shadowing {target.short} on live windows: 0/{target.shadow.windows}"
@@ -330,8 +340,6 @@ class HotSwap:
             outcome.code = ExitCode.BELOW_THRESHOLD
             outcome.reason = "shadow on live windows: " + "; ".join(outcome.shadow.failures())
             outcome.model = None
-        elif outcome.promote_later is not None:
-            outcome.promote_later()  # proven on live windows too: now it is the node's last good
         return outcome
 
     def _failed(self, target: ModelTarget, outcome: Outcome) -> None:
