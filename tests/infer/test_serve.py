@@ -191,6 +191,12 @@ def test_a_batch_is_answered_one_message_each_and_labels_match_an_offline_run(v1
     again = processor.process(items[:5], v1)
     assert again.answers == []
     assert len(again.duplicates) == 5
+    # another window of a timestamp already answered (a sensor clock of one-second ticks) is answered
+    first = data.timestamp_ns[0]
+    other = processor.process(
+        [incoming(items[0].topic, encode_raw_float32(data.windows[1], RATE, int(first)))], v1
+    )
+    assert (len(other.predictions), other.duplicates) == (1, [])
 
 
 def test_a_window_whose_features_overflow_does_not_spoil_its_batch(v1: LoadedModel) -> None:
@@ -210,22 +216,27 @@ def test_a_window_whose_features_overflow_does_not_spoil_its_batch(v1: LoadedMod
 
 def test_the_deduper_forgets_the_oldest_keys() -> None:
     deduper = Deduper(2)
-    deduper.remember([("a", 1), ("a", 2), ("a", 3)])
-    assert not deduper.seen(("a", 1))
-    assert deduper.seen(("a", 3))
-    deduper.remember([("a", 3), ("a", 4)])  # a key it holds keeps its place
-    assert (deduper.seen(("a", 3)), deduper.seen(("a", 4)), deduper.seen(("a", 2))) == (True, True, False)
+    deduper.remember([("a", 1, 0), ("a", 2, 0), ("a", 3, 0)])
+    assert not deduper.seen(("a", 1, 0))
+    assert deduper.seen(("a", 3, 0))
+    deduper.remember([("a", 3, 0), ("a", 4, 0)])  # a key it holds keeps its place
+    assert (deduper.seen(("a", 3, 0)), deduper.seen(("a", 4, 0)), deduper.seen(("a", 2, 0))) == (
+        True,
+        True,
+        False,
+    )
     # hash(t) is t modulo 2**61 - 1: timestamps that far apart are still two keys.
-    assert not deduper.seen(("a", 4 + 2**61 - 1))
+    assert not deduper.seen(("a", 4 + 2**61 - 1, 0))
+    assert not deduper.seen(("a", 4, 1)), "another window of the same timestamp"
     off = Deduper(0)
-    off.remember([("a", 1)])
-    assert not off.seen(("a", 1))
+    off.remember([("a", 1, 0)])
+    assert not off.seen(("a", 1, 0))
 
 
 def test_a_full_deduper_takes_a_few_megabytes() -> None:
     # The default capacity fills in under four minutes at a hall's load, and then stays full.
-    def key(i: int) -> tuple[str, int]:  # as serve makes them: a new string and int for each window
-        return f"cnc-{i % 48:02d}", 1_767_225_600_000_000_000 + i * 160_000_000
+    def key(i: int) -> tuple[str, int, int]:  # as serve makes them: new objects for each window
+        return f"cnc-{i % 48:02d}", 1_767_225_600_000_000_000 + i * 160_000_000, (i * 2_654_435_761) % 2**32
 
     tracemalloc.start()
     try:

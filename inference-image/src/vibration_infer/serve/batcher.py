@@ -15,7 +15,7 @@ refuses windows of another sample rate or length than the card's, runs the
 extractor once and the model once over the stacked windows, and names each
 class by the card's labels. Every message gets exactly one answer, a
 `Prediction` or an `ErrorMessage`, except a window whose (machine,
-timestamp_ns) was answered already: that is a redelivery (a QoS 1 retry of
+timestamp_ns, payload) was answered already: that is a redelivery (a QoS 1 retry of
 the sensor or the broker) and is only acknowledged. A broken window never
 spoils the others of its batch.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import queue
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -110,8 +111,13 @@ def collect(
     return batch
 
 
+Key = tuple[str, int, int]
+"""A window's (machine, timestamp_ns, CRC-32 of its payload): a redelivery brings the same bytes,
+while a sensor whose clock ticks once a second sends several windows of one timestamp."""
+
+
 class Deduper:
-    """The most recent (machine, timestamp_ns) keys, oldest forgotten first.
+    """The most recent window keys (`Key`), oldest forgotten first.
 
     A key is kept as its 64-bit hash, in a set for lookups and a deque for the
     order: 4.7 MB of Python memory for the default 65 536 keys (under four
@@ -129,11 +135,11 @@ class Deduper:
         self._hashes: set[int] = set()
         self._order: deque[int] = deque()
 
-    def seen(self, key: tuple[str, int]) -> bool:
+    def seen(self, key: Key) -> bool:
         """Whether `key` was answered already."""
         return _digest(key) in self._hashes
 
-    def remember(self, keys: Iterable[tuple[str, int]]) -> None:
+    def remember(self, keys: Iterable[Key]) -> None:
         """Record answered keys, forgetting the oldest beyond the capacity."""
         if self.capacity == 0:
             return
@@ -147,9 +153,9 @@ class Deduper:
             self._order.append(digest)
 
 
-def _digest(key: tuple[str, int]) -> int:
-    machine, timestamp_ns = key
-    return hash((machine, timestamp_ns & 0xFFFFFFFF, timestamp_ns >> 32))
+def _digest(key: Key) -> int:
+    machine, timestamp_ns, crc = key
+    return hash((machine, timestamp_ns & 0xFFFFFFFF, timestamp_ns >> 32, crc))
 
 
 class BatchProcessor:
@@ -164,7 +170,7 @@ class BatchProcessor:
         """Answer every item of the batch with `model`."""
         result = BatchResult()
         accepted: list[tuple[Incoming, RawWindow]] = []
-        keys: set[tuple[str, int]] = set()
+        keys: set[Key] = set()
         for item in items:
             machine: str | None = None
             try:
@@ -174,7 +180,7 @@ class BatchProcessor:
             except MessageError as err:
                 result.answers.append(self.error(item, err, machine))
                 continue
-            key = (machine, window.timestamp_ns)
+            key = (machine, window.timestamp_ns, zlib.crc32(item.payload))
             if key in keys or self.deduper.seen(key):
                 result.duplicates.append(item)
                 continue

@@ -162,7 +162,7 @@ class ServeSettings(BaseSettings):
     dedupe_keys: int = Field(
         default=65536,
         ge=0,
-        description="Recent (machine, timestamp_ns) keys remembered to drop redelivered windows; 0 = off.",
+        description="Recent windows (machine, timestamp_ns, payload CRC) kept to drop redeliveries; 0: off.",
     )
 
     # --- alerts ---------------------------------------------------------------------------
