@@ -162,3 +162,26 @@ def test_held_acknowledgements_are_dropped_with_their_connection() -> None:
 def test_a_hold_of_zero_holds_nothing() -> None:
     held = HeldAcks(hold_s=0)
     assert held.offer([codec.puback_packet(10)], now=100.0) == [codec.puback_packet(10)]
+
+
+def test_a_redelivered_input_is_acknowledged_only_once_the_answers_pending_before_it_are() -> None:
+    # Six windows answered, two answers in flight and four waiting, when the connection drops. The
+    # broker redelivers the six inputs; their answers are still pending: acknowledged at once, a
+    # crash before those answers reach the broker would lose the windows.
+    out = Outbound(max_inflight=2)
+    out.connect(1, connack())
+    out.publish(Outgoing("h/a", str(i).encode(), 1, then_ack=window(100 + i, 1)) for i in range(6))
+    out.disconnect()
+    out.connect(2, connack(session_present=True))
+    assert [out.ack_after_pending(window(200 + i, 2)) for i in range(6)] == [[]] * 6
+    acked_when: list[tuple[int, int]] = []  # (input packet id, answers still pending at its PUBACK)
+    while out.inflight:
+        packet_id = next(iter(out.inflight))
+        step = parsed(out.acknowledged([(packet_id, 0)], []))
+        pending = len(out.inflight) + len(out.waiting)
+        acked_when += [
+            (p.packet_id, pending) for p in step if isinstance(p, codec.Control) and p.kind == codec.PUBACK
+        ]
+    assert acked_when == [(200 + i, 0) for i in range(6)], "after the last answer, in order"
+    # With nothing pending, a redelivery is acknowledged at once.
+    assert parsed(out.ack_after_pending(window(300, 2))) == [codec.Control(codec.PUBACK, packet_id=300)]

@@ -245,6 +245,13 @@ class Link(Protocol):
     def ack(self, item: Acknowledgeable) -> None:
         """Acknowledge an input now, if it arrived on the current connection at QoS 1 or 2."""
 
+    def ack_after_pending(self, item: Acknowledgeable) -> None:
+        """Acknowledge a redelivered input once every answer published so far is settled.
+
+        Its answer went out before (perhaps on the last connection, and is still pending):
+        acknowledged at once, a crash before that answer reached the broker would lose it.
+        """
+
     def unacknowledged(self) -> int:
         """Answers published whose input still waits for the broker's acknowledgement."""
 

@@ -68,6 +68,8 @@ class MqttLink(LinkBase):
         self._generation = 0
         self._lock = threading.Lock()
         self._pending: dict[int, Acknowledgeable | None] = {}
+        self._after: dict[int, list[Acknowledgeable]] = {}
+        """Redelivered inputs to acknowledge once the publish (by mid) pending before them is."""
         self._early: set[int] = set()
         self._chained = 0
         client = paho.Client(
@@ -148,6 +150,15 @@ class MqttLink(LinkBase):
         if item.qos == 0 or item.generation != self._generation:
             return
         self._client.ack(item.mid, item.qos)
+
+    def ack_after_pending(self, item: Acknowledgeable) -> None:
+        """Acknowledge a redelivered input once every answer published so far is: the broker acks in order."""
+        with self._lock:
+            last = next(reversed(self._pending), None)
+            if last is not None:
+                self._after.setdefault(last, []).append(item)
+                return
+        self.ack(item)
 
     def unacknowledged(self) -> int:
         """Answers published whose input still waits for the broker's PUBACK."""
@@ -262,8 +273,10 @@ class MqttLink(LinkBase):
                 # The PUBACK beat `publish` to registering the mid.
                 self._early.add(mid)
                 item = None
-        if item is not None:
-            self.ack(item)
+            after = self._after.pop(mid, [])
+        for each in [item, *after]:
+            if each is not None:
+                self.ack(each)
 
 
 def _log_refused(event: str, fields: dict[str, str], codes: list[ReasonCode]) -> None:

@@ -79,7 +79,7 @@ class Responder:
             Outgoing(a.topic, a.payload, qos, then_ack=a.item.receipt) for a in result.answers
         )
         for item in result.duplicates:
-            self.link.ack(item)
+            self.link.ack_after_pending(item)
         self.metrics.record_received(len(items))
         predictions = result.predictions
         self.metrics.record_batch((p.label for p in predictions), result.latencies_s)

@@ -138,6 +138,11 @@ class WireLink(LinkBase):
             self._out.ack_into(out, item)
             self._write(out)
 
+    def ack_after_pending(self, item: Acknowledgeable) -> None:
+        """Acknowledge a redelivered input once every answer published so far is settled."""
+        with self._lock:
+            self._write(self._out.ack_after_pending(item))
+
     def unacknowledged(self) -> int:
         """Answers published whose input still waits for the broker's PUBACK."""
         with self._lock:

@@ -17,6 +17,11 @@ send now, in order.
   settled unsent.
 - On a new connection everything in flight goes again, marked DUP when the
   broker kept the session.
+- A redelivered input (answered already, its answer perhaps still pending
+  from the last connection) is acknowledged once every answer pending now is
+  settled (`ack_after_pending`): its answer is among them, and the broker
+  acknowledges in order. Acknowledged at once, a crash before its answer
+  reached the broker would lose the window.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class Outbound:
         """QoS 1 inputs received on this connection and not acknowledged yet."""
         self._next_id = 0
         self._refused: set[tuple[str, int]] = set()
+        self._after: dict[int, list[Acknowledgeable]] = {}
+        """Inputs to acknowledge once a pending answer (by `id` of its Outgoing) is settled."""
 
     def connect(self, generation: int, connack: codec.Control) -> list[bytes]:
         """A new connection is up: what was in flight goes again, then what waited."""
@@ -108,6 +115,18 @@ class Outbound:
             out.append(codec.puback_packet(item.mid))
             self.inputs_open -= 1
 
+    def ack_after_pending(self, item: Acknowledgeable) -> list[bytes]:
+        """Acknowledge `item` once every answer pending now is settled; at once when none is."""
+        last = self.waiting[-1] if self.waiting else None
+        if last is None and self.inflight:
+            last = next(reversed(self.inflight.values())).message
+        if last is None:
+            out: list[bytes] = []
+            self.ack_into(out, item)
+            return out
+        self._after.setdefault(id(last), []).append(item)
+        return []
+
     def acknowledged(
         self, done: Iterable[tuple[int, int]], received: Iterable[tuple[int, int]]
     ) -> list[bytes]:
@@ -130,7 +149,7 @@ class Outbound:
                 continue
             if reason >= codec.FAILURE:
                 self._note_refusal(settled.message.topic, reason)
-            self._settle(out, settled.message.then_ack)
+            self._settle(out, settled.message)
         self._release(out)
         return out
 
@@ -141,10 +160,12 @@ class Outbound:
             if self._next_id not in self.inflight:
                 return self._next_id
 
-    def _settle(self, out: list[bytes], then_ack: Acknowledgeable | None) -> None:
-        if then_ack is not None:
+    def _settle(self, out: list[bytes], message: Outgoing) -> None:
+        if message.then_ack is not None:
             self.unacknowledged -= 1
-            self.ack_into(out, then_ack)
+            self.ack_into(out, message.then_ack)
+        for item in self._after.pop(id(message), ()):
+            self.ack_into(out, item)
 
     def _release(self, out: list[bytes]) -> None:
         """Move waiting messages in flight while the broker's Receive Maximum allows."""
@@ -156,7 +177,7 @@ class Outbound:
             packet_id = self.take_id() if qos else 0
             data = self._encode_into(out, message, qos, packet_id)
             if data is None or not qos:
-                self._settle(out, message.then_ack)
+                self._settle(out, message)
                 continue
             self.inflight[packet_id] = InFlight(data, message)
 
