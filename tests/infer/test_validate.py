@@ -587,6 +587,20 @@ def test_the_init_container_validates_its_target_and_falls_back_to_last_good(
     # Without the flag the same failure is the init container's exit code.
     assert cli.main(args[:-2] + args[-1:]) == ExitCode.CANNOT_FETCH
 
+    # A bug in the validation itself still leaves the node its last good version.
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("vibration_infer.validate.run_validation", crash)
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    assert cli.main(args) == ExitCode.PASSED
+    compact = CompactReport.decode(term.read_bytes())
+    assert (compact.outcome, compact.code, compact.reason) == (
+        "failed",
+        ExitCode.INTERNAL,
+        "internal error: RuntimeError: a bug",
+    )
+
 
 @pytest.mark.parametrize(
     ("content", "message"),

@@ -162,7 +162,14 @@ class ModelCache:
     def mark_good(
         self, entry: CachedModel, card: ModelCard, *, node: str | None = None, slot: str | None = None
     ) -> LastGood:
-        """Record `entry` as the last good version, atomically; call only after a passed validation."""
+        """Record `entry`, described by `card`, as the last good version; call only after a passed validation.
+
+        Durably, as every write here: a gateway loses power without warning, and must find its
+        last good version whole when it boots offline. A `card` other than the cached one (the
+        registry's, for the same artifact) replaces it first.
+        """
+        if entry.card() != card:
+            _write_atomic(entry.card_path, card.to_json())
         record = LastGood(
             model_id=card.model_id,
             version=card.version,

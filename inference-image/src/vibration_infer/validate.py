@@ -84,8 +84,13 @@ def validate(settings: ValidateSettings, *, out: TextIO | None = None) -> ExitCo
             reason = one_line(f"target {settings.target}: {where}: {first['msg']}")
             outcome = Outcome(code=ExitCode.USAGE, reason=reason, node=settings.node_name)
             emit(outcome, settings.termination_log, out=out)
-            return outcome.code
-    outcome = run_validation(settings, defer_promotion=shadowed)
+            return _fallback(settings, outcome, slot=target.name)
+    try:
+        outcome = run_validation(settings, defer_promotion=shadowed)
+    except Exception as exc:  # a bug must not keep a node that has a last good version from serving
+        logger.exception("validate_crashed")
+        reason = one_line(f"internal error: {type(exc).__name__}: {exc}", secrets_of(settings))
+        outcome = Outcome(code=ExitCode.INTERNAL, reason=reason, node=settings.node_name)
     if shadowed and outcome.code is ExitCode.PASSED:
         outcome.details["shadow"] = "not last good yet: the serving pod runs it beside its champion first"
     code = _fallback(settings, outcome, slot=settings.slot)
@@ -203,8 +208,6 @@ def _promote(
 ) -> None:
     # The registry's card wins over a cached copy for the same artifact; it is
     # written only now, after it passed, so a failed card never reaches the cache.
-    if entry.card() != card:
-        card.save(entry.card_path)
     cache.mark_good(entry, card, node=node, slot=slot)
 
 
