@@ -449,7 +449,6 @@ def test_observe_node_reads_the_pod_configmap_and_status() -> None:
     )
     obs = observe_node("edge-1", selected=True, pod=pod, configmap=configmap, pod_status=status)
     assert (obs.pod_exists, obs.ready, obs.init_exit_code, obs.init_report) == (True, True, 0, report)
-    assert obs.serve_running
     assert obs.serving is not None
     assert obs.serving.version == "v2"
     assert obs.candidate is not None
@@ -466,7 +465,6 @@ def test_observe_node_reads_the_pod_configmap_and_status() -> None:
     }
     seen = observe_node("edge-1", selected=False, pod=crashed, configmap=None, pod_status=None)
     assert (seen.init_report, seen.init_exit_code, seen.ready, seen.serving) == (None, 137, False, None)
-    assert not seen.serve_running
     assert (
         observe_node("edge-9", selected=True, pod=None, configmap=None, pod_status=None).pod_exists is False
     )

@@ -19,6 +19,7 @@ import pytest
 
 from vibration_core.gate import Check, Figures, ReasonCode
 from vibration_core.spec import VersionRef, VibrationModelSpec, VibrationModelStatus
+from vibration_core.target import ModelTarget
 from vibration_core.validation import CompactReport
 from vibration_operator.builders import build_serving_pod
 from vibration_operator.conditions import get_condition
@@ -29,7 +30,6 @@ from vibration_testkit.specs import make_spec, sha
 
 if TYPE_CHECKING:
     from vibration_core.messages import CandidateState
-    from vibration_core.target import ModelTarget
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 NODES = ("edge-1", "edge-2", "edge-3")
@@ -95,7 +95,6 @@ class Cluster:
                 candidate=n.candidate,
                 init_report=n.init_report,
                 init_exit_code=n.init_exit,
-                serve_running=n.pod and n.init_done,
                 assigned=n.cm,
                 recorded_active=n.cm_active,
                 pod_outdated=n.pod and n.outdated,
@@ -1058,3 +1057,47 @@ def test_pod_problems_on_many_nodes_are_named_the_first_and_counted() -> None:
     assert degraded.reason == "PodNotServing"
     assert degraded.message.count("node edge-") == 5
     assert degraded.message.endswith("; and 115 more (status.nodes)")
+
+
+def test_a_node_that_cannot_reach_its_target_does_not_hold_pod_replacements_up() -> None:
+    # The pod a new spec would mend must still be replaced: one that shadows without live windows
+    # (not Ready: its broker is wrong) never ends its run, and one whose swap back to v1 failed
+    # never gets there. Neither may keep outdated pods from being replaced.
+    v1, v2 = VersionRef(version="v1", sha256=sha("v1")), VersionRef(version="v2", sha256=sha("v2"))
+    shadowed = make_spec("v2", shadow={"windows": 500})
+    active = ModelTarget.from_spec("vm", make_spec("v1")).as_active()
+    shadowing = NodeObservation(
+        name="edge-1",
+        pod_exists=True,
+        ready=False,
+        serving=v1,
+        candidate=Candidate(sha("v2"), "validating", "v2"),
+        recorded_active=active,
+        pod_outdated=True,
+    )
+    first = decide("vm", shadowed, 1, VibrationModelStatus(active=v1, target=v2), [shadowing], T0)
+    shadowing = replace(shadowing, assigned=first.targets["edge-1"])
+    assert decide("vm", shadowed, 1, first.status, [shadowing], T0).delete_pods == ["edge-1"]
+
+    stopped = [
+        NodeObservation(
+            name="edge-1",
+            pod_exists=True,
+            ready=True,
+            serving=v2,
+            candidate=Candidate(sha("v1"), "failed", "v1"),
+            assigned=active,
+            recorded_active=active,
+        ),
+        NodeObservation(
+            name="edge-2", pod_exists=True, ready=True, serving=v1, assigned=active, recorded_active=active,
+            pod_outdated=True,
+        ),
+        NodeObservation(  # the node whose failure stopped the rollout
+            name="edge-3", pod_exists=True, ready=True, serving=v1, assigned=active, recorded_active=active,
+            candidate=Candidate(sha("v2"), "failed", "v2"),
+        ),
+    ]  # fmt: skip
+    failed = make_spec("v2")
+    d = decide("vm", failed, 1, VibrationModelStatus(active=v1, target=v2), stopped, T0)
+    assert decide("vm", failed, 1, d.status, stopped, T0).delete_pods == ["edge-2"]

@@ -18,7 +18,7 @@ from vibration_core.spec import VersionRef
 from vibration_core.target import ModelTarget
 from vibration_core.validation import CompactReport
 from vibration_operator import names
-from vibration_operator.builders import SERVE, VALIDATE, build_serving_pod
+from vibration_operator.builders import VALIDATE, build_serving_pod
 from vibration_operator.node_state import Candidate, NodeObservation
 
 if TYPE_CHECKING:
@@ -55,12 +55,6 @@ def _init_verdict(pod: Mapping[str, Any]) -> tuple[CompactReport | None, int | N
     except ValidationError:
         report = None  # logs, with FallbackToLogsOnError, or a crash before the report was written
     return report, done.get("exitCode")
-
-
-def _running(pod: Mapping[str, Any], container: str) -> bool:
-    """Whether the pod's `container` runs now."""
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    return any(s.get("name") == container and "running" in (s.get("state") or {}) for s in statuses)
 
 
 def _from_pod_status(report: ModelStatus | None) -> tuple[VersionRef | None, Candidate | None]:
@@ -159,7 +153,6 @@ def observe_node(
         candidate=candidate,
         init_report=report,
         init_exit_code=code,
-        serve_running=pod is not None and _running(pod, SERVE),
         assigned=assigned,
         recorded_active=recorded_active,
         pod_problem=pod_problem(pod, warnings, pod_status),

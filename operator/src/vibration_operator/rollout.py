@@ -244,13 +244,21 @@ def _want(plan: _Plan, obs: NodeObservation) -> ModelTarget | None:
 
 
 def _moving(obs: NodeObservation, target: ModelTarget, plan: _Plan) -> bool:
-    """Whether the node's pod is on its way to `target`: validating a candidate, or yet to take it up.
+    """Whether the node's Ready pod is on its way to `target`: validating a candidate, or yet to take it up.
 
-    A node that waits for the registry is not: its pod tries again by itself, and a new pod
-    (say, with mended credentials) is what it may be waiting for.
+    Only a pod that can get there holds pod replacements up. Not one that is not Ready (a
+    shadow run without live windows never ends, and a new pod may be what mends it), not one
+    whose candidate for the target failed (it stays where it is), and not one waiting for the
+    registry (its pod tries again by itself; a new pod, say with mended credentials, may be
+    what it waits for).
     """
-    if obs.candidate is not None and obs.candidate.state == "validating":
+    if not obs.ready:
+        return False
+    candidate = obs.candidate
+    if candidate is not None and candidate.state == "validating":
         return True
+    if candidate is not None and candidate.state == "failed" and candidate.sha256 == target.sha256:
+        return False
     outcome = plan.outcomes[obs.name]
     stuck = outcome.problem if target.ref == plan.ref else ""
     return obs.serving is not None and not same_version(obs.serving, target.ref) and not stuck
