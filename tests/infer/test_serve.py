@@ -41,6 +41,7 @@ from vibration_core.raw import (
     quantize_int16,
 )
 from vibration_core.validation import ExitCode
+from vibration_infer.cache import ModelCache
 from vibration_infer.loader import load_model, predict
 from vibration_infer.serve import http as http_module
 from vibration_infer.serve import swap as swap_module
@@ -661,6 +662,26 @@ def test_a_target_replaced_while_it_is_validated_is_neither_served_nor_last_good
         assert sum(promoted) == 0, "v2 was never served, and v1 served all along"
         slot = app.cache.last_good_of_slot("spindle")
         assert slot is None or slot.version != "v2"
+
+
+@pytest.mark.integration
+def test_a_candidate_that_cannot_be_recorded_last_good_is_refused_and_the_old_model_serves(
+    broker: Mosquitto, models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk when the passed candidate is recorded: the swap thread must say so, not die
+    # with the candidate left "validating" (which holds the hall's pod replacements up).
+    def disk_full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ModelCache, "mark_good", disk_full)
+    settings = settings_for(broker, models, tmp_path)
+    with serving(settings) as app:
+        write_target(settings.target_file, models.v2)  # type: ignore[arg-type]  # set above
+        wait_until(lambda: app.status().state == "failed", SLOW, "the swap to fail")
+        status = app.status()
+        assert (status.version, status.candidate_version, status.candidate_state) == ("v1", "v2", "failed")
+        assert "cannot record it as last good" in status.message
+        assert "No space left on device" in status.message
 
 
 @pytest.mark.integration

@@ -285,7 +285,13 @@ class HotSwap:
             return
         if outcome.code is ExitCode.PASSED and outcome.model is not None:
             if outcome.promote_later is not None:
-                outcome.promote_later()  # now it is the node's last good
+                try:
+                    outcome.promote_later()  # now it is the node's last good
+                except Exception as exc:  # a full disk, say: keep serving the old model, and say why
+                    logger.exception("swap_last_good_failed", extra={"sha256": target.sha256})
+                    reason = f"cannot record it as last good: {type(exc).__name__}: {exc}"[:500]
+                    self._failed(target, Outcome(code=ExitCode.INTERNAL, reason=reason))
+                    return
             self.metrics.swaps.labels(outcome="promoted").inc()
             self.host.report_candidate(target, "passed", outcome.compact())
             self.host.promote(outcome.model)
