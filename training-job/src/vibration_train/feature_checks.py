@@ -3,12 +3,24 @@
 A feature table from elsewhere (the reference pipeline's, a historian's
 export) is read by column name; nothing else says its numbers mean what the
 names say. Three relations hold for every window whatever the signal, so a
-table that breaks one was computed otherwise: kurtosis is Pearson's, at least
-1 (0 for a constant window), where excess kurtosis (scipy's default) is 3
-less and often negative; the crest factor is peak over rms; each ratio is its
-band's energy over the three bands' sum. A model trained on such a table
-would be served this extractor's features and answer wrongly without a word,
-so `check_feature_table` refuses it, naming the column and the likely cause.
+table that breaks them was computed otherwise:
+
+- kurtosis is Pearson's, at least 1 (0 for a constant window), where excess
+  kurtosis (scipy's default) is 3 less and often negative: any row below 1 is
+  refused;
+- the crest factor is peak over rms;
+- each ratio is its band's energy over the three bands' sum (and so they add
+  up to 1).
+
+Tables exported with a few digits (energies in g² are often below 1e-4) bend
+the last two: the crest factor and the ratios' sum are refused only where
+most windows break them, and the ratios are held to the energies only in
+windows whose energy is well above the table's smallest (its rounding
+quantum), refused when a tenth of those break them. A swapped or otherwise
+computed column breaks far more. A model trained on
+such a table would be served this extractor's features and answer wrongly
+without a word, so `check_feature_table` refuses it, naming the column and the
+likely cause.
 """
 
 from __future__ import annotations
@@ -23,8 +35,20 @@ from vibration_train.errors import TrainingDataError
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-TOLERANCE: Final = 1e-3
-"""Relative slack of each relation: a table written in float32 (or rounded to a few digits) still fits."""
+KURTOSIS_SLACK: Final = 0.05
+"""How far below 1 a rounded Pearson kurtosis may read."""
+CREST_SLACK: Final = 0.05
+"""Relative difference of the crest factor from peak / rms that a rounded table may show."""
+RATIO_SUM_SLACK: Final = 0.05
+"""How far from 1 the three ratios of a rounded table may add up."""
+RATIO_SLACK: Final = 0.02
+"""How far a ratio may differ from its band's share of the energy in a window that can tell."""
+PRECISE_ENERGY: Final = 300.0
+"""A window can tell its shares when its energy is this many times the table's smallest energy."""
+SOME: Final = 0.1
+"""The share of the windows that can tell that must break the ratios for the table to be refused."""
+MOSTLY: Final = 0.5
+"""The share of the checkable windows that must break a relation for the table to be refused."""
 _SHOWN: Final = 5
 
 
@@ -40,38 +64,63 @@ def check_feature_table(source: str, features: npt.NDArray[np.float32]) -> None:
         )
     _refuse(
         source,
-        (kurtosis != 0) & (kurtosis < 1 - TOLERANCE),
+        (kurtosis != 0) & (kurtosis < 1 - KURTOSIS_SLACK),
         kurtosis,
         "kurtosis holds values below 1 (Pearson kurtosis, m4 / m2**2, is at least 1): this looks like "
         "excess kurtosis (scipy.stats.kurtosis's default, 3 less); add 3, or compute it with fisher=False",
+        share=0.0,
     )
-    expected_crest = np.divide(peak, rms, out=np.zeros_like(rms), where=rms > 0)
+    has_rms = rms > 0
+    expected = np.divide(peak, rms, out=np.zeros_like(rms), where=has_rms)
     _refuse(
         source,
-        np.abs(crest - expected_crest) > TOLERANCE * np.maximum(1.0, expected_crest),
+        has_rms & (np.abs(crest - expected) > CREST_SLACK * np.maximum(1.0, expected)),
         crest,
-        "crest_factor is not peak / rms: the columns are swapped or computed otherwise",
+        "crest_factor is not peak / rms in most windows: the columns are swapped or computed otherwise",
+        checkable=has_rms,
     )
-    total = energies.sum(axis=1, keepdims=True)
-    expected_ratios = np.divide(energies, total, out=np.zeros_like(energies), where=total > 0)
-    off = np.abs(ratios - expected_ratios) > TOLERANCE
-    for band in range(3):
-        name = FEATURE_NAMES[7 + band]
-        energy = FEATURE_NAMES[4 + band]
-        _refuse(
-            source,
-            off[:, band],
-            ratios[:, band],
-            f"{name} is not {energy} over the sum of the three band energies: "
-            "the energy or ratio columns are swapped or computed otherwise",
-        )
+    total = ratios.sum(axis=1)
+    named = total > 0
+    _refuse(
+        source,
+        named & (np.abs(total - 1) > RATIO_SUM_SLACK),
+        total,
+        "ratio_low, ratio_mid and ratio_high do not add up to 1 in most windows: they are computed otherwise",
+        checkable=named,
+    )
+    # Each ratio against its energy's share, in windows whose energies carry enough digits: a
+    # table rounded to a fixed number of decimals shows its quantum as its smallest energy.
+    positive = energies[energies > 0]
+    quantum = float(positive.min()) if positive.size else 0.0
+    energy = energies.sum(axis=1)
+    precise = named & (energy >= PRECISE_ENERGY * quantum) & (energy > 0)
+    shares = np.divide(energies, energy[:, None], out=np.zeros_like(energies), where=precise[:, None])
+    _refuse(
+        source,
+        precise & (np.abs(ratios - shares).max(axis=1) > RATIO_SLACK),
+        energy,
+        "ratio_low, ratio_mid and ratio_high are not each band's energy over the three bands' sum: "
+        "the energy or ratio columns are swapped or computed otherwise",
+        share=SOME,
+        checkable=precise,
+    )
 
 
-def _refuse(source: str, bad: npt.NDArray[np.bool_], column: npt.NDArray[np.float64], why: str) -> None:
-    if not bad.any():
+def _refuse(
+    source: str,
+    bad: npt.NDArray[np.bool_],
+    column: npt.NDArray[np.float64],
+    why: str,
+    *,
+    share: float = MOSTLY,
+    checkable: npt.NDArray[np.bool_] | None = None,
+) -> None:
+    """Refuse when more than `share` of the `checkable` rows are `bad` (any bad row for a share of 0)."""
+    checked = int(checkable.sum()) if checkable is not None else column.size
+    count = int(bad.sum())
+    if count == 0 or count <= share * checked:
         return
     rows = np.flatnonzero(bad)
-    shown = ", ".join(f"{int(r)} ({column[r]:.4g})" for r in rows[:_SHOWN]) + (
-        ", ..." if rows.size > _SHOWN else ""
-    )
-    raise TrainingDataError(source, f"{why}; {rows.size} of {column.size} rows, e.g. rows {shown}")
+    shown = ", ".join(f"{int(r)} ({column[r]:.4g})" for r in rows[:_SHOWN])
+    more = ", ..." if rows.size > _SHOWN else ""
+    raise TrainingDataError(source, f"{why}; {count} of {checked} rows, e.g. rows {shown}{more}")
