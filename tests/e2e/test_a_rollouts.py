@@ -114,14 +114,18 @@ def test_3_v3_fails_on_the_canary_and_the_rest_never_change(hall: Hall) -> None:
 def test_4_v4_passes_the_canary_fails_on_node_2_and_the_canary_goes_back(hall: Hall) -> None:
     canary, second = hall.nodes[0], hall.nodes[1]
     served_v4: list[str] = []
+    champions: set[str | None] = set()
 
     def note(vm: dict[str, Any]) -> None:
-        if (node_status(vm, canary).get("serving") or {}).get("version") == "v4":
+        entry = node_status(vm, canary)
+        if (entry.get("serving") or {}).get("version") == "v4":
             served_v4.append(canary)
+            champions.add(((entry.get("gate") or {}).get("champion") or {}).get("version"))
 
     hall.apply("v4")
     vm = hall.settled("Degraded", "v2", each=note, timeout_s=400)
     assert served_v4, "the canary never served v4 (it should pass there)"
+    assert champions - {None} == {"v2"}, champions  # a new version is held to the one the hall serves
     failed = node_status(vm, second)
     assert failed["state"] == "Failed"
     assert "bearing_fault" in failed["reason"] or "labels" in failed["reason"], failed
@@ -165,7 +169,8 @@ def test_6b_a_manual_rollout_waits_after_the_canary_until_approved(hall: Hall) -
     assert (node_status(vm, canary).get("serving") or {}).get("version") == "v1"
     gate = node_status(vm, canary).get("gate") or {}
     assert gate.get("reasonCode") == "Passed", gate
-    assert (gate.get("champion") or {}).get("version") == "v5", gate  # held to what the hall served
+    # v1 was promoted here before (test 1): going back to it is a rollback, not held to v5.
+    assert gate.get("champion") is None, gate
     assert "approvedVersion to v1" in condition(vm, "Progressing")["message"]
     time.sleep(10)  # still held: the rest never get v1 without the approval
     assert all(hall.targets()[node] == "v5" for node in rest), hall.targets()
