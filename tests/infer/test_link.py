@@ -112,3 +112,12 @@ def test_the_coalescer_holds_windows_until_the_batch_is_full_or_the_deadline_pas
     held.flush_due()
     held.flush()
     assert batches == [items[:4], items[4:]]
+
+
+def test_paho_waits_for_nothing_it_dropped_while_disconnected() -> None:
+    # A QoS 0 answer published with no connection is dropped and paho never reports it: nothing
+    # may wait for it (a redelivery parked behind it would never be acknowledged on that session).
+    link = MqttLink(SETTINGS, PLAIN, queue_into(queue.SimpleQueue()))
+    window = Incoming(PLAIN.replace("+", "m1"), b"", 7, 1, 0, 0, 0)
+    link.publish("test/hall/machines/m1/predictions", b"{}", qos=0, then_ack=window.receipt)
+    assert link.unacknowledged() == 0

@@ -83,8 +83,9 @@ def validate(settings: ValidateSettings, *, out: TextIO | None = None) -> ExitCo
             where = ".".join(str(part) for part in first["loc"]) or "target"
             reason = one_line(f"target {settings.target}: {where}: {first['msg']}")
             outcome = Outcome(code=ExitCode.USAGE, reason=reason, node=settings.node_name)
+            code = _fallback(settings, outcome, slot=target.name)  # before emit: the report names it
             emit(outcome, settings.termination_log, out=out)
-            return _fallback(settings, outcome, slot=target.name)
+            return code
     try:
         outcome = run_validation(settings, defer_promotion=shadowed)
     except Exception as exc:  # a bug must not keep a node that has a last good version from serving

@@ -191,10 +191,10 @@ def publish(model_dir: Path, registry: Registry, *, create_bucket: bool = False)
     card cannot be written, the artifact just written is removed. Once both
     are written they are read back: a publish of the same version with other
     bytes that ran at the same time (a pipeline run twice) can write its
-    artifact between ours and our card, and `RegistryError` then says so
-    (our card is removed rather than left naming bytes the registry does not
-    hold). Otherwise the publish written last stands whole; the other's
-    manifest then names a digest that every node refuses to load.
+    artifact between ours and our card, and `RegistryError` then says so;
+    publishing the version meant to stand again mends it. A node refuses a
+    card and artifact that disagree, and a manifest whose digest the registry
+    no longer holds.
     """
     card, artifact = read_model_dir(model_dir)
     artifact_key, card_key = version_keys(card)
@@ -242,16 +242,14 @@ def _check_written(registry: Registry, card: ModelCard, artifact_key: str, card_
     held = _digest(registry.get(artifact_key))
     if named == held == card.artifact.sha256:
         return
-    removed = ""
-    if named == card.artifact.sha256:
-        # Our card over the other's bytes would promise what the registry does not hold.
-        _remove_quietly(registry, card_key)
-        removed = "; this publish removed its card, so the version is not published"
+    # Left as found: removing our card could remove the one the other publish wrote over it. A
+    # node refuses a card and artifact that disagree (digest mismatch), and publishing the version
+    # meant to stand again restores its artifact under its card.
     raise RegistryError(
         registry.uri,
         f"{card.model_id} {card.version} changed while it was being published (another publish of the "
-        f"same version at the same time?): its card named sha256 {named}, its artifact has {held}, "
-        f"this publish wrote {card.artifact.sha256}{removed}; publish the version meant to stand again",
+        f"same version at the same time?): its card names sha256 {named}, its artifact has {held}, "
+        f"this publish wrote {card.artifact.sha256}; publish the version meant to stand again",
     )
 
 

@@ -129,6 +129,10 @@ class MqttLink(LinkBase):
         # delivered as it gets. Every QoS goes through the same bookkeeping, so
         # a packet id is never taken for another publish's.
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if qos == 0 and info.rc != paho.MQTT_ERR_SUCCESS:
+            # Dropped (no connection): paho reports nothing more of it, so nothing may wait for it.
+            # Its input stays unacknowledged, and the broker delivers it again.
+            return
         with self._lock:
             if info.mid in self._early:
                 self._early.discard(info.mid)
