@@ -170,6 +170,33 @@ def test_loader_refuses_a_digest_other_than_expected(onnx_model: TinyModel, tmp_
         load_model(_write(tmp_path, "other.onnx", onnx_model.data + b"\0"), onnx_model.card)
 
 
+@pytest.mark.parametrize(
+    ("version", "rate", "length", "warned"),
+    [("2.0.0", 25000.0, 3000, True), ("2.0.1", 25000.0, 3000, False), ("2.0.0", 25600.0, 4096, False)],
+)
+def test_a_2_0_0_model_whose_band_edges_moved_is_loaded_with_a_warning(
+    onnx_model: TinyModel,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    *,
+    version: str,
+    rate: float,
+    length: int,
+    warned: bool,
+) -> None:
+    card = card_with(
+        onnx_model.card,
+        {
+            "features": {"extractor_version": version},
+            "signal": {"sample_rate": rate, "window_length": length},
+        },
+    )
+    with caplog.at_level(logging.WARNING):
+        load_model(_write(tmp_path, "model.onnx", onnx_model.data), card)
+    said = [r for r in caplog.records if r.getMessage() == "extractor_edge_bins_moved"]
+    assert bool(said) is warned
+
+
 def test_loader_refuses_a_runtime_signature_other_than_the_card(
     onnx_model: TinyModel, tmp_path: Path
 ) -> None:

@@ -123,6 +123,22 @@ def _bins(n_samples: int, sample_rate: float) -> tuple[tuple[int, int], ...]:
     )
 
 
+def edge_bins_moved(n_samples: int, sample_rate: float) -> bool:
+    """Whether extractor 2.0.0 put a band-edge bin of this signal in another band than 2.0.1 does.
+
+    2.0.0 placed each edge at ``ceil(edge / resolution)``; where an edge falls exactly on a bin,
+    ``rfftfreq`` can make that bin a hair below the edge (25 kHz and 3000 samples, 10 kHz and
+    2400, ...). A model trained on 2.0.0's features there is served slightly different ones.
+    """
+    resolution = sample_rate / n_samples
+    last_bin = n_samples // 2
+    legacy = []
+    for lo, hi in BANDS_HZ:
+        start = math.ceil(lo / resolution)
+        legacy.append((start, max(start, min(math.ceil(hi / resolution), last_bin + 1))))
+    return tuple(legacy) != _bins(n_samples, sample_rate)
+
+
 def extract_features(windows: npt.ArrayLike, sample_rate: float) -> npt.NDArray[np.float32]:
     """Return the ten features of each window, shape ``(n, 10)``, float32.
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vibration_core.features import extract_features
+from vibration_core.features import edge_bins_moved, extract_features
 from vibration_core.modelcard import check_extractor, check_signal, check_signature, sha256_file
 from vibration_infer.errors import DigestMismatchError, LoadError
 
@@ -82,6 +82,20 @@ def load_model(
     """Verify, open and contract-check a model; raises one of the package's typed errors."""
     digest = verify_digest(artifact, card, expected_sha256)
     check_extractor(card)
+    signal = card.signal
+    if card.features.extractor_version == "2.0.0" and edge_bins_moved(
+        signal.window_length, signal.sample_rate
+    ):
+        logger.warning(
+            "extractor_edge_bins_moved",
+            extra={
+                "model_id": card.model_id,
+                "version": card.version,
+                "hint": f"trained on extractor 2.0.0's features, which put a band-edge bin of "
+                f"{signal.sample_rate:g} Hz x {signal.window_length} in the other band; this extractor "
+                f"computes them as defined: retrain (or import again) for exact parity",
+            },
+        )
     started = time.perf_counter()
     backend = _open(artifact, card, accelerator=accelerator, fallback=edgetpu_fallback, threads=threads)
     seconds = time.perf_counter() - started
