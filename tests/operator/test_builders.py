@@ -428,6 +428,7 @@ def test_observe_node_reads_the_pod_configmap_and_status() -> None:
             "containerStatuses": [
                 {"name": "serve", "state": {"running": {"startedAt": "2026-12-06T10:00:00Z"}}}
             ],
+            "containerStatuses": [{"name": "serve", "state": {"running": {}}, "restartCount": 0}],
         }
     }
     status = ModelStatus(
@@ -449,6 +450,7 @@ def test_observe_node_reads_the_pod_configmap_and_status() -> None:
     )
     obs = observe_node("edge-1", selected=True, pod=pod, configmap=configmap, pod_status=status)
     assert (obs.pod_exists, obs.ready, obs.init_exit_code, obs.init_report) == (True, True, 0, report)
+    assert obs.serve_started
     assert obs.serving is not None
     assert obs.serving.version == "v2"
     assert obs.candidate is not None
@@ -465,6 +467,7 @@ def test_observe_node_reads_the_pod_configmap_and_status() -> None:
     }
     seen = observe_node("edge-1", selected=False, pod=crashed, configmap=None, pod_status=None)
     assert (seen.init_report, seen.init_exit_code, seen.ready, seen.serving) == (None, 137, False, None)
+    assert not seen.serve_started
     assert (
         observe_node("edge-9", selected=True, pod=None, configmap=None, pod_status=None).pod_exists is False
     )

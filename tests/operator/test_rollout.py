@@ -95,6 +95,7 @@ class Cluster:
                 candidate=n.candidate,
                 init_report=n.init_report,
                 init_exit_code=n.init_exit,
+                serve_started=n.pod and n.init_done,
                 assigned=n.cm,
                 recorded_active=n.cm_active,
                 pod_outdated=n.pod and n.outdated,
@@ -427,6 +428,10 @@ def test_a_retry_of_a_version_is_not_failed_by_the_init_containers_old_verdict()
 
     cluster.failures.clear()  # the test data is mended
     cluster.generation = 3
+    # One unanswered /status on the first step: the kubelet still says serve runs.
+    unanswered = [replace(o, serving=None, candidate=None) for o in cluster.observe()]
+    probe = decide(cluster.name, v2, cluster.generation, cluster.status, unanswered, cluster.now)
+    assert probe.status.phase == "Progressing"
     first = cluster.step(v2)
 
     assert first.status.phase == "Progressing"

@@ -58,6 +58,8 @@ class NodeObservation:
     init_report: CompactReport | None = None
     """The init container's termination message (its last run)."""
     init_exit_code: int | None = None
+    serve_started: bool = False
+    """The pod's serve container has run (running now, or restarted since): the kubelet's word."""
     assigned: ModelTarget | None = None
     """The target the node's ConfigMap holds now."""
     recorded_active: ModelTarget | None = None
@@ -107,11 +109,13 @@ def _report(obs: NodeObservation, ref: VersionRef, *, mine: bool) -> tuple[Compa
         # own: the init container's stands for it.
         return cand.report or (init if about else None), cand.state == "failed"
     if init is not None and (about or (about is None and mine)):
-        if obs.serving is not None and init.outcome == "failed":
-            # Its serve container answers: it validates its target itself when it starts (its
-            # candidate says so soon), so the init container's refusal is either told again
-            # there, or older than the node's target, kept by the kubelet for the pod's whole
-            # life (a retry of the same version after a rollback would fail on it at once).
+        if (obs.serve_started or obs.serving is not None) and init.outcome == "failed":
+            # Its serve container has started: it validates its target itself when it starts
+            # (its candidate says so soon), so the init container's refusal is either told
+            # again there, or older than the node's target, kept by the kubelet for the pod's
+            # whole life (a retry of the same version after a rollback would fail on it at
+            # once). The kubelet's word, not only /status: one unanswered request must not
+            # bring the old refusal back.
             return None, False
         # A report that names no digest (say, the card could not be fetched) is about what the node was given.
         return init, init.outcome == "failed"

@@ -18,7 +18,7 @@ from vibration_core.spec import VersionRef
 from vibration_core.target import ModelTarget
 from vibration_core.validation import CompactReport
 from vibration_operator import names
-from vibration_operator.builders import VALIDATE, build_serving_pod
+from vibration_operator.builders import SERVE, VALIDATE, build_serving_pod
 from vibration_operator.node_state import Candidate, NodeObservation
 
 if TYPE_CHECKING:
@@ -55,6 +55,14 @@ def _init_verdict(pod: Mapping[str, Any]) -> tuple[CompactReport | None, int | N
     except ValidationError:
         report = None  # logs, with FallbackToLogsOnError, or a crash before the report was written
     return report, done.get("exitCode")
+
+
+def _started(pod: Mapping[str, Any], container: str) -> bool:
+    """Whether the pod's `container` runs now or has run (it restarted, or ended once)."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    mine: Mapping[str, Any] = next((s for s in statuses if s.get("name") == container), {})
+    last = (mine.get("lastState") or {}).get("terminated")
+    return "running" in (mine.get("state") or {}) or bool(mine.get("restartCount")) or bool(last)
 
 
 def _from_pod_status(report: ModelStatus | None) -> tuple[VersionRef | None, Candidate | None]:
@@ -153,6 +161,7 @@ def observe_node(
         candidate=candidate,
         init_report=report,
         init_exit_code=code,
+        serve_started=pod is not None and _started(pod, SERVE),
         assigned=assigned,
         recorded_active=recorded_active,
         pod_problem=pod_problem(pod, warnings, pod_status),
