@@ -428,7 +428,6 @@ def test_observe_node_reads_the_pod_configmap_and_status() -> None:
             "containerStatuses": [
                 {"name": "serve", "state": {"running": {"startedAt": "2026-12-06T10:00:00Z"}}}
             ],
-            "containerStatuses": [{"name": "serve", "state": {"running": {}}, "restartCount": 0}],
         }
     }
     status = ModelStatus(
