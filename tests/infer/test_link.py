@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -120,4 +121,33 @@ def test_paho_waits_for_nothing_it_dropped_while_disconnected() -> None:
     link = MqttLink(SETTINGS, PLAIN, queue_into(queue.SimpleQueue()))
     window = Incoming(PLAIN.replace("+", "m1"), b"", 7, 1, 0, 0, 0)
     link.publish("test/hall/machines/m1/predictions", b"{}", qos=0, then_ack=window.receipt)
+    assert link.unacknowledged() == 0
+
+
+class _StalledSocket:
+    """A socket whose send buffer is full: paho queues what it publishes, unwritten."""
+
+    def send(self, _data: bytes) -> int:
+        raise BlockingIOError
+
+    def close(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return -1
+
+
+def test_paho_forgets_the_qos0_answers_a_lost_connection_took_with_it() -> None:
+    # Queued, then the connection drops before it is written: paho clears it at the reconnect and
+    # never reports it. A redelivery on the new connection must not wait behind it.
+    link = MqttLink(SETTINGS, PLAIN, queue_into(queue.SimpleQueue()))
+    client = link._client
+    client._sock = _StalledSocket()  # type: ignore[assignment]  # paho's own socket slot
+    client._thread = threading.current_thread()  # as under loop_start: the network thread writes
+    window = Incoming(PLAIN.replace("+", "m1"), b"", 7, 1, 0, 0, 0)
+    link.publish("test/hall/machines/m1/predictions", b"{}", qos=0, then_ack=window.receipt)
+    assert link.unacknowledged() == 1
+    on_disconnect: Callable[..., None] | None = client.on_disconnect
+    assert on_disconnect is not None
+    on_disconnect(client, None, None, ReasonCode(PacketTypes.DISCONNECT, identifier=0x80), None)
     assert link.unacknowledged() == 0

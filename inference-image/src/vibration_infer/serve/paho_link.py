@@ -70,6 +70,8 @@ class MqttLink(LinkBase):
         self._pending: dict[int, Acknowledgeable | None] = {}
         self._after: dict[int, list[Acknowledgeable]] = {}
         """Redelivered inputs to acknowledge once the publish (by mid) pending before them is."""
+        self._qos0: set[int] = set()
+        """Pending mids at QoS 0: paho forgets those unwritten at a disconnect without a word."""
         self._early: set[int] = set()
         self._chained = 0
         client = paho.Client(
@@ -140,6 +142,8 @@ class MqttLink(LinkBase):
             else:
                 self._pending[info.mid] = then_ack
                 self._chained += then_ack is not None
+                if qos == 0:
+                    self._qos0.add(info.mid)
                 done = False
         if done and then_ack is not None:
             self.ack(then_ack)
@@ -235,6 +239,13 @@ class MqttLink(LinkBase):
     ) -> None:
         was = self._connected.is_set()
         self._connected.clear()
+        with self._lock:
+            # QoS 0 answers not yet written are gone, and no callback will say so: nothing may
+            # wait for them. What waited (inputs of this connection) can no longer be acknowledged.
+            for mid in self._qos0:
+                self._chained -= self._pending.pop(mid, None) is not None
+                self._after.pop(mid, None)
+            self._qos0.clear()
         if was:
             logger.warning("mqtt_disconnected", extra={"reason": reason_code.getName()})
             self._failed(f"disconnected: {reason_code.getName()}")
@@ -273,6 +284,7 @@ class MqttLink(LinkBase):
             if mid in self._pending:
                 item = self._pending.pop(mid)
                 self._chained -= item is not None
+                self._qos0.discard(mid)
             else:
                 # The PUBACK beat `publish` to registering the mid.
                 self._early.add(mid)

@@ -289,8 +289,9 @@ class HotSwap:
                     outcome.promote_later()  # now it is the node's last good
                 except Exception as exc:  # a full disk, say: keep serving the old model, and say why
                     logger.exception("swap_last_good_failed", extra={"sha256": target.sha256})
-                    reason = f"cannot record it as last good: {type(exc).__name__}: {exc}"[:500]
-                    self._failed(target, Outcome(code=ExitCode.INTERNAL, reason=reason))
+                    outcome.code, outcome.model = ExitCode.INTERNAL, None  # its figures stay in the report
+                    outcome.reason = f"cannot record it as last good: {type(exc).__name__}: {exc}"[:500]
+                    self._failed(target, outcome)
                     return
             self.metrics.swaps.labels(outcome="promoted").inc()
             self.host.report_candidate(target, "passed", outcome.compact())
