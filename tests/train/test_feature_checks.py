@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from vibration_core.features import FEATURE_NAMES
+from vibration_core.features import FEATURE_NAMES, extract_features
 from vibration_testkit.train_tables import SAMPLE_RATE, WINDOW_LENGTH, feature_columns, write_columns
 from vibration_train.data import load_table
 from vibration_train.errors import TrainingDataError
@@ -49,6 +49,15 @@ def three_digits(c: dict[str, Any]) -> None:
         c[name] = np.array([float(f"{v:.3g}") for v in c[name]])
 
 
+def quiet_machine_four_decimals(c: dict[str, Any]) -> None:
+    scale = 0.005  # rms about 0.4 mg: four decimals keep one or two digits of rms, none of the energies
+    for name in ("rms", "peak"):
+        c[name] = c[name] * scale
+    for name in ("energy_low", "energy_mid", "energy_high"):
+        c[name] = c[name] * scale**2
+    rounded(c)
+
+
 def constant_window(c: dict[str, Any]) -> None:
     c["kurtosis"] = c["kurtosis"].copy()
     c["kurtosis"][0] = 0.0  # a constant window's kurtosis
@@ -56,8 +65,8 @@ def constant_window(c: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [None, rounded, three_digits, constant_window],
-    ids=["as-extracted", "four-decimals", "three-digits", "constant"],
+    [None, rounded, three_digits, quiet_machine_four_decimals, constant_window],
+    ids=["as-extracted", "four-decimals", "three-digits", "quiet-four-decimals", "constant"],
 )
 def test_a_table_of_the_extractors_features_loads(
     tmp_path: Path, columns: dict[str, Any], change: Callable[[dict[str, Any]], None] | None
@@ -85,3 +94,15 @@ def test_a_table_computed_otherwise_is_refused_naming_the_column(
     with pytest.raises(TrainingDataError, match=message) as info:
         load(write_columns(tmp_path / "features.parquet", table))
     assert "rows, e.g. rows" in str(info.value)
+
+
+def test_swapped_energies_of_broadband_windows_are_refused(tmp_path: Path) -> None:
+    # White noise spreads its energy over every band: no band dominates, every ratio counts.
+    noise = np.random.default_rng(5).standard_normal((60, WINDOW_LENGTH)).astype(np.float32)
+    features = extract_features(noise, SAMPLE_RATE)
+    columns: dict[str, Any] = {name: features[:, i] for i, name in enumerate(FEATURE_NAMES)}
+    columns["label"] = ["normal", "imbalance"] * 30
+    load(write_columns(tmp_path / "noise.parquet", columns))
+    columns["energy_low"], columns["energy_mid"] = columns["energy_mid"], columns["energy_low"]
+    with pytest.raises(TrainingDataError, match="are not each band's energy over the three bands' sum"):
+        load(write_columns(tmp_path / "swapped.parquet", columns))

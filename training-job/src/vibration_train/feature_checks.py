@@ -13,11 +13,11 @@ table that breaks them was computed otherwise:
   up to 1).
 
 Tables exported with a few digits (energies in g² are often below 1e-4) bend
-the last two: the crest factor and the ratios' sum are refused only where
-most windows break them, and the ratios are held to the energies only in
-windows whose energy is well above the table's smallest (its rounding
-quantum), refused when a tenth of those break them. A swapped or otherwise
-computed column breaks far more. A model trained on
+the last two: a table rounded to a fixed number of decimals gets the slack
+its rounding step leaves (found from its values), one rounded to significant
+digits a relative slack; the crest factor and the ratios' sum are refused
+only where most windows break them, the ratios where a tenth of the windows
+do. A swapped or otherwise computed column breaks far more. A model trained on
 such a table would be served this extractor's features and answer wrongly
 without a word, so `check_feature_table` refuses it, naming the column and the
 likely cause.
@@ -41,15 +41,16 @@ CREST_SLACK: Final = 0.05
 """Relative difference of the crest factor from peak / rms that a rounded table may show."""
 RATIO_SUM_SLACK: Final = 0.05
 """How far from 1 the three ratios of a rounded table may add up."""
-RATIO_SLACK: Final = 0.02
-"""How far a ratio may differ from its band's share of the energy in a window that can tell."""
-PRECISE_ENERGY: Final = 300.0
-"""A window can tell its shares when its energy is this many times the table's smallest energy."""
+RATIO_SLACK: Final = 1e-4
+"""How far a ratio may differ from its band's share of the energy, plus the two slacks below."""
+RATIO_RELATIVE_SLACK: Final = 0.02
+"""Relative difference of a ratio from its share that significant-digit rounding may leave."""
 SOME: Final = 0.1
 """The share of the windows that can tell that must break the ratios for the table to be refused."""
 MOSTLY: Final = 0.5
 """The share of the checkable windows that must break a relation for the table to be refused."""
 _SHOWN: Final = 5
+_MAX_DECIMALS: Final = 8
 
 
 def check_feature_table(source: str, features: npt.NDArray[np.float32]) -> None:
@@ -72,9 +73,14 @@ def check_feature_table(source: str, features: npt.NDArray[np.float32]) -> None:
     )
     has_rms = rms > 0
     expected = np.divide(peak, rms, out=np.zeros_like(rms), where=has_rms)
+    # Rounding of rms and peak to a fixed number of decimals moves their quotient this much more.
+    rounding = expected * (
+        np.divide(_quantum(peak), peak, out=np.zeros_like(peak), where=peak > 0)
+        + np.divide(_quantum(rms), rms, out=np.zeros_like(rms), where=has_rms)
+    )
     _refuse(
         source,
-        has_rms & (np.abs(crest - expected) > CREST_SLACK * np.maximum(1.0, expected)),
+        has_rms & (np.abs(crest - expected) > CREST_SLACK * np.maximum(1.0, expected) + rounding),
         crest,
         "crest_factor is not peak / rms in most windows: the columns are swapped or computed otherwise",
         checkable=has_rms,
@@ -88,22 +94,36 @@ def check_feature_table(source: str, features: npt.NDArray[np.float32]) -> None:
         "ratio_low, ratio_mid and ratio_high do not add up to 1 in most windows: they are computed otherwise",
         checkable=named,
     )
-    # Each ratio against its energy's share, in windows whose energies carry enough digits: a
-    # table rounded to a fixed number of decimals shows its quantum as its smallest energy.
-    positive = energies[energies > 0]
-    quantum = float(positive.min()) if positive.size else 0.0
+    # Each ratio against its energy's share, with the slack rounding to a fixed number of
+    # decimals leaves (energies in g² often lose most of their digits there).
     energy = energies.sum(axis=1)
-    precise = named & (energy >= PRECISE_ENERGY * quantum) & (energy > 0)
-    shares = np.divide(energies, energy[:, None], out=np.zeros_like(energies), where=precise[:, None])
+    counted = named & (energy > 0)
+    shares = np.divide(energies, energy[:, None], out=np.zeros_like(energies), where=counted[:, None])
+    slack = (
+        RATIO_SLACK
+        + RATIO_RELATIVE_SLACK * np.maximum(ratios, shares)
+        + 3 * np.divide(_quantum(energies), energy, out=np.zeros_like(energy), where=counted)[:, None]
+    )
     _refuse(
         source,
-        precise & (np.abs(ratios - shares).max(axis=1) > RATIO_SLACK),
+        counted & (np.abs(ratios - shares) > slack).any(axis=1),
         energy,
         "ratio_low, ratio_mid and ratio_high are not each band's energy over the three bands' sum: "
         "the energy or ratio columns are swapped or computed otherwise",
         share=SOME,
-        checkable=precise,
+        checkable=counted,
     )
+
+
+def _quantum(values: npt.NDArray[np.float64]) -> float:
+    """The step of values rounded to a fixed number of decimals (up to 8); 0 when they are not."""
+    positive = values[values > 0]
+    if not positive.size:
+        return 0.0
+    for decimals in range(_MAX_DECIMALS + 1):
+        if bool((np.abs(np.round(positive, decimals) - positive) <= 1e-6 * positive).all()):
+            return float(10.0**-decimals)
+    return 0.0
 
 
 def _refuse(
