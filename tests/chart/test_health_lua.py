@@ -79,6 +79,19 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
         "Degraded",
         FAILED,
     ),
+    "no node matches the selector": (
+        model(
+            2,
+            status(
+                "Pending",
+                cond("Ready", "False", "NoNodes", "no node matches spec.nodeSelector"),
+                cond("Progressing", "False", "NoNodes", "no node matches spec.nodeSelector"),
+                cond("Degraded", "False", "NoNodes", "no node matches spec.nodeSelector"),
+            ),
+        ),
+        "Degraded",
+        "no node matches spec.nodeSelector: label the hall's gateways",
+    ),
     "stale observedGeneration": (
         model(3, status("Ready", READY, NOT_DEGRADED)),
         "Progressing",

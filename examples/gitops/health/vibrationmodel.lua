@@ -8,7 +8,10 @@
 --              under way (canary nodes first, then the rest).
 -- Degraded     a node failed validation and the rollout stopped (Degraded=True for this
 --              generation). The nodes keep serving their last good version; the message
---              names the node and the validator's reason.
+--              names the node and the validator's reason. Also: no node matches
+--              spec.nodeSelector (Ready=False, reason NoNodes, for this generation), so the
+--              model serves nowhere; waiting would keep a sync Progressing forever, where a
+--              mistyped selector or an unlabelled hall should be seen.
 -- Suspended    the rollout waits for spec.rollout.updateWindow, or spec.rollout.paused.
 --
 -- Drift (Drifted=True) keeps a promoted model Healthy, with the drift in the message: the
@@ -78,6 +81,14 @@ if current(degraded, generation) and degraded.status == "True" then
   return hs
 end
 
+local ready = condition(status, "Ready")
+if current(ready, generation) and ready.status == "False" and ready.reason == "NoNodes" then
+  hs.status = "Degraded"
+  hs.message = text(ready, "No node matches spec.nodeSelector")
+    .. ": label the hall's gateways or correct the selector"
+  return hs
+end
+
 local progressing = condition(status, "Progressing")
 if status.phase == "Paused" or status.phase == "Waiting" then
   hs.status = "Suspended"
@@ -85,7 +96,6 @@ if status.phase == "Paused" or status.phase == "Waiting" then
   return hs
 end
 
-local ready = condition(status, "Ready")
 if current(ready, generation) and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = text(ready, "Every selected node serves the target")
