@@ -793,6 +793,14 @@ def test_no_pod_is_replaced_while_the_canary_is_on_its_way_to_the_target(*, take
         node.outdated = True
 
     assert cluster.decide(spec).delete_pods == []
+    # Nor when the canary's /status goes unanswered for a step: it still validates.
+    unanswered = [
+        replace(o, serving=None, candidate=None) if o.name == "edge-1" else o for o in cluster.observe()
+    ]
+    assert (
+        decide(cluster.name, spec, cluster.generation, cluster.status, unanswered, cluster.now).delete_pods
+        == []
+    )
 
     cluster.run(spec)  # once every node serves v2, the pods are replaced one by one
     assert cluster.phase() == "Ready"

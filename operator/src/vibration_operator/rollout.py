@@ -250,11 +250,16 @@ def _moving(obs: NodeObservation, target: ModelTarget, plan: _Plan) -> bool:
     shadow run without live windows never ends, and a new pod may be what mends it), not one
     whose candidate for the target failed (it stays where it is), and not one waiting for the
     registry (its pod tries again by itself; a new pod, say with mended credentials, may be
-    what it waits for).
+    what it waits for). A Ready pod whose /status did not answer counts as on its way.
     """
     if not obs.ready:
         return False
     candidate = obs.candidate
+    if obs.serving is None and candidate is None:
+        # Its /status went unanswered this step: where it stands is unknown, so it holds
+        # replacements up for the step (a pod the operator can never reach stops the
+        # rollout anyway), unless its candidate for the target already failed.
+        return not plan.outcomes[obs.name].failed
     if candidate is not None and candidate.state == "validating":
         return True
     if candidate is not None and candidate.state == "failed" and candidate.sha256 == target.sha256:
