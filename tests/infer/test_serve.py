@@ -290,6 +290,17 @@ def test_an_alert_goes_out_once_when_the_run_reaches_its_length() -> None:
     assert other.observe(prediction("m1", "imbalance", 0.9, 2)) is not None
 
 
+def test_an_alert_policy_that_does_not_fit_the_cards_classes_is_named() -> None:
+    ours = ("normal", "imbalance", "misalignment", "bearing_fault")
+    assert AlertPolicy().mismatch(ours) == ""
+    # A card whose healthy class has another name: every window of a healthy machine would alert.
+    theirs = ("healthy", "unbalance", "misaligned", "bearing")
+    assert "every class alerts" in AlertPolicy().mismatch(theirs)
+    assert "spec.alerts.normalLabels" in AlertPolicy().mismatch(theirs)
+    assert AlertPolicy(normal_labels=frozenset({"healthy"})).mismatch(theirs) == ""
+    assert "no class can alert" in AlertPolicy(alert_labels=frozenset({"bearing_fault"})).mismatch(theirs)
+
+
 def test_alert_labels_restrict_which_labels_alert() -> None:
     policy = AlertPolicy(alert_labels=frozenset({"bearing_fault"}))
     assert policy.alerts_on("bearing_fault")

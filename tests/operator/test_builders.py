@@ -17,10 +17,11 @@ import pytest
 
 from vibration_core.drift_monitor import DriftPolicy
 from vibration_core.messages import ModelStatus
-from vibration_core.spec import DriftSpec, ServingSpec, VibrationModelSpec
+from vibration_core.spec import AlertSpec, DriftSpec, ServingSpec, VibrationModelSpec
 from vibration_core.target import ModelTarget, load_target
 from vibration_core.validation import CompactReport
 from vibration_infer.cli import parse_validate_args
+from vibration_infer.serve.alerts import AlertPolicy
 from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.settings import ValidateSettings
 from vibration_operator import names
@@ -208,6 +209,30 @@ def serve_settings_of(spec: VibrationModelSpec, monkeypatch: pytest.MonkeyPatch)
     for key, value in env_of(serve, "edge-1").items():
         monkeypatch.setenv(key, value)
     return ServeSettings()
+
+
+def test_the_alert_classes_of_the_spec_reach_the_serving_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    default = AlertPolicy.from_settings(serve_settings_of(CPU, monkeypatch))
+    assert (default.normal_labels, default.alert_labels) == (frozenset({"normal"}), None)
+    assert default.severity_of("bearing_fault") == "critical"
+    assert default.severity_of("imbalance") == "warning"
+    alerts = AlertSpec(
+        normal_labels=["healthy", "idle"], alert_labels=["bearing"], critical_labels=["bearing"]
+    )
+    policy = AlertPolicy.from_settings(
+        serve_settings_of(CPU.model_copy(update={"alerts": alerts}), monkeypatch)
+    )
+    assert policy.normal_labels == frozenset({"healthy", "idle"})
+    assert policy.alert_labels == frozenset({"bearing"})
+    assert policy.severity_of("bearing") == "critical"
+    assert policy.severity_of("bearing_fault") == "warning", "the default critical class is replaced"
+    # The defaults leave the environment (and so the pod spec's hash) as it was.
+    serve = build_serving_pod("spindle-classifier", "hall-a", UID, CPU, "edge-1", SETTINGS)["spec"][
+        "containers"
+    ][0]
+    assert not {"VIBRATION_NORMAL_LABELS", "VIBRATION_ALERT_LABELS", "VIBRATION_ALERT_SEVERITY"} & set(
+        env_of(serve, "edge-1")
+    )
 
 
 def test_every_pod_of_a_vibrationmodel_is_in_its_one_mqtt_share_group() -> None:

@@ -231,6 +231,10 @@ class DriftSpec(_Schema):
     """Clean evaluations in a row before a node stops reporting drift."""
 
 
+Label = Annotated[str, Field(min_length=1, max_length=128)]
+"""A class label of a model card."""
+
+
 class AlertSpec(_Schema):
     """When the serving pods raise an alert."""
 
@@ -238,6 +242,12 @@ class AlertSpec(_Schema):
     """Confidence of an abnormal class at or above which a window counts towards an alert."""
     consecutive: int = Field(default=3, ge=1, le=1000)
     """Windows in a row that raise one alert."""
+    normal_labels: list[Label] = Field(default_factory=lambda: ["normal"], max_length=32)
+    """Classes of the model card that never alert; every other class does (a card's labels are its own)."""
+    alert_labels: list[Label] | None = Field(default=None, min_length=1, max_length=32)
+    """If set, only these classes alert, instead of every class but `normalLabels`."""
+    critical_labels: list[Label] = Field(default_factory=lambda: ["bearing_fault"], max_length=32)
+    """Classes whose alerts are critical; the others' are warnings."""
 
 
 class ServingSpec(_Schema):

@@ -16,7 +16,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from vibration_core.spec import API_VERSION, KIND
+from vibration_core.spec import API_VERSION, KIND, AlertSpec
 from vibration_operator import names
 
 if TYPE_CHECKING:
@@ -141,6 +141,7 @@ def _serve_env(
         "VIBRATION_DRIFT_CLEAR_AFTER": str(spec.drift.clear_after),
         "VIBRATION_HTTP_PORT": str(settings.http_port),
     }
+    env |= _alert_label_env(spec.alerts)
     if spec.serving.batch_deadline_ms:
         # Only when set: a pod spec that did not change keeps its hash, so an operator
         # upgrade replaces no serving pod.
@@ -150,6 +151,22 @@ def _serve_env(
         env["VIBRATION_MQTT_PASSWORD_FILE"] = f"{SECRETS_DIR}/mqtt/password"
     if spec.mqtt.ca_secret:
         env["VIBRATION_MQTT_CA_FILE"] = f"{SECRETS_DIR}/mqtt-ca/ca.crt"
+    return env
+
+
+def _alert_label_env(alerts: AlertSpec) -> dict[str, str]:
+    """Which classes alert and how severely, as JSON, each only when it differs from the default.
+
+    Unset, a pod spec keeps its hash, so an operator upgrade replaces no serving pod.
+    """
+    default = AlertSpec()
+    env: dict[str, str] = {}
+    if alerts.normal_labels != default.normal_labels:
+        env["VIBRATION_NORMAL_LABELS"] = json.dumps(alerts.normal_labels)
+    if alerts.alert_labels is not None:
+        env["VIBRATION_ALERT_LABELS"] = json.dumps(alerts.alert_labels)
+    if alerts.critical_labels != default.critical_labels:
+        env["VIBRATION_ALERT_SEVERITY"] = json.dumps(dict.fromkeys(alerts.critical_labels, "critical"))
     return env
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from vibration_core.messages import Alert
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from vibration_core.messages import Prediction, Severity
     from vibration_infer.serve.settings import ServeSettings
@@ -59,6 +59,25 @@ class AlertPolicy:
             severity=dict(settings.alert_severity),
             default_severity=settings.alert_default_severity,
         )
+
+    def mismatch(self, labels: Sequence[str]) -> str:
+        """What is wrong with this policy for a card of these `labels` ('' if nothing).
+
+        A card names its own classes: where none of them is a normal one, every window of
+        a healthy machine would alert; where none may alert, no fault would.
+        """
+        alerting = [label for label in labels if self.alerts_on(label)]
+        if len(alerting) == len(labels):
+            return (
+                f"every class alerts: none of the normal labels {sorted(self.normal_labels)} is a class "
+                f"of the model ({list(labels)}); set spec.alerts.normalLabels"
+            )
+        if not alerting:
+            return (
+                f"no class can alert: the model's classes {list(labels)} are all normal or not in "
+                "spec.alerts.alertLabels; set spec.alerts.normalLabels or alertLabels"
+            )
+        return ""
 
     def alerts_on(self, label: str) -> bool:
         """Whether windows of `label` can raise an alert."""

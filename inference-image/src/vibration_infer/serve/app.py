@@ -228,6 +228,8 @@ class ServeApp:
             self._refreeze_at = time.monotonic() + _REFREEZE_AFTER_S
         self._drift_report = drift.report()
         card = model.card
+        if problem := self.responder.alerts.policy.mismatch(card.labels):
+            logger.warning("alert_policy_mismatch", extra={"version": card.version, "problem": problem})
         self.metrics.set_model(card.model_id, card.version, model.sha256, model.backend.name)
         self.report_state("serving", f"serving {card.model_id} {card.version}")
         logger.info(
