@@ -159,3 +159,24 @@ def test_a_flag_is_spelled_out_not_abbreviated(capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit):
         serve_main._parser().parse_args([*SERVE_BASE, "--keepalive", "45"])
     assert "unrecognized arguments: --keepalive" in capsys.readouterr().err
+
+
+def test_the_log_flags_read_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIBRATION_LOG_LEVEL", "debug")
+    monkeypatch.setenv("VIBRATION_LOG_FORMAT", "json")
+    parsed = serve_main._parser().parse_args(SERVE_BASE)
+    assert (parsed.log_level, parsed.log_format) == ("DEBUG", "json")
+    flagged = serve_main._parser().parse_args([*SERVE_BASE, "--log-level", "ERROR", "--log-format", "text"])
+    assert (flagged.log_level, flagged.log_format) == ("ERROR", "text"), "a flag wins over the environment"
+    monkeypatch.setenv("VIBRATION_LOG_LEVEL", "LOUD")
+    with pytest.raises(SystemExit):
+        serve_main._parser().parse_args(SERVE_BASE)
+
+
+def test_the_alert_classes_arrive_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the operator sets for spec.alerts: JSON lists and a JSON map.
+    monkeypatch.setenv("VIBRATION_NORMAL_LABELS", '["healthy", "idle"]')
+    monkeypatch.setenv("VIBRATION_ALERT_SEVERITY", '{"bearing": "critical"}')
+    settings = serve_main.build_settings(serve_main._parser().parse_args(SERVE_BASE))
+    assert settings.normal_labels == ("healthy", "idle")
+    assert settings.alert_severity == {"bearing": "critical"}

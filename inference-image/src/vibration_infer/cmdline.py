@@ -40,6 +40,7 @@ error that names the flag and the form it takes.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -47,13 +48,14 @@ from pydantic import BaseModel, ValidationError
 from vibration_infer.errors import UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Callable, Collection, Sequence
 
     from pydantic.fields import FieldInfo
 
 Settings = TypeVar("Settings", bound=BaseModel)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 
 def add_settings_flags(
@@ -96,10 +98,30 @@ def add_settings_flags(
             parser.add_argument(flag, action="store_const", const=True, help=described)
         else:
             parser.add_argument(flag, metavar=name.upper(), help=described)
-    parser.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
+    # As every flag, read from VIBRATION_<NAME> when not given; checked by `type`, which argparse
+    # also applies to a string default (its `choices` it checks only on the command line).
     parser.add_argument(
-        "--log-format", default="text", choices=["text", "json"], help="json in a cluster, text locally."
+        "--log-level",
+        default=os.environ.get("VIBRATION_LOG_LEVEL", "INFO"),
+        type=_one_of(LOG_LEVELS, "VIBRATION_LOG_LEVEL", str.upper),
+        metavar="{" + ",".join(LOG_LEVELS) + "}",
     )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("VIBRATION_LOG_FORMAT", "text"),
+        type=_one_of(LOG_FORMATS, "VIBRATION_LOG_FORMAT", str.lower),
+        metavar="{" + ",".join(LOG_FORMATS) + "}",
+        help="json in a cluster, text locally.",
+    )
+
+
+def _one_of(choices: tuple[str, ...], env: str, fold: Callable[[str], str]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if fold(value) not in choices:
+            raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(choices)} (flag or {env})")
+        return fold(value)
+
+    return check
 
 
 class _NoFlag(argparse.Action):
