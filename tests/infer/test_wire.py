@@ -346,6 +346,33 @@ def test_a_refused_connect_names_the_reason_and_is_retried(
     assert all("wrong" not in JsonFormatter().format(r) for r in caplog.records), "no password in the logs"
 
 
+@pytest.mark.integration
+def test_a_secret_that_is_not_text_is_named_and_the_link_connects_once_it_is_mended(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Anything the connect attempt raises leaves the network thread alive to try again: it
+    # once died on a password file that was not UTF-8, and a mended Secret never connected.
+    broker = make_broker()
+    password = tmp_path / "password"
+    password.write_bytes(b"s3cr\xe9t\n")
+    link = WireLink(
+        settings(broker.url, tmp_path, mqtt_username="serving", mqtt_password_file=password),
+        RAW,
+        queue_into(queue.SimpleQueue()),
+    )
+    with caplog.at_level(logging.WARNING, logger="vibration_infer.serve.wire"):
+        link.start()
+        time.sleep(1.5)
+        assert not link.connected
+        failed = [event_fields(r) for r in caplog.records if r.getMessage() == "mqtt_connect_failed"]
+        assert failed, "the refusal is logged"
+        assert "is not UTF-8 text" in failed[0]["error"]
+        assert "s3cr" not in failed[0]["error"], "never the secret's content"
+        password.write_text("s3cret\n")
+        assert link.wait_connected(10), "the mended secret is read on the next attempt"
+        link.stop(0)
+
+
 def write_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
     """A private CA, and a server certificate for `localhost` that it signed: (ca, cert, key)."""
     now = dt.datetime.now(dt.UTC)

@@ -358,3 +358,5 @@ def _read_secret(path: Path | None) -> str | None:
     except OSError as exc:
         # The message names the file, never its content.
         raise UsageError(f"cannot read secret file {path}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"secret file {path} is not UTF-8 text") from None

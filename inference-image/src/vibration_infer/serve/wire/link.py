@@ -196,7 +196,9 @@ class WireLink(LinkBase):
         while not self._stopping.is_set():
             try:
                 connection = open_connection(s)
-            except (OSError, codec.ProtocolError, UsageError) as exc:
+            except Exception as exc:  # the thread must live on: a mended Secret or broker lets it connect
+                if not isinstance(exc, OSError | codec.ProtocolError | UsageError):
+                    logger.exception("mqtt_connect_error")
                 logger.warning(
                     "mqtt_connect_failed",
                     extra={"host": s.mqtt_host, "port": s.mqtt_port, "error": str(exc), "retry_s": delay},
