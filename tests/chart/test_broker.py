@@ -33,6 +33,7 @@ def test_config_has_nodelay_persistence_and_no_anonymous() -> None:
     configmap, deployment = _broker_objects()
     conf = configmap["data"]["mosquitto.conf"].splitlines()
     assert {"set_tcp_nodelay true", "persistence true", "allow_anonymous false"} <= set(conf)
+    assert "max_packet_size 2097152" in conf, "one huge message must not take the broker down"
     # The files of the auth Secret (examples/broker/aclfile is one; test_broker_acl.py runs it).
     assert {"password_file /mosquitto/auth/passwordfile", "acl_file /mosquitto/auth/aclfile"} <= set(conf)
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}

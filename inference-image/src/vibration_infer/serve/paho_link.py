@@ -108,6 +108,7 @@ class MqttLink(LinkBase):
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
         props.SessionExpiryInterval = self._settings.session_expiry_s
         props.ReceiveMaximum = self._settings.receive_maximum
+        props.MaximumPacketSize = self._settings.max_packet_bytes
         self._client.connect_async(
             self._settings.mqtt_host,
             self._settings.mqtt_port,

@@ -39,6 +39,7 @@ from vibration_infer.errors import UsageError
 from vibration_infer.settings import Accelerator, EdgeTpuFallback  # noqa: TC001 - pydantic reads them
 
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_PACKET_HEADROOM = 128 << 10  # the fixed header, a topic (64 KiB at most), properties
 _DRIFT = DriftPolicy()
 
 
@@ -320,6 +321,16 @@ class ServeSettings(BaseSettings):
     def mqtt_tls(self) -> bool:
         """Whether `mqtt_url` asks for TLS."""
         return urlsplit(self.mqtt_url).scheme == "mqtts"
+
+    @property
+    def max_packet_bytes(self) -> int:
+        """The largest MQTT packet the pod takes: a raw payload it reads, with a topic and properties.
+
+        Announced in CONNECT (Maximum Packet Size), so the broker discards a larger message
+        for this pod instead of sending it: one sensor's 200 MB message would otherwise
+        push the pod past its memory limit, and back again at each redelivery.
+        """
+        return self.max_payload_bytes + _PACKET_HEADROOM
 
     @property
     def effective_client_id(self) -> str:

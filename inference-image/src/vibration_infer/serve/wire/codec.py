@@ -160,6 +160,7 @@ def connect_packet(
     clean_start: bool,
     session_expiry_s: int,
     receive_maximum: int,
+    maximum_packet_size: int | None = None,
     username: str | None = None,
     password: str | None = None,
 ) -> bytes:
@@ -171,6 +172,8 @@ def connect_packet(
         flags |= 0x40
     props = bytes((_PROP_SESSION_EXPIRY,)) + struct.pack("!I", session_expiry_s)
     props += bytes((_PROP_RECEIVE_MAXIMUM,)) + struct.pack("!H", receive_maximum)
+    if maximum_packet_size is not None:
+        props += bytes((_PROP_MAXIMUM_PACKET_SIZE,)) + struct.pack("!I", maximum_packet_size)
     body = utf8("MQTT") + bytes((5, flags)) + struct.pack("!H", keepalive_s) + varint(len(props)) + props
     body += utf8(client_id)
     if username is not None:

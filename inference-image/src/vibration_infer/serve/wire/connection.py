@@ -25,7 +25,6 @@ logger = logging.getLogger("vibration_infer.serve.wire")
 
 RECV_BYTES = 1 << 20
 CONNECT_TIMEOUT_S = 10.0
-MAX_PACKET_BYTES = 256 * 1024 * 1024  # MQTT's own limit; the batcher refuses big payloads by reason
 WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
@@ -56,11 +55,12 @@ def open_connection(settings: ServeSettings) -> Connection:
                 clean_start=False,
                 session_expiry_s=s.session_expiry_s,
                 receive_maximum=s.receive_maximum,
+                maximum_packet_size=s.max_packet_bytes,
                 username=username,
                 password=password,
             )
         )
-        connection = _await_connack(sock)
+        connection = _await_connack(sock, s.max_packet_bytes)
         sock.setblocking(False)  # noqa: FBT003 - the socket API
     except BaseException:
         sock.close()
@@ -68,9 +68,13 @@ def open_connection(settings: ServeSettings) -> Connection:
     return connection
 
 
-def _await_connack(sock: socket.socket) -> Connection:
-    """Read up to the CONNACK (the connect timeout still applies); refuse a failure code."""
-    parser = codec.Parser(MAX_PACKET_BYTES)
+def _await_connack(sock: socket.socket, max_packet_bytes: int) -> Connection:
+    """Read up to the CONNACK (the connect timeout still applies); refuse a failure code.
+
+    The connection's parser refuses a packet over `max_packet_bytes`, which CONNECT announced:
+    a broker that sends one anyway breaks the protocol, and the link reconnects.
+    """
+    parser = codec.Parser(max_packet_bytes)
     packets: list[codec.Message | codec.Control] = []
     while not packets:
         data = sock.recv(RECV_BYTES)
