@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import paho.mqtt.client as paho
 import pytest
@@ -160,7 +160,9 @@ def test_paho_forgets_the_qos0_answers_a_lost_connection_took_with_it() -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("client", ["wire", "paho"])
-def test_a_message_too_large_for_the_pod_is_never_sent_to_it(broker: Mosquitto, client: str) -> None:
+def test_a_message_too_large_for_the_pod_is_never_sent_to_it(
+    broker: Mosquitto, client: Literal["wire", "paho"]
+) -> None:
     # The pod announces its Maximum Packet Size: the broker discards a larger message for it
     # instead of sending it (a 200 MB message took the pod past its memory limit, again at each
     # redelivery). Windows after it arrive; one under the limit is still read, to be refused by name.
