@@ -275,3 +275,19 @@ def test_a_single_noisy_evaluation_does_not_flip_the_verdict(hall: Hall) -> None
     assert not any(r.drifted for r in reports)  # ... and does not make the verdict
     sustained = _feed(monitor, *hall.stream(3 * policy.window, seed=16, drift=Drift(gain_change=-0.3)))
     assert [r.drifted for r in sustained] == [False, False, True]
+
+
+def test_a_class_the_baseline_never_saw_is_drift_when_it_comes() -> None:
+    # A healthy hall's baseline: every window normal. A third of the hall then bears a fault.
+    baseline = np.array([2000, 0, 0, 0])
+    failing = compare_classes([140, 0, 0, 60], baseline)
+    assert failing.p_value < 1e-6
+    assert failing.df == 1
+    assert compare_classes([200, 0, 0, 0], baseline).p_value == 1.0
+    assert compare_classes([198, 0, 0, 2], np.array([1990, 0, 0, 10])).p_value > 0.1, "chance"
+    # As scipy's contingency test, without Yates' correction, where no class is pooled.
+    counts, reference = np.array([400, 40, 30, 30]), np.array([1900, 40, 30, 30])
+    expected = stats.chi2_contingency(np.vstack([counts, reference]), correction=False)
+    ours = compare_classes(counts, reference)
+    assert ours.statistic == pytest.approx(expected.statistic)
+    assert ours.p_value == pytest.approx(expected.pvalue)

@@ -230,15 +230,26 @@ def compare_feature(values: npt.ArrayLike, mix: npt.ArrayLike, ref: FeatureRefer
 
 
 def compare_classes(counts: npt.ArrayLike, baseline: npt.ArrayLike) -> Comparison:
-    """Compare predicted class counts of a window with the counts of a baseline (both in label order)."""
+    """Compare predicted class counts of a window with the counts of a baseline (both in label order).
+
+    The 2 x k contingency chi-square of the two samples: each class's expected share comes
+    from both together, so a class the baseline never saw (a healthy hall's baseline is
+    often all one class) counts when the window has it. Expected from the baseline alone,
+    it had none, and a hall whose machines all began to fail never showed drift. Classes
+    either sample would expect fewer than `MIN_EXPECTED` windows of are pooled.
+    """
     observed = np.asarray(counts, dtype=np.float64)
     reference = np.asarray(baseline, dtype=np.float64)
     n, m = float(observed.sum()), float(reference.sum())
     if n <= 0 or m <= 0:
         return NOT_COMPARED
     shares = reference / m
-    expected = n * shares
-    test = binned_chi2(observed, expected, n * expected / m, category_groups(expected))
+    pooled = (observed + reference) / (n + m)
+    expected = n * pooled
+    # sum (o - n p)^2 / (n p) + (b - m p)^2 / (m p) = sum (o - n p)^2 / (n p m / (n + m)),
+    # as b - m p = -(o - n p): binned_chi2's variance, exp + this term, is n p m / (n + m).
+    variance = -expected * n / (n + m)
+    test = binned_chi2(observed, expected, variance, category_groups(min(n, m) * pooled))
     return Comparison(
         psi=_psi(observed / n, shares), p_value=test.p_value, statistic=test.statistic, df=test.df
     )
