@@ -276,13 +276,24 @@ def test_an_alert_goes_out_once_when_the_run_reaches_its_length() -> None:
         ("bearing_fault", 0.9), ("bearing_fault", 0.95), ("bearing_fault", 0.99),  # alert at the third
         ("bearing_fault", 0.9), ("bearing_fault", 0.9),  # the run goes on: no more alerts
         ("bearing_fault", 0.5),  # below the threshold: the run ends
-        ("bearing_fault", 0.9), ("bearing_fault", 0.9), ("imbalance", 0.9),  # a new label starts over
-        ("imbalance", 0.9), ("imbalance", 0.9),  # alert
+        ("imbalance", 0.9), ("imbalance", 0.9), ("normal", 0.9),  # a normal window ends it too
+        ("imbalance", 0.9), ("imbalance", 0.9), ("imbalance", 0.9),  # alert
         ("normal", 0.99), ("normal", 0.99), ("normal", 0.99),  # never alerts
+        # A fault the model flips between two labels is one run: the most frequent label, and
+        # the severest severity of the run.
+        ("misalignment", 0.9), ("bearing_fault", 0.9), ("misalignment", 0.9),  # alert
+        ("normal", 0.99),
+        ("imbalance", 0.9), ("misalignment", 0.9), ("bearing_fault", 0.9),  # a tie: the latest
     ]  # fmt: skip
     alerts = [tracker.observe(prediction("m1", label, c, i)) for i, (label, c) in enumerate(sequence)]
     raised = [(i, a.label, a.severity, a.consecutive) for i, a in enumerate(alerts) if a is not None]
-    assert raised == [(2, "bearing_fault", "critical", 3), (10, "imbalance", "warning", 3)]
+    assert raised == [
+        (2, "bearing_fault", "critical", 3),
+        (11, "imbalance", "warning", 3),
+        (17, "misalignment", "critical", 3),
+        (21, "bearing_fault", "critical", 3),
+    ]
+    assert tracker.active() == {"m1": ("bearing_fault", 3)}
     # machines are independent
     other = AlertTracker(AlertPolicy(consecutive=2))
     assert other.observe(prediction("m1", "imbalance", 0.9, 1)) is None
@@ -759,10 +770,8 @@ def test_a_target_that_cannot_be_fetched_is_tried_again_until_the_registry_has_i
 
 @pytest.mark.integration
 def test_alerts_follow_the_debounce_rule_over_mqtt(broker: Mosquitto, models: Models, tmp_path: Path) -> None:
-    # Every label alerts at any confidence, so the expected alerts follow from the predictions alone.
-    settings = settings_for(
-        broker, models, tmp_path, alert_confidence=0.0, normal_labels=[], alert_consecutive=3
-    )
+    # Every label but normal alerts at any confidence: the expected alerts follow from the predictions alone.
+    settings = settings_for(broker, models, tmp_path, alert_confidence=0.0, alert_consecutive=3)
     data = stream(400, seed=12)
     with serving(settings):
         collector = Collector(broker)
@@ -771,13 +780,16 @@ def test_alerts_follow_the_debounce_rule_over_mqtt(broker: Mosquitto, models: Mo
         wait_until(lambda: collector.count("predictions") >= len(data), SLOW, "predictions")
         time.sleep(0.2)
         expected = []
-        runs: dict[str, tuple[str, int]] = {}
+        runs: dict[str, list[str]] = {}
         for p in collector.predictions():
-            label, n = runs.get(p.machine, ("", 0))
-            n = n + 1 if label == p.label else 1
-            runs[p.machine] = (p.label, n)
-            if n == 3:
-                expected.append((p.machine, p.timestamp_ns, p.label))
+            run = runs.setdefault(p.machine, [])
+            run[:] = [*run, p.label] if p.label != "normal" else []
+            if len(run) == 3:
+                # the most frequent label of the run; of a tie, the one seen last
+                top = max(run.count(label) for label in run)
+                expected.append(
+                    (p.machine, p.timestamp_ns, next(x for x in reversed(run) if run.count(x) == top))
+                )
         assert expected
         assert [(a.machine, a.timestamp_ns, a.label) for a in collector.alerts()] == expected
         sensor.close()

@@ -241,7 +241,7 @@ class AlertSpec(_Schema):
     min_confidence: float = Field(default=0.8, ge=0, le=1)
     """Confidence of an abnormal class at or above which a window counts towards an alert."""
     consecutive: int = Field(default=3, ge=1, le=1000)
-    """Windows in a row that raise one alert."""
+    """Windows in a row of classes that alert (fault classes may mix: one alert names the most frequent)."""
     normal_labels: list[Label] = Field(default_factory=lambda: ["normal"], max_length=32)
     """Classes of the model card that never alert; every other class does (a card's labels are its own)."""
     alert_labels: list[Label] | None = Field(default=None, min_length=1, max_length=32)

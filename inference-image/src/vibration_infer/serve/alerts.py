@@ -1,12 +1,16 @@
 """Alert debounce: one alert per sustained fault, not one per window.
 
-Per machine, a *run* is a sequence of consecutive windows with the same
-alerting label at or above the confidence threshold. When a run reaches
-`consecutive` windows, one `Alert` goes out; the windows after that extend
-the run silently. Any other window (a normal one, a different label, a
-confidence below the threshold) ends the run, so a fault that comes back
-after a break alerts again. Which labels alert is policy: every label of
-the model card except the normal ones by default, never a list in code.
+Per machine, a *run* is a sequence of consecutive windows whose label may
+alert, each at or above the confidence threshold. When a run reaches
+`consecutive` windows, one `Alert` goes out, naming the run's most frequent
+label (the latest of those tied) with the most severe severity of its
+labels; the windows after that extend the run silently. A run may mix
+fault labels: a fault the model cannot tell apart (bearing wear with
+misalignment) flips between them and is still one sustained fault. Any
+other window (a normal one, a confidence below the threshold) ends the
+run, so a fault that comes back after a break alerts again. Which labels
+alert is policy: every label of the model card except the normal ones by
+default, never a list in code.
 """
 
 from __future__ import annotations
@@ -95,7 +99,8 @@ class AlertTracker:
 
     def __init__(self, policy: AlertPolicy) -> None:
         self.policy = policy
-        self._runs: dict[str, tuple[str, int]] = {}
+        # Per machine in a run: each label's (windows, position of its latest window).
+        self._runs: dict[str, dict[str, tuple[int, int]]] = {}
         self._lock = threading.Lock()
 
     def observe(self, prediction: Prediction) -> Alert | None:
@@ -107,23 +112,28 @@ class AlertTracker:
             if not counts:
                 self._runs.pop(machine, None)
                 return None
-            label, length = self._runs.get(machine, (prediction.label, 0))
-            length = length + 1 if label == prediction.label else 1
-            self._runs[machine] = (prediction.label, length)
-        if length != policy.consecutive:
-            return None
+            run = self._runs.setdefault(machine, {})
+            length = sum(n for n, _ in run.values()) + 1
+            run[prediction.label] = (run.get(prediction.label, (0, 0))[0] + 1, length)
+            if length != policy.consecutive:
+                return None
+            label = max(run, key=run.__getitem__)  # the most windows; of a tie, the latest
+            critical = any(policy.severity_of(name) == "critical" for name in run)
         return Alert(
             machine=machine,
             timestamp_ns=prediction.timestamp_ns,
             model_id=prediction.model_id,
             model_version=prediction.model_version,
-            label=prediction.label,
+            label=label,
             confidence=prediction.confidence,
             consecutive=length,
-            severity=policy.severity_of(prediction.label),
+            severity="critical" if critical else policy.severity_of(label),
         )
 
     def active(self) -> dict[str, tuple[str, int]]:
-        """Machines in a run: their label and run length (for status and tests)."""
+        """Machines in a run: its most frequent label and its length (for status and tests)."""
         with self._lock:
-            return dict(self._runs)
+            return {
+                machine: (max(run, key=run.__getitem__), sum(n for n, _ in run.values()))
+                for machine, run in self._runs.items()
+            }
