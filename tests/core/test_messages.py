@@ -630,6 +630,23 @@ def test_error_message_from_error() -> None:
     assert ErrorMessage.decode(message.encode()) == message
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"timestamp_ns": "\\" * 500_000, "sample_rate": 25600.0, "samples": [0.0] * 64},
+        {"timestamp_ns": 1, "sample_rate": 25600.0, "samples": [0.0] * 64, "unit": "g" * 500_000},
+        {"timestamp_ns": 1, "sample_rate": 25600.0, "samples": [0.0] * 64, "k" * 500_000: 1},
+    ],
+    ids=["timestamp", "unit", "key"],
+)
+def test_an_error_message_quotes_a_huge_broken_field_briefly(payload: dict[str, Any]) -> None:
+    # The error goes to every dashboard and historian: a 1 MB broken field once came back as 2 MB.
+    error = _refusal(json.dumps(payload).encode())
+    message = ErrorMessage.from_error(error, "factory/hall-a/machines/cnc-01/raw", "cnc-01", TS)
+    assert len(message.encode()) < 1500
+    assert message.detail.endswith(" chars)") or message.field.endswith(" chars)")
+
+
 def test_error_reason_vocabulary() -> None:
     assert {reason.value for reason in ErrorReason} == {
         "not_json",

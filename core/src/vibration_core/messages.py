@@ -118,6 +118,15 @@ class Alert(JsonMessage):
     severity: Severity = Field(description="`warning` or `critical`, per the alert policy.")
 
 
+MAX_ERROR_FIELD = 128
+MAX_ERROR_DETAIL = 512
+"""An error message quotes at most this much of the input: a 1 MB broken field must not come back as 2 MB."""
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} chars)"
+
+
 class ErrorMessage(JsonMessage):
     """An input that could not be used, and why.
 
@@ -142,8 +151,8 @@ class ErrorMessage(JsonMessage):
         return cls(
             topic=topic,
             reason=ErrorReason(err.reason),
-            field=err.field,
-            detail=err.detail,
+            field=_cut(err.field, MAX_ERROR_FIELD),
+            detail=_cut(err.detail, MAX_ERROR_DETAIL),
             machine=machine,
             received_ns=received_ns,
         )
