@@ -243,11 +243,12 @@ MALFORMED_RAW = [
     pytest.param(_json(samples=[1, [2]]), "bad_field", "samples", id="half-nested-samples"),
     pytest.param(_json(samples=[[1, 2], []]), "bad_field", "samples", id="nested-with-empty"),
     pytest.param(
-        b'{"timestamp_ns":1,"sample_rate":1,"samples":[1],"a\\u0000b":1}', "bad_field", "a\x00b", id="nul-key"
+        b'{"timestamp_ns":1,"sample_rate":1,"samples":[1],"sc\\u0000ale":1}', "bad_field", "sc\x00ale", id="nul-key"
     ),
     pytest.param(_json(scale=0), "bad_field", "scale", id="zero-scale"),
     pytest.param(_json(scale="2"), "bad_field", "scale", id="str-scale"),
-    pytest.param(_json(machine="cnc-01"), "bad_field", "machine", id="unknown-field"),
+    pytest.param(_json(scal=2.0), "bad_field", "scal", id="typo-of-scale"),
+    pytest.param(_json(sampleRate=25600), "bad_field", "sampleRate", id="typo-of-sample-rate"),
     pytest.param(_json(samples=[1.0, float("nan")]), "non_finite", "samples", id="json-nan"),
     pytest.param(
         b'{"timestamp_ns":1,"sample_rate":1,"samples":[Infinity]}',
@@ -635,16 +636,25 @@ def test_error_message_from_error() -> None:
     [
         {"timestamp_ns": "\\" * 500_000, "sample_rate": 25600.0, "samples": [0.0] * 64},
         {"timestamp_ns": 1, "sample_rate": 25600.0, "samples": [0.0] * 64, "unit": "g" * 500_000},
-        {"timestamp_ns": 1, "sample_rate": 25600.0, "samples": [0.0] * 64, "k" * 500_000: 1},
+        {"timestamp_ns": 1, "sample_rate": "r" * 500_000, "samples": [0.0] * 64},
     ],
-    ids=["timestamp", "unit", "key"],
+    ids=["timestamp", "unit", "sample_rate"],
 )
 def test_an_error_message_quotes_a_huge_broken_field_briefly(payload: dict[str, Any]) -> None:
     # The error goes to every dashboard and historian: a 1 MB broken field once came back as 2 MB.
     error = _refusal(json.dumps(payload).encode())
     message = ErrorMessage.from_error(error, "factory/hall-a/machines/cnc-01/raw", "cnc-01", TS)
     assert len(message.encode()) < 1500
-    assert message.detail.endswith(" chars)") or message.field.endswith(" chars)")
+    assert len(message.detail) <= 512
+
+
+def test_a_json_window_may_carry_other_keys_as_the_reference_sensors_do() -> None:
+    # The reference pipeline's sensors send their band energies too; the extractor computes them again.
+    extra = {"energy_low": 0.1, "energy_mid": 0.2, "energy_high": 0.3, "machine": "cnc-01", "seq": 7}
+    window = decode_raw(_json(**extra), "cnc-01")
+    assert window.timestamp_ns == decode_raw(_json(), "cnc-01").timestamp_ns
+    refused = _refusal(_json(timestamp=1_700_000_000_000))
+    assert (refused.field, refused.detail) == ("timestamp", "unknown field; did you mean 'timestamp_ns'?")
 
 
 def test_error_reason_vocabulary() -> None:

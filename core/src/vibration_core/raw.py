@@ -24,6 +24,11 @@ binary, see docs/benchmarks.md)::
      "unit": "g" | "m/s^2"}                # optional; a window in another unit than
                                            # the model's is refused (unit_mismatch)
 
+Other keys are ignored: the reference pipeline's sensors also send their band
+energies, which the extractor computes again from the samples. A key within a
+typo of one of the five (``scal``, ``timestamp``) is refused, naming the key
+it resembles, rather than read as absent.
+
 Units. A binary window carries no unit: its samples (after ``scale``) are in
 the unit of the serving model's card (`vibration_core.units`), which is what
 the sensor's scale must produce. A JSON window may say its unit, and then it
@@ -39,6 +44,7 @@ encodings would duplicate those checks.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -77,6 +83,7 @@ _DTYPES: dict[int, np.dtype[Any]] = {
 _U32_MAX = (1 << 32) - 1
 _JSON_START = re.compile(rb"[ \t\r\n]*\{")
 _JSON_KEYS = frozenset({"timestamp_ns", "sample_rate", "samples", "scale", "unit"})
+_NEAR_MISS = 0.75  # difflib ratio: "scal", "Scale", "timestamp", "sampleRate" are typos of ours
 _NUMBER_TYPES = (int, float, np.integer, np.floating)
 _JSON_NUMBER_TYPES = frozenset({int, float})
 
@@ -420,9 +427,9 @@ def _json_samples(values: object) -> npt.NDArray[np.float64]:
 
 def _decode_json(payload: bytes, machine: str) -> RawWindow:
     document = _fast_document(payload) or _slow_document(payload)
-    unknown = sorted(document.keys() - _JSON_KEYS)
-    if unknown:
-        raise MessageError(ErrorReason.BAD_FIELD, unknown[0], "unknown field")
+    for key in sorted(document.keys() - _JSON_KEYS):
+        if near := difflib.get_close_matches(key, _JSON_KEYS, n=1, cutoff=_NEAR_MISS):
+            raise MessageError(ErrorReason.BAD_FIELD, key, f"unknown field; did you mean {near[0]!r}?")
     if "timestamp_ns" not in document:
         raise MessageError(ErrorReason.BAD_FIELD, "timestamp_ns", "missing")
     timestamp_ns = _check_timestamp(document["timestamp_ns"], ErrorReason.BAD_FIELD)
