@@ -243,7 +243,10 @@ MALFORMED_RAW = [
     pytest.param(_json(samples=[1, [2]]), "bad_field", "samples", id="half-nested-samples"),
     pytest.param(_json(samples=[[1, 2], []]), "bad_field", "samples", id="nested-with-empty"),
     pytest.param(
-        b'{"timestamp_ns":1,"sample_rate":1,"samples":[1],"sc\\u0000ale":1}', "bad_field", "sc\x00ale", id="nul-key"
+        b'{"timestamp_ns":1,"sample_rate":1,"samples":[1],"sc\\u0000ale":1}',
+        "bad_field",
+        "sc\x00ale",
+        id="nul-key",
     ),
     pytest.param(_json(scale=0), "bad_field", "scale", id="zero-scale"),
     pytest.param(_json(scale="2"), "bad_field", "scale", id="str-scale"),
