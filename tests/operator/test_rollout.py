@@ -23,6 +23,7 @@ from vibration_core.target import ModelTarget
 from vibration_core.validation import CompactReport
 from vibration_operator.builders import build_serving_pod
 from vibration_operator.conditions import get_condition
+from vibration_operator.handlers import parse_status
 from vibration_operator.node_state import Candidate, NodeObservation
 from vibration_operator.rollout import Decision, decide
 from vibration_operator.settings import OperatorSettings
@@ -1114,3 +1115,33 @@ def test_a_node_that_cannot_reach_its_target_does_not_hold_pod_replacements_up()
     failed = make_spec("v2")
     d = decide("vm", failed, 1, VibrationModelStatus(active=v1, target=v2), stopped, T0)
     assert decide("vm", failed, 1, d.status, stopped, T0).delete_pods == ["edge-2"]
+
+
+def test_a_status_rebuilt_from_nothing_takes_the_active_version_from_the_configmaps() -> None:
+    # The status could not be read (written by another operator release, or edited by hand) and
+    # is rebuilt: the ConfigMaps still record v1 as active, so v2 is held to v1 as its champion,
+    # and when a node refuses v2 the hall goes back to v1 instead of keeping v2 where it passed.
+    cluster = rolled_out("v1", failures={("edge-2", "v2"): FAIL})
+    cluster.status = None
+    spec = make_spec("v2", canaries=2)
+    first = cluster.decide(spec)
+    assert first.status.active is not None
+    assert first.status.active.version == "v1"
+    champion = first.targets["edge-1"].champion
+    assert champion is not None
+    assert champion.version == "v1"
+    cluster.run(spec)
+    assert cluster.phase() == "Degraded"
+    assert cluster.targets() == dict.fromkeys(NODES, "v1")
+    assert cluster.serving() == dict.fromkeys(NODES, "v1")
+
+
+def test_a_status_field_this_build_does_not_know_is_left_out_not_a_reason_to_rebuild() -> None:
+    cluster = rolled_out("v1")
+    assert cluster.status is not None
+    raw = cluster.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    raw["nodes"][0]["fieldOfANewerRelease"] = 1
+    raw["newerSummary"] = {"a": 1}
+    parsed = parse_status({"status": raw})
+    assert parsed == cluster.status
+    assert parse_status({"status": {"phase": "Nonsense"}}) is None, "what cannot be read at all is rebuilt"

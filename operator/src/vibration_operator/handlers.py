@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import weakref
 from dataclasses import dataclass, field
@@ -91,15 +92,52 @@ def parse_spec(body: Mapping[str, Any]) -> VibrationModelSpec:
 
 
 def parse_status(body: Mapping[str, Any]) -> VibrationModelStatus | None:
-    """The status as last written; None when absent or unreadable (it is then rebuilt)."""
+    """The status as last written; None when absent or unreadable (it is then rebuilt).
+
+    Fields this build does not know are left out, not a reason to rebuild: another operator
+    release (a `helm rollback`, with the CRD of the newer one) writes some. A rebuilt status
+    takes the hall's active version from the nodes' ConfigMaps (`rollout.decide`).
+    """
     raw = body.get("status")
     if not raw:
         return None
+    document = copy.deepcopy(dict(raw))
     try:
-        return VibrationModelStatus.model_validate(raw)
+        return VibrationModelStatus.model_validate(document)
     except ValidationError as exc:
-        logger.warning("status_unreadable", extra={"error": str(exc).splitlines()[0]})
-        return None
+        unknown = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
+        problem = exc
+    if unknown and all(_drop(document, loc) for loc in unknown):
+        try:
+            status = VibrationModelStatus.model_validate(document)
+        except ValidationError as exc:
+            problem = exc
+        else:
+            fields = ", ".join(".".join(map(str, loc)) for loc in unknown)
+            logger.info("status_fields_ignored", extra={"fields": fields})
+            return status
+    logger.warning("status_unreadable", extra={"error": str(problem).splitlines()[0]})
+    return None
+
+
+def _drop(document: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
+    """Remove the item at `loc` from the nested dicts and lists of `document`; whether it was there."""
+    *path, last = loc
+    node: object = document
+    for key in path:
+        node = _child(node, key)
+    if isinstance(node, dict) and last in node:
+        del node[last]
+        return True
+    return False
+
+
+def _child(node: object, key: int | str) -> object:
+    if isinstance(node, dict):
+        return node.get(key)
+    if isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+        return node[key]
+    return None
 
 
 @contextlib.asynccontextmanager

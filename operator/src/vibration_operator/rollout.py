@@ -333,6 +333,23 @@ def _progress(plan: _Plan, statuses: list[NodeStatus], targets: Mapping[str, Mod
     )
 
 
+def _with_recorded_active(
+    status: VibrationModelStatus, observations: Sequence[NodeObservation]
+) -> VibrationModelStatus:
+    """`status`, with the active version the nodes' ConfigMaps record when the status lost it.
+
+    A status that could not be read is rebuilt from nothing; without this, the hall would
+    forget what it serves: a new version would have no champion, and a failed one nothing
+    to roll back to. The ConfigMaps agree on one active version, or none is taken.
+    """
+    if status.active is not None:
+        return status
+    recorded = {o.recorded_active.ref for o in observations if o.recorded_active is not None}
+    if len(recorded) != 1:
+        return status
+    return status.model_copy(update={"active": recorded.pop()})
+
+
 def decide(  # noqa: PLR0917 - identity, then content, as every builder
     name: str,
     spec: VibrationModelSpec,
@@ -342,7 +359,9 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
     now: datetime,
 ) -> Decision:
     """The next step of the rollout of VibrationModel `name`, from its last status and the cluster."""
-    plan = _plan(name, spec, status or VibrationModelStatus(), observations, now)
+    plan = _plan(
+        name, spec, _with_recorded_active(status or VibrationModelStatus(), observations), observations, now
+    )
     targets = {o.name: want for o in plan.nodes if (want := _want(plan, o)) is not None}
     statuses = _node_statuses(plan, targets, now)
     new_status, events = record(plan.old, _progress(plan, statuses, targets), generation, now)
