@@ -638,6 +638,8 @@ def test_cli_publish_points_the_manifest_at_the_hall(s3: MotoS3, tmp_path: Path)
         (["--mqtt-credentials-secret", "Not_A_Name"], "--mqtt-credentials-secret: String should match"),
         (["--name", "Spindle Classifier"], "--name 'Spindle Classifier'"),
         (["--namespace", "Hall_A"], "--namespace 'Hall_A'"),
+        (["--name", "spindle.classifier"], "--name 'spindle.classifier' is not a DNS label"),
+        (["--name", "s" * 64], "at most 63 characters"),
         (["--node-endpoint", "minio.hall-b:9000"], "--node-endpoint (or --endpoint): String should match"),
         (["--credentials-secret", "Minio Keys"], "--credentials-secret: String should match"),
         (["--node-selector", "edge.vibration.io/hall"], "is not KEY=VALUE"),

@@ -464,6 +464,18 @@ class VibrationModelStatus(_Schema):
     """Ready, Validated, Progressing, Degraded, Drifted."""
 
 
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_NAME_LENGTH = 63
+NAME_RULE = (
+    f"!has(self.metadata.name) || (size(self.metadata.name) <= {MAX_NAME_LENGTH} "
+    f"&& self.metadata.name.matches('{NAME_PATTERN}'))"
+)
+NAME_MESSAGE = (
+    f"metadata.name must be a DNS label: lowercase a-z, 0-9 and '-', at most {MAX_NAME_LENGTH} "
+    "characters (it names the model's slot in each node's cache)"
+)
+
+
 class VibrationModel(_Schema):
     """A VibrationModel object as the API server stores it."""
 
@@ -472,6 +484,15 @@ class VibrationModel(_Schema):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: VibrationModelSpec
     status: VibrationModelStatus | None = None
+
+    @model_validator(mode="after")
+    def _name_is_a_dns_label(self) -> Self:
+        name = self.metadata.get("name")
+        if name is not None and (
+            not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not re.fullmatch(NAME_PATTERN, name)
+        ):
+            raise ValueError(f"{NAME_MESSAGE}, got {name!r}")
+        return self
 
     def to_manifest(self) -> dict[str, Any]:
         """The object as a manifest: camelCase keys, unset optional fields left out."""

@@ -141,6 +141,9 @@ def build_crd() -> dict[str, Any]:
                             "type": "object",
                             "description": spec.VibrationModel.__doc__,
                             "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                {"rule": spec.NAME_RULE, "message": spec.NAME_MESSAGE}
+                            ],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

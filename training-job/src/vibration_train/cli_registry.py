@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vibration_core.modelcard import ModelCard
+from vibration_core.spec import MAX_NAME_LENGTH, NAME_PATTERN
 from vibration_train.cli_common import exit_codes
 from vibration_train.manifest import DEFAULT_BROKER, DEFAULT_TOPIC_PREFIX, build_manifest, to_yaml
 from vibration_train.registry import (
@@ -41,8 +42,6 @@ EXIT_BAD_INPUT = 2
 EXIT_CONFLICT = 4
 EXIT_REGISTRY = 5
 MANIFEST_FILENAME = "vibrationmodel.yaml"
-DNS_NAME = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
-MAX_NAME = 253
 
 RegistryUri = Annotated[
     str,
@@ -91,11 +90,11 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
     ] = None,
     namespace: Annotated[str | None, typer.Option(help="metadata.namespace of the manifest.")] = None,
     name: Annotated[
-        str | None, typer.Option(help="metadata.name of the manifest [default: the model id].")
+        str | None, typer.Option(help="metadata.name of the manifest \\[default: the model id].")
     ] = None,
     node_endpoint: Annotated[
         str | None,
-        typer.Option(help="S3 endpoint as the nodes reach it, for the manifest [default: --endpoint]."),
+        typer.Option(help="S3 endpoint as the nodes reach it, for the manifest \\[default: --endpoint]."),
     ] = None,
     mqtt_broker: Annotated[
         str, typer.Option(help="The hall's broker as the serving pods reach it, for the manifest.")
@@ -114,7 +113,7 @@ def publish_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
         typer.Option(help="KEY=VALUE label of the nodes that serve the model (repeat for more)."),
     ] = None,
     manifest_out: Annotated[
-        Path | None, typer.Option(help=f"Where to write the manifest [default: DIR/{MANIFEST_FILENAME}].")
+        Path | None, typer.Option(help=f"Where to write the manifest \\[default: DIR/{MANIFEST_FILENAME}].")
     ] = None,
     *,
     create_bucket: Annotated[
@@ -212,9 +211,10 @@ class ManifestOptions:
     def build(self, card: ModelCard, artifact_uri: str) -> dict[str, Any]:
         """The manifest; raises `ManifestFlagError` naming the flags that make it invalid."""
         for flag, value in (("--name", self.name), ("--namespace", self.namespace)):
-            if value is not None and (len(value) > MAX_NAME or not re.fullmatch(DNS_NAME, value)):
+            if value is not None and (len(value) > MAX_NAME_LENGTH or not re.fullmatch(NAME_PATTERN, value)):
                 raise ManifestFlagError(
-                    f"{flag} {value!r} is not a Kubernetes name (lowercase a-z, 0-9, '-', '.')"
+                    f"{flag} {value!r} is not a DNS label (lowercase a-z, 0-9 and '-', at most "
+                    f"{MAX_NAME_LENGTH} characters), as a VibrationModel's name and its namespace must be"
                 )
         try:
             return build_manifest(card, artifact_uri, **dataclasses.asdict(self))
