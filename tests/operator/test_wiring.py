@@ -160,6 +160,32 @@ async def test_rollout_reaches_ready_canary_first(
     assert not [p for p in await cluster.pods(NAMESPACE) if "elsewhere" in p["metadata"]["name"]]
 
 
+async def test_a_refused_pod_is_said_once_as_an_event_with_the_api_servers_words(
+    cluster: KmockCluster, kubelet: FakeKubelet, settings: OperatorSettings
+) -> None:
+    # PodSecurity (restricted) or a ResourceQuota refuses every serving pod: without this event
+    # the rollout looked "in progress" to kubectl, the reason only in the operator's log.
+    forbidden = 'pods "vibm-spindle-classifier-edge-1" is forbidden: violates PodSecurity "restricted:latest"'
+    cluster.emulator.refusals["POST", "pods"] = (403, forbidden)
+    async with running_operator(cluster, settings):
+        await cluster.apply_model(manifest())
+
+        async def said() -> bool:
+            return "ApplyFailed" in reasons(await cluster.events(NAMESPACE))
+
+        await eventually(said, timeout_s=30, what="an ApplyFailed event")
+        await asyncio.sleep(6)  # a retry comes 5-30 s later; the same refusal is not said again
+        refused = [e for e in await cluster.events(NAMESPACE) if e["reason"] == "ApplyFailed"]
+        assert len(refused) == 1
+        assert refused[0]["type"] == "Warning"
+        assert forbidden in refused[0]["message"]
+        del cluster.emulator.refusals["POST", "pods"]
+        await eventually(
+            lambda: phase_is(cluster, "Ready", active="v3"), what="Ready once the pods are let in"
+        )
+    assert kubelet is not None
+
+
 async def targets_are(cluster: KmockCluster, expected: dict[str, str]) -> bool:
     return await targets(cluster) == expected
 

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from vibration_core.spec import GROUP, PLURAL, VERSION, VibrationModelSpec, VibrationModelStatus
 from vibration_operator import names
 from vibration_operator.apply import apply_decision, drift_events, patch_status, post_events
+from vibration_operator.conditions import Event
 from vibration_operator.drift_status import apply_drift
 from vibration_operator.kube import VIBRATIONMODELS, KubeApi, KubeError, NotFoundError
 from vibration_operator.observe import observe, read_reports, status_session
@@ -67,6 +68,8 @@ class Runtime:
     locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary
     )
+    refused: dict[tuple[str, str], str] = field(default_factory=dict)
+    """The API server's last refusal of each VibrationModel's step, said once as an event."""
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """The lock of one VibrationModel (kept while anyone holds or waits for it)."""
@@ -184,9 +187,14 @@ async def reconcile(rt: Runtime, namespace: str, name: str) -> None:
             observed.nodes, observed.pods, name, namespace, vm["metadata"]["uid"], spec, rt.settings
         )
         decision = decide(name, spec, generation, parse_status(vm), nodes, now)
-        applied = await apply_decision(
-            rt.kube, vm=vm, spec=spec, decision=decision, observed=observed, settings=rt.settings, now=now
-        )
+        try:
+            applied = await apply_decision(
+                rt.kube, vm=vm, spec=spec, decision=decision, observed=observed, settings=rt.settings, now=now
+            )
+        except KubeError as exc:
+            await _say_refused(rt, vm, exc, now)
+            raise
+        rt.refused.pop((namespace, name), None)
         if applied.changed:
             logger.info(
                 "reconciled",
@@ -200,6 +208,22 @@ async def reconcile(rt: Runtime, namespace: str, name: str) -> None:
                     "events": applied.events,
                 },
             )
+
+
+async def _say_refused(rt: Runtime, vm: Mapping[str, Any], exc: KubeError, now: datetime) -> None:
+    """A Warning event `ApplyFailed` with the API server's words, once per refusal while it lasts.
+
+    A refusal that will not pass by itself (403 from PodSecurity or RBAC, a ResourceQuota, 422)
+    stops the rollout on every step; the operator's log alone would leave `kubectl describe`
+    and `kubectl get` showing a rollout in progress.
+    """
+    if exc.retryable:
+        return
+    key, message = (vm["metadata"]["namespace"], vm["metadata"]["name"]), str(exc)[:1024]
+    if rt.refused.get(key) == message:
+        return
+    rt.refused[key] = message
+    await post_events(rt.kube, vm, [Event("Warning", "ApplyFailed", message)], now)
 
 
 async def check_drift(rt: Runtime, namespace: str, name: str) -> None:
@@ -256,7 +280,7 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings) -> None:
     """Set kopf's settings: standalone, quiet in events, bookkeeping in annotations, only our pods watched."""
     kopf_settings.peering.standalone = True  # one replica (Recreate): no peering objects or RBAC
     kopf_settings.scanning.disabled = True  # the chart installs the CRD first: no CRD/namespace watches
-    kopf_settings.posting.level = logging.WARNING  # our transitions are the events; kopf posts failures
+    kopf_settings.posting.level = logging.WARNING  # our transitions are the events, and ApplyFailed
     kopf_settings.persistence.finalizer = f"{names.DOMAIN}/timers"
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.DOMAIN)
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=names.DOMAIN)

@@ -134,6 +134,9 @@ class ApiServerLikeEmulator(kmock.KubernetesEmulator):
         self._in_flight: set[int] = set()
         self._replaced: dict[int, int] = {}
         """id of a request being answered -> id of the copy `_replace` put in the log."""
+        self.refusals: dict[tuple[str, str], tuple[int, str]] = {}
+        """(method, plural) -> (status, message) the API server answers such requests with,
+        as an admission controller (PodSecurity, a ResourceQuota) would."""
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         # kmock finds a request's reaction by scanning its whole request log with each
@@ -151,6 +154,11 @@ class ApiServerLikeEmulator(kmock.KubernetesEmulator):
     async def _answer(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if request.resource is not None and request.resource.plural:
             self._log(request)
+            refusal = self.refusals.get((request.method.upper(), request.resource.plural))
+            if refusal is not None:
+                code, message = refusal
+                status = {"kind": "Status", "status": "Failure", "message": message, "code": code}
+                return aiohttp.web.json_response(status, status=code)
         if request.resource is not None and request.action == kmock.action.CREATE:
             request = self._replace(request, self._on_create(request))
         elif request.resource is not None and request.action == kmock.action.UPDATE and request.name:
