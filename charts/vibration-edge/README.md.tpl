@@ -82,7 +82,10 @@ kubectl apply --server-side -f charts/vibration-edge/crds/
 ```
 
 Uninstalling the chart leaves the CRD and every VibrationModel in place, and keeps the broker's
-claim (`helm.sh/resource-policy: keep`). With several halls in one cluster, the CRD is shared:
+claim (`helm.sh/resource-policy: keep`). Delete the release's VibrationModels before uninstalling:
+their finalizer (`edge.vibration.io/timers`) is removed only by a running operator, so a model
+deleted afterwards stays Terminating until `kubectl patch vibm <name> --type merge -p
+'{"metadata":{"finalizers":null}}'` releases it. With several halls in one cluster, the CRD is shared:
 with Argo CD, let one Application own it (`examples/gitops/applicationset.yaml` does this).
 
 ## Coral Edge TPU
