@@ -144,3 +144,25 @@ def test_no_reports_and_a_disabled_check() -> None:
     assert get_condition(unknown.conditions, "Drifted").reason == "NoReports"  # type: ignore[union-attr]
     off = apply_drift(unknown, {}, DriftSpec(enabled=False), T0)
     assert (off.drift, get_condition(off.conditions, "Drifted").reason) == (None, "DriftCheckDisabled")  # type: ignore[union-attr]
+
+
+def test_a_pod_that_does_not_answer_one_check_keeps_its_drift_verdict() -> None:
+    # One slow /status must not clear a drift the pod still reports (False, NoDrift, an event)
+    # and raise it again at the next check (a new DriftDetected event): the pod's own hysteresis.
+    status = VibrationModelStatus(observed_generation=3)
+    drifting = {"edge-1": _pod("edge-1"), "edge-2": _pod("edge-2", x_shift=0.4, evaluations=3)}
+    out = apply_drift(status, drifting, SPEC, T0)
+    missed = apply_drift(
+        out, {"edge-1": _pod("edge-1")}, SPEC, T0 + timedelta(minutes=1), unanswered={"edge-2"}
+    )
+    assert missed.drift is not None
+    assert missed.drift.nodes == ["edge-2"]
+    condition = get_condition(missed.conditions, "Drifted")
+    assert condition is not None
+    assert (condition.status, condition.reason) == ("True", "DriftDetected")
+    # No pod answered at all: nothing learned, nothing changes.
+    assert apply_drift(out, {}, SPEC, T0 + timedelta(minutes=2), unanswered={"edge-1", "edge-2"}) == out
+    # A node whose pod is gone (not merely silent) leaves the figures, as before.
+    gone = apply_drift(out, {"edge-1": _pod("edge-1")}, SPEC, T0 + timedelta(minutes=3))
+    assert gone.drift is not None
+    assert gone.drift.nodes == []

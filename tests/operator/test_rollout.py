@@ -1145,3 +1145,18 @@ def test_a_status_field_this_build_does_not_know_is_left_out_not_a_reason_to_reb
     parsed = parse_status({"status": raw})
     assert parsed == cluster.status
     assert parse_status({"status": {"phase": "Nonsense"}}) is None, "what cannot be read at all is rebuilt"
+
+
+def test_one_unanswered_status_read_changes_nothing_in_a_promoted_hall() -> None:
+    # A gateway busy validating may miss the one-second budget of a /status read: its Ready pod
+    # still serves what it served, and the hall stays Ready with no event.
+    cluster = rolled_out("v1")
+    spec = make_spec("v1")
+    assert cluster.status is not None
+    unanswered = [replace(o, serving=None) if o.name == "edge-2" else o for o in cluster.observe()]
+    decision = decide(cluster.name, spec, cluster.generation, cluster.status, unanswered, cluster.now)
+    assert decision.status.phase == "Ready"
+    assert decision.status.ready_nodes == cluster.status.ready_nodes
+    assert decision.events == []
+    assert decision.delete_pods == []
+    assert decision.create_pods == []

@@ -21,7 +21,7 @@ from vibration_core.spec import DriftStatus
 from vibration_operator.conditions import ConditionStatus, set_condition
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
     from datetime import datetime
 
     from vibration_core.messages import ModelStatus
@@ -105,12 +105,18 @@ def apply_drift(
     reports: Mapping[str, ModelStatus],
     policy: DriftSpec,
     now: datetime,
+    *,
+    unanswered: Collection[str] = (),
 ) -> VibrationModelStatus:
     """The status with `drift` and the `Drifted` condition set from the serving pods' reports.
 
     A node counts as drifted when its pod says so: the pod applies the same
     policy (the operator passes it in the pod's environment) and its
-    hysteresis. Nodes without a report are left out of the figures.
+    hysteresis. Nodes without a pod are left out of the figures. A node whose
+    pod runs but did not answer (`unanswered`) keeps its last verdict: one slow
+    answer must not clear a drift the pod still reports, and raise it again
+    with a new event at the next check. A check that heard from no pod at all
+    changes nothing.
     """
     generation = status.observed_generation or 0
     if not policy.enabled:
@@ -119,11 +125,16 @@ def apply_drift(
             status.conditions, "Drifted", "False", "DriftCheckDisabled", off, generation=generation, now=now
         )
         return status.model_copy(update={"drift": None, "conditions": conditions})
-    drifted_nodes = sorted(node for node, report in reports.items() if report.drifted)
+    if not reports and unanswered and status.drift is not None:
+        return status
+    were = set(status.drift.nodes) if status.drift is not None else set()
+    drifted_nodes = sorted(
+        {node for node, report in reports.items() if report.drifted} | (were & set(unanswered))
+    )
     per_node = {node: sorted(findings(node, reports[node].drift), key=Finding.sort_key) for node in reports}
     everything = [f for found in per_node.values() for f in found]
     psis = [f.psi for f in everything if f.psi is not None]
-    pool = [per_node[node][0] for node in drifted_nodes if per_node[node]] or everything
+    pool = [per_node[node][0] for node in drifted_nodes if per_node.get(node)] or everything
     worst = min(pool, key=Finding.sort_key, default=None)
     drift = DriftStatus(
         drifted=bool(drifted_nodes),
@@ -135,13 +146,15 @@ def apply_drift(
         checked_at=now,
     )
     condition: tuple[ConditionStatus, str, str]
-    if not reports:
+    if not reports and not drifted_nodes:
         condition = ("Unknown", "NoReports", "no serving pod reported drift statistics")
     elif drifted_nodes:
         named = [
             f"{node}: {per_node[node][0].describe(policy)}"
-            if per_node[node]
+            if per_node.get(node)
             else f"{node}: reported by the pod"
+            if node in per_node
+            else f"{node}: drifted at the last check (its pod did not answer this one)"
             for node in drifted_nodes[:_MAX_NODES_NAMED]
         ]
         more = len(drifted_nodes) - _MAX_NODES_NAMED

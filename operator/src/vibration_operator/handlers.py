@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
+    from vibration_core.messages import ModelStatus
     from vibration_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -234,11 +235,14 @@ async def check_drift(rt: Runtime, namespace: str, name: str) -> None:
         if vm is None or status is None:
             return  # the first reconcile has not written a status yet
         spec = parse_spec(vm)
-        reports = {}
+        reports: dict[str, ModelStatus] = {}
+        unanswered: set[str] = set()
         if spec.drift.enabled:
-            reports = await read_reports(rt.kube, rt.session(), namespace, name, rt.settings.http_port)
+            reports, unanswered = await read_reports(
+                rt.kube, rt.session(), namespace, name, rt.settings.http_port
+            )
         now = datetime.now(UTC)
-        new = apply_drift(status, reports, spec.drift, now)
+        new = apply_drift(status, reports, spec.drift, now, unanswered=unanswered)
         if await patch_status(rt.kube, vm, new.model_dump(by_alias=True, exclude_none=True, mode="json")):
             await post_events(rt.kube, vm, drift_events(status, new), now)
             drift = new.drift

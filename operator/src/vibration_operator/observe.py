@@ -231,13 +231,17 @@ def _last_start(pod: Mapping[str, Any]) -> datetime:
 
 async def read_reports(
     kube: KubeApi, http: aiohttp.ClientSession, namespace: str, vm_name: str, http_port: int
-) -> dict[str, ModelStatus]:
-    """The /status of every running serving pod of a VibrationModel, by node (for drift checks)."""
+) -> tuple[dict[str, ModelStatus], set[str]]:
+    """The /status of every running serving pod of a VibrationModel, by node (for drift checks).
+
+    Also the nodes whose running pod did not answer: their last verdict stands for this check.
+    """
     pods = _by_node(await kube.list(PODS, namespace, names.selector_labels(vm_name)))
     urls = {node: status_url(pod, http_port) for node, pod in pods.items()}
     wanted = {node: url for node, url in urls.items() if url is not None}
     answers = await asyncio.gather(*(read_status(http, url) for url in wanted.values()))
-    return {node: answer for node, answer in zip(wanted, answers, strict=True) if answer is not None}
+    reports = {node: answer for node, answer in zip(wanted, answers, strict=True) if answer is not None}
+    return reports, set(wanted) - set(reports)
 
 
 def status_session(timeout_s: float = 1.0) -> aiohttp.ClientSession:

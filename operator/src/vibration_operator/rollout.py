@@ -59,7 +59,7 @@ ConfigMaps, then pods: a crash in between is then repaired by the next run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from vibration_core.spec import NodeStatus, VersionRef, VibrationModelStatus
@@ -333,6 +333,24 @@ def _progress(plan: _Plan, statuses: list[NodeStatus], targets: Mapping[str, Mod
     )
 
 
+def _last_known(
+    observations: Sequence[NodeObservation], status: VibrationModelStatus
+) -> list[NodeObservation]:
+    """The observations, with what a Ready pod served at the last step where its /status went unanswered.
+
+    One slow answer (the budget is a second; a gateway busy validating may miss it) would
+    otherwise read as "serves nothing": the hall flips to Progressing, Ready to False, and
+    NodeValidating/NodeServing events come and go, Argo CD's health with them.
+    """
+    served = {n.name: n.serving for n in status.nodes if n.serving is not None}
+    return [
+        replace(o, serving=served[o.name])
+        if o.ready and o.serving is None and o.candidate is None and o.name in served
+        else o
+        for o in observations
+    ]
+
+
 def _with_recorded_active(
     status: VibrationModelStatus, observations: Sequence[NodeObservation]
 ) -> VibrationModelStatus:
@@ -359,9 +377,9 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
     now: datetime,
 ) -> Decision:
     """The next step of the rollout of VibrationModel `name`, from its last status and the cluster."""
-    plan = _plan(
-        name, spec, _with_recorded_active(status or VibrationModelStatus(), observations), observations, now
-    )
+    old = status or VibrationModelStatus()
+    observations = _last_known(observations, old)
+    plan = _plan(name, spec, _with_recorded_active(old, observations), observations, now)
     targets = {o.name: want for o in plan.nodes if (want := _want(plan, o)) is not None}
     statuses = _node_statuses(plan, targets, now)
     new_status, events = record(plan.old, _progress(plan, statuses, targets), generation, now)
