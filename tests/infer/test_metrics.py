@@ -87,3 +87,10 @@ def test_drift_gauges_say_what_was_flagged_and_leave_the_classes_open_until_the_
     assert "vibration_infer_drift_baseline_windows 200.0" in scraped
     assert "vibration_infer_drift_baseline_needed 1000.0" in scraped
     assert "vibration_infer_drifted 0.0" in scraped  # one flagged evaluation is not drift yet
+    # A swap: the new model's monitor has evaluated nothing; the last model's figures go.
+    metrics.set_drift(DriftMonitor(reference, ("a", "b"), policy).report())
+    swapped = generate_latest(registry).decode()
+    flagged = [line for line in swapped.splitlines() if line.startswith("vibration_infer_drift_flagged{")]
+    assert flagged == ['vibration_infer_drift_flagged{test="classes"} 0.0']
+    assert 'vibration_infer_drift_psi{feature="x"}' not in swapped
+    assert "vibration_infer_drift_evaluations 0.0" in swapped

@@ -93,7 +93,14 @@ class DriftGauges:
         )
 
     def set(self, report: DriftReport) -> None:
-        """Publish one evaluation (features not evaluated yet keep their last value)."""
+        """Publish one evaluation (features not evaluated yet keep their last value).
+
+        A report with no evaluation yet (a new model's monitor, after a swap) clears the
+        per-feature figures: the last model's drift is not this one's.
+        """
+        if report.evaluations == 0:
+            for gauge in (self.psi, self.ks, self.p_value, self.flagged):
+                gauge.clear()
         _set_all(self.psi, report.feature_psi)
         _set_all(self.ks, report.feature_ks)
         _set_all(self.p_value, report.feature_p)
