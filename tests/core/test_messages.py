@@ -673,4 +673,5 @@ def test_error_reason_vocabulary() -> None:
         "sample_rate_mismatch",
         "window_length_mismatch",
         "unit_mismatch",
+        "internal",
     }

@@ -43,6 +43,7 @@ from vibration_core.raw import (
 from vibration_core.validation import ExitCode
 from vibration_infer.cache import ModelCache
 from vibration_infer.loader import load_model, predict
+from vibration_infer.serve import batcher as batcher_module
 from vibration_infer.serve import http as http_module
 from vibration_infer.serve import swap as swap_module
 from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
@@ -491,6 +492,50 @@ def test_an_answer_waiting_for_the_broker_keeps_its_inputs_receipt_not_its_windo
         assert all(type(m.then_ack) is Receipt for m in answers)
         assert len({m.then_ack for m in answers}) == len(data)
         wait_until(lambda: app.link.unacknowledged() == 0, SLOW, "every input acknowledged")
+        sensor.close()
+        collector.close()
+
+
+@pytest.mark.integration
+def test_a_window_whose_handling_fails_gets_an_internal_error_message_and_the_rest_are_answered(
+    broker: Mosquitto, models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Contract 3: every message that cannot be used gets an error message, even where the fault
+    # is the pod's own; it used to be acknowledged in silence while errors_total counted it.
+    data = stream(3, seed=21)
+    cursed = int(data.timestamp_ns[1])
+    real = batcher_module.extract_features
+
+    def breaks_on_one(windows: Any, sample_rate: float) -> Any:
+        if isinstance(windows, np.ndarray) and windows.ndim == 1 and windows[0] == data.windows[1][0]:
+            raise RuntimeError("a bug")
+        if (
+            isinstance(windows, np.ndarray)
+            and windows.ndim == 2
+            and (windows[:, 0] == data.windows[1][0]).any()
+        ):
+            raise RuntimeError("a bug")
+        return real(windows, sample_rate)
+
+    monkeypatch.setattr(batcher_module, "extract_features", breaks_on_one)
+    with serving(settings_for(broker, models, tmp_path)) as app:
+        collector = Collector(broker)
+        sensor = Publisher(broker)
+        sensor.send_all(data)
+        wait_until(
+            lambda: collector.count("predictions") >= 2 and collector.count("errors") >= 1, SLOW, "answers"
+        )
+        (error,) = collector.errors()
+        assert (error.reason, error.field, error.machine) == (
+            ErrorReason.INTERNAL,
+            "window",
+            str(data.machine[1]),
+        )
+        assert error.detail.startswith("RuntimeError while answering this window")
+        answered = {(p.machine, p.timestamp_ns) for p in collector.predictions()}
+        assert answered == keys(data) - {(str(data.machine[1]), cursed)}
+        wait_until(lambda: app.link.unacknowledged() == 0, SLOW, "every input acknowledged")
+        assert 'vibration_infer_errors_total{reason="internal"} 1.0' in scrape(app, "/metrics")
         sensor.close()
         collector.close()
 

@@ -47,6 +47,9 @@ class ErrorReason(StrEnum):
     """A window whose length is not the one the serving model was trained for."""
     UNIT_MISMATCH = "unit_mismatch"
     """A JSON window that says its unit, and it is not the one the serving model was trained on."""
+    INTERNAL = "internal"
+    """The pod failed while answering a window it could read (the detail names the failure; the
+    pod's log has the rest). The window is acknowledged: the broker would only bring it back."""
 
 
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]

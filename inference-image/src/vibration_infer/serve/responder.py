@@ -14,6 +14,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vibration_core.errors import MessageError
+from vibration_core.messages import ErrorReason
 from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
 from vibration_infer.serve.batcher import BatchProcessor
 from vibration_infer.serve.link import Outgoing
@@ -67,10 +69,26 @@ class Responder:
                 for item in batch:
                     try:
                         self._handle([item], active, shadow)
-                    except Exception:  # one message's handling: the loop must go on
+                    except Exception as exc:  # one message's handling: the loop must go on
                         logger.exception("message_failed", extra={"topic": item.topic[:200]})
-                        self.metrics.record_errors(["internal"])
-                        self.link.ack(item)
+                        self._answer_failure(item, exc)
+
+    def _answer_failure(self, item: Incoming, exc: Exception) -> None:
+        """The error message `internal` for a window whose handling failed, then its acknowledgement."""
+        self.metrics.record_errors([ErrorReason.INTERNAL.value])
+        try:
+            machine = self.layout.machine_of_raw(item.topic)
+        except MessageError:
+            machine = None
+        detail = f"{type(exc).__name__} while answering this window; the pod's log has the rest"
+        try:
+            answer = self.processor.error(item, MessageError(ErrorReason.INTERNAL, "window", detail), machine)
+            self.link.publish_many(
+                [Outgoing(answer.topic, answer.payload, self.settings.predictions_qos, then_ack=item.receipt)]
+            )
+        except Exception:  # nothing more to say: acknowledge it, or the broker brings it back forever
+            logger.exception("error_message_failed", extra={"topic": item.topic[:200]})
+            self.link.ack(item)
 
     def _handle(self, items: list[Incoming], active: Active, shadow: Shadow | None) -> None:
         result = self.processor.process(items, active.model)
