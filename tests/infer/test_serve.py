@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from vibration_core.features import extract_features
 from vibration_core.messages import ErrorMessage, ErrorReason, ModelStatus, Prediction
 from vibration_core.modelcard import CARD_FILENAME
 from vibration_core.raw import (
@@ -504,7 +505,7 @@ def test_a_window_whose_handling_fails_gets_an_internal_error_message_and_the_re
     # is the pod's own; it used to be acknowledged in silence while errors_total counted it.
     data = stream(3, seed=21)
     cursed = int(data.timestamp_ns[1])
-    real = batcher_module.extract_features
+    real = extract_features
 
     def breaks_on_one(windows: Any, sample_rate: float) -> Any:
         if isinstance(windows, np.ndarray) and windows.ndim == 1 and windows[0] == data.windows[1][0]:
