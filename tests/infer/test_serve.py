@@ -807,6 +807,10 @@ def test_a_target_that_cannot_be_fetched_is_tried_again_until_the_registry_has_i
         assert status.candidate_report is not None
         assert ExitCode(status.candidate_report.code) is ExitCode.CANNOT_FETCH
         assert status.version == "v1"
+        time.sleep(1.2)  # tried again, every 0.5 s: not a failed swap each time
+        metrics = scrape(app, "/metrics")
+        assert 'vibration_infer_swaps_total{outcome="fetch_failed"}' in metrics
+        assert 'vibration_infer_swaps_total{outcome="failed"}' not in metrics
         registry.mkdir()
         shutil.copy(models.v2.artifact, artifact)
         shutil.copy(models.v2.card_path, registry / CARD_FILENAME)

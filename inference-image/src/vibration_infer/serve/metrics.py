@@ -113,7 +113,7 @@ class ServeMetrics:
         )
         self.swaps = Counter(
             "vibration_infer_swaps",
-            "Hot-swap attempts, by outcome (promoted, failed).",
+            "Hot-swap attempts, by outcome (promoted, failed; fetch_failed: the registry, retried).",
             ["outcome"],
             registry=r,
         )

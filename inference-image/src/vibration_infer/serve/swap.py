@@ -350,7 +350,10 @@ class HotSwap:
         return outcome
 
     def _failed(self, target: ModelTarget, outcome: Outcome) -> None:
-        self.metrics.swaps.labels(outcome="failed").inc()
+        # A fetch that failed is tried again every fetch_retry_s: a day's registry outage is not
+        # 2 880 failed swaps.
+        fetch = outcome.code is ExitCode.CANNOT_FETCH
+        self.metrics.swaps.labels(outcome="fetch_failed" if fetch else "failed").inc()
         code = outcome.code.name
         logger.warning(
             "swap_failed",
