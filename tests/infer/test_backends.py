@@ -233,3 +233,29 @@ def test_predict_labels_come_from_the_card(
     np.testing.assert_allclose(got.confidences, got.probabilities.max(axis=1))
     with pytest.raises(ContractMismatchError, match="sample_rate"):
         predict(loaded, node_data.windows[:5], 51200.0)
+
+
+def test_the_probabilities_are_read_from_the_output_the_card_names(
+    onnx_model: TinyModel, node_data: SimulatedData, tmp_path: Path
+) -> None:
+    # A model whose last float (batch, classes) output is not its probabilities (scores after
+    # them): by position it served the scores, with rows that do not sum to 1, and passed the gate.
+    import onnx as onnx_lib  # noqa: PLC0415 - the graph surgery of this test only
+
+    model = onnx_lib.load_from_string(onnx_model.data)
+    graph = model.graph
+    probabilities = onnx_model.card.outputs[-1].name
+    graph.initializer.append(onnx_lib.helper.make_tensor("ten", onnx_lib.TensorProto.FLOAT, [], [10.0]))
+    graph.node.append(onnx_lib.helper.make_node("Mul", [probabilities, "ten"], ["scores"]))
+    width = len(onnx_model.card.labels)
+    graph.output.append(
+        onnx_lib.helper.make_tensor_value_info("scores", onnx_lib.TensorProto.FLOAT, [None, width])
+    )
+    data = model.SerializeToString()
+    loaded = load_model(_write(tmp_path, "model.onnx", data), for_artifact(onnx_model.card, data))
+    original = load_model(_write(tmp_path, "original.onnx", onnx_model.data), onnx_model.card)
+    got = predict(loaded, node_data.windows[:20], node_data.sample_rate)
+    np.testing.assert_allclose(
+        got.probabilities, predict(original, node_data.windows[:20], node_data.sample_rate).probabilities
+    )
+    np.testing.assert_allclose(got.probabilities.sum(axis=1), 1.0, atol=1e-5)

@@ -99,6 +99,7 @@ def load_model(
     started = time.perf_counter()
     backend = _open(artifact, card, accelerator=accelerator, fallback=edgetpu_fallback, threads=threads)
     seconds = time.perf_counter() - started
+    backend.use_output(card.outputs[-1].name)
     check_signature(card, backend.signature())
     logger.info(
         "model_loaded",

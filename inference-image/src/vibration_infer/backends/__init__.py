@@ -28,6 +28,14 @@ class Backend(Protocol):
         """Inputs and output width as the runtime reports them, for the contract check."""
         ...
 
+    def use_output(self, name: str) -> None:
+        """Read the probabilities from the output called `name` (the card's), where the model has one.
+
+        Without it (or without such an output) the last float output of shape (batch, classes)
+        holds them: a model whose outputs are [probabilities, logits] would serve logits.
+        """
+        ...
+
     def predict_proba(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Return ``(n, n_classes)`` probabilities, columns in the card's label order."""
         ...

@@ -76,17 +76,26 @@ class TFLiteBackend:
         if len(inputs) != 1:
             raise LoadError(str(path), f"expected one input tensor, found {len(inputs)}")
         self._input = inputs[0]
-        outputs = [d for d in interpreter.get_output_details() if len(d["shape"]) == 2]  # noqa: PLR2004
-        if not outputs:
+        self._candidates = [d for d in interpreter.get_output_details() if len(d["shape"]) == 2]  # noqa: PLR2004
+        if not self._candidates:
             raise LoadError(str(path), "no 2-D (batch, classes) output tensor")
-        self._output = outputs[-1]
         signature = [int(v) for v in self._input.get("shape_signature", self._input["shape"])]
         self._dynamic = signature[0] == -1
         self._fixed_batch = int(self._input["shape"][0])
         self._batch = self._fixed_batch
-        self._n_classes = int(self._output["shape"][-1])
         self._in_scale, self._in_zero = _quantization(self._input)
-        self._out_scale, self._out_zero = _quantization(self._output)
+        self._use(self._candidates[-1])
+
+    def _use(self, output: dict[str, Any]) -> None:
+        self._output = output
+        self._n_classes = int(output["shape"][-1])
+        self._out_scale, self._out_zero = _quantization(output)
+
+    def use_output(self, name: str) -> None:
+        """Read the probabilities from the 2-D output tensor `name`, if there is one."""
+        for output in self._candidates:
+            if output["name"] == name:
+                self._use(output)
 
     @property
     def name(self) -> str:

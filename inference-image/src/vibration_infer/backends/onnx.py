@@ -65,6 +65,10 @@ _ORT_ERRORS: Final = (
 )
 
 
+_RANK = 2
+"""(batch, classes): the rank of a probability output."""
+
+
 def load(path: Path, *, threads: int = 1) -> OnnxBackend:
     """Open `path` in ONNX Runtime; raises `LoadError` when the runtime refuses it."""
     options = ort.SessionOptions()
@@ -94,12 +98,22 @@ class OnnxBackend:
         if len(inputs) != 1:
             raise LoadError(str(path), f"expected one input tensor, found {len(inputs)}")
         self._input_name = str(inputs[0].name)
-        probabilities = [o for o in session.get_outputs() if o.type == "tensor(float)" and len(o.shape) == 2]  # noqa: PLR2004
-        if not probabilities:
+        outputs = session.get_outputs()
+        self._candidates = [o for o in outputs if o.type == "tensor(float)" and len(o.shape) == _RANK]
+        if not self._candidates:
             raise LoadError(str(path), "no float output of rank 2 (the class probabilities)")
-        self._output = probabilities[-1]
-        width = self._output.shape[-1]
+        self._use(self._candidates[-1])
+
+    def _use(self, output: Any) -> None:  # noqa: ANN401 - onnxruntime's NodeArg
+        self._output = output
+        width = output.shape[-1]
         self._n_classes = width if isinstance(width, int) else None
+
+    def use_output(self, name: str) -> None:
+        """Read the probabilities from the float (batch, classes) output `name`, if there is one."""
+        for output in self._candidates:
+            if output.name == name:
+                self._use(output)
 
     @property
     def name(self) -> str:
