@@ -377,3 +377,25 @@ def test_log_events_go_to_stderr_as_json_lines_with_log_format_json(tmp_path: Pa
         ("info", "vibration_train.cli_common", "step_done", "simulating 4 windows"),
         ("info", "vibration_train.cli_common", "step_done", f"writing {tmp_path / 'd.parquet'}"),
     ]
+
+
+def test_a_table_labelled_with_integers_needs_its_class_names(feature_table: Columns, tmp_path: Path) -> None:
+    # The reference pipeline's tables label windows 0..3: a card of classes "0".."3" alerted on
+    # "0" and had no normal class. --labels names them, the i-th name for the i-th smallest.
+    names = ("normal", "imbalance", "misalignment", "bearing_fault")
+    columns = dict(feature_table)
+    columns["label"] = [names.index(str(label)) for label in feature_table["label"]]
+    data = write_columns(tmp_path / "reference.parquet", columns)
+    signal = ("--sample-rate", SAMPLE_RATE, "--window-length", WINDOW_LENGTH)
+    out = tmp_path / "model"
+    refused = invoke("fit", "--data", data, "--out", out, *FAST, *signal)
+    assert_refused(
+        refused, EXIT_BAD_INPUT, "the labels are integers (0, 1, 2, 3): name the classes with", out
+    )
+    fitted = invoke("fit", "--data", data, "--out", out, *FAST, *signal, "--labels", ",".join(names))
+    assert fitted.exit_code == 0, fitted.output
+    assert "labels 0, 1, 2, 3 read as normal, imbalance, misalignment, bearing_fault" in fitted.stderr
+    assert set(ModelCard.load(out / CARD_FILENAME).labels) == set(names)
+    again = tmp_path / "again"
+    short = invoke("fit", "--data", data, "--out", again, *FAST, *signal, "--labels", "normal,fault")
+    assert_refused(short, EXIT_BAD_INPUT, "--labels gives 2 names for 4 integer classes", again)

@@ -51,6 +51,7 @@ from vibration_train.data import TrainingTable, load_table
 from vibration_train.edgetpu import EdgeTpuConfig, EdgeTpuResult, fit_edgetpu
 from vibration_train.errors import FitConfigError, ParityError, TrainingDataError, TrainingError
 from vibration_train.fit import FitConfig, fit
+from vibration_train.fit_labels import name_classes
 from vibration_train.onnx_export import check_parity, to_onnx
 from vibration_train.report import format_held_out, format_report
 from vibration_train.simulator import CLASSES, UNIT, simulate
@@ -162,12 +163,21 @@ def fit_command(  # noqa: PLR0917 - Typer passes every option as a parameter
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="Artifact format.")
     ] = OutputFormat.ONNX,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="Class names, comma-separated, for a table labelled with integers (the reference "
+            "pipeline's 0..3): the i-th name for the i-th smallest integer.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Fit a classifier on --data, check its ONNX form, write OUT/model.onnx and OUT/modelcard.json."""
     check_names(model_id, version)
     if out.exists() and not out.is_dir():
         fail(EXIT_BAD_INPUT, f"--out {out} exists and is not a directory")
-    source = _Source(data, sample_rate, window_length, unit_of(unit))
+    names = None if labels is None else tuple(name.strip() for name in labels.split(","))
+    source = _Source(data, sample_rate, window_length, unit_of(unit), names)
     if output_format is OutputFormat.EDGETPU:
         # Keras MLP -> full-integer INT8 TFLite (compiled when edgetpu_compiler is on PATH),
         # sharing load_table and the split; the boosting options do not apply to it.
@@ -188,19 +198,24 @@ class _Source:
     sample_rate: float | None
     window_length: int | None
     unit: Unit | None
+    labels: tuple[str, ...] | None = None
 
     def load(
         self, progress: Progress, timings: dict[str, float] | None = None, name: str = ""
     ) -> TrainingTable:
-        """The training table, loaded behind a progress step."""
+        """The training table, loaded behind a progress step, its integer classes named (`fit_labels`)."""
         with step(progress, f"loading {self.path.name}", timings, name) as advance:
-            return load_table(
+            table = load_table(
                 self.path,
                 sample_rate=self.sample_rate,
                 window_length=self.window_length,
                 unit=self.unit,
                 on_progress=advance,
             )
+        table, read_as = name_classes(table, self.labels)
+        if read_as:
+            typer.echo(f"labels {', '.join(read_as)} read as {', '.join(read_as.values())}", err=True)
+        return table
 
 
 def _fit_config(n_estimators: int, max_depth: int, learning_rate: float, random_state: int) -> FitConfig:

@@ -1,0 +1,62 @@
+"""Class names for a training table labelled with integers, as the reference pipeline's tables are.
+
+A table whose labels are all integers (``0``..``3``) would give a card whose
+classes are called "0".."3": predictions and alerts would name them so, and
+no class would be `normal`. `fit --labels normal,imbalance,...` names them:
+the i-th smallest integer class takes the i-th name, which is scikit-learn's
+``classes_`` order and so the reference pipeline's. Without names such a table
+is refused; a table already labelled with names is read as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vibration_train.errors import TrainingDataError
+
+if TYPE_CHECKING:
+    from vibration_train.data import TrainingTable
+
+
+def _integers(values: list[str]) -> list[int] | None:
+    try:
+        return sorted(int(value) for value in values)
+    except ValueError:
+        return None
+
+
+def name_classes(table: TrainingTable, names: tuple[str, ...] | None) -> tuple[TrainingTable, dict[str, str]]:
+    """The table with integer labels replaced by `names`, and how each was read (empty: as it was)."""
+    values, rows = np.unique(table.labels, return_inverse=True)
+    found = [str(value) for value in values.tolist()]
+    integers = _integers(found)
+    if names is None:
+        if integers is not None:
+            raise TrainingDataError(
+                table.source,
+                f"the labels are integers ({', '.join(map(str, integers))}): name the classes with "
+                "--labels, the i-th name for the i-th smallest (e.g. --labels "
+                "normal,imbalance,misalignment,bearing_fault); the card, predictions and alerts use them",
+            )
+        return table, {}
+    if integers is None:
+        raise TrainingDataError(
+            table.source,
+            f"--labels names integer classes, and the labels are names already ({', '.join(found)})",
+        )
+    if len(set(names)) != len(names) or any(not name.strip() for name in names):
+        raise TrainingDataError(
+            table.source, f"--labels must be distinct, non-empty names, got {list(names)}"
+        )
+    if len(names) != len(integers):
+        raise TrainingDataError(
+            table.source,
+            f"--labels gives {len(names)} names for {len(integers)} integer classes "
+            f"({', '.join(map(str, integers))})",
+        )
+    read_as = {str(value): name for value, name in zip(integers, names, strict=True)}
+    named = np.asarray([read_as[value] for value in found])
+    return replace(table, labels=named[rows]), read_as
