@@ -58,6 +58,16 @@ def quiet_machine_four_decimals(c: dict[str, Any]) -> None:
     rounded(c)
 
 
+def energies_without_two_over_n(c: dict[str, Any]) -> None:
+    for name in ("energy_low", "energy_mid", "energy_high"):  # |rfft(x)|**2, not (|rfft(x)| * 2 / n)**2
+        c[name] = c[name] * (WINDOW_LENGTH / 2) ** 2
+
+
+def energies_in_ms2_beside_rms_in_g(c: dict[str, Any]) -> None:
+    for name in ("energy_low", "energy_mid", "energy_high"):
+        c[name] = c[name] * 9.80665**2
+
+
 def constant_window(c: dict[str, Any]) -> None:
     c["kurtosis"] = c["kurtosis"].copy()
     c["kurtosis"][0] = 0.0  # a constant window's kurtosis
@@ -83,8 +93,10 @@ def test_a_table_of_the_extractors_features_loads(
         (excess_kurtosis, r"kurtosis holds values below 1 .* excess kurtosis .* add 3"),
         (swapped_energies, r"ratio_low, ratio_mid and ratio_high are not each band.s energy over the three"),
         (crest_over_peak, r"crest_factor is not peak / rms in most windows"),
+        (energies_without_two_over_n, r"energy_low \+ energy_mid \+ energy_high exceed 4 x rms² .* 2 / n"),
+        (energies_in_ms2_beside_rms_in_g, r"exceed 4 x rms² .* in another unit than rms"),
     ],
-    ids=["excess-kurtosis", "swapped-energies", "crest"],
+    ids=["excess-kurtosis", "swapped-energies", "crest", "energies-unscaled", "energies-other-unit"],
 )
 def test_a_table_computed_otherwise_is_refused_naming_the_column(
     tmp_path: Path, columns: dict[str, Any], change: Callable[[dict[str, Any]], None], message: str

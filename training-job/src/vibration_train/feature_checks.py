@@ -10,7 +10,11 @@ table that breaks them was computed otherwise:
   refused;
 - the crest factor is peak over rms;
 - each ratio is its band's energy over the three bands' sum (and so they add
-  up to 1).
+  up to 1);
+- the three energies, of the amplitude spectrum ``|rfft(x)| * 2 / n``, add
+  up to at most twice the mean square (Parseval): energies of another scaling
+  (without ``2 / n``) or unit (m/s² beside an rms in g) break it by far, in
+  most windows.
 
 Tables exported with a few digits (energies in g² are often below 1e-4) bend
 the last two: a table rounded to a fixed number of decimals gets the slack
@@ -45,6 +49,8 @@ RATIO_SLACK: Final = 1e-4
 """How far a ratio may differ from its band's share of the energy, plus the two slacks below."""
 RATIO_RELATIVE_SLACK: Final = 0.02
 """Relative difference of a ratio from its share that significant-digit rounding may leave."""
+ENERGY_BOUND: Final = 4.0
+"""The bands' energies add up to at most twice the mean square; a table may show twice that."""
 SOME: Final = 0.1
 """The share of the windows that can tell that must break the ratios for the table to be refused."""
 MOSTLY: Final = 0.5
@@ -85,6 +91,18 @@ def check_feature_table(source: str, features: npt.NDArray[np.float32]) -> None:
         "crest_factor is not peak / rms in most windows: the columns are swapped or computed otherwise",
         checkable=has_rms,
     )
+    # Parseval: the one-sided amplitude spectrum's energy is 2 * mean(x**2) less the DC and Nyquist
+    # terms, so the bands' sum is at most 2 rms². Twice that leaves room for any rounding.
+    energy = energies.sum(axis=1)
+    _refuse(
+        source,
+        has_rms & (energy > ENERGY_BOUND * rms * rms + _quantum(energies)),
+        energy,
+        f"energy_low + energy_mid + energy_high exceed {ENERGY_BOUND:g} x rms² (the spectrum's energy is at "
+        "most 2 rms², Parseval) in most windows: the energies are scaled otherwise (the amplitude "
+        "spectrum is |rfft(x)| * 2 / n) or in another unit than rms",
+        checkable=has_rms,
+    )
     total = ratios.sum(axis=1)
     named = total > 0
     _refuse(
@@ -96,7 +114,6 @@ def check_feature_table(source: str, features: npt.NDArray[np.float32]) -> None:
     )
     # Each ratio against its energy's share, with the slack rounding to a fixed number of
     # decimals leaves (energies in g² often lose most of their digits there).
-    energy = energies.sum(axis=1)
     counted = named & (energy > 0)
     shares = np.divide(energies, energy[:, None], out=np.zeros_like(energies), where=counted[:, None])
     slack = (
