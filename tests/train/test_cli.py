@@ -399,3 +399,30 @@ def test_a_table_labelled_with_integers_needs_its_class_names(feature_table: Col
     again = tmp_path / "again"
     short = invoke("fit", "--data", data, "--out", again, *FAST, *signal, "--labels", "normal,fault")
     assert_refused(short, EXIT_BAD_INPUT, "--labels gives 2 names for 4 integer classes", again)
+
+
+def test_integer_timestamps_in_milliseconds_are_read_as_milliseconds(
+    feature_table: Columns, tmp_path: Path
+) -> None:
+    # A historian's or Node-RED's export: ms since the epoch. Read as ns they put the card's
+    # training dates in January 1970.
+    columns = dict(feature_table)
+    stamps_ns = feature_table["timestamp"].cast(pa.int64()).to_numpy()
+    columns["timestamp"] = stamps_ns // 10**6
+    data = write_columns(tmp_path / "historian.parquet", columns)
+    out = tmp_path / "model"
+    fitted = invoke(
+        "fit",
+        "--data",
+        data,
+        "--out",
+        out,
+        *FAST,
+        "--sample-rate",
+        SAMPLE_RATE,
+        "--window-length",
+        WINDOW_LENGTH,
+    )
+    assert fitted.exit_code == 0, fitted.output
+    card = ModelCard.load(out / CARD_FILENAME)
+    assert int(card.training.start.timestamp()) == int(stamps_ns.min()) // 10**9

@@ -321,12 +321,39 @@ def _timestamps(source: str, table: pa.Table) -> npt.NDArray[np.int64] | None:
         # A zone-less timestamp is read as UTC, the zone every window start is stated in.
         return np.asarray(column.cast(pa.timestamp("ns", tz=column.type.tz)).to_numpy().astype(np.int64))
     if pa.types.is_integer(column.type):
-        return np.asarray(column.to_numpy(), dtype=np.int64)
+        return _integer_ns(source, np.asarray(column.to_numpy(), dtype=np.int64))
     raise TrainingDataError(
         source,
-        f"column {TIMESTAMP_COLUMN!r} must hold timestamps or integer ns since the epoch, "
+        f"column {TIMESTAMP_COLUMN!r} must hold timestamps or integers since the epoch (ns; s, ms, us "
+        "by their size), "
         f"it holds {column.type}",
     )
+
+
+_EPOCH_UNITS: Final = ((1e11, "s", 10**9), (1e14, "ms", 10**6), (1e17, "us", 10**3))
+"""Integer timestamps below each bound, read as that unit: 1e11 s, 1e14 ms, 1e17 us all lie past 5138,
+and 1e17 ns is 1973; a table of this century's windows is unambiguous."""
+
+
+def _integer_ns(source: str, values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Integer timestamps as ns since the epoch: ns as the contract says, or s, ms, us by their size.
+
+    A historian's or Node-RED's export (ms since the epoch) read as ns put the card's training
+    dates in January 1970; the order of the windows, which the split uses, is the same either way.
+    """
+    largest = int(np.abs(values).max()) if values.size else 0
+    for bound, unit, factor in _EPOCH_UNITS:
+        if 0 < largest < bound:
+            logger.warning(
+                "timestamps_read_as",
+                extra={
+                    "source": source,
+                    "unit": unit,
+                    "detail": f"integers up to {largest} read as {unit} since the epoch",
+                },
+            )
+            return values * factor
+    return values
 
 
 def _check_classes(table: TrainingTable) -> None:
