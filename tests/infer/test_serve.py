@@ -314,6 +314,20 @@ def test_an_alert_policy_that_does_not_fit_the_cards_classes_is_named() -> None:
     assert "no class can alert" in AlertPolicy(alert_labels=frozenset({"bearing_fault"})).mismatch(theirs)
 
 
+@pytest.mark.integration
+def test_a_model_whose_classes_do_not_fit_the_alert_policy_says_so_in_status_and_metrics(
+    broker: Mosquitto, models: Models, tmp_path: Path
+) -> None:
+    with serving(settings_for(broker, models, tmp_path, normal_labels=["healthy"])) as app:
+        wait_until(lambda: app.status().state == "serving", SLOW, "serving")
+        assert "alert policy: every class alerts" in app.status().message
+        assert "vibration_infer_alert_policy_mismatch 1.0" in scrape(app, "/metrics")
+    with serving(settings_for(broker, models, tmp_path / "fits")) as app:
+        wait_until(lambda: app.status().state == "serving", SLOW, "serving")
+        assert "alert policy" not in app.status().message
+        assert "vibration_infer_alert_policy_mismatch 0.0" in scrape(app, "/metrics")
+
+
 def test_alert_labels_restrict_which_labels_alert() -> None:
     policy = AlertPolicy(alert_labels=frozenset({"bearing_fault"}))
     assert policy.alerts_on("bearing_fault")

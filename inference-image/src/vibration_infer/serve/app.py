@@ -228,10 +228,13 @@ class ServeApp:
             self._refreeze_at = time.monotonic() + _REFREEZE_AFTER_S
         self._drift_report = drift.report()
         card = model.card
-        if problem := self.responder.alerts.policy.mismatch(card.labels):
+        problem = self.responder.alerts.policy.mismatch(card.labels)
+        if problem:
             logger.warning("alert_policy_mismatch", extra={"version": card.version, "problem": problem})
+        self.metrics.alert_policy_mismatch.set(1 if problem else 0)
         self.metrics.set_model(card.model_id, card.version, model.sha256, model.backend.name)
-        self.report_state("serving", f"serving {card.model_id} {card.version}")
+        said = f"serving {card.model_id} {card.version}"
+        self.report_state("serving", f"{said}; alert policy: {problem}" if problem else said)
         logger.info(
             "model_active",
             extra={

@@ -141,6 +141,11 @@ class ServeMetrics:
             ["model_id", "version", "sha256", "backend"],
             registry=r,
         )
+        self.alert_policy_mismatch = Gauge(
+            "vibration_infer_alert_policy_mismatch",
+            "1 when the serving model's classes do not fit spec.alerts: every class alerts, or none can.",
+            registry=r,
+        )
         self.ready = Gauge(
             "vibration_infer_ready", "1 when a validated model serves and MQTT is up.", registry=r
         )
