@@ -281,21 +281,39 @@ def test_an_alert_goes_out_once_when_the_run_reaches_its_length() -> None:
         ("imbalance", 0.9), ("imbalance", 0.9), ("normal", 0.9),  # a normal window ends it too
         ("imbalance", 0.9), ("imbalance", 0.9), ("imbalance", 0.9),  # alert
         ("normal", 0.99), ("normal", 0.99), ("normal", 0.99),  # never alerts
-        # A fault the model flips between two labels is one run: the most frequent label, and
-        # the severest severity of the run.
+        # A fault the model flips between two labels is one run, named by its most frequent label.
         ("misalignment", 0.9), ("bearing_fault", 0.9), ("misalignment", 0.9),  # alert
         ("normal", 0.99),
         ("imbalance", 0.9), ("misalignment", 0.9), ("bearing_fault", 0.9),  # a tie: the latest
+        ("normal", 0.99),
+        # A warning that worsens with no normal window between: one more alert, critical.
+        ("imbalance", 0.9), ("imbalance", 0.9), ("imbalance", 0.9),  # alert, warning
+        ("bearing_fault", 0.9), ("bearing_fault", 0.9), ("bearing_fault", 0.9),  # alert, critical
+        ("bearing_fault", 0.9), ("imbalance", 0.9),  # and no more
     ]  # fmt: skip
     alerts = [tracker.observe(prediction("m1", label, c, i)) for i, (label, c) in enumerate(sequence)]
     raised = [(i, a.label, a.severity, a.consecutive) for i, a in enumerate(alerts) if a is not None]
     assert raised == [
         (2, "bearing_fault", "critical", 3),
         (11, "imbalance", "warning", 3),
-        (17, "misalignment", "critical", 3),
+        (17, "misalignment", "warning", 3),
         (21, "bearing_fault", "critical", 3),
+        (25, "imbalance", "warning", 3),
+        (28, "bearing_fault", "critical", 6),
     ]
-    assert tracker.active() == {"m1": ("bearing_fault", 3)}
+    assert tracker.active() == {"m1": ("imbalance", 8)}  # 4 and 4: the latest
+    # The confidence is the named label's in the last window, not the last window's own label's.
+    mixed = AlertTracker(AlertPolicy(consecutive=3))
+    for i, label in enumerate(("misalignment", "misalignment")):
+        mixed.observe(prediction("m1", label, 0.9, i))
+    last = Prediction(
+        machine="m1", timestamp_ns=3, model_id=MODEL_ID, model_version="v1", label="bearing_fault",
+        confidence=0.85, probabilities={"bearing_fault": 0.85, "misalignment": 0.1, "normal": 0.05},
+        latency_ms=0.1,
+    )  # fmt: skip
+    alert = mixed.observe(last)
+    assert alert is not None
+    assert (alert.label, alert.confidence) == ("misalignment", 0.1)
     # machines are independent
     other = AlertTracker(AlertPolicy(consecutive=2))
     assert other.observe(prediction("m1", "imbalance", 0.9, 1)) is None
@@ -845,15 +863,23 @@ def test_alerts_follow_the_debounce_rule_over_mqtt(broker: Mosquitto, models: Mo
         time.sleep(0.2)
         expected = []
         runs: dict[str, list[str]] = {}
+        alerted: dict[str, str] = {}
         for p in collector.predictions():
             run = runs.setdefault(p.machine, [])
             run[:] = [*run, p.label] if p.label != "normal" else []
-            if len(run) == 3:
+            if not run:
+                alerted.pop(p.machine, None)
+            elif len(run) == 3:
                 # the most frequent label of the run; of a tie, the one seen last
                 top = max(run.count(label) for label in run)
-                expected.append(
-                    (p.machine, p.timestamp_ns, next(x for x in reversed(run) if run.count(x) == top))
-                )
+                label = next(x for x in reversed(run) if run.count(x) == top)
+                expected.append((p.machine, p.timestamp_ns, label))
+                alerted[p.machine] = label
+            elif (
+                alerted.get(p.machine, "bearing_fault") != "bearing_fault" and run.count("bearing_fault") == 3
+            ):
+                expected.append((p.machine, p.timestamp_ns, "bearing_fault"))  # a warning worsens
+                alerted[p.machine] = "bearing_fault"
         assert expected
         assert [(a.machine, a.timestamp_ns, a.label) for a in collector.alerts()] == expected
         sensor.close()

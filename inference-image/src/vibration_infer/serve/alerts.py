@@ -3,14 +3,16 @@
 Per machine, a *run* is a sequence of consecutive windows whose label may
 alert, each at or above the confidence threshold. When a run reaches
 `consecutive` windows, one `Alert` goes out, naming the run's most frequent
-label (the latest of those tied) with the most severe severity of its
-labels; the windows after that extend the run silently. A run may mix
+label (the latest of those tied) with that label's severity; the windows
+after that extend the run silently, except that a critical label reaching
+`consecutive` windows in a run that alerted a warning raises one critical
+alert (a fault that worsens with no normal window in between). A run may mix
 fault labels: a fault the model cannot tell apart (bearing wear with
-misalignment) flips between them and is still one sustained fault. Any
-other window (a normal one, a confidence below the threshold) ends the
-run, so a fault that comes back after a break alerts again. Which labels
-alert is policy: every label of the model card except the normal ones by
-default, never a list in code.
+misalignment) flips between them and is still one sustained fault. Any other
+window (a normal one, a confidence below the threshold) ends the run, so a
+fault that comes back after a break alerts again. Which labels alert is
+policy: every label of the model card except the normal ones by default,
+never a list in code.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING
 from vibration_core.messages import Alert
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from vibration_core.messages import Prediction, Severity
     from vibration_infer.serve.settings import ServeSettings
@@ -94,17 +96,35 @@ class AlertPolicy:
         return self.severity.get(label, self.default_severity)
 
 
+@dataclass
+class _Run:
+    """One machine's run: each label's windows and the position of its latest, and what it alerted."""
+
+    labels: dict[str, tuple[int, int]] = field(default_factory=dict)
+    length: int = 0
+    alerted: Severity | None = None
+
+    def top(self, among: Iterable[str] | None = None) -> str:
+        """The label with the most windows (of a tie, the latest), among `among` if given."""
+        names = self.labels if among is None else [name for name in self.labels if name in among]
+        return max(names, key=self.labels.__getitem__)
+
+
 class AlertTracker:
     """The current run of every machine; `observe` each prediction in arrival order."""
 
     def __init__(self, policy: AlertPolicy) -> None:
         self.policy = policy
-        # Per machine in a run: each label's (windows, position of its latest window).
-        self._runs: dict[str, dict[str, tuple[int, int]]] = {}
+        self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
 
     def observe(self, prediction: Prediction) -> Alert | None:
-        """Extend or end the machine's run; return the alert when the run just reached its length."""
+        """Extend or end the machine's run; return an alert when the run just reached its length.
+
+        One alert per run, naming its most frequent label with that label's severity; and one
+        more, critical, when a critical label reaches `consecutive` windows in a run that
+        alerted a warning (a fault that worsens with no normal window in between).
+        """
         policy = self.policy
         machine = prediction.machine
         counts = policy.alerts_on(prediction.label) and prediction.confidence >= policy.confidence
@@ -112,28 +132,36 @@ class AlertTracker:
             if not counts:
                 self._runs.pop(machine, None)
                 return None
-            run = self._runs.setdefault(machine, {})
-            length = sum(n for n, _ in run.values()) + 1
-            run[prediction.label] = (run.get(prediction.label, (0, 0))[0] + 1, length)
-            if length != policy.consecutive:
+            run = self._runs.setdefault(machine, _Run())
+            run.length += 1
+            run.labels[prediction.label] = (run.labels.get(prediction.label, (0, 0))[0] + 1, run.length)
+            label: str | None = None
+            if run.alerted is None and run.length == policy.consecutive:
+                label = run.top()
+            elif run.alerted == "warning":
+                critical = [
+                    name
+                    for name, (n, _) in run.labels.items()
+                    if n >= policy.consecutive and policy.severity_of(name) == "critical"
+                ]
+                label = run.top(critical) if critical else None
+            if label is None:
                 return None
-            label = max(run, key=run.__getitem__)  # the most windows; of a tie, the latest
-            critical = any(policy.severity_of(name) == "critical" for name in run)
+            severity = policy.severity_of(label)
+            run.alerted = severity
+            length = run.length
         return Alert(
             machine=machine,
             timestamp_ns=prediction.timestamp_ns,
             model_id=prediction.model_id,
             model_version=prediction.model_version,
             label=label,
-            confidence=prediction.confidence,
+            confidence=prediction.probabilities.get(label, prediction.confidence),
             consecutive=length,
-            severity="critical" if critical else policy.severity_of(label),
+            severity=severity,
         )
 
     def active(self) -> dict[str, tuple[str, int]]:
         """Machines in a run: its most frequent label and its length (for status and tests)."""
         with self._lock:
-            return {
-                machine: (max(run, key=run.__getitem__), sum(n for n, _ in run.values()))
-                for machine, run in self._runs.items()
-            }
+            return {machine: (run.top(), run.length) for machine, run in self._runs.items()}
