@@ -169,12 +169,6 @@ def test_coral_pod_asks_for_one_tpu_and_the_edgetpu_image() -> None:
         assert container["image"] == SETTINGS.edgetpu_image
         assert container["resources"]["limits"]["squat.ai/coral"] == "1"
     assert all("squat.ai/coral" not in c["resources"]["limits"] for c in containers(cpu_pod()))
-    # A TFLite model on a CPU node needs LiteRT, which only the Edge TPU variant carries; no TPU asked.
-    tflite = CPU.model_copy(update={"format": "tflite"})
-    for container in containers(build_serving_pod("m", "ns", UID, tflite, "n", SETTINGS)):
-        assert container["image"] == SETTINGS.edgetpu_image
-        assert "squat.ai/coral" not in container["resources"]["limits"]
-    assert {c["image"] for c in containers(cpu_pod())} == {SETTINGS.inference_image}
     terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert terms["nodeSelectorTerms"][0]["matchFields"][0]["values"] == ["coral-gw-2.hall-b"]
     other = OperatorSettings(coral_resource_name="coral.ai/tpu")

@@ -227,10 +227,7 @@ def _container(
         requests[settings.coral_resource_name] = limits[settings.coral_resource_name] = "1"
     return {
         "name": name,
-        # LiteRT is only in the Edge TPU variant: a TFLite model on a CPU node runs there too.
-        "image": settings.edgetpu_image
-        if spec.accelerator == "coral" or spec.format != "onnx"
-        else settings.inference_image,
+        "image": settings.edgetpu_image if spec.accelerator == "coral" else settings.inference_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["vibration-infer"],
         "args": [*args, "--log-format", settings.log_format],

@@ -62,7 +62,7 @@ class OperatorSettings(BaseSettings):
     edgetpu_image: str = Field(
         default="ghcr.io/vibration-edge/vibration-infer:0.1.0-edgetpu",
         min_length=1,
-        description="The inference image's variant with LiteRT and libedgetpu: for coral, and TFLite models on CPU.",
+        description="The inference image's variant with libedgetpu, used when the accelerator is coral.",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent",
