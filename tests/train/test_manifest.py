@@ -62,7 +62,7 @@ def test_optional_fields_appear_only_when_given() -> None:
     assert manifest["spec"]["artifact"]["endpoint"] == "http://minio.minio:9000"
 
 
-@pytest.mark.parametrize(("fmt", "accelerator"), [("onnx", "cpu"), ("tflite", "cpu"), ("edgetpu", "coral")])
+@pytest.mark.parametrize(("fmt", "accelerator"), [("onnx", "cpu"), ("tflite", "coral"), ("edgetpu", "coral")])
 def test_accelerator_follows_the_format(fmt: str, accelerator: str) -> None:
     spec = build_manifest(card(format=fmt), URI)["spec"]
     assert (spec["format"], spec["accelerator"]) == (fmt, accelerator)

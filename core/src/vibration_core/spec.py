@@ -269,8 +269,11 @@ class VibrationModelSpec(_Schema):
     model_config = ConfigDict(
         json_schema_extra=_rules(
             (
-                "self.format != 'edgetpu' || self.accelerator == 'coral'",
-                "format edgetpu needs accelerator coral",
+                "self.format == 'onnx' || self.accelerator == 'coral'",
+                (
+                    "format tflite or edgetpu needs accelerator coral (LiteRT is in the Edge TPU image "
+                    "only; CPU nodes serve ONNX)"
+                ),
             ),
         )
     )
@@ -280,7 +283,9 @@ class VibrationModelSpec(_Schema):
     artifact: ArtifactRef
     """The model file."""
     format: Literal["onnx", "tflite", "edgetpu"] = "onnx"
-    """Artifact format: onnx (ONNX Runtime), tflite (LiteRT), edgetpu (LiteRT and the Edge TPU delegate)."""
+    """Artifact format: onnx (ONNX Runtime), tflite (LiteRT), edgetpu (LiteRT and the Edge TPU delegate).
+
+    tflite and edgetpu need accelerator coral: LiteRT is in the Edge TPU image only."""
     accelerator: Literal["cpu", "coral"] = "cpu"
     """cpu, or coral: pods request the Edge TPU device-plugin resource."""
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -299,9 +304,13 @@ class VibrationModelSpec(_Schema):
     """How the serving pods batch windows."""
 
     @model_validator(mode="after")
-    def _edgetpu_on_coral(self) -> Self:
-        if self.format == "edgetpu" and self.accelerator != "coral":
-            raise ValueError("format edgetpu needs accelerator coral")
+    def _tflite_on_coral(self) -> Self:
+        if self.format != "onnx" and self.accelerator != "coral":
+            msg = (
+                f"format {self.format} needs accelerator coral (LiteRT is in the Edge TPU image only; "
+                "CPU nodes serve ONNX)"
+            )
+            raise ValueError(msg)
         return self
 
 

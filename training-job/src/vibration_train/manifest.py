@@ -79,7 +79,7 @@ def build_manifest(
         "version": card.version,
         "artifact": artifact,
         "format": card.format,
-        "accelerator": "coral" if card.format == "edgetpu" else "cpu",
+        "accelerator": "cpu" if card.format == "onnx" else "coral",  # LiteRT is in the Edge TPU image only
         "nodeSelector": node_selector or {},
         "mqtt": mqtt,
     }
