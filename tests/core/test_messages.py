@@ -251,7 +251,9 @@ MALFORMED_RAW = [
     pytest.param(_json(scale=0), "bad_field", "scale", id="zero-scale"),
     pytest.param(_json(scale="2"), "bad_field", "scale", id="str-scale"),
     pytest.param(_json(scal=2.0), "bad_field", "scal", id="typo-of-scale"),
-    pytest.param(_json(sampleRate=25600), "bad_field", "sampleRate", id="typo-of-sample-rate"),
+    pytest.param(
+        _json(sample_rate=..., sampleRate=25600), "bad_field", "sampleRate", id="typo-of-sample-rate"
+    ),
     pytest.param(_json(samples=[1.0, float("nan")]), "non_finite", "samples", id="json-nan"),
     pytest.param(
         b'{"timestamp_ns":1,"sample_rate":1,"samples":[Infinity]}',
@@ -656,8 +658,13 @@ def test_a_json_window_may_carry_other_keys_as_the_reference_sensors_do() -> Non
     extra = {"energy_low": 0.1, "energy_mid": 0.2, "energy_high": 0.3, "machine": "cnc-01", "seq": 7}
     window = decode_raw(_json(**extra), "cnc-01")
     assert window.timestamp_ns == decode_raw(_json(), "cnc-01").timestamp_ns
-    refused = _refusal(_json(timestamp=1_700_000_000_000))
+    refused = _refusal(_json(timestamp_ns=..., timestamp=1_700_000_000_000))
     assert (refused.field, refused.detail) == ("timestamp", "unknown field; did you mean 'timestamp_ns'?")
+    # Beside the key it resembles, a key is the sensor's own (kept for other consumers).
+    both = decode_raw(
+        _json(timestamp="2023-11-14T22:13:20Z", unit="g", units="g", sample_rate_hz=25600), "cnc-01"
+    )
+    assert both.timestamp_ns == TS
 
 
 def test_error_reason_vocabulary() -> None:

@@ -26,8 +26,9 @@ binary, see docs/benchmarks.md)::
 
 Other keys are ignored: the reference pipeline's sensors also send their band
 energies, which the extractor computes again from the samples. A key within a
-typo of one of the five (``scal``, ``timestamp``) is refused, naming the key
-it resembles, rather than read as absent.
+typo of one of the five that the window lacks (``scal``, ``timestamp``
+without ``timestamp_ns``) is refused, naming the key it resembles, rather than
+read as absent.
 
 Units. A binary window carries no unit: its samples (after ``scale``) are in
 the unit of the serving model's card (`vibration_core.units`), which is what
@@ -428,7 +429,8 @@ def _json_samples(values: object) -> npt.NDArray[np.float64]:
 def _decode_json(payload: bytes, machine: str) -> RawWindow:
     document = _fast_document(payload) or _slow_document(payload)
     for key in sorted(document.keys() - _JSON_KEYS):
-        if near := difflib.get_close_matches(key, _JSON_KEYS, n=1, cutoff=_NEAR_MISS):
+        near = difflib.get_close_matches(key, _JSON_KEYS - document.keys(), n=1, cutoff=_NEAR_MISS)
+        if near:  # only a key of ours the window lacks: "timestamp" beside "timestamp_ns" is the sensor's own
             raise MessageError(ErrorReason.BAD_FIELD, key, f"unknown field; did you mean {near[0]!r}?")
     if "timestamp_ns" not in document:
         raise MessageError(ErrorReason.BAD_FIELD, "timestamp_ns", "missing")
