@@ -156,7 +156,10 @@ def test_a_pod_that_does_not_answer_one_check_keeps_its_drift_verdict() -> None:
         out, {"edge-1": _pod("edge-1")}, SPEC, T0 + timedelta(minutes=1), unanswered={"edge-2"}
     )
     assert missed.drift is not None
+    assert out.drift is not None
     assert missed.drift.nodes == ["edge-2"]
+    # The silent node's figures from the last check, not the calm edge-1's.
+    assert (missed.drift.worst_feature, missed.drift.psi) == (out.drift.worst_feature, out.drift.psi)
     condition = get_condition(missed.conditions, "Drifted")
     assert condition is not None
     assert (condition.status, condition.reason) == ("True", "DriftDetected")

@@ -134,13 +134,19 @@ def apply_drift(
     per_node = {node: sorted(findings(node, reports[node].drift), key=Finding.sort_key) for node in reports}
     everything = [f for found in per_node.values() for f in found]
     psis = [f.psi for f in everything if f.psi is not None]
-    pool = [per_node[node][0] for node in drifted_nodes if per_node.get(node)] or everything
-    worst = min(pool, key=Finding.sort_key, default=None)
+    pool = [per_node[node][0] for node in drifted_nodes if per_node.get(node)]
+    worst = min(pool or everything, key=Finding.sort_key, default=None)
+    figures: tuple[str | None, float | None, float | None] = (
+        (worst.test, worst.psi, worst.p_value) if worst else (None, None, None)
+    )
+    if drifted_nodes and not pool and status.drift is not None:
+        # Only silent drifted nodes: the last check's figures, not another node's calm ones.
+        figures = (status.drift.worst_feature, status.drift.psi, status.drift.p_value)
     drift = DriftStatus(
         drifted=bool(drifted_nodes),
-        worst_feature=worst.test if worst else None,
-        psi=worst.psi if worst else None,
-        p_value=worst.p_value if worst else None,
+        worst_feature=figures[0],
+        psi=figures[1],
+        p_value=figures[2],
         max_psi=max(psis, default=None),
         nodes=drifted_nodes,
         checked_at=now,

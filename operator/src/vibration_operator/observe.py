@@ -234,14 +234,15 @@ async def read_reports(
 ) -> tuple[dict[str, ModelStatus], set[str]]:
     """The /status of every running serving pod of a VibrationModel, by node (for drift checks).
 
-    Also the nodes whose running pod did not answer: their last verdict stands for this check.
+    Also the nodes whose Ready pod did not answer: their last verdict stands for this check (a
+    pod that is not Ready, crash-looping say, has no verdict to keep).
     """
     pods = _by_node(await kube.list(PODS, namespace, names.selector_labels(vm_name)))
     urls = {node: status_url(pod, http_port) for node, pod in pods.items()}
     wanted = {node: url for node, url in urls.items() if url is not None}
     answers = await asyncio.gather(*(read_status(http, url) for url in wanted.values()))
     reports = {node: answer for node, answer in zip(wanted, answers, strict=True) if answer is not None}
-    return reports, set(wanted) - set(reports)
+    return reports, {node for node in set(wanted) - set(reports) if is_ready(pods[node])}
 
 
 def status_session(timeout_s: float = 1.0) -> aiohttp.ClientSession:
