@@ -21,11 +21,18 @@ if TYPE_CHECKING:
     from vibration_train.data import TrainingTable
 
 
-def _integers(values: list[str]) -> list[int] | None:
-    try:
-        return sorted(int(value) for value in values)
-    except ValueError:
-        return None
+def _integers(values: list[str]) -> dict[str, int] | None:
+    """Each label as the integer it writes (``3``, ``03``, ``3.0``), or None when one is not one."""
+    out = {}
+    for value in values:
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        if not number.is_integer():
+            return None
+        out[value] = int(number)
+    return out
 
 
 def name_classes(table: TrainingTable, names: tuple[str, ...] | None) -> tuple[TrainingTable, dict[str, str]]:
@@ -33,30 +40,36 @@ def name_classes(table: TrainingTable, names: tuple[str, ...] | None) -> tuple[T
     values, rows = np.unique(table.labels, return_inverse=True)
     found = [str(value) for value in values.tolist()]
     integers = _integers(found)
+    classes = sorted(set(integers.values())) if integers is not None else []
+    shown = ", ".join(map(str, classes))
     if names is None:
         if integers is not None:
             raise TrainingDataError(
                 table.source,
-                f"the labels are integers ({', '.join(map(str, integers))}): name the classes with "
-                "--labels, the i-th name for the i-th smallest (e.g. --labels "
-                "normal,imbalance,misalignment,bearing_fault); the card, predictions and alerts use them",
+                f"the labels are integers ({shown}): name the classes with --labels, the i-th name for the "
+                "i-th smallest (e.g. --labels normal,imbalance,misalignment,bearing_fault); the card, "
+                "predictions and alerts use them",
             )
         return table, {}
     if integers is None:
+        already = ", ".join(found)
+        raise TrainingDataError(
+            table.source, f"--labels names integer classes, and the labels are names already ({already})"
+        )
+    if len(classes) != len(found):
         raise TrainingDataError(
             table.source,
-            f"--labels names integer classes, and the labels are names already ({', '.join(found)})",
+            f"the labels write one integer in several ways ({', '.join(found)}): write each once",
         )
     if len(set(names)) != len(names) or any(not name.strip() for name in names):
+        detail = f"--labels must be distinct, non-empty names, got {list(names)}"
+        raise TrainingDataError(table.source, detail)
+    if len(names) != len(classes):
         raise TrainingDataError(
-            table.source, f"--labels must be distinct, non-empty names, got {list(names)}"
+            table.source, f"--labels gives {len(names)} names for {len(classes)} integer classes ({shown})"
         )
-    if len(names) != len(integers):
-        raise TrainingDataError(
-            table.source,
-            f"--labels gives {len(names)} names for {len(integers)} integer classes "
-            f"({', '.join(map(str, integers))})",
-        )
-    read_as = {str(value): name for value, name in zip(integers, names, strict=True)}
+    read_as = {
+        value: names[classes.index(integers[value])] for value in sorted(found, key=integers.__getitem__)
+    }
     named = np.asarray([read_as[value] for value in found])
     return replace(table, labels=named[rows]), read_as

@@ -1,0 +1,51 @@
+"""Class names for tables labelled with integers, however the integers are written."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from vibration_train.data import TrainingTable
+from vibration_train.errors import TrainingDataError
+from vibration_train.fit_labels import name_classes
+
+NAMES = ("normal", "imbalance", "misalignment", "bearing_fault")
+
+
+def table(labels: list[str]) -> TrainingTable:
+    return TrainingTable(
+        source="t.parquet",
+        features=np.zeros((len(labels), 10), dtype=np.float32),
+        labels=np.asarray(labels),
+        machines=None,
+        timestamps_ns=None,
+        sample_rate=25600.0,
+        window_length=4096,
+        modified=datetime(2026, 1, 1, tzinfo=UTC),
+        unit="g",
+    )
+
+
+@pytest.mark.parametrize(
+    "written",
+    [["0", "1", "2", "3"], ["00", "01", "02", "03"], ["0.0", "1.0", "2.0", "3.0"], ["1", "2", "3", "4"]],
+    ids=["plain", "zero-padded", "float", "from-one"],
+)
+def test_integer_labels_take_the_names_in_order_however_written(written: list[str]) -> None:
+    named, read_as = name_classes(table([*written, written[3], written[0]]), NAMES)
+    assert named.labels.tolist() == [*NAMES, "bearing_fault", "normal"]
+    assert list(read_as) == written
+    with pytest.raises(
+        TrainingDataError, match=r"the labels are integers \(\d, \d, \d, \d\): name the classes"
+    ):
+        name_classes(table(written), None)
+
+
+def test_names_stay_names_and_one_integer_written_twice_is_refused() -> None:
+    assert name_classes(table(["normal", "imbalance"]), None)[1] == {}
+    with pytest.raises(TrainingDataError, match="names already"):
+        name_classes(table(["normal", "imbalance"]), ("a", "b"))
+    with pytest.raises(TrainingDataError, match="one integer in several ways"):
+        name_classes(table(["0", "0.0", "1"]), ("a", "b"))
