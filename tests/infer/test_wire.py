@@ -373,6 +373,30 @@ def test_a_secret_that_is_not_text_is_named_and_the_link_connects_once_it_is_men
         link.stop(0)
 
 
+@pytest.mark.integration
+def test_the_network_thread_lives_on_whatever_a_connect_attempt_raises(
+    broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A bug (here a struct.error) in one connect attempt must not end the thread for good: the
+    # pod would stay unready, and nothing would restart it (liveness stays green).
+    real, attempts = connection.open_connection, []
+
+    def breaks_once(settings: ServeSettings) -> connection.Connection:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise struct.error("unpack requires a buffer of 4 bytes")
+        return real(settings)
+
+    monkeypatch.setattr(wire_link, "open_connection", breaks_once)
+    link = WireLink(settings(broker.url, tmp_path), RAW, queue_into(queue.SimpleQueue()))
+    with caplog.at_level(logging.WARNING, logger="vibration_infer.serve.wire"):
+        link.start()
+        assert link.wait_connected(10), "connected at the next attempt"
+        link.stop(0)
+    assert len(attempts) >= 2
+    assert any(r.getMessage() == "mqtt_connect_error" for r in caplog.records), "the bug is logged"
+
+
 def write_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
     """A private CA, and a server certificate for `localhost` that it signed: (ca, cert, key)."""
     now = dt.datetime.now(dt.UTC)
