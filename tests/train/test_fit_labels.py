@@ -1,4 +1,4 @@
-"""Class names for tables labelled with integers, however the integers are written."""
+"""Tables from elsewhere: integer class labels (however written) and integer timestamps (by their size)."""
 
 from __future__ import annotations
 
@@ -49,3 +49,11 @@ def test_names_stay_names_and_one_integer_written_twice_is_refused() -> None:
         name_classes(table(["normal", "imbalance"]), ("a", "b"))
     with pytest.raises(TrainingDataError, match="one integer in several ways"):
         name_classes(table(["0", "0.0", "1"]), ("a", "b"))
+
+
+def test_integer_timestamps_past_what_ns_can_hold_are_refused() -> None:
+    from vibration_train.data import _integer_ns  # noqa: PLC0415 - the one private helper tested here
+
+    assert _integer_ns("t", np.array([1_700_000_000], dtype=np.int64)).tolist() == [1_700_000_000 * 10**9]
+    with pytest.raises(TrainingDataError, match="past 2262 read as s since the epoch"):
+        _integer_ns("t", np.array([1_700_000_000, 20_000_000_000], dtype=np.int64))

@@ -218,7 +218,7 @@ async def _say_refused(rt: Runtime, vm: Mapping[str, Any], exc: KubeError, now: 
     stops the rollout on every step; the operator's log alone would leave `kubectl describe`
     and `kubectl get` showing a rollout in progress.
     """
-    if exc.retryable:
+    if exc.retryable or isinstance(exc, NotFoundError):  # a 404: gone since observed, the next step mends it
         return
     key, message = (vm["metadata"]["namespace"], vm["metadata"]["name"]), str(exc)[:1024]
     if rt.refused.get(key) == message:

@@ -344,6 +344,11 @@ def _integer_ns(source: str, values: npt.NDArray[np.int64]) -> npt.NDArray[np.in
     largest = int(np.abs(values).max()) if values.size else 0
     for bound, unit, factor in _EPOCH_UNITS:
         if 0 < largest < bound:
+            if largest * factor > np.iinfo(np.int64).max:  # past 2262: ns since the epoch cannot hold it
+                detail = (
+                    f"column {TIMESTAMP_COLUMN!r} holds {largest}, past 2262 read as {unit} since the epoch"
+                )
+                raise TrainingDataError(source, detail)
             logger.warning(
                 "timestamps_read_as",
                 extra={
