@@ -302,10 +302,10 @@ def test_an_alert_goes_out_once_when_the_run_reaches_its_length() -> None:
         (28, "bearing_fault", "critical", 6),
     ]
     assert tracker.active() == {"m1": ("imbalance", 8)}  # 4 and 4: the latest
-    # The confidence is the named label's in the last window, not the last window's own label's.
+    # The confidence is the named label's in its latest window, not the last window's own label's.
     mixed = AlertTracker(AlertPolicy(consecutive=3))
-    for i, label in enumerate(("misalignment", "misalignment")):
-        mixed.observe(prediction("m1", label, 0.9, i))
+    for i, confidence in enumerate((0.9, 0.92)):
+        mixed.observe(prediction("m1", "misalignment", confidence, i))
     last = Prediction(
         machine="m1", timestamp_ns=3, model_id=MODEL_ID, model_version="v1", label="bearing_fault",
         confidence=0.85, probabilities={"bearing_fault": 0.85, "misalignment": 0.1, "normal": 0.05},
@@ -313,7 +313,7 @@ def test_an_alert_goes_out_once_when_the_run_reaches_its_length() -> None:
     )  # fmt: skip
     alert = mixed.observe(last)
     assert alert is not None
-    assert (alert.label, alert.confidence) == ("misalignment", 0.1)
+    assert (alert.label, alert.confidence) == ("misalignment", 0.92)
     # machines are independent
     other = AlertTracker(AlertPolicy(consecutive=2))
     assert other.observe(prediction("m1", "imbalance", 0.9, 1)) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from vibration_core.reference import ReferenceDistribution, build_reference
 from vibration_core.spec import DriftSpec, VibrationModelStatus
 from vibration_operator.conditions import get_condition
 from vibration_operator.drift_status import apply_drift
+from vibration_operator.observe import silent_ready
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SPEC = DriftSpec()
@@ -160,6 +162,9 @@ def test_a_pod_that_does_not_answer_one_check_keeps_its_drift_verdict() -> None:
     assert missed.drift.nodes == ["edge-2"]
     # The silent node's figures from the last check, not the calm edge-1's.
     assert (missed.drift.worst_feature, missed.drift.psi) == (out.drift.worst_feature, out.drift.psi)
+    assert missed.drift.max_psi is not None
+    assert missed.drift.psi is not None
+    assert missed.drift.max_psi >= missed.drift.psi, "maxPsi is the largest PSI the status names"
     condition = get_condition(missed.conditions, "Drifted")
     assert condition is not None
     assert (condition.status, condition.reason) == ("True", "DriftDetected")
@@ -169,3 +174,12 @@ def test_a_pod_that_does_not_answer_one_check_keeps_its_drift_verdict() -> None:
     gone = apply_drift(out, {"edge-1": _pod("edge-1")}, SPEC, T0 + timedelta(minutes=3))
     assert gone.drift is not None
     assert gone.drift.nodes == []
+
+
+def test_only_a_ready_pods_silence_keeps_its_nodes_verdict() -> None:
+    # A pod that is not Ready (crash-looping, or a replacement starting) has no verdict to keep.
+    def pod(*, ready: bool) -> dict[str, Any]:
+        return {"status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+    pods = {"edge-1": pod(ready=True), "edge-2": pod(ready=True), "edge-3": pod(ready=False)}
+    assert silent_ready(pods, ["edge-1", "edge-2", "edge-3"], ["edge-1"]) == {"edge-2"}

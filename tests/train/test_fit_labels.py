@@ -57,3 +57,10 @@ def test_integer_timestamps_past_what_ns_can_hold_are_refused() -> None:
     assert _integer_ns("t", np.array([1_700_000_000], dtype=np.int64)).tolist() == [1_700_000_000 * 10**9]
     with pytest.raises(TrainingDataError, match="past 2262 read as s since the epoch"):
         _integer_ns("t", np.array([1_700_000_000, 20_000_000_000], dtype=np.int64))
+
+
+@pytest.mark.parametrize("written", [["1_0", "2"], ["\u0663", "1"], ["1e3", "2e3"], ["True", "False"]])
+def test_what_python_reads_as_a_number_but_a_table_does_not_write_as_an_integer_is_a_name(
+    written: list[str],
+) -> None:
+    assert name_classes(table(written), None)[1] == {}

@@ -116,7 +116,7 @@ class Alert(JsonMessage):
     model_id: str = Field(min_length=1, description="Id of the model that answered.")
     model_version: str = Field(min_length=1, description="Version of that model.")
     label: str = Field(min_length=1, description="The fault class, a label of the model card.")
-    confidence: Probability = Field(description="Probability of `label` in the last window.")
+    confidence: Probability = Field(description="Probability of `label` in its latest window of the run.")
     consecutive: int = Field(ge=1, description="Windows in a row above the alert threshold.")
     severity: Severity = Field(description="`warning` or `critical`, per the alert policy.")
 

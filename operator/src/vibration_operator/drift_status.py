@@ -147,7 +147,7 @@ def apply_drift(
         worst_feature=figures[0],
         psi=figures[1],
         p_value=figures[2],
-        max_psi=max(psis, default=None),
+        max_psi=max([*psis, *([figures[1]] if figures[1] is not None else [])], default=None),
         nodes=drifted_nodes,
         checked_at=now,
     )

@@ -29,7 +29,7 @@ from vibration_operator.kube import CONFIGMAPS, EVENTS, NODES, PODS, KubeApi, Ku
 from vibration_operator.readers import POD_WARNINGS, is_ready, observe_node
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from vibration_core.spec import VibrationModelSpec
     from vibration_operator.node_state import NodeObservation
@@ -242,7 +242,14 @@ async def read_reports(
     wanted = {node: url for node, url in urls.items() if url is not None}
     answers = await asyncio.gather(*(read_status(http, url) for url in wanted.values()))
     reports = {node: answer for node, answer in zip(wanted, answers, strict=True) if answer is not None}
-    return reports, {node for node in set(wanted) - set(reports) if is_ready(pods[node])}
+    return reports, silent_ready(pods, wanted, reports)
+
+
+def silent_ready(
+    pods: Mapping[str, Mapping[str, Any]], asked: Iterable[str], answered: Iterable[str]
+) -> set[str]:
+    """The nodes asked whose pod is Ready but did not answer: their last drift verdict stands."""
+    return {node for node in set(asked) - set(answered) if is_ready(pods[node])}
 
 
 def status_session(timeout_s: float = 1.0) -> aiohttp.ClientSession:

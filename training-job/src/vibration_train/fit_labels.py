@@ -10,6 +10,7 @@ is refused; a table already labelled with names is read as it is.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -21,18 +22,15 @@ if TYPE_CHECKING:
     from vibration_train.data import TrainingTable
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
+"""An integer as a table writes it: ``3``, ``03``, ``-1``, ``3.0`` (ASCII digits, no exponent)."""
+
+
 def _integers(values: list[str]) -> dict[str, int] | None:
     """Each label as the integer it writes (``3``, ``03``, ``3.0``), or None when one is not one."""
-    out = {}
-    for value in values:
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-        if not number.is_integer():
-            return None
-        out[value] = int(number)
-    return out
+    if not all(_INTEGER.fullmatch(value) for value in values):
+        return None
+    return {value: int(value.split(".", 1)[0]) for value in values}
 
 
 def name_classes(table: TrainingTable, names: tuple[str, ...] | None) -> tuple[TrainingTable, dict[str, str]]:

@@ -103,6 +103,8 @@ class _Run:
     labels: dict[str, tuple[int, int]] = field(default_factory=dict)
     length: int = 0
     alerted: Severity | None = None
+    confidence: dict[str, float] = field(default_factory=dict)
+    """Each label's confidence in its latest window of the run (at or above the threshold)."""
 
     def top(self, among: Iterable[str] | None = None) -> str:
         """The label with the most windows (of a tie, the latest), among `among` if given."""
@@ -135,6 +137,7 @@ class AlertTracker:
             run = self._runs.setdefault(machine, _Run())
             run.length += 1
             run.labels[prediction.label] = (run.labels.get(prediction.label, (0, 0))[0] + 1, run.length)
+            run.confidence[prediction.label] = prediction.confidence
             label: str | None = None
             if run.alerted is None and run.length == policy.consecutive:
                 label = run.top()
@@ -149,14 +152,14 @@ class AlertTracker:
                 return None
             severity = policy.severity_of(label)
             run.alerted = severity
-            length = run.length
+            length, confidence = run.length, run.confidence[label]
         return Alert(
             machine=machine,
             timestamp_ns=prediction.timestamp_ns,
             model_id=prediction.model_id,
             model_version=prediction.model_version,
             label=label,
-            confidence=prediction.probabilities.get(label, prediction.confidence),
+            confidence=confidence,
             consecutive=length,
             severity=severity,
         )
