@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 START_TIMEOUT_S = 10.0
+_START_ATTEMPTS = 3
 
 
 def mosquitto_path(program: str = "mosquitto") -> Path | None:
@@ -73,6 +74,7 @@ class Mosquitto:
         self.binary = binary or mosquitto_path() or MOSQUITTO
         self.workdir = workdir
         self.port = port or free_port()
+        self._chose_port = port is None
         self.host = "127.0.0.1"
         self.config = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
@@ -118,22 +120,55 @@ class Mosquitto:
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
-        """Start the broker and wait until it accepts connections."""
+        """Start the broker and wait until it accepts connections, itself.
+
+        A port from `free_port` may be taken again before the broker binds it (another test
+        run's broker, say): a connection would then reach the other listener. The broker's
+        own log must show the probe's connection; otherwise, on a port it chose, it tries
+        another.
+        """
         if self.running:
             return
-        self._process = subprocess.Popen(
+        for _ in range(_START_ATTEMPTS):
+            if self._start_once():
+                return
+            if not self._chose_port:
+                break
+            old, self.port = self.port, free_port()
+            self.config.write_text(
+                self.config.read_text().replace(f"listener {old} ", f"listener {self.port} ", 1)
+            )
+        raise RuntimeError(f"mosquitto could not listen on port {self.port} (taken by another listener)")
+
+    def _start_once(self) -> bool:
+        """Start the process; whether it listens on `port` itself (False: another listener has it)."""
+        offset = self.log.stat().st_size if self.log.exists() else 0  # a restart appends to the log
+        process = self._process = subprocess.Popen(
             [str(self.binary), "-c", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                err = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+            if process.poll() is not None:
+                err = process.stderr.read().decode(errors="replace") if process.stderr else ""
                 log = self.log.read_text(errors="replace") if self.log.exists() else ""
-                raise RuntimeError(f"mosquitto exited with {self._process.returncode}: {err} {log}")
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.2):
-                return
+                if "Address already in use" in err + log:
+                    self.stop()
+                    return False
+                raise RuntimeError(f"mosquitto exited with {process.returncode}: {err} {log}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), timeout=0.2) as probe,
+            ):
+                said = f"New connection from 127.0.0.1:{probe.getsockname()[1]} on port {self.port}."
+                until = time.monotonic() + 2.0
+                while time.monotonic() < until:
+                    if self.log.exists() and said in self.log.read_bytes()[offset:].decode(errors="replace"):
+                        return True
+                    time.sleep(0.02)
+                self.stop()
+                return False
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"mosquitto did not listen on {self.port} within {START_TIMEOUT_S} s")
