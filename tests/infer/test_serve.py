@@ -44,6 +44,7 @@ from vibration_core.raw import (
 from vibration_core.validation import ExitCode
 from vibration_infer.cache import ModelCache
 from vibration_infer.loader import load_model, predict
+from vibration_infer.serve import alerts as alerts_module
 from vibration_infer.serve import batcher as batcher_module
 from vibration_infer.serve import http as http_module
 from vibration_infer.serve import swap as swap_module
@@ -351,6 +352,17 @@ def test_a_model_whose_classes_do_not_fit_the_alert_policy_says_so_in_status_and
         wait_until(lambda: app.status().state == "serving", SLOW, "serving")
         assert "alert policy" not in app.status().message
         assert "vibration_infer_alert_policy_mismatch 0.0" in scrape(app, "/metrics")
+
+
+def test_runs_are_kept_for_a_bounded_number_of_machines_the_longest_idle_going_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(alerts_module, "MAX_RUNS", 3)
+    tracker = AlertTracker(AlertPolicy(consecutive=3))
+    for ts, machine in enumerate(("m1", "m2", "m3", "m1", "m4")):  # m1 extended, so m2 waited longest
+        tracker.observe(prediction(machine, "imbalance", 0.9, ts))
+    assert set(tracker.active()) == {"m1", "m3", "m4"}
+    assert tracker.observe(prediction("m1", "imbalance", 0.9, 9)) is not None, "m1's run went on: 3 in a row"
 
 
 def test_alert_labels_restrict_which_labels_alert() -> None:

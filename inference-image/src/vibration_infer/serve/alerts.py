@@ -96,6 +96,10 @@ class AlertPolicy:
         return self.severity.get(label, self.default_severity)
 
 
+MAX_RUNS = 10_000
+"""Machines in a run at once, at most: far more than a hall has; beyond, the longest idle run goes."""
+
+
 @dataclass
 class _Run:
     """One machine's run: each label's windows and the position of its latest, and what it alerted."""
@@ -117,6 +121,9 @@ class AlertTracker:
 
     def __init__(self, policy: AlertPolicy) -> None:
         self.policy = policy
+        # Insertion-ordered: a machine's run moves to the end at each window, so the first is
+        # the one that has waited longest; beyond MAX_RUNS it goes (a sensor inventing machine
+        # names must not grow the pod without bound: 200 000 names held 52 MB).
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
 
@@ -134,7 +141,10 @@ class AlertTracker:
             if not counts:
                 self._runs.pop(machine, None)
                 return None
-            run = self._runs.setdefault(machine, _Run())
+            run = self._runs.pop(machine, None) or _Run()
+            self._runs[machine] = run
+            if len(self._runs) > MAX_RUNS:
+                del self._runs[next(iter(self._runs))]
             run.length += 1
             run.labels[prediction.label] = (run.labels.get(prediction.label, (0, 0))[0] + 1, run.length)
             run.confidence[prediction.label] = prediction.confidence
