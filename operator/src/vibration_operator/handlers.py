@@ -105,12 +105,12 @@ def parse_status(body: Mapping[str, Any]) -> VibrationModelStatus | None:
     raw = body.get("status")
     if not raw:
         return None
-    document = copy.deepcopy(dict(raw))
     try:
-        return VibrationModelStatus.model_validate(document)
+        return VibrationModelStatus.model_validate(raw)
     except ValidationError as exc:
         unknown = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
         problem = exc
+    document = copy.deepcopy(dict(raw))  # copied only to drop fields: kopf's body is read-only
     if unknown and all(_drop(document, loc) for loc in unknown):
         try:
             status = VibrationModelStatus.model_validate(document)
