@@ -1050,6 +1050,58 @@ def test_the_serve_command_starts_answers_and_stops_on_sigterm(
             process.wait(timeout=5)
 
 
+@pytest.mark.integration
+def test_the_serve_command_imports_no_module_once_it_is_ready(
+    broker: Mosquitto, models: Models, tmp_path: Path
+) -> None:
+    # A module first imported by a window, a drift evaluation or a scrape is memory every
+    # pod pays and a pause in the stream: numpy.ma, which np.union1d pulled in at the first
+    # drift evaluation, was 7 MB of a pod's RSS.
+    port = free_port()
+    argv = [
+        "--mqtt-url", broker.url, "--topic-prefix", PREFIX, "--node-name", "node-imports",
+        "--artifact", str(models.v1.artifact), "--card", str(models.v1.card_path),
+        "--http-host", "127.0.0.1", "--http-port", str(port), "--target-file", str(tmp_path / "none.json"),
+        "--cache-dir", str(tmp_path / "cache"), "--status-interval-s", "0.2", "--drift-window", "20",
+        "--drift-min-samples", "10", "--drift-evaluate-every", "10", "--drift-baseline-windows", "10",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBRATION_")} | {
+        "PYTHONPROFILEIMPORTTIME": "1"
+    }
+    code = "import sys; from vibration_infer.serve.main import run; sys.exit(run(sys.argv[1:]))"
+    log = tmp_path / "serve.log"
+
+    def imports() -> list[str]:
+        return [line for line in log.read_text().splitlines() if line.startswith("import time:")]
+
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stderr=stderr)
+    try:
+        wait_until(
+            lambda: process.poll() is None and http_status_or_0(port, "/readyz") == 200,
+            SLOW,
+            "the command to be ready",
+        )
+        at_ready = len(imports())
+        assert at_ready > 100, "PYTHONPROFILEIMPORTTIME lists the imports"
+        collector, sensor = Collector(broker), Publisher(broker)
+        sensor.send_all(stream(40, seed=17))
+        wait_until(lambda: collector.count("predictions") >= 40, SLOW, "predictions from the command")
+        wait_until(
+            lambda: any("ks.rms" in ModelStatus.decode(p).drift for p in collector.leaf("status")),
+            SLOW,
+            "a status with drift figures",
+        )
+        for path in ("/metrics", "/status", "/healthz"):
+            assert http_status(port, path) == 200
+        assert imports()[at_ready:] == []
+        sensor.close()
+        collector.close()
+    finally:
+        process.kill()
+        process.wait(timeout=5)
+
+
 def http_status_or_0(port: int, path: str) -> int:
     try:
         return http_status(port, path)

@@ -39,6 +39,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from numpy.fft import rfftfreq  # at import, not at a pod's first window (numpy loads it lazily)
 
 from vibration_core.errors import FeatureInputError
 from vibration_core.fft import rfft
@@ -116,7 +117,7 @@ def _bins(n_samples: int, sample_rate: float) -> tuple[tuple[int, int], ...]:
     # definition reads: where an edge falls on a bin, computing ``lo / resolution`` apart would
     # round it to the other side at some lengths (25 kHz and 3000 samples put 200 Hz on bin 24,
     # which rfftfreq makes 199.99999999999997 Hz). Cached: a hall has one or two signals.
-    freqs = np.fft.rfftfreq(n_samples, 1 / sample_rate)
+    freqs = rfftfreq(n_samples, 1 / sample_rate)
     return tuple(
         (int(np.searchsorted(freqs, lo, side="left")), int(np.searchsorted(freqs, hi, side="left")))
         for lo, hi in BANDS_HZ
