@@ -1003,23 +1003,35 @@ def test_status_says_the_broker_cannot_be_reached_and_clears_when_it_is_back(
         wait_until(lambda: said(app) == fine, SLOW, "the message to clear with the broker back")
 
 
-@pytest.mark.integration
-def test_the_serve_command_starts_answers_and_stops_on_sigterm(
-    broker: Mosquitto, models: Models, tmp_path: Path
-) -> None:
-    port = free_port()
+def serve_command(
+    broker: Mosquitto,
+    models: Models,
+    tmp_path: Path,
+    port: int,
+    extra: list[str],
+    *,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`vibration-infer serve` on v1 in a process of its own, its stderr in tmp_path/serve.log."""
     argv = [
         "--mqtt-url", broker.url, "--topic-prefix", PREFIX, "--node-name", "node-cli",
         "--artifact", str(models.v1.artifact), "--card", str(models.v1.card_path),
         "--http-host", "127.0.0.1", "--http-port", str(port), "--target-file", str(tmp_path / "none.json"),
-        "--cache-dir", str(tmp_path / "cache"), "--log-format", "json",
+        "--cache-dir", str(tmp_path / "cache"), *extra,
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBRATION_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("VIBRATION_")}
     code = "import sys; from vibration_infer.serve.main import run; sys.exit(run(sys.argv[1:]))"
+    with (tmp_path / "serve.log").open("w") as stderr:
+        return subprocess.Popen([sys.executable, "-c", code, *argv], env=clean | (env or {}), stderr=stderr)
+
+
+@pytest.mark.integration
+def test_the_serve_command_starts_answers_and_stops_on_sigterm(
+    broker: Mosquitto, models: Models, tmp_path: Path
+) -> None:
+    port, log = free_port(), tmp_path / "serve.log"
     started = time.perf_counter()
-    log = tmp_path / "serve.log"
-    with log.open("w") as stderr:
-        process = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stderr=stderr)
+    process = serve_command(broker, models, tmp_path, port, ["--log-format", "json"])
     try:
         wait_until(
             lambda: process.poll() is None and http_status_or_0(port, "/readyz") == 200,
@@ -1057,25 +1069,14 @@ def test_the_serve_command_imports_no_module_once_it_is_ready(
     # A module first imported by a window, a drift evaluation or a scrape is memory every
     # pod pays and a pause in the stream: numpy.ma, which np.union1d pulled in at the first
     # drift evaluation, was 7 MB of a pod's RSS.
-    port = free_port()
-    argv = [
-        "--mqtt-url", broker.url, "--topic-prefix", PREFIX, "--node-name", "node-imports",
-        "--artifact", str(models.v1.artifact), "--card", str(models.v1.card_path),
-        "--http-host", "127.0.0.1", "--http-port", str(port), "--target-file", str(tmp_path / "none.json"),
-        "--cache-dir", str(tmp_path / "cache"), "--status-interval-s", "0.2", "--drift-window", "20",
-        "--drift-min-samples", "10", "--drift-evaluate-every", "10", "--drift-baseline-windows", "10",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBRATION_")} | {
-        "PYTHONPROFILEIMPORTTIME": "1"
-    }
-    code = "import sys; from vibration_infer.serve.main import run; sys.exit(run(sys.argv[1:]))"
-    log = tmp_path / "serve.log"
+    port, log = free_port(), tmp_path / "serve.log"
+    drift = ["--drift-window", "20", "--drift-min-samples", "10", "--drift-evaluate-every", "10"]
+    extra = ["--status-interval-s", "0.2", *drift, "--drift-baseline-windows", "10"]
+    process = serve_command(broker, models, tmp_path, port, extra, env={"PYTHONPROFILEIMPORTTIME": "1"})
 
     def imports() -> list[str]:
         return [line for line in log.read_text().splitlines() if line.startswith("import time:")]
 
-    with log.open("w") as stderr:
-        process = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stderr=stderr)
     try:
         wait_until(
             lambda: process.poll() is None and http_status_or_0(port, "/readyz") == 200,
