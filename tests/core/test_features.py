@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -17,6 +18,9 @@ from vibration_core import fft
 from vibration_core.errors import FeatureInputError
 from vibration_core.features import BANDS_HZ, FEATURE_NAMES, band_bins, extract_features
 from vibration_core.features_reference import reference_features
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 GOLDEN = Path(__file__).with_name("golden_features.json")
 FS = 25600.0
@@ -195,9 +199,44 @@ def test_constant_window_is_defined(value: float) -> None:
     assert spectral == pytest.approx([0.0] * 6, abs=1e-9)  # DC lies below every band
 
 
-def test_one_window_is_a_batch_of_one() -> None:
-    window = golden_windows()[1]
-    np.testing.assert_array_equal(extract_features(window, FS), extract_features(window[np.newaxis], FS))
+def varied_windows(n_samples: int, count: int = 120) -> np.ndarray:
+    """Noise at many scales, DC offsets, tones, impacts, heavy tails, constants and zeros."""
+    rng = np.random.default_rng(n_samples)
+    t = np.arange(n_samples)
+    kinds: list[Callable[[], np.ndarray]] = [
+        lambda: rng.standard_normal(n_samples) * rng.uniform(1e-4, 1e3),
+        lambda: rng.standard_normal(n_samples) * 1e-3 + rng.uniform(-50, 50),
+        lambda: np.sin(t * rng.uniform(0.01, 3.0)) * rng.uniform(0.1, 100),
+        lambda: np.where(t % rng.integers(50, 500) == 0, rng.uniform(1, 1e4), 0.0),
+        lambda: rng.standard_t(3, n_samples) * rng.uniform(1e-3, 10),
+        lambda: np.full(n_samples, rng.uniform(-5, 5)),
+        lambda: np.zeros(n_samples),
+        lambda: -np.zeros(n_samples),
+    ]
+    return np.stack([kinds[i % len(kinds)]() for i in range(count)]).astype(np.float32)
+
+
+@pytest.mark.parametrize(("n_samples", "sample_rate"), [(N, FS), (1001, 10000.0), (2560, 25600.0)])
+def test_one_window_gets_the_features_of_a_batch_bit_for_bit(n_samples: int, sample_rate: float) -> None:
+    # A window alone has a path of its own (`_extract_one`, for a hall's load); a model must
+    # see the same numbers whichever way its windows came. Bits, so that -0.0 counts too.
+    windows = varied_windows(n_samples)
+    batch = extract_features(windows, sample_rate)
+    alone = np.vstack([extract_features(window, sample_rate) for window in windows])
+    assert np.array_equal(batch.view(np.uint32), alone.view(np.uint32))
+    assert not np.signbit(batch).any()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e30])
+def test_one_window_is_refused_as_in_a_batch(bad: float) -> None:
+    good = golden_windows()[1]
+    window = good.copy()
+    window[7] = bad
+    with pytest.raises(FeatureInputError) as alone:
+        extract_features(window, FS)
+    with pytest.raises(FeatureInputError) as batch:
+        extract_features(np.stack([window, good]), FS)
+    assert (str(alone.value), alone.value.windows) == (str(batch.value), (0,))
 
 
 def test_other_dtypes_give_the_float32_result() -> None:

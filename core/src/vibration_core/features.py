@@ -156,8 +156,11 @@ def extract_features(windows: npt.ArrayLike, sample_rate: float) -> npt.NDArray[
     # NaN, inf and overflow propagate silently here and are refused, with the
     # windows named, by the check on the output.
     with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, n, _BLOCK):
-            _extract_block(batch[start : start + _BLOCK], bins, out[start : start + _BLOCK])
+        if n == 1:
+            _extract_one(batch[0], bins, out)
+        else:
+            for start in range(0, n, _BLOCK):
+                _extract_block(batch[start : start + _BLOCK], bins, out[start : start + _BLOCK])
     _check_finite(batch, out)
     return out
 
@@ -221,6 +224,7 @@ def _extract_block(
     mean_square = m2 + mean * mean
     rms = np.sqrt(mean_square)
     peak = np.maximum(block.max(axis=1), -block.min(axis=1))
+    peak += np.float32(0)  # an all-zero window's peak is 0, not the -0.0 of -min
     centred = block - mean[:, np.newaxis]
     np.square(centred, out=centred)
     np.square(centred, out=centred)
@@ -240,3 +244,40 @@ def _extract_block(
     energies[constant] = 0
     total[constant] = 0
     out[:, 7:10] = np.divide(energies, total, out=np.zeros_like(energies), where=total > 0)
+
+
+def _extract_one(
+    window: npt.NDArray[np.float32],
+    bins: tuple[tuple[int, int], ...],
+    out: npt.NDArray[np.float32],
+) -> None:
+    # One window, as a pod mostly gets them at a hall's load: `_extract_block`'s operations in
+    # the same order, with float32 scalars where the block has one-element arrays. numpy's
+    # fixed cost per call on those was most of the block's 48 us for one window (this: 28 us).
+    # Bit for bit the block's result (tests/core/test_features.py compares them).
+    n = window.shape[0]
+    spectrum = rfft(window[np.newaxis, :])[0]
+    power = spectrum.real**2 + spectrum.imag**2
+    scale = np.float32(4.0 / (n * n))
+    energies = [power[lo:hi].sum() * scale for lo, hi in bins]
+    total = energies[0] + energies[1] + energies[2]
+    mean = spectrum[0].real / np.float32(n)
+    ac_power = np.float32(2) * power[1:].sum()
+    if n % 2 == 0:
+        ac_power -= power[n // 2]
+    m2 = ac_power / np.float32(n * n)
+    mean_square = m2 + mean * mean
+    rms = np.sqrt(mean_square)
+    zero = np.float32(0)
+    peak = max(window.max(), -window.min()) + zero
+    centred = window - mean
+    np.square(centred, out=centred)
+    np.square(centred, out=centred)
+    m4 = centred.sum() / np.float32(n)
+    crest = peak / rms if rms > 0 else zero
+    if m2 <= _CONSTANT_RTOL * mean_square:  # a constant window: see `_extract_block`
+        kurtosis, energies, total = zero, [zero, zero, zero], zero
+    else:
+        kurtosis = m4 / (m2 * m2)
+    ratios = [energy / total for energy in energies] if total > 0 else [zero, zero, zero]
+    out[0] = (rms, peak, crest, kurtosis, *energies, *ratios)
