@@ -31,6 +31,8 @@ def test_a_batch_histogram_scrapes_the_same_as_prometheus_clients_histogram() ->
     got = generate_latest(ours_registry).decode().splitlines()
     assert sorted(got) == sorted(expected)
     assert "latency_seconds_count 99.0" in got
+    ours.observe_many([float("nan")])  # in no bucket, and not in the sum
+    assert generate_latest(ours_registry).decode().splitlines() == got
 
 
 def test_the_gate_figures_of_the_last_candidate_are_exposed() -> None:

@@ -191,8 +191,9 @@ class BatchProcessor:
         # Remembered only once answered: a batch that fails half-way is retried in full.
         self.deduper.remember(keys)
         # Answers (and so acknowledgements) in arrival order, as MQTT asks of QoS 1 acks.
-        position = {id(item): i for i, item in enumerate(items)}
-        result.answers.sort(key=lambda answer: position[id(answer.item)])
+        if len(result.answers) > 1:
+            position = {id(item): i for i, item in enumerate(items)}
+            result.answers.sort(key=lambda answer: position[id(answer.item)])
         return result
 
     def error(self, item: Incoming, err: MessageError, machine: str | None) -> Answer:

@@ -10,12 +10,13 @@ instead of being read back from them.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import threading
 from collections import Counter as TallyCounter
 from typing import TYPE_CHECKING, Final
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
@@ -35,12 +36,14 @@ BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class BatchHistogram:
-    """A Prometheus histogram observed a batch at a time: one numpy call instead of a lock per window.
+    """A Prometheus histogram observed a batch at a time: one lock per batch, a bisection per value.
 
     `prometheus_client.Histogram.observe` walks the buckets in Python under a
     lock, for every window; at thousands of windows a second that was a tenth
-    of the worker's time. The exposition is the same: cumulative ``le`` buckets
-    (an observation counts in every bucket whose bound it does not exceed),
+    of the worker's time. numpy over the batch cost 4 us even for the one
+    window a batch holds at a hall's load; a bisection is a fraction of a
+    microsecond. The exposition is the same: cumulative ``le`` buckets (an
+    observation counts in every bucket whose bound it does not exceed),
     ``_count`` and ``_sum``.
     """
 
@@ -48,36 +51,30 @@ class BatchHistogram:
         self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
     ) -> None:
         self._name, self._documentation = name, documentation
-        self._bounds = np.asarray([*buckets, math.inf], dtype=np.float64)
-        self._counts = np.zeros(len(self._bounds), dtype=np.int64)
+        self._bounds = (*(float(b) for b in buckets), math.inf)
+        self._counts = [0] * len(self._bounds)
         self._sum = 0.0
         self._lock = threading.Lock()
         registry.register(self)
 
-    def observe_many(self, values: Sequence[float]) -> None:
+    def observe_many(self, values: Iterable[float]) -> None:
         """Observe every value of a batch."""
-        if not values:
-            return
-        array = np.asarray(values, dtype=np.float64)
-        array = array[~np.isnan(array)]  # no bucket holds a NaN; it would only spoil the sum
-        counts = np.bincount(np.searchsorted(self._bounds, array, side="left"), minlength=len(self._bounds))
+        bounds, counts = self._bounds, self._counts
         with self._lock:
-            self._counts += counts
-            self._sum += float(array.sum())
+            for value in values:
+                if value == value:  # noqa: PLR0124 - a NaN is in no bucket and would spoil the sum
+                    counts[bisect.bisect_left(bounds, value)] += 1
+                    self._sum += value
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         """The histogram as it stands (what the registry scrapes)."""
         with self._lock:
-            cumulative, total = np.cumsum(self._counts), self._sum
+            cumulative, total = list(itertools.accumulate(self._counts)), self._sum
         buckets = [
             (floatToGoString(b), float(c))  # type: ignore[no-untyped-call]  # untyped in prometheus_client
             for b, c in zip(self._bounds, cumulative, strict=True)
         ]
         yield HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=total)
-
-    def describe(self) -> Iterator[HistogramMetricFamily]:
-        """The metric's name and kind, without samples."""
-        yield HistogramMetricFamily(self._name, self._documentation)
 
 
 class ServeMetrics:

@@ -101,7 +101,9 @@ class Responder:
         self.metrics.record_received(len(items))
         predictions = result.predictions
         self.metrics.record_batch((p.label for p in predictions), result.latencies_s)
-        self.metrics.record_errors(e.reason.value for e in result.errors)
+        errors = result.errors
+        if errors:
+            self.metrics.record_errors(e.reason.value for e in errors)
         if result.duplicates:
             self.metrics.duplicates.inc(len(result.duplicates))
         for prediction in predictions:
