@@ -140,6 +140,8 @@ class Results:
     floor_us: tuple[float, float, float, float]
     """Batch work alone: batches of 64, of one, of one at a hall's pace, of 64 with a shadow."""
     transport: dict[str, tuple[float, float]]
+    link_hall_us: float
+    """serve's wire link alone (no model) at the hall's pace, CPU per window."""
     model_call_us: tuple[float, float, float, float]
     """One one-row model call: back to back, after a hall's gap asleep or busy, after other work."""
 
@@ -192,6 +194,9 @@ def measure(args: argparse.Namespace, work: Path) -> Results:
     for client in ("wire", "paho"):
         with Mosquitto(work / f"broker-{client}") as broker:
             transport[client] = transport_only(broker, streams.take(args.flood_windows, json=False), client)
+    with Mosquitto(work / "broker-hall") as broker:
+        hall_windows = streams.take(args.hall_windows, json=False)
+        link_hall_us, _ = transport_only(broker, hall_windows, "wire", HALL_RATE)
     return Results(
         ref,
         binary,
@@ -203,6 +208,7 @@ def measure(args: argparse.Namespace, work: Path) -> Results:
         profile,
         floors,
         transport,
+        link_hall_us,
         model_call(model),
     )
 
@@ -249,6 +255,10 @@ def serve_alone(r: Results) -> list[Figure]:
                 f"{link_us:.0f} us CPU per window, {link_rate:.0f} windows/s",
             )
             for client, (link_us, link_rate) in r.transport.items()
+        ),
+        Figure(
+            f"serve's MQTT link alone, no model ({CLIENT_NAMES['wire']}, at a hall's 300 windows/s)",
+            f"{r.link_hall_us:.0f} us CPU per window",
         ),
     ]
 

@@ -44,27 +44,31 @@ One window's decode, FFT, features and answer allocate 45 KB at their peak
 
 # serve's own MQTT link (the client argv[3] names) and batching with no model: every window
 # is answered with a fixed prediction-sized payload, acknowledged once that answer is, as
-# serve does.
+# serve does: on the wire link's network thread, or (paho) on a worker fed by its callback.
 TRANSPORT_SCRIPT = """
-import queue, sys
+import queue, sys, threading
 from vibration_core.topics import TopicLayout
 from vibration_infer.serve.batcher import collect
 from vibration_infer.serve.app import make_link
-from vibration_infer.serve.link import Outgoing, queue_into
+from vibration_infer.serve.link import Outgoing, delivers_inline, queue_into
 from vibration_infer.serve.settings import ServeSettings
 settings = ServeSettings(mqtt_url=sys.argv[1], topic_prefix=sys.argv[2], node_name="transport",
                          model_id="none", client_id="bench-transport", mqtt_client=sys.argv[3])
 layout, inbox = TopicLayout(sys.argv[2]), queue.SimpleQueue()
-link = make_link(settings, layout.raw_subscription(), queue_into(inbox))
-link.start()
-link.wait_connected(30)
-print("ready", flush=True)
 answer = b"x" * 420
-while True:
-    batch = collect(inbox, settings.batch_max, 0.0, 0.1)
+def answer_all(batch):
     link.publish_many(
         Outgoing(layout.predictions(item.topic.split("/")[-2]), answer, 1, then_ack=item) for item in batch
     )
+inline = delivers_inline(settings)
+link = make_link(settings, layout.raw_subscription(), answer_all if inline else queue_into(inbox))
+link.start()
+link.wait_connected(30)
+print("ready", flush=True)
+while True:
+    if inline:
+        threading.Event().wait()
+    answer_all(collect(inbox, settings.batch_max, 0.0, 0.1))
 """
 
 
@@ -122,9 +126,13 @@ def compute_floor(
 
 
 def transport_only(
-    broker: Mosquitto, messages: list[tuple[str, int, bytes]], client: str
+    broker: Mosquitto,
+    messages: list[tuple[str, int, bytes]],
+    client: str,
+    rate_hz: float | None = None,
+    timeout_s: float = 600,
 ) -> tuple[float, float]:
-    """Serve's MQTT link (`client`: wire or paho) alone, on one core, under the same flood.
+    """Serve's MQTT link (`client`: wire or paho) alone, on one core, under a flood or at `rate_hz`.
 
     Returns CPU us per window and windows/s.
     """
@@ -138,14 +146,16 @@ def transport_only(
             raise RuntimeError("the transport-only client did not connect")
         collector, publisher = Collector(broker), Publisher(broker)
         cpu_before, started = cpu_seconds(process.pid), time.perf_counter()
-        publisher.send(messages, rate_hz=None)
-        done = collector.wait_for(len(messages), 600)
+        publisher.send(messages, rate_hz=rate_hz)
+        done = collector.wait_for(len(messages), timeout_s)
         seconds = time.perf_counter() - started
         cpu_us = (cpu_seconds(process.pid) - cpu_before) / len(messages) * 1e6
         publisher.close()
         collector.close()
     finally:
         stop(process)
+        if process.stdout is not None:
+            process.stdout.close()
     return cpu_us, (len(messages) / seconds if done else float("nan"))
 
 

@@ -9,8 +9,11 @@ import pytest
 
 from bench_record import Figure, Section, load, record
 from bench_report import render
+from bench_serve_parts import RATE, encoded
+from bench_serve_probes import transport_only
 from mqtt_wire import WireClient, WireError
 from vibration_testkit.net import free_port
+from vibration_train.simulator import simulate
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,6 +43,19 @@ def test_wire_client_round_trips_qos1_bytes_through_a_real_broker(broker: Mosqui
     assert [t for t, _ in got] == [f"bench/m{i % 3}/raw" for i in range(n)]
     sensor.close()
     listener.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("client", "rate_hz"), [("wire", None), ("wire", 300.0), ("paho", None)])
+def test_the_link_probe_answers_every_window_through_serves_own_link(
+    broker: Mosquitto, client: str, rate_hz: float | None
+) -> None:
+    windows = encoded(simulate(120, seed=3, sample_rate=RATE, machines=3), 0)
+    cpu_us, rate = transport_only(broker, windows, client, rate_hz, timeout_s=30)
+    assert cpu_us >= 0  # clock ticks of 10 ms: a short probe may count none
+    assert rate == rate  # noqa: PLR0124 - NaN when a window went unanswered
+    if rate_hz is not None:
+        assert rate < rate_hz * 1.1
 
 
 @pytest.mark.integration
