@@ -1,14 +1,21 @@
-"""Where a process spends its CPU: py-spy samples, summed by function, for the benchmark page.
+"""Where a process spends its CPU, for the benchmark page: py-spy by function, perf by library.
 
-`start` attaches py-spy (non-blocking, so the process is not paused for each
+`Sampler` attaches py-spy (non-blocking, so the process is not paused for each
 sample) for a number of seconds; `Profile.top` then sums the samples in which a
 thread was running Python code (waits in ``poll`` and on queues excluded) by
 the function on the stack, each function counted once per sample, so a share
 is inclusive: ``features`` holds the FFT it calls.
+
+`PerfSampler` counts where the CPU time went by shared object (the CPython
+interpreter, the kernel, ONNX Runtime, numpy, ...) with Linux perf, where it is
+installed and allowed: what py-spy cannot say (it sees Python frames only, and
+counts a thread in a system call as busy).
 """
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,3 +84,53 @@ def parse(text: str) -> Profile:
         for name in dict.fromkeys(frames):
             by_function[name] += int(count)
     return Profile(samples, by_function)
+
+
+LIBRARY_NAMES = {
+    "libpython": "the CPython interpreter",
+    "[kernel.kallsyms]": "the kernel (wake-ups, sockets)",
+    "onnxruntime": "ONNX Runtime",
+    "_multiarray_umath": "numpy",
+    "libc.so": "libc (malloc, memcpy)",
+    "pypocketfft": "pocketfft (the FFT)",
+    "_pydantic_core": "pydantic",
+    "libz.so": "zlib (the CRC-32 of a window)",
+}
+
+
+class PerfSampler:
+    """perf on `pid` for `seconds`; `result` gives the share of CPU time in each shared object."""
+
+    def __init__(self, pid: int, seconds: float, rate_hz: int = 2000) -> None:
+        self._out = Path(tempfile.mkdtemp(prefix="vibration-bench-perf-")) / "perf.data"
+        perf = shutil.which("perf")
+        argv = [str(perf), "record", "--event", "cpu-clock", "--freq", str(rate_hz), "--pid", str(pid),
+                "--output", str(self._out), "--", "sleep", str(seconds)]  # fmt: skip
+        self._process = (
+            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if perf else None
+        )
+
+    def result(self) -> list[tuple[str, float]] | None:
+        """(library, share) by decreasing share; None when perf is missing or may not sample here."""
+        if self._process is None or self._process.wait(timeout=120) != 0 or not self._out.exists():
+            return None
+        report = subprocess.run(
+            ["perf", "report", "--input", str(self._out), "--sort", "dso", "--stdio"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        shares = parse_perf(report.stdout)
+        return shares or None
+
+
+def parse_perf(text: str) -> list[tuple[str, float]]:
+    """Read ``perf report --sort dso --stdio``: each library's share, named for a reader."""
+    shares: list[tuple[str, float]] = []
+    for line in text.splitlines():
+        match = re.fullmatch(r"\s*([0-9.]+)%\s+(\S+)\s*", line)
+        if match:
+            library = match[2]
+            name = next((v for k, v in LIBRARY_NAMES.items() if library.startswith(k)), library.split(".")[0])
+            shares.append((name, float(match[1]) / 100))
+    return shares

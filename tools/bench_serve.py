@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench_profile import Profile, Sampler
+from bench_profile import PerfSampler, Profile, Sampler
 from bench_record import Figure, Section, record
 from bench_serve_figures import Loads, coalescing_figures, profile_notes, reference_note, system_figures
 from bench_serve_parts import (
@@ -75,6 +75,8 @@ HALL_RATE, LATENCY_RATE = 300.0, 500.0
 COALESCING_MS = (5, 20)
 """`batch_deadline_ms` values tried at the hall load: CPU per window against latency."""
 SETTLE_S = 2.0
+PERF_WINDOWS = 1500
+"""Windows of the hall load run again under perf (not the measured run: perf's sampling costs serve)."""
 
 
 CLIENT_NAMES = {"wire": "wire, the default", "paho": "paho"}
@@ -137,6 +139,8 @@ class Results:
     rss_mb: tuple[float, float, float, float]
     """Idle, the most during the binary loads, at their end, and 2 s later."""
     profile: Profile | None
+    libraries: list[tuple[str, float]] | None
+    """Share of serve's CPU time in each shared object at the hall load (perf), when perf can sample."""
     floor_us: tuple[float, float, float, float]
     """Batch work alone: batches of 64, of one, of one at a hall's pace, of 64 with a shadow."""
     transport: dict[str, tuple[float, float]]
@@ -171,6 +175,9 @@ def measure(args: argparse.Namespace, work: Path) -> Results:
             sampler = Sampler(process.pid, args.hall_windows / HALL_RATE)
             bench.run([process.pid], streams.take(args.hall_windows, json=False), HALL_RATE)
             profile = sampler.result()
+            perf = PerfSampler(process.pid, PERF_WINDOWS / HALL_RATE)
+            bench.run([process.pid], streams.take(PERF_WINDOWS, json=False), HALL_RATE)
+            libraries = perf.result()
             json_windows = bench.loads([process.pid], json=True, flood=args.json_flood_windows)
         with serve_process(broker, int8, work / "litert", args.serve_flag) as (process, _):
             litert = bench.loads([process.pid], json=False)
@@ -206,6 +213,7 @@ def measure(args: argparse.Namespace, work: Path) -> Results:
         ready_s,
         (idle_rss, peak.mb, rss, settled_rss),
         profile,
+        libraries,
         floors,
         transport,
         link_hall_us,
@@ -309,7 +317,7 @@ def main() -> int:
                     "many times better or worse serve is"
                 ),
                 reference_note(r.ref),
-                *profile_notes(r.profile),
+                *profile_notes(r.profile, r.libraries),
                 (
                     f"load average at the start: {load_at_start:.2f}, at the end: {os.getloadavg()[0]:.2f} "
                     f"on {os.cpu_count()} cores"

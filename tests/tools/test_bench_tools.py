@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from bench_profile import parse_perf
 from bench_record import Figure, Section, load, record
 from bench_report import render
 from bench_serve_parts import RATE, encoded
@@ -107,3 +108,23 @@ def test_the_page_puts_every_figure_beside_its_target_and_baseline() -> None:
     assert "| RSS | 140.0 MB | <= 100 MB | **no** |  |" in page
     assert "| CPU per window | 80 us |  |  |  |" in page
     assert "- a note" in page
+
+
+def test_a_perf_report_by_library_is_read_with_readable_names() -> None:
+    report = """# Samples: 7K of event 'cpu-clock'
+#
+# Overhead  Shared Object
+# ........  ..........................................................
+#
+    50.12%  libpython3.11.so.1.0
+    13.61%  [kernel.kallsyms]
+    11.98%  onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so
+     0.38%  libstdc++.so.6.0.30
+"""
+    assert parse_perf(report) == [
+        ("the CPython interpreter", 0.5012),
+        ("the kernel (wake-ups, sockets)", 0.1361),
+        ("ONNX Runtime", 0.1198),
+        ("libstdc++", 0.0038),
+    ]
+
