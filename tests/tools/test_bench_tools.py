@@ -127,4 +127,3 @@ def test_a_perf_report_by_library_is_read_with_readable_names() -> None:
         ("ONNX Runtime", 0.1198),
         ("libstdc++", 0.0038),
     ]
-
