@@ -27,8 +27,16 @@ SHOWN_SHARE = 0.005
 """Libraries with less of serve's CPU time than this are left out of the note."""
 SESSION_AB = (
     "the hall load before the one-window extractor path and the lighter per-window bookkeeping "
-    "(724e38d) and after (HEAD_AB), alternated on one probe, three runs each (scratch probe, the bench's "
+    "(724e38d) and after (904fe06), alternated on one probe, three runs each (scratch probe, the bench's "
     "layout): CPU a window before 637, 613, 817 us; after 553, 543, 517 us"
+)
+RSS_NOTE = (
+    "RSS after the flood: Debian 12's Mosquitto 2.0.11 ignores the pod's Receive Maximum once inputs are "
+    "acknowledged (fixed in 2.0.13; the chart ships 2.0.21), so in a 20 000-window flood up to 21 758 "
+    "answers waited at once for their turn among the broker's 20 in flight (scratch probe on Outbound), "
+    "about 0.7 KB of small Python objects each; after the flood pymalloc held 38 arenas of 1 MB (23 at "
+    "idle), 923 of their pools (15 MB) free but not returnable, each arena pinned by a few live objects "
+    "(sys._debugmallocstats in serve)"
 )
 P99_AB = (
     "p99 at 500 windows/s, serve before the hall-load work (327af77) and after (0705a22) alternated on one "
@@ -124,7 +132,7 @@ def profile_notes(profile: Profile | None, libraries: list[tuple[str, float]] | 
             f"by library (this run, perf on serve at 300 windows/s, a run of its own; its share of serve's "
             f"CPU time): {shares}"
         )
-    return [*notes, BEFORE, SESSION_AB, P99_AB]
+    return [*notes, BEFORE, SESSION_AB, P99_AB, RSS_NOTE]
 
 
 def reference_note(ref: Loads) -> str:
