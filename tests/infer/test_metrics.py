@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from vibration_core.drift_monitor import DriftMonitor, DriftPolicy
@@ -33,6 +34,18 @@ def test_a_batch_histogram_scrapes_the_same_as_prometheus_clients_histogram() ->
     assert "latency_seconds_count 99.0" in got
     ours.observe_many([float("nan")])  # in no bucket, and not in the sum
     assert generate_latest(ours_registry).decode().splitlines() == got
+
+
+def test_a_batch_histogram_describes_itself_and_sums_in_float64() -> None:
+    # A registry without auto-describe learns a collector's names from describe(): without
+    # it a duplicate name would be accepted and a scrape filtered by name would be empty.
+    registry = CollectorRegistry()
+    ours = BatchHistogram("latency_seconds", "Latency.", LATENCY_BUCKETS_S, registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        BatchHistogram("latency_seconds", "Again.", LATENCY_BUCKETS_S, registry)
+    ours.observe_many([np.float32(0.1), *[0.001] * 1000])  # type: ignore[list-item]  # a numpy scalar, as a caller may pass
+    text = generate_latest(registry.restricted_registry(["latency_seconds_sum"])).decode()
+    assert "latency_seconds_sum 1.100000001490106" in text  # float32 sums would give 1.0999...
 
 
 def test_the_gate_figures_of_the_last_candidate_are_exposed() -> None:

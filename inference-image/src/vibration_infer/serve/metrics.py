@@ -64,7 +64,7 @@ class BatchHistogram:
             for value in values:
                 if value == value:  # noqa: PLR0124 - a NaN is in no bucket and would spoil the sum
                     counts[bisect.bisect_left(bounds, value)] += 1
-                    self._sum += value
+                    self._sum += float(value)  # a float32 value would make the sum float32 for good
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         """The histogram as it stands (what the registry scrapes)."""
@@ -75,6 +75,10 @@ class BatchHistogram:
             for b, c in zip(self._bounds, cumulative, strict=True)
         ]
         yield HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=total)
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        """The metric's name and kind, without samples."""
+        yield HistogramMetricFamily(self._name, self._documentation)
 
 
 class ServeMetrics:
