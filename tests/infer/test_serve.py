@@ -550,6 +550,10 @@ def test_an_answer_waiting_for_the_broker_keeps_its_inputs_receipt_not_its_windo
         assert all(type(m.then_ack) is Receipt for m in answers)
         assert len({m.then_ack for m in answers}) == len(data)
         wait_until(lambda: app.link.unacknowledged() == 0, SLOW, "every input acknowledged")
+        assert "vibration_infer_mqtt_answers_unacknowledged 0.0" in scrape(app, "/metrics")
+        # What a broker that falls behind, or ignores the Receive Maximum, looks like on /metrics.
+        monkeypatch.setattr(app.link, "unacknowledged", lambda: 21758)
+        assert "vibration_infer_mqtt_answers_unacknowledged 21758.0" in scrape(app, "/metrics")
         sensor.close()
         collector.close()
 

@@ -100,6 +100,8 @@ class ServeApp:
         self._inline = delivers_inline(settings)
         deliver = self._answer if self._inline else queue_into(self.inbox)
         self.link = make_link(settings, self.subscription, deliver, self._on_connection, stale)
+        # Read at each scrape, the method looked up then too (a test stands in for a lagging broker).
+        self.metrics.answers_unacknowledged.set_function(lambda: self.link.unacknowledged())  # noqa: PLW0108
         # The link hands windows to `_answer`, which only runs once the link is started.
         self.responder = Responder(settings, self.layout, self.metrics, self.link)
         self.http = HttpServer(self, settings.http_host, settings.http_port)

@@ -153,6 +153,12 @@ class ServeMetrics:
         self.mqtt_connected = Gauge(
             "vibration_infer_mqtt_connected", "1 while connected to the broker.", registry=r
         )
+        self.answers_unacknowledged = Gauge(
+            "vibration_infer_mqtt_answers_unacknowledged",
+            "Answers published whose broker acknowledgement (and so their inputs') is still due: it "
+            "grows while the broker falls behind, or sends beyond the pod's Receive Maximum.",
+            registry=r,
+        )
         self.drift = DriftGauges(r)
         self._lock = threading.Lock()
         self._windows_total = 0
