@@ -103,11 +103,13 @@ class PerfSampler:
 
     def __init__(self, pid: int, seconds: float, rate_hz: int = 2000) -> None:
         self._out = Path(tempfile.mkdtemp(prefix="vibration-bench-perf-")) / "perf.data"
-        perf = shutil.which("perf")
-        argv = [str(perf), "record", "--event", "cpu-clock", "--freq", str(rate_hz), "--pid", str(pid),
+        self._perf = shutil.which("perf")
+        argv = [str(self._perf), "record", "--event", "cpu-clock", "--freq", str(rate_hz), "--pid", str(pid),
                 "--output", str(self._out), "--", "sleep", str(seconds)]  # fmt: skip
         self._process = (
-            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if perf else None
+            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if self._perf
+            else None
         )
 
     def result(self) -> list[tuple[str, float]] | None:
@@ -115,7 +117,7 @@ class PerfSampler:
         if self._process is None or self._process.wait(timeout=120) != 0 or not self._out.exists():
             return None
         report = subprocess.run(
-            ["perf", "report", "--input", str(self._out), "--sort", "dso", "--stdio"],
+            [str(self._perf), "report", "--input", str(self._out), "--sort", "dso", "--stdio"],
             capture_output=True,
             text=True,
             check=False,

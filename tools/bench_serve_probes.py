@@ -65,9 +65,9 @@ link = make_link(settings, layout.raw_subscription(), answer_all if inline else 
 link.start()
 link.wait_connected(30)
 print("ready", flush=True)
+if inline:
+    threading.Event().wait()  # the link answers on its own thread
 while True:
-    if inline:
-        threading.Event().wait()
     answer_all(collect(inbox, settings.batch_max, 0.0, 0.1))
 """
 
