@@ -96,6 +96,7 @@ bench: setup-test ## print benchmark figures beside their baselines and write do
 	rm -rf build/bench
 	OMP_NUM_THREADS=1 $(RUN) python tools/bench.py
 	$(RUN) python tools/bench_serve.py
+	$(RUN) python tools/bench_instructions.py
 	$(RUN) python tools/bench_operator.py
 	$(RUN) python tools/bench_report.py
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench_record import RESULTS, ROOT, Section, load
 
-ORDER = ("features", "training", "int8", "serving", "operator")
+ORDER = ("features", "training", "int8", "serving", "instructions", "operator")
 """Sections in page order; any other recorded section follows them."""
 
 

@@ -1,0 +1,60 @@
+"""The instruction-count bench: its path answers every window as serve does, and its profile is read right."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from bench_instructions import FLOOD, HALL, parse_annotate, run_path, windows_for
+from vibration_testkit import tiny_models
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+ANNOTATE = """\
+--------------------------------------------------------------------------------
+385,685,405 (100.0%)  PROGRAM TOTALS
+
+--------------------------------------------------------------------------------
+Ir                    file:function
+--------------------------------------------------------------------------------
+145,289,965 (56.54%)  /tmp/Python-3.11.7/Objects/call.c:PyObject_Vectorcall [/usr/lib/libpython3.11.so.1.0]
+ 44,238,404 (17.22%)  ???:(anonymous namespace)::r2c(pybind11::array const&, pybind11::object const&, bool, \
+int, pybind11::object&, unsigned long) [/venv/site-packages/scipy/fft/_pocketfft/pypocketfft.cpython-311.so]
+ 43,502,980 (16.93%)  ???:void pocketfft::detail::r2c<float>(std::vector<unsigned long> const&) \
+[/venv/site-packages/scipy/fft/_pocketfft/pypocketfft.cpython-311.so]
+ 19,192,179 ( 4.98%)  /tmp/Python-3.11.7/Modules/clinic/zlibmodule.c.h:zlib_crc32 [/usr/lib/zlib.so]
+ 18,991,200 ( 4.92%)  ???:crc32 [/usr/lib/x86_64-linux-gnu/libz.so.1.2.13]
+ 18,990,300 ( 4.92%)  ???:crc32_z [/usr/lib/x86_64-linux-gnu/libz.so.1.2.13]
+"""
+
+
+def test_the_profile_gives_the_total_the_ffts_and_the_crcs_inclusive_counts() -> None:
+    assert parse_annotate(ANNOTATE) == {"total": 385_685_405, "fft": 44_238_404, "crc": 18_991_200}
+
+
+def test_a_profile_without_those_functions_counts_them_as_none() -> None:
+    assert parse_annotate("1,000 (100.0%)  PROGRAM TOTALS\n") == {"total": 1000, "fft": 0, "crc": 0}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = tiny_models.onnx_model(tiny_models.train_table())
+    folder = tmp_path_factory.mktemp("model")
+    (folder / model.card.artifact.filename).write_bytes(model.data)
+    model.card.save(folder / "modelcard.json")
+    return folder
+
+
+@pytest.mark.slow  # six runs of serve's path over hundreds of windows, and a model trained first
+@pytest.mark.parametrize("per_read", [HALL, FLOOD])
+@pytest.mark.parametrize("part", ["", "features", "model"])
+def test_the_path_answers_and_settles_every_measured_window(
+    model_dir: Path, tmp_path: Path, per_read: int, part: str
+) -> None:
+    windows = windows_for(per_read)
+    run = run_path(model_dir, windows, per_read, part, tmp_path)
+    assert run.windows == len(windows) - (150 if per_read == HALL else 3 * FLOOD)
+    assert run.answered >= run.windows  # every window's prediction (alerts come on top)
+    assert run.unsettled == 0  # every answer's PUBACK came back, so every input was acknowledged

@@ -1,0 +1,355 @@
+"""Instructions per window of serve's own path (callgrind): figures this shared machine's noise cannot move.
+
+`make bench`'s times on this host swing by a third between two evenings
+(docs/benchmarks.md); an instruction count does not: the same code, model and
+windows give the same count within a fraction of a percent, whatever else the
+machine does. So this is the figure to compare two commits by, and the split
+that says where a window's work goes.
+
+The path is serve's own objects in one process (`ServeApp`: the wire link's
+packet handling, `Responder`, `BatchProcessor`, `Outbound`, drift, alerts,
+metrics), with a socketpair in place of the broker's socket: each window
+arrives as a real PUBLISH packet, its answer goes out through the link's
+`send`, and the answer's PUBACK comes back and releases the input's own, as
+at a hall's load (one window a read) or in a flood (64 a read). Left out: the
+link's wait in `poll` and the kernel (those are in `bench_serve.py`'s CPU
+figures), and the broker.
+
+The split comes from running the path again with one part replaced by the
+result it gave (the features, the model's probabilities), so everything else
+does the same work; the FFT and the dedupe key's CRC-32 are read off the
+profile by their functions.
+
+    uv run --frozen python tools/bench_instructions.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bench_record import Figure, Section, record
+from bench_serve_parts import PREFIX, RATE, encoded
+from bench_serve_systems import artifact_of, train_model
+from vibration_core.features import extract_features
+from vibration_core.raw import decode_raw
+from vibration_infer.serve import batcher
+from vibration_infer.serve.app import ServeApp
+from vibration_infer.serve.settings import ServeSettings
+from vibration_infer.serve.wire import codec
+from vibration_infer.serve.wire.link import WireLink
+from vibration_train.simulator import simulate
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from vibration_infer.serve.responder import Active
+
+HALL, FLOOD = 1, 64
+"""Windows per read: a hall's load (each window alone) and a flood."""
+LOADS = ((HALL, "hall"), (FLOOD, "flood"))
+WARM_READS, MEASURED_READS = {HALL: 150, FLOOD: 3}, {HALL: 200, FLOOD: 6}
+PARTS = ("", "features", "model")
+"""The runs: everything, then with the features and with the model call replaced by their results."""
+CALLGRIND_ENV = "VIBRATION_BENCH_CALLGRIND"
+"""Set in the child under valgrind: it switches counting on around the measured windows only."""
+
+
+@dataclass(frozen=True)
+class PathRun:
+    """What one run of the path did."""
+
+    windows: int
+    answered: int
+    """Predictions the link sent for the measured windows."""
+    unsettled: int
+    """Answers left without the broker's PUBACK at the end (0: every input was acknowledged)."""
+
+
+def build_app(model: Path, work: Path) -> ServeApp:
+    """Serve's app with `model` active (its wire link is not started: `SocketBroker` connects it)."""
+    settings = ServeSettings(
+        mqtt_url="mqtt://127.0.0.1:1",
+        topic_prefix=PREFIX,
+        node_name="instructions",
+        artifact=artifact_of(model),
+        card=model / "modelcard.json",
+        target_file=work / "none.json",
+        cache_dir=work / "cache",
+        http_port=0,
+    )
+    app = ServeApp(settings)
+    app.install(app.load_initial())
+    return app
+
+
+class SocketBroker:
+    """The broker's end of the link's socket: takes the link's answers and acknowledges them at once."""
+
+    def __init__(self, app: ServeApp) -> None:
+        self.link = link_of(app)
+        ours, self._theirs = socket.socketpair()
+        ours.setblocking(False)  # noqa: FBT003 - as the link's own socket
+        self._theirs.setblocking(False)  # noqa: FBT003
+        out = self.link._out  # noqa: SLF001 - the link's state, as its network thread sets it
+        self.link._sock = ours  # noqa: SLF001
+        self.link._write(out.connect(1, codec.Control(codec.CONNACK, receive_maximum=1024)))  # noqa: SLF001
+        self._parser = codec.Parser(1 << 24)
+        self._buffer = bytearray(1 << 22)
+        self._pubacks = [codec.puback_packet(i) for i in range(65536)]
+        self.sent = 0
+
+    def deliver(self, packets: bytes) -> None:
+        """Hand the link one read, drain what it wrote, and send back the PUBACKs of its answers."""
+        handle = self.link._handle  # noqa: SLF001 - what its network thread does with a read
+        handle(self._parser.feed(packets), time.time_ns(), time.perf_counter_ns())
+        self._drain()
+        # The link sends as many answers as its in-flight limit allows; each PUBACK read frees the next.
+        while answered := list(self.link._out.inflight):  # noqa: SLF001
+            self.sent += len(answered)
+            acks = self._parser.feed(b"".join(self._pubacks[i] for i in answered))
+            handle(acks, time.time_ns(), time.perf_counter_ns())
+            self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                if not self._theirs.recv_into(self._buffer):
+                    return
+            except BlockingIOError:
+                return
+
+    def close(self) -> None:
+        """Close the broker's end."""
+        self._theirs.close()
+
+
+def link_of(app: ServeApp) -> WireLink:
+    """The app's wire link (the default client), whose network thread's work the path does."""
+    if not isinstance(app.link, WireLink):
+        raise TypeError(f"serve's link is {type(app.link).__name__}, not the wire link")
+    return app.link
+
+
+def active_of(app: ServeApp) -> Active:
+    """The model the app answers with."""
+    active = app._active  # noqa: SLF001
+    if active is None:
+        raise RuntimeError("no model is active")
+    return active
+
+
+def replace_part(app: ServeApp, part: str, results: collections.deque[np.ndarray]) -> None:
+    """Make `part` ("features" or "model") return its recorded results, in order."""
+
+    def recorded(windows: np.ndarray, *_: object) -> np.ndarray:
+        n = 1 if windows.ndim == 1 else windows.shape[0]
+        return np.concatenate([results.popleft() for _ in range(n)])
+
+    if part == "features":
+        batcher.extract_features = recorded  # type: ignore[attr-defined,assignment]
+    elif part == "model":
+        active_of(app).model.backend.predict_proba = recorded  # type: ignore[method-assign,assignment]
+
+
+def record_part(
+    app: ServeApp, part: str, windows: Sequence[tuple[str, int, bytes]]
+) -> collections.deque[np.ndarray]:
+    """Each window's features or probabilities, one row each, as the path computes them."""
+    active = active_of(app)
+    rate = active.model.card.signal.sample_rate
+    rows: collections.deque[np.ndarray] = collections.deque()
+    for machine, _, payload in windows:
+        features = extract_features(decode_raw(payload, machine).samples, rate)
+        rows.append(features if part == "features" else active.model.backend.predict_proba(features))
+    return rows
+
+
+def run_path(
+    model: Path, windows: Sequence[tuple[str, int, bytes]], per_read: int, part: str, work: Path
+) -> PathRun:
+    """Run the path over `windows`, `per_read` a read; the measured ones (after the warm-up) are counted."""
+    app = build_app(model, work)
+    if part:
+        replace_part(app, part, record_part(app, part, windows))
+    broker = SocketBroker(app)
+    packets = [
+        codec.publish_packet(f"{PREFIX}/machines/{machine}/raw", payload, qos=1, packet_id=i % 65000 + 1)
+        for i, (machine, _, payload) in enumerate(windows)
+    ]
+    reads = [b"".join(packets[i : i + per_read]) for i in range(0, len(packets), per_read)]
+    warm = WARM_READS[per_read]
+    for read in reads[:warm]:
+        broker.deliver(read)
+    before = broker.sent
+    switch = os.environ.get(CALLGRIND_ENV)
+    if switch:
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
+    for read in reads[warm:]:
+        broker.deliver(read)
+    if switch:
+        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-d", str(os.getpid())], check=True, capture_output=True)
+    measured = len(windows) - warm * per_read
+    unsettled = app.link.unacknowledged()
+    broker.close()
+    link = link_of(app)
+    with link._lock:  # noqa: SLF001
+        link._close_socket()  # noqa: SLF001
+    app.http._server.server_close()  # noqa: SLF001 - bound, never started: nothing to shut down
+    return PathRun(measured, broker.sent - before, unsettled)
+
+
+def windows_for(per_read: int) -> list[tuple[str, int, bytes]]:
+    """The windows of one run: the warm-up's and the measured ones, binary, with keys no other run used."""
+    n = (WARM_READS[per_read] + MEASURED_READS[per_read]) * per_read
+    return encoded(simulate(n, seed=11, sample_rate=RATE, machines=8), per_read * 10**15, json=False, n=n)
+
+
+# --- the parent: each run in a child under callgrind ---------------------------------------
+
+
+_TOTAL = re.compile(r"^\s*([\d,]+)\s.*PROGRAM TOTALS")
+_LINE = re.compile(r"^\s*([\d,]+)\s+\([\s\d.]+%\)\s+(.*)$")
+FUNCTIONS = {
+    "fft": re.compile(r"\(anonymous namespace\)::r2c\(.*pypocketfft"),
+    "crc": re.compile(r"[:?]crc32 \[.*libz"),
+}
+"""Inclusive cost read off the profile: pocketfft's transform, and zlib's CRC-32 of each payload."""
+
+
+def parse_annotate(text: str) -> dict[str, int]:
+    """The total, and the inclusive counts of `FUNCTIONS`, in `callgrind_annotate --inclusive=yes` output."""
+    found = dict.fromkeys(("total", *FUNCTIONS), 0)
+    for line in text.splitlines():
+        if match := _TOTAL.match(line):
+            found["total"] = int(match.group(1).replace(",", ""))
+            continue
+        if not (match := _LINE.match(line)):
+            continue
+        count, where = int(match.group(1).replace(",", "")), match.group(2)
+        for name, pattern in FUNCTIONS.items():
+            if pattern.search(where):
+                found[name] = max(found[name], count)
+    return found
+
+
+def counted(model: Path, part: str, work: Path) -> list[tuple[dict[str, int], PathRun]]:
+    """Run the path at each load in a child under callgrind; per load, its counts and what it did."""
+    out = work / f"callgrind-{part or 'all'}.out"
+    child = [sys.executable, __file__, "child", str(model), part or "-", str(work)]
+    argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *child]
+    env = {**os.environ, CALLGRIND_ENV: "1"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the path under callgrind failed: {done.stderr[-2000:]}")
+    runs = [PathRun(**run) for run in json.loads(done.stdout.strip().splitlines()[-1])]
+    # One dump per load, numbered in the order the child dumped them.
+    dumps = sorted(work.glob(f"{out.name}.*"), key=lambda path: int(path.suffix[1:]))
+    if len(dumps) != len(runs):
+        raise RuntimeError(f"expected {len(runs)} callgrind dumps, found {len(dumps)}")
+    found = []
+    for dump, run in zip(dumps, runs, strict=True):
+        annotate = ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(dump)]
+        text = subprocess.run(annotate, capture_output=True, text=True, check=True).stdout
+        found.append((parse_annotate(text), run))
+    return found
+
+
+def figures(per_read: int, counts: dict[str, dict[str, int]], windows: int, label: str) -> list[Figure]:
+    """Instructions per window of one load, and where they go."""
+
+    def per_window(value: int) -> float:
+        return value / windows / 1000
+
+    total = counts[""]["total"]
+    features = total - counts["features"]["total"]
+    model = total - counts["model"]["total"]
+    fft, crc = counts[""]["fft"], counts[""]["crc"]
+    rest = total - features - model - crc
+    reads = "one window a read" if per_read == 1 else f"{per_read} windows a read"
+
+    def share(value: int) -> str:
+        return f"{per_window(value):.0f} k ({value / total:.0%})"
+
+    return [
+        Figure(f"{label}: instructions per window, {reads}", f"{per_window(total):.0f} k"),
+        Figure(f"{label}: the features (of which the FFT {per_window(fft):.0f} k)", share(features)),
+        Figure(f"{label}: the model call (ONNX Runtime)", share(model)),
+        Figure(f"{label}: the dedupe key (CRC-32 of the payload)", share(crc)),
+        Figure(f"{label}: the rest (packets, decode, answers, metrics, drift, alerts)", share(rest)),
+    ]
+
+
+def main() -> int:
+    """Train the reference model, count each run, record the section."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train-windows", type=int, default=1200, help="windows the model is trained on")
+    args = parser.parse_args()
+    command = "uv run --frozen python tools/bench_instructions.py"
+    title = "serve's path in instructions per window (callgrind): the figures noise cannot move"
+    if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
+        note = "valgrind is not installed here (Debian: apt-get install valgrind): no instruction counts"
+        record(
+            Section(
+                "instructions", title, command, [Figure("instructions per window", "not measured")], [note]
+            )
+        )
+        return 0
+    with tempfile.TemporaryDirectory(prefix="vibration-bench-instructions-") as tmp:
+        work = Path(tmp)
+        model = train_model(work, args.train_windows)
+        # One child per part, as many at once as there are cores (each is one thread under valgrind).
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            results = dict(zip(PARTS, pool.map(lambda part: counted(model, part, work), PARTS), strict=True))
+    found: list[Figure] = []
+    for i, (per_read, label) in enumerate(LOADS):
+        counts = {part: results[part][i][0] for part in PARTS}
+        runs = [results[part][i][1] for part in PARTS]
+        incomplete = [r for r in runs if r.answered < r.windows or r.unsettled]
+        if incomplete:
+            raise RuntimeError(f"a run left windows unanswered or unsettled: {incomplete}")
+        found += figures(per_read, counts, runs[0].windows, label)
+    notes = [
+        (
+            "serve's own objects in one process, a socketpair for the broker's socket: the link's packet "
+            "handling, decode, features, model, answers and their PUBACKs, metrics, drift and alerts; not "
+            "the wait in poll, the kernel or the broker (bench_serve.py's CPU figures have those)"
+        ),
+        (
+            "split: the same run with the features, then the model's probabilities, replaced by the "
+            "results they gave; the FFT and the CRC-32 by their functions' inclusive counts"
+        ),
+    ]
+    record(Section("instructions", title, command, found, notes))
+    return 0
+
+
+def child(argv: list[str]) -> int:
+    """Run the path at each load (under callgrind when the parent starts it); print what it did as JSON."""
+    model, part, work = Path(argv[0]), argv[1].strip("-"), Path(argv[2])
+    runs = [
+        run_path(model, windows_for(per_read), per_read, part, Path(tempfile.mkdtemp(dir=work))).__dict__
+        for per_read, _ in LOADS
+    ]
+    print(json.dumps(runs), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child(sys.argv[2:]) if sys.argv[1:2] == ["child"] else main())
