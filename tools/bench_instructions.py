@@ -64,6 +64,9 @@ HALL, FLOOD = 1, 64
 """Windows per read: a hall's load (each window alone) and a flood."""
 LOADS = ((HALL, "hall"), (FLOOD, "flood"))
 WARM_READS, MEASURED_READS = {HALL: 150, FLOOD: 3}, {HALL: 200, FLOOD: 6}
+BASELINE_WINDOWS = 100
+"""The drift monitor's class baseline, shorter than serve's 2000 windows: the warm-up ends past it,
+so the counted windows do what a pod that has served for a while does with each."""
 PARTS = ("", "features", "model")
 """The runs: everything, then with the features and with the model call replaced by their results."""
 CALLGRIND_ENV = "VIBRATION_BENCH_CALLGRIND"
@@ -92,6 +95,7 @@ def build_app(model: Path, work: Path) -> ServeApp:
         target_file=work / "none.json",
         cache_dir=work / "cache",
         http_port=0,
+        drift_baseline_windows=BASELINE_WINDOWS,
     )
     app = ServeApp(settings)
     app.install(app.load_initial())

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from bench_instructions import FLOOD, HALL, parse_annotate, run_path, windows_for
+from bench_instructions import FLOOD, HALL, WARM_READS, parse_annotate, run_path, windows_for
 from vibration_testkit import tiny_models
 
 if TYPE_CHECKING:
@@ -55,6 +55,6 @@ def test_the_path_answers_and_settles_every_measured_window(
 ) -> None:
     windows = windows_for(per_read)
     run = run_path(model_dir, windows, per_read, part, tmp_path)
-    assert run.windows == len(windows) - (150 if per_read == HALL else 3 * FLOOD)
+    assert run.windows == len(windows) - WARM_READS[per_read] * per_read
     assert run.answered >= run.windows  # every window's prediction (alerts come on top)
     assert run.unsettled == 0  # every answer's PUBACK came back, so every input was acknowledged
