@@ -48,6 +48,22 @@ def test_a_batch_histogram_describes_itself_and_sums_in_float64() -> None:
     assert "latency_seconds_sum 1.100000001490106" in text  # float32 sums would give 1.0999...
 
 
+def test_predictions_are_counted_by_label_and_batch_sizes_observed_across_batches() -> None:
+    metrics = ServeMetrics()
+    for labels in (["normal"], ["imbalance", "normal", "normal"], [], ["normal"]):
+        metrics.record_batch(labels, [0.001] * len(labels))
+    scrape = generate_latest(metrics.registry).decode().splitlines()
+    assert 'vibration_infer_windows_total{label="normal"} 4.0' in scrape
+    assert 'vibration_infer_windows_total{label="imbalance"} 1.0' in scrape
+    # Batches of 1, 3 and 1 (the empty one is no batch): cumulative buckets, count and sum.
+    assert 'vibration_infer_batch_size_bucket{le="1.0"} 2.0' in scrape
+    assert 'vibration_infer_batch_size_bucket{le="2.0"} 2.0' in scrape
+    assert 'vibration_infer_batch_size_bucket{le="4.0"} 3.0' in scrape
+    assert "vibration_infer_batch_size_count 3.0" in scrape
+    assert "vibration_infer_batch_size_sum 5.0" in scrape
+    assert metrics.totals() == (0, 5, 0)
+
+
 def test_the_gate_figures_of_the_last_candidate_are_exposed() -> None:
     metrics = ServeMetrics()
     report = CompactReport(

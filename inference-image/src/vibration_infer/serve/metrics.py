@@ -17,7 +17,7 @@ import threading
 from collections import Counter as TallyCounter
 from typing import TYPE_CHECKING, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
@@ -93,8 +93,8 @@ class ServeMetrics:
             LATENCY_BUCKETS_S,
             r,
         )
-        self.batch_size = Histogram(
-            "vibration_infer_batch_size", "Windows per inference batch.", buckets=BATCH_BUCKETS, registry=r
+        self.batch_size = BatchHistogram(
+            "vibration_infer_batch_size", "Windows per inference batch.", BATCH_BUCKETS, r
         )
         self.received = Counter("vibration_infer_received", "Raw messages received.", registry=r)
         self.windows = Counter(
@@ -160,6 +160,7 @@ class ServeMetrics:
             registry=r,
         )
         self.drift = DriftGauges(r)
+        self._windows_by_label: dict[str, Counter] = {}
         self._lock = threading.Lock()
         self._windows_total = 0
         self._errors_total = 0
@@ -171,15 +172,19 @@ class ServeMetrics:
         with self._lock:
             self._received_total += n
 
-    def record_batch(self, labels: Iterable[str], latencies_s: Sequence[float]) -> None:
+    def record_batch(self, labels: Sequence[str], latencies_s: Sequence[float]) -> None:
         """Count one batch's predictions and observe their latencies."""
-        tally = TallyCounter(labels)
-        for label, count in tally.items():
-            self.windows.labels(label=label).inc(count)
+        n = len(labels)
+        # A hall's batch is one window: no tally to build for it.
+        tally = ((labels[0], 1),) if n == 1 else TallyCounter(labels).items()
+        for label, count in tally:
+            counter = self._windows_by_label.get(label)
+            if counter is None:  # the labelled child, looked up once per label (labels() costs a lock)
+                counter = self._windows_by_label[label] = self.windows.labels(label=label)
+            counter.inc(count)
         self.latency.observe_many(latencies_s)
-        n = sum(tally.values())
         if n:
-            self.batch_size.observe(n)
+            self.batch_size.observe_many((n,))
         with self._lock:
             self._windows_total += n
 

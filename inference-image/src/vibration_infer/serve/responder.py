@@ -100,7 +100,7 @@ class Responder:
             self.link.ack_after_pending(item)
         self.metrics.record_received(len(items))
         predictions = result.predictions
-        self.metrics.record_batch((p.label for p in predictions), result.latencies_s)
+        self.metrics.record_batch([p.label for p in predictions], result.latencies_s)
         errors = result.errors
         if errors:
             self.metrics.record_errors(e.reason.value for e in errors)
