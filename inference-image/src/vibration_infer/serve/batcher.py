@@ -28,7 +28,7 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -49,8 +49,7 @@ if TYPE_CHECKING:
     from vibration_infer.serve.link import Incoming
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     """The one message that answers an input, and the input it acknowledges."""
 
     item: Incoming

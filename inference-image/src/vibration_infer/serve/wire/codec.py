@@ -34,8 +34,7 @@ and the parser side by side so that each packet's layout is read in one place.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -220,8 +219,7 @@ def as_duplicate(publish: bytes) -> bytes:
     return bytes((publish[0] | DUP_FLAG,)) + publish[1:]
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """A PUBLISH the broker delivered."""
 
     topic: str
@@ -231,8 +229,7 @@ class Message:
     """0 at QoS 0."""
 
 
-@dataclass(frozen=True, slots=True)
-class Control:
+class Control(NamedTuple):
     """Any other packet: its type, and what the pod reads of it."""
 
     kind: int
