@@ -13,7 +13,9 @@ arrives as a real PUBLISH packet, its answer goes out through the link's
 `send`, and the answer's PUBACK comes back and releases the input's own, as
 at a hall's load (one window a read) or in a flood (64 a read). Left out: the
 link's wait in `poll` and the kernel (those are in `bench_serve.py`'s CPU
-figures), and the broker.
+figures). Counted with the rest, though not serve's: the broker's side in
+this process (reading the answers off the socketpair and building their
+PUBACKs), a few k instructions a window.
 
 The split comes from running the path again with one part replaced by the
 result it gave (the features, the model's probabilities), so everything else
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import re
@@ -56,7 +59,7 @@ from vibration_infer.serve.wire.link import WireLink
 from vibration_train.simulator import simulate
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from vibration_infer.serve.responder import Active
 
@@ -73,7 +76,7 @@ BEFORE = (
     "before this session's trims (8e67b8f, the same count): 1219 k instructions a window at a hall's load, "
     "652 k in a flood; the labelled counters looked up and a tally built per one-window batch, numpy on "
     "one window's ten features to check them finite, and frozen dataclasses for the per-window records "
-    "(a PUBACK's 11 fields set through object.__setattr__) were 68 k of the hall's and 26 k of the flood's"
+    "(a PUBACK's 10 fields set through object.__setattr__) were 68 k of the hall's and 26 k of the flood's"
 )
 WHAT_IS_LEFT = (
     "what is left at a hall's load is mostly fixed cost per window in CPython: about 350 calls a window "
@@ -89,10 +92,17 @@ class PathRun:
     """What one run of the path did."""
 
     windows: int
-    answered: int
-    """Predictions the link sent for the measured windows."""
+    predicted: int
+    """Windows answered with a prediction (serve's own count) among the measured ones."""
+    errors: int
+    """Error messages published for them (none, on the bench's windows)."""
     unsettled: int
-    """Answers left without the broker's PUBACK at the end (0: every input was acknowledged)."""
+    """Answers left without the broker's PUBACK at the end (0: every answer was settled)."""
+
+    @property
+    def complete(self) -> bool:
+        """Every measured window predicted, nothing refused, every answer settled."""
+        return self.predicted == self.windows and not self.errors and not self.unsettled
 
 
 def build_app(model: Path, work: Path) -> ServeApp:
@@ -169,17 +179,24 @@ def active_of(app: ServeApp) -> Active:
     return active
 
 
-def replace_part(app: ServeApp, part: str, results: collections.deque[np.ndarray]) -> None:
-    """Make `part` ("features" or "model") return its recorded results, in order."""
+@contextlib.contextmanager
+def replaced(app: ServeApp, part: str, results: collections.deque[np.ndarray]) -> Iterator[None]:
+    """Inside the block, `part` ("features" or "model", or "" for none) returns its recorded results."""
 
     def recorded(windows: np.ndarray, *_: object) -> np.ndarray:
         n = 1 if windows.ndim == 1 else windows.shape[0]
         return np.concatenate([results.popleft() for _ in range(n)])
 
+    backend = active_of(app).model.backend
     if part == "features":
         batcher.extract_features = recorded  # type: ignore[attr-defined,assignment]
     elif part == "model":
-        active_of(app).model.backend.predict_proba = recorded  # type: ignore[method-assign,assignment]
+        backend.predict_proba = recorded  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:  # the module's function is the process's: the next run (or test) gets it back
+        batcher.extract_features = extract_features  # type: ignore[attr-defined]
+        vars(backend).pop("predict_proba", None)
 
 
 def record_part(
@@ -200,34 +217,45 @@ def run_path(
 ) -> PathRun:
     """Run the path over `windows`, `per_read` a read; the measured ones (after the warm-up) are counted."""
     app = build_app(model, work)
-    if part:
-        replace_part(app, part, record_part(app, part, windows))
-    broker = SocketBroker(app)
     packets = [
         codec.publish_packet(f"{PREFIX}/machines/{machine}/raw", payload, qos=1, packet_id=i % 65000 + 1)
         for i, (machine, _, payload) in enumerate(windows)
     ]
     reads = [b"".join(packets[i : i + per_read]) for i in range(0, len(packets), per_read)]
     warm = WARM_READS[per_read]
-    for read in reads[:warm]:
-        broker.deliver(read)
-    before = broker.sent
-    switch = os.environ.get(CALLGRIND_ENV)
-    if switch:
-        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
-    for read in reads[warm:]:
-        broker.deliver(read)
-    if switch:
-        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
-        subprocess.run(["callgrind_control", "-d", str(os.getpid())], check=True, capture_output=True)
+    results = record_part(app, part, windows) if part else collections.deque()
+    broker = SocketBroker(app)
+    try:
+        with replaced(app, part, results):
+            for read in reads[:warm]:
+                broker.deliver(read)
+            _, predicted, errors = app.metrics.totals()
+            with counting():
+                for read in reads[warm:]:
+                    broker.deliver(read)
+            _, predicted_after, errors_after = app.metrics.totals()
+        unsettled = app.link.unacknowledged()
+    finally:
+        broker.close()
+        link = link_of(app)
+        with link._lock:  # noqa: SLF001
+            link._close_socket()  # noqa: SLF001
+        app.http._server.server_close()  # noqa: SLF001 - bound, never started: nothing to shut down
     measured = len(windows) - warm * per_read
-    unsettled = app.link.unacknowledged()
-    broker.close()
-    link = link_of(app)
-    with link._lock:  # noqa: SLF001
-        link._close_socket()  # noqa: SLF001
-    app.http._server.server_close()  # noqa: SLF001 - bound, never started: nothing to shut down
-    return PathRun(measured, broker.sent - before, unsettled)
+    return PathRun(measured, predicted_after - predicted, errors_after - errors, unsettled)
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[None]:
+    """Under callgrind (the parent's child), count instructions inside the block only, then dump them."""
+    if not os.environ.get(CALLGRIND_ENV):
+        yield
+        return
+    pid = str(os.getpid())
+    subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+    yield
+    subprocess.run(["callgrind_control", "-i", "off", pid], check=True, capture_output=True)
+    subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
 
 
 def windows_for(per_read: int) -> list[tuple[str, int, bytes]]:
@@ -336,9 +364,9 @@ def main() -> int:
     for i, (per_read, label) in enumerate(LOADS):
         counts = {part: results[part][i][0] for part in PARTS}
         runs = [results[part][i][1] for part in PARTS]
-        incomplete = [r for r in runs if r.answered < r.windows or r.unsettled]
+        incomplete = [r for r in runs if not r.complete]
         if incomplete:
-            raise RuntimeError(f"a run left windows unanswered or unsettled: {incomplete}")
+            raise RuntimeError(f"a run did not predict, or settle, every window: {incomplete}")
         found += figures(per_read, counts, runs[0].windows, label)
     notes = [
         (

@@ -7,7 +7,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bench_instructions import FLOOD, HALL, WARM_READS, parse_annotate, run_path, windows_for
+from bench_serve_parts import RATE
+from vibration_core.features import extract_features
+from vibration_infer.serve import batcher
 from vibration_testkit import tiny_models
+from vibration_testkit.cards import card_with
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -41,9 +45,11 @@ def test_a_profile_without_those_functions_counts_them_as_none() -> None:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = tiny_models.onnx_model(tiny_models.train_table())
+    # The bench's windows (4096 samples at its rate): a card for other windows refuses them all.
+    card = card_with(model.card, {"signal": {"sample_rate": RATE, "window_length": 4096}})
     folder = tmp_path_factory.mktemp("model")
-    (folder / model.card.artifact.filename).write_bytes(model.data)
-    model.card.save(folder / "modelcard.json")
+    (folder / card.artifact.filename).write_bytes(model.data)
+    card.save(folder / "modelcard.json")
     return folder
 
 
@@ -56,5 +62,9 @@ def test_the_path_answers_and_settles_every_measured_window(
     windows = windows_for(per_read)
     run = run_path(model_dir, windows, per_read, part, tmp_path)
     assert run.windows == len(windows) - WARM_READS[per_read] * per_read
-    assert run.answered >= run.windows  # every window's prediction (alerts come on top)
-    assert run.unsettled == 0  # every answer's PUBACK came back, so every input was acknowledged
+    assert run.predicted == run.windows  # serve's own count: a broken replacement is an error answer
+    assert run.errors == 0
+    assert run.unsettled == 0  # every answer's PUBACK came back
+    assert run.complete
+    # The replacement is undone: serve's batcher extracts features itself again.
+    assert vars(batcher)["extract_features"] is extract_features
