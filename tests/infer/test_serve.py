@@ -218,6 +218,25 @@ def test_a_window_whose_features_overflow_does_not_spoil_its_batch(v1: LoadedMod
     assert [p.timestamp_ns for p in result.predictions] == [1, 3]
 
 
+def test_machine_topics_are_kept_per_machine_and_bounded(
+    v1: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batcher_module, "MAX_MACHINES", 3)
+    data = stream(8, seed=5)
+    processor = BatchProcessor(LAYOUT, max_payload_bytes=1 << 20, dedupe_keys=0)
+    machines = ["m1", "m2", "m1", "m3", "m4", "m5", "m1", "m2"]  # more machines than it keeps
+    items = [
+        incoming(LAYOUT.raw(m), encode_raw_float32(data.windows[i], RATE, i + 1), i)
+        for i, m in enumerate(machines)
+    ]
+    bad = incoming(f"{LAYOUT.prefix}/machines/not a machine/raw", items[0].payload)
+    result = processor.process([*items[:5], bad, *items[5:]], v1)
+    assert [p.machine for p in result.predictions] == machines
+    assert [a.topic for a in result.answers if a.prediction] == [LAYOUT.predictions(m) for m in machines]
+    assert [e.reason for e in result.errors] == [ErrorReason.UNKNOWN_TOPIC]
+    assert len(processor._machines) <= 3  # the bound is the point
+
+
 def test_the_deduper_forgets_the_oldest_keys() -> None:
     deduper = Deduper(2)
     deduper.remember([("a", 1, 0), ("a", 2, 0), ("a", 3, 0)])

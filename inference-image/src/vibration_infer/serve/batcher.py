@@ -110,6 +110,9 @@ def collect(
     return batch
 
 
+MAX_MACHINES = 10_000
+"""Raw topics whose machine and predictions topic are kept, at most: far more than a hall has."""
+
 Key = tuple[str, int, int]
 """A window's (machine, timestamp_ns, CRC-32 of its payload): a redelivery brings the same bytes,
 while a sensor whose clock ticks once a second sends several windows of one timestamp."""
@@ -164,6 +167,9 @@ class BatchProcessor:
         self.layout = layout
         self.max_payload_bytes = max_payload_bytes
         self.deduper = Deduper(dedupe_keys)
+        # Each window's raw topic names its machine, and its answer goes to that machine's
+        # predictions topic: both checked once per machine, not per window (a regex each).
+        self._machines: dict[str, tuple[str, str]] = {}
 
     def process(self, items: list[Incoming], model: LoadedModel) -> BatchResult:
         """Answer every item of the batch with `model`."""
@@ -173,7 +179,7 @@ class BatchProcessor:
         for item in items:
             machine: str | None = None
             try:
-                machine = self.layout.machine_of_raw(item.topic)
+                machine = self._machine_of(item.topic)[0]
                 window = decode_raw(item.payload, machine, max_bytes=self.max_payload_bytes)
                 _check_signal(window, model)
             except MessageError as err:
@@ -194,6 +200,16 @@ class BatchProcessor:
             position = {id(item): i for i, item in enumerate(items)}
             result.answers.sort(key=lambda answer: position[id(answer.item)])
         return result
+
+    def _machine_of(self, topic: str) -> tuple[str, str]:
+        """The machine of a raw topic and its predictions topic; `MessageError` for another topic."""
+        known = self._machines.get(topic)
+        if known is None:
+            machine = self.layout.machine_of_raw(topic)
+            if len(self._machines) >= MAX_MACHINES:  # a sensor inventing machine names: start over
+                self._machines.clear()
+            known = self._machines[topic] = (machine, self.layout.predictions(machine))
+        return known
 
     def error(self, item: Incoming, err: MessageError, machine: str | None) -> Answer:
         """The error message answering `item`, on its machine's error topic or the hall's."""
@@ -246,7 +262,8 @@ class BatchProcessor:
                 probabilities=dict(zip(labels, row, strict=True)),
                 latency_ms=round(elapsed_s * 1e3, 4),
             )
-            topic = self.layout.predictions(window.machine)
+            known = self._machines.get(item.topic)  # gone only if the map started over in this batch
+            topic = known[1] if known is not None else self.layout.predictions(window.machine)
             result.answers.append(Answer(item, topic, prediction.encode(), prediction=prediction))
             result.latencies_s.append(elapsed_s)
         result.features = features
