@@ -122,8 +122,16 @@ class DriftMonitor:
                 picked = np.argmax(probs[:missing], axis=1)
                 self._baseline += np.bincount(picked, minlength=n_labels)
                 self._baseline_count = int(self._baseline.sum())
-            # The last `size` rows go into the ring at `_next`, in at most two slices.
             size = self._rows.shape[0]
+            if n == 1:  # a hall's batch: one row, no slices to cut
+                start = self._next
+                self._rows[start] = rows[0]
+                self._probabilities[start] = probs[0]
+                self._next = (start + 1) % size
+                self._filled = min(size, self._filled + 1)
+                self._fresh += 1
+                return
+            # The last `size` rows go into the ring at `_next`, in at most two slices.
             kept = min(n, size)
             start = self._next
             first = min(kept, size - start)
