@@ -209,6 +209,7 @@ def varied_windows(n_samples: int, count: int = 120) -> np.ndarray:
         lambda: np.sin(t * rng.uniform(0.01, 3.0)) * rng.uniform(0.1, 100),
         lambda: np.where(t % rng.integers(50, 500) == 0, rng.uniform(1, 1e4), 0.0),
         lambda: rng.standard_t(3, n_samples) * rng.uniform(1e-3, 10),
+        lambda: rng.standard_normal(n_samples) * rng.uniform(1e5, 1e7),  # across the quiet bound
         lambda: np.full(n_samples, rng.uniform(-5, 5)),
         lambda: np.zeros(n_samples),
         lambda: -np.zeros(n_samples),
@@ -236,6 +237,18 @@ def test_one_window_is_refused_as_in_a_batch(bad: float) -> None:
         extract_features(window, FS)
     with pytest.raises(FeatureInputError) as batch:
         extract_features(np.stack([window, good]), FS)
+    assert (str(alone.value), alone.value.windows) == (str(batch.value), (0,))
+
+
+def test_a_tiny_impulse_is_refused_without_a_warning_on_both_paths() -> None:
+    # Its variance squares to 0 in float32: the kurtosis divides by zero, and the window is
+    # refused by the check on the output, with no RuntimeWarning (warnings fail the tests).
+    window = np.zeros(N, dtype=np.float32)
+    window[100] = 1e-10
+    with pytest.raises(FeatureInputError) as alone:
+        extract_features(window, FS)
+    with pytest.raises(FeatureInputError) as batch:
+        extract_features(np.stack([window, golden_windows()[1]]), FS)
     assert (str(alone.value), alone.value.windows) == (str(batch.value), (0,))
 
 

@@ -153,9 +153,9 @@ def extract_features(windows: npt.ArrayLike, sample_rate: float) -> npt.NDArray[
     out = np.empty((n, N_FEATURES), dtype=np.float32)
     if n == 0:
         return out
-    # NaN, inf and overflow propagate silently here and are refused, with the
-    # windows named, by the check on the output.
-    with np.errstate(over="ignore", invalid="ignore"):
+    # NaN, inf, overflow and a variance that squares to 0 propagate silently here and are
+    # refused, with the windows named, by the check on the output.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if n == 1:
             _extract_one(batch[0], bins, out)
         else:
