@@ -19,7 +19,7 @@ PUBACKs), a few k instructions a window.
 
 The split comes from running the path again with one part replaced by the
 result it gave (the features, the model's probabilities), so everything else
-does the same work; the FFT and the dedupe key's CRC-32 are read off the
+does the same work; the FFT and the dedupe key's XXH3 digest are read off the
 profile by their functions.
 
     uv run --frozen python tools/bench_instructions.py
@@ -271,9 +271,9 @@ _TOTAL = re.compile(r"^\s*([\d,]+)\s.*PROGRAM TOTALS")
 _LINE = re.compile(r"^\s*([\d,]+)\s+\([\s\d.]+%\)\s+(.*)$")
 FUNCTIONS = {
     "fft": re.compile(r"\(anonymous namespace\)::r2c\(.*pypocketfft"),
-    "crc": re.compile(r"[:?]crc32 \[.*libz"),
+    "key": re.compile(r"[:?]xxh3_64_intdigest \["),
 }
-"""Inclusive cost read off the profile: pocketfft's transform, and zlib's CRC-32 of each payload."""
+"""Inclusive cost read off the profile: pocketfft's transform, and the XXH3 digest of each payload."""
 
 
 def parse_annotate(text: str) -> dict[str, int]:
@@ -323,8 +323,8 @@ def figures(per_read: int, counts: dict[str, dict[str, int]], windows: int, labe
     total = counts[""]["total"]
     features = total - counts["features"]["total"]
     model = total - counts["model"]["total"]
-    fft, crc = counts[""]["fft"], counts[""]["crc"]
-    rest = total - features - model - crc
+    fft, key = counts[""]["fft"], counts[""]["key"]
+    rest = total - features - model - key
     reads = "one window a read" if per_read == 1 else f"{per_read} windows a read"
 
     def share(value: int) -> str:
@@ -334,7 +334,7 @@ def figures(per_read: int, counts: dict[str, dict[str, int]], windows: int, labe
         Figure(f"{label}: instructions per window, {reads}", f"{per_window(total):.0f} k"),
         Figure(f"{label}: the features (of which the FFT {per_window(fft):.0f} k)", share(features)),
         Figure(f"{label}: the model call (ONNX Runtime)", share(model)),
-        Figure(f"{label}: the dedupe key (CRC-32 of the payload)", share(crc)),
+        Figure(f"{label}: the dedupe key (XXH3 of the payload)", share(key)),
         Figure(f"{label}: the rest (packets, decode, answers, metrics, drift, alerts)", share(rest)),
     ]
 
@@ -376,7 +376,7 @@ def main() -> int:
         ),
         (
             "split: the same run with the features, then the model's probabilities, replaced by the "
-            "results they gave; the FFT and the CRC-32 by their functions' inclusive counts"
+            "results they gave; the FFT and the XXH3 digest by their functions' inclusive counts"
         ),
         BEFORE,
         WHAT_IS_LEFT,

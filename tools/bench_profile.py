@@ -94,7 +94,7 @@ LIBRARY_NAMES = {
     "libc.so": "libc (malloc, memcpy)",
     "pypocketfft": "pocketfft (the FFT)",
     "_pydantic_core": "pydantic",
-    "libz.so": "zlib (the CRC-32 of a window)",
+    "_xxhash": "xxhash (a window's dedupe key)",
 }
 
 

@@ -25,12 +25,12 @@ from __future__ import annotations
 import math
 import queue
 import time
-import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+import xxhash
 
 from vibration_core.errors import FeatureInputError, MessageError
 from vibration_core.features import extract_features
@@ -114,7 +114,7 @@ MAX_MACHINES = 10_000
 """Raw topics whose machine and predictions topic are kept, at most: far more than a hall has."""
 
 Key = tuple[str, int, int]
-"""A window's (machine, timestamp_ns, CRC-32 of its payload): a redelivery brings the same bytes,
+"""A window's (machine, timestamp_ns, 64-bit XXH3 digest of its payload): a redelivery brings the same bytes,
 while a sensor whose clock ticks once a second sends several windows of one timestamp."""
 
 
@@ -156,8 +156,8 @@ class Deduper:
 
 
 def _digest(key: Key) -> int:
-    machine, timestamp_ns, crc = key
-    return hash((machine, timestamp_ns & 0xFFFFFFFF, timestamp_ns >> 32, crc))
+    machine, timestamp_ns, digest = key
+    return hash((machine, timestamp_ns & 0xFFFFFFFF, timestamp_ns >> 32, digest))
 
 
 class BatchProcessor:
@@ -185,7 +185,9 @@ class BatchProcessor:
             except MessageError as err:
                 result.answers.append(self.error(item, err, machine))
                 continue
-            key = (machine, window.timestamp_ns, zlib.crc32(item.payload))
+            # XXH3, not CRC-32: a tenth of the instructions on a 16 KB window (63 k with
+            # Debian's zlib, a tenth of a flood's), and 64 bits where CRC-32 has 32.
+            key = (machine, window.timestamp_ns, xxhash.xxh3_64_intdigest(item.payload))
             if key in keys or self.deduper.seen(key):
                 result.duplicates.append(item)
                 continue

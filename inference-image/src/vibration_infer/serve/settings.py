@@ -163,7 +163,7 @@ class ServeSettings(BaseSettings):
     dedupe_keys: int = Field(
         default=65536,
         ge=0,
-        description="Recent windows (machine, timestamp_ns, payload CRC) kept to drop redeliveries; 0: off.",
+        description="Recent windows (machine, timestamp, payload digest) kept to drop redeliveries; 0: off.",
     )
 
     # --- alerts ---------------------------------------------------------------------------
