@@ -73,15 +73,18 @@ so the counted windows do what a pod that has served for a while does with each.
 PARTS = ("", "features", "model")
 """The runs: everything, then with the features and with the model call replaced by their results."""
 BEFORE = (
-    "before this session's trims (8e67b8f, the same count): 1219 k instructions a window at a hall's load, "
-    "652 k in a flood; the labelled counters looked up and a tally built per one-window batch, numpy on "
-    "one window's ten features to check them finite, and frozen dataclasses for the per-window records "
-    "(a PUBACK's 10 fields set through object.__setattr__) were 68 k of the hall's and 26 k of the flood's"
+    "before this session's trims (8e67b8f, the same count): 1219 k instructions a window at a hall's "
+    "load, 652 k in a flood; what went: the dedupe key's CRC-32 (63 k a window with Debian's zlib, XXH3 "
+    "takes 6 k), a tally and a labels() lookup per one-window batch in the metrics, frozen dataclasses "
+    "for the per-window records (each field set through object.__setattr__, 3 us for a PUBACK), a regex "
+    "per window for the machine's topics, numpy calls on one window's ten features to check them "
+    "finite, and slices to put one row into the drift ring"
 )
 WHAT_IS_LEFT = (
-    "what is left at a hall's load is mostly fixed cost per window in CPython: about 350 calls a window "
-    "(cProfile, C functions included) into serve's own code, numpy's Python wrappers, pydantic and "
-    "prometheus_client, none above a few per cent; the FFT, the model call and the CRC are about 40 %"
+    "what is left at a hall's load: the features (the FFT, and about 20 numpy calls on one window, each "
+    "a few k of fixed cost) and the model call are more than half; the rest is CPython's fixed cost per "
+    "window, about 290 calls a window (cProfile, C functions included; 130 a window in a flood) into "
+    "serve's own code, numpy's Python wrappers, pydantic and prometheus_client, none above a few per cent"
 )
 CALLGRIND_ENV = "VIBRATION_BENCH_CALLGRIND"
 """Set in the child under valgrind: it switches counting on around the measured windows only."""
