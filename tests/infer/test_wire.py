@@ -135,6 +135,19 @@ def test_malformed_input_is_refused_with_what_is_wrong(data: bytes, reason: str)
         codec.Parser(4096).feed(data)
 
 
+def test_a_short_packet_over_the_limit_is_refused_too_and_pubacks_keep_their_reason() -> None:
+    # One-byte Remaining Lengths take a shorter path; the limit and every field hold there too.
+    small = codec.packet(0x30, codec.utf8("t") + b"\x00" + b"x" * 80)
+    with pytest.raises(codec.ProtocolError, match="packet of 84 bytes, more than 50 taken"):
+        codec.Parser(50).feed(codec.puback_packet(3) + small)
+    acks = codec.puback_packet(3) + b"\x40\x03\x00\x05\x10" + b"\x40\x04\x00\x06\x00\x00"
+    assert codec.Parser(50).feed(acks) == [
+        codec.Control(codec.PUBACK, packet_id=3),
+        codec.Control(codec.PUBACK, packet_id=5, reason=0x10),
+        codec.Control(codec.PUBACK, packet_id=6),  # a reason, then an empty property length
+    ]
+
+
 def test_a_topic_that_is_not_utf8_still_arrives_to_be_answered_with_an_error() -> None:
     data = codec.packet(0x30, struct.pack("!H", 3) + b"a\xffb" + b"\x00" + b"payload")
     assert codec.Parser(1024).feed(data) == [codec.Message("a\ufffdb", b"payload", 0, 0)]

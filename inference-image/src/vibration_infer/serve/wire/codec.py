@@ -43,6 +43,8 @@ CONNECT: Final = 1
 CONNACK: Final = 2
 PUBLISH: Final = 3
 PUBACK: Final = 4
+_PUBACK_BYTE: Final = PUBACK << 4
+"""A PUBACK's first byte: its type, and no flags."""
 PUBREC: Final = 5
 PUBREL: Final = 6
 PUBCOMP: Final = 7
@@ -265,11 +267,27 @@ class Parser:
         buffer += data
         out: list[Message | Control] = []
         view = memoryview(buffer)
-        offset = 0
+        offset, size = 0, len(buffer)
         try:
-            while (header := fixed_header(buffer, offset, self._max)) is not None:
-                start, end = header
-                out.append(_packet_at(buffer, view, offset, start, end))
+            # `fixed_header` and `_packet_at` inline for the two packets of every window: its
+            # PUBLISH and its answer's PUBACK (a few Python calls each, a hall's fixed cost).
+            while offset + 1 < size:
+                digit = buffer[offset + 1]
+                if digit & 0x80 or digit > self._max:  # a longer Remaining Length, or too long
+                    header = fixed_header(buffer, offset, self._max)
+                    if header is None:
+                        break
+                    start, end = header
+                else:
+                    start, end = offset + 2, offset + 2 + digit
+                    if end > size:
+                        break
+                first = buffer[offset]
+                if first == _PUBACK_BYTE and end - start >= 2:  # noqa: PLR2004 - a packet id at least
+                    reason = buffer[start + 2] if end - start > 2 else 0  # noqa: PLR2004 - then a reason
+                    out.append(Control(PUBACK, (buffer[start] << 8) | buffer[start + 1], reason))
+                else:
+                    out.append(_packet_at(buffer, view, offset, start, end))
                 offset = end
         except ProtocolError as exc:
             exc.parsed = out
