@@ -250,6 +250,7 @@ def test_a_tiny_impulse_is_refused_without_a_warning_on_both_paths() -> None:
     with pytest.raises(FeatureInputError) as batch:
         extract_features(np.stack([window, golden_windows()[1]]), FS)
     assert (str(alone.value), alone.value.windows) == (str(batch.value), (0,))
+    assert "window 0 underflows float32 in its features (largest sample 1e-10)" in str(alone.value)
 
 
 def test_other_dtypes_give_the_float32_result() -> None:

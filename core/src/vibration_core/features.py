@@ -192,9 +192,13 @@ def _check_finite(batch: npt.NDArray[np.float32], features: npt.NDArray[np.float
         shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")  # noqa: PLR2004
         raise FeatureInputError(f"windows {shown} hold NaN or inf samples", windows=bad)
     first = int(broken[0])
+    largest = float(np.abs(batch[first]).max())
+    # Too large, a moment passes float32's 3.4e38; too small (a lone 1e-10), the variance
+    # squares to 0 and the kurtosis divides by it. Either way, not physical units.
+    way = "overflows" if largest >= 1 else "underflows"
     raise FeatureInputError(
-        f"window {first} overflows float32 in its features (largest sample "
-        f"{float(np.abs(batch[first]).max()):.3g}); samples must be physical units such as g or m/s^2",
+        f"window {first} {way} float32 in its features (largest sample {largest:.3g}); "
+        "samples must be physical units such as g or m/s^2",
         windows=tuple(int(i) for i in broken),
     )
 

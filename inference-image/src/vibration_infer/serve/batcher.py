@@ -186,7 +186,8 @@ class BatchProcessor:
                 result.answers.append(self.error(item, err, machine))
                 continue
             # XXH3, not CRC-32: a tenth of the instructions on a 16 KB window (63 k with
-            # Debian's zlib, a tenth of a flood's), and 64 bits where CRC-32 has 32.
+            # Debian's zlib, a tenth of a flood's), and 64 bits where CRC-32 has 32 (the
+            # deduper's hash of a key takes the digest modulo 2**61 - 1: see `_digest`).
             key = (machine, window.timestamp_ns, xxhash.xxh3_64_intdigest(item.payload))
             if key in keys or self.deduper.seen(key):
                 result.duplicates.append(item)
@@ -228,7 +229,7 @@ class BatchProcessor:
         try:
             features = extract_features(windows, card.signal.sample_rate)
         except FeatureInputError as exc:
-            # Samples so large that a feature overflows float32: refuse those
+            # Samples so large (or one so tiny) that a feature is not finite in float32: refuse those
             # windows and run the rest (decode_raw already refused NaN and inf).
             bad = set(exc.windows) or set(range(len(accepted)))
             for i in sorted(bad):
