@@ -265,8 +265,7 @@ class BatchProcessor:
                 probabilities=dict(zip(labels, row, strict=True)),
                 latency_ms=round(elapsed_s * 1e3, 4),
             )
-            known = self._machines.get(item.topic)  # gone only if the map started over in this batch
-            topic = known[1] if known is not None else self.layout.predictions(window.machine)
+            topic = self._machine_of(item.topic)[1]  # looked up again if the map started over
             result.answers.append(Answer(item, topic, prediction.encode(), prediction=prediction))
             result.latencies_s.append(elapsed_s)
         result.features = features
