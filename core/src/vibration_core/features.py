@@ -262,26 +262,29 @@ def _extract_one(
     # One window, as a pod mostly gets them at a hall's load: `_extract_block`'s operations in
     # the same order, with float32 scalars where the block has one-element arrays. numpy's
     # fixed cost per call on those was most of the block's 48 us for one window (this: 28 us).
-    # Bit for bit the block's result (tests/core/test_features.py compares them).
+    # Bit for bit the block's result (tests/core/test_features.py compares them). The ufuncs'
+    # own reductions, not the methods: ``a.sum()`` is ``np.add.reduce(a)`` behind two Python
+    # calls (numpy's _methods), a few k instructions each time, seven times a window.
     n = window.shape[0]
     spectrum = rfft(window[np.newaxis, :])[0]
     power = spectrum.real**2 + spectrum.imag**2
     scale = np.float32(4.0 / (n * n))
-    energies = [power[lo:hi].sum() * scale for lo, hi in bins]
+    add = np.add.reduce
+    energies = [add(power[lo:hi]) * scale for lo, hi in bins]
     total = energies[0] + energies[1] + energies[2]
     mean = spectrum[0].real / np.float32(n)
-    ac_power = np.float32(2) * power[1:].sum()
+    ac_power = np.float32(2) * add(power[1:])
     if n % 2 == 0:
         ac_power -= power[n // 2]
     m2 = ac_power / np.float32(n * n)
     mean_square = m2 + mean * mean
     rms = np.sqrt(mean_square)
     zero = np.float32(0)
-    peak = max(window.max(), -window.min()) + zero
+    peak = max(np.maximum.reduce(window), -np.minimum.reduce(window)) + zero
     centred = window - mean
     np.square(centred, out=centred)
     np.square(centred, out=centred)
-    m4 = centred.sum() / np.float32(n)
+    m4 = add(centred) / np.float32(n)
     crest = peak / rms if rms > 0 else zero
     if m2 <= _CONSTANT_RTOL * mean_square:  # a constant window: see `_extract_block`
         kurtosis, energies, total = zero, [zero, zero, zero], zero
