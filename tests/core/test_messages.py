@@ -555,6 +555,7 @@ def test_message_round_trip(model: type[JsonMessage], fields: dict[str, Any]) ->
     assert isinstance(payload, bytes)
     assert json.loads(payload)["schema_version"] == 1
     assert model.decode(payload) == message
+    assert payload == message.model_dump_json().encode()  # pydantic's own JSON, byte for byte
 
 
 def test_status_defaults() -> None:
