@@ -20,6 +20,7 @@ from vibration_core.messages import (
     JsonMessage,
     ModelStatus,
     Prediction,
+    PredictionRow,
 )
 from vibration_core.raw import (
     RAW_HEADER,
@@ -556,6 +557,25 @@ def test_message_round_trip(model: type[JsonMessage], fields: dict[str, Any]) ->
     assert json.loads(payload)["schema_version"] == 1
     assert model.decode(payload) == message
     assert payload == message.model_dump_json().encode()  # pydantic's own JSON, byte for byte
+
+
+@pytest.mark.parametrize(
+    ("confidence", "probabilities", "latency_ms"),
+    [
+        (0.9, {"normal": 0.01, "imbalance": 0.9, "misalignment": 0.05, "bearing_fault": 0.04}, 0.1234),
+        (1.0, {"normal": 3.2e-05, "imbalance": 1.0, "misalignment": 1e-300, "bearing_fault": 0.0}, 0.0),
+        (0.5, {"a": 0.5, "b": 0.5}, 123456.7891),
+        (1 / 3, {"a": 1 / 3, "b": 2 / 3, "c": 5e-324}, 1e-4),
+    ],
+)
+def test_a_prediction_row_encodes_as_its_prediction(
+    confidence: float, probabilities: dict[str, float], latency_ms: float
+) -> None:
+    row = PredictionRow("m-01.a_b", TS, "spindle", "v1.2", "imbalance", confidence, probabilities, latency_ms)
+    assert row.encode() == Prediction(**row._asdict()).encode()
+    assert Prediction.decode(row.encode()) == Prediction(**row._asdict())
+    # the same fields, in the same order: a field added to Prediction must be added here
+    assert ("schema_version", *PredictionRow._fields) == tuple(Prediction.model_fields)
 
 
 def test_status_defaults() -> None:

@@ -191,6 +191,11 @@ def test_a_batch_is_answered_one_message_each_and_labels_match_an_offline_run(v1
     )
     assert result.features is not None
     assert result.features.shape == (40, 10)
+    # each answer is the contract's Prediction, of the very fields serve kept for itself
+    answered = [a for a in result.answers if a.prediction is not None]
+    assert [Prediction.decode(a.payload) for a in answered] == [
+        Prediction(**a.prediction._asdict()) for a in answered if a.prediction is not None
+    ]
     # the same windows again are redeliveries: acknowledged, not answered
     again = processor.process(items[:5], v1)
     assert again.answers == []
@@ -216,6 +221,24 @@ def test_a_window_whose_features_overflow_does_not_spoil_its_batch(v1: LoadedMod
     result = processor.process([incoming(LAYOUT.raw("m1"), p) for p in payloads], v1)
     assert [e.reason for e in result.errors] == [ErrorReason.NON_FINITE]
     assert [p.timestamp_ns for p in result.predictions] == [1, 3]
+
+
+def test_a_model_that_gives_nan_has_every_window_of_its_batch_answered_with_its_fault(
+    v1: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = stream(3, seed=6)
+    items = [
+        incoming(LAYOUT.raw("m1"), encode_raw_float32(data.windows[i], RATE, i + 1), i) for i in range(3)
+    ]
+    nan = np.full((3, len(v1.card.labels)), np.nan, dtype=np.float32)
+    monkeypatch.setattr(v1.backend, "predict_proba", lambda _: nan)
+    processor = BatchProcessor(LAYOUT, max_payload_bytes=1 << 20, dedupe_keys=0)
+    result = processor.process(items, v1)
+    assert result.predictions == []
+    assert [(e.reason, e.field, e.detail) for e in result.errors] == [
+        (ErrorReason.BAD_FIELD, "model", "the model gave a probability that is NaN")
+    ] * 3
+    assert [a.topic for a in result.answers] == [LAYOUT.errors("m1")] * 3
 
 
 def test_machine_topics_are_kept_per_machine_and_bounded(

@@ -19,15 +19,32 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from vibration_core.messages import Alert
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-    from vibration_core.messages import Prediction, Severity
+    from vibration_core.messages import Severity
     from vibration_infer.serve.settings import ServeSettings
+
+
+class Predicted(Protocol):
+    """What a run needs of a prediction: a `Prediction`, or serve's `PredictionRow` of one."""
+
+    @property
+    def machine(self) -> str: ...  # noqa: D102 - the prediction's fields
+    @property
+    def timestamp_ns(self) -> int: ...  # noqa: D102
+    @property
+    def model_id(self) -> str: ...  # noqa: D102
+    @property
+    def model_version(self) -> str: ...  # noqa: D102
+    @property
+    def label(self) -> str: ...  # noqa: D102
+    @property
+    def confidence(self) -> float: ...  # noqa: D102
 
 
 @dataclass(frozen=True)
@@ -127,7 +144,7 @@ class AlertTracker:
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
 
-    def observe(self, prediction: Prediction) -> Alert | None:
+    def observe(self, prediction: Predicted) -> Alert | None:
         """Extend or end the machine's run; return an alert when the run just reached its length.
 
         One alert per run, naming its most frequent label with that label's severity; and one

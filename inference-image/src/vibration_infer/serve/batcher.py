@@ -34,7 +34,7 @@ import xxhash
 
 from vibration_core.errors import FeatureInputError, MessageError
 from vibration_core.features import extract_features
-from vibration_core.messages import ErrorMessage, ErrorReason, Prediction
+from vibration_core.messages import ErrorMessage, ErrorReason, PredictionRow
 from vibration_core.raw import decode_raw
 from vibration_infer.errors import PredictError
 
@@ -55,7 +55,7 @@ class Answer(NamedTuple):
     item: Incoming
     topic: str
     payload: bytes
-    prediction: Prediction | None = None
+    prediction: PredictionRow | None = None
     error: ErrorMessage | None = None
 
 
@@ -74,7 +74,7 @@ class BatchResult:
     latencies_s: list[float] = field(default_factory=list)
 
     @property
-    def predictions(self) -> list[Prediction]:
+    def predictions(self) -> list[PredictionRow]:
         """The predictions among the answers, in batch order."""
         return [a.prediction for a in self.answers if a.prediction is not None]
 
@@ -250,20 +250,28 @@ class BatchProcessor:
                 result.answers.append(self.error(item, err, window.machine))
             return
         probs = np.clip(probabilities.astype(np.float64), 0.0, 1.0)
+        if not np.isfinite(probs).all():  # NaN survives the clip; a Prediction holds numbers
+            for item, window in accepted:
+                err = MessageError(ErrorReason.BAD_FIELD, "model", "the model gave a probability that is NaN")
+                result.answers.append(self.error(item, err, window.machine))
+            return
         classes = np.argmax(probs, axis=1)
         labels, rows = card.labels, probs.tolist()
+        model_id, version = card.model_id, card.version
         done_ns = time.perf_counter_ns()  # the whole batch is ready at once
         for (item, window), index, row in zip(accepted, classes.tolist(), rows, strict=True):
             elapsed_s = (done_ns - item.received_perf_ns) / 1e9
-            prediction = Prediction(
-                machine=window.machine,
-                timestamp_ns=window.timestamp_ns,
-                model_id=card.model_id,
-                model_version=card.version,
-                label=labels[index],
-                confidence=row[index],
-                probabilities=dict(zip(labels, row, strict=True)),
-                latency_ms=round(elapsed_s * 1e3, 4),
+            # Every field checked already (see PredictionRow): the topic's machine, the decoded
+            # timestamp, the card's id, version and labels, the probabilities just above.
+            prediction = PredictionRow(
+                window.machine,
+                window.timestamp_ns,
+                model_id,
+                version,
+                labels[index],
+                row[index],
+                dict(zip(labels, row, strict=True)),
+                round(elapsed_s * 1e3, 4),
             )
             topic = self._machine_of(item.topic)[1]  # looked up again if the map started over
             result.answers.append(Answer(item, topic, prediction.encode(), prediction=prediction))
