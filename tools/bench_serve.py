@@ -49,7 +49,14 @@ from bench_serve_parts import (
     rss_mb,
     run_load,
 )
-from bench_serve_probes import HALL_GAP_S, compute_floor, model_call, transport_only
+from bench_serve_probes import (
+    HALL_GAP_S,
+    HOST_WORK_STEPS,
+    compute_floor,
+    host_wake,
+    model_call,
+    transport_only,
+)
 from bench_serve_systems import artifact_of, reference_process, serve_process, train_model, with_children
 from vibration_core.modelcard import ModelCard
 from vibration_testkit.mosquitto import Mosquitto
@@ -148,6 +155,8 @@ class Results:
     """serve's wire link alone (no model) at the hall's pace, CPU per window."""
     model_call_us: tuple[float, float, float, float]
     """One one-row model call: back to back, after a hall's gap asleep or busy, after other work."""
+    host_wake_us: tuple[float, float, float]
+    """A fixed piece of pure Python: back to back, after a hall's gap asleep or busy."""
 
 
 def measure(args: argparse.Namespace, work: Path) -> Results:
@@ -218,6 +227,7 @@ def measure(args: argparse.Namespace, work: Path) -> Results:
         transport,
         link_hall_us,
         model_call(model),
+        host_wake(),
     )
 
 
@@ -256,6 +266,12 @@ def serve_alone(r: Results) -> list[Figure]:
         Figure(
             "a one-row model call (600 trees): back to back / after 3.3 ms asleep / busy / 256 KB of work",
             " / ".join(f"{us:.0f}" for us in r.model_call_us) + " us CPU",
+        ),
+        Figure(
+            f"this machine alone: {HOST_WORK_STEPS} steps of a pure-Python loop (no arrays): back to back / "
+            "after 3.3 ms asleep / busy",
+            " / ".join(f"{us:.0f}" for us in r.host_wake_us)
+            + f" us CPU ({r.host_wake_us[1] / r.host_wake_us[0]:.1f} x after a hall's gap asleep)",
         ),
         *(
             Figure(

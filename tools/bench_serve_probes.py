@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 FLOOR_BATCH = 64
 HALL_GAP_S = 1 / 300
 """The time between two windows at a hall's load (300 windows/s)."""
+HOST_WORK_STEPS = 2000
+"""Loop steps of `host_wake`'s pure-Python work: about 100 us back to back on this machine."""
 OTHER_WORK_BYTES = 256 << 10
 """Memory touched between two calls in `model_call`: more than a window's own batch work moves.
 
@@ -159,6 +161,56 @@ def transport_only(
     return cpu_us, (len(messages) / seconds if done else float("nan"))
 
 
+def cpu_us_each(work: Callable[[], object], between: Callable[[], object], calls: int) -> float:
+    """CPU microseconds (this thread's) of one `work`, on average over `calls`, with `between` before each."""
+    spent = 0.0
+    for _ in range(calls):
+        between()
+        started = time.thread_time()
+        work()
+        spent += time.thread_time() - started
+    return spent / calls * 1e6
+
+
+def _busy() -> None:
+    until = time.perf_counter() + HALL_GAP_S
+    while time.perf_counter() < until:
+        pass
+
+
+def _asleep() -> None:
+    time.sleep(HALL_GAP_S)
+
+
+def _nothing() -> None:
+    pass
+
+
+def host_wake(calls: int = 500) -> tuple[float, float, float]:
+    """CPU microseconds of a fixed piece of pure Python: back to back, after a hall's gap asleep or busy.
+
+    No arrays, no model, a few kilobytes of interpreter state: what this machine adds
+    to any work done once per window at a hall's pace, serve's or another program's.
+    On a shared VM the same instructions take longer after a gap (the caches and branch
+    predictors another tenant used meanwhile, the core's clock); a dedicated gateway
+    would add less. The model call's figures (`model_call`) add its megabyte of trees.
+    """
+
+    def work() -> int:
+        total = 0
+        for i in range(HOST_WORK_STEPS):
+            total += i * i
+        return total
+
+    with on_core():
+        cpu_us_each(work, _nothing, calls)  # warm
+        return (
+            cpu_us_each(work, _nothing, calls),
+            cpu_us_each(work, _asleep, calls),
+            cpu_us_each(work, _busy, calls),
+        )
+
+
 def model_call(model: Path, calls: int = 500) -> tuple[float, float, float, float]:
     """CPU microseconds of a one-row model call: back to back, after a hall's gap asleep or busy, after work.
 
@@ -175,28 +227,17 @@ def model_call(model: Path, calls: int = 500) -> tuple[float, float, float, floa
     row = np.zeros((1, len(card.features.names)), dtype=np.float32)
     other = np.ones(OTHER_WORK_BYTES, dtype=np.uint8)
 
-    def per_call(between: Callable[[], object]) -> float:
-        spent = 0.0
-        for _ in range(calls):
-            between()
-            started = time.thread_time()
-            backend.predict_proba(row)
-            spent += time.thread_time() - started
-        return spent / calls * 1e6
+    def call() -> object:
+        return backend.predict_proba(row)
 
     def touch() -> None:
         other[::64] += 1  # one byte a cache line
 
-    def busy() -> None:
-        until = time.perf_counter() + HALL_GAP_S
-        while time.perf_counter() < until:
-            pass
-
     with on_core():
-        per_call(lambda: None)  # warm
+        cpu_us_each(call, _nothing, calls)  # warm
         return (
-            per_call(lambda: None),
-            per_call(lambda: time.sleep(HALL_GAP_S)),
-            per_call(busy),
-            per_call(touch),
+            cpu_us_each(call, _nothing, calls),
+            cpu_us_each(call, _asleep, calls),
+            cpu_us_each(call, _busy, calls),
+            cpu_us_each(call, touch, calls),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,7 +12,7 @@ from bench_profile import parse_perf
 from bench_record import Figure, Section, load, record
 from bench_report import render
 from bench_serve_parts import RATE, encoded
-from bench_serve_probes import transport_only
+from bench_serve_probes import cpu_us_each, host_wake, transport_only
 from mqtt_wire import WireClient, WireError
 from vibration_testkit.net import free_port
 from vibration_train.simulator import simulate
@@ -127,3 +128,12 @@ def test_a_perf_report_by_library_is_read_with_readable_names() -> None:
         ("ONNX Runtime", 0.1198),
         ("libstdc++", 0.0038),
     ]
+
+
+def test_the_wake_probes_count_this_threads_cpu_not_the_time_asleep() -> None:
+    asleep = cpu_us_each(lambda: time.sleep(0.02), lambda: None, calls=3)
+    busy = cpu_us_each(lambda: sum(i * i for i in range(20_000)), lambda: None, calls=3)
+    assert asleep < 2_000  # of the 20 000 us asleep, next to nothing is CPU
+    assert busy > 100  # the loop's 20 000 steps are
+    back_to_back, after_sleep, after_busy = host_wake(calls=5)
+    assert min(back_to_back, after_sleep, after_busy) > 0
