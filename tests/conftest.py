@@ -37,6 +37,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     ``fixturenames`` includes the fixtures a test reaches indirectly. The sort is stable: the
     e2e tests keep their order among themselves (a story's steps are numbered), as do the rest.
+    A module- or package-scoped fixture that e2e and other tests of one module share would be
+    set up twice: e2e tests live in modules of their own, or use no such fixture.
     """
     for item in items:
         for name in sorted(MARKS.keys() & set(getattr(item, "fixturenames", ()))):

@@ -93,8 +93,9 @@ def system_figures(name: str, ours: Loads, ref: Loads, targets: dict[str, tuple[
         mine, theirs = getattr(load, attr), getattr(getattr(ref, which), attr)
         text, bound = targets.get(key, ("", float("nan")))
         met = None if not text else bool(mine >= bound if more_is_better else mine <= bound)
-        compared = ratio(mine, theirs, more_is_better=more_is_better)
-        baseline = f"{_shown(theirs, unit)} ({compared})"
+        # A flood's share of a core says who set the pace, not who did better: no verdict.
+        compared = "" if key == "flood_pct" else f" ({ratio(mine, theirs, more_is_better=more_is_better)})"
+        baseline = f"{_shown(theirs, unit)}{compared}"
         out.append(Figure(f"{name}: {label}", _shown(mine, unit) + unanswered(load), text, baseline, met))
     return out
 

@@ -21,6 +21,8 @@ MODEL = "spindle-classifier"
 MIN_ACCURACY = 0.85
 """The hall's bar: every version must reach it on every gateway's test set."""
 WAIT = "600s"
+COMMAND_TIMEOUT_S = 1800.0
+"""The longest any one command may take (the waits above are shorter): a hung one is killed and named."""
 REGISTRY_SECRET = "minio-credentials"  # noqa: S105 - the name of a Secret, not its content
 SERVING_SECRET = "mqtt-serving"  # noqa: S105 - same
 
@@ -45,7 +47,17 @@ class Cluster:
         if self.dry_run:
             return ""
         tool = {"kubectl": self.kubectl, "helm": self.helm}.get(args[0], str(BIN / args[0]))
-        done = subprocess.run([tool, *args[1:]], capture_output=True, text=True, check=False, cwd=ROOT)
+        try:
+            done = subprocess.run(
+                [tool, *args[1:]],
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=ROOT,
+                timeout=COMMAND_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:  # killed by subprocess.run; a thread running it ends too
+            raise DemoError(f"{args[0]} {args[1]} did not end within {COMMAND_TIMEOUT_S:g} s") from None
         if not quiet and done.stdout.strip():
             print(done.stdout.rstrip())
         if check and done.returncode != 0:

@@ -18,8 +18,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
         echo "test deps: not root; install them yourself: sudo apt-get install ${need_apt[*]}" >&2
         exit 1
     fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # Another apt at work (a cluster's set-up beside the tests) is waited for, not a failure.
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        --no-install-recommends "${need_apt[@]}" >/dev/null
     # Debian's package may start a system broker on 1883; the tests use their own ports.
 fi
 echo "test deps: mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') present"

@@ -578,6 +578,12 @@ def test_a_prediction_row_encodes_as_its_prediction(
     assert ("schema_version", *PredictionRow._fields) == tuple(Prediction.model_fields)
 
 
+def test_a_prediction_row_never_writes_nan_into_json() -> None:
+    row = PredictionRow("m-01", TS, "spindle", "v1", "imbalance", float("nan"), {"a": float("inf")}, 0.0)
+    assert json.loads(row.encode())["confidence"] is None  # JSON has no NaN: null, as JsonMessage writes
+    assert json.loads(row.encode())["probabilities"] == {"a": None}
+
+
 def test_status_defaults() -> None:
     status = ModelStatus.model_validate(MESSAGES[-1].values[1])
     assert (status.model_id, status.version, status.sha256) == (None, None, None)

@@ -61,6 +61,7 @@ def test_labels_come_in_output_order() -> None:
         ),
         ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
         ({"labels": ["a", "b", "c", "d"]}, "metrics.per_class covers"),
+        ({"labels": ["normal", "", "misalignment", "bearing_fault"]}, "labels must not be empty strings"),
     ],
     ids=[
         "duplicate-labels",
@@ -71,6 +72,7 @@ def test_labels_come_in_output_order() -> None:
         "bad-shape",
         "extra",
         "labels-vs-metrics",
+        "empty-label",
     ],
 )
 def test_inconsistent_cards_are_refused_naming_the_field(change: dict[str, Any], message: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+import demo_k8s_cluster
 import demo_k8s_objects as objects
 from demo_k8s import free_gateway
-from demo_k8s_cluster import MIN_ACCURACY
+from demo_k8s_cluster import MIN_ACCURACY, Cluster, DemoError
 from demo_k8s_models import hold_to_the_halls_bar, publish_args
 from vibration_core.spec import ValidationSpec, VibrationModel
 from vibration_testkit.helm import CHART, of_kind, run_helm
@@ -184,3 +186,14 @@ def test_the_published_manifests_select_the_halls_gateways_and_hold_its_bar(tmp_
 )
 def test_only_free_schedulable_nodes_become_gateways(node: dict[str, Any], free: bool) -> None:  # noqa: FBT001
     assert free_gateway(node) is free
+
+
+def test_a_command_that_hangs_is_killed_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A training run in the e2e hall's thread, or any kubectl, must not hang the run for good.
+    monkeypatch.setattr(demo_k8s_cluster, "COMMAND_TIMEOUT_S", 0.5)
+    cluster = Cluster(objects.Hall(name="hall-test", namespace="hall-test"), tmp_path, dry_run=False)
+    cluster.kubectl = "/bin/sleep"
+    started = time.monotonic()
+    with pytest.raises(DemoError, match=r"^kubectl 30 did not end within 0.5 s$"):
+        cluster.run("kubectl", "30")
+    assert time.monotonic() - started < 10

@@ -118,9 +118,9 @@ class PredictionRow(NamedTuple):
     """A `Prediction` made of values already checked: serve's answer to each window, the same JSON.
 
     Serve builds one per window from what its own checks vouch for: the machine id of a
-    known raw topic, the decoded timestamp, the card's id, version and labels, probabilities
-    clipped to 0..1 and checked finite for the whole batch. Validating each field again, in a
-    `Prediction` object per window, cost 5 us of a flood's 160. `encode` gives
+    known raw topic, the decoded timestamp, the card's id, version and (non-empty, unique)
+    labels, probabilities clipped to 0..1 and checked finite for the whole batch. Validating
+    each field again, in a `Prediction` object per window, cost 5 us of a flood's 160. `encode` gives
     `Prediction.encode`'s bytes (the same serializer; tests/core/test_messages.py compares
     them), and the fields are `Prediction`'s, in its order.
     """
@@ -135,8 +135,12 @@ class PredictionRow(NamedTuple):
     latency_ms: float
 
     def encode(self) -> bytes:
-        """The UTF-8 JSON payload: `Prediction(**fields).encode()`, byte for byte."""
-        payload: bytes = to_json({"schema_version": 1, **self._asdict()})
+        """The UTF-8 JSON payload: `Prediction(**fields).encode()`, byte for byte.
+
+        A NaN or infinity (which serve refuses before it builds a row) would be written as
+        ``null``, as `JsonMessage` writes it, never as the ``NaN`` that JSON does not have.
+        """
+        payload: bytes = to_json({"schema_version": 1, **self._asdict()}, inf_nan_mode="null")
         return payload
 
 

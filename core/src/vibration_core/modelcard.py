@@ -253,6 +253,9 @@ class ModelCard(_Frozen):
         if len(set(self.labels)) != len(self.labels):
             msg = f"labels must be unique, got {list(self.labels)}"
             raise ValueError(msg)
+        if "" in self.labels:  # a prediction names its class: an empty name is no answer
+            msg = f"labels must not be empty strings, got {list(self.labels)}"
+            raise ValueError(msg)
         if set(self.metrics.per_class) != set(self.labels):
             msg = (
                 f"metrics.per_class covers {sorted(self.metrics.per_class)}, labels are {sorted(self.labels)}"
