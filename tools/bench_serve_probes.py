@@ -172,6 +172,15 @@ def cpu_us_each(work: Callable[[], object], between: Callable[[], object], calls
     return spent / calls * 1e6
 
 
+def after_gaps(
+    work: Callable[[], object], gaps: tuple[Callable[[], object], ...], calls: int
+) -> tuple[float, ...]:
+    """`cpu_us_each` of `work` after each of `gaps`, on the bench's core, once warmed back to back."""
+    with on_core():
+        cpu_us_each(work, _nothing, calls)  # warm
+        return tuple(cpu_us_each(work, gap, calls) for gap in gaps)
+
+
 def _busy() -> None:
     until = time.perf_counter() + HALL_GAP_S
     while time.perf_counter() < until:
@@ -202,13 +211,8 @@ def host_wake(calls: int = 500) -> tuple[float, float, float]:
             total += i * i
         return total
 
-    with on_core():
-        cpu_us_each(work, _nothing, calls)  # warm
-        return (
-            cpu_us_each(work, _nothing, calls),
-            cpu_us_each(work, _asleep, calls),
-            cpu_us_each(work, _busy, calls),
-        )
+    back_to_back, asleep, busy = after_gaps(work, (_nothing, _asleep, _busy), calls)
+    return back_to_back, asleep, busy
 
 
 def model_call(model: Path, calls: int = 500) -> tuple[float, float, float, float]:
@@ -233,11 +237,5 @@ def model_call(model: Path, calls: int = 500) -> tuple[float, float, float, floa
     def touch() -> None:
         other[::64] += 1  # one byte a cache line
 
-    with on_core():
-        cpu_us_each(call, _nothing, calls)  # warm
-        return (
-            cpu_us_each(call, _nothing, calls),
-            cpu_us_each(call, _asleep, calls),
-            cpu_us_each(call, _busy, calls),
-            cpu_us_each(call, touch, calls),
-        )
+    back_to_back, asleep, busy, touched = after_gaps(call, (_nothing, _asleep, _busy, touch), calls)
+    return back_to_back, asleep, busy, touched
