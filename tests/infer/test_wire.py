@@ -341,6 +341,48 @@ def test_a_coalescing_deadline_delivers_windows_that_came_apart_as_one_batch(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_a_backlog_is_read_on_past_one_read_into_batches_of_up_to_batch_max(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, tls: bool
+) -> None:
+    ca: Path | None = None
+    extra: tuple[str, ...] = ()
+    if tls:
+        ca, cert, key = write_ca_and_server_cert(tmp_path / "tls")
+        extra = (f"cafile {ca}", f"certfile {cert}", f"keyfile {key}")
+    broker = make_broker(*extra)
+    url = f"mqtts://localhost:{broker.port}" if tls else broker.url
+    config = settings(url, tmp_path, session_expiry_s=300, batch_max=16, mqtt_ca_file=ca)
+    # The session first; the windows then wait in it, as they do while a gateway is away.
+    started_link(config, queue.SimpleQueue()).stop(0)
+    sensor = paho.Client(CallbackAPIVersion.VERSION2, client_id="sensor", protocol=MQTTProtocolVersion.MQTTv5)
+    if ca:
+        sensor.tls_set(ca_certs=str(ca))
+    sensor.connect("localhost", broker.port)
+    sensor.loop_start()
+    sent = [bytes([i]) * 1000 for i in range(64)]
+    for info in [sensor.publish(f"{PREFIX}/machines/m1/raw", payload, qos=1) for payload in sent]:
+        info.wait_for_publish(10)
+    # At most four of these windows fit in one read (and one in a TLS record): a batch of more
+    # was read on past its first read, and its size is held to about `batch_max`.
+    monkeypatch.setattr(wire_link, "RECV_BYTES", 4096)
+    monkeypatch.setattr(connection, "RECV_BYTES", 4096)
+    batches: list[list[Incoming]] = []
+    link = WireLink(config, RAW, batches.append)
+    link.start()
+    assert link.wait_connected(10)
+    deadline = time.monotonic() + 10
+    while sum(map(len, batches)) < len(sent) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [x.payload for batch in batches for x in batch] == sent
+    sizes = [len(batch) for batch in batches]
+    assert 4 < max(sizes) < 16 + 4, sizes
+    link.stop(0)
+    sensor.disconnect()
+    sensor.loop_stop()
+
+
+@pytest.mark.integration
 def test_a_refused_connect_names_the_reason_and_is_retried(
     make_broker: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -5,7 +5,8 @@ link's CPU per window (docs/benchmarks.md, "serve's MQTT link alone"): several
 `recv` calls per packet, a properties object per PUBLISH and PUBACK, a
 wake-up of its network thread per publish. That alone caps a pod at a few
 thousand windows a second, whatever the model costs. This link reads up to
-a megabyte per `recv`, parses every packet in it at once (`codec.Parser`),
+a megabyte per `recv` (and reads on while the socket has more, up to a
+batch), parses every packet in it at once (`codec.Parser`),
 and writes what a batch may send now (as many answers as the broker's
 Receive Maximum and `max_inflight` leave room for) in one `send`; the
 PUBACKs of a read release the next answers and the inputs' acknowledgements
@@ -82,6 +83,9 @@ if TYPE_CHECKING:
     from vibration_infer.serve.wire.connection import Connection
 
 logger = logging.getLogger("vibration_infer.serve.wire")
+
+TAKE_BYTES = 8 * RECV_BYTES
+"""What one take may read before its windows are answered: bounds the memory a flood holds."""
 
 
 class WireLink(LinkBase):
@@ -281,22 +285,15 @@ class WireLink(LinkBase):
                 pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
             wait_s = self._held.wait_s(time.monotonic(), self._coalescer.wait_s(min(1.0, keepalive / 4)))
             if pending or _readable(sock, wait_s):
-                with self._lock:
-                    if self._sock is not sock:
-                        raise ConnectionError("the connection was closed")
-                    try:
-                        size = sock.recv_into(chunk)
-                    except WOULD_BLOCK:
-                        continue
-                if not size:
-                    raise ConnectionError("the broker closed the connection")
-                heard, pinged_at = time.monotonic(), None
                 try:
-                    packets = parser.feed(view[:size])
+                    packets = self._take(sock, parser, view)
                 except codec.ProtocolError as exc:
                     self._handle(exc.parsed, time.time_ns(), time.perf_counter_ns())
                     self._coalescer.flush()
                     raise
+                if packets is None:
+                    continue
+                heard, pinged_at = time.monotonic(), None
                 self._handle(packets, time.time_ns(), time.perf_counter_ns())
             self._coalescer.flush_due()
             self._flush_held()
@@ -310,6 +307,43 @@ class WireLink(LinkBase):
         # Stopping. Should this thread close the socket before `stop` writes its DISCONNECT
         # (which would carry them), the held acknowledgements still go out first.
         self._flush_held(everything=True)
+
+    def _take(
+        self, sock: socket.socket, parser: codec.Parser, view: memoryview
+    ) -> list[codec.Message | codec.Control] | None:
+        """The packets the socket holds now (None if it held nothing after all), read by reads of `view`.
+
+        A read that came back full (or, under TLS, one that left more to read) means more is
+        waiting, so reading goes on, up to `batch_max` windows or `TAKE_BYTES`: then a flood of
+        JSON windows (80 KB each, a dozen to a read) is batched as a flood of binary ones (64 to a
+        read) is. A hall's window comes alone, in a short read, which ends the take at once.
+        """
+        packets: list[codec.Message | codec.Control] = []
+        taken = 0
+        while True:
+            with self._lock:
+                if self._sock is not sock:
+                    raise ConnectionError("the connection was closed")
+                try:
+                    size = sock.recv_into(view)
+                except WOULD_BLOCK:
+                    return packets or None
+            if not size:
+                if packets:
+                    return packets  # handled first; the next read finds the end again
+                raise ConnectionError("the broker closed the connection")
+            try:
+                packets += parser.feed(view[:size])
+            except codec.ProtocolError as exc:
+                exc.parsed = packets + exc.parsed
+                raise
+            taken += size
+            if isinstance(sock, ssl.SSLSocket):  # a read takes one TLS record (16 KB) at most
+                more = sock.pending() > 0 or _readable(sock, 0)
+            else:
+                more = size == len(view)
+            if not more or taken >= TAKE_BYTES or _windows(packets) >= self._settings.batch_max:
+                return packets
 
     def _flush_held(self, *, everything: bool = False) -> None:
         """Send the held input PUBACKs that waited their hold (no answer went out to take them), or all."""
@@ -390,6 +424,10 @@ class WireLink(LinkBase):
     def _acknowledged(self, done: list[tuple[int, int]], received: list[tuple[int, int]]) -> None:
         with self._lock:
             self._write(self._held.offer(self._out.acknowledged(done, received), time.monotonic()))
+
+
+def _windows(packets: list[codec.Message | codec.Control]) -> int:
+    return sum(isinstance(packet, codec.Message) for packet in packets)
 
 
 def _readable(sock: socket.socket, timeout_s: float) -> bool:
