@@ -42,7 +42,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -63,10 +63,28 @@ if TYPE_CHECKING:
 
     from vibration_infer.serve.responder import Active
 
-HALL, FLOOD = 1, 64
-"""Windows per read: a hall's load (each window alone) and a flood."""
-LOADS = ((HALL, "hall"), (FLOOD, "flood"))
-WARM_READS, MEASURED_READS = {HALL: 150, FLOOD: 3}, {HALL: 200, FLOOD: 6}
+
+class Load(NamedTuple):
+    """One load the path runs at: how many windows a read brings, and how they are encoded."""
+
+    label: str
+    per_read: int
+    warm_reads: int
+    measured_reads: int
+    json: bool = False
+
+    @property
+    def reads(self) -> str:
+        """The windows a read brings, in words."""
+        return "one window a read" if self.per_read == 1 else f"{self.per_read} windows a read"
+
+
+HALL = Load("hall", 1, 150, 200)
+"""A hall's load: each window alone."""
+FLOOD = Load("flood", 64, 3, 6)
+JSON_FLOOD = Load("JSON flood", 64, 2, 3, json=True)
+"""The reference pipeline's sensors' encoding; fewer reads: each window's JSON is slow to make under valgrind."""
+LOADS = (HALL, FLOOD, JSON_FLOOD)
 BASELINE_WINDOWS = 100
 """The drift monitor's class baseline, shorter than serve's 2000 windows: the warm-up ends past it,
 so the counted windows do what a pod that has served for a while does with each."""
@@ -219,16 +237,17 @@ def record_part(
 
 
 def run_path(
-    model: Path, windows: Sequence[tuple[str, int, bytes]], per_read: int, part: str, work: Path
+    model: Path, windows: Sequence[tuple[str, int, bytes]], load: Load, part: str, work: Path
 ) -> PathRun:
-    """Run the path over `windows`, `per_read` a read; the measured ones (after the warm-up) are counted."""
+    """Run the path over `windows` at `load`; the measured ones (after its warm-up reads) are counted."""
+    per_read = load.per_read
     app = build_app(model, work)
     packets = [
         codec.publish_packet(f"{PREFIX}/machines/{machine}/raw", payload, qos=1, packet_id=i % 65000 + 1)
         for i, (machine, _, payload) in enumerate(windows)
     ]
     reads = [b"".join(packets[i : i + per_read]) for i in range(0, len(packets), per_read)]
-    warm = WARM_READS[per_read]
+    warm = load.warm_reads
     results = record_part(app, part, windows) if part else collections.deque()
     broker = SocketBroker(app)
     try:
@@ -264,10 +283,11 @@ def counting() -> Iterator[None]:
     subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
 
 
-def windows_for(per_read: int) -> list[tuple[str, int, bytes]]:
-    """The windows of one run: the warm-up's and the measured ones, binary, with keys no other run used."""
-    n = (WARM_READS[per_read] + MEASURED_READS[per_read]) * per_read
-    return encoded(simulate(n, seed=11, sample_rate=RATE, machines=8), per_read * 10**15, json=False, n=n)
+def windows_for(load: Load) -> list[tuple[str, int, bytes]]:
+    """The windows of one run: the warm-up's and the measured ones, with keys no other run used."""
+    n = (load.warm_reads + load.measured_reads) * load.per_read
+    data = simulate(n, seed=11, sample_rate=RATE, machines=8)
+    return encoded(data, (load.per_read + load.json) * 10**15, json=load.json, n=n)
 
 
 # --- the parent: each run in a child under callgrind ---------------------------------------
@@ -278,8 +298,9 @@ _LINE = re.compile(r"^\s*([\d,]+)\s+\([\s\d.]+%\)\s+(.*)$")
 FUNCTIONS = {
     "fft": re.compile(r"\(anonymous namespace\)::r2c\(.*pypocketfft"),
     "key": re.compile(r"[:?]xxh3_64_intdigest \["),
+    "json": re.compile(r"Parser_5parse\(.*csimdjson"),
 }
-"""Inclusive cost read off the profile: pocketfft's transform, and the XXH3 digest of each payload."""
+"""Inclusive cost read off the profile: pocketfft's transform, the XXH3 digest of each payload, simdjson's parse."""
 
 
 def parse_annotate(text: str) -> dict[str, int]:
@@ -320,7 +341,7 @@ def counted(model: Path, part: str, work: Path) -> list[tuple[dict[str, int], Pa
     return found
 
 
-def figures(per_read: int, counts: dict[str, dict[str, int]], windows: int, label: str) -> list[Figure]:
+def figures(load: Load, counts: dict[str, dict[str, int]], windows: int) -> list[Figure]:
     """Instructions per window of one load, and where they go."""
 
     def per_window(value: int) -> float:
@@ -329,20 +350,23 @@ def figures(per_read: int, counts: dict[str, dict[str, int]], windows: int, labe
     total = counts[""]["total"]
     features = total - counts["features"]["total"]
     model = total - counts["model"]["total"]
-    fft, key = counts[""]["fft"], counts[""]["key"]
-    rest = total - features - model - key
-    reads = "one window a read" if per_read == 1 else f"{per_read} windows a read"
+    fft, key, parse = counts[""]["fft"], counts[""]["key"], counts[""]["json"]
+    rest = total - features - model - key - parse
+    label = load.label
 
     def share(value: int) -> str:
         return f"{per_window(value):.0f} k ({value / total:.0%})"
 
-    return [
-        Figure(f"{label}: instructions per window, {reads}", f"{per_window(total):.0f} k"),
+    found = [
+        Figure(f"{label}: instructions per window, {load.reads}", f"{per_window(total):.0f} k"),
         Figure(f"{label}: the features (of which the FFT {per_window(fft):.0f} k)", share(features)),
         Figure(f"{label}: the model call (ONNX Runtime)", share(model)),
         Figure(f"{label}: the dedupe key (XXH3 of the payload)", share(key)),
-        Figure(f"{label}: the rest (packets, decode, answers, metrics, drift, alerts)", share(rest)),
     ]
+    if load.json:
+        found.append(Figure(f"{label}: simdjson's parse of the JSON text", share(parse)))
+    found.append(Figure(f"{label}: the rest (packets, decode, answers, metrics, drift, alerts)", share(rest)))
+    return found
 
 
 def main() -> int:
@@ -367,13 +391,13 @@ def main() -> int:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             results = dict(zip(PARTS, pool.map(lambda part: counted(model, part, work), PARTS), strict=True))
     found: list[Figure] = []
-    for i, (per_read, label) in enumerate(LOADS):
+    for i, load in enumerate(LOADS):
         counts = {part: results[part][i][0] for part in PARTS}
         runs = [results[part][i][1] for part in PARTS]
         incomplete = [r for r in runs if not r.complete]
         if incomplete:
             raise RuntimeError(f"a run did not predict, or settle, every window: {incomplete}")
-        found += figures(per_read, counts, runs[0].windows, label)
+        found += figures(load, counts, runs[0].windows)
     notes = [
         (
             "serve's own objects in one process, a socketpair for the broker's socket: the link's packet "
@@ -395,8 +419,8 @@ def child(argv: list[str]) -> int:
     """Run the path at each load (under callgrind when the parent starts it); print what it did as JSON."""
     model, part, work = Path(argv[0]), argv[1].strip("-"), Path(argv[2])
     runs = [
-        run_path(model, windows_for(per_read), per_read, part, Path(tempfile.mkdtemp(dir=work))).__dict__
-        for per_read, _ in LOADS
+        run_path(model, windows_for(load), load, part, Path(tempfile.mkdtemp(dir=work))).__dict__
+        for load in LOADS
     ]
     print(json.dumps(runs), flush=True)
     return 0
