@@ -83,7 +83,7 @@ HALL = Load("hall", 1, 150, 200)
 """A hall's load: each window alone."""
 FLOOD = Load("flood", 64, 3, 6)
 JSON_FLOOD = Load("JSON flood", 64, 2, 3, json=True)
-"""The reference pipeline's sensors' encoding; fewer reads: each window's JSON is slow to make under valgrind."""
+"""The reference pipeline's sensors' encoding; fewer reads: making JSON is slow under valgrind."""
 LOADS = (HALL, FLOOD, JSON_FLOOD)
 BASELINE_WINDOWS = 100
 """The drift monitor's class baseline, shorter than serve's 2000 windows: the warm-up ends past it,
@@ -300,7 +300,7 @@ FUNCTIONS = {
     "key": re.compile(r"[:?]xxh3_64_intdigest \["),
     "json": re.compile(r"Parser_5parse\(.*csimdjson"),
 }
-"""Inclusive cost read off the profile: pocketfft's transform, the XXH3 digest of each payload, simdjson's parse."""
+"""Inclusive costs read off the profile: pocketfft's transform, XXH3 of each payload, simdjson's parse."""
 
 
 def parse_annotate(text: str) -> dict[str, int]:

@@ -32,8 +32,8 @@ int, pybind11::object&, unsigned long) [/venv/site-packages/scipy/fft/_pocketfft
  13,291,000 ( 3.45%)  /project/deps/xxhash/xxh_x86dispatch.c:XXH3_64bits_withSeed_dispatch [/venv/_xxhash.so]
  12,802,442 ( 3.32%)  /project/simdjson/csimdjson.cpp:__pyx_pw_9csimdjson_6Parser_5parse(_object*, _object* \
 const*, long, _object*) [/venv/site-packages/csimdjson.abi3.so]
- 12,794,392 ( 3.32%)  /project/simdjson/csimdjson.cpp:__pyx_pf_9csimdjson_6Parser_4parse(__pyx_obj_9csimdjson_Parser*, \
-_object*, int) [/venv/site-packages/csimdjson.abi3.so]
+ 12,794,392 ( 3.32%)  /project/simdjson/csimdjson.cpp:__pyx_pf_9csimdjson_6Parser_4parse(\
+__pyx_obj_9csimdjson_Parser*, _object*, int) [/venv/site-packages/csimdjson.abi3.so]
 """
 
 
