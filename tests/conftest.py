@@ -61,7 +61,9 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     if wanted and "status" not in _cluster:
         reporter = item.config.pluginmanager.get_plugin("terminalreporter")
         say = reporter.write_line if reporter is not None else print
-        _cluster["status"] = cluster_status.read_status(Path(str(path)), say=say)
+        pid = os.environ.get(cluster_status.PID_ENV, "")
+        found = cluster_status.read_status(Path(str(path)), say=say, pid=int(pid) if pid.isdigit() else None)
+        _cluster["status"] = found
     yield
 
 

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from vibration_testkit.cluster_status import ENV, READY, read_status
+from vibration_testkit.cluster_status import ENV, PID_ENV, READY, read_status, running
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,6 +44,40 @@ def test_a_failed_set_up_is_read_whole_and_a_missing_word_is_named(tmp_path: Pat
     )
 
 
+def test_a_set_up_gone_without_a_word_ends_the_wait_and_one_still_running_is_waited_for(
+    tmp_path: Path,
+) -> None:
+    status = tmp_path / "status"
+    # Killed, as by the OOM killer: no word will come, and the wait says so at once, not in an hour.
+    killed = subprocess.Popen(["sleep", "60"])
+    killed.kill()
+    killed.wait()
+    said = read_status(status, timeout_s=30, say=lambda _: None, pid=killed.pid)
+    assert said == f"its set-up (pid {killed.pid}) ended without a word ({status} does not exist): killed?"
+    # Still at work: its word is waited for.
+    with subprocess.Popen(["sleep", "60"]) as working:
+        writer = threading.Timer(0.5, lambda: status.write_text("ready\n"))
+        writer.start()
+        try:
+            assert read_status(status, timeout_s=30, say=lambda _: None, pid=working.pid) == READY
+        finally:
+            writer.cancel()
+            working.kill()
+
+
+def test_a_process_that_exited_and_was_not_reaped_yet_is_not_running() -> None:
+    with subprocess.Popen(["sleep", "60"]) as child:
+        assert running(child.pid)
+        child.kill()
+        deadline = 50
+        while running(child.pid) and deadline:  # a zombie until wait(): exited all the same
+            threading.Event().wait(0.1)
+            deadline -= 1
+        assert not running(child.pid)
+        child.wait()
+    assert running(os.getpid())
+
+
 SUITE = """
 import pytest
 
@@ -63,7 +97,7 @@ def _pytest(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
     argv = [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
             "-o", "addopts=", "-o", "markers=e2e", "-o", "asyncio_default_fixture_loop_scope=function",
             "--rootdir", str(tmp_path), *args, str(tmp_path / "test_suite.py")]  # fmt: skip
-    clean = {k: v for k, v in os.environ.items() if k not in {ENV, "KUBECONFIG"}}
+    clean = {k: v for k, v in os.environ.items() if k not in {ENV, PID_ENV, "KUBECONFIG"}}
     return subprocess.run(argv, cwd=tmp_path, env={**clean, "PYTHONPATH": str(ROOT), **env},
                           capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
 
@@ -96,3 +130,12 @@ def test_the_e2e_tests_wait_for_the_set_up_and_fail_with_its_words(tmp_path: Pat
     done = _pytest(tmp_path, "-v", **{ENV: str(status), "KUBECONFIG": str(tmp_path / "kubeconfig")})
     assert done.returncode == 0, done.stdout + done.stderr
     assert _order(done.stdout) == ["test_plain", "test_story_step_1", "test_story_step_2"]
+
+    # A set-up killed before its word: the e2e tests fail at once, naming it.
+    status.unlink()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    env = {ENV: str(status), PID_ENV: str(gone.pid), "KUBECONFIG": str(tmp_path / "kubeconfig")}
+    done = _pytest(tmp_path, "-v", **env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"did not come up: its set-up (pid {gone.pid}) ended without a word" in done.stdout
