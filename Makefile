@@ -1,7 +1,7 @@
 # vibration-edge: one entry point for people and CI.
 #   make demo   the whole story on embedded defaults
 #   make test   every test (sets up what it needs)
-#   make test-fast  the pure and unit tests only (no broker, helm or cluster), in under 30 s
+#   make test-fast  the pure and unit tests only (no broker, helm or cluster), in about a minute
 #   make e2e    the whole story on the cluster of KUBECONFIG
 #   make check  format, lint, mypy strict, import layering, declared dependencies, generated-file drift
 #   make bench  figures beside their baselines
@@ -40,7 +40,7 @@ setup-test: $(UV) ## the environment plus what the tests run for real (mosquitto
 	tools/ensure-helm.sh
 
 demo: setup ## run the demo on embedded defaults (installs mosquitto when missing)
-	tools/ensure-test-deps.sh
+	tools/ensure-test-deps.sh mosquitto
 	$(RUN) python tools/demo.py
 
 demo-k8s: setup ## the demo on the cluster of KUBECONFIG (images pushed first; DRY_RUN=1 prints it)
@@ -52,7 +52,7 @@ test: setup-test ## run every test (the e2e ones too when KUBECONFIG names a clu
 
 # Selected by marker, not by folder: a new test file runs here unless it is marked, and a test
 # that asks for a broker fixture is marked integration by tests/conftest.py.
-test-fast: setup ## the pure and unit tests: no broker, helm, cluster or long training (under 30 s)
+test-fast: setup ## the pure and unit tests: no broker, helm, cluster or long training (about a minute)
 	$(RUN) pytest -m "not (integration or slow or e2e)" --durations=10
 
 e2e: setup-test ## only the e2e tests, on the cluster of KUBECONFIG (its nodes need the images)

@@ -2,15 +2,19 @@
 # Install the programs the tests run for real, when they are missing, and say so.
 #   mosquitto  Debian's broker, started by the test fixtures on a free loopback port
 #   nodejs     runs the Node-RED example flow's function nodes on real messages
+# Arguments name the ones wanted (make demo needs only mosquitto); none: both.
 set -euo pipefail
 
+wanted=("$@")
+[ ${#wanted[@]} -gt 0 ] || wanted=(mosquitto nodejs)
 need_apt=()
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-    need_apt+=(mosquitto)
-fi
-if ! command -v node >/dev/null 2>&1; then
-    need_apt+=(nodejs)
-fi
+for program in "${wanted[@]}"; do
+    case $program in
+        mosquitto) command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto) ;;
+        nodejs) command -v node >/dev/null 2>&1 || need_apt+=(nodejs) ;;
+        *) echo "test deps: unknown program $program (mosquitto, nodejs)" >&2; exit 2 ;;
+    esac
+done
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "test deps: installing ${need_apt[*]} from Debian (missing on this machine)"
@@ -24,5 +28,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
         --no-install-recommends "${need_apt[@]}" >/dev/null
     # Debian's package may start a system broker on 1883; the tests use their own ports.
 fi
-echo "test deps: mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') present"
-echo "test deps: node $(node --version) present"
+for program in "${wanted[@]}"; do
+    case $program in
+        mosquitto) echo "test deps: mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') present" ;;
+        nodejs) echo "test deps: node $(node --version) present" ;;
+    esac
+done
