@@ -376,10 +376,90 @@ def test_a_backlog_is_read_on_past_one_read_into_batches_of_up_to_batch_max(
         time.sleep(0.01)
     assert [x.payload for batch in batches for x in batch] == sent
     sizes = [len(batch) for batch in batches]
-    assert 4 < max(sizes) < 16 + 4, sizes
+    assert 4 < max(sizes) <= 16, sizes
     link.stop(0)
     sensor.disconnect()
     sensor.loop_stop()
+
+
+# --- one take of reads, on a socketpair's bytes -----------------------------------------------
+
+
+def _taking(tmp_path: Path, batch_max: int = 64) -> tuple[WireLink, socket.socket, socket.socket]:
+    """A link (not started) whose socket is one end of a socketpair, as its network thread holds it."""
+    link = WireLink(settings("mqtt://127.0.0.1:1", tmp_path, batch_max=batch_max), RAW, lambda _: None)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)  # noqa: FBT003 - as the link's own socket
+    link._sock = ours  # what a connect sets
+    return link, ours, theirs
+
+
+def _windows_of_1024_bytes(n: int) -> list[bytes]:
+    """PUBLISH packets of exactly 1024 bytes each: four fill a 4096-byte read."""
+    topic = f"{PREFIX}/machines/m1/raw"
+    overhead = len(codec.publish_packet(topic, b"x" * 1000, qos=1, packet_id=1)) - 1000
+    return [
+        codec.publish_packet(topic, bytes([i]) * (1024 - overhead), qos=1, packet_id=i + 1) for i in range(n)
+    ]
+
+
+def _take(
+    link: WireLink, sock: socket.socket, parser: codec.Parser
+) -> list[codec.Message | codec.Control] | None:
+    return link._take(sock, parser, memoryview(bytearray(4096)))  # the read loop's step
+
+
+def test_a_take_reads_on_while_reads_come_back_full_and_stops_short_of_batch_max(tmp_path: Path) -> None:
+    link, ours, theirs = _taking(tmp_path, batch_max=14)
+    packets = _windows_of_1024_bytes(64)
+    theirs.sendall(b"".join(packets))
+    parser = codec.Parser(1 << 20)
+    takes = []
+    while (taken := _take(link, ours, parser)) is not None:
+        takes.append(taken)
+    # Four windows a read: a take goes on while one more read still fits in 14 windows.
+    assert [len(t) for t in takes] == [12, 12, 12, 12, 12, 4]
+    assert [m.packet_id for t in takes for m in t if isinstance(m, codec.Message)] == list(range(1, 65))
+    # A short read ends a take: a hall's window is answered alone, at once.
+    theirs.sendall(packets[0] + packets[1][:100])
+    assert len(_take(link, ours, parser) or []) == 1
+    theirs.sendall(packets[1][100:])
+    assert len(_take(link, ours, parser) or []) == 1
+    theirs.close()
+    ours.close()
+
+
+def test_a_take_keeps_what_came_before_the_broker_hung_up_or_sent_a_malformed_packet(tmp_path: Path) -> None:
+    link, ours, theirs = _taking(tmp_path)
+    theirs.sendall(b"".join(_windows_of_1024_bytes(8)))  # two full reads, then the end
+    theirs.close()
+    parser = codec.Parser(1 << 20)
+    assert len(_take(link, ours, parser) or []) == 8
+    with pytest.raises(ConnectionError, match="the broker closed the connection"):
+        _take(link, ours, parser)
+    ours.close()
+
+    link, ours, theirs = _taking(tmp_path)
+    theirs.sendall(b"".join(_windows_of_1024_bytes(4)) + b"\x30\xff\xff\xff\xff\x01")
+    parser = codec.Parser(1 << 20)
+    with pytest.raises(codec.ProtocolError, match="longer than four bytes") as refused:
+        _take(link, ours, parser)
+    assert [m.packet_id for m in refused.value.parsed if isinstance(m, codec.Message)] == [1, 2, 3, 4]
+    theirs.close()
+    ours.close()
+
+
+def test_a_take_of_a_packet_not_yet_whole_still_counts_as_heard(tmp_path: Path) -> None:
+    link, ours, theirs = _taking(tmp_path)
+    parser = codec.Parser(1 << 20)
+    assert _take(link, ours, parser) is None  # nothing to read at all
+    big = codec.publish_packet(f"{PREFIX}/machines/m1/raw", b"x" * 5000, qos=1, packet_id=1)
+    theirs.sendall(big[:4096])  # a full read, then nothing: the rest of the packet is on its way
+    assert _take(link, ours, parser) == []  # bytes came, no packet yet: the broker was heard
+    theirs.sendall(big[4096:])
+    assert _take(link, ours, parser) == [codec.Message(f"{PREFIX}/machines/m1/raw", b"x" * 5000, 1, 1)]
+    theirs.close()
+    ours.close()
 
 
 @pytest.mark.integration

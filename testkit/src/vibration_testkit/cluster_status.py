@@ -32,7 +32,8 @@ def read_status(
 ) -> str:
     """`path`'s text once it exists (`READY`, or what failed); when it never comes, says so.
 
-    `pid`, the set-up's process: once it is gone and `path` still does not exist, the wait ends.
+    `pid`, the set-up's process: once it is gone and `path` still does not exist, the wait ends
+    (should the pid be reused by another process meanwhile, the wait runs to `timeout_s`).
     `say` hears a line when the wait starts and when it ends, with how long it took.
     """
     started = time.monotonic()
@@ -40,9 +41,13 @@ def read_status(
         say(f"e2e: waiting for the cluster's set-up to finish ({path})")
     while not path.exists():
         if pid is not None and not running(pid) and not path.exists():  # its rename, or nothing
-            return f"its set-up (pid {pid}) ended without a word ({path} does not exist): killed?"
+            said = f"its set-up (pid {pid}) ended without a word ({path} does not exist): killed?"
+            say(f"e2e: {said}")
+            return said
         if time.monotonic() - started > timeout_s:
-            return f"no word from its set-up in {timeout_s:g} s ({path} does not exist)"
+            said = f"no word from its set-up in {timeout_s:g} s ({path} does not exist)"
+            say(f"e2e: {said}")
+            return said
         time.sleep(min(1.0, timeout_s / 10))
     text = path.read_text(encoding="utf-8", errors="replace").strip()
     first = text.splitlines()[0] if text else "nothing"

@@ -285,16 +285,18 @@ class WireLink(LinkBase):
                 pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
             wait_s = self._held.wait_s(time.monotonic(), self._coalescer.wait_s(min(1.0, keepalive / 4)))
             if pending or _readable(sock, wait_s):
+                # Stamped before the first read: a window's latency counts the whole take.
+                received_ns, received_perf_ns = time.time_ns(), time.perf_counter_ns()
                 try:
                     packets = self._take(sock, parser, view)
                 except codec.ProtocolError as exc:
-                    self._handle(exc.parsed, time.time_ns(), time.perf_counter_ns())
+                    self._handle(exc.parsed, received_ns, received_perf_ns)
                     self._coalescer.flush()
                     raise
                 if packets is None:
                     continue
                 heard, pinged_at = time.monotonic(), None
-                self._handle(packets, time.time_ns(), time.perf_counter_ns())
+                self._handle(packets, received_ns, received_perf_ns)
             self._coalescer.flush_due()
             self._flush_held()
             now = time.monotonic()
@@ -311,39 +313,56 @@ class WireLink(LinkBase):
     def _take(
         self, sock: socket.socket, parser: codec.Parser, view: memoryview
     ) -> list[codec.Message | codec.Control] | None:
-        """The packets the socket holds now (None if it held nothing after all), read by reads of `view`.
+        """The packets the socket holds now, read by reads of `view`; None when it held no bytes after all.
 
         A read that came back full (or, under TLS, one that left more to read) means more is
-        waiting, so reading goes on, up to `batch_max` windows or `TAKE_BYTES`: then a flood of
-        JSON windows (80 KB each, a dozen to a read) is batched as a flood of binary ones (64 to a
-        read) is. A hall's window comes alone, in a short read, which ends the take at once.
+        waiting, so reading goes on while another read like the last ones still fits in
+        `batch_max` windows, and up to `TAKE_BYTES`: then a flood of JSON windows (80 KB each, a
+        dozen to a read) is batched as a flood of binary ones (63 to a read) is. A hall's window
+        comes alone, in a short read, which ends the take at once. Packets read before a failure
+        are still returned (or, for a malformed packet, carried by the `ProtocolError`): the
+        next read meets the failure again.
         """
         packets: list[codec.Message | codec.Control] = []
-        taken = 0
+        taken = reads = windows = 0
         while True:
-            with self._lock:
-                if self._sock is not sock:
-                    raise ConnectionError("the connection was closed")
-                try:
-                    size = sock.recv_into(view)
-                except WOULD_BLOCK:
-                    return packets or None
+            try:
+                got = self._recv(sock, view)
+            except OSError:  # a reset, say: what came before it is handled first
+                if packets:
+                    return packets
+                raise
+            if got is None:
+                return packets if taken else None
+            size, more = got
             if not size:
                 if packets:
                     return packets  # handled first; the next read finds the end again
                 raise ConnectionError("the broker closed the connection")
             try:
-                packets += parser.feed(view[:size])
+                read = parser.feed(view[:size])
             except codec.ProtocolError as exc:
                 exc.parsed = packets + exc.parsed
                 raise
-            taken += size
-            if isinstance(sock, ssl.SSLSocket):  # a read takes one TLS record (16 KB) at most
-                more = sock.pending() > 0 or _readable(sock, 0)
-            else:
-                more = size == len(view)
-            if not more or taken >= TAKE_BYTES or _windows(packets) >= self._settings.batch_max:
+            packets += read
+            taken, reads = taken + size, reads + 1
+            windows += sum(isinstance(packet, codec.Message) for packet in read)
+            if not more or taken >= TAKE_BYTES or windows + windows / reads > self._settings.batch_max:
                 return packets
+
+    def _recv(self, sock: socket.socket, view: memoryview) -> tuple[int, bool] | None:
+        """One read into `view` and whether more is waiting behind it; None when the read would block."""
+        with self._lock:
+            if self._sock is not sock:
+                raise ConnectionError("the connection was closed")
+            try:
+                size = sock.recv_into(view)
+            except WOULD_BLOCK:
+                return None
+            # Asked under the lock too: a TLS object is not thread-safe.
+            if isinstance(sock, ssl.SSLSocket):  # a read takes one TLS record (16 KB) at most
+                return size, sock.pending() > 0 or _readable(sock, 0)
+            return size, size == len(view)
 
     def _flush_held(self, *, everything: bool = False) -> None:
         """Send the held input PUBACKs that waited their hold (no answer went out to take them), or all."""
@@ -424,10 +443,6 @@ class WireLink(LinkBase):
     def _acknowledged(self, done: list[tuple[int, int]], received: list[tuple[int, int]]) -> None:
         with self._lock:
             self._write(self._held.offer(self._out.acknowledged(done, received), time.monotonic()))
-
-
-def _windows(packets: list[codec.Message | codec.Control]) -> int:
-    return sum(isinstance(packet, codec.Message) for packet in packets)
 
 
 def _readable(sock: socket.socket, timeout_s: float) -> bool:
