@@ -55,18 +55,6 @@ logger = logging.getLogger(__name__)
 
 _RETRY_SOON_S = 5.0
 _RETRY_LATER_S = 30.0
-TIMER_STEPS = 4
-"""Timer steps (rollout ticks, drift checks) that run at once; the others wait their turn.
-
-Models applied together tick together. With 200 of them (make bench, on kmock) a tick round
-kept the API busy for seconds, and a new model's first reconcile waited 5 s (median) to 21 s
-behind it: every step of every reconcile takes its turn on the one event loop and at the API
-server. Taking turns, the timers hold at most this many steps in flight, so a change (create,
-update, resume: it never waits for a turn) competes with a few steps, not with every model's:
-0.9 s median, 1.1 s at most in the same bench (2 turns: 0.6 s; 8: 1.0 s). A round takes longer
-when its steps are slow (a node down: each /status read waits its 1 s timeout); the ticks then
-fall behind, not the changes.
-"""
 
 
 @dataclass
@@ -83,8 +71,22 @@ class Runtime:
     )
     refused: dict[tuple[str, str], str] = field(default_factory=dict)
     """The API server's last refusal of each VibrationModel's step, said once as an event."""
-    timer_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(TIMER_STEPS))
-    """Turns for the timers' steps (`TIMER_STEPS`)."""
+    timer_slots: asyncio.Semaphore = field(init=False)
+    """Turns for the timers' steps: `settings.timer_steps` at once; the others wait theirs.
+
+    Models applied together tick together. With 200 of them (make bench, on kmock) a tick round
+    kept the API busy for seconds, and a new model's first reconcile waited 5 s (median) to 21 s
+    behind it: every step of every reconcile takes its turn on the one event loop and at the API
+    server. Taking turns, the timers hold at most this many steps in flight, so a change (create,
+    update, resume: it never waits for a turn) competes with a few steps, not with every model's:
+    0.9 s median, 1.1 s at most with 4 turns in the same bench (2: 0.6 s; 8: 1.0 s). A round
+    takes about models x step / turns: when steps are slow (a node down: each /status read
+    waits its 1 s timeout) the ticks fall behind, not the changes.
+    """
+
+    def __post_init__(self) -> None:
+        """The timers' turns, from the settings."""
+        self.timer_slots = asyncio.Semaphore(self.settings.timer_steps)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """The lock of one VibrationModel (kept while anyone holds or waits for it)."""
@@ -266,9 +268,15 @@ async def check_drift(rt: Runtime, namespace: str, name: str) -> None:
             )
 
 
-async def in_turn(slots: asyncio.Semaphore, step: Callable[[], Awaitable[None]]) -> None:
-    """Start `step` once one of `slots` is free, and hold it until the step ends."""
+async def in_turn(slots: asyncio.Semaphore, step: Callable[[], Awaitable[None]], busy: asyncio.Lock) -> None:
+    """Start `step` once one of `slots` is free, and hold it until the step ends.
+
+    Skipped when `busy` (its model's lock) is held once the turn comes: a step of that model
+    runs already, and this one would only hold a turn to wait for it, then repeat its work.
+    """
     async with slots:
+        if busy.locked():
+            return
         await step()
 
 
@@ -354,14 +362,16 @@ def _register_models(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
     async def rollout_tick(
         namespace: str | None, name: str, stopped: kopf.DaemonStopped | None = None, **_: object
     ) -> None:
-        step = in_turn(rt.timer_slots, lambda: reconcile(rt, _namespace(namespace), name))
+        ns = _namespace(namespace)
+        step = in_turn(rt.timer_slots, lambda: reconcile(rt, ns, name), rt.lock(ns, name))
         await unless_stopped(step, stopped)
 
     @kopf.timer(*resource, id="drift", interval=drift_tick, initial_delay=drift_tick, registry=registry)
     async def drift(
         namespace: str | None, name: str, stopped: kopf.DaemonStopped | None = None, **_: object
     ) -> None:
-        step = in_turn(rt.timer_slots, lambda: check_drift(rt, _namespace(namespace), name))
+        ns = _namespace(namespace)
+        step = in_turn(rt.timer_slots, lambda: check_drift(rt, ns, name), rt.lock(ns, name))
         await unless_stopped(step, stopped)
 
 

@@ -95,6 +95,12 @@ class OperatorSettings(BaseSettings):
     drift_interval_s: float = Field(
         default=60.0, gt=0, description="Seconds between drift checks of a VibrationModel's serving pods."
     )
+    timer_steps: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Timer steps (rollout ticks, drift checks) run at once; a change never waits for them.",
+    )
     http_port: int = Field(
         default=8080, ge=1, le=65535, description="Port of the serving pods' /healthz, /readyz and /status."
     )
