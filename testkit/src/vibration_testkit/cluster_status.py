@@ -10,7 +10,6 @@ SIGKILL or the OOM killer, it writes none).
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,12 +58,6 @@ def running(pid: int) -> bool:
     """Whether process `pid` runs (an exited one its parent has not reaped yet does not)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)  # no /proc here: whether the pid exists at all
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+    except (OSError, IndexError):  # gone (CI's cluster runs on Linux: /proc is there)
+        return False
     return state not in {"Z", "X"}

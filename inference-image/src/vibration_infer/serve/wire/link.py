@@ -275,8 +275,7 @@ class WireLink(LinkBase):
         keepalive = self._keepalive_s
         heard = time.monotonic()
         pinged_at: float | None = None
-        chunk = bytearray(RECV_BYTES)
-        view = memoryview(chunk)
+        view = memoryview(bytearray(RECV_BYTES))
         self._handle(connection.early, time.time_ns(), time.perf_counter_ns())
         while not self._stopping.is_set():
             with self._lock:
@@ -346,8 +345,10 @@ class WireLink(LinkBase):
                 raise
             packets += read
             taken, reads = taken + size, reads + 1
+            if not more or taken >= TAKE_BYTES:  # a hall's window: one short read, nothing counted
+                return packets
             windows += sum(isinstance(packet, codec.Message) for packet in read)
-            if not more or taken >= TAKE_BYTES or windows + windows / reads > self._settings.batch_max:
+            if windows + windows / reads > self._settings.batch_max:
                 return packets
 
     def _recv(self, sock: socket.socket, view: memoryview) -> tuple[int, bool] | None:
