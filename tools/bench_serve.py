@@ -78,6 +78,12 @@ TARGET_P99_500_MS = 4.0
 An earlier run gave 1.02 ms with the broker on serve's core; in this layout serve
 at 327af77 gives about 2.1 ms (`P99_AB` in bench_serve_figures.py).
 """
+FLOOD_NOTE = (
+    "a flood's two rates: windows/s answered is the pace the two cores kept together, serve on one and, "
+    "on the other, the broker, the sensor publishing and the collector; a whole core's is 1 s over serve's "
+    "CPU per window, what serve would answer with its core to itself and a broker that kept up. Where "
+    "serve's core stays below 100 % while the other core is near it, the other core set the pace"
+)
 HALL_RATE, LATENCY_RATE = 300.0, 500.0
 COALESCING_MS = (5, 20)
 """`batch_deadline_ms` values tried at the hall load: CPU per window against latency."""
@@ -333,6 +339,7 @@ def main() -> int:
                     "many times better or worse serve is"
                 ),
                 reference_note(r.ref),
+                FLOOD_NOTE,
                 *profile_notes(r.profile, r.libraries),
                 (
                     f"load average at the start: {load_at_start:.2f}, at the end: {os.getloadavg()[0]:.2f} "

@@ -48,15 +48,21 @@ P99_AB = (
 # (target key, label, which load, which figure, unit, whether more is better)
 ROWS = (
     ("rate", "flood, windows/s answered", "flood", "rate", "", True),
+    ("capacity", "flood, windows/s a whole core would answer", "flood", "capacity", "", True),
     ("flood_us", "flood, CPU per window", "flood", "cpu_us", " us", False),
     # Below 100 %, the broker and the load generator on the other core set the flood's pace, not serve.
     ("flood_pct", "flood, CPU of one core", "flood", "cpu_pct", " %", False),
+    ("flood_others", "flood, the other core busy (broker, sensors)", "flood", "others_pct", " %", False),
     ("p99_500", "500 windows/s, p99 publish to answer", "paced", "p99_ms", " ms", False),
     ("pct_500", "500 windows/s, CPU of one core", "paced", "cpu_pct", " %", False),
     ("hall_us", "hall load (300/s), CPU per window", "hall", "cpu_us", " us", False),
     ("hall_pct", "hall load, CPU of one core", "hall", "cpu_pct", " %", False),
     ("hall_p99", "hall load, p99 publish to answer", "hall", "p99_ms", " ms", False),
 )
+
+
+PACE_ROWS = frozenset({"flood_pct", "flood_others"})
+"""Figures that say who set a flood's pace, not who did better: beside the reference's with no ratio."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ def system_figures(name: str, ours: Loads, ref: Loads, targets: dict[str, tuple[
         text, bound = targets.get(key, ("", float("nan")))
         met = None if not text else bool(mine >= bound if more_is_better else mine <= bound)
         # A flood's share of a core says who set the pace, not who did better: no verdict.
-        compared = "" if key == "flood_pct" else f" ({ratio(mine, theirs, more_is_better=more_is_better)})"
+        compared = "" if key in PACE_ROWS else f" ({ratio(mine, theirs, more_is_better=more_is_better)})"
         baseline = f"{_shown(theirs, unit)}{compared}"
         out.append(Figure(f"{name}: {label}", _shown(mine, unit) + unanswered(load), text, baseline, met))
     return out

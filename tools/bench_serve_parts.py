@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 TOOLS = Path(__file__).resolve().parent
 CORE = max(os.sched_getaffinity(0))
 """The core every system under test runs on; `keep_off_core` moves the rest of the bench to the others."""
+OTHER_CORES = frozenset(os.sched_getaffinity(0) - {CORE})
+"""Where the broker, the load generator and the collector run."""
 PREFIX = "bench/hall"
 LAYOUT = TopicLayout(PREFIX)
 RATE = 25600.0
@@ -146,6 +148,13 @@ class Load:
     """CPU time over wall time, % of one core."""
     p50_ms: float
     p99_ms: float
+    others_pct: float
+    """The other cores' busy time over wall time, % of one core: broker, load generator, collector."""
+
+    @property
+    def capacity(self) -> float:
+        """Windows a second the system would answer with its core to itself: 1 s over its CPU per window."""
+        return 1e6 / self.cpu_us if self.cpu_us > 0 else float("nan")
 
 
 def run_load(
@@ -159,17 +168,26 @@ def run_load(
 ) -> Load:
     """Publish `messages` (paced at `rate_hz`, or as a flood) and measure until the last answer."""
     expected = collector.count() + len(messages)
+    others_before = busy_seconds(OTHER_CORES)
     cpu_before, started = sum(cpu_seconds(p) for p in pids), time.perf_counter()
     sent = publisher.send(messages, rate_hz=rate_hz)
     complete = collector.wait_for(expected, timeout_s)
     cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
+    others = busy_seconds(OTHER_CORES) - others_before
     arrived = collector.arrived()
     last = max((arrived[k] for k in sent if k in arrived), default=float("nan"))
     latencies = [(arrived[k] - t) * 1000 for k, t in sent.items() if k in arrived]
     p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"), float("nan"))
     wall = last - started
     return Load(
-        len(messages), complete, len(messages) / wall, cpu / len(messages) * 1e6, cpu / wall * 100, p50, p99
+        len(messages),
+        complete,
+        len(messages) / wall,
+        cpu / len(messages) * 1e6,
+        cpu / wall * 100,
+        p50,
+        p99,
+        others / (time.perf_counter() - started) * 100,
     )
 
 
@@ -223,6 +241,17 @@ class PeakRss:
     def _sample(self) -> None:
         while not self._done.wait(0.02):
             self.mb = max(self.mb, rss_mb(self.pid))
+
+
+def busy_seconds(cpus: frozenset[int]) -> float:
+    """Time the `cpus` spent busy so far (not idle, not waiting for I/O, not stolen by the host), seconds."""
+    busy = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *ticks = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            user, nice, system, _idle, _iowait, irq, softirq = (int(tick) for tick in ticks[:7])
+            busy += user + nice + system + irq + softirq
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ import pytest
 from bench_profile import parse_perf
 from bench_record import Figure, Section, load, record
 from bench_report import render
-from bench_serve_parts import RATE, encoded
+from bench_serve_parts import RATE, busy_seconds, encoded
 from bench_serve_probes import cpu_us_each, host_wake, transport_only
 from mqtt_wire import WireClient, WireError
 from vibration_testkit.net import free_port
@@ -137,3 +138,19 @@ def test_the_wake_probes_count_this_threads_cpu_not_the_time_asleep() -> None:
     assert busy > 100  # the loop's 20 000 steps are
     back_to_back, after_sleep, after_busy = host_wake(calls=5)
     assert min(back_to_back, after_sleep, after_busy) > 0
+
+
+def test_a_cores_busy_time_counts_the_cpu_time_spent_on_it() -> None:
+    core = min(os.sched_getaffinity(0))
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        before = busy_seconds(frozenset({core}))
+        spun = time.process_time()
+        while time.process_time() - spun < 0.3:  # CPU time: a host that steals some only stretches it
+            pass
+        grown = busy_seconds(frozenset({core})) - before
+    finally:
+        os.sched_setaffinity(0, affinity)
+    assert grown >= 0.25  # the spin, within the kernel's 10 ms ticks
+    assert busy_seconds(frozenset()) == 0
