@@ -1157,14 +1157,17 @@ def http_status_or_0(port: int, path: str) -> int:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("namespace", [None, "production"], ids=["before-namespaces", "namespaced"])
 def test_a_restarted_pod_serves_its_last_good_version_while_its_target_fails(
-    broker: Mosquitto, models: Models, tmp_path: Path
+    broker: Mosquitto, models: Models, tmp_path: Path, namespace: str | None
 ) -> None:
     """The Coral rule from the pod's side: a failing target never leaves the node without a model."""
-    settings = settings_for(broker, models, tmp_path)
+    settings = settings_for(broker, models, tmp_path, namespace=namespace)
     with serving(settings) as app:
         write_target(settings.target_file, models.v2)  # type: ignore[arg-type]  # set above
         wait_until(lambda: app.status().version == "v2", SLOW, "v2 to serve")
+    slot = "spindle" if namespace is None else f"{namespace}/spindle"  # the hot swap's record, its own
+    assert (settings.cache_dir / ".slots" / f"{slot}.json").is_file()
     # The pod restarts from the target file alone; the operator has meanwhile named a broken v3.
     write_target(settings.target_file, models.v2, version="v3", sha256="0" * 64)  # type: ignore[arg-type]
     restarted = settings.model_copy(update={"artifact": None, "card": None})

@@ -14,8 +14,10 @@ from http.server import SimpleHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
 import pytest
 from minio import Minio
+from pydantic import ValidationError
 
 from vibration_core import dataset
 from vibration_core.features import FEATURE_NAMES
@@ -26,6 +28,7 @@ from vibration_infer import cli
 from vibration_infer import outcome as outcome_module
 from vibration_infer.cache import LAST_GOOD_FILENAME, ModelCache
 from vibration_infer.outcome import Outcome, emit, one_line
+from vibration_infer.settings import ValidateSettings
 from vibration_infer.validate import validate
 from vibration_testkit.cards import MODEL_ID, SAMPLE_RATE, WINDOW_LENGTH, TinyModel, card_with, for_artifact
 from vibration_testkit.net import free_port, http_server, hung_server
@@ -40,7 +43,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from vibration_infer.settings import ValidateSettings
     from vibration_train.data import TrainingTable
 
     MakeSettings = Callable[..., ValidateSettings]
@@ -603,6 +605,93 @@ def test_the_init_container_validates_its_target_and_falls_back_to_last_good(
         ExitCode.INTERNAL,
         "internal error: RuntimeError: a bug",
     )
+
+
+def relabelled(model: TinyModel, version: str) -> TinyModel:
+    """The same trees under other bytes (another doc string): a model of its own digest that passes too."""
+    graph = onnx.load_from_string(model.data)
+    graph.doc_string = f"spindle {version}"
+    data = graph.SerializeToString()
+    return TinyModel(data, for_artifact(model.card, data, version=version))
+
+
+def test_vibrationmodels_of_one_name_in_two_namespaces_keep_their_own_last_good_on_a_node(
+    onnx_model: TinyModel, registry: Path, tmp_path: Path, test_parquet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A staging hall's `spindle` on production's gateways: one node cache, two last good versions.
+
+    Production's pod falls back to what production promoted there, never to what staging did;
+    a slot with no record of its own reads the one its pod wrote before namespaces (an upgrade).
+    """
+    monkeypatch.setenv("VIBRATION_TEST_DATA", str(test_parquet))
+    monkeypatch.setenv("VIBRATION_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VIBRATION_RETRIES", "0")
+    target = tmp_path / "target.json"
+    args = [
+        "validate",
+        "--target",
+        str(target),
+        "--fallback-last-good",
+        f"--termination-log={tmp_path / 'term'}",
+    ]
+    staged = relabelled(onnx_model, "v2")
+    unreachable = f"http://127.0.0.1:{free_port()}/spindle/v3/model.onnx"
+    cache = ModelCache(tmp_path / "cache")
+
+    def validate_in(namespace: str | None, model: TinyModel, uri: str, **extra: object) -> dict[str, Any]:
+        if namespace is None:
+            monkeypatch.delenv("POD_NAMESPACE", raising=False)
+        else:
+            monkeypatch.setenv("POD_NAMESPACE", namespace)
+        write_target(target, model, uri, **extra)
+        out = io.StringIO()
+        monkeypatch.setattr("sys.stdout", out)
+        assert cli.main(args) == ExitCode.PASSED
+        report: dict[str, Any] = json.loads(out.getvalue())
+        return report
+
+    # Before the upgrade: a pod with no namespace records v1 under the name alone.
+    validate_in(None, onnx_model, publish(registry, onnx_model).as_uri())
+    # Production, upgraded, has no record of its own yet: its failing target falls back to that one.
+    assert validate_in("production", staged, unreachable, sha256="0" * 64)["fallback"]["version"] == "v1"
+    validate_in("production", onnx_model, publish(registry, onnx_model).as_uri())
+    validate_in("staging", staged, publish(registry, staged).as_uri())  # staging promotes v2 on the node
+    report = validate_in("production", staged, unreachable, sha256="0" * 64)
+    assert (report["fallback"]["version"], report["fallback"]["sha256"]) == (
+        "v1",
+        onnx_model.card.artifact.sha256,
+    )
+    production, staging = (
+        cache.last_good_of_slot("production/spindle"),
+        cache.last_good_of_slot("staging/spindle"),
+    )
+    assert production is not None
+    assert staging is not None
+    assert (production.version, staging.version) == ("v1", "v2")
+    assert staging.sha256 == staged.card.artifact.sha256
+    assert sorted(
+        p.relative_to(tmp_path / "cache").as_posix() for p in (tmp_path / "cache").glob(".slots/**/*.json")
+    ) == [
+        ".slots/production/spindle.json",
+        ".slots/spindle.json",
+        ".slots/staging/spindle.json",
+    ]
+    # Eviction keeps every slot's last good entry: v1 is production's alone once the old record goes.
+    (tmp_path / "cache" / ".slots" / "spindle.json").unlink()
+    assert ModelCache(tmp_path / "cache", keep=0).evict(MODEL_ID) == []
+    assert cache.find(onnx_model.card.artifact.sha256) is not None
+
+
+def test_a_slot_is_a_namespace_and_a_name_and_never_a_path_of_its_own(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path / "cache")
+    assert cache.last_good_of_slot("production/spindle") is None
+    for slot in ("../spindle", "production/../../etc/passwd", "Production/spindle", "a/b/c", ""):
+        with pytest.raises(ValueError, match="is not \\[namespace/\\]name"):
+            cache.last_good_of_slot(slot)
+    with pytest.raises(ValidationError, match="slot"):
+        ValidateSettings(model_uri="file:///m/model.onnx", slot="../spindle")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="namespace"):
+        ValidateSettings(model_uri="file:///m/model.onnx", namespace="Hall_A")  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(

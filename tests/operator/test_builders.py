@@ -298,10 +298,14 @@ def test_pod_is_version_agnostic() -> None:
     assert build_serving_pod("spindle-classifier", "hall-a", UID, newer, "edge-1", SETTINGS) == cpu_pod()
 
 
-def env_of(container: dict[str, Any], node: str) -> dict[str, str]:
+def env_of(container: dict[str, Any], node: str, namespace: str = "hall-a") -> dict[str, str]:
+    """The container's environment as the kubelet sets it on `node`, the downward API's fields filled in."""
+    fields = {"spec.nodeName": node, "metadata.namespace": namespace}
     out = {}
     for env in container["env"]:
-        out[env["name"]] = node if "valueFrom" in env else env["value"]
+        out[env["name"]] = (
+            fields[env["valueFrom"]["fieldRef"]["fieldPath"]] if "valueFrom" in env else env["value"]
+        )
     return out
 
 
@@ -310,9 +314,9 @@ def test_environment_is_what_the_inference_settings_read(build: Any, monkeypatch
     pod = build()
     init, serve = pod["spec"]["initContainers"][0], pod["spec"]["containers"][0]
     for container, settings_class in ((init, ValidateSettings), (serve, ServeSettings)):
-        env = env_of(container, "edge-1")
+        env = env_of(container, "edge-1", pod["metadata"]["namespace"])
         fields = {f"VIBRATION_{name.upper()}" for name in settings_class.model_fields}
-        assert set(env) - {"NODE_NAME"} <= fields, set(env) - fields
+        assert set(env) - {"NODE_NAME", "POD_NAMESPACE"} <= fields, set(env) - fields
         for key in list(os.environ):
             if key.startswith("VIBRATION_"):
                 monkeypatch.delenv(key)
@@ -325,6 +329,7 @@ def test_environment_is_what_the_inference_settings_read(build: Any, monkeypatch
             else ServeSettings()
         )
         assert parsed.node_name == "edge-1"
+        assert parsed.namespace == pod["metadata"]["namespace"]  # with the model's name, its cache slot
         assert str(parsed.cache_dir) == "/var/cache/vibration-edge"
     served = ServeSettings()
     assert served.client_id == pod["metadata"]["name"]

@@ -6,7 +6,7 @@ reboot)::
     {root}/{model_id}/{sha256}/{artifact filename}
     {root}/{model_id}/{sha256}/modelcard.json
     {root}/{model_id}/last-good.json
-    {root}/.slots/{name}.json           the same record per VibrationModel name
+    {root}/.slots/{namespace}/{name}.json   the same record per VibrationModel
     {root}/.staging/{random}/           downloads in progress
 
 An entry is addressed by the artifact's digest, so a target whose digest is
@@ -17,9 +17,13 @@ replaced atomically and only after a passed validation; a failed one never
 touches it. Eviction keeps the most recently used entries and never the last
 good one.
 
-A *slot* is the name of the VibrationModel a target came from. The last good
-record is kept under it too, so a pod whose target fails before its card is
-known (the registry is unreachable, say) still finds what it served last.
+A *slot* is the VibrationModel a target came from, `namespace/name`. The last
+good record is kept under it too, so a pod whose target fails before its card
+is known (the registry is unreachable, say) still finds what it served last,
+and not what a VibrationModel of the same name in another namespace (a staging
+hall on the same gateways) promoted. Pods of operators before the namespace
+came to the pod (`POD_NAMESPACE`) wrote ``.slots/{name}.json``: a slot with no
+record of its own reads that one, as those pods did, until it promotes one.
 """
 
 from __future__ import annotations
@@ -49,6 +53,15 @@ LAST_GOOD_FILENAME = "last-good.json"
 _STAGING = ".staging"
 _SLOTS = ".slots"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+NAMESPACE_PATTERN = rf"^{_LABEL}$"
+SLOT_PATTERN = rf"^({_LABEL}/)?{_LABEL}$"
+"""A slot: a VibrationModel's name, after its namespace and a slash when that is known."""
+
+
+def slot_of(name: str, namespace: str | None) -> str:
+    """The slot of the VibrationModel `name` in `namespace`; its name alone where the namespace is unknown."""
+    return f"{namespace}/{name}" if namespace else name
 
 
 @dataclass(frozen=True)
@@ -156,8 +169,23 @@ class ModelCache:
         return self._read_record(self.root / model_id / LAST_GOOD_FILENAME)
 
     def last_good_of_slot(self, slot: str) -> LastGood | None:
-        """The last version that passed here for the VibrationModel named `slot`, if still present."""
-        return self._read_record(self.root / _SLOTS / f"{slot}.json")
+        """The last version that passed here for the VibrationModel of `slot`, if still present.
+
+        A namespaced slot with no record of its own reads the record of its name alone, which
+        pods before the namespace wrote (the module's docstring).
+        """
+        record = self._read_record(self._slot_path(slot))
+        _, slash, name = slot.rpartition("/")
+        if record is None and slash and not self._slot_path(slot).exists():
+            record = self._read_record(self._slot_path(name))
+            if record is not None:
+                logger.info("last_good_of_unnamespaced_slot", extra={"slot": slot, "version": record.version})
+        return record
+
+    def _slot_path(self, slot: str) -> Path:
+        if not re.fullmatch(SLOT_PATTERN, slot):  # a path of its own choosing must not leave .slots
+            raise ValueError(f"slot {slot!r} is not [namespace/]name of DNS labels")
+        return self.root / _SLOTS / f"{slot}.json"
 
     def mark_good(
         self, entry: CachedModel, card: ModelCard, *, node: str | None = None, slot: str | None = None
@@ -182,7 +210,7 @@ class ModelCache:
         text = record.model_dump_json(indent=2) + "\n"
         _write_atomic(self.root / card.model_id / LAST_GOOD_FILENAME, text)
         if slot is not None:
-            _write_atomic(self.root / _SLOTS / f"{slot}.json", text)
+            _write_atomic(self._slot_path(slot), text)
         logger.info(
             "last_good_marked",
             extra={
@@ -199,7 +227,8 @@ class ModelCache:
         records = [self.last_good(model_id)]
         slots = self.root / _SLOTS
         if slots.is_dir():
-            records += [self._read_record(path) for path in slots.glob("*.json")]
+            paths = [*slots.glob("*.json"), *slots.glob("*/*.json")]  # before namespaces, and after
+            records += [self._read_record(path) for path in paths]
         return {record.sha256 for record in records if record is not None}
 
     def _read_record(self, path: Path) -> LastGood | None:
@@ -254,7 +283,7 @@ def _touch(directory: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as out:
@@ -265,6 +294,17 @@ def _write_atomic(path: Path, text: str) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def _make_dirs(directory: Path) -> None:
+    """Create `directory` and its missing parents, each durably: synced into the directory that holds it."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+        _fsync_dir(made.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

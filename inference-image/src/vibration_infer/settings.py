@@ -18,6 +18,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vibration_core.gate import DEFAULT_MAX_REGRESSION_CLASS_RECALL, DEFAULT_MAX_REGRESSION_MACRO_F1
+from vibration_infer.cache import NAMESPACE_PATTERN, SLOT_PATTERN, slot_of
 from vibration_infer.errors import UsageError
 
 if TYPE_CHECKING:
@@ -28,6 +29,18 @@ EdgeTpuFallback = Literal["cpu", "fail"]
 
 _SCHEMES = frozenset({"s3", "http", "https", "file"})
 _SHA256 = r"^[0-9a-f]{64}$"
+
+
+def namespace_field() -> Any:  # noqa: ANN401 - a pydantic FieldInfo, typed as the field it sets
+    """The VibrationModel's namespace, as both containers of a serving pod read it (downward API)."""
+    return Field(
+        default=None,
+        pattern=NAMESPACE_PATTERN,
+        max_length=63,
+        validation_alias=AliasChoices("namespace", "VIBRATION_NAMESPACE", "POD_NAMESPACE"),
+        description="The VibrationModel's namespace, from the downward API: with the target's name, "
+        "the slot of its last good version in the node cache.",
+    )
 
 
 class ValidateSettings(BaseSettings):
@@ -52,8 +65,9 @@ class ValidateSettings(BaseSettings):
     )
     slot: str | None = Field(
         default=None,
-        description="Also record a passed version as the last good one under this name (the "
-        "VibrationModel's; set from the target).",
+        pattern=SLOT_PATTERN,
+        description="Also record a passed version as the last good one under this slot, "
+        "namespace/name (the VibrationModel's; set from the target and namespace).",
     )
     card_uri: str | None = Field(
         default=None, description="The model card; by default modelcard.json next to the artifact."
@@ -161,6 +175,7 @@ class ValidateSettings(BaseSettings):
         validation_alias=AliasChoices("node_name", "VIBRATION_NODE_NAME", "NODE_NAME"),
         description="The node this runs on, for the report; from the downward API.",
     )
+    namespace: str | None = namespace_field()
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -193,7 +208,7 @@ class ValidateSettings(BaseSettings):
             "model_uri": target.model_uri,
             "card_uri": target.card_uri,
             "expected_sha256": target.sha256,
-            "slot": target.name,
+            "slot": slot_of(target.name, self.namespace),
             "min_class_recall": target.min_class_recall or self.min_class_recall,
             "max_regression_per_class": target.max_regression_per_class or self.max_regression_per_class,
             "champion_sha256": target.champion.sha256 if target.champion is not None else None,

@@ -38,7 +38,7 @@ from vibration_core.errors import TargetError, VibrationCoreError
 from vibration_core.gate import Figures, Policy, judge
 from vibration_core.target import load_target
 from vibration_core.validation import ExitCode
-from vibration_infer.cache import ModelCache
+from vibration_infer.cache import ModelCache, slot_of
 from vibration_infer.errors import InferenceError, exit_code_for
 from vibration_infer.evaluate import (
     check_policy_labels,
@@ -83,7 +83,8 @@ def validate(settings: ValidateSettings, *, out: TextIO | None = None) -> ExitCo
             where = ".".join(str(part) for part in first["loc"]) or "target"
             reason = one_line(f"target {settings.target}: {where}: {first['msg']}")
             outcome = Outcome(code=ExitCode.USAGE, reason=reason, node=settings.node_name)
-            code = _fallback(settings, outcome, slot=target.name)  # before emit: the report names it
+            slot = slot_of(target.name, settings.namespace)
+            code = _fallback(settings, outcome, slot=slot)  # before emit: the report names it
             emit(outcome, settings.termination_log, out=out)
             return code
     try:

@@ -102,9 +102,10 @@ def restricted_security_context(uid: int = RUN_AS) -> dict[str, Any]:
 
 
 def _env(spec: VibrationModelSpec, settings: OperatorSettings) -> dict[str, str | dict[str, Any]]:
-    """The environment both containers share: node, cache, test data, accelerator, registry."""
+    """The environment both containers share: node, namespace, cache, test data, accelerator, registry."""
     env: dict[str, str | dict[str, Any]] = {
         "NODE_NAME": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+        "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
         "VIBRATION_CACHE_DIR": CACHE_DIR,
         "VIBRATION_TEST_DATA": TEST_DATA_DIR,
         "VIBRATION_ACCELERATOR": spec.accelerator,

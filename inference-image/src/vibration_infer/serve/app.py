@@ -35,7 +35,7 @@ from vibration_core.messages import ModelStatus
 from vibration_core.modelcard import ModelCard
 from vibration_core.target import load_target
 from vibration_core.topics import TopicLayout
-from vibration_infer.cache import ModelCache
+from vibration_infer.cache import ModelCache, slot_of
 from vibration_infer.loader import load_model
 from vibration_infer.serve.batcher import collect
 from vibration_infer.serve.http import HttpServer
@@ -195,7 +195,8 @@ class ServeApp:
             good, what = self.cache.last_good(s.model_id), f"model id {s.model_id}"
         elif s.target_file is not None:
             target = load_target(s.target_file)
-            good, what = self.cache.last_good_of_slot(target.name), f"VibrationModel {target.name}"
+            slot = slot_of(target.name, s.namespace)
+            good, what = self.cache.last_good_of_slot(slot), f"VibrationModel {slot}"
         else:  # refused by ServeSettings
             raise FileNotFoundError("no model_id, artifact or target_file to serve from")
         if good is None:

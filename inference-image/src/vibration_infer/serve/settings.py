@@ -36,7 +36,7 @@ from vibration_core.messages import ID_PATTERN, Severity
 from vibration_core.raw import DEFAULT_MAX_BYTES
 from vibration_core.topics import check_share_group
 from vibration_infer.errors import UsageError
-from vibration_infer.settings import Accelerator, EdgeTpuFallback  # noqa: TC001 - pydantic reads them
+from vibration_infer.settings import Accelerator, EdgeTpuFallback, namespace_field
 
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _PACKET_HEADROOM = 128 << 10  # the fixed header, a topic (64 KiB at most), properties
@@ -125,6 +125,7 @@ class ServeSettings(BaseSettings):
         validation_alias=AliasChoices("node_name", "VIBRATION_NODE_NAME", "NODE_NAME"),
         description="The node this pod runs on (downward API); names the status topic.",
     )
+    namespace: str | None = namespace_field()
 
     # --- model ----------------------------------------------------------------------------
     cache_dir: Path = Field(

@@ -149,6 +149,7 @@ def validate_target(
             min_class_recall=settings.min_class_recall,
             max_p99_ms=settings.max_p99_ms,
             node_name=settings.node_name,
+            namespace=settings.namespace,
         )
         vsettings = base.for_target(target)
     except ValidationError as exc:
