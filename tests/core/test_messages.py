@@ -255,6 +255,10 @@ MALFORMED_RAW = [
     pytest.param(
         _json(sample_rate=..., sampleRate=25600), "bad_field", "sampleRate", id="typo-of-sample-rate"
     ),
+    pytest.param(_json(Scale=2.0), "bad_field", "Scale", id="typo-of-scale-case"),
+    pytest.param(_json(samples=..., sampels=[1.0]), "bad_field", "sampels", id="typo-of-samples-swapped"),
+    pytest.param(_json(units="g"), "bad_field", "units", id="typo-of-unit"),
+    pytest.param(_json(scale=1e-46), "bad_field", "scale", id="scale-underflows-to-zero"),
     pytest.param(_json(samples=[1.0, float("nan")]), "non_finite", "samples", id="json-nan"),
     pytest.param(
         b'{"timestamp_ns":1,"sample_rate":1,"samples":[Infinity]}',
@@ -692,6 +696,29 @@ def test_a_json_window_may_carry_other_keys_as_the_reference_sensors_do() -> Non
         _json(timestamp="2023-11-14T22:13:20Z", unit="g", units="g", sample_rate_hz=25600), "cnc-01"
     )
     assert both.timestamp_ns == TS
+
+
+def test_a_key_a_letter_from_a_short_key_of_ours_is_the_sensors_own() -> None:
+    # "unix" (a timestamp in seconds), "init" and "unit_id" are words of their own, not typos of "unit".
+    window = decode_raw(_json(unix=1_700_000_000, init=True, unit_id=7, scale_factor_note="x"), "cnc-01")
+    assert window.timestamp_ns == TS
+    assert window.unit is None
+
+
+def test_a_huge_unknown_key_is_judged_without_being_kept() -> None:
+    # A sensor's megabyte key must not stay in the typo cache: 256 of them pinned 260 MB of a pod.
+    kept = raw._near_miss_of.cache_info().currsize  # the cache is the point
+    for i in range(3):
+        decode_raw(_json(**{f"{i}" + "k" * 100_000: 1}), "cnc-01")
+    assert raw._near_miss_of.cache_info().currsize == kept
+
+
+def test_an_error_naming_a_key_without_utf8_is_sent_with_the_key_escaped() -> None:
+    # A JSON key may hold a lone surrogate ("\ud800"): the error names it by its escape, not "internal".
+    refused = _refusal(b'{"timestamp_ns":1,"sample_rate":25600,"samples":[1,2],"scale\\ud800":1}')
+    assert (refused.reason, refused.field) == ("bad_field", "scale\ud800")
+    message = ErrorMessage.from_error(refused, "factory/hall-a/machines/cnc-01/raw", "cnc-01", TS)
+    assert json.loads(message.encode())["field"] == "scale\\ud800"
 
 
 def test_error_reason_vocabulary() -> None:

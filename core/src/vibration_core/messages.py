@@ -163,6 +163,8 @@ MAX_ERROR_DETAIL = 512
 
 
 def _cut(text: str, limit: int) -> str:
+    # A lone surrogate (a JSON key such as "scale\ud800") has no UTF-8: quoted by its escape instead.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} chars)"
 
 

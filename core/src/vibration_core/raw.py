@@ -26,9 +26,9 @@ binary, see docs/benchmarks.md)::
 
 Other keys are ignored: the reference pipeline's sensors also send their band
 energies, which the extractor computes again from the samples. A key within a
-typo of one of the five that the window lacks (``scal``, ``timestamp``
-without ``timestamp_ns``) is refused, naming the key it resembles, rather than
-read as absent.
+typo of one of the five that the window lacks (``scal``, ``sampleRate``,
+``timestamp`` without ``timestamp_ns``; `_near_miss` says what a typo is) is
+refused, naming the key it resembles, rather than read as absent.
 
 Units. A binary window carries no unit: its samples (after ``scale``) are in
 the unit of the serving model's card (`vibration_core.units`), which is what
@@ -45,7 +45,6 @@ encodings would duplicate those checks.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import math
@@ -85,7 +84,10 @@ _DTYPES: dict[int, np.dtype[Any]] = {
 _U32_MAX = (1 << 32) - 1
 _JSON_START = re.compile(rb"[ \t\r\n]*\{")
 _JSON_KEYS = frozenset({"timestamp_ns", "sample_rate", "samples", "scale", "unit"})
-_NEAR_MISS = 0.75  # difflib ratio: "scal", "Scale", "timestamp", "sampleRate" are typos of ours
+_LONGEST_KEY = max(map(len, _JSON_KEYS))
+_TYPO_MIN_LENGTH = 5
+"""One letter apart is a typo from five letters on: "unix" and "init" are words of their own beside "unit"."""
+_SEPARATORS = str.maketrans("", "", "_- .")
 _NUMBER_TYPES = (int, float, np.integer, np.floating)
 _JSON_NUMBER_TYPES = frozenset({int, float})
 
@@ -427,16 +429,51 @@ def _json_samples(values: object) -> npt.NDArray[np.float64]:
         raise MessageError(ErrorReason.NON_FINITE, "samples", "a sample exceeds float64") from None
 
 
-@functools.lru_cache(maxsize=256)
 def _near_miss(key: str, lacking: frozenset[str]) -> str:
     """The key of ours the window lacks that `key` is a typo of ('' if none).
 
-    Only a key the window lacks: "timestamp" beside "timestamp_ns" is the sensor's own. Cached:
-    a sensor sends the same extra keys (the reference's band energies) in every window, and
-    difflib takes 7 us a key.
+    Only a key the window lacks: "timestamp" beside "timestamp_ns" is the sensor's own. A typo
+    is ours in another case or with other separators (``Scale``, ``sampleRate``), ours without
+    its unit (``timestamp``), or one letter added, dropped, changed or two swapped in a key of
+    five letters or more (``scal``, ``units``, ``sampels``). Short words one letter apart are
+    the sensor's own (``unix``, ``init`` beside ``unit``). A key longer than any of ours plus
+    two is no typo, and is judged before the cache: a sensor's megabyte key is not kept.
     """
-    near = difflib.get_close_matches(key, lacking, n=1, cutoff=_NEAR_MISS)
-    return near[0] if near else ""
+    if len(key) > _LONGEST_KEY + 2:
+        return ""
+    return _near_miss_of(key, lacking)
+
+
+@functools.lru_cache(maxsize=256)
+def _near_miss_of(key: str, lacking: frozenset[str]) -> str:
+    # Cached: a sensor sends the same extra keys (the reference's band energies) in every window.
+    theirs = _plain(key)
+    for ours in sorted(lacking):
+        plain = _plain(ours)
+        if theirs in (plain, plain.removesuffix("ns")) or (
+            max(len(theirs), len(plain)) >= _TYPO_MIN_LENGTH and _one_edit(theirs, plain)
+        ):
+            return ours
+    return ""
+
+
+def _plain(key: str) -> str:
+    """`key` in lower case without separators: ``sampleRate``, ``Sample-Rate`` and ``sample_rate`` alike."""
+    return key.lower().translate(_SEPARATORS)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether `a` becomes `b` by one letter added, dropped or changed, or two neighbours swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+        changed = a[i + 1 :] == b[i + 1 :]
+        swapped = i + 1 < len(a) and a[:i] + a[i + 1] + a[i] + a[i + 2 :] == b
+        return changed or swapped
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    first = next((i for i, (x, y) in enumerate(zip(short, long, strict=False)) if x != y), len(short))
+    return short[first:] == long[first + 1 :]
 
 
 def _decode_json(payload: bytes, machine: str) -> RawWindow:
@@ -452,11 +489,13 @@ def _decode_json(payload: bytes, machine: str) -> RawWindow:
     scale = _json_number(document, "scale") if "scale" in document else None
     unit = _json_unit(document["unit"]) if "unit" in document else None
     data = _json_samples(document.get("samples"))
-    # Overflow into inf is reported by _refuse_non_finite with its index.
-    with np.errstate(over="ignore", invalid="ignore"):
-        if scale is not None:
-            data = data * scale
-        samples = data.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        samples = (data if scale is None else data * scale).astype(np.float32)
+    # Overflow into inf is reported by _refuse_non_finite with its index; a scale so small that
+    # samples become 0 would pass for a machine at rest.
+    if scale is not None and np.count_nonzero(samples) < np.count_nonzero(data):
+        detail = f"{scale}: samples times it underflow float32 to 0; scale must give physical units"
+        raise MessageError(ErrorReason.BAD_FIELD, "scale", detail)
     _refuse_non_finite(samples)
     samples.flags.writeable = False
     return RawWindow(machine, timestamp_ns, sample_rate, samples, unit)
