@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -25,6 +27,7 @@ from vibration_core.raw import encode_raw_float32
 from vibration_core.target import ShadowPolicy
 from vibration_core.validation import ExitCode
 from vibration_infer.cache import ModelCache
+from vibration_infer.errors import PredictError
 from vibration_infer.loader import load_model
 from vibration_infer.serve.shadow import Shadow
 from vibration_infer.settings import ValidateSettings
@@ -39,6 +42,7 @@ from vibration_train.simulator import Drift, SimulatedData, simulate
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from vibration_infer.loader import LoadedModel
     from vibration_infer.serve.settings import ServeSettings
     from vibration_testkit.mosquitto import Mosquitto
 
@@ -218,6 +222,51 @@ def test_a_candidate_that_meets_the_shadow_policy_is_promoted_and_only_then_mark
         assert slot is not None
         assert slot.version == "v2"
         sensor.close()
+
+
+@pytest.mark.integration
+def test_a_candidate_that_fails_on_live_windows_is_refused_and_each_window_answered_once(
+    hall: Hall, broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The candidate's runtime raises on the live batches it shadows (it passed the test data).
+
+    The champion's answers went out before the shadow ran: the windows are not handled again
+    (each would be taken for a redelivery and acknowledged twice), and the shadow ends at once,
+    refused, rather than waiting forever for windows it cannot count.
+    """
+    started = Shadow.__init__
+
+    def failing_candidate(shadow: Shadow, candidate: LoadedModel, policy: ShadowPolicy) -> None:
+        started(shadow, candidate, policy)
+
+        def broken(_rows: np.ndarray) -> np.ndarray:
+            raise PredictError("onnx", "the runtime refused this batch")
+
+        monkeypatch.setattr(candidate.backend, "predict_proba", broken)  # the candidate's, not v1's
+
+    monkeypatch.setattr(Shadow, "__init__", failing_candidate)
+    settings = champion_pod(hall, broker, tmp_path)
+    with serving(settings) as app:
+        collector = Collector(broker)
+        sensor = Publisher(broker)
+        shadow_target(hall, settings, windows=100, min_agreement=0.0, min_class_agreement=0.0)
+        wait_until(lambda: "shadowing" in app.status().message, 120, "the shadow run to start")
+        send_live(sensor, hall.live, 60)
+        wait_until(lambda: app.status().candidate_state == "failed", 60, "the candidate to be refused")
+        report = app.status().candidate_report
+        assert report is not None
+        assert report.reason_code == "CannotLoad"
+        assert "shadow on live windows: the candidate failed after 0: PredictError" in report.reason
+        wait_until(lambda: collector.count("predictions") >= 60, 60, "every window answered")
+        time.sleep(0.3)  # time for an answer given twice to show
+        answers = Counter((p.machine, p.timestamp_ns) for p in collector.predictions())
+        assert set(answers.values()) == {1}
+        assert len(answers) == 60
+        assert app.metrics.totals() == (60, 60, 0)  # received, predicted, errors: each window once
+        assert app.metrics.duplicates._value.get() == 0  # none taken for a redelivery
+        assert app.status().version == "v1"
+        sensor.close()
+        collector.close()
 
 
 @pytest.mark.parametrize("champion_cached", [True, False], ids=["champion-is-last-good", "fresh-node"])

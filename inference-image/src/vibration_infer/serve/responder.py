@@ -2,10 +2,12 @@
 
 `Responder.answer` is what the link hands each read (or the paho worker each
 batch) to, through `app.ServeApp`, which says which model is active and
-whether a candidate shadows it. A batch that fails is retried one window at
-a time, so one broken window never costs the others their answers; a window
-whose own handling fails is answered with nothing, counted as `internal` and
-acknowledged, so the broker does not redeliver it forever.
+whether a candidate shadows it. A batch that fails before its answers went
+out is retried one window at a time, so one broken window never costs the
+others their answers; a window whose own handling fails is answered with
+nothing, counted as `internal` and acknowledged, so the broker does not
+redeliver it forever. What follows the answers (metrics, alerts, drift, the
+shadow run) is never retried: its failure is logged and the next batch goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from vibration_core.drift_monitor import DriftMonitor
     from vibration_core.topics import TopicLayout
     from vibration_infer.loader import LoadedModel
+    from vibration_infer.serve.batcher import BatchResult
     from vibration_infer.serve.link import Incoming, Link
     from vibration_infer.serve.metrics import ServeMetrics
     from vibration_infer.serve.settings import ServeSettings
@@ -61,17 +64,21 @@ class Responder:
         for start in range(0, len(items), batch_max):
             batch = items[start : start + batch_max]
             try:
-                self._handle(batch, active, shadow)
+                result = self._publish(batch, active)
             except Exception:  # retried one message at a time just below
                 logger.warning(
                     "batch_failed", extra={"size": len(batch), "retry": "one_by_one"}, exc_info=True
                 )
                 for item in batch:
                     try:
-                        self._handle([item], active, shadow)
+                        one = self._publish([item], active)
                     except Exception as exc:  # one message's handling: the loop must go on
                         logger.exception("message_failed", extra={"topic": item.topic[:200]})
                         self._answer_failure(item, exc)
+                    else:
+                        self._observe([item], one, active, shadow)
+            else:
+                self._observe(batch, result, active, shadow)
 
     def _answer_failure(self, item: Incoming, exc: Exception) -> None:
         """The error message `internal` for a window whose handling failed, then its acknowledgement."""
@@ -90,7 +97,8 @@ class Responder:
             logger.exception("error_message_failed", extra={"topic": item.topic[:200]})
             self.link.ack(item)
 
-    def _handle(self, items: list[Incoming], active: Active, shadow: Shadow | None) -> None:
+    def _publish(self, items: list[Incoming], active: Active) -> BatchResult:
+        """Answer a batch: its answers published (each acknowledging its window once settled)."""
         result = self.processor.process(items, active.model)
         qos = self.settings.predictions_qos
         self.link.publish_many(
@@ -98,6 +106,27 @@ class Responder:
         )
         for item in result.duplicates:
             self.link.ack_after_pending(item)
+        return result
+
+    def _observe(
+        self, items: list[Incoming], result: BatchResult, active: Active, shadow: Shadow | None
+    ) -> None:
+        """What follows a batch's answers: metrics, alerts, drift, the shadow run.
+
+        The windows are answered already: a failure here is logged, never retried, for a retry
+        would take them for redeliveries and acknowledge each a second time.
+        """
+        try:
+            self._count(items, result)
+            if result.features is not None and result.probabilities is not None:
+                active.drift.update(result.features, result.probabilities)
+                if shadow is not None and result.classes is not None:
+                    shadow.observe(result.features, result.classes, active.model.card.labels)
+        except Exception:  # the next batch must be observed, whatever broke this one
+            logger.exception("batch_observe_failed", extra={"size": len(items)})
+
+    def _count(self, items: list[Incoming], result: BatchResult) -> None:
+        qos = self.settings.predictions_qos
         self.metrics.record_received(len(items))
         predictions = result.predictions
         self.metrics.record_batch([p.label for p in predictions], result.latencies_s)
@@ -120,7 +149,3 @@ class Responder:
                         "severity": alert.severity,
                     },
                 )
-        if result.features is not None and result.probabilities is not None:
-            active.drift.update(result.features, result.probabilities)
-            if shadow is not None and result.classes is not None:
-                shadow.observe(result.features, result.classes, active.model.card.labels)

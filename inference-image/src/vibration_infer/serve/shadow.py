@@ -12,7 +12,8 @@ windows the gate decides: agreement at least `min_agreement` overall and
 `min_class_windows` times (fewer windows say too little about a class to
 refuse for it; they are counted and shown). A candidate that falls short is
 refused as for a failed validation (reason ``ShadowDisagreed``) and the
-champion keeps serving.
+champion keeps serving. A candidate that fails on a live batch (its runtime
+raises) ends the run at once and is refused as one that cannot load.
 
 Cost: one more model call per batch on features already extracted (the
 extractor is the larger part of a window's cost); `make bench` measures it.
@@ -21,6 +22,7 @@ Counting is numpy over the batch, under a lock shared with the swap thread.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from vibration_core.target import ShadowPolicy
     from vibration_infer.loader import LoadedModel
 
+logger = logging.getLogger(__name__)
+
 
 class Shadow:
     """Counts the agreement of a candidate with the serving model on live batches."""
@@ -47,11 +51,18 @@ class Shadow:
         self._windows = 0
         self._cpu_ns = 0
         self._done = threading.Event()
+        self._error = ""
 
     @property
     def done(self) -> threading.Event:
-        """Set once `policy.windows` windows were counted."""
+        """Set once `policy.windows` windows were counted, or the candidate failed on a batch."""
         return self._done
+
+    @property
+    def error(self) -> str:
+        """Why the candidate could not answer a live batch ('' while it could)."""
+        with self._lock:
+            return self._error
 
     def observe(
         self,
@@ -61,11 +72,18 @@ class Shadow:
     ) -> None:
         """Run the candidate on a batch's features and count it against the champion's classes."""
         remaining = self.policy.windows - self._windows
-        if remaining <= 0:
+        if remaining <= 0 or self._done.is_set():
             return
         rows = features[:remaining]
         started = time.thread_time_ns()
-        candidate = np.argmax(self.candidate.backend.predict_proba(rows), axis=1)
+        try:
+            candidate = np.argmax(self.candidate.backend.predict_proba(rows), axis=1)
+        except Exception as exc:  # the candidate's fault: it ends the run, refused; the champion answers on
+            logger.exception("shadow_candidate_failed", extra={"windows": self._windows})
+            with self._lock:
+                self._error = f"{type(exc).__name__}: {exc}"[:300]
+                self._done.set()
+            return
         spent = time.thread_time_ns() - started
         mine, theirs = self.candidate.card.labels, champion_labels
         pairs, counts = np.unique(

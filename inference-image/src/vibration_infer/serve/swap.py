@@ -344,7 +344,13 @@ class HotSwap:
                 "passed": outcome.shadow.passed,
             },
         )
-        if not outcome.shadow.passed:
+        if shadow.error:
+            outcome.code = ExitCode.CANNOT_LOAD
+            outcome.reason = (
+                f"shadow on live windows: the candidate failed after {shadow.windows}: {shadow.error}"
+            )
+            outcome.model = None
+        elif not outcome.shadow.passed:
             outcome.code = ExitCode.BELOW_THRESHOLD
             outcome.reason = "shadow on live windows: " + "; ".join(outcome.shadow.failures())
             outcome.model = None
