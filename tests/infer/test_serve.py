@@ -54,6 +54,7 @@ from vibration_infer.serve.batcher import BatchProcessor, Deduper, collect
 from vibration_infer.serve.link import Incoming, Outgoing, Receipt
 from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.serve.swap import TargetWatcher
+from vibration_infer.serve.wire import codec
 from vibration_testkit.cards import MODEL_ID, SAMPLE_RATE, WINDOW_LENGTH, TinyModel
 from vibration_testkit.net import free_port
 from vibration_testkit.serving import (
@@ -484,6 +485,20 @@ def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
     with_file = ServeSettings(model_id="x", mqtt_username="u", mqtt_password_file=secret)
     assert with_file.mqtt_credentials() == ("u", "s3cret")
     assert "s3cret" not in repr(with_file)
+    # Beyond what an MQTT CONNECT can carry, a pod would retry its connect forever: refused here.
+    with pytest.raises(ValueError, match="session_expiry_s"):
+        ServeSettings(model_id="x", session_expiry_s=2**32)
+    with pytest.raises(ValueError, match="max_payload_bytes"):
+        ServeSettings(model_id="x", max_payload_bytes=2**32)
+    largest = ServeSettings(model_id="x", session_expiry_s=2**32 - 1, max_payload_bytes=268_304_388)
+    assert codec.connect_packet(
+        "n1",
+        keepalive_s=30,
+        clean_start=False,
+        session_expiry_s=largest.session_expiry_s,
+        receive_maximum=largest.receive_maximum,
+        maximum_packet_size=largest.max_packet_bytes,
+    )
 
 
 # --- integration: a real broker ------------------------------------------------------------

@@ -40,6 +40,9 @@ from vibration_infer.settings import Accelerator, EdgeTpuFallback, namespace_fie
 
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _PACKET_HEADROOM = 128 << 10  # the fixed header, a topic (64 KiB at most), properties
+_MQTT_MAX_PACKET = 268_435_455 + 5
+"""The largest MQTT packet: a Remaining Length of four bytes, and the fixed header's five."""
+_U32_MAX = 0xFFFFFFFF
 _DRIFT = DriftPolicy()
 
 
@@ -98,7 +101,9 @@ class ServeSettings(BaseSettings):
     session_expiry_s: int = Field(
         default=3600,
         ge=0,
-        description="How long the broker keeps the session (and queues QoS 1 windows) while the pod is away.",
+        le=_U32_MAX,
+        description="How long the broker keeps the session (and queues QoS 1 windows) while the pod is away; "
+        f"{_U32_MAX} (MQTT's largest): never expires.",
     )
     receive_maximum: int = Field(
         default=1024,
@@ -159,7 +164,11 @@ class ServeSettings(BaseSettings):
         ),
     )
     max_payload_bytes: int = Field(
-        default=DEFAULT_MAX_BYTES, ge=64, description="Larger raw payloads are refused (oversized) unread."
+        default=DEFAULT_MAX_BYTES,
+        ge=64,
+        le=_MQTT_MAX_PACKET - _PACKET_HEADROOM,
+        description="Larger raw payloads are refused (oversized) unread; with 128 KiB for the topic and "
+        "properties, the Maximum Packet Size the pod announces (MQTT's largest is 256 MiB).",
     )
     dedupe_keys: int = Field(
         default=65536,
