@@ -58,6 +58,8 @@ class Node:
     """Why the pod does not run or serve (what readers.pod_problem found)."""
     unready: bool = False
     """The pod is not Ready although it serves (its container restarting, its broker away)."""
+    down: bool = False
+    """The node is powered off: NotReady, its pod still bound to it, answering nothing, doing nothing."""
 
 
 def gate_code(why: str) -> ReasonCode | None:
@@ -91,9 +93,9 @@ class Cluster:
                 name=n.name,
                 selected=n.selected,
                 pod_exists=n.pod,
-                ready=n.pod and n.serving is not None and not n.unready,
-                serving=n.serving,
-                candidate=n.candidate,
+                ready=n.pod and n.serving is not None and not n.unready and not n.down,
+                serving=None if n.down else n.serving,  # its /status does not answer
+                candidate=None if n.down else n.candidate,
                 init_report=n.init_report,
                 init_exit_code=n.init_exit,
                 serve_started=n.pod and n.init_done,
@@ -101,6 +103,7 @@ class Cluster:
                 recorded_active=n.cm_active,
                 pod_outdated=n.pod and n.outdated,
                 pod_problem=n.problem if n.pod else "",
+                eligible=not n.down,
             )
             for n in self.nodes.values()
             if n.selected or n.pod or n.cm
@@ -154,7 +157,7 @@ class Cluster:
     def tick(self) -> None:
         """Every pod reacts to its target file once."""
         for n in self.nodes.values():
-            if not n.pod or n.cm is None:
+            if not n.pod or n.cm is None or n.down:
                 continue
             if not n.init_done:  # kubelet (re)runs the init container
                 ok, n.init_report = self.validate(n, n.cm)
@@ -394,6 +397,31 @@ def test_a_canary_that_leaves_before_passing_is_replaced_by_the_next_node_only()
     cluster.run(spec)
     assert cluster.phase() == "Degraded"
     assert [n.name for n in cluster.status.nodes if n.state == "Failed"] == ["edge-2"]  # type: ignore[union-attr]
+
+
+def test_a_powered_off_gateway_is_not_made_the_canary_and_catches_up_when_it_is_back() -> None:
+    # edge-1 sorts first but is down (its pod still bound to it): as the canary it would hold
+    # the whole hall's rollout until someone powered it on again.
+    cluster = rolled_out("v1")
+    cluster.nodes["edge-1"].down = True
+    spec = make_spec("v2")
+
+    for _ in range(8):
+        cluster.step(spec)
+
+    assert cluster.status is not None
+    assert cluster.status.canaries == ["edge-2"]
+    assert cluster.serving() == {"edge-1": "v1", "edge-2": "v2", "edge-3": "v2"}
+    assert cluster.phase() == "Progressing"  # promoted only once every node serves it
+    waiting = next(n for n in cluster.status.nodes if n.name == "edge-1")
+    assert (waiting.state, waiting.reason) == (
+        "Validating",
+        "validating v2 (node not Ready or unschedulable)",
+    )
+    cluster.nodes["edge-1"].down = False
+    cluster.run(spec)
+    assert cluster.phase() == "Ready"
+    assert cluster.serving() == dict.fromkeys(NODES, "v2")
 
 
 def test_fewer_canary_nodes_mid_rollout_keep_the_canaries_given_the_target() -> None:

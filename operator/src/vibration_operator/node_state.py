@@ -179,6 +179,8 @@ def _state(
         return "Serving", "validated from this node's model cache" if out.from_cache else ""
     if not obs.pod_exists:
         return "Pending", "serving pod to be created"
+    if not obs.eligible:  # a gateway powered off, say: its pod waits for it to come back
+        return "Validating", f"validating {ref.version} (node not Ready or unschedulable)"
     return "Validating", f"validating {ref.version}" + ("" if obs.ready else " (pod not ready)")
 
 

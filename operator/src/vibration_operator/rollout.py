@@ -37,9 +37,10 @@ the next decision after applying one converges. Per target digest D:
 
 | state (phase)        | entered when                   | nodes' targets                 | leaves to         |
 |----------------------|--------------------------------|--------------------------------|-------------------|
-| Canary (Progressing) | spec's version/digest is new   | first ``canaryNodes`` by name: | Rest; Stopped     |
-|                      | (differs from status.target)   | D; others: active (first       |                   |
-|                      |                                | rollout: no pod, Waiting)      |                   |
+| Canary (Progressing) | spec's version/digest is new   | first ``canaryNodes`` by name, | Rest; Stopped     |
+|                      | (differs from status.target)   | Ready ones first: D; others:   |                   |
+|                      |                                | active (first rollout: no pod, |                   |
+|                      |                                | Waiting)                       |                   |
 | Rest (Progressing)   | every canary serves D, or a    | every node: D                  | Promoted; Stopped |
 |                      | non-canary was given D before  |                                |                   |
 | Promoted (Ready)     | every selected node serves D   | D; status.active = D           | Canary (new spec) |
@@ -151,14 +152,19 @@ def _recover_active(
     return records[0].as_active() if records else None
 
 
-def _canaries(count: int, old: VibrationModelStatus, names: list[str], *, fresh: bool) -> list[str]:
+def _canaries(
+    count: int, old: VibrationModelStatus, nodes: Sequence[NodeObservation], *, fresh: bool
+) -> list[str]:
     """The canary nodes: the first `count` selected by name when the target is new, then the same ones.
 
-    Chosen again at each step, a node that joins and sorts first, one that leaves, or a lower
+    A node that is not Ready (a gateway powered off with its pod still bound to it) comes after
+    every Ready one: as a canary it would hold the whole rollout until it came back. Chosen
+    again at each step, a node that joins and sorts first, one that leaves, or a lower
     `canaryNodes` would make a node that was given the target as a canary look like one of the
     rest, and the rest would get the target before the canaries passed. A canary that leaves
-    before they pass is replaced by the next node by name.
+    before they pass is replaced by the next node, Ready ones first, by name.
     """
+    names = [o.name for o in nodes if o.eligible] + [o.name for o in nodes if not o.eligible]
     if fresh or not old.canaries:  # a new target, or a status written before canaries were kept
         return names[:count]
     kept = [n for n in old.canaries if n in names]
@@ -193,7 +199,7 @@ def _plan(
     outcomes = {o.name: assess(o, ref, before.get(o.name)) for o in nodes}
     was_stopped = not fresh and is_stopped(old)
     stopped = was_stopped or any(out.failed for out in outcomes.values())
-    canaries = _canaries(spec.rollout.canary_nodes, old, [o.name for o in nodes], fresh=fresh)
+    canaries = _canaries(spec.rollout.canary_nodes, old, nodes, fresh=fresh)
     were = {*canaries, *old.canaries}  # a canary that left was given the target as one
     recorded_past = any(n.target == ref and n.name not in were for n in before.values())
     canaries_serve = bool(canaries) and all(outcomes[c].serving for c in canaries)
