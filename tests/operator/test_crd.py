@@ -101,3 +101,29 @@ def test_the_removed_psi_threshold_is_refused_by_name() -> None:
     obj["spec"]["drift"] = {"psiThreshold": 0.2}
     with pytest.raises(ValidationError, match=r"drift\.psiThreshold\n  Extra inputs are not permitted"):
         VibrationModel.model_validate(obj)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["factory hall", "edge.vibration.io/", "/hall", "Edge.Vibration.io/hall", "a/b/c", "x" * 64, "-hall"],
+)
+def test_a_node_selector_key_that_is_no_label_key_is_refused_by_name(key: str) -> None:
+    # The API server checks the values and their count; a key it would only refuse when the
+    # operator lists nodes with it (a 400 no status shows), so the Python model names it.
+    obj = load(SAMPLES[0])
+    obj["spec"]["nodeSelector"] = {key: "hall-a"}
+    assert validate(CRD, obj) == []
+    with pytest.raises(ValidationError, match="is not a label key"):
+        VibrationModel.model_validate(obj)
+
+
+def test_node_selectors_of_real_label_keys_and_values_pass() -> None:
+    obj = load(SAMPLES[0])
+    obj["spec"]["nodeSelector"] = {
+        "edge.vibration.io/hall": "hall-a",
+        "kubernetes.io/hostname": "gw-1.plant",
+        "zone": "",
+        "node-role.kubernetes.io/edge": "true",
+    }
+    assert validate(CRD, obj) == []
+    VibrationModel.model_validate(obj)

@@ -34,6 +34,13 @@ CATEGORIES = ("vibration",)
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _SHA256 = r"^[0-9a-f]{64}$"
+_LABEL_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+LABEL_VALUE = rf"^({_LABEL_NAME})?$"
+"""A Kubernetes label value: at most 63 characters, alphanumerics and '-', '_', '.' inside."""
+LABEL_KEY = rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$"
+"""A Kubernetes label key: an optional DNS-subdomain prefix and '/', then a name like a value's."""
+MAX_SELECTOR_LABELS = 32
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
 
 
 def _rules(*rules: tuple[str, str]) -> dict[str, Any]:
@@ -288,7 +295,7 @@ class VibrationModelSpec(_Schema):
     tflite and edgetpu need accelerator coral: LiteRT is in the Edge TPU image only."""
     accelerator: Literal["cpu", "coral"] = "cpu"
     """cpu, or coral: pods request the Edge TPU device-plugin resource."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_SELECTOR_LABELS)
     """Labels of the nodes that serve this model, e.g. {edge.vibration.io/hall: hall-a}."""
     mqtt: MqttSpec
     """The hall's broker."""
@@ -302,6 +309,19 @@ class VibrationModelSpec(_Schema):
     """Alert policy."""
     serving: ServingSpec = Field(default_factory=ServingSpec)
     """How the serving pods batch windows."""
+
+    @model_validator(mode="after")
+    def _label_keys(self) -> Self:
+        # Keys only here: the API server's schema cannot name a map's keys without CEL whose
+        # cost it refuses to bound; values and their count it checks itself.
+        for key in self.node_selector:
+            prefix, _, name = key.rpartition("/")
+            if not re.fullmatch(LABEL_KEY, key) or len(name) > 63 or len(prefix) > 253:  # noqa: PLR2004
+                msg = (
+                    f"nodeSelector key {key!r} is not a label key ([prefix/]name, name at most 63 characters)"
+                )
+                raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _tflite_on_coral(self) -> Self:
