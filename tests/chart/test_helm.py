@@ -218,3 +218,37 @@ def test_podmonitor_selects_the_serving_pods_the_operator_builds() -> None:
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "http"  # the serve container's port name in vibration_operator.builders
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+class _NoDuplicateKeys(yaml.SafeLoader):
+    """A loader that refuses a key twice in one mapping, as the API server's strict decoding does."""
+
+
+def _mapping_once(loader: _NoDuplicateKeys, node: yaml.MappingNode, *, deep: bool = False) -> dict[Any, Any]:
+    keys = [loader.construct_object(key, deep=deep) for key, _ in node.value]
+    if twice := sorted({str(key) for key in keys if keys.count(key) > 1}):
+        raise yaml.constructor.ConstructorError(None, None, f"keys given twice: {twice}", node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_NoDuplicateKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_once)
+
+
+def test_common_labels_may_name_the_suite_but_never_a_label_twice_or_the_selector_labels() -> None:
+    sets = {
+        "app\\.kubernetes\\.io/part-of": "factory-monitoring",  # the suite this install belongs to
+        "app\\.kubernetes\\.io/name": "other",  # would break every selector: the chart's stays
+        "team": "maintenance",
+    }
+    args = ["template", "t", str(CHART), "--namespace", NAMESPACE]
+    for key, value in sets.items():
+        args += ["--set", f"commonLabels.{key}={value}"]
+    result = run_helm(*args)
+    assert result.returncode == 0, result.stderr
+    objects = [obj for obj in yaml.load_all(result.stdout, Loader=_NoDuplicateKeys) if obj]
+    assert objects
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "factory-monitoring", obj["metadata"]["name"]
+        assert labels["app.kubernetes.io/name"] == "vibration-edge"
+        assert labels["team"] == "maintenance"

@@ -37,14 +37,19 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
 {{/* Standard labels of one component. Call with (list . "component"). */}}
+{{- /* commonLabels may set app.kubernetes.io/part-of or any label of its own; the selector
+labels and helm's own stay the chart's (a label twice is invalid YAML). */ -}}
 {{- define "vibration-edge.labels" -}}
 {{- $ctx := index . 0 -}}
+{{- $common := omit ($ctx.Values.commonLabels | default dict) "helm.sh/chart" "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/component" "app.kubernetes.io/version" "app.kubernetes.io/managed-by" -}}
 helm.sh/chart: {{ include "vibration-edge.chart" $ctx }}
 {{ include "vibration-edge.selectorLabels" . }}
 app.kubernetes.io/version: {{ $ctx.Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
+{{- if not (hasKey $common "app.kubernetes.io/part-of") }}
 app.kubernetes.io/part-of: vibration-edge
-{{- with $ctx.Values.commonLabels }}
+{{- end }}
+{{- with $common }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
