@@ -140,6 +140,24 @@ def test_the_shadow_counts_agreement_per_champion_class(hall: Hall) -> None:
     assert result.cpu_us_per_window > 0
 
 
+def test_a_candidate_answering_in_another_shape_ends_the_shadow_run_at_once(hall: Hall) -> None:
+    candidate = load_model(hall.candidate.artifact, ModelCard.load(hall.candidate.card))
+    policy = ShadowPolicy(windows=300, min_agreement=0.95, min_class_agreement=0.9, min_class_windows=20)
+    shadow = Shadow(candidate, policy)
+    features = extract_features(hall.live.windows[:64], RATE)
+
+    def one_row_too_many(rows: np.ndarray) -> np.ndarray:
+        return np.full((len(rows) + 1, len(candidate.card.labels)), 0.25, dtype=np.float32)
+
+    candidate.backend.predict_proba = one_row_too_many  # type: ignore[method-assign,assignment]
+    shadow.observe(features, np.zeros(64, dtype=np.intp), candidate.card.labels)  # raises nothing
+    assert shadow.done.is_set()
+    assert shadow.error.startswith("ValueError")
+    assert shadow.windows == 0
+    shadow.observe(features, np.zeros(64, dtype=np.intp), candidate.card.labels)  # ended: nothing more
+    assert shadow.windows == 0
+
+
 def shadow_target(hall: Hall, app_settings: ServeSettings, **policy: float) -> None:
     """Point the pod at v2, held to v1 (the champion it serves) and to `policy` on live windows."""
     target = {

@@ -78,7 +78,11 @@ class Shadow:
         started = time.thread_time_ns()
         try:
             candidate = np.argmax(self.candidate.backend.predict_proba(rows), axis=1)
-        except Exception as exc:  # the candidate's fault: it ends the run, refused; the champion answers on
+            pairs, counts = np.unique(
+                np.stack([champion_classes[: len(rows)], candidate]), axis=1, return_counts=True
+            )
+        except Exception as exc:  # the candidate's fault (its runtime, or answers of another shape):
+            # the run ends, refused, and the champion answers on
             logger.exception("shadow_candidate_failed", extra={"windows": self._windows})
             with self._lock:
                 self._error = f"{type(exc).__name__}: {exc}"[:300]
@@ -86,9 +90,6 @@ class Shadow:
             return
         spent = time.thread_time_ns() - started
         mine, theirs = self.candidate.card.labels, champion_labels
-        pairs, counts = np.unique(
-            np.stack([champion_classes[: len(rows)], candidate]), axis=1, return_counts=True
-        )
         with self._lock:
             for (a, b), count in zip(pairs.T.tolist(), counts.tolist(), strict=True):
                 key = (theirs[a], mine[b])
