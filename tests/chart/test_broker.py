@@ -94,3 +94,30 @@ def test_mosquitto_starts_with_the_rendered_config_and_bridge(tmp_path: Path) ->
     # broker, which is not there: the hall broker keeps serving and queues for it.
     assert "Connecting bridge (step 1) central" in output, output
     assert "Unknown configuration variable" not in output, output
+
+
+def test_anonymous_clients_get_the_aclfile_not_an_open_broker() -> None:
+    # allowAnonymous is for sensors that cannot log in: the users and ACLs stay in force.
+    configmap, deployment = _broker_objects("broker.auth.allowAnonymous=true")
+    conf = set(configmap["data"]["mosquitto.conf"].splitlines())
+    assert "allow_anonymous true" in conf
+    assert {"password_file /mosquitto/auth/passwordfile", "acl_file /mosquitto/auth/aclfile"} <= conf
+    volumes = {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert "auth" in volumes
+
+
+def test_a_gateway_away_cannot_queue_the_broker_past_its_memory() -> None:
+    # Its session keeps its share of the hall's windows: bounded in bytes, and the broker's heap
+    # below the container's limit, so it refuses messages rather than being OOM-killed.
+    configmap, deployment = _broker_objects()
+    conf = configmap["data"]["mosquitto.conf"].splitlines()
+    assert "max_queued_bytes 33554432" in conf
+    assert "memory_limit 201326592" in conf
+    (broker,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert broker["resources"]["limits"]["memory"] == "256Mi"
+    unbounded, _ = _broker_objects("broker.maxQueuedBytes=0", "broker.memoryLimitBytes=0")
+    assert not [
+        line
+        for line in unbounded["data"]["mosquitto.conf"].splitlines()
+        if "queued_bytes" in line or "memory_limit" in line
+    ]
