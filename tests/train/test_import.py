@@ -96,6 +96,7 @@ def models(
         "strings.onnx": reference_model(x, training.labels.astype(str)),
         "nine-features.onnx": reference_model(x[:, :9], y, n_estimators=few),
         "zipmap.onnx": reference_model(x, y, zipmap=True, n_estimators=few),
+        "raw-scores.onnx": reference_model(x, y, raw_scores=True, n_estimators=few),
         "no-probabilities.onnx": no_probabilities.SerializeToString(),
         "numbered-from-1.onnx": reference_model(x, y + 1, n_estimators=few),
         "weak.onnx": reference_model(x, weak, n_estimators=few),
@@ -224,6 +225,11 @@ REFUSED_MODELS = {
         "zipmap.onnx",
         LABELS,
         "output 'output_probability' is a ZipMap (a sequence of maps, one per row); convert it with zipmap",
+    ),
+    "raw-scores": (
+        "raw-scores.onnx",
+        LABELS,
+        "its probabilities output 'probabilities' holds no probabilities: in ",
     ),
     "no-probabilities": (
         "no-probabilities.onnx",
@@ -413,11 +419,18 @@ def features_table(features: np.ndarray, labels: np.ndarray, path: Path) -> Path
     return path
 
 
+@pytest.mark.parametrize("spelled", ["int", "float"], ids=["0..3", "0.0..3.0"])
 def test_a_table_labelled_with_the_models_integer_classes_is_read_with_their_names(
-    models: Path, measured: SimulatedData, measured_features: np.ndarray, tmp_path: Path
+    models: Path, measured: SimulatedData, measured_features: np.ndarray, tmp_path: Path, spelled: str
 ) -> None:
-    # The reference pipeline's own table: labels 0..3, the model's classes, and --labels naming them.
-    table = features_table(measured_features, int_labels(measured.labels), tmp_path / "features.parquet")
+    # The reference pipeline's own table: labels 0..3, the model's classes, and --labels naming them;
+    # through a pandas round trip they may come back as 0.0..3.0, which fit reads as 0..3 too.
+    classes = int_labels(measured.labels)
+    table = features_table(
+        measured_features,
+        classes if spelled == "int" else classes.astype(float),
+        tmp_path / "features.parquet",
+    )
     out = tmp_path / "imported"
     result = invoke(
         "import",
@@ -439,7 +452,8 @@ def test_a_table_labelled_with_the_models_integer_classes_is_read_with_their_nam
     predicted = np.asarray(CLASSES)[onnx_labels(models / "reference.onnx", measured_features)]
     assert card.metrics.accuracy == accuracy_score(measured.labels, predicted)
     assert card.metrics.accuracy > 0.5
-    read_as = "data labels 0, 1, 2, 3 read as normal, imbalance, misalignment, bearing_fault"
+    given = "0, 1, 2, 3" if spelled == "int" else "0.0, 1.0, 2.0, 3.0"
+    read_as = f"data labels {given} read as normal, imbalance, misalignment, bearing_fault"
     assert read_as in " ".join(result.stdout.split())
 
 

@@ -70,14 +70,19 @@ def reference_model(
     *,
     n_estimators: int = 30,
     zipmap: bool = False,
+    raw_scores: bool = False,
 ) -> bytes:
-    """The reference recipe's ONNX model of `features` and `labels` (int64 0..3, or strings)."""
+    """The reference recipe's ONNX model of `features` and `labels` (int64 0..3, or strings).
+
+    `raw_scores`: the boosting's scores in place of probabilities (skl2onnx's option), a model a
+    user may have exported by mistake.
+    """
     recipe: dict[str, Any] = {**RECIPE, "n_estimators": n_estimators}
     estimator = GradientBoostingClassifier(**recipe).fit(features, np.asarray(labels))
     proto = convert_sklearn(
         estimator,
         initial_types=[("features", FloatTensorType([None, features.shape[1]]))],
-        options={id(estimator): {"zipmap": zipmap}},
+        options={id(estimator): {"zipmap": zipmap, "raw_scores": raw_scores}},
         target_opset=TARGET_OPSET,
     )
     data: bytes = proto.SerializeToString()

@@ -26,7 +26,7 @@ _INTEGER = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
 """An integer as a table writes it: ``3``, ``03``, ``-1``, ``3.0`` (ASCII digits, no exponent)."""
 
 
-def _integers(values: list[str]) -> dict[str, int] | None:
+def as_integers(values: list[str]) -> dict[str, int] | None:
     """Each label as the integer it writes (``3``, ``03``, ``3.0``), or None when one is not one."""
     if not all(_INTEGER.fullmatch(value) for value in values):
         return None
@@ -37,7 +37,7 @@ def name_classes(table: TrainingTable, names: tuple[str, ...] | None) -> tuple[T
     """The table with integer labels replaced by `names`, and how each was read (empty: as it was)."""
     values, rows = np.unique(table.labels, return_inverse=True)
     found = [str(value) for value in values.tolist()]
-    integers = _integers(found)
+    integers = as_integers(found)
     classes = sorted(set(integers.values())) if integers is not None else []
     shown = ", ".join(map(str, classes))
     if names is None:

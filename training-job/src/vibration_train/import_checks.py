@@ -50,6 +50,8 @@ FEATURES_DTYPE: Final = "float32"
 LABEL_DTYPES: Final = ("int64", "string")
 PROBABILITIES_DTYPE: Final = "float32"
 _ML_DOMAIN: Final = "ai.onnx.ml"
+SUM_TOLERANCE: Final = 1e-3
+"""How far from 1 a row of float32 probabilities may sum (a softmax of a few classes is within 1e-6)."""
 _CLASSIFIERS: Final = frozenset({"TreeEnsembleClassifier", "LinearClassifier", "SVMClassifier"})
 _ZIPMAP_FIX: Final = (
     "convert it with zipmap off, e.g. skl2onnx.to_onnx(model, X, options={'zipmap': False}), "
@@ -256,6 +258,7 @@ def decode_labels(
             f"gave labels of shape {raw_labels.shape} and probabilities of shape {probabilities.shape}; "
             f"expected ({n},) and ({n}, {k}), one column per --labels entry",
         )
+    _check_probabilities(graph, probabilities)
     names = np.asarray(labels)
     if raw_labels.dtype.kind in "iu":
         column_of = {value: column for column, value in enumerate(graph.integer_classes(k) or range(k))}
@@ -287,6 +290,23 @@ def decode_labels(
         )
     _check_column_order(graph, predicted, probabilities, names, remedy)
     return predicted
+
+
+def _check_probabilities(graph: ImportedGraph, probabilities: npt.NDArray[np.float32]) -> None:
+    """Refuse scores that are not probabilities: serve clips them into confidences of about 1."""
+    sums = probabilities.sum(axis=1, dtype=np.float64)
+    outside = (probabilities < -PROB_TOLERANCE) | (probabilities > 1 + PROB_TOLERANCE)
+    off = np.flatnonzero(outside.any(axis=1) | (np.abs(sums - 1) > SUM_TOLERANCE))
+    if off.size:
+        row = int(off[0])
+        shown = ", ".join(f"{value:.3f}" for value in probabilities[row].tolist())
+        raise ModelImportError(
+            graph.source,
+            f"its probabilities output {graph.probabilities.name!r} holds no probabilities: in "
+            f"{off.size} of {probabilities.shape[0]} rows they leave [0, 1] or do not sum to 1 (row {row}: "
+            f"[{shown}], sum {sums[row]:.3f}); scores (skl2onnx's raw_scores, a decision function) are "
+            "not probabilities: convert without raw_scores, or end the graph with a Softmax",
+        )
 
 
 def _check_column_order(

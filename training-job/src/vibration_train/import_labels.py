@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from vibration_train.errors import ModelImportError, TrainingDataError
+from vibration_train.fit_labels import as_integers
 from vibration_train.import_checks import integer_names
 
 if TYPE_CHECKING:
@@ -49,11 +50,16 @@ def read_data_labels(
     """
     by_class = integer_names(graph, labels)
     values, rows = np.unique(table.labels, return_inverse=True)
-    found = set(values.tolist())
+    found = [str(value) for value in values.tolist()]
+    # As `fit` reads them: 3, 03 and 3.0 (a column of integers through a float round trip) are class 3.
+    integers = as_integers(found)
+    spelled = (
+        {value: str(integers[value]) for value in found} if integers else {value: value for value in found}
+    )
     read_as: dict[str, str] = {}
-    if by_class and not found <= set(labels) and found <= by_class.keys():
-        read_as = {value: name for value, name in by_class.items() if value in found}
-        names = np.asarray([read_as[value] for value in values.tolist()])
+    if by_class and not set(found) <= set(labels) and set(spelled.values()) <= by_class.keys():
+        read_as = {value: by_class[spelled[value]] for value in found}
+        names = np.asarray([read_as[value] for value in found])
         table = replace(table, labels=names[rows])
         logger.info("data_labels_read_as_names", extra={"source": table.source, "read_as": read_as})
     check_data_labels(table, labels, by_class)
