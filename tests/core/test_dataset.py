@@ -173,3 +173,19 @@ def test_an_unknown_unit_is_refused(tmp_path: Path) -> None:
     pq.write_table(table().replace_schema_metadata({b"vibration.unit": b"counts"}), tmp_path / "u.parquet")
     with pytest.raises(DatasetError, match=r"vibration.unit is 'counts'; accepted units are 'g', 'm/s\^2'"):
         read_windows(tmp_path / "u.parquet")
+
+
+def test_category_columns_read_as_the_strings_they_hold(tmp_path: Path) -> None:
+    # pandas writes astype("category") as a dictionary of strings: a valid table of strings.
+    categories = {
+        "machine": pa.array(["m-1", "m-2"]).dictionary_encode(),
+        "label": pa.array(["normal", "imbalance"]).dictionary_encode(),
+    }
+    pq.write_table(table(**categories), tmp_path / "c.parquet")
+    back = read_windows(tmp_path / "c.parquet")
+    assert back.machine.tolist() == ["m-1", "m-2"]
+    assert back.labels is not None
+    assert back.labels.tolist() == ["normal", "imbalance"]
+    pq.write_table(table(label=pa.array([0, 1]).dictionary_encode()), tmp_path / "i.parquet")
+    with pytest.raises(DatasetError, match="column .label. must be string, is int64"):
+        read_windows(tmp_path / "i.parquet")

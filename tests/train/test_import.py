@@ -91,6 +91,8 @@ def models(
     kept = [value for value in no_probabilities.graph.output if value.name != "probabilities"]
     del no_probabilities.graph.output[:]
     no_probabilities.graph.output.extend(kept)
+    batch_of_one = onnx.load_model_from_string(reference_model(x, y, n_estimators=few))
+    batch_of_one.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # as for one row a call
     variants = {
         "reference.onnx": reference_model(x, y),
         "strings.onnx": reference_model(x, training.labels.astype(str)),
@@ -98,6 +100,7 @@ def models(
         "zipmap.onnx": reference_model(x, y, zipmap=True, n_estimators=few),
         "raw-scores.onnx": reference_model(x, y, raw_scores=True, n_estimators=few),
         "no-probabilities.onnx": no_probabilities.SerializeToString(),
+        "batch-of-one.onnx": batch_of_one.SerializeToString(),
         "numbered-from-1.onnx": reference_model(x, y + 1, n_estimators=few),
         "weak.onnx": reference_model(x, weak, n_estimators=few),
         "shouting.onnx": reference_model(x, np.char.upper(training.labels.astype(str)), n_estimators=few),
@@ -230,6 +233,11 @@ REFUSED_MODELS = {
         "raw-scores.onnx",
         LABELS,
         "its probabilities output 'probabilities' holds no probabilities: in ",
+    ),
+    "batch-of-one": (
+        "batch-of-one.onnx",
+        LABELS,
+        "input 'features' float32 [1, 10] takes a fixed batch of 1; the nodes run batches of any size",
     ),
     "no-probabilities": (
         "no-probabilities.onnx",

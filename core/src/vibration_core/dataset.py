@@ -184,8 +184,11 @@ def _strings(table: Any, name: str, where: str) -> npt.NDArray[np.str_]:  # noqa
     import pyarrow as pa  # noqa: PLC0415
 
     column = table.column(name)
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise DatasetError(where, f"column {name!r} must be string, is {column.type}")
+    if pa.types.is_dictionary(column.type):  # pandas' category: strings, stored once each
+        column = column.cast(kind)
     null = _first_null(column)
     if null is not None:
         raise DatasetError(where, f"column {name!r} is null in row {null}")

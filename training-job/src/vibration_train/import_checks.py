@@ -178,6 +178,13 @@ def _input(source: str, inputs: Sequence[onnx.ValueInfoProto]) -> TensorSpec:
     if spec.shape[-1] != len(FEATURE_NAMES):
         columns = "a free number of" if spec.shape[-1] is None else str(spec.shape[-1])
         raise ModelImportError(source, f"input {describe(spec)} takes {columns} columns; {expected}")
+    if spec.shape[0] is not None:
+        raise ModelImportError(
+            source,
+            f"input {describe(spec)} takes a fixed batch of {spec.shape[0]}; the nodes run batches "
+            f"of any size: export it again with a free batch, e.g. skl2onnx's FloatTensorType([None, "
+            f"{len(FEATURE_NAMES)}])",
+        )
     return spec
 
 
