@@ -187,5 +187,5 @@ def test_category_columns_read_as_the_strings_they_hold(tmp_path: Path) -> None:
     assert back.labels is not None
     assert back.labels.tolist() == ["normal", "imbalance"]
     pq.write_table(table(label=pa.array([0, 1]).dictionary_encode()), tmp_path / "i.parquet")
-    with pytest.raises(DatasetError, match="column .label. must be string, is int64"):
+    with pytest.raises(DatasetError, match="column 'label' must be string, is int64"):
         read_windows(tmp_path / "i.parquet")
