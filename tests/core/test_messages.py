@@ -698,6 +698,16 @@ def test_a_json_window_may_carry_other_keys_as_the_reference_sensors_do() -> Non
     assert both.timestamp_ns == TS
 
 
+def test_a_scale_is_blamed_only_for_what_it_underflows() -> None:
+    # A sample too small for float32 on its own is the sensor's (read as 0, with or without scale 1).
+    tiny = [1e-46, 0.5, -1.0]
+    plain, scaled = (
+        decode_raw(_json(samples=tiny), "cnc-01"),
+        decode_raw(_json(samples=tiny, scale=1), "cnc-01"),
+    )
+    assert plain.samples.tolist() == scaled.samples.tolist() == [0.0, 0.5, -1.0]
+
+
 def test_a_key_a_letter_from_a_short_key_of_ours_is_the_sensors_own() -> None:
     # "unix" (a timestamp in seconds), "init" and "unit_id" are words of their own, not typos of "unit".
     window = decode_raw(_json(unix=1_700_000_000, init=True, unit_id=7, scale_factor_note="x"), "cnc-01")
@@ -707,7 +717,8 @@ def test_a_key_a_letter_from_a_short_key_of_ours_is_the_sensors_own() -> None:
 
 def test_a_huge_unknown_key_is_judged_without_being_kept() -> None:
     # A sensor's megabyte key must not stay in the typo cache: 256 of them pinned 260 MB of a pod.
-    kept = raw._near_miss_of.cache_info().currsize  # the cache is the point
+    raw._near_miss_of.cache_clear()  # room in the cache: a key kept would show
+    kept = raw._near_miss_of.cache_info().currsize
     for i in range(3):
         decode_raw(_json(**{f"{i}" + "k" * 100_000: 1}), "cnc-01")
     assert raw._near_miss_of.cache_info().currsize == kept

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from vibration_core.drift_monitor import DriftMonitor
 from vibration_core.features import extract_features
 from vibration_core.messages import ErrorMessage, ErrorReason, ModelStatus, Prediction
 from vibration_core.modelcard import CARD_FILENAME
@@ -52,6 +53,8 @@ from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
 from vibration_infer.serve.app import ServeApp
 from vibration_infer.serve.batcher import BatchProcessor, Deduper, collect
 from vibration_infer.serve.link import Incoming, Outgoing, Receipt
+from vibration_infer.serve.metrics import ServeMetrics
+from vibration_infer.serve.responder import Active, Responder
 from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.serve.swap import TargetWatcher
 from vibration_infer.serve.wire import codec
@@ -465,6 +468,56 @@ def test_the_watcher_reports_each_new_content_once(tmp_path: Path) -> None:
     assert change is not None
     assert change.target is None
     assert change.problem
+
+
+class FirstWriteFails:
+    """A link whose first `publish_many` raises before anything goes out; it records the rest."""
+
+    def __init__(self) -> None:
+        self.published: list[Outgoing] = []
+        self.redelivered: list[Incoming] = []
+        self._failed = False
+
+    def publish_many(self, messages: Iterable[Outgoing]) -> None:
+        if not self._failed:
+            self._failed = True
+            raise OSError("the write failed")
+        self.published += messages
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int, retain: bool = False, then_ack: Any = None
+    ) -> None:
+        self.publish_many([Outgoing(topic, payload, qos, retain, then_ack)])
+
+    def ack_after_pending(self, item: Incoming) -> None:
+        self.redelivered.append(item)
+
+    def ack(self, item: Incoming) -> None:
+        raise AssertionError(f"{item.topic} acknowledged without an answer")
+
+
+def test_a_batch_whose_answers_did_not_go_out_is_answered_again_not_taken_for_redeliveries(
+    v1: LoadedModel,
+) -> None:
+    data = stream(4, seed=12)
+    items = [
+        incoming(
+            LAYOUT.raw(str(data.machine[i])),
+            encode_raw_float32(data.windows[i], RATE, int(data.timestamp_ns[i])),
+            i,
+        )
+        for i in range(len(data))
+    ]
+    settings = ServeSettings(model_id="x", topic_prefix=PREFIX)
+    link = FirstWriteFails()
+    responder = Responder(settings, LAYOUT, ServeMetrics(CollectorRegistry()), link)  # type: ignore[arg-type]
+    active = Active(v1, DriftMonitor(v1.card.reference, v1.card.labels, settings.drift_policy))
+
+    responder.answer(items, active, None)
+
+    assert [message.then_ack for message in link.published] == [item.receipt for item in items]
+    assert link.redelivered == []  # none taken for a redelivery of itself: each answered once
+    assert responder.metrics.totals() == (4, 4, 0)
 
 
 def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:

@@ -274,7 +274,7 @@ def test_a_candidate_that_fails_on_live_windows_is_refused_and_each_window_answe
         report = app.status().candidate_report
         assert report is not None
         assert report.reason_code == "CannotLoad"
-        assert "shadow on live windows: the candidate failed after 0: PredictError" in report.reason
+        assert "shadow on live windows: the candidate failed after 0 windows: PredictError" in report.reason
         wait_until(lambda: collector.count("predictions") >= 60, 60, "every window answered")
         time.sleep(0.3)  # time for an answer given twice to show
         answers = Counter((p.machine, p.timestamp_ns) for p in collector.predictions())

@@ -424,6 +424,23 @@ def test_a_powered_off_gateway_is_not_made_the_canary_and_catches_up_when_it_is_
     assert cluster.serving() == dict.fromkeys(NODES, "v2")
 
 
+def test_a_status_from_before_canaries_were_kept_keeps_the_canary_by_name_when_it_goes_down() -> None:
+    # An operator upgraded mid-rollout reads a status without canaries: edge-1 was given v2 as the
+    # canary by name. Down now, it must still be the canary, or it would pass for one of the rest
+    # and the rest would get v2 before any canary passed.
+    cluster = rolled_out("v1")
+    spec = make_spec("v2")
+    cluster.step(spec)
+    assert cluster.status is not None
+    assert cluster.status.canaries == ["edge-1"]
+    cluster.status = cluster.status.model_copy(update={"canaries": []})
+    cluster.nodes["edge-1"].down = True
+
+    d = cluster.decide(spec)
+
+    assert {n: t.version for n, t in d.targets.items()} == {"edge-1": "v2", "edge-2": "v1", "edge-3": "v1"}
+
+
 def test_fewer_canary_nodes_mid_rollout_keep_the_canaries_given_the_target() -> None:
     cluster = rolled_out("v1", names=(*NODES, "edge-4"))
     cluster.step(make_spec("v2", canaries=2))

@@ -507,6 +507,18 @@ NOT_THE_MODELS_LABELS = {
             "the model's integer classes ('3'): label every window one way"
         ),
     ),
+    "names-and-numbers-through-floats": (
+        "reference.onnx",
+        lambda labels: np.where(labels == "bearing_fault", "3.0", labels),
+        "labels some windows with names ('imbalance', 'misalignment', 'normal') and others with",
+    ),
+    "one-class-written-twice": (
+        "reference.onnx",
+        lambda labels: np.where(
+            labels == "bearing_fault", "3", np.where(labels == "misalignment", "03", "0")
+        ),
+        "the labels write one integer in several ways (0, 03, 3): write each once",
+    ),
 }
 
 
@@ -573,3 +585,11 @@ def test_the_order_check_refuses_swapped_names_and_keeps_a_weak_order(k: int) ->
     better = ", ".join(["c1", "c0", *labels[2:]])
     with pytest.raises(ModelImportError, match=rf"is 0\.\d+ with .* and 1\.0000 in the order {better}:"):
         check_label_order(graph, swapped, truth, labels, "data.parquet")
+
+
+@pytest.mark.parametrize("row", [[np.nan, np.nan], [1.5, -0.5], [0.7, 0.7]], ids=["nan", "outside", "sum"])
+def test_scores_that_are_not_probabilities_are_refused(row: list[float]) -> None:
+    graph = a_graph("int64", None)
+    probabilities = np.array([[0.9, 0.1], row], dtype=np.float32)
+    with pytest.raises(ModelImportError, match=r"holds no probabilities: in 1 of 2 rows .* \(row 1: "):
+        decode_labels(graph, np.array([0, 0]), probabilities, ("a", "b"))

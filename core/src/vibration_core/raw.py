@@ -493,7 +493,7 @@ def _decode_json(payload: bytes, machine: str) -> RawWindow:
         samples = (data if scale is None else data * scale).astype(np.float32)
     # Overflow into inf is reported by _refuse_non_finite with its index; a scale so small that
     # samples become 0 would pass for a machine at rest.
-    if scale is not None and np.count_nonzero(samples) < np.count_nonzero(data):
+    if scale is not None and np.count_nonzero(samples) < np.count_nonzero(data.astype(np.float32)):
         detail = f"{scale}: samples times it underflow float32 to 0; scale must give physical units"
         raise MessageError(ErrorReason.BAD_FIELD, "scale", detail)
     _refuse_non_finite(samples)

@@ -164,8 +164,10 @@ def _canaries(
     rest, and the rest would get the target before the canaries passed. A canary that leaves
     before they pass is replaced by the next node, Ready ones first, by name.
     """
+    if not fresh and not old.canaries:  # a status written before canaries were kept: by name, as then
+        return [o.name for o in nodes][:count]
     names = [o.name for o in nodes if o.eligible] + [o.name for o in nodes if not o.eligible]
-    if fresh or not old.canaries:  # a new target, or a status written before canaries were kept
+    if fresh:
         return names[:count]
     kept = [n for n in old.canaries if n in names]
     begun = any(n.target == old.target and n.name not in old.canaries for n in old.nodes)

@@ -302,7 +302,7 @@ def decode_labels(
 def _check_probabilities(graph: ImportedGraph, probabilities: npt.NDArray[np.float32]) -> None:
     """Refuse scores that are not probabilities: serve clips them into confidences of about 1."""
     sums = probabilities.sum(axis=1, dtype=np.float64)
-    outside = (probabilities < -PROB_TOLERANCE) | (probabilities > 1 + PROB_TOLERANCE)
+    outside = ~((probabilities >= -PROB_TOLERANCE) & (probabilities <= 1 + PROB_TOLERANCE))  # NaN too
     off = np.flatnonzero(outside.any(axis=1) | (np.abs(sums - 1) > SUM_TOLERANCE))
     if off.size:
         row = int(off[0])

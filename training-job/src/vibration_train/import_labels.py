@@ -52,16 +52,19 @@ def read_data_labels(
     values, rows = np.unique(table.labels, return_inverse=True)
     found = [str(value) for value in values.tolist()]
     # As `fit` reads them: 3, 03 and 3.0 (a column of integers through a float round trip) are class 3.
-    integers = as_integers(found)
-    spelled = (
-        {value: str(integers[value]) for value in found} if integers else {value: value for value in found}
-    )
+    spelled = {value: str(integer[value]) if (integer := as_integers([value])) else value for value in found}
+    if len(set(spelled.values())) < len(found):
+        raise TrainingDataError(
+            table.source,
+            f"the labels write one integer in several ways ({', '.join(found)}): write each once",
+        )
     read_as: dict[str, str] = {}
     if by_class and not set(found) <= set(labels) and set(spelled.values()) <= by_class.keys():
         read_as = {value: by_class[spelled[value]] for value in found}
-        names = np.asarray([read_as[value] for value in found])
-        table = replace(table, labels=names[rows])
+        table = replace(table, labels=np.asarray([read_as[value] for value in found])[rows])
         logger.info("data_labels_read_as_names", extra={"source": table.source, "read_as": read_as})
+    elif by_class and spelled != {value: value for value in found}:  # judged as the model writes them
+        table = replace(table, labels=np.asarray([spelled[value] for value in found])[rows])
     check_data_labels(table, labels, by_class)
     return table, read_as
 

@@ -72,6 +72,8 @@ class BatchResult:
     probabilities: npt.NDArray[np.float64] | None = None
     """Class probabilities of each of those rows, in the card's label order (drift estimates the mix)."""
     latencies_s: list[float] = field(default_factory=list)
+    keys: set[Key] = field(default_factory=set)
+    """The windows answered, as the deduper remembers them (forgotten again if their answers fail)."""
 
     @property
     def predictions(self) -> list[PredictionRow]:
@@ -154,6 +156,11 @@ class Deduper:
             self._hashes.add(digest)
             self._order.append(digest)
 
+    def forget(self, keys: Iterable[Key]) -> None:
+        """Take back keys remembered for answers that did not go out after all."""
+        for key in keys:
+            self._hashes.discard(_digest(key))
+
 
 def _digest(key: Key) -> int:
     machine, timestamp_ns, digest = key
@@ -198,6 +205,7 @@ class BatchProcessor:
             self._predict(accepted, model, result)
         # Remembered only once answered: a batch that fails half-way is retried in full.
         self.deduper.remember(keys)
+        result.keys = keys
         # Answers (and so acknowledgements) in arrival order, as MQTT asks of QoS 1 acks.
         if len(result.answers) > 1:
             position = {id(item): i for i, item in enumerate(items)}

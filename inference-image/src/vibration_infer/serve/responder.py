@@ -101,9 +101,13 @@ class Responder:
         """Answer a batch: its answers published (each acknowledging its window once settled)."""
         result = self.processor.process(items, active.model)
         qos = self.settings.predictions_qos
-        self.link.publish_many(
-            Outgoing(a.topic, a.payload, qos, then_ack=a.item.receipt) for a in result.answers
-        )
+        try:
+            self.link.publish_many(
+                Outgoing(a.topic, a.payload, qos, then_ack=a.item.receipt) for a in result.answers
+            )
+        except Exception:  # retried: its windows must not be taken for redeliveries of themselves
+            self.processor.deduper.forget(result.keys)
+            raise
         for item in result.duplicates:
             self.link.ack_after_pending(item)
         return result

@@ -347,7 +347,7 @@ class HotSwap:
         if shadow.error:
             outcome.code = ExitCode.CANNOT_LOAD
             outcome.reason = (
-                f"shadow on live windows: the candidate failed after {shadow.windows}: {shadow.error}"
+                f"shadow on live windows: the candidate failed after {shadow.windows} windows: {shadow.error}"
             )
             outcome.model = None
         elif not outcome.shadow.passed:
