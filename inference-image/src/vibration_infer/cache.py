@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vibration_core.errors import ModelCardError
 from vibration_core.modelcard import CARD_FILENAME, ModelCard, sha256_file
+from vibration_core.spec import NAME_PATTERN
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,8 +54,9 @@ LAST_GOOD_FILENAME = "last-good.json"
 _STAGING = ".staging"
 _SLOTS = ".slots"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-NAMESPACE_PATTERN = rf"^{_LABEL}$"
+NAMESPACE_PATTERN = NAME_PATTERN
+"""A namespace is a DNS label, as a VibrationModel's name is."""
+_LABEL = NAME_PATTERN.removeprefix("^").removesuffix("$")
 SLOT_PATTERN = rf"^({_LABEL}/)?{_LABEL}$"
 """A slot: a VibrationModel's name, after its namespace and a slash when that is known."""
 
@@ -174,9 +176,10 @@ class ModelCache:
         A namespaced slot with no record of its own reads the record of its name alone, which
         pods before the namespace wrote (the module's docstring).
         """
-        record = self._read_record(self._slot_path(slot))
+        path = self._slot_path(slot)
+        record = self._read_record(path)
         _, slash, name = slot.rpartition("/")
-        if record is None and slash and not self._slot_path(slot).exists():
+        if record is None and slash and not path.exists():
             record = self._read_record(self._slot_path(name))
             if record is not None:
                 logger.info("last_good_of_unnamespaced_slot", extra={"slot": slot, "version": record.version})
