@@ -101,6 +101,26 @@ def contracts_md() -> str:
         "timestamp ns since the epoch (i64), scale (f32: physical value = int16 * scale; 1.0 for float32); "
         "then the samples.\n"
     )
+    out.append("## JSON raw window\n")
+    out.append(
+        "What the reference pipeline's sensors send: one JSON object (UTF-8), decoded straight into "
+        "an array (binary windows cost less, see docs/benchmarks.md).\n"
+    )
+    out.append("| key | type | required | meaning |\n|---|---|---|---|")
+    out += [
+        "| `timestamp_ns` | integer | yes | The window's time, ns since the epoch. |",
+        "| `sample_rate` | number | yes | Hz, > 0: the card's, else sample_rate_mismatch. |",
+        "| `samples` | array of numbers | yes | Finite, the card's window length (window_length_mismatch). |",
+        "| `scale` | number | no | > 0: multiplies the samples (integer samples and a scale, as int16). |",
+        f"| `unit` | string | no | One of {units.accepted()}: held to the card's unit (unit_mismatch). |",
+    ]
+    out.append(
+        "\nOther keys are ignored (the reference sensors also send band energies, which the "
+        "extractor computes from the samples), except a near miss of a key the window lacks: the "
+        "same key in another case or with other separators, ours without its unit, or one letter "
+        "off in a key of five letters or more (`sampleRate`, `timestamp` without `timestamp_ns`, "
+        "`scal`) is refused naming the key it resembles, rather than read as absent.\n"
+    )
     out += _data_sections()
     for model in (messages.Prediction, messages.Alert, messages.ErrorMessage, messages.ModelStatus):
         out.append(f"## `{model.__name__}`\n")

@@ -45,6 +45,7 @@ def test_sparse_categories_pool_together_and_then_with_the_sparsest_other() -> N
     assert category_groups([400.0, 4.0, 3.0, 20.0]).tolist() == [0, 1, 1, 2]
     assert category_groups([490.0, 3.0, 1.0, 6.0]).tolist() == [0, 1, 1, 1]
     assert category_groups([100.0, 50.0]).tolist() == [0, 1]
+    assert category_groups([496.0, 2.0, 1.0, 1.0]).tolist() == [0, 1, 1, 1], "one dense: no merge"
 
 
 def test_one_group_is_no_test() -> None:

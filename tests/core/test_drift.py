@@ -284,6 +284,10 @@ def test_a_class_the_baseline_never_saw_is_drift_when_it_comes() -> None:
     assert failing.p_value < 1e-6
     assert failing.df == 1
     assert compare_classes([200, 0, 0, 0], baseline).p_value == 1.0
+    # A few: the faults together expect fewer than MIN_EXPECTED windows, and had been pooled
+    # with normal, the only class left: one group, no test, p = 1 (scipy's test: 2.7e-19).
+    few = compare_classes([480, 10, 5, 5], baseline)
+    assert (few.df, few.p_value < 1e-12) == (1, True)
     assert compare_classes([198, 0, 0, 2], np.array([1990, 0, 0, 10])).p_value > 0.1, "chance"
     # As scipy's contingency test, without Yates' correction, where no class is pooled.
     counts, reference = np.array([400, 40, 30, 30]), np.array([1900, 40, 30, 30])

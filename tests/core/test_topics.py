@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from vibration_core.errors import MessageError
 from vibration_core.messages import ErrorReason
+from vibration_core.spec import MqttSpec
 from vibration_core.topics import TopicLayout, check_id, check_share_group
 
 LAYOUT = TopicLayout("factory/hall-a")
@@ -153,3 +155,18 @@ def test_machine_of_raw_refuses_foreign_topics(topic: str) -> None:
 def test_layout_is_frozen() -> None:
     with pytest.raises(AttributeError):
         LAYOUT.prefix = "elsewhere"  # type: ignore[misc]  # assigning is the point of the test
+
+
+@pytest.mark.parametrize("prefix", ["factory//hall-a", "factory/hall-a\x00", "$SYS/x", "a/+/b", "/a", "a/"])
+def test_a_topic_prefix_serve_refuses_is_refused_by_the_spec_too(prefix: str) -> None:
+    # The CRD's pattern let "factory//hall-a" through, and every serving pod then crashed on it.
+    with pytest.raises(MessageError):
+        TopicLayout(prefix)
+    with pytest.raises(ValidationError):
+        MqttSpec.model_validate({"broker": "mqtt://h:1883", "topicPrefix": prefix})
+
+
+@pytest.mark.parametrize("prefix", ["a", "factory/hall-a", "a/b c/d", "hall$1"])
+def test_a_topic_prefix_serve_takes_is_taken_by_the_spec(prefix: str) -> None:
+    assert TopicLayout(prefix).prefix == prefix
+    assert MqttSpec.model_validate({"broker": "mqtt://h:1883", "topicPrefix": prefix}).topic_prefix == prefix

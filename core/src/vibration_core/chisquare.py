@@ -104,7 +104,11 @@ def ordered_groups(expected: npt.ArrayLike, min_expected: float = MIN_EXPECTED) 
 
 
 def category_groups(expected: npt.ArrayLike, min_expected: float = MIN_EXPECTED) -> IntArray:
-    """Group index of each category: the sparse ones pooled, with the sparsest other if still short."""
+    """Group index of each category: the sparse ones pooled, with the sparsest other if still short.
+
+    Not when that other is the only one left: one group is no test, and a healthy hall's
+    baseline (all one class) could then never show a few faults coming.
+    """
     exp = np.asarray(expected, dtype=np.float64)
     sparse = exp < min_expected
     groups = np.arange(exp.size, dtype=np.intp)
@@ -112,7 +116,7 @@ def category_groups(expected: npt.ArrayLike, min_expected: float = MIN_EXPECTED)
         return groups
     pooled = int(np.flatnonzero(sparse)[0])
     groups[sparse] = pooled
-    if exp[sparse].sum() < min_expected and (~sparse).any():
+    if exp[sparse].sum() < min_expected and np.count_nonzero(~sparse) > 1:
         dense = np.flatnonzero(~sparse)
         groups[sparse] = dense[np.argmin(exp[dense])]
     return np.unique(groups, return_inverse=True)[1].astype(np.intp)

@@ -144,7 +144,7 @@ def read_windows(path: Path, *, require_labels: bool = True) -> WindowSet:
     timestamps = _timestamps(table, where)
     sample_rate = _sample_rate(table, where)
     windows = _windows(table, where)
-    labels = _strings(table, LABEL_COLUMN, where) if LABEL_COLUMN in table.column_names else None
+    labels = _labels(table, where) if LABEL_COLUMN in table.column_names else None
     return WindowSet(machine, timestamps, sample_rate, windows, labels, declared_unit(table.schema, where))
 
 
@@ -193,6 +193,22 @@ def _strings(table: Any, name: str, where: str) -> npt.NDArray[np.str_]:  # noqa
     if null is not None:
         raise DatasetError(where, f"column {name!r} is null in row {null}")
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=str)
+
+
+def _labels(table: Any, where: str) -> npt.NDArray[np.str_]:  # noqa: ANN401 - a pyarrow Table
+    """The label column as text; integer classes (the reference pipeline's 0..3) as their digits.
+
+    Training names integer classes with --labels; a test set labelled so is refused by the
+    validator as labels the card does not know, by name.
+    """
+    import pyarrow as pa  # noqa: PLC0415
+
+    column = table.column(LABEL_COLUMN)
+    if pa.types.is_integer(column.type):
+        table = table.set_column(
+            table.schema.get_field_index(LABEL_COLUMN), LABEL_COLUMN, column.cast(pa.string())
+        )
+    return _strings(table, LABEL_COLUMN, where)
 
 
 def _timestamps(table: Any, where: str) -> npt.NDArray[np.int64]:  # noqa: ANN401

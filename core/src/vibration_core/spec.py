@@ -102,8 +102,9 @@ class MqttSpec(_Schema):
 
     broker: str = Field(pattern=r"^mqtts?://[^/@]+$", max_length=512)
     """Broker URL, mqtt://host:1883 or mqtts://host:8883; no user or password (credentialsSecret)."""
-    topic_prefix: str = Field(pattern=r"^[^+#$/][^+#]*[^+#/]$|^[^+#$/]$", max_length=200)
-    """Topic prefix of the hall, e.g. factory/hall-a. No wildcards, no leading or trailing slash."""
+    topic_prefix: str = Field(pattern=r"^[^+#$/\x00](/?[^+#/\x00])*$", max_length=200)
+    """Topic prefix of the hall, e.g. factory/hall-a. No wildcards, no empty level, no leading or
+    trailing slash, no leading $ (the broker's own topics): what the serving pods accept."""
     credentials_secret: str | None = Field(default=None, pattern=_DNS_LABEL, max_length=253)
     """Secret with the serving pods' MQTT username and password (keys username and password)."""
     ca_secret: str | None = Field(default=None, pattern=_DNS_LABEL, max_length=253)

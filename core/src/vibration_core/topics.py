@@ -71,7 +71,8 @@ def check_share_group(group: str) -> str:
     return group
 
 
-def _check_prefix(prefix: str) -> None:
+def check_prefix(prefix: str) -> str:
+    """Return `prefix` if it can be a hall's topic prefix, else raise `MessageError` saying why."""
     problem = None
     if not prefix:
         problem = "must not be empty"
@@ -88,6 +89,7 @@ def _check_prefix(prefix: str) -> None:
     if problem is not None:
         detail = f"topic prefix {_shown(prefix)} {problem}"
         raise MessageError(ErrorReason.BAD_FIELD, "prefix", detail)
+    return prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +100,7 @@ class TopicLayout:
 
     def __post_init__(self) -> None:
         """Refuse a prefix that is not a plain, wildcard-free topic."""
-        _check_prefix(self.prefix)
+        check_prefix(self.prefix)
 
     def _machine(self, machine: str, leaf: str) -> str:
         return f"{self.prefix}/machines/{check_id('machine', machine)}/{leaf}"

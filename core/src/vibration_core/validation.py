@@ -60,6 +60,25 @@ MAX_CHECKS = 24
 """Checks kept in a compact report (the floor, the comparison and latency of up to ten classes)."""
 
 
+_CUTS = 6
+
+
+def _cut(report: CompactReport, step: int, excess: int) -> dict[str, object]:
+    """The fields the `step`-th cut of `report` changes, `excess` bytes over (`CompactReport.encode`)."""
+    if step == 0:
+        return {"checks": [c for c in report.checks if not c.passed]}
+    if step == 1:
+        return {"disagreements": {}}
+    if step == 2:  # noqa: PLR2004 - the cuts in order
+        champion = report.champion
+        return {"champion": champion.model_copy(update={"class_recall": {}}) if champion else None}
+    if step == 3:  # noqa: PLR2004
+        return {"reason": report.reason[: max(0, len(report.reason) - (excess + 3))] + "..."}
+    if step == 4:  # noqa: PLR2004
+        return {"checks": []}
+    return {"class_recall": {}}
+
+
 class CompactReport(BaseModel):
     """The short report written to the termination message."""
 
@@ -100,20 +119,18 @@ class CompactReport(BaseModel):
     def encode(self) -> bytes:
         """JSON bytes under the termination-message limit, always whole JSON.
 
-        What gives way first: the checks that passed, then the reason's tail,
-        then every check (the failed ones are also in the reason).
+        What gives way first: the checks that passed, what a model of many classes adds (the
+        shadow's disagreements, the champion's recall per class), the reason's tail, every
+        check (the failed ones are also in the reason), the candidate's recall per class. A
+        report cut anywhere would not parse, and the operator would lose the reason with it.
         """
-        data = self.model_dump_json(exclude_none=True).encode()
-        if len(data) <= TERMINATION_MESSAGE_LIMIT:
-            return data
-        report = self.model_copy(update={"checks": [c for c in self.checks if not c.passed]})
+        report = self
         data = report.model_dump_json(exclude_none=True).encode()
-        if len(data) > TERMINATION_MESSAGE_LIMIT:
-            keep = max(0, len(self.reason) - (len(data) - TERMINATION_MESSAGE_LIMIT + 3))
-            report = report.model_copy(update={"reason": self.reason[:keep] + "..."})
+        for step in range(_CUTS):
+            if len(data) <= TERMINATION_MESSAGE_LIMIT:
+                break
+            report = report.model_copy(update=_cut(report, step, len(data) - TERMINATION_MESSAGE_LIMIT))
             data = report.model_dump_json(exclude_none=True).encode()
-        if len(data) > TERMINATION_MESSAGE_LIMIT:
-            data = report.model_copy(update={"checks": []}).model_dump_json(exclude_none=True).encode()
         return data
 
     @classmethod
