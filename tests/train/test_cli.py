@@ -136,6 +136,15 @@ def _labels(relabel: Callable[[list[str]], list[str]]) -> Callable[[Columns], Co
     return change
 
 
+def _float_labels_with_nan(columns: Columns) -> Columns:
+    # A float label column (0.0..3.0) whose missing labels are NaN, as pyarrow and polars write them
+    # apart from null: a class "nan" was trained.
+    classes = sorted(set(columns["label"]))
+    labels = np.array([float(classes.index(label)) for label in columns["label"]])
+    labels[:3] = np.nan
+    return {**columns, "label": labels}
+
+
 def _nan_feature(columns: Columns) -> Columns:
     kurtosis = np.array(columns["kurtosis"], dtype=np.float32)
     kurtosis[5] = np.nan
@@ -154,10 +163,20 @@ def _no_rows(columns: Columns) -> Columns:
         (_labels(lambda labels: ["normal"] * len(labels)), "needs at least 2 classes, found only 'normal'"),
         (_labels(lambda labels: ["rare", *labels[1:]]), "too few: 'rare' (1)"),
         (_labels(lambda labels: ["", *labels[1:]]), "1 row(s) have no label (rows 0)"),
+        (_float_labels_with_nan, "3 row(s) have no label (rows 0, 1, 2)"),
         (_nan_feature, "1 row(s) hold NaN, inf or missing features (rows 5; columns kurtosis)"),
         (_no_rows, "holds no rows"),
     ],
-    ids=["missing-columns", "no-label", "single-class", "class-of-one", "empty-label", "nan", "no-rows"],
+    ids=[
+        "missing-columns",
+        "no-label",
+        "single-class",
+        "class-of-one",
+        "empty-label",
+        "nan-label",
+        "nan",
+        "no-rows",
+    ],
 )
 def test_bad_features_tables_are_refused(
     change: Callable[[Columns], Columns], message: str, feature_table: Columns, tmp_path: Path
@@ -399,6 +418,23 @@ def test_a_table_labelled_with_integers_needs_its_class_names(feature_table: Col
     again = tmp_path / "again"
     short = invoke("fit", "--data", data, "--out", again, *FAST, *signal, "--labels", "normal,fault")
     assert_refused(short, EXIT_BAD_INPUT, "--labels gives 2 names for 4 integer classes", again)
+
+
+def test_raw_windows_labelled_with_integers_take_their_class_names(
+    small_raw_parquet: Path, tmp_path: Path
+) -> None:
+    # The feature table of the reference pipeline's habit, as raw windows: the label column is int64.
+    names = ("normal", "imbalance", "misalignment", "bearing_fault")
+    table = pq.read_table(small_raw_parquet)
+    numbers = pa.array([names.index(label) for label in table.column("label").to_pylist()], pa.int64())
+    data = tmp_path / "windows.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", numbers), data)
+    out = tmp_path / "model"
+    refused = invoke("fit", "--data", data, "--out", out, *FAST)
+    assert_refused(refused, EXIT_BAD_INPUT, "the labels are integers (0, 1, 2, 3): name the classes", out)
+    fitted = invoke("fit", "--data", data, "--out", out, *FAST, "--labels", ",".join(names))
+    assert fitted.exit_code == 0, fitted.output
+    assert set(ModelCard.load(out / CARD_FILENAME).labels) == set(names)
 
 
 def test_integer_timestamps_in_milliseconds_are_read_as_milliseconds(

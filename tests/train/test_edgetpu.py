@@ -28,7 +28,7 @@ from vibration_core.modelcard import (
     check_signature,
 )
 from vibration_testkit.train_tables import FIGURE_PROPERTY, TINY, Trained
-from vibration_train import edgetpu
+from vibration_train import edgetpu, edgetpu_convert
 from vibration_train.cli import app
 from vibration_train.data import load_table
 from vibration_train.edgetpu import EdgeTpuConfig
@@ -189,6 +189,19 @@ def test_the_edgetpu_path_trains_on_the_rows_fit_trains_on(
         edgetpu.fit_edgetpu(trained.table, tmp_path, config, model_id="m", version="v1")
     gradient_boosting = fit(trained.table, replace(TINY, n_estimators=1, test_size=test_size))
     np.testing.assert_array_equal(seen.value.x_train, gradient_boosting.x_train)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("counts", [(30, 30, 30, 1), (6, 6, 6, 6)], ids=["a-class-of-one", "a-small-table"])
+def test_the_mlp_trains_where_its_slice_cannot_hold_every_class(counts: tuple[int, ...]) -> None:
+    # The ONNX path trains on these; the stratified early-stopping split refused them with
+    # scikit-learn's traceback (a class of one in the slice; a slice smaller than the classes).
+    pytest.importorskip("tensorflow", reason="the INT8 path needs the training job's 'edgetpu' extra")
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(len(counts)), counts).astype(np.intp)
+    x = (rng.standard_normal((y.size, 10)) + y[:, None]).astype(np.float32)
+    mlp = edgetpu_convert.train_mlp(x, y, len(counts), edgetpu_convert.MlpConfig(max_epochs=2), seed=0)
+    assert edgetpu_convert.float_probabilities(mlp, x).shape == (y.size, len(counts))
 
 
 def fake_compiler(tmp_path: Path, body: str) -> str:

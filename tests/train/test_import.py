@@ -257,6 +257,11 @@ REFUSED_MODELS = {
         "normal,imbalance,normal,bearing_fault",
         "--labels names 'normal' more than once",
     ),
+    "labels-numbers": (  # as fit refuses them: no class would be normal, and every window alerts
+        "reference.onnx",
+        "0,1,2,3",
+        "--labels names the classes by numbers (0, 1, 2, 3): the card, predictions and alerts use these",
+    ),
     "string-not-in-labels": (
         "shouting.onnx",
         SORTED,

@@ -151,6 +151,19 @@ def test_machines_no_grouping_can_divide_fall_back_to_time() -> None:
     assert set(table.labels[split.test].tolist()) == {"a", "b", "c"}
 
 
+def test_too_few_machines_to_hold_out_whole_ones_fall_back_to_time() -> None:
+    # Two machines: one held out whole is half the data, which the card called test_size 0.2.
+    table = machines_each_carrying({"m1": ["a", "b"], "m2": ["a", "b"]}, windows=20)
+    split = split_table(table, test_size=0.2, random_state=42)
+    assert split.kind == "time"
+    assert split.reason == (
+        "whole machines would hold out 50% of the windows (1 of 2 machines), more than 2 x test_size 0.2"
+    )
+    assert split.test.size == 16  # the latest fifth of each of the four recordings of 20
+    assert split_table(table, test_size=0.24, random_state=42).kind == "time"
+    assert split_table(table, test_size=0.25, random_state=42).kind == "grouped"  # 2 x 0.25 = 50 %
+
+
 def test_a_class_that_cannot_be_held_out_is_refused_by_name() -> None:
     # 'rare' has one window on each of two machines; 'normal' is on one machine, so no grouped split.
     table = table_of(["m1"] * 10 + ["m1", "m2"], ["normal"] * 10 + ["rare", "rare"])

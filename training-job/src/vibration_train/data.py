@@ -23,6 +23,7 @@ refusal that names what is wrong.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -293,7 +294,12 @@ def _load_features(
 
 def _labels(source: str, values: Sequence[object] | npt.NDArray[Any]) -> npt.NDArray[np.str_]:
     items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-    empty = [i for i, label in enumerate(items) if label is None or not str(label).strip()]
+    # A float column's NaN is no label either: pyarrow and polars write it apart from null.
+    empty = [
+        i
+        for i, label in enumerate(items)
+        if label is None or (isinstance(label, float) and math.isnan(label)) or not str(label).strip()
+    ]
     if empty:
         shown = ", ".join(str(i) for i in empty[:10]) + (", ..." if len(empty) > 10 else "")  # noqa: PLR2004
         raise TrainingDataError(source, f"{len(empty)} row(s) have no label (rows {shown})")

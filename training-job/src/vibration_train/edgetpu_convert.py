@@ -28,6 +28,7 @@ CPU model is the same graph so that its card fits both.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -148,7 +149,7 @@ def train_mlp(
         x_train,
         y_train,
         test_size=config.validation_share,
-        stratify=y_train,
+        stratify=y_train if _can_stratify(y_train, config.validation_share) else None,
         random_state=seed,
     )
     inputs = keras.Input(shape=(x_train.shape[1],), name=INPUT_NAME)
@@ -187,6 +188,16 @@ def train_mlp(
         "mlp_trained", extra={"epochs": epochs, "fit_rows": len(x_fit), "validation_rows": len(x_val)}
     )
     return TrainedMlp(model, epochs, len(x_fit), len(x_val), str(tf.__version__))
+
+
+def _can_stratify(labels: npt.NDArray[np.intp], share: float) -> bool:
+    """Whether the early-stopping slice can hold every class: two windows of each, a slice as large.
+
+    The ONNX path trains on such data; scikit-learn's stratified split would refuse it.
+    """
+    counts = np.bincount(labels)
+    present = counts[counts > 0]
+    return bool(present.min() >= 2) and math.ceil(share * labels.size) >= present.size  # noqa: PLR2004
 
 
 def float_probabilities(mlp: TrainedMlp, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

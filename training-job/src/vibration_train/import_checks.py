@@ -39,6 +39,7 @@ import onnx.checker
 from vibration_core.features import FEATURE_NAMES
 from vibration_core.modelcard import TensorSpec
 from vibration_train.errors import ModelImportError
+from vibration_train.fit_labels import as_integers
 from vibration_train.onnx_export import PROB_TOLERANCE
 
 if TYPE_CHECKING:
@@ -126,6 +127,13 @@ def check_labels(labels: Sequence[str], source: str) -> tuple[str, ...]:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ModelImportError(source, f"--labels names {', '.join(map(repr, repeated))} more than once")
+    if as_integers(list(names)) is not None:  # as fit refuses them: no class would be the normal one
+        raise ModelImportError(
+            source,
+            f"--labels names the classes by numbers ({', '.join(names)}): the card, predictions and "
+            "alerts use these names and none would be the normal class; name them, in the model's "
+            "class order (e.g. --labels normal,imbalance,misalignment,bearing_fault)",
+        )
     return names
 
 

@@ -3,10 +3,12 @@
 skl2onnx writes a graph with one float32 input ``features`` of shape
 ``[None, n_features]`` and, with ``zipmap`` off, two plain tensors: the
 string labels and the class probabilities in `estimator.classes_` order. The
-opsets are capped (`TARGET_OPSET`): skl2onnx imports the lowest opsets
-that express the model, never higher ones, so a newer skl2onnx cannot
-produce a graph the gateways' onnxruntime does not run. The card's
-framework string records the opsets the graph actually imports.
+opsets are capped (`TARGET_OPSET`): skl2onnx never imports higher ones, so
+a newer skl2onnx cannot produce a graph the gateways' onnxruntime does not
+run. Below the cap it picks its own (ai.onnx 16 and ai.onnx.ml 1 for this
+classifier with skl2onnx 1.20; the reference pipeline asks for 13, which
+expresses it too). The card's framework string records the opsets the graph
+actually imports.
 
 `check_parity` runs the ONNX model in onnxruntime on the whole held-out
 split and refuses any label that differs from scikit-learn's or any

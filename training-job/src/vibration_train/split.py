@@ -21,8 +21,9 @@ apart from their neighbours:
   improves on the split so far. The seed orders the machines, which only
   decides between equally good ones.
 - ``time`` otherwise (no machine column, one machine, a class seen on one
-  machine only, or machines the choice above cannot divide with every class
-  on both sides; it is greedy, not exhaustive): each recording, a
+  machine only, machines the choice above cannot divide with every class
+  on both sides, as it is greedy, not exhaustive, or so few machines that
+  whole ones would hold out more than twice ``test_size``): each recording, a
   machine's windows of one class, keeps its earliest windows for training
   and holds out its latest ``test_size`` share, by timestamp (by file order
   in a table without timestamps). Only the recording's boundary then has
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SplitKind = Literal["grouped", "time", "external"]
+MAX_SHARE_OF_TEST_SIZE = 2.0
+"""A grouped split holding out more than this times `test_size` (few machines: one of two is half
+the data) trains on too little: the time split is taken instead."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,10 +99,16 @@ def split_table(table: TrainingTable, test_size: float, random_state: int) -> Sp
         reason = "some classes are on one machine only: " + ", ".join(few)
     else:
         held = _hold_out_machines(labels, machines, test_size, random_state)
-        if held is not None:
-            test = np.flatnonzero(np.isin(machines, held))
+        test = np.flatnonzero(np.isin(machines, held or []))
+        share = test.size / labels.size
+        if held is not None and share <= MAX_SHARE_OF_TEST_SIZE * test_size:
             return _make("grouped", test, table, f"{len(held)} of {n_machines} machines held out whole")
-        reason = "no division of whole machines was found that leaves every class on both sides"
+        reason = (
+            "no division of whole machines was found that leaves every class on both sides"
+            if held is None
+            else f"whole machines would hold out {share:.0%} of the windows ({len(held)} of {n_machines} "
+            f"machines), more than {MAX_SHARE_OF_TEST_SIZE:g} x test_size {test_size:g}"
+        )
     test = _latest_of_each_recording(labels, machines, table.timestamps_ns, test_size)
     _check_every_class_held_out(labels, machines, test, test_size)
     return _make("time", test, table, reason)
