@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from vibration_infer import cli
 from vibration_infer.errors import UsageError
@@ -63,8 +64,11 @@ def test_every_validate_setting_takes_its_flag(
 def test_predictions_qos_0_from_the_flag_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     parsed = serve_main._parser().parse_args([*SERVE_BASE, "--predictions-qos", "0"])
     assert serve_main.build_settings(parsed).predictions_qos == 0
-    monkeypatch.setenv("VIBRATION_PREDICTIONS_QOS", "2")
-    assert ServeSettings(mqtt_url="mqtt://broker:1883", model_id="spindle").predictions_qos == 2
+    monkeypatch.setenv("VIBRATION_PREDICTIONS_QOS", "0")
+    assert ServeSettings(mqtt_url="mqtt://broker:1883", model_id="spindle").predictions_qos == 0
+    monkeypatch.setenv("VIBRATION_PREDICTIONS_QOS", "2")  # not offered (see its description)
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        ServeSettings(mqtt_url="mqtt://broker:1883", model_id="spindle")
 
 
 def other_value(settings: type[Any], required: dict[str, Any], name: str, default: Any) -> Any:
@@ -126,6 +130,16 @@ def test_the_share_group_comes_from_its_flag_or_the_environment_and_a_bad_one_is
             share_group("--mqtt-share-group", bad)
         assert caught.value.detail.startswith("mqtt_share_group: Value error, share group ")
         assert "must be 1 to 128 characters from A-Z, a-z, 0-9, '.', '_' and '-'" in caught.value.detail
+
+
+def test_a_topic_prefix_serve_cannot_use_is_a_usage_error_not_a_crash() -> None:
+    # It used to pass the settings and crash the pod once serving started (exit 70, a crash loop).
+    parsed = serve_main._parser().parse_args([*SERVE_BASE, "--topic-prefix", "factory//hall-a"])
+    with pytest.raises(UsageError) as caught:
+        serve_main.build_settings(parsed)
+    assert caught.value.detail == (
+        "topic_prefix: Value error, topic prefix 'factory//hall-a' must not contain an empty level ('//')"
+    )
 
 
 TYPED_IN = "hunter2-never-printed"

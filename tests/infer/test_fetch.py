@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import re
+import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
@@ -104,6 +107,32 @@ def test_truncated_body_is_retried_and_leaves_no_partial_file(tmp_path: Path) ->
     assert leftovers(tmp_path) == []
 
 
+class _NoLength(BaseHTTPRequestHandler):
+    """HTTP/1.0 without Content-Length, the body ending where the connection closes: cut short once."""
+
+    def do_GET(self) -> None:
+        server: Any = self.server
+        server.hits += 1
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(BODY[: len(BODY) // 10] if server.hits == 1 else BODY)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_a_body_without_a_length_cut_short_is_retried_against_the_cards_size(tmp_path: Path) -> None:
+    # Nothing tells the client such a body ended early: taken whole, it failed its digest and the
+    # version was failed for good, for what was a dropped connection.
+    with net.http_server(_NoLength) as server:
+        counted: Any = server
+        counted.hits = 0
+        options = dataclasses.replace(FAST, expected_bytes=len(BODY))
+        fetched = fetch(url(server), tmp_path / "model.onnx", options)
+    assert (fetched.size, fetched.attempts, counted.hits) == (len(BODY), 2, 2)
+    assert (tmp_path / "model.onnx").read_bytes() == BODY
+
+
 def test_hung_server_fails_within_its_timeouts(tmp_path: Path) -> None:
     # Two runs a second of read timeout apart: the machine's load (2 shared cores, 8 s seen for a
     # 2.25 s bound) is in both, and their difference is the timeouts' alone.
@@ -133,6 +162,75 @@ def test_size_limit_is_final(tmp_path: Path) -> None:
     with http_server((200, BODY, False)) as server, pytest.raises(FetchError, match="limit"):
         fetch(url(server), tmp_path / "m.onnx", FetchOptions(max_bytes=1000))
     assert server.hits == 1
+    assert leftovers(tmp_path) == []
+
+
+class _Trickle(BaseHTTPRequestHandler):
+    """Sends the whole Content-Length, then `PIECE` bytes every `PAUSE_S`: alive, but crawling."""
+
+    PIECE, PAUSE_S = 100, 0.05  # 2 KB/s, each read well inside any read timeout
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client gave up: the pipe breaks
+            for start in range(0, len(BODY), self.PIECE):
+                self.wfile.write(BODY[start : start + self.PIECE])
+                self.wfile.flush()
+                time.sleep(self.PAUSE_S)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_a_trickling_transfer_is_given_up_below_the_minimum_rate(tmp_path: Path) -> None:
+    # 1 MiB at 2 KB/s would take nine minutes, every read inside its timeout.
+    options = FetchOptions(read_timeout_s=0.5, retries=1, backoff_s=0.01, min_rate_bytes_s=10240)
+    started = time.monotonic()
+    with net.http_server(_Trickle) as server, pytest.raises(FetchError) as caught:
+        fetch(url(server), tmp_path / "model.onnx", options)
+    assert time.monotonic() - started < 5  # two attempts of about 0.5 s each
+    assert re.search(
+        r"slower than the minimum average rate of 10 KiB/s: \d+ bytes arrived in [\d.]+ s "
+        r"\(gave up after 2 attempts\)",
+        str(caught.value),
+    ), caught.value
+    assert leftovers(tmp_path) == []
+
+
+class _SlowStart(BaseHTTPRequestHandler):
+    """A small file whose answer and first bytes each come just inside the read timeout."""
+
+    def do_GET(self) -> None:
+        time.sleep(0.8)
+        self.send_response(200)
+        self.send_header("Content-Length", "2000")
+        self.end_headers()
+        self.wfile.flush()
+        time.sleep(0.5)
+        self.wfile.write(BODY[:2000])
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_a_small_file_that_starts_slowly_is_no_trickle(tmp_path: Path) -> None:
+    # The rate is judged after the read timeout's grace: 2000 bytes after 1.3 s were refused at
+    # 4 KiB/s, every read inside its timeout, every attempt alike (a model card, a small model).
+    options = FetchOptions(read_timeout_s=1.0, retries=0, min_rate_bytes_s=4096)
+    with net.http_server(_SlowStart) as server:
+        fetched = fetch(url(server), tmp_path / "modelcard.json", options)
+    assert fetched.size == 2000
+
+
+def test_a_cancelled_download_stops_at_the_next_read(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    started = time.monotonic()
+    with net.http_server(_Trickle) as server, pytest.raises(FetchError, match="abandoned after"):
+        fetch(url(server), tmp_path / "model.onnx", FetchOptions(cancel=cancel))
+    assert time.monotonic() - started < 3
     assert leftovers(tmp_path) == []
 
 

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import io
+import itertools
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from vibration_core import dataset
 from vibration_core.features import FEATURE_NAMES
+from vibration_core.gate import Figures
 from vibration_core.logs import event_fields
 from vibration_core.modelcard import ModelCard
 from vibration_core.validation import TERMINATION_MESSAGE_LIMIT, CompactReport, ExitCode
@@ -169,7 +171,7 @@ CASES = [
     ("expected_digest", ExitCode.DIGEST_MISMATCH, "expected 0000"),
     ("tampered_artifact", ExitCode.DIGEST_MISMATCH, "sha256 of file://"),
     ("corrupt_artifact", ExitCode.CANNOT_LOAD, "ONNX Runtime refused"),
-    ("corrupt_card", ExitCode.CANNOT_LOAD, "model card"),
+    ("corrupt_card", ExitCode.CANNOT_LOAD, "model card file://"),  # its URI, not a staging path
     ("wrong_labels", ExitCode.BAD_TEST_DATA, "does not know: ['bearing_fault', 'imbalance', 'misalignment'"),
     ("wrong_feature_count", ExitCode.CONTRACT_MISMATCH, "input shape"),
     ("wrong_signal", ExitCode.CONTRACT_MISMATCH, "signal.sample_rate"),
@@ -247,6 +249,23 @@ def test_each_failure_has_its_exit_code_and_reason(
     assert compact.reason == report["reason"]
     assert "\n" not in compact.reason
     assert last_good_bytes(settings) is None
+
+
+def test_test_data_larger_than_its_bound_is_refused_before_it_is_read(
+    onnx_model: TinyModel, registry: Path, tmp_path: Path, make_settings: MakeSettings
+) -> None:
+    """Held in memory at about 4.5 times its size, 256 MiB of parquet took the pod past its 512 Mi."""
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "a.parquet").write_bytes(b"\0" * (3 << 19))  # 1.5 MiB, never parsed: the size alone refuses it
+    settings = make_settings(
+        model_uri=publish(registry, onnx_model).as_uri(), test_data=big, max_test_data_mb=1
+    )
+    code, report, _ = run(settings)
+    assert code is ExitCode.BAD_TEST_DATA
+    assert report["reason"].startswith(
+        f"test data {big}: is 1.5 MiB of parquet, more than max_test_data_mb (1 MiB): "
+    )
 
 
 def test_an_unusable_cache_dir_says_what_the_node_needs(
@@ -473,6 +492,26 @@ def test_termination_report_stays_under_4_kib(
     assert len(termination_log(settings).read_bytes()) <= TERMINATION_MESSAGE_LIMIT
 
 
+def test_a_report_of_many_classes_stays_whole_json_under_4_kib() -> None:
+    # 30 classes of 30 characters with a shadow run: 4 761 bytes, cut at 4 KiB it did not parse,
+    # and the operator lost the node's reason with it.
+    labels = [f"class_{i:02d}_" + "x" * 21 for i in range(30)]
+    recall = dict.fromkeys(labels, 0.5)
+    report = CompactReport(
+        outcome="failed",
+        code=ExitCode.BELOW_THRESHOLD,
+        reason="shadow on live windows: agreement 0.40 < 0.95",
+        class_recall=recall,
+        champion=Figures(version="v1", accuracy=0.9, macro_f1=0.9, class_recall=recall),
+        disagreements={f"{a}->{b}": 3 for a, b in itertools.pairwise(labels)},
+    )
+    data = report.encode()
+    assert len(data) <= TERMINATION_MESSAGE_LIMIT
+    back = CompactReport.decode(data)
+    assert back.reason == report.reason
+    assert back.code == ExitCode.BELOW_THRESHOLD
+
+
 def test_unwritable_termination_log_is_not_fatal(
     onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
 ) -> None:
@@ -680,6 +719,23 @@ def test_vibrationmodels_of_one_name_in_two_namespaces_keep_their_own_last_good_
     (tmp_path / "cache" / ".slots" / "spindle.json").unlink()
     assert ModelCache(tmp_path / "cache", keep=0).evict(MODEL_ID) == []
     assert cache.find(onnx_model.card.artifact.sha256) is not None
+
+
+def test_the_report_names_the_last_good_version_of_its_own_slot(
+    onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
+) -> None:
+    """Staging promoted v2 of the same model id on the node last: production's report still says v1."""
+    staged = relabelled(onnx_model, "v2")
+    for slot, model in (("production/spindle", onnx_model), ("staging/spindle", staged)):
+        settings = make_settings(model_uri=publish(registry, model).as_uri(), slot=slot)
+        assert run(settings)[0] is ExitCode.PASSED
+    failing = make_settings(model_uri=settings.model_uri, slot="production/spindle", min_accuracy=1.0)
+    code, report, _ = run(failing)
+    assert code is ExitCode.BELOW_THRESHOLD
+    assert (report["last_good"]["version"], report["last_good"]["sha256"]) == (
+        "v1",
+        onnx_model.card.artifact.sha256,
+    )
 
 
 def test_a_slot_is_a_namespace_and_a_name_and_never_a_path_of_its_own(tmp_path: Path) -> None:

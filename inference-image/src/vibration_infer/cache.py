@@ -5,9 +5,10 @@ reboot)::
 
     {root}/{model_id}/{sha256}/{artifact filename}
     {root}/{model_id}/{sha256}/modelcard.json
+    {root}/{model_id}/{sha256}/.pin    locked while a validation holds the entry
     {root}/{model_id}/last-good.json
     {root}/.slots/{namespace}/{name}.json   the same record per VibrationModel
-    {root}/.staging/{random}/           downloads in progress
+    {root}/.staging/{random}/           downloads in progress, each locked by its process
 
 An entry is addressed by the artifact's digest, so a target whose digest is
 already here needs no download: that is what lets a node that reboots while
@@ -15,7 +16,10 @@ the registry is unreachable validate and serve its model. Entries appear by
 renaming a complete staging directory into place, and ``last-good.json`` is
 replaced atomically and only after a passed validation; a failed one never
 touches it. Eviction keeps the most recently used entries and never the last
-good one.
+good one, nor an entry a validation pins: a candidate that passed but waits
+for its shadow run to end before it is marked last good (`pin`). A pin is a
+shared ``flock`` on the entry's ``.pin`` file, so it ends with its holder: a
+pod that crashes or is killed mid-run never pins an entry for good.
 
 A *slot* is the VibrationModel a target came from, `namespace/name`. The last
 good record is kept under it too, so a pod whose target fails before its card
@@ -29,10 +33,12 @@ record of its own reads that one, as those pods did, until it promotes one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +57,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LAST_GOOD_FILENAME = "last-good.json"
+_PIN = ".pin"
+_STAGING_STALE_S = 24 * 3600.0
+"""Unchanged for this long and held by no process, a staging directory is a leftover. Long: a pod
+of a release before these locks holds none, and wrote its download a whole MiB at a time, so on a
+slow uplink its file stays unchanged for minutes while it is very much alive."""
 _STAGING = ".staging"
 _SLOTS = ".slots"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -78,6 +89,19 @@ class CachedModel:
     def card(self) -> ModelCard:
         """Read the entry's model card."""
         return ModelCard.load(self.card_path)
+
+
+class Pin:
+    """A shared lock on an entry's ``.pin`` file: eviction leaves the entry alone while it is held."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """End the pin (once promoted or given up); releasing twice does nothing."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
 
 
 class LastGood(BaseModel):
@@ -131,13 +155,21 @@ class ModelCache:
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
-        """A fresh directory on the cache's file system, removed on exit unless stored."""
+        """A fresh directory on the cache's file system, removed on exit unless stored.
+
+        Locked (``flock``) for its life: a power loss or a SIGKILL skips the removal, and the next
+        staging removes such leftovers, those no process holds (`_sweep_staging`).
+        """
         directory = self.root / _STAGING / uuid.uuid4().hex
         directory.mkdir(parents=True)
+        fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _sweep_staging(directory.parent)
             yield directory
         finally:
             shutil.rmtree(directory, ignore_errors=True)
+            os.close(fd)
 
     def store(self, staged: Path, card: ModelCard) -> CachedModel:
         """Move a staged directory (artifact and card, digest already checked) into place."""
@@ -165,6 +197,20 @@ class ModelCache:
         if entry.sha256 in self._protected(entry.model_id):
             return
         shutil.rmtree(entry.artifact.parent, ignore_errors=True)
+
+    def pin(self, entry: CachedModel) -> Pin:
+        """Keep `entry` from eviction, by this process or any other on the node, until released.
+
+        Shared, so pods of two namespaces may pin one digest; the kernel drops the lock when its
+        holder dies, so a crashed run's pin ends with it.
+        """
+        fd = os.open(entry.artifact.parent / _PIN, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
+            os.close(fd)
+            raise
+        return Pin(fd)
 
     def last_good(self, model_id: str) -> LastGood | None:
         """The last version of `model_id` that passed validation here, if its files are still present."""
@@ -254,10 +300,10 @@ class ModelCache:
             return []
         protected = self._protected(model_id)
         entries = [d for d in base.iterdir() if d.is_dir() and _SHA256.match(d.name)]
-        entries.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+        entries.sort(key=_recency, reverse=True)
         removed = []
         for directory in entries[self.keep :]:
-            if directory.name in protected:
+            if directory.name in protected or _pinned(directory):
                 continue
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(directory.name)
@@ -277,6 +323,57 @@ class ModelCache:
         if card.artifact.sha256 != directory.name or not artifact.is_file():
             return None
         return CachedModel(card.model_id, directory.name, artifact, card_path)
+
+
+def _sweep_staging(staging: Path) -> None:
+    """Remove the downloads in progress that no process holds and that have not changed for a while.
+
+    The lock says who is alive; the age spares a directory made an instant ago and not locked yet,
+    and one an older pod (before these locks) is still writing into.
+    """
+    for leftover in staging.iterdir():
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to judge
+            if time.time() - _last_change(leftover) < _STAGING_STALE_S:
+                continue
+            fd = os.open(leftover, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: in use
+                shutil.rmtree(leftover, ignore_errors=True)
+                logger.info("staging_leftover_removed", extra={"path": leftover})
+            finally:
+                os.close(fd)
+
+
+def _last_change(directory: Path) -> float:
+    """The latest mtime of `directory` and its files (a download's partial file grows as it goes)."""
+    return max([directory.stat().st_mtime, *(entry.stat().st_mtime for entry in directory.iterdir())])
+
+
+def _recency(directory: Path) -> tuple[bool, float]:
+    """How recently an entry was used, for eviction: the later, the greater.
+
+    A clock that ran ahead (a gateway without an RTC battery, before NTP set it) leaves mtimes in
+    the future. Such an entry was last used before the clock was set right, so before every entry
+    with an honest mtime: taken as they are, or clamped to now, they outrank the newest entry and
+    its own run would evict it. A use (`ModelCache.find`) dates it honestly again.
+    """
+    mtime = directory.stat().st_mtime
+    return mtime <= time.time(), mtime
+
+
+def _pinned(directory: Path) -> bool:
+    """Whether a live validation holds `directory`'s pin (`ModelCache.pin`)."""
+    try:
+        fd = os.open(directory / _PIN, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # never pinned
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _touch(directory: Path) -> None:

@@ -91,16 +91,9 @@ class Evaluation:
     seconds: float
 
 
-def read_test_data(path: Path) -> TestData:
+def read_test_data(path: Path, *, max_mb: float | None = None) -> TestData:
     """Read a parquet file, or every ``*.parquet`` in a directory; raises `TestDataError`."""
-    try:
-        if not path.exists():
-            raise TestDataError(str(path), "does not exist")
-        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    except OSError as exc:  # a name too long, a permission: the path is unusable
-        raise TestDataError(str(path), exc.strerror or type(exc).__name__) from None
-    if not files:
-        raise TestDataError(str(path), "is a directory without *.parquet files")
+    files = _test_files(path, max_mb)
     windows, labels, rates, units = [], [], set(), set()
     for file in files:
         try:
@@ -124,6 +117,31 @@ def read_test_data(path: Path) -> TestData:
     if data.labels.size == 0:
         raise TestDataError(str(path), "holds no windows")
     return data
+
+
+def _test_files(path: Path, max_mb: float | None) -> list[Path]:
+    """The parquet files at `path`, refused when together they are larger than `max_mb` MiB.
+
+    Their windows are held in memory whole, about 4.5 times the files' size: the size is judged
+    before a byte is read, instead of the pod being killed for its memory.
+    """
+    try:
+        if not path.exists():
+            raise TestDataError(str(path), "does not exist")
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        size = sum(file.stat().st_size for file in files)
+    except OSError as exc:  # a name too long, a permission: the path is unusable
+        raise TestDataError(str(path), exc.strerror or type(exc).__name__) from None
+    if not files:
+        raise TestDataError(str(path), "is a directory without *.parquet files")
+    if max_mb is not None and size > max_mb * (1 << 20):
+        raise TestDataError(
+            str(path),
+            f"is {size / (1 << 20):.1f} MiB of parquet, more than max_test_data_mb ({max_mb:g} MiB): "
+            "validation holds its windows in memory (about 4.5 times that), inside the pod's memory "
+            "limit; keep fewer windows, or raise max_test_data_mb with the limit",
+        )
+    return files
 
 
 def in_model_unit(data: TestData, card: ModelCard, *, convert: bool) -> TestData:

@@ -4,7 +4,10 @@
 urllib3, ``file:///path`` is copied. Every attempt has a connect timeout and
 a per-read timeout, so a registry that accepts a connection and then never
 answers costs at most ``(connect + read) * attempts`` plus the backoff
-pauses, never forever (the storage-initializer anti-example). The retry
+pauses, never forever (the storage-initializer anti-example). A registry
+that answers but trickles (each read within the read timeout) is held to a
+minimum average rate once a transfer has run longer than the read timeout,
+so a transfer of ``n`` bytes lasts at most about ``read + n / rate``. The retry
 policy lives here and only here: urllib3 is told not to retry by itself, so
 attempts do not multiply.
 
@@ -33,6 +36,7 @@ import urllib3
 from vibration_infer.errors import FetchError
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Iterator
 
 logger = logging.getLogger(__name__)
@@ -58,6 +62,14 @@ class FetchOptions:
     """Pause before the first retry; doubles on each further retry."""
     max_bytes: int | None = None
     """Refuse a file larger than this."""
+    expected_bytes: int | None = None
+    """The size the model card states. Over http(s) and S3, a body that ends short of it (a
+    connection closed mid-body with no Content-Length to tell) is retried, not taken whole."""
+    min_rate_bytes_s: float = 0.0
+    """Slowest average rate a transfer may keep once it has run longer than the read timeout; 0: any."""
+    cancel: threading.Event | None = field(default=None, compare=False)
+    """Set when the download is no longer wanted (the hot swap's target changed): it stops at the next
+    read, with a final `FetchError`."""
     s3_endpoint: str | None = None
     """http(s)://host[:port] of the S3 service; AWS when None."""
     s3_region: str | None = None
@@ -116,7 +128,9 @@ def fetch(uri: str, dest: Path, options: FetchOptions) -> Fetched:
                 "fetch_retry",
                 extra={"uri": shown, "attempt": attempt, "reason": str(exc), "delay_s": round(delay, 2)},
             )
-            time.sleep(delay)
+            if _cancelled_during(delay, options.cancel):
+                detail = f"{exc}; abandoned before attempt {attempt + 1}: no longer wanted"
+                raise FetchError(shown, detail) from None
             continue
         seconds = time.monotonic() - started
         logger.info(
@@ -132,20 +146,33 @@ def fetch(uri: str, dest: Path, options: FetchOptions) -> Fetched:
         return Fetched(dest, digest, size, attempt, seconds)
 
 
+def _cancelled_during(delay: float, cancel: threading.Event | None) -> bool:
+    """Pause `delay` seconds before a retry; True, at once, when `cancel` is set meanwhile."""
+    if cancel is None:
+        time.sleep(delay)
+        return False
+    return cancel.wait(delay)
+
+
 def _download(uri: str, dest: Path, options: FetchOptions) -> tuple[str, int]:
     parts = urlsplit(uri)
     shown = redact_uri(uri)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
     digest = hashlib.sha256()
     size = 0
+    started = time.monotonic()
     try:
         with tmp.open("wb") as out:
             for chunk in _chunks(parts.scheme, uri, options):
                 size += len(chunk)
                 if options.max_bytes is not None and size > options.max_bytes:
                     raise FetchError(shown, f"larger than the limit of {options.max_bytes} bytes")
+                _check_rate(size, time.monotonic() - started, options)
+                if options.cancel is not None and options.cancel.is_set():
+                    raise FetchError(shown, f"abandoned after {size} bytes: no longer wanted")
                 digest.update(chunk)
                 out.write(chunk)
+            _check_complete(parts.scheme, size, options)
             out.flush()
             os.fsync(out.fileno())
         tmp.replace(dest)
@@ -155,6 +182,26 @@ def _download(uri: str, dest: Path, options: FetchOptions) -> tuple[str, int]:
     finally:
         tmp.unlink(missing_ok=True)
     return digest.hexdigest(), size
+
+
+def _check_complete(scheme: str, size: int, options: FetchOptions) -> None:
+    """Retry a body that ended short of the stated size (a short local file: its digest tells)."""
+    expected = options.expected_bytes
+    if expected is not None and size < expected and scheme != "file":
+        msg = f"the transfer ended after {size} of the {expected} bytes its model card states"
+        raise _TransientError(msg)
+
+
+def _check_rate(size: int, elapsed: float, options: FetchOptions) -> None:
+    """Give the attempt up when the transfer averages less than the minimum rate (a trickling uplink)."""
+    if options.min_rate_bytes_s <= 0 or elapsed <= options.read_timeout_s:
+        return
+    # The read timeout is the grace: the wait for the answer's headers, a small file's first bytes.
+    if size < options.min_rate_bytes_s * (elapsed - options.read_timeout_s):
+        raise _TransientError(
+            f"slower than the minimum average rate of {options.min_rate_bytes_s / 1024:g} KiB/s: "
+            f"{size} bytes arrived in {elapsed:.1f} s"
+        )
 
 
 def _chunks(scheme: str, uri: str, options: FetchOptions) -> Iterator[bytes]:
@@ -204,12 +251,19 @@ def _http_chunks(uri: str, options: FetchOptions) -> Iterator[bytes]:
         if response.status != 200:  # noqa: PLR2004 - the one success a GET of a file gives
             raise FetchError(shown, f"HTTP {response.status}")
         with _transport_errors(shown, options):
-            yield from response.stream(_CHUNK)
+            yield from _arrived(response)
     finally:
         # One pool per attempt: close its sockets now, also those of an unread error answer.
         if response is not None:
             response.close()
         pool.clear()
+
+
+def _arrived(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    # What has arrived, read by read by (read1): stream() would wait for a whole chunk, so a
+    # trickle would be judged (its rate, a cancel) only once a megabyte had come.
+    while chunk := response.read1(_CHUNK):
+        yield chunk
 
 
 def _s3_chunks(uri: str, options: FetchOptions) -> Iterator[bytes]:
@@ -228,7 +282,7 @@ def _s3_chunks(uri: str, options: FetchOptions) -> Iterator[bytes]:
         response = _s3_get(pool, endpoint.scheme, endpoint.netloc, bucket, key, options, shown)
         try:
             with _transport_errors(shown, options):
-                yield from response.stream(_CHUNK)
+                yield from _arrived(response)
         finally:
             response.close()
     finally:

@@ -56,6 +56,9 @@ class Outcome:
     """What the candidate did beside the champion on live windows (the in-pod swap only)."""
     promote_later: Callable[[], None] | None = None
     """Marks the model last good: set instead of done when the caller deferred it (a shadow run)."""
+    unpin: Callable[[], None] | None = None
+    """Ends the cache pin that keeps a deferred candidate from eviction; the caller calls it once the
+    candidate is promoted (its last good record protects it then) or given up."""
     timings: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 

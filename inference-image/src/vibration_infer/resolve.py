@@ -12,12 +12,14 @@ import logging
 import os
 from typing import TYPE_CHECKING, Literal
 
+from vibration_core.errors import ModelCardError
 from vibration_core.modelcard import CARD_FILENAME, ModelCard
 from vibration_infer.cache import artifact_filename
 from vibration_infer.errors import DigestMismatchError, FetchError
 from vibration_infer.fetch import FetchOptions, fetch, redact_uri, sibling_uri
 
 if TYPE_CHECKING:
+    import threading
     from pathlib import Path
 
     from vibration_infer.cache import CachedModel, ModelCache
@@ -29,8 +31,13 @@ logger = logging.getLogger(__name__)
 _CARD_MAX_BYTES = 1 << 20
 
 
-def resolve(settings: ValidateSettings, cache: ModelCache, outcome: Outcome) -> tuple[CachedModel, ModelCard]:
-    """The target's cache entry and card: from the cache when its digest is known and present."""
+def resolve(
+    settings: ValidateSettings, cache: ModelCache, outcome: Outcome, *, cancel: threading.Event | None = None
+) -> tuple[CachedModel, ModelCard]:
+    """The target's cache entry and card: from the cache when its digest is known and present.
+
+    `cancel`, once set, stops a download in progress (the hot swap's target changed meanwhile).
+    """
     expected = settings.expected_sha256
     if expected is not None and (hit := cache.find(expected)) is not None:
         return _found(hit, hit.card(), "cache", outcome)
@@ -40,11 +47,13 @@ def resolve(settings: ValidateSettings, cache: ModelCache, outcome: Outcome) -> 
         read_timeout_s=settings.read_timeout_s,
         retries=settings.retries,
         backoff_s=settings.backoff_s,
+        min_rate_bytes_s=settings.min_download_kib_s * 1024,
         s3_endpoint=settings.s3_endpoint,
         s3_region=settings.s3_region,
         access_key=access,
         secret_key=secret,
         ca_file=settings.ca_file,
+        cancel=cancel,
     )
     try:
         with cache.staging() as staged:
@@ -65,7 +74,10 @@ def _download(
     expected = settings.expected_sha256
     card_uri = settings.card_uri or sibling_uri(settings.artifact_uri, CARD_FILENAME)
     fetch(card_uri, staged / CARD_FILENAME, dataclasses.replace(options, max_bytes=_CARD_MAX_BYTES))
-    card = ModelCard.load(staged / CARD_FILENAME)
+    try:
+        card = ModelCard.load(staged / CARD_FILENAME)
+    except ModelCardError as exc:  # named by where it came from, not by the staging file it was read from
+        raise ModelCardError(redact_uri(card_uri), exc.detail) from None
     outcome.card = card
     if expected is not None and card.artifact.sha256 != expected:
         where = f"{redact_uri(settings.artifact_uri)} (as named by its model card)"
@@ -76,7 +88,7 @@ def _download(
     fetched = fetch(
         settings.artifact_uri,
         staged / artifact_filename(card),
-        dataclasses.replace(options, max_bytes=max_bytes),
+        dataclasses.replace(options, max_bytes=max_bytes, expected_bytes=card.artifact.size_bytes),
     )
     if fetched.sha256 != card.artifact.sha256:
         raise DigestMismatchError(redact_uri(settings.artifact_uri), card.artifact.sha256, fetched.sha256)

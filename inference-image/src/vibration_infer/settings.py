@@ -103,6 +103,15 @@ class ValidateSettings(BaseSettings):
     backoff_s: float = Field(
         default=0.5, ge=0, description="First pause between attempts; doubles on each retry (capped at 30 s)."
     )
+    min_download_kib_s: float = Field(
+        default=4.0,
+        ge=0,
+        description="Slowest average download rate (KiB/s) accepted once a transfer has run longer than "
+        "read_timeout_s: a registry that trickles bytes, each read inside the read timeout, is given up "
+        "and retried like a timeout (exit 10 once every attempt failed). At 4 (32 kbit/s, below any "
+        "uplink a gateway is given), an attempt at an artifact of n MiB lasts at most about "
+        "read_timeout_s + 256 s x n. 0: no bound.",
+    )
     max_artifact_mb: float = Field(
         default=512.0, gt=0, description="Refuse artifacts larger than this (protects the node's disk)."
     )
@@ -113,6 +122,14 @@ class ValidateSettings(BaseSettings):
         default=3, ge=1, description="Digests kept per model id; the last good one is never evicted."
     )
     test_data: Path = Field(description="Node-local test data: a parquet file or a directory of them.")
+    max_test_data_mb: float = Field(
+        default=64.0,
+        gt=0,
+        description="Refuse test data whose parquet files together are larger than this, in MiB (exit 15): "
+        "validation holds the windows in memory, about 4.5 times the files' size, inside the "
+        "container's memory limit (the chart's serving.resources.limits.memory, 512Mi). Raise it only "
+        "with the limit.",
+    )
     batch_size: int = Field(default=64, ge=1, le=4096, description="Windows per inference batch.")
     threads: int = Field(default=1, ge=1, description="Threads per runtime (intra-op); 1 keeps latency flat.")
     accelerator: Accelerator = Field(default="cpu", description="cpu, or coral for the Edge TPU delegate.")

@@ -54,6 +54,9 @@ from vibration_infer.outcome import Outcome, emit, one_line, secrets_of
 from vibration_infer.resolve import resolve
 
 if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+
     from vibration_core.modelcard import ModelCard
     from vibration_core.target import ModelTarget
     from vibration_infer.cache import CachedModel
@@ -93,6 +96,8 @@ def validate(settings: ValidateSettings, *, out: TextIO | None = None) -> ExitCo
         logger.exception("validate_crashed")
         reason = one_line(f"internal error: {type(exc).__name__}: {exc}", secrets_of(settings))
         outcome = Outcome(code=ExitCode.INTERNAL, reason=reason, node=settings.node_name)
+    if outcome.unpin is not None:  # the pod's swap validates and shadows it again, pinning it then
+        outcome.unpin()
     if shadowed and outcome.code is ExitCode.PASSED:
         outcome.details["shadow"] = "not last good yet: the serving pod runs it beside its champion first"
     code = _fallback(settings, outcome, slot=settings.slot)
@@ -135,6 +140,7 @@ def run_validation(
     cache: ModelCache | None = None,
     serving: LoadedModel | None = None,
     defer_promotion: bool = False,
+    cancel: threading.Event | None = None,
 ) -> Outcome:
     """Validate the target of `settings` on this node; never raises for a model or data problem.
 
@@ -143,6 +149,7 @@ def run_validation(
     With `defer_promotion` a passed model is not yet marked last good: the
     caller does it (`Outcome.promote_later`) once a shadow run passed too, so a
     pod that restarts meanwhile never falls back to an unproven candidate.
+    `cancel`, once set, stops a download in progress (`resolve`).
     """
     cache = cache or ModelCache(settings.cache_dir, keep=settings.cache_keep)
     outcome = Outcome(code=ExitCode.INTERNAL, node=settings.node_name)
@@ -150,9 +157,11 @@ def run_validation(
     policy = _policy(settings)
     outcome.details["policy"] = _policy_report(policy)
     started = time.perf_counter()
+    pin: Callable[[], None] | None = None
     try:
-        entry, card = resolve(settings, cache, outcome)
+        entry, card = resolve(settings, cache, outcome, cancel=cancel)
         outcome.timings["resolve"] = time.perf_counter() - started
+        pin = _pin(cache, entry)  # another pod's eviction must not take it before it is promoted
         model = load_model(
             entry.artifact,
             card,
@@ -164,7 +173,8 @@ def run_validation(
         outcome.details["backend"] = model.backend.name
         outcome.timings["load"] = model.load_seconds
         read_started = time.perf_counter()
-        data = in_model_unit(read_test_data(settings.test_data), card, convert=settings.convert_units)
+        raw = read_test_data(settings.test_data, max_mb=settings.max_test_data_mb)
+        data = in_model_unit(raw, card, convert=settings.convert_units)
         outcome.details["test_data_unit"] = data.unit
         outcome.timings["test_data"] = time.perf_counter() - read_started
         outcome.evaluation = evaluate(model, data, batch_size=settings.batch_size)
@@ -178,7 +188,7 @@ def run_validation(
         check_verdict(outcome.verdict)
         promote = functools.partial(_promote, cache, entry, card, settings.node_name, settings.slot)
         if defer_promotion:
-            outcome.promote_later = promote
+            outcome.promote_later, outcome.unpin, pin = promote, pin, None
         else:
             promote()
     except (InferenceError, VibrationCoreError) as exc:
@@ -193,16 +203,37 @@ def run_validation(
             "validation_passed",
             extra={"model_id": card.model_id, "version": card.version, "sha256": entry.sha256},
         )
+    finally:
+        if pin is not None:  # not handed to the caller: its own run's eviction may drop it
+            pin()
     outcome.timings["total"] = time.perf_counter() - started
     if outcome.card is not None:
-        # Evicted after every run, passed or not: failed digests must not fill the node's disk.
-        try:
-            cache.evict(outcome.card.model_id)
-        except OSError as exc:
-            logger.warning("cache_evict_failed", extra={"reason": exc.strerror or type(exc).__name__})
-        good = cache.last_good(outcome.card.model_id)
+        _evict(cache, outcome.card.model_id)
+        # The slot's own: another namespace's VibrationModel of this model id may have promoted since.
+        good = (
+            cache.last_good_of_slot(settings.slot)
+            if settings.slot
+            else cache.last_good(outcome.card.model_id)
+        )
         outcome.details["last_good"] = good.model_dump(mode="json") if good else None
     return outcome
+
+
+def _evict(cache: ModelCache, model_id: str) -> None:
+    # After every run, passed or not: failed digests must not fill the node's disk.
+    try:
+        cache.evict(model_id)
+    except OSError as exc:
+        logger.warning("cache_evict_failed", extra={"reason": exc.strerror or type(exc).__name__})
+
+
+def _pin(cache: ModelCache, entry: CachedModel) -> Callable[[], None] | None:
+    """Pin `entry` in the cache for this run; its release, or None where the cache cannot take a pin."""
+    try:
+        return cache.pin(entry).release
+    except OSError as exc:  # a read-only cache: validate all the same, as before pins
+        logger.warning("cache_pin_failed", extra={"sha256": entry.sha256, "reason": exc.strerror})
+        return None
 
 
 def _promote(
