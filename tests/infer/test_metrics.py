@@ -125,3 +125,4 @@ def test_drift_gauges_say_what_was_flagged_and_leave_the_classes_open_until_the_
     assert flagged == ['vibration_infer_drift_flagged{test="classes"} 0.0']
     assert 'vibration_infer_drift_psi{feature="x"}' not in swapped
     assert "vibration_infer_drift_evaluations 0.0" in swapped
+    assert "vibration_infer_drift_class_psi_vs_training NaN" in swapped  # the last model's class mix

@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from vibration_core.modelcard import ModelCard
+    from vibration_core.target import ModelTarget
     from vibration_infer.loader import LoadedModel
     from vibration_testkit.mosquitto import Mosquitto
     from vibration_train.data import TrainingTable
@@ -240,7 +241,7 @@ def test_a_model_that_gives_nan_has_every_window_of_its_batch_answered_with_its_
     result = processor.process(items, v1)
     assert result.predictions == []
     assert [(e.reason, e.field, e.detail) for e in result.errors] == [
-        (ErrorReason.BAD_FIELD, "model", "the model gave a probability that is NaN")
+        (ErrorReason.INTERNAL, "model", "the model gave a probability that is NaN")
     ] * 3
     assert [a.topic for a in result.answers] == [LAYOUT.errors("m1")] * 3
 
@@ -778,11 +779,11 @@ def test_every_kind_of_bad_payload_gets_its_reason_and_the_loop_goes_on(
 def test_a_broker_restart_mid_stream_loses_no_window_and_answers_each_once(
     broker: Mosquitto, models: Models, tmp_path: Path, mqtt_client: str
 ) -> None:
-    # QoS 2 on the way out: at QoS 1 (the default) a restart may hand the subscriber a
-    # transport copy of a prediction the pod sent once (byte-identical, keyed by the window).
+    # At QoS 1 a restart may hand the subscriber a transport copy of a prediction the pod sent
+    # once: byte-identical, keyed by the window.
     data = stream(800, seed=8)
-    with serving(settings_for(broker, models, tmp_path, mqtt_client=mqtt_client, predictions_qos=2)) as app:
-        collector = Collector(broker, "collector-restart", persistent=True, qos=2)
+    with serving(settings_for(broker, models, tmp_path, mqtt_client=mqtt_client)) as app:
+        collector = Collector(broker, "collector-restart", persistent=True)
         sensor = Publisher(broker, "sensor-restart")
 
         def restart_at(i: int) -> None:
@@ -869,21 +870,38 @@ def test_a_hot_swap_during_5000_windows_answers_each_once_and_changes_version_on
         collector.close()
 
 
+def slowed_validation(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, list[str]]:
+    """The swap's real validation, a second slower: set once one starts; each target's version and bar."""
+    real = swap_module.validate_target
+    started = threading.Event()
+    validated: list[str] = []
+
+    def slowly(settings: Any, target: ModelTarget, *args: Any, **kwargs: Any) -> Any:
+        validated.append(f"{target.version} {target.min_accuracy}")
+        started.set()
+        time.sleep(1.0)
+        return real(settings, target, *args, **kwargs)
+
+    monkeypatch.setattr(swap_module, "validate_target", slowly)
+    return started, validated
+
+
+def promoted_swaps(app: ServeApp) -> float:
+    """The pod's promoted swaps, as its /metrics says."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in scrape(app, "/metrics").splitlines()
+        if line.startswith('vibration_infer_swaps_total{outcome="promoted"}')
+    )
+
+
 @pytest.mark.integration
 def test_a_target_replaced_while_it_is_validated_is_neither_served_nor_last_good(
     broker: Mosquitto, models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The operator moves the node on (or back to v1) while v2 is validated: v2 must not be
     # promoted once it passes, nor marked last good, and the newer target is handled after it.
-    real = swap_module.validate_target
-    started = threading.Event()
-
-    def slowly(*args: Any, **kwargs: Any) -> Any:  # the real validation, taking longer
-        started.set()
-        time.sleep(1.0)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(swap_module, "validate_target", slowly)
+    started, _ = slowed_validation(monkeypatch)
     settings = settings_for(broker, models, tmp_path)
     with serving(settings) as app:
         write_target(settings.target_file, models.v2)  # type: ignore[arg-type]  # set above
@@ -893,14 +911,33 @@ def test_a_target_replaced_while_it_is_validated_is_neither_served_nor_last_good
         time.sleep(1.5)  # v2's validation has ended by now
         status = app.status()
         assert (status.version, status.state) == ("v1", "serving")
-        promoted = [
-            float(line.rsplit(" ", 1)[1])
-            for line in scrape(app, "/metrics").splitlines()
-            if line.startswith('vibration_infer_swaps_total{outcome="promoted"}')
-        ]
-        assert sum(promoted) == 0, "v2 was never served, and v1 served all along"
+        assert promoted_swaps(app) == 0, "v2 was never served, and v1 served all along"
         slot = app.cache.last_good_of_slot("spindle")
         assert slot is None or slot.version != "v2"
+
+
+@pytest.mark.integration
+def test_a_target_noted_during_a_validation_and_gone_since_is_not_validated(
+    broker: Mosquitto, models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # v2 is validated; the file then names v2 held to another bar (noted, v2's run abandoned),
+    # then v1 again (the operator rolls back). What the file says when the run ends counts:
+    # the noted target is gone and must not be validated, let alone promoted.
+    started, versions = slowed_validation(monkeypatch)
+    settings = settings_for(broker, models, tmp_path)
+    with serving(settings) as app:
+        write_target(settings.target_file, models.v2)  # type: ignore[arg-type]  # set above
+        assert started.wait(SLOW), "v2's validation to start"
+        time.sleep(2 * settings.target_poll_s)
+        write_target(settings.target_file, models.v2, min_accuracy=0.5)  # type: ignore[arg-type]
+        time.sleep(2 * settings.target_poll_s)  # noted while v2 is validated
+        write_target(settings.target_file, models.v1)  # type: ignore[arg-type]  # rolled back meanwhile
+        wait_until(lambda: app.status().candidate_version == "v1", SLOW, "v1's target to be handled")
+        time.sleep(1.5)
+        status = app.status()
+        assert (status.version, status.state) == ("v1", "serving")
+        assert versions == ["v2 None"], "only the first v2 was validated"
+        assert promoted_swaps(app) == 0
 
 
 @pytest.mark.integration

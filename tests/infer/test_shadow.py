@@ -40,6 +40,7 @@ from vibration_train.onnx_export import to_onnx
 from vibration_train.simulator import Drift, SimulatedData, simulate
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from vibration_infer.loader import LoadedModel
@@ -140,22 +141,47 @@ def test_the_shadow_counts_agreement_per_champion_class(hall: Hall) -> None:
     assert result.cpu_us_per_window > 0
 
 
-def test_a_candidate_answering_in_another_shape_ends_the_shadow_run_at_once(hall: Hall) -> None:
+def shadow_answering(
+    hall: Hall, answer: Callable[[int, int], np.ndarray]
+) -> tuple[Shadow, Callable[[], None]]:
+    """A shadow run of the candidate whose every batch of n rows and k labels answers `answer(n, k)`,
+    and one live batch of 64 windows (the champion saying class 0) to observe with it."""
     candidate = load_model(hall.candidate.artifact, ModelCard.load(hall.candidate.card))
-    policy = ShadowPolicy(windows=300, min_agreement=0.95, min_class_agreement=0.9, min_class_windows=20)
+    policy = ShadowPolicy(windows=64, min_agreement=0.95, min_class_agreement=0.9, min_class_windows=20)
     shadow = Shadow(candidate, policy)
     features = extract_features(hall.live.windows[:64], RATE)
+    labels = candidate.card.labels
 
-    def one_row_too_many(rows: np.ndarray) -> np.ndarray:
-        return np.full((len(rows) + 1, len(candidate.card.labels)), 0.25, dtype=np.float32)
+    def predict_proba(rows: np.ndarray) -> np.ndarray:
+        return answer(len(rows), len(labels))
 
-    candidate.backend.predict_proba = one_row_too_many  # type: ignore[method-assign,assignment]
-    shadow.observe(features, np.zeros(64, dtype=np.intp), candidate.card.labels)  # raises nothing
+    candidate.backend.predict_proba = predict_proba  # type: ignore[method-assign,assignment]
+
+    def observe() -> None:
+        shadow.observe(features, np.zeros(64, dtype=np.intp), labels)  # raises nothing
+
+    return shadow, observe
+
+
+def test_a_candidate_answering_in_another_shape_ends_the_shadow_run_at_once(hall: Hall) -> None:
+    shadow, observe = shadow_answering(hall, lambda n, k: np.full((n + 1, k), 0.25, dtype=np.float32))
+    observe()
     assert shadow.done.is_set()
     assert shadow.error.startswith("ValueError")
     assert shadow.windows == 0
-    shadow.observe(features, np.zeros(64, dtype=np.intp), candidate.card.labels)  # ended: nothing more
+    observe()  # ended: nothing more
     assert shadow.windows == 0
+
+
+def test_a_candidate_answering_nan_ends_the_shadow_run_instead_of_agreeing(hall: Hall) -> None:
+    # argmax reads a row of NaN as class 0: beside a champion saying "normal" that was agreement,
+    # and the candidate, promoted, would then answer every window with an error.
+    shadow, observe = shadow_answering(hall, lambda n, k: np.full((n, k), np.nan, dtype=np.float32))
+    observe()
+    assert shadow.done.is_set()
+    assert shadow.error == "ValueError: the candidate gave a probability that is NaN or infinite"
+    assert shadow.windows == 0
+    assert not shadow.result().passed
 
 
 def shadow_target(hall: Hall, app_settings: ServeSettings, **policy: float) -> None:

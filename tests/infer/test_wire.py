@@ -128,6 +128,9 @@ def test_a_duplicate_keeps_the_packet_and_sets_only_the_dup_flag() -> None:
         (b"\x30" + codec.varint(5000), "packet of 5000 bytes, more than 4096 taken"),
         (codec.packet(0x32, codec.utf8("t") + b"\x00\x01" + codec.varint(50) + b"x"), "properties longer"),
         (codec.packet(0x20, b"\x00\x00" + _props(b"\x7f\x00")), "unknown property 0x7f"),
+        # Subscribed at QoS 1: a QoS 2 window would be owed PUBREC, not the PUBACK it got; 3 is none.
+        (codec.publish_packet("t", b"w", qos=2, packet_id=5), "PUBLISH at QoS 2"),
+        (bytes([0x36]) + codec.publish_packet("t", b"w", qos=1, packet_id=6)[1:], "PUBLISH at QoS 3"),
     ],
 )
 def test_malformed_input_is_refused_with_what_is_wrong(data: bytes, reason: str) -> None:
@@ -748,7 +751,12 @@ def test_an_answer_the_acl_refuses_is_logged_once_and_leaves_nothing_waiting(
     assert sorted(p for _, p in listener.received) == [b"w1", b"w3"]
     refused = [event_fields(r) for r in caplog.records if r.getMessage() == "mqtt_publish_refused"]
     assert refused == [
-        {"event": "mqtt_publish_refused", "topic": f"{PREFIX}/forbidden", "reason": "not authorized (0x87)"}
+        {
+            "event": "mqtt_publish_refused",
+            "topic": f"{PREFIX}/forbidden",
+            "reason": "not authorized (0x87)",
+            "refusals": 1,
+        }
     ]
     # Nothing is left waiting and nothing loops. Mosquitto 2.0 hangs up right after a refusal
     # ("Bad socket read/write" in its log), so the inputs whose PUBACK could not go out come

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from vibration_core.logs import event_fields
 from vibration_infer.serve.link import Incoming, Outgoing
 from vibration_infer.serve.wire import codec
-from vibration_infer.serve.wire.outbound import HeldAcks, Outbound
+from vibration_infer.serve.wire.outbound import REFUSALS_SAID_EVERY, HeldAcks, Outbound
 
 if TYPE_CHECKING:
     import pytest
@@ -91,8 +92,46 @@ def test_qos2_is_released_after_pubrec_and_a_refusal_ends_it_logged_once(
         out.acknowledged([], [(3, 0x87)])
     assert (out.inflight, out.unacknowledged) == ({}, 0)
     assert [event_fields(r) for r in caplog.records] == [
-        {"event": "mqtt_publish_refused", "topic": "h/a", "reason": "not authorized (0x87)"}
+        {"event": "mqtt_publish_refused", "topic": "h/a", "reason": "not authorized (0x87)", "refusals": 1}
     ]
+
+
+def test_refusals_are_counted_by_reason_not_kept_by_topic(caplog: pytest.LogCaptureFixture) -> None:
+    # A broker refusing answers per machine (an ACL allow-list) and a sensor inventing machine
+    # names: nothing may grow per topic, and the log says the refusal again now and then.
+    out = Outbound(max_inflight=10)
+    out.connect(1, connack())
+    with caplog.at_level(logging.ERROR, logger="vibration_infer.serve.wire"):
+        for i in range(1, 2 * REFUSALS_SAID_EVERY + 1):
+            out.publish([Outgoing(f"h/machines/m{i}/predictions", b"{}", 1)])
+            (packet_id,) = out.inflight
+            out.acknowledged([(packet_id, 0x87)], [])
+    assert out._refused == {0x87: 2 * REFUSALS_SAID_EVERY}  # the state that must not grow
+    said = [(event_fields(r)["topic"], event_fields(r)["refusals"]) for r in caplog.records]
+    assert said == [
+        ("h/machines/m1/predictions", 1),
+        (f"h/machines/m{REFUSALS_SAID_EVERY}/predictions", REFUSALS_SAID_EVERY),
+        (f"h/machines/m{2 * REFUSALS_SAID_EVERY}/predictions", 2 * REFUSALS_SAID_EVERY),
+    ]
+
+
+def test_an_answer_refused_for_now_goes_again_and_its_input_waits() -> None:
+    # Quota exceeded (Mosquitto, over its real Receive Maximum) and packet identifier in use
+    # (EMQX) are no verdict on the answer: settled, its input was acknowledged and the window lost.
+    out = Outbound(max_inflight=10)
+    out.connect(1, connack(receive_maximum=3))
+    out.publish([Outgoing("h/a", str(i).encode(), 1, then_ack=window(10 + i)) for i in range(3)])
+    step = parsed(out.acknowledged([(1, 0), (2, codec.QUOTA_EXCEEDED)], []))
+    assert step[0] == codec.Control(codec.PUBACK, packet_id=10), "answer 0's input"
+    assert codec.Control(codec.PUBACK, packet_id=11) not in step, "answer 1's input waits for it"
+    assert out.quota == 1, "what the broker took"
+    assert [m.payload for m in out.waiting] == [b"1"], "first in line, sent once 2 settles"
+    assert out.unacknowledged == 2
+    again = parsed(out.acknowledged([(3, 0)], []))
+    assert again == [codec.Control(codec.PUBACK, packet_id=12), codec.Message("h/a", b"1", 1, 4)]
+    assert parsed(out.acknowledged([(4, 0x91)], [])) == [codec.Message("h/a", b"1", 1, 5)]
+    assert parsed(out.acknowledged([(5, 0)], [])) == [codec.Control(codec.PUBACK, packet_id=11)]
+    assert (out.unacknowledged, out.waiting, out.inflight) == (0, deque(), {})
 
 
 def test_packet_ids_wrap_around_and_skip_the_ones_in_flight() -> None:

@@ -252,15 +252,15 @@ class BatchProcessor:
             probabilities = model.backend.predict_proba(features)
         except PredictError as exc:
             # A model that fails on contract-checked input is the model's
-            # fault, not the sensor's; the windows are still answered.
+            # fault, not the sensor's (internal, not bad_field); the windows are still answered.
             for item, window in accepted:
-                err = MessageError(ErrorReason.BAD_FIELD, "model", exc.detail[:300])
+                err = MessageError(ErrorReason.INTERNAL, "model", exc.detail[:300])
                 result.answers.append(self.error(item, err, window.machine))
             return
         probs = np.clip(probabilities.astype(np.float64), 0.0, 1.0)
         if not np.isfinite(probs).all():  # NaN survives the clip; a Prediction holds numbers
             for item, window in accepted:
-                err = MessageError(ErrorReason.BAD_FIELD, "model", "the model gave a probability that is NaN")
+                err = MessageError(ErrorReason.INTERNAL, "model", "the model gave a probability that is NaN")
                 result.answers.append(self.error(item, err, window.machine))
             return
         classes = np.argmax(probs, axis=1)

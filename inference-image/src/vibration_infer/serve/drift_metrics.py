@@ -106,8 +106,8 @@ class DriftGauges:
         _set_all(self.p_value, report.feature_p)
         self.class_psi.set(report.classes.psi)
         self.class_p_value.set(report.classes.p_value)
-        if not math.isnan(report.class_psi_vs_training):
-            self.class_psi_vs_training.set(report.class_psi_vs_training)
+        if report.evaluations == 0 or not math.isnan(report.class_psi_vs_training):
+            self.class_psi_vs_training.set(report.class_psi_vs_training)  # NaN: none for this model yet
         self.samples.set(report.samples)
         self.evaluations.set(report.evaluations)
         self.baseline.set(report.baseline_windows)

@@ -34,7 +34,7 @@ from vibration_core.drift_monitor import DriftPolicy
 from vibration_core.errors import MessageError
 from vibration_core.messages import ID_PATTERN, Severity
 from vibration_core.raw import DEFAULT_MAX_BYTES
-from vibration_core.topics import check_share_group
+from vibration_core.topics import check_prefix, check_share_group
 from vibration_infer.errors import UsageError
 from vibration_infer.settings import Accelerator, EdgeTpuFallback, namespace_field
 
@@ -115,14 +115,20 @@ class ServeSettings(BaseSettings):
         default=20,
         ge=1,
         le=65535,
-        description="Answers published at QoS 1/2 and not yet acknowledged, at most. The wire client also "
+        description="Answers published at QoS 1 and not yet acknowledged, at most. The wire client also "
         "keeps below the broker's Receive Maximum by itself; with paho keep it at or below that "
         "(Mosquitto: max_inflight_messages, 20 by default).",
     )
     reconnect_min_s: int = Field(default=1, ge=1, description="First reconnect delay, seconds; doubles.")
     reconnect_max_s: int = Field(default=30, ge=1, description="Longest reconnect delay, seconds.")
     predictions_qos: int = Field(
-        default=1, ge=0, le=2, description="QoS of predictions, alerts and errors (1: at least once)."
+        default=1,
+        ge=0,
+        le=1,
+        description="QoS of predictions, alerts and errors: 1, at least once (every answer carries its "
+        "window's key, so a subscriber drops a transport copy by it), or 0. QoS 2 is not offered: its "
+        "exactly-once lasts only as long as the pod's process, and a restarted pod cannot release the "
+        "half-done flows its persistent session left at the broker.",
     )
     node_name: str = Field(
         default_factory=_hostname,
@@ -294,6 +300,14 @@ class ServeSettings(BaseSettings):
             return None if group is None else check_share_group(group)
         except MessageError as exc:
             raise ValueError(exc.detail) from None  # the detail alone: reason and field are pydantic's
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _check_prefix(cls, prefix: str) -> str:
+        try:
+            return check_prefix(prefix)  # a usage error (exit 2), not a crash once serving starts
+        except MessageError as exc:
+            raise ValueError(exc.detail) from None
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -77,7 +77,11 @@ class Shadow:
         rows = features[:remaining]
         started = time.thread_time_ns()
         try:
-            candidate = np.argmax(self.candidate.backend.predict_proba(rows), axis=1)
+            probabilities = self.candidate.backend.predict_proba(rows)
+            if not np.isfinite(probabilities).all():  # argmax would read NaN as class 0: agreement
+                msg = "the candidate gave a probability that is NaN or infinite"
+                raise ValueError(msg)  # noqa: TRY301 - the candidate's fault, handled as its others
+            candidate = np.argmax(probabilities, axis=1)
             pairs, counts = np.unique(
                 np.stack([champion_classes[: len(rows)], candidate]), axis=1, return_counts=True
             )

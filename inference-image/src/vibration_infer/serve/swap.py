@@ -118,6 +118,7 @@ def validate_target(
     serving: LoadedModel | None = None,
     *,
     defer_promotion: bool = False,
+    cancel: threading.Event | None = None,
 ) -> Outcome:
     """Run the init container's validation for `target` in this process; never raises for a bad target.
 
@@ -156,7 +157,9 @@ def validate_target(
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "target"
         return Outcome(code=ExitCode.USAGE, reason=f"{where}: {first['msg']}", node=settings.node_name)
-    return run_validation(vsettings, cache=cache, serving=serving, defer_promotion=defer_promotion)
+    return run_validation(
+        vsettings, cache=cache, serving=serving, defer_promotion=defer_promotion, cancel=cancel
+    )
 
 
 class SwapHost(Protocol):
@@ -230,7 +233,9 @@ class HotSwap:
                 self._pending = change
                 self._abandon.set()
             return
-        change, self._pending = self._pending or self.watcher.poll(), None
+        # The file as it is now first: a change noted during the last run may be gone already (v3
+        # named, then the roll back to what serves), and must not be validated and promoted.
+        change, self._pending = self.watcher.poll() or self._pending, None
         if change is None:
             if self._retry is not None and time.monotonic() >= self._retry[1]:
                 target, self._retry = self._retry[0], None
@@ -266,14 +271,29 @@ class HotSwap:
         try:
             shadows = self._shadows(target)
             # Marked last good only below, once nothing newer replaced the target meanwhile.
+            # A newer target stops a download of this one in progress: a trickling registry must not
+            # hold the swap (and the target after it) for as long as the transfer takes.
             outcome = validate_target(
-                self.settings, target, self.cache, self.host.serving(), defer_promotion=True
+                self.settings,
+                target,
+                self.cache,
+                self.host.serving(),
+                defer_promotion=True,
+                cancel=self._abandon,
             )
         except Exception as exc:  # one target's handling: a crash must leave the old model serving
             logger.exception("swap_crashed", extra={"sha256": target.sha256})
             crashed = Outcome(code=ExitCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}"[:500])
             self._failed(target, crashed)
             return
+        try:
+            self._conclude(target, outcome, shadows=shadows)
+        finally:
+            if outcome.unpin is not None:  # promoted (its last good record keeps it now) or given up
+                outcome.unpin()
+
+    def _conclude(self, target: ModelTarget, outcome: Outcome, *, shadows: bool) -> None:
+        """Shadow a passed candidate where asked, then promote it or report why not."""
         if outcome.code is ExitCode.PASSED and outcome.model is not None and shadows:
             shadowed = self._shadow(target, outcome, outcome.model)
             if shadowed is None:  # abandoned for a newer target

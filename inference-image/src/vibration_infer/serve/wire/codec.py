@@ -61,6 +61,7 @@ DISCONNECT_PACKET: Final = b"\xe0\x00"
 """Normal disconnection (reason 0, no properties): the session stays for its expiry."""
 DUP_FLAG: Final = 0x08
 FAILURE: Final = 0x80
+QUOTA_EXCEEDED: Final = 0x97
 """Reason codes from here on are failures."""
 
 _PROP_SESSION_EXPIRY: Final = 0x11
@@ -322,6 +323,8 @@ def _packet_at(buffer: bytearray, view: memoryview, offset: int, start: int, end
 
 def _publish(first: int, buffer: bytearray, view: memoryview, start: int, end: int) -> Message:
     qos = (first >> 1) & 0x03
+    if qos > 1:  # the link subscribes at QoS 1: a QoS 2 window would need PUBREC, not PUBACK; 3 is none
+        raise ProtocolError(f"PUBLISH at QoS {qos}; this client subscribes at QoS 1 and takes no more")
     topic_end = start + 2 + int.from_bytes(buffer[start : start + 2])
     raw_topic = bytes(buffer[start + 2 : topic_end])
     try:

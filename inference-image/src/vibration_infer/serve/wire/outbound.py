@@ -10,8 +10,11 @@ send now, in order.
   answer is settled: its input is acknowledged, if it arrived on the
   current connection (a packet id names another message on the next one,
   and the broker redelivers the unacknowledged anyway).
-- A refused answer (reason from 0x80) is settled too, and logged once per
-  topic and reason: it would be refused again.
+- A refused answer (reason from 0x80) is settled too, and logged (counted by
+  reason): it would be refused again. Not one the broker refuses for now
+  only (quota exceeded, packet identifier in use): that answer goes again,
+  first in line, and its input waits for it; quota exceeded also lowers the
+  number in flight to what the broker took.
 - The CONNACK's limits hold: Maximum QoS lowers the QoS, Retain Available
   drops the retain flag, an answer above Maximum Packet Size is logged and
   settled unsent.
@@ -57,6 +60,12 @@ class InFlight(NamedTuple):
     message: Outgoing
 
 
+TRANSIENT_REFUSALS = frozenset({0x91, 0x97})
+"""Packet identifier in use, quota exceeded: refused for now, not for good (EMQX, Mosquitto)."""
+REFUSALS_SAID_EVERY = 1000
+"""After the first refusal of a kind, every this many are logged (with the topic of the last)."""
+
+
 class Outbound:
     """Answers in flight and waiting, on whichever connection is up."""
 
@@ -73,7 +82,8 @@ class Outbound:
         self.inputs_open = 0
         """QoS 1 inputs received on this connection and not acknowledged yet."""
         self._next_id = 0
-        self._refused: set[tuple[str, int]] = set()
+        self._refused: dict[int, int] = {}
+        """Answers the broker refused, by reason code (not by topic: a sensor may invent machines)."""
         self._after: dict[int, list[Acknowledgeable]] = {}
         """Inputs to acknowledge once a pending answer (by `id` of its Outgoing) is settled."""
 
@@ -143,13 +153,20 @@ class Outbound:
             release = codec.pubrel_packet(packet_id)
             self.inflight[packet_id] = entry._replace(data=release)
             out.append(release)
+        again: list[Outgoing] = []
         for packet_id, reason in finished:
             settled = self.inflight.pop(packet_id, None)
             if settled is None:
                 continue
+            if reason in TRANSIENT_REFUSALS:
+                again.append(settled.message)
+                if reason == codec.QUOTA_EXCEEDED:
+                    self.quota = max(1, len(self.inflight))
+                continue
             if reason >= codec.FAILURE:
                 self._note_refusal(settled.message.topic, reason)
             self._settle(out, settled.message)
+        self.waiting.extendleft(reversed(again))
         self._release(out)
         return out
 
@@ -198,9 +215,10 @@ class Outbound:
         return data
 
     def _note_refusal(self, topic: str, reason: int) -> None:
-        if (topic, reason) not in self._refused:
-            self._refused.add((topic, reason))
-            logger.error("mqtt_publish_refused", extra={"topic": topic, "reason": codec.reason_name(reason)})
+        count = self._refused[reason] = self._refused.get(reason, 0) + 1
+        if count == 1 or count % REFUSALS_SAID_EVERY == 0:  # a refusal that goes on is still said
+            extra = {"topic": topic, "reason": codec.reason_name(reason), "refusals": count}
+            logger.error("mqtt_publish_refused", extra=extra)
 
 
 class HeldAcks:
