@@ -50,6 +50,7 @@ def status(phase: str, *conditions: dict[str, Any], observed: int = 2) -> dict[s
 READY = cond("Ready", "True", "AllNodesServing", "3/3 nodes serve v3")
 NOT_DEGRADED = cond("Degraded", "False", "AsExpected")
 FAILED = "node gw-2: accuracy 0.81 below 0.93 (exit 14)"
+OFF = "3 nodes match spec.nodeSelector but none is Ready and schedulable"
 
 CASES: dict[str, tuple[dict[str, Any], str, str]] = {
     "new, no status": (model(1, None), "Progressing", "Waiting for the operator"),
@@ -79,6 +80,19 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
         "Degraded",
         FAILED,
     ),
+    "a gateway powered off": (
+        model(
+            2,
+            status(
+                "Degraded",
+                cond("Ready", "False", "NodeNotReady", "2/3 nodes serve v3"),
+                cond("Progressing", "False", "NodeNotReady", "2/3 nodes serve v3; the rest wait"),
+                cond("Degraded", "True", "NodeNotReady", "node gw-3 is not Ready, unschedulable or tainted"),
+            ),
+        ),
+        "Degraded",
+        "node gw-3 is not Ready, unschedulable or tainted",
+    ),
     "no node matches the selector": (
         model(
             2,
@@ -91,6 +105,19 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
         ),
         "Degraded",
         "no node matches spec.nodeSelector: label the hall's gateways",
+    ),
+    "the hall's gateways all off": (
+        model(
+            2,
+            status(
+                "Pending",
+                cond("Ready", "False", "NoReadyNodes", OFF),
+                cond("Progressing", "False", "NoReadyNodes", OFF),
+                cond("Degraded", "True", "NoReadyNodes", OFF),
+            ),
+        ),
+        "Degraded",
+        OFF,
     ),
     "stale observedGeneration": (
         model(3, status("Ready", READY, NOT_DEGRADED)),
@@ -121,6 +148,31 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
         ),
         "Suspended",
         "next window 22:00 UTC",
+    ),
+    "an update window that never opens": (
+        model(
+            2,
+            status(
+                "Degraded",
+                READY,
+                cond("Progressing", "False", "RolloutComplete", "3/3 nodes serve v3"),
+                cond("Degraded", "True", "InvalidUpdateWindow", "update window '0 0 30 2 *' never opens"),
+            ),
+        ),
+        "Degraded",
+        "never opens",
+    ),
+    "an invalid update window, as older operators wrote it": (
+        model(
+            2,
+            status(
+                "Waiting",
+                cond("Progressing", "False", "InvalidUpdateWindow", "invalid cron schedule '0 25 * * *'"),
+                NOT_DEGRADED,
+            ),
+        ),
+        "Degraded",
+        "invalid cron schedule",
     ),
     "paused": (model(2, status("Paused", cond("Progressing", "False", "Paused", ""))), "Suspended", "Paused"),
     "no generation (as kmock)": (model(None, status("Ready", READY)), "Healthy", "3/3 nodes serve v3"),

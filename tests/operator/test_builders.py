@@ -25,11 +25,13 @@ from vibration_infer.serve.alerts import AlertPolicy
 from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.settings import ValidateSettings
 from vibration_operator import names
+from vibration_operator.apply import adoption_patch
 from vibration_operator.builders import (
     TARGET_FILE,
     build_event,
     build_serving_pod,
     build_target_configmap,
+    owner_reference,
     target_document,
 )
 from vibration_operator.conditions import Event
@@ -517,3 +519,14 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("POD_NAMESPACE")
     with pytest.raises(ValueError, match="POD_NAMESPACE"):
         OperatorSettings().watched_namespaces()
+
+
+def test_an_orphaned_pod_is_adopted_and_one_another_controller_owns_is_not() -> None:
+    ours = owner_reference("spindle-classifier", "uid-new")
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "uid-x"}  # not a controller
+    assert adoption_patch({"metadata": {}}, ours) == {"metadata": {"ownerReferences": [ours]}}
+    kept = adoption_patch({"metadata": {"ownerReferences": [other]}}, ours)
+    assert kept == {"metadata": {"ownerReferences": [other, ours]}}
+    assert adoption_patch({"metadata": {"ownerReferences": [ours]}}, ours) == {}
+    theirs = {**ours, "uid": "uid-old"}
+    assert adoption_patch({"metadata": {"ownerReferences": [theirs]}}, ours) == {}

@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from vibration_core.spec import HistoryEntry, UpdateWindow
-from vibration_operator.conditions import CONDITION_TYPES, append_history, get_condition, set_condition
+from vibration_operator.conditions import (
+    CONDITION_TYPES,
+    ConditionType,
+    append_history,
+    get_condition,
+    set_condition,
+)
 from vibration_operator.node_state import NodeObservation
 from vibration_operator.rollout import decide
 from vibration_operator.schedule import Cron, CronError, is_open, next_open
@@ -31,6 +37,24 @@ def test_no_selected_node_says_so() -> None:
     ready = get_condition(status.conditions, "Ready")
     assert ready is not None
     assert (ready.status, ready.reason) == ("False", "NoNodes")
+
+
+@pytest.mark.parametrize(
+    ("unavailable", "message"),
+    [
+        (3, "3 nodes match spec.nodeSelector but none is Ready and schedulable"),
+        (1, "1 node matches spec.nodeSelector but it is not Ready and schedulable"),
+    ],
+)
+def test_matching_nodes_that_are_all_down_are_no_missing_selector(unavailable: int, message: str) -> None:
+    # A power cut: the hall's gateways match but are NotReady (and hold no pod of ours yet).
+    status = decide("spindle-classifier", make_spec("v1"), 1, None, [], T0, unavailable=unavailable).status
+    assert status.phase == "Pending"
+    said: dict[ConditionType, str] = {"Ready": "False", "Progressing": "False", "Degraded": "True"}
+    for type_, state in said.items():
+        found = get_condition(status.conditions, type_)
+        assert found is not None
+        assert (found.status, found.reason, found.message) == (state, "NoReadyNodes", message)
 
 
 def test_transition_time_moves_only_when_status_changes() -> None:

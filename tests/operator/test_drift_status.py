@@ -12,7 +12,7 @@ from vibration_core.messages import ModelStatus
 from vibration_core.reference import ReferenceDistribution, build_reference
 from vibration_core.spec import DriftSpec, VibrationModelStatus
 from vibration_operator.conditions import get_condition
-from vibration_operator.drift_status import apply_drift
+from vibration_operator.drift_status import CHECKED_AT_REFRESH, apply_drift, only_checked_at_moved
 from vibration_operator.observe import silent_ready
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -183,3 +183,16 @@ def test_only_a_ready_pods_silence_keeps_its_nodes_verdict() -> None:
 
     pods = {"edge-1": pod(ready=True), "edge-2": pod(ready=True), "edge-3": pod(ready=False)}
     assert silent_ready(pods, ["edge-1", "edge-2", "edge-3"], ["edge-1"]) == {"edge-2"}
+
+
+def test_a_check_that_moves_only_its_time_is_written_every_ten_minutes() -> None:
+    status = VibrationModelStatus(observed_generation=3)
+    pods = {"edge-1": _pod("edge-1")}
+    first = apply_drift(status, pods, SPEC, T0)
+    soon = T0 + timedelta(minutes=1)
+    assert only_checked_at_moved(first, apply_drift(first, pods, SPEC, soon), soon)
+    later = T0 + CHECKED_AT_REFRESH
+    assert not only_checked_at_moved(first, apply_drift(first, pods, SPEC, later), later)
+    drifting = {"edge-1": _pod("edge-1", x_shift=0.4, evaluations=3)}
+    assert not only_checked_at_moved(first, apply_drift(first, drifting, SPEC, soon), soon)
+    assert not only_checked_at_moved(status, first, T0), "the first check is written"

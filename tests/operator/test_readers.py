@@ -9,7 +9,7 @@ import pytest
 
 from vibration_core.messages import ModelStatus
 from vibration_operator.kube import KubeError
-from vibration_operator.observe import pod_warnings
+from vibration_operator.observe import node_is_eligible, pod_warnings
 from vibration_operator.readers import pod_problem
 
 NOT_READY = [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]
@@ -123,3 +123,36 @@ async def test_pod_warnings_that_cannot_be_read_explain_nothing_and_break_nothin
     pods = {"edge-1": {"metadata": {"uid": "a"}, "status": {}}}
     assert await pod_warnings(EventsOnly(None), "hall-a", pods) == {}  # type: ignore[arg-type]
     assert await pod_warnings(EventsOnly(None), "hall-a", {}) == {}  # type: ignore[arg-type]
+
+
+READY = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+DISK_PRESSURE = {"key": "node.kubernetes.io/disk-pressure", "effect": "NoSchedule"}
+MAINTENANCE = {"key": "factory.example/maintenance", "value": "line-3", "effect": "NoExecute"}
+
+
+@pytest.mark.parametrize(
+    ("taint", "tolerations", "eligible"),
+    [
+        (None, [], True),
+        (DISK_PRESSURE, [], False),
+        (MAINTENANCE, [], False),
+        ({"key": "gpu", "effect": "PreferNoSchedule"}, [], True),  # a preference, never Pending
+        (DISK_PRESSURE, [{"operator": "Exists"}], True),  # an empty key with Exists: every taint
+        (DISK_PRESSURE, [{"key": "node.kubernetes.io/disk-pressure", "operator": "Exists"}], True),
+        (DISK_PRESSURE, [{"key": "node.kubernetes.io/disk-pressure", "effect": "NoExecute"}], False),
+        (MAINTENANCE, [{"key": "factory.example/maintenance", "value": "line-3"}], True),  # Equal
+        (MAINTENANCE, [{"key": "factory.example/maintenance", "value": "line-4"}], False),
+        (MAINTENANCE, [{"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}], False),
+        (MAINTENANCE, [DISK_PRESSURE, {"operator": "Exists", "effect": "NoExecute"}], True),
+    ],
+)
+def test_a_node_with_a_taint_the_serving_pod_does_not_tolerate_gets_no_new_pod(
+    taint: dict[str, Any] | None, tolerations: list[dict[str, Any]], *, eligible: bool
+) -> None:
+    node = {**READY, "spec": {"taints": [taint] if taint else []}}
+    assert node_is_eligible(node, tolerations) is eligible
+
+
+def test_the_serving_pod_tolerates_no_taint() -> None:
+    assert not node_is_eligible({**READY, "spec": {"taints": [DISK_PRESSURE]}})
+    assert node_is_eligible({**READY, "spec": {}})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ import yaml
 from vibration_core import spec as vm_spec
 from vibration_operator import names
 from vibration_operator.kube import RBAC_RULES
+from vibration_operator.logging import quiet_successes
 from vibration_operator.settings import OperatorSettings
 from vibration_testkit.fake_kubelet import FakeKubelet, running_operator, uncovered, verbs_used
 from vibration_testkit.kmock_cluster import KmockCluster, eventually, kmock_cluster
@@ -160,13 +162,36 @@ async def test_rollout_reaches_ready_canary_first(
     assert not [p for p in await cluster.pods(NAMESPACE) if "elsewhere" in p["metadata"]["name"]]
 
 
-async def test_a_refused_pod_is_said_once_as_an_event_with_the_api_servers_words(
-    cluster: KmockCluster, kubelet: FakeKubelet, settings: OperatorSettings
+@pytest.mark.parametrize(
+    ("verb", "plural", "forbidden"),
+    [
+        # PodSecurity (restricted) or a ResourceQuota refuses every serving pod: without the event
+        # the rollout looked "in progress" to kubectl, the reason only in the operator's log.
+        (
+            "POST",
+            "pods",
+            'pods "vibm-spindle-classifier-edge-1" is forbidden: violates PodSecurity "restricted:latest"',
+        ),
+        # The chart installed without its ClusterRole: listing nodes is refused at every reconcile.
+        # Only writes were said on the object: the model had no status, no event, forever.
+        (
+            "GET",
+            "nodes",
+            'nodes is forbidden: User "system:serviceaccount:hall-a:op" cannot list resource "nodes"',
+        ),
+    ],
+    ids=["writing-a-pod", "reading-the-nodes"],
+)
+async def test_a_refusal_is_said_once_as_an_event_with_the_api_servers_words(
+    cluster: KmockCluster,
+    kubelet: FakeKubelet,
+    settings: OperatorSettings,
+    *,
+    verb: str,
+    plural: str,
+    forbidden: str,
 ) -> None:
-    # PodSecurity (restricted) or a ResourceQuota refuses every serving pod: without this event
-    # the rollout looked "in progress" to kubectl, the reason only in the operator's log.
-    forbidden = 'pods "vibm-spindle-classifier-edge-1" is forbidden: violates PodSecurity "restricted:latest"'
-    cluster.emulator.refusals["POST", "pods"] = (403, forbidden)
+    cluster.emulator.refusals[verb, plural] = (403, forbidden)
     async with running_operator(cluster, settings):
         await cluster.apply_model(manifest())
 
@@ -179,10 +204,32 @@ async def test_a_refused_pod_is_said_once_as_an_event_with_the_api_servers_words
         assert len(refused) == 1
         assert refused[0]["type"] == "Warning"
         assert forbidden in refused[0]["message"]
-        del cluster.emulator.refusals["POST", "pods"]
-        await eventually(
-            lambda: phase_is(cluster, "Ready", active="v3"), what="Ready once the pods are let in"
-        )
+        del cluster.emulator.refusals[verb, plural]
+        await eventually(lambda: phase_is(cluster, "Ready", active="v3"), what="Ready once it is let in")
+    assert kubelet is not None
+
+
+async def test_a_converged_model_is_not_written_or_logged_at_each_tick(
+    cluster: KmockCluster, kubelet: FakeKubelet, settings: OperatorSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each drift check wrote status.drift.checkedAt and logged, and kopf said every timer's success:
+    # with 200 quiet models, 3 status writes and 27 log lines a second.
+    async with running_operator(cluster, settings):
+        await cluster.apply_model(manifest())
+        await eventually(lambda: phase_is(cluster, "Ready", active="v3"), what="Ready")
+        await asyncio.sleep(1.5)
+        before = len(cluster.writes())
+        logging.getLogger("kopf.objects").addFilter(quiet_successes)  # as setup_logging installs it
+        try:
+            caplog.clear()
+            with caplog.at_level(logging.INFO):
+                await asyncio.sleep(5)  # several drift checks and rollout ticks at the tests' intervals
+        finally:
+            logging.getLogger("kopf.objects").removeFilter(quiet_successes)
+        writes = cluster.writes()[before:]
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and quiet_successes(r)]
+    assert [(w.method, w.plural, w.subresource) for w in writes] == []
+    assert said == []
     assert kubelet is not None
 
 
@@ -339,6 +386,79 @@ async def test_node_leaving_the_hall_loses_its_pod_and_target(
     used = verbs_used(cluster)
     assert {("", "pods", "delete"), ("", "configmaps", "delete")} <= used
     assert uncovered(used, RBAC_RULES) == set()
+
+
+@pytest.mark.usefixtures("kubelet")  # the fake kubelet runs the pods, never edge-0's
+async def test_a_tainted_gateway_is_not_made_the_canary(
+    cluster: KmockCluster, settings: OperatorSettings
+) -> None:
+    # edge-0 sorts first and is Ready, but its SD card is full: the scheduler would leave a pod
+    # without a toleration Pending there, and the whole hall would wait for that canary.
+    taint = {"key": "node.kubernetes.io/disk-pressure", "effect": "NoSchedule"}
+    await cluster.call(
+        "POST", "/api/v1/nodes", {"metadata": {"name": "edge-0", "labels": HALL}, "spec": {"taints": [taint]}}
+    )
+    await cluster.set_node_ready("edge-0", ready=True)
+    async with running_operator(cluster, settings):
+        await cluster.apply_model(manifest())
+        await eventually(lambda: phase_is(cluster, "Ready", active="v3"), what="Ready on v3")
+
+    vm = await assert_ready_on_v3(cluster)
+    assert vm["status"]["canaries"] == ["edge-1"]
+
+
+async def test_a_hall_whose_gateways_are_all_off_says_so_not_that_none_matches(
+    cluster: KmockCluster, settings: OperatorSettings
+) -> None:
+    for node in NODES:
+        await cluster.set_node_ready(node, ready=False)  # a power cut in the hall
+    async with running_operator(cluster, settings):
+        await cluster.apply_model(manifest())
+        await eventually(lambda: phase_is(cluster, "Pending"), what="Pending")
+        vm = await cluster.model(NAMESPACE, NAME)
+        for node in NODES:
+            await cluster.set_node_ready(node, ready=True)  # the power is back
+        await eventually(lambda: pods_on(cluster, NODES[:1]), what="the canary's pod")
+
+    ready = condition(vm, "Ready")
+    assert (ready["reason"], ready["message"]) == (
+        "NoReadyNodes",
+        "3 nodes match spec.nodeSelector but none is Ready and schedulable",
+    )
+    assert condition(vm, "Degraded")["status"] == "True"
+
+
+async def owned_pods(cluster: KmockCluster, uid: str) -> int:
+    """How many of our pods have the VibrationModel `uid` as their controller."""
+    pods = await cluster.pods(NAMESPACE)
+    return sum(
+        any(ref["uid"] == uid and ref.get("controller") for ref in p["metadata"].get("ownerReferences") or [])
+        for p in pods
+    )
+
+
+@pytest.mark.usefixtures("kubelet")
+async def test_orphaned_pods_are_adopted_so_they_go_with_the_model(
+    cluster: KmockCluster, settings: OperatorSettings
+) -> None:
+    async with running_operator(cluster, settings):
+        await cluster.apply_model(manifest())
+        await eventually(lambda: phase_is(cluster, "Ready", active="v3"), what="Ready on v3")
+        uid = (await cluster.model(NAMESPACE, NAME))["metadata"]["uid"]
+        # As after `kubectl delete vibm --cascade=orphan` and a new apply: the garbage collector
+        # took the dead owner's reference off the pods, which keep our labels.
+        for pod in await cluster.pods(NAMESPACE):
+            path = f"/api/v1/namespaces/{NAMESPACE}/pods/{pod['metadata']['name']}"
+            await cluster.call("PATCH", path, {"metadata": {"ownerReferences": None}})
+        assert await owned_pods(cluster, uid) == 0
+        await eventually(lambda: _owned_are(cluster, uid, len(NODES)), what="every pod adopted")
+        await eventually(lambda: phase_is(cluster, "Ready", active="v3"), what="still Ready")
+
+    assert len(await cluster.pods(NAMESPACE)) == len(NODES), "adopted, not replaced"
+
+
+async def _owned_are(cluster: KmockCluster, uid: str, count: int) -> bool:
+    return await owned_pods(cluster, uid) == count
 
 
 async def ready_nodes_is(cluster: KmockCluster, value: str) -> bool:

@@ -8,11 +8,19 @@
 --              under way (canary nodes first, then the rest).
 -- Degraded     a node failed validation and the rollout stopped (Degraded=True for this
 --              generation). The nodes keep serving their last good version; the message
---              names the node and the validator's reason. Also: no node matches
+--              names the node and the validator's reason. Also Degraded=True when a node's
+--              serving pod cannot run (PodNotServing) or a node is not Ready, unschedulable or tainted
+--              (NodeNotReady: a gateway powered off), as that machine goes unwatched until
+--              it is back; the hall's other nodes keep serving. Also Degraded=True (or
+--              Progressing for this generation, as older operators wrote it) with reason
+--              InvalidUpdateWindow: spec.rollout.updateWindow does not read or never opens,
+--              and holds every change until the spec is mended. Also: no node matches
 --              spec.nodeSelector (Ready=False, reason NoNodes, for this generation), so the
 --              model serves nowhere; waiting would keep a sync Progressing forever, where a
---              mistyped selector or an unlabelled hall should be seen.
--- Suspended    the rollout waits for spec.rollout.updateWindow, or spec.rollout.paused.
+--              mistyped selector or an unlabelled hall should be seen. Also: nodes match
+--              but none is Ready and schedulable (Degraded=True, reason NoReadyNodes: the
+--              hall's gateways are off).
+-- Suspended    the rollout waits for spec.rollout.updateWindow, spec.rollout.paused, or a manual approval.
 --
 -- Drift (Drifted=True) keeps a promoted model Healthy, with the drift in the message: the
 -- rollout did what was asked and the hall serves a validated model. Drift says the machines'
@@ -90,6 +98,12 @@ if current(ready, generation) and ready.status == "False" and ready.reason == "N
 end
 
 local progressing = condition(status, "Progressing")
+if current(progressing, generation) and progressing.reason == "InvalidUpdateWindow" then
+  hs.status = "Degraded"
+  hs.message = text(progressing, "spec.rollout.updateWindow never opens")
+  return hs
+end
+
 if status.phase == "Paused" or status.phase == "Waiting" then
   hs.status = "Suspended"
   hs.message = text(progressing, "Rollout " .. string.lower(status.phase))

@@ -3,12 +3,13 @@
 The order is the one `vibration_operator.rollout` prescribes: the status
 first (it is what a restarted operator decides from), then the events of the
 transitions it records, then the ConfigMaps that tell each node its target,
-then pods. Every write is conditional on a difference: the status and the
-ConfigMaps are patched with a JSON merge patch computed against what was just
-read (nothing when nothing changed), a pod that exists already (409) or is
-gone already (404) is fine, and an event's name is derived from its content,
-so posting it twice is a 409, not a duplicate. Applying a decision twice
-therefore writes nothing the second time.
+then pods (a pod of ours without an owner is adopted first). Every write is
+conditional on a difference: the status and the ConfigMaps are patched with a
+JSON merge patch computed against what was just read (nothing when nothing
+changed), a pod that exists already (409) or is gone already (404) is fine,
+and an event's name is derived from its content, so posting it twice is a
+409, not a duplicate. Applying a decision twice therefore writes nothing the
+second time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vibration_operator import names
-from vibration_operator.builders import build_event, build_serving_pod, build_target_configmap
+from vibration_operator.builders import (
+    build_event,
+    build_serving_pod,
+    build_target_configmap,
+    owner_reference,
+)
 from vibration_operator.conditions import Event, get_condition
 from vibration_operator.kube import (
     CONFIGMAPS,
@@ -53,11 +59,21 @@ class Applied:
     configmaps: int = 0
     pods_created: int = 0
     pods_deleted: int = 0
+    pods_adopted: int = 0
 
     @property
     def changed(self) -> bool:
         """Whether anything was written."""
-        return any((self.status_patched, self.events, self.configmaps, self.pods_created, self.pods_deleted))
+        return any(
+            (
+                self.status_patched,
+                self.events,
+                self.configmaps,
+                self.pods_created,
+                self.pods_deleted,
+                self.pods_adopted,
+            )
+        )
 
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,6 +110,19 @@ def configmap_patch(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> 
     if data := merge_patch(existing.get("data") or {}, desired.get("data") or {}):
         patch["data"] = data
     return patch
+
+
+def adoption_patch(pod: Mapping[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
+    """The patch that makes `owner` the controller of a pod of ours without one; {} if it has one.
+
+    A pod left by ``kubectl delete vibm --cascade=orphan`` (or Argo CD's orphan prune) keeps our
+    labels but loses its owner: found by label, it serves again, but it would outlive the next
+    deletion of the model. A pod that another controller owns is not taken.
+    """
+    refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+    if any(ref.get("controller") for ref in refs):
+        return {}
+    return {"metadata": {"ownerReferences": [*refs, dict(owner)]}}
 
 
 async def post_events(kube: KubeApi, vm: Mapping[str, Any], events: Sequence[Event], now: datetime) -> int:
@@ -177,6 +206,23 @@ async def _nudge_pod(kube: KubeApi, namespace: str, pod: Mapping[str, Any] | Non
         return  # gone since it was observed: its successor mounts the new target
 
 
+async def _adopt_pods(
+    kube: KubeApi, vm: Mapping[str, Any], decision: Decision, observed: Observed, applied: Applied
+) -> None:
+    meta = vm["metadata"]
+    owner = owner_reference(meta["name"], meta["uid"])
+    for node, pod in sorted(observed.pods.items()):
+        patch = adoption_patch(pod, owner)
+        if not patch or node in decision.delete_pods:
+            continue
+        try:
+            await kube.patch(PODS, meta["namespace"], pod["metadata"]["name"], patch)
+        except NotFoundError:
+            continue  # gone since it was observed
+        applied.pods_adopted += 1
+        logger.info("pod_adopted", extra={"model": meta["name"], "node": node})
+
+
 async def _delete_pods(
     kube: KubeApi, vm: Mapping[str, Any], decision: Decision, observed: Observed, applied: Applied
 ) -> None:
@@ -234,6 +280,7 @@ async def apply_decision(
     applied.status_patched = await patch_status(kube, vm, new_status)
     applied.events = await post_events(kube, vm, decision.events, now)
     await _write_configmaps(kube, vm, decision, observed, applied)
+    await _adopt_pods(kube, vm, decision, observed, applied)
     await _delete_pods(kube, vm, decision, observed, applied)
     await _create_pods(kube, vm=vm, spec=spec, decision=decision, settings=settings, applied=applied)
     return applied

@@ -40,6 +40,9 @@ SERVE = "serve"
 RUN_AS = 65532
 """The distroless "nonroot" user and group of the inference image."""
 _EVENT_MESSAGE_LIMIT = 1024
+SERVING_TOLERATIONS: tuple[Mapping[str, Any], ...] = ()
+"""The taints a serving pod tolerates: none. A node under disk pressure or tainted for maintenance
+would leave its pod Pending, so `vibration_operator.observe` picks no such node for a new pod."""
 
 
 def owner_reference(vm_name: str, uid: str) -> dict[str, Any]:
@@ -289,6 +292,8 @@ def build_serving_pod(  # noqa: PLR0917 - identity (name, namespace, uid), then 
         "containers": [serve],
         "volumes": _volumes(vm_name, spec, node, settings),
     }
+    if SERVING_TOLERATIONS:  # absent when none: an empty list would change every pod's hash
+        pod_spec["tolerations"] = [dict(t) for t in SERVING_TOLERATIONS]
     metadata = _metadata(names.serving_pod_name(vm_name, node), namespace, vm_name, uid, node)
     metadata["annotations"][names.ANNOTATION_POD_SPEC_HASH] = spec_hash(pod_spec)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}

@@ -140,6 +140,12 @@ class Progress:
     pod_problems: dict[str, str] = field(default_factory=dict)
     """Why a node's pod does not run or serve, by node (a missing Secret, a broker the pod cannot
     reach, a test-data path missing on the node)."""
+    down: list[str] = field(default_factory=list)
+    """Nodes that keep their pod from the target: not Ready (powered off) or unschedulable."""
+    unavailable: int = 0
+    """Nodes that match spec.nodeSelector but are not Ready and schedulable, and hold no pod."""
+    bad_window: str = ""
+    """Why spec.rollout.updateWindow can never open: it holds every change until the spec is mended."""
 
 
 def _short(ref: VersionRef) -> str:
@@ -197,12 +203,19 @@ def _verdict(
     """The phase and the Ready, Validated, Progressing and Degraded conditions of a step."""
     total, version = len(p.nodes), p.target.version
     if total == 0:
-        none = "no node matches spec.nodeSelector"
+        reason, says, off = "NoNodes", "no node matches spec.nodeSelector", False
+        if p.unavailable:  # a power cut, say: the hall is there, its gateways are not
+            says = (
+                f"{p.unavailable} nodes match spec.nodeSelector but none is Ready and schedulable"
+                if p.unavailable > 1
+                else "1 node matches spec.nodeSelector but it is not Ready and schedulable"
+            )
+            reason, off = "NoReadyNodes", True
         return "Pending", {
-            "Ready": ("False", "NoNodes", none),
-            "Validated": ("Unknown", "NoNodes", none),
-            "Progressing": ("False", "NoNodes", none),
-            "Degraded": ("False", "NoNodes", none),
+            "Ready": ("False", reason, says),
+            "Validated": ("Unknown", reason, says),
+            "Progressing": ("False", reason, says),
+            "Degraded": ("True" if off else "False", reason, says),
         }
     share = f"{serving}/{total} nodes serve {version}"
     if p.stopped:
@@ -213,30 +226,39 @@ def _verdict(
             "Progressing": ("False", "ValidationFailed", f"rollout of {version} stopped: {failed}"),
             "Degraded": ("True", "ValidationFailed", failed),
         }
-    fine: Verdict = ("False", "AsExpected", "")
     passed: Verdict = ("True", "ValidationPassed", f"{version} passed on every node")
     if serving == total:
         return "Ready", {
             "Ready": ("True", "AllNodesServing", share),
             "Validated": passed,
             "Progressing": ("False", "RolloutComplete", share),
-            "Degraded": fine,
+            "Degraded": ("False", "AsExpected", ""),
         }
+    # A node that is off is no failed deployment, but that machine goes unwatched until it is back.
+    down = listing([f"node {node} is not Ready, unschedulable or tainted" for node in p.down])
+    degraded: Verdict = ("True", "NodeNotReady", down) if p.down else ("False", "AsExpected", "")
     # A promoted version stays validated while a pod restarts or a new node catches up.
     pending = passed if old.active == p.target else ("Unknown", "ValidationPending", f"{version}: {share}")
+    if p.hold is None and serving + len(p.down) == total:  # nothing moves until they are back
+        return "Degraded", {
+            "Ready": ("False", "NodeNotReady", share),
+            "Validated": pending,
+            "Progressing": ("False", "NodeNotReady", f"{share}; the rest wait for their nodes: {down}"),
+            "Degraded": degraded,
+        }
     if p.hold is not None:
         return "Paused" if p.hold.reason == "Paused" else "Waiting", {
             "Ready": ("False", p.hold.reason, share),
             "Validated": pending,
             "Progressing": ("False", p.hold.reason, p.hold.message),
-            "Degraded": fine,
+            "Degraded": degraded,
         }
     wave = any(n.target == p.target and n.name not in p.canaries for n in p.nodes)
     return "Progressing", {
         "Ready": ("False", "RolloutInProgress", share),
         "Validated": pending,
         "Progressing": ("True", "RollingOut" if wave else "CanaryRollout", share),
-        "Degraded": fine,
+        "Degraded": degraded,
     }
 
 
@@ -294,13 +316,19 @@ def record(
     events += _node_events(p, before)
     held = p.hold.reason if p.hold else None
     progressing = get_condition(old.conditions, "Progressing")
-    if p.hold is not None and not all_serving and (progressing is None or progressing.reason != held):
+    news = progressing is None or progressing.reason != held
+    if p.hold is not None and held != "InvalidUpdateWindow" and not all_serving and news:  # that one: below
         events.append(Event("Normal", p.hold.reason, p.hold.message))
+    degraded = get_condition(old.conditions, "Degraded")
+    if p.bad_window and not p.stopped and (degraded is None or degraded.reason != "InvalidUpdateWindow"):
+        events.append(Event("Warning", "InvalidUpdateWindow", p.bad_window))
 
     phase, cases = _verdict(old, p, serving)
     if p.pod_problems and not p.stopped:
         said = listing([f"node {node}: {problem}" for node, problem in sorted(p.pod_problems.items())])
         phase, cases = _pods_not_serving(phase, cases, said)
+    if p.bad_window and not p.stopped:  # it holds every change, the one that would mend a pod too
+        phase, cases["Degraded"] = "Degraded", ("True", "InvalidUpdateWindow", p.bad_window)
     events += _pod_problem_events(p, old.nodes)
     conditions = ensure_conditions(old.conditions, generation, now)
     for type_, (state, reason, message) in cases.items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from vibration_core.spec import DriftStatus
@@ -177,3 +178,24 @@ def apply_drift(
         status.conditions, "Drifted", state, reason, message, generation=generation, now=now
     )
     return status.model_copy(update={"drift": drift, "conditions": conditions})
+
+
+CHECKED_AT_REFRESH = timedelta(minutes=10)
+"""How stale `status.drift.checkedAt` may grow while nothing else about drift changes."""
+
+
+def only_checked_at_moved(old: VibrationModelStatus, new: VibrationModelStatus, now: datetime) -> bool:
+    """Whether `new` differs from `old` in its drift check's time alone, and that time is recent.
+
+    Such a check is not written: each write is an etcd revision and a watch event for every
+    client of the object. `checkedAt` still moves every `CHECKED_AT_REFRESH`, so a stale one
+    shows the operator stopped reading the pods.
+    """
+    before, after = old.drift, new.drift
+    if before is None or after is None or before.checked_at is None:
+        return False
+    if now - before.checked_at >= CHECKED_AT_REFRESH:
+        return False
+    return old.conditions == new.conditions and before == after.model_copy(
+        update={"checked_at": before.checked_at}
+    )

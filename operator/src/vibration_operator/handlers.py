@@ -35,7 +35,7 @@ from vibration_core.spec import GROUP, PLURAL, VERSION, VibrationModelSpec, Vibr
 from vibration_operator import names
 from vibration_operator.apply import apply_decision, drift_events, patch_status, post_events
 from vibration_operator.conditions import Event
-from vibration_operator.drift_status import apply_drift
+from vibration_operator.drift_status import apply_drift, only_checked_at_moved
 from vibration_operator.kube import VIBRATIONMODELS, KubeApi, KubeError, NotFoundError
 from vibration_operator.observe import observe, read_reports, status_session
 from vibration_operator.readers import with_outdated_pods
@@ -188,28 +188,31 @@ async def reconcile(rt: Runtime, namespace: str, name: str) -> None:
     async with rt.lock(namespace, name), boundary(namespace, name):
         vm = await _fresh(rt, namespace, name)
         if vm is None:
+            rt.refused.pop((namespace, name), None)  # a refusal it met goes with it
             return  # deleted: the pods and ConfigMaps go with it (ownerReferences)
         spec = parse_spec(vm)
         generation = int(vm["metadata"].get("generation") or 0)
-        observed = await observe(
-            rt.kube,
-            rt.session(),
-            namespace=namespace,
-            vm_name=name,
-            spec=spec,
-            http_port=rt.settings.http_port,
-        )
-        now = datetime.now(UTC)
-        nodes = with_outdated_pods(
-            observed.nodes, observed.pods, name, namespace, vm["metadata"]["uid"], spec, rt.settings
-        )
-        decision = decide(name, spec, generation, parse_status(vm), nodes, now)
-        try:
+        try:  # a refusal reading the cluster (RBAC: list nodes) is said on the object as one writing it
+            observed = await observe(
+                rt.kube,
+                rt.session(),
+                namespace=namespace,
+                vm_name=name,
+                spec=spec,
+                http_port=rt.settings.http_port,
+            )
+            now = datetime.now(UTC)
+            nodes = with_outdated_pods(
+                observed.nodes, observed.pods, name, namespace, vm["metadata"]["uid"], spec, rt.settings
+            )
+            decision = decide(
+                name, spec, generation, parse_status(vm), nodes, now, unavailable=observed.unavailable
+            )
             applied = await apply_decision(
                 rt.kube, vm=vm, spec=spec, decision=decision, observed=observed, settings=rt.settings, now=now
             )
         except KubeError as exc:
-            await _say_refused(rt, vm, exc, now)
+            await _say_refused(rt, vm, exc, datetime.now(UTC))
             raise
         rt.refused.pop((namespace, name), None)
         if applied.changed:
@@ -221,6 +224,7 @@ async def reconcile(rt: Runtime, namespace: str, name: str) -> None:
                     "ready_nodes": decision.status.ready_nodes,
                     "pods_created": applied.pods_created,
                     "pods_deleted": applied.pods_deleted,
+                    "pods_adopted": applied.pods_adopted,
                     "configmaps": applied.configmaps,
                     "events": applied.events,
                 },
@@ -259,6 +263,8 @@ async def check_drift(rt: Runtime, namespace: str, name: str) -> None:
             )
         now = datetime.now(UTC)
         new = apply_drift(status, reports, spec.drift, now, unanswered=unanswered)
+        if only_checked_at_moved(status, new, now):
+            return  # nothing to say: 200 quiet models were 3 status writes a second
         if await patch_status(rt.kube, vm, new.model_dump(by_alias=True, exclude_none=True, mode="json")):
             await post_events(rt.kube, vm, drift_events(status, new), now)
             drift = new.drift

@@ -27,9 +27,19 @@ def kopf_object(record: logging.LogRecord, fields: dict[str, Any]) -> None:
         fields["object"] = f"{ref['namespace']}/{ref['name']}" if ref.get("namespace") else str(ref["name"])
 
 
+def quiet_successes(record: logging.LogRecord) -> bool:
+    """Keep a kopf record unless it says, at INFO, that a handler or timer succeeded.
+
+    kopf says so after every call: with 200 models ticking, 27 lines a second of nothing.
+    Failures, retries and DEBUG (``--verbose``) stay.
+    """
+    return not (record.levelno == logging.INFO and record.getMessage().endswith(" succeeded."))
+
+
 def setup_logging(log_format: LogFormat, *, verbose: bool = False) -> None:
     """Route every logger (kopf's too) to stderr in `log_format`."""
     setup_event_logging(logging.DEBUG if verbose else logging.INFO, log_format, hook=kopf_object)
+    logging.getLogger("kopf.objects").addFilter(quiet_successes)
     # aiohttp's access log and asyncio's debug chatter are noise for an operator.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("asyncio").setLevel(logging.WARNING)

@@ -103,7 +103,9 @@ def _report(obs: NodeObservation, ref: VersionRef, *, mine: bool) -> tuple[Compa
     """The pod's newest validation report about `ref`, and whether it failed. `mine`: `ref` is the node's."""
     cand, init = obs.candidate, obs.init_report
     about = _matches(init.sha256, init.version, ref) if init is not None else False
-    if cand is not None and _matches(cand.sha256, cand.version, ref):
+    # A candidate names the target it was given (the card's version may differ): the same artifact
+    # under a new spec.version is a retry, and the pod's old verdict on its digest does not count.
+    if cand is not None and _matches(cand.sha256, cand.version, ref) and cand.version in {None, ref.version}:
         # The pod's own swap is newer than its init container's verdict. A pod that starts on the
         # version its init container just validated reports that candidate without a report of its
         # own: the init container's stands for it.
@@ -179,8 +181,8 @@ def _state(
         return "Serving", "validated from this node's model cache" if out.from_cache else ""
     if not obs.pod_exists:
         return "Pending", "serving pod to be created"
-    if not obs.eligible:  # a gateway powered off, say: its pod waits for it to come back
-        return "Validating", f"validating {ref.version} (node not Ready or unschedulable)"
+    if not obs.eligible:  # a gateway powered off, say: its pod validates nothing, and waits for it
+        return "Waiting", f"node not Ready, unschedulable or tainted; takes up {ref.version} when it is back"
     return "Validating", f"validating {ref.version}" + ("" if obs.ready else " (pod not ready)")
 
 

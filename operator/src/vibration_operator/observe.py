@@ -3,13 +3,14 @@
 Three list calls (nodes by the spec's selector, the model's pods and target
 ConfigMaps by label) and one short ``GET /status`` per serving pod, in
 parallel. A node takes part when it matches ``spec.nodeSelector`` and is
-Ready and schedulable, or when it matches and already runs our pod (a node
-that reboots keeps its pod and its place in the rollout instead of being
-dropped, which would delete its pod). Nodes that no longer match but still
-hold a pod or ConfigMap are observed as unselected, so the decision removes
-them. Everything a pod reports is untrusted input: a termination message or
-a ``/status`` body that does not parse is treated as unknown, never as a
-crash.
+Ready and schedulable (not cordoned, and no NoSchedule or NoExecute taint the
+serving pod does not tolerate: disk pressure, maintenance), or when it
+matches and already runs our pod (a node that reboots keeps its pod and its
+place in the rollout instead of being dropped, which would delete its pod).
+Nodes that no longer match but still hold a pod or ConfigMap are observed as
+unselected, so the decision removes them. Everything a pod reports is
+untrusted input: a termination message or a ``/status`` body that does not
+parse is treated as unknown, never as a crash.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import aiohttp
 from vibration_core.errors import MessageError
 from vibration_core.messages import ModelStatus
 from vibration_operator import names
+from vibration_operator.builders import SERVING_TOLERATIONS
 from vibration_operator.kube import CONFIGMAPS, EVENTS, NODES, PODS, KubeApi, KubeError
-from vibration_operator.readers import POD_WARNINGS, is_ready, observe_node
+from vibration_operator.readers import POD_WARNINGS, is_ready, observe_node, repelled
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
     from vibration_core.spec import VibrationModelSpec
     from vibration_operator.node_state import NodeObservation
@@ -57,11 +59,16 @@ class Observed:
     """Names of pods that ended (evicted, or Failed): they will never serve again."""
     reports: dict[str, ModelStatus]
     """The /status of each pod that answered, by node name."""
+    unavailable: int = 0
+    """Nodes that match spec.nodeSelector but are left out: not Ready or schedulable, and no pod of ours."""
 
 
-def node_is_eligible(node: Mapping[str, Any]) -> bool:
-    """Ready and schedulable: a new serving pod can start there."""
-    return is_ready(node) and not (node.get("spec") or {}).get("unschedulable", False)
+def node_is_eligible(
+    node: Mapping[str, Any], tolerations: Sequence[Mapping[str, Any]] = SERVING_TOLERATIONS
+) -> bool:
+    """Ready, schedulable, no taint the serving pod does not tolerate: a new serving pod can start there."""
+    unschedulable = (node.get("spec") or {}).get("unschedulable", False)
+    return is_ready(node) and not unschedulable and not repelled(node, tolerations)
 
 
 def node_of(obj: Mapping[str, Any]) -> str | None:
@@ -166,7 +173,7 @@ async def observe(
         )
         for node in sorted(selected | unselected)
     ]
-    return Observed(observations, pods, configmaps, finished, reports)
+    return Observed(observations, pods, configmaps, finished, reports, len(set(matching) - selected))
 
 
 async def pod_warnings(

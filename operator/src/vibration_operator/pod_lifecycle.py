@@ -53,9 +53,15 @@ def _one_outdated_pod(
 ) -> list[str]:
     """A pod built from an older pod spec, to replace: one node at a time, while the rest serve.
 
-    Only when every other node that should serve has a Ready pod and nothing else
-    goes: so a broken pod spec (a wrong broker) stops at the first node it reaches,
-    and that node's pod, unready, is replaced again once the spec is mended. The
+    A Ready pod only when every other node that should serve and is up (Ready and
+    schedulable) has a Ready pod and nothing else goes: so a broken pod spec (a wrong
+    broker) stops at the first node it reaches, whose new pod, never Ready, is not
+    outdated and holds the rest; a gateway powered off holds nothing. A pod that is
+    not Ready serves nothing, so it is replaced whatever the others do, unless a
+    pod of the current spec is not Ready either: the spec that mends it (a moved
+    broker, rotated credentials) must reach a hall whose every pod waits, one pod
+    after the other as each new one proves Ready, and a broken first pod is
+    replaced again once the spec is mended. Each pod is replaced once per pod spec, so this cannot loop. The
     pod is deleted here and created from the current spec on the next step (its
     node cache lets it start on the last good version): a short gap on that node,
     as its pod name and MQTT session are its own (and a Coral node's one TPU lets
@@ -70,9 +76,15 @@ def _one_outdated_pod(
     busy = bool(moving) or any(o.pod_terminating or targets[o.name] != o.assigned for o in serving)
     if deleting or hold or busy:
         return []
+    # A pod of the current spec that is not Ready (yet, or ever: a broken spec) holds the rest,
+    # also those that are not Ready just now: a broker restarting must not let a broken spec
+    # take every node.
+    current_waits = any(o.pod_exists and not o.pod_outdated and not o.ready for o in serving if o.eligible)
     for node in serving:
-        others_serve = all(o.pod_exists and o.ready for o in serving if o is not node)
-        if node.pod_outdated and node.eligible and others_serve:
+        if not (node.pod_outdated and node.eligible):
+            continue
+        others_serve = all(o.pod_exists and o.ready for o in serving if o is not node and o.eligible)
+        if others_serve or not (node.ready or current_waits):
             return [node.name]
     return []
 

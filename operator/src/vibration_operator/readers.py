@@ -4,7 +4,8 @@ Pure functions over the objects the API server returned (no client): the init
 container's termination message, the pod's /status, the records on the target
 ConfigMap, whether a pod was built from an older pod spec, and why a pod does
 not run or serve (a stuck container, an unschedulable pod, its own word, the
-kubelet's Warning events). Everything a pod reports is untrusted input.
+kubelet's Warning events), and whether a node's taints keep a pod off it.
+Everything a pod reports is untrusted input.
 """
 
 from __future__ import annotations
@@ -95,6 +96,38 @@ def is_ready(obj: Mapping[str, Any]) -> bool:
     """Whether a pod's (or a node's) Ready condition is True."""
     conditions = (obj.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+_REPELLING = frozenset({"NoSchedule", "NoExecute"})
+"""The taint effects that keep a pod without a matching toleration off a node (not PreferNoSchedule)."""
+
+
+def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
+    """Whether `toleration` tolerates `taint`, matched as Kubernetes matches them.
+
+    An empty effect matches every effect, an empty key (with ``operator: Exists``) every key;
+    ``Exists`` matches any value, ``Equal`` (the default) only the taint's. A NoExecute taint
+    tolerated only for ``tolerationSeconds`` evicts the pod in the end: not tolerated here.
+    """
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    if toleration.get("key") and toleration["key"] != taint.get("key"):
+        return False
+    if taint.get("effect") == "NoExecute" and toleration.get("tolerationSeconds") is not None:
+        return False
+    operator = toleration.get("operator") or "Equal"
+    if operator == "Exists":
+        return True
+    return operator == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")
+
+
+def repelled(node: Mapping[str, Any], tolerations: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the node has a NoSchedule or NoExecute taint that none of `tolerations` tolerates."""
+    taints = (node.get("spec") or {}).get("taints") or []
+    return any(
+        taint.get("effect") in _REPELLING and not any(tolerates(t, taint) for t in tolerations)
+        for taint in taints
+    )
 
 
 def _stuck_container(status: Mapping[str, Any]) -> str:

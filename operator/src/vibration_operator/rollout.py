@@ -128,6 +128,8 @@ class _Plan:
     canaries_passed: bool
     """Every canary serves the target and the other nodes still wait for them."""
     past_canaries: bool
+    bad_window: str
+    """Why spec.rollout.updateWindow can never open ('' when it can), whatever the rollout does."""
 
     def failures(self) -> str:
         said = [f"validation failed on node {n}: {o.reason}" for n, o in self.outcomes.items() if o.failed]
@@ -201,7 +203,10 @@ def _plan(
     outcomes = {o.name: assess(o, ref, before.get(o.name)) for o in nodes}
     was_stopped = not fresh and is_stopped(old)
     stopped = was_stopped or any(out.failed for out in outcomes.values())
-    canaries = _canaries(spec.rollout.canary_nodes, old, nodes, fresh=fresh)
+    count = spec.rollout.canary_nodes
+    if spec.rollout.approval == "manual" and len(nodes) > 1 and old.active is not None:
+        count = min(count, len(nodes) - 1)  # a node is left for the approval to hold back
+    canaries = _canaries(count, old, nodes, fresh=fresh)
     were = {*canaries, *old.canaries}  # a canary that left was given the target as one
     recorded_past = any(n.target == ref and n.name not in were for n in before.values())
     canaries_serve = bool(canaries) and all(outcomes[c].serving for c in canaries)
@@ -215,6 +220,13 @@ def _plan(
         hold = window
         if hold is None and rest_waits:
             hold = schedule.awaiting_approval(spec.rollout, spec.version, canaries)
+        elif hold is None and len(nodes) == 1 and old.active is not None:
+            # A hall of one node: no canary can go first, so the approval is asked before it (not
+            # on a first rollout, which replaces nothing), and kept once the node was given it.
+            given = any(n.target == ref for n in before.values())
+            hold = (
+                None if given else schedule.awaiting_approval_alone(spec.rollout, spec.version, nodes[0].name)
+            )
     return _Plan(
         ref=ref,
         goal=goal,
@@ -231,6 +243,7 @@ def _plan(
         pods_held=hold is not None or window is not None,
         canaries_passed=rest_waits and hold is None and not stopped,
         past_canaries=recorded_past or (canaries_serve and hold is None),
+        bad_window=schedule.window_problem(spec.rollout.update_window),
     )
 
 
@@ -338,6 +351,12 @@ def _progress(plan: _Plan, statuses: list[NodeStatus], targets: Mapping[str, Mod
             for n in statuses
             if POD_PROBLEM in n.reason and n.state != "Failed"
         },
+        bad_window=plan.bad_window,
+        down=[
+            o.name
+            for o in plan.nodes
+            if not o.eligible and not plan.outcomes[o.name].serving and not plan.outcomes[o.name].failed
+        ],
     )
 
 
@@ -383,14 +402,21 @@ def decide(  # noqa: PLR0917 - identity, then content, as every builder
     status: VibrationModelStatus | None,
     observations: Sequence[NodeObservation],
     now: datetime,
+    *,
+    unavailable: int = 0,
 ) -> Decision:
-    """The next step of the rollout of VibrationModel `name`, from its last status and the cluster."""
+    """The next step of the rollout of VibrationModel `name`, from its last status and the cluster.
+
+    `unavailable`: the nodes that match spec.nodeSelector but are not observed, being neither
+    Ready and schedulable nor holding a pod of ours (said when no node is left).
+    """
     old = status or VibrationModelStatus()
     observations = _last_known(observations, old)
     plan = _plan(name, spec, _with_recorded_active(old, observations), observations, now)
     targets = {o.name: want for o in plan.nodes if (want := _want(plan, o)) is not None}
     statuses = _node_statuses(plan, targets, now)
-    new_status, events = record(plan.old, _progress(plan, statuses, targets), generation, now)
+    progress = replace(_progress(plan, statuses, targets), unavailable=unavailable)
+    new_status, events = record(plan.old, progress, generation, now)
     moving = [o.name for o in plan.nodes if o.name in targets and _moving(o, targets[o.name], plan)]
     pods = pod_changes(observations, plan.nodes, targets, hold=plan.pods_held, moving=moving)
     return Decision(

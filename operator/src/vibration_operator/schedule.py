@@ -191,27 +191,56 @@ class Hold:
 
 def awaiting_approval(rollout: RolloutSpec, version: str, canaries: list[str]) -> Hold | None:
     """The hold of a manual rollout whose canaries passed and whose version no one approved yet."""
-    if rollout.approval != "manual" or rollout.approved_version == version:
+    if not needs_approval(rollout, version):
         return None
-    on = ", ".join(canaries)
-    return Hold(
-        "AwaitingApproval",
-        f"canaries passed {version} on {on}; awaiting approval: set spec.rollout.approvedVersion to "
-        f"{version} (commit it, or kubectl patch vibm <name> --type merge "
-        f'-p \'{{"spec":{{"rollout":{{"approvedVersion":"{version}"}}}}}}\')',
+    return Hold("AwaitingApproval", f"canaries passed {version} on {', '.join(canaries)}; {_ask(version)}")
+
+
+def awaiting_approval_alone(rollout: RolloutSpec, version: str, node: str) -> Hold | None:
+    """The hold of a manual rollout in a hall of one node: asked before it, as no canary can go first."""
+    if not needs_approval(rollout, version):
+        return None
+    said = f"{version} goes to {node}, the hall's only node, once approved (no canary can try it first)"
+    return Hold("AwaitingApproval", f"{said}; {_ask(version)}")
+
+
+def needs_approval(rollout: RolloutSpec, version: str) -> bool:
+    """Whether `version` waits for a person: a manual rollout that has not approved it."""
+    return rollout.approval == "manual" and rollout.approved_version != version
+
+
+def _ask(version: str) -> str:
+    return (
+        f"awaiting approval: set spec.rollout.approvedVersion to {version} (commit it, or kubectl patch "
+        f'vibm <name> --type merge -p \'{{"spec":{{"rollout":{{"approvedVersion":"{version}"}}}}}}\')'
+    )
+
+
+def window_problem(window: UpdateWindow | None) -> str:
+    """Why `window` can never open: a schedule that does not read, or whose days never occur; else ''."""
+    if window is None:
+        return ""
+    try:
+        cron = Cron.parse(window.schedule)
+    except CronError as exc:
+        return str(exc)
+    return (
+        f"update window {window.schedule!r} never opens: its days never occur in its months"
+        if cron.never
+        else ""
     )
 
 
 def hold(rollout: RolloutSpec, now: datetime) -> Hold | None:
-    """Why `rollout` is held at `now` (paused, outside its window, bad window), or None."""
+    """Why `rollout` is held at `now` (paused, outside its window, a window that never opens), or None."""
     if rollout.paused:
         return Hold("Paused", "rollout paused (spec.rollout.paused)")
     window = rollout.update_window
-    try:
-        if is_open(window, now):
-            return None
-        opens = next_open(window, now)
-    except CronError as exc:
-        return Hold("InvalidUpdateWindow", str(exc))
+    problem = window_problem(window)
+    if problem:
+        return Hold("InvalidUpdateWindow", problem)
+    if is_open(window, now):
+        return None
+    opens = next_open(window, now)
     when = opens.isoformat().replace("+00:00", "Z") if opens else "never"
     return Hold("OutsideUpdateWindow", f"outside the update window; it opens next at {when}", opens)
