@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import queue
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -275,12 +276,36 @@ def test_an_input_is_acknowledged_only_once_its_answer_is(
     sensor.close()
 
 
+def recorded_takes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[tuple[float, list[codec.Message | codec.Control]]]:
+    """Each take of the links started from now on: when it returned, and its packets."""
+    takes: list[tuple[float, list[codec.Message | codec.Control]]] = []
+    take = WireLink._take
+
+    def recorded(
+        self: WireLink, sock: socket.socket, parser: codec.Parser, view: memoryview
+    ) -> list[codec.Message | codec.Control] | None:
+        packets = take(self, sock, parser, view)
+        takes.append((time.monotonic(), packets or []))
+        return packets
+
+    monkeypatch.setattr(WireLink, "_take", recorded)
+    return takes
+
+
+def kinds(packets: Sequence[codec.Message | codec.Control]) -> set[int]:
+    """The packet types among `packets`."""
+    return {codec.PUBLISH if isinstance(p, codec.Message) else p.kind for p in packets}
+
+
 @pytest.mark.integration
 def test_at_a_trickle_an_inputs_acknowledgement_goes_with_the_next_answer(
     make_broker: Callable[..., Mosquitto], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broker = make_broker()
     sensor = Peer(broker, "sensor")
+    takes = recorded_takes(monkeypatch)
     writes: list[list[codec.Message | codec.Control]] = []
     send = connection.send_all  # what the link calls, replaced below by a recording one
 
@@ -296,6 +321,7 @@ def test_at_a_trickle_an_inputs_acknowledgement_goes_with_the_next_answer(
     link.start()
     assert link.wait_connected(10)
     monkeypatch.setattr(wire_link, "send_all", recorded)
+    takes.clear()
     for i in range(60):  # about a hall's pace: a window every 3 ms
         sensor.client.publish(f"{PREFIX}/machines/m1/raw", f"w{i}".encode(), qos=1)
         time.sleep(0.003)
@@ -304,14 +330,15 @@ def test_at_a_trickle_an_inputs_acknowledgement_goes_with_the_next_answer(
         time.sleep(0.01)
     time.sleep(0.1)  # the last acknowledgement has no answer after it: it goes alone, 10 ms on
 
-    def kinds(write: list[codec.Message | codec.Control]) -> set[int]:
-        return {codec.PUBLISH if isinstance(p, codec.Message) else p.kind for p in write}
-
     acks = [p for w in writes for p in w if isinstance(p, codec.Control) and p.kind == codec.PUBACK]
     assert len(acks) == 60 == len({p.packet_id for p in acks})  # every input, once
     assert len(writes) < 1.5 * 60, f"{len(writes)} writes for 60 windows: acknowledgements went alone"
     assert sum(kinds(w) == {codec.PUBLISH, codec.PUBACK} for w in writes) > 30
     assert kinds(writes[-1]) == {codec.PUBACK}
+    # Nor do the answers' PUBACKs wake the link, each soon after its answer: they lie under the
+    # socket's low-water mark until the next window (before it, 59 reads of them alone).
+    acks_alone = [packets for _, packets in takes if kinds(packets) == {codec.PUBACK}]
+    assert len(acks_alone) < 10, f"{len(acks_alone)} reads of acknowledgements alone for 60 windows"
     link.stop(1)
     sensor.close()
 
@@ -320,6 +347,80 @@ def test_at_a_trickle_an_inputs_acknowledgement_goes_with_the_next_answer(
     link = started_link(config, inbox)
     assert drain(inbox, 1, 1.5) == []
     link.stop(1)
+
+
+@pytest.mark.integration
+def test_a_suback_is_read_as_it_comes_not_with_the_first_window_or_ping(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It may be a refusal, which the log must say at once; 5 bytes, under the low-water mark.
+    takes = recorded_takes(monkeypatch)
+    started = time.monotonic()
+    link = started_link(settings(make_broker().url, tmp_path, keepalive_s=30), queue.SimpleQueue())
+    deadline = started + 5
+    while not any(codec.SUBACK in kinds(packets) for _, packets in takes) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    read = [at for at, packets in takes if codec.SUBACK in kinds(packets)]
+    assert read, "the SUBACK was not read (the first PINGREQ goes out after 15 s)"
+    assert read[0] - started < 3
+    link.stop(1)
+
+
+@pytest.mark.integration
+def test_a_windows_last_bytes_arriving_alone_are_read_at_once_under_the_low_water_mark(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three bytes, under the mark: were it raised while a packet is half read, they would wait
+    # for the next read (a second here, the keep-alive's poll; the lazy read waits 5 s).
+    monkeypatch.setattr(wire_link, "LAZY_READ_S", 5.0)
+    proxy = BlackHoleProxy(make_broker(), tail_bytes=3)
+    sensor = Peer(proxy.broker, "sensor")
+
+    def answer(batch: list[Incoming]) -> None:
+        arrived.extend(time.monotonic() for _ in batch)
+        link.publish_many(Outgoing(f"{PREFIX}/answers", x.payload, 1, then_ack=x) for x in batch)
+
+    arrived: list[float] = []
+    link = WireLink(settings(f"mqtt://127.0.0.1:{proxy.port}", tmp_path), RAW, answer)
+    link.start()
+    assert link.wait_connected(10)
+    waits = []
+    for i in range(5):
+        sent = time.monotonic()
+        sensor.client.publish(f"{PREFIX}/machines/m1/raw", f"w{i}".encode() * 100, qos=1)
+        deadline = sent + 3
+        while len(arrived) <= i and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(arrived) > i, f"window {i} was not delivered"
+        waits.append(arrived[i] - sent)
+        time.sleep(0.05)
+    assert max(waits) < 0.5, [f"{w:.3f}" for w in waits]
+    link.stop(1)
+    sensor.close()
+    proxy.close()
+
+
+def test_the_low_water_mark_is_raised_only_on_plain_tcp_and_only_when_it_changes() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    sock = socket.create_connection(server.getsockname())
+    mark = connection.LowWaterMark(sock)
+
+    def level() -> int:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+
+    mark.set(lazy=True)
+    assert (mark.lazy, level()) == (True, connection.LAZY_LOW_WATER)
+    mark.set(lazy=False)
+    assert (mark.lazy, level()) == (False, 1)
+    tls = ssl.create_default_context().wrap_socket(
+        socket.socket(), server_hostname="localhost", do_handshake_on_connect=False
+    )
+    tls_mark = connection.LowWaterMark(tls)
+    tls_mark.set(lazy=True)
+    assert not tls_mark.lazy
+    assert tls.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+    for s in (tls, sock, server):
+        s.close()
 
 
 @pytest.mark.integration
@@ -634,10 +735,15 @@ def test_an_idle_link_keeps_its_session_alive_with_pings(
 
 
 class BlackHoleProxy:
-    """A TCP relay to the broker that can start swallowing every byte: a half-open connection."""
+    """A TCP relay to the broker that can start swallowing every byte: a half-open connection.
 
-    def __init__(self, broker: Mosquitto) -> None:
+    With `tail_bytes`, each chunk the broker sends comes in two writes, its last bytes 20 ms
+    after the rest: a packet's end that arrives alone, as over a real network's segments.
+    """
+
+    def __init__(self, broker: Mosquitto, tail_bytes: int = 0) -> None:
         self.broker = broker
+        self.tail_bytes = tail_bytes
         self.frozen = threading.Event()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._server.getsockname()[1]
@@ -650,14 +756,19 @@ class BlackHoleProxy:
                 client, _ = self._server.accept()
                 upstream = socket.create_connection((self.broker.host, self.broker.port))
                 self._sockets += [client, upstream]
-                for src, dst in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+                for src, dst, tail in ((client, upstream, 0), (upstream, client, self.tail_bytes)):
+                    threading.Thread(target=self._pump, args=(src, dst, tail), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, tail: int) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
-                if not self.frozen.is_set():
-                    dst.sendall(data)
+                if self.frozen.is_set():
+                    continue
+                if tail and len(data) > tail:
+                    dst.sendall(data[:-tail])
+                    time.sleep(0.02)
+                    data = data[-tail:]
+                dst.sendall(data)
 
     def close(self) -> None:
         for sock in self._sockets:

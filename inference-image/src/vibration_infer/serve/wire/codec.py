@@ -262,6 +262,11 @@ class Parser:
         self._buffer = bytearray()
         self._max = max_packet_bytes
 
+    @property
+    def partial(self) -> bool:
+        """Whether bytes of a packet not yet complete are held."""
+        return bool(self._buffer)
+
     def feed(self, data: bytes | memoryview) -> list[Message | Control]:
         """Add received bytes; return the packets they completed, in order."""
         buffer = self._buffer

@@ -91,6 +91,41 @@ def _await_connack(sock: socket.socket, max_packet_bytes: int) -> Connection:
     return Connection(sock, parser, connack, packets[1:])
 
 
+LAZY_LOW_WATER = 16
+"""Bytes that wake the network thread while only acknowledgements are owed to it.
+
+Fewer than the smallest PUBLISH the broker can send (21 bytes: a topic of at least
+``p/machines/m/raw``, no payload), more than three bare PUBACKs (4 bytes each). At a hall's
+pace each answer's PUBACK otherwise woke the pod once more per window, a wake-up that cost
+about as much as a window's features (docs/benchmarks.md); under the mark it is read with the
+next window instead, or after `LAZY_READ_S` when none comes.
+"""
+LAZY_READ_S = 0.1
+"""The longest acknowledgements lie unread under the mark (the inputs' own PUBACKs wait for them)."""
+
+
+class LowWaterMark:
+    """The socket's SO_RCVLOWAT: 1 byte, or `LAZY_LOW_WATER` while lazy (plain TCP only).
+
+    Lazy only while nothing waits on the broker's few bytes: no PINGRESP awaited, no answer
+    waiting for an acknowledgement to free its slot, no packet half read (its last bytes may
+    be fewer than the mark). Under TLS a record's overhead makes byte counts meaningless: the
+    mark stays at 1.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._able = not isinstance(sock, ssl.SSLSocket)
+        self.lazy = False
+
+    def set(self, *, lazy: bool) -> None:
+        """Raise the mark (`lazy`) or lower it to one byte; a system call only when it changes."""
+        lazy = lazy and self._able
+        if lazy != self.lazy:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, LAZY_LOW_WATER if lazy else 1)
+            self.lazy = lazy
+
+
 def wait_ready(sock: socket.socket, *, write: bool, timeout_s: float) -> bool:
     """Whether `sock` became readable (or writable) within `timeout_s`; an error or hang-up counts."""
     poller = select.poll()

@@ -11,7 +11,11 @@ and writes what a batch may send now (as many answers as the broker's
 Receive Maximum and `max_inflight` leave room for) in one `send`; the
 PUBACKs of a read release the next answers and the inputs' acknowledgements
 in one `send` more; acknowledgements alone wait up to 10 ms to go with the
-next answers (`outbound.HeldAcks`). paho stays available (`mqtt_client:
+next answers (`outbound.HeldAcks`). Nor do the broker's acknowledgements
+wake the thread by themselves: while nothing waits on them, the socket's
+low-water mark (`connection.LowWaterMark`) lets them lie until the next
+window's bytes come, or `LAZY_READ_S`, so a hall's window costs one wake-up,
+not two. paho stays available (`mqtt_client:
 paho`); both links keep the same contract, and the same tests run against
 both.
 
@@ -68,8 +72,10 @@ from vibration_infer.serve.link import (
 )
 from vibration_infer.serve.wire import codec
 from vibration_infer.serve.wire.connection import (
+    LAZY_READ_S,
     RECV_BYTES,
     WOULD_BLOCK,
+    LowWaterMark,
     open_connection,
     send_all,
     wait_ready,
@@ -110,6 +116,8 @@ class WireLink(LinkBase):
         self._out = Outbound(settings.max_inflight)
         self._held = HeldAcks()
         self._last_sent = 0.0
+        self._subscribing = 0
+        """SUBACKs and UNSUBACKs still to come on this connection (read at once: they may be refusals)."""
         self._over_limit_warned = 0
         """The connection (generation) the Receive Maximum warning was given on."""
 
@@ -255,6 +263,7 @@ class WireLink(LinkBase):
             subscribe = [codec.subscribe_packet(self._out.take_id(), self._subscription, 1)]
             if self._stale:  # after the SUBSCRIBE: the broker takes them in order
                 subscribe.append(codec.unsubscribe_packet(self._out.take_id(), self._stale))
+            self._subscribing = len(subscribe)
             self._write([*subscribe, *self._out.connect(self._out.generation + 1, connack)])
         self._connected.set()
         logger.info(
@@ -276,14 +285,23 @@ class WireLink(LinkBase):
         heard = time.monotonic()
         pinged_at: float | None = None
         view = memoryview(bytearray(RECV_BYTES))
+        mark = LowWaterMark(sock)
         self._handle(connection.early, time.time_ns(), time.perf_counter_ns())
         while not self._stopping.is_set():
             with self._lock:
                 if self._sock is not sock:
                     raise ConnectionError("the connection was closed")
                 pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+                lazy = pinged_at is None and not (parser.partial or self._out.waiting or self._subscribing)
+                owed = bool(self._out.inflight)
+            mark.set(lazy=lazy)
             wait_s = self._held.wait_s(time.monotonic(), self._coalescer.wait_s(min(1.0, keepalive / 4)))
-            if pending or _readable(sock, wait_s):
+            if mark.lazy and owed:
+                wait_s = min(wait_s, LAZY_READ_S)
+            readable = pending or _readable(sock, wait_s)
+            # Under the mark the broker's acknowledgements lie unread until a window comes; when
+            # none came, they are read now (a read takes what is there, mark or not).
+            if readable or (mark.lazy and owed):
                 # Stamped before the first read: a window's latency counts the whole take.
                 received_ns, received_perf_ns = time.time_ns(), time.perf_counter_ns()
                 try:
@@ -292,10 +310,11 @@ class WireLink(LinkBase):
                     self._handle(exc.parsed, received_ns, received_perf_ns)
                     self._coalescer.flush()
                     raise
-                if packets is None:
+                if packets is None and readable:
                     continue
-                heard, pinged_at = time.monotonic(), None
-                self._handle(packets, received_ns, received_perf_ns)
+                if packets is not None:
+                    heard, pinged_at = time.monotonic(), None
+                    self._handle(packets, received_ns, received_perf_ns)
             self._coalescer.flush_due()
             self._flush_held()
             now = time.monotonic()
@@ -398,6 +417,7 @@ class WireLink(LinkBase):
             elif packet.kind == codec.PUBREC:
                 received.append((packet.packet_id, packet.reason))
             elif packet.kind in (codec.SUBACK, codec.UNSUBACK):
+                self._subscribing = max(0, self._subscribing - 1)
                 self._log_refusal(packet)
             elif packet.kind == codec.DISCONNECT:
                 self._acknowledged(done, received)  # what the broker had, before it hung up
