@@ -561,8 +561,8 @@ def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize(
     ("rate_hz", "deadline_ms"),
-    [(None, 0.0), (300.0, 0.0), (300.0, 20.0)],
-    ids=["flood", "hall-load", "hall-load-coalesced"],
+    [(None, 0.0), (500.0, 0.0), (300.0, 0.0), (300.0, 20.0)],
+    ids=["flood", "500-per-s", "hall-load", "hall-load-coalesced"],
 )
 def test_windows_in_predictions_out_equal_to_an_offline_run(  # noqa: PLR0917 - pytest passes fixtures by name
     broker: Mosquitto,
@@ -573,8 +573,9 @@ def test_windows_in_predictions_out_equal_to_an_offline_run(  # noqa: PLR0917 - 
     rate_hz: float | None,
     deadline_ms: float,
 ) -> None:
-    # As fast as one client can publish (batches of what queued), one by one at a hall's
-    # load (batches of one), and one by one held back for company: the same answers.
+    # As fast as one client can publish (batches of what queued), at the bench's 500 windows/s
+    # and one by one at a hall's load (batches of one), and one by one held back for company:
+    # the same answers, as `make bench` loads serve.
     data = stream(300, seed=5)
     drift = {
         "drift_window": 100,
