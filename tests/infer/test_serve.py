@@ -42,6 +42,7 @@ from vibration_core.raw import (
     encode_raw_json,
     quantize_int16,
 )
+from vibration_core.target import ModelTarget
 from vibration_core.validation import ExitCode
 from vibration_infer.cache import ModelCache
 from vibration_infer.loader import load_model, predict
@@ -56,7 +57,7 @@ from vibration_infer.serve.link import Incoming, Outgoing, Receipt
 from vibration_infer.serve.metrics import ServeMetrics
 from vibration_infer.serve.responder import Active, Responder
 from vibration_infer.serve.settings import ServeSettings
-from vibration_infer.serve.swap import TargetWatcher
+from vibration_infer.serve.swap import TargetWatcher, is_serving
 from vibration_infer.serve.wire import codec
 from vibration_testkit.cards import MODEL_ID, SAMPLE_RATE, WINDOW_LENGTH, TinyModel
 from vibration_testkit.net import free_port
@@ -81,7 +82,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from vibration_core.modelcard import ModelCard
-    from vibration_core.target import ModelTarget
     from vibration_infer.loader import LoadedModel
     from vibration_testkit.mosquitto import Mosquitto
     from vibration_train.data import TrainingTable
@@ -450,6 +450,19 @@ def test_a_swap_collects_the_replaced_model_and_freezes_the_heap_again(
     finally:
         gc.unfreeze()
         app.http.stop()
+
+
+def test_the_same_artifact_under_a_new_version_is_a_target_of_its_own(v1: LoadedModel) -> None:
+    # A retry of one artifact under a new spec.version: validated and served as that version,
+    # not taken for the model already serving (whose card names the old one).
+    target = ModelTarget(
+        name="spindle", version=v1.card.version, model_uri="file:///m.onnx", sha256=v1.sha256
+    )
+    assert is_serving(v1, target)
+    assert not is_serving(v1, target.model_copy(update={"version": "v1-r2"}))
+    assert not is_serving(v1, target.model_copy(update={"sha256": "0" * 64}))
+    assert is_serving(v1, target.model_copy(update={"sha256": None}))
+    assert not is_serving(None, target)
 
 
 def test_the_watcher_reports_each_new_content_once(tmp_path: Path) -> None:

@@ -340,6 +340,50 @@ def test_offline_restart_validates_from_the_cache(
     assert code is ExitCode.CANNOT_FETCH
 
 
+def test_the_same_artifact_retried_under_a_new_version_is_validated_and_recorded_as_that_version(
+    onnx_model: TinyModel, registry: Path, make_settings: MakeSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The README's retry: v3 failed on this node, the same artifact is applied again as v3-r2
+    # (here with the labels its card had wrong, mended). Its bytes come from the cache; its card
+    # must not: the first card this digest came with named v3 and the wrong labels.
+    digest = onnx_model.card.artifact.sha256
+    wrong = TinyModel(onnx_model.data, _renamed_labels(card_with(onnx_model.card, {"version": "v3"})))
+    first = make_settings(
+        model_uri=publish(registry, wrong).as_uri(), expected_sha256=digest, expected_version="v3"
+    )
+    code, report, _ = run(first)
+    assert code is not ExitCode.PASSED, report["reason"]
+    uri = publish(registry, onnx_model, version="v3-r2").as_uri()
+    retry = make_settings(
+        model_uri=uri, expected_sha256=digest, expected_version="v3-r2", cache_dir=first.cache_dir
+    )
+    code, report, compact = run(retry)
+    assert code is ExitCode.PASSED, report["reason"]
+    assert (compact.version, compact.source) == ("v3-r2", "cache")
+    cache = ModelCache(first.cache_dir)
+    good = cache.last_good(MODEL_ID)
+    assert good is not None
+    assert good.version == "v3-r2"
+    assert ModelCard.load(good.card).version == "v3-r2"
+    # The old version's URI given again under a new version: its card (v3) is what the node
+    # validates and serves, and it says so.
+    with caplog.at_level("WARNING", logger="vibration_infer.resolve"):
+        run(make_settings(model_uri=first.model_uri, expected_sha256=digest, expected_version="v3-r9"))
+    said = [event_fields(r) for r in caplog.records if r.getMessage() == "card_version_differs"]
+    assert [(x["version"], x["target"]) for x in said] == [("v3", "v3-r9")]
+    # Offline now (the registry gone), the version it passed as comes from the cache again.
+    shutil.rmtree(registry)
+    code, report, compact = run(retry)
+    assert (code, compact.version, compact.source) == (ExitCode.PASSED, "v3-r2", "cache"), report["reason"]
+    # A version whose card cannot be fetched is not served under the cached card's name.
+    code, report, _ = run(
+        make_settings(
+            model_uri=uri, expected_sha256=digest, expected_version="v3-r3", cache_dir=first.cache_dir
+        )
+    )
+    assert code is ExitCode.CANNOT_FETCH, report["reason"]
+
+
 def test_a_failed_validation_leaves_last_good_untouched(
     onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
 ) -> None:

@@ -78,6 +78,13 @@ class ValidateSettings(BaseSettings):
         description="The artifact's sha256 as the VibrationModel names it; a cached copy with this "
         "digest is used without any download (offline restarts).",
     )
+    expected_version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        description="The version the VibrationModel names: a cached copy of the digest whose card names "
+        "another version (the same artifact applied again under a new version) has its card fetched anew.",
+    )
     s3_endpoint: str | None = Field(
         default=None, description="S3 endpoint URL such as http://minio.minio:9000; AWS when not set."
     )
@@ -225,6 +232,7 @@ class ValidateSettings(BaseSettings):
             "model_uri": target.model_uri,
             "card_uri": target.card_uri,
             "expected_sha256": target.sha256,
+            "expected_version": target.version,
             "slot": slot_of(target.name, self.namespace),
             "min_class_recall": target.min_class_recall or self.min_class_recall,
             "max_regression_per_class": target.max_regression_per_class or self.max_regression_per_class,

@@ -189,12 +189,14 @@ class SwapHost(Protocol):
 
 
 def is_serving(model: LoadedModel | None, target: ModelTarget) -> bool:
-    """Whether `model` is `target`: by digest, or by version for an unverified target."""
-    if model is None:
+    """Whether `model` is `target`: its version, and its digest where the target names one.
+
+    The same artifact under a new version (a retry) is another target: its card is validated
+    and its version served.
+    """
+    if model is None or model.card.version != target.version:
         return False
-    if target.sha256 is not None:
-        return model.sha256 == target.sha256
-    return model.card.version == target.version
+    return target.sha256 is None or model.sha256 == target.sha256
 
 
 class HotSwap:
