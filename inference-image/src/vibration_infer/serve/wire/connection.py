@@ -96,9 +96,9 @@ LAZY_LOW_WATER = 16
 
 Fewer than the smallest PUBLISH the broker can send (21 bytes: a topic of at least
 ``p/machines/m/raw``, no payload), more than three bare PUBACKs (4 bytes each). At a hall's
-pace each answer's PUBACK otherwise woke the pod once more per window, a wake-up that cost
-about as much as a window's features (docs/benchmarks.md); under the mark it is read with the
-next window instead, or after `LAZY_READ_S` when none comes.
+pace each answer's PUBACK otherwise woke the pod once more per window (about 30 us of its
+600 here, README "Benchmarks"); under the mark it is read with the next window instead, or after
+`LAZY_READ_S` when none comes.
 """
 LAZY_READ_S = 0.1
 """The longest acknowledgements lie unread under the mark (the inputs' own PUBACKs wait for them)."""

@@ -310,11 +310,11 @@ class WireLink(LinkBase):
                     self._handle(exc.parsed, received_ns, received_perf_ns)
                     self._coalescer.flush()
                     raise
-                if packets is None and readable:
-                    continue
                 if packets is not None:
                     heard, pinged_at = time.monotonic(), None
                     self._handle(packets, received_ns, received_perf_ns)
+                elif readable:
+                    continue
             self._coalescer.flush_due()
             self._flush_held()
             now = time.monotonic()
