@@ -148,7 +148,8 @@ async def observe(
     pods = {node: pod for node, pod in all_pods.items() if pod["metadata"]["name"] not in finished}
     configmaps = _by_node(configmap_list)
     matching = {str(node["metadata"]["name"]): node for node in nodes}
-    selected = {name for name, node in matching.items() if node_is_eligible(node) or name in pods}
+    eligible = {name for name, node in matching.items() if node_is_eligible(node)}
+    selected = eligible | (set(matching) & set(pods))
     # Matching but not eligible, with only a ConfigMap: left alone until it is Ready again.
     unselected = (set(pods) | set(configmaps)) - set(matching)
 
@@ -165,7 +166,7 @@ async def observe(
         observe_node(
             node,
             selected=node in selected,
-            eligible=node in matching and node_is_eligible(matching[node]),
+            eligible=node in eligible,
             pod=pods.get(node),
             configmap=configmaps.get(node),
             pod_status=reports.get(node),

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -37,6 +37,9 @@ from vibration_core.raw import DEFAULT_MAX_BYTES
 from vibration_core.topics import check_prefix, check_share_group
 from vibration_infer.errors import UsageError
 from vibration_infer.settings import Accelerator, EdgeTpuFallback, namespace_field
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _PACKET_HEADROOM = 128 << 10  # the fixed header, a topic (64 KiB at most), properties
@@ -296,18 +299,12 @@ class ServeSettings(BaseSettings):
     @field_validator("mqtt_share_group")
     @classmethod
     def _check_share_group(cls, group: str | None) -> str | None:
-        try:
-            return None if group is None else check_share_group(group)
-        except MessageError as exc:
-            raise ValueError(exc.detail) from None  # the detail alone: reason and field are pydantic's
+        return None if group is None else _checked(check_share_group, group)
 
     @field_validator("topic_prefix")
     @classmethod
     def _check_prefix(cls, prefix: str) -> str:
-        try:
-            return check_prefix(prefix)  # a usage error (exit 2), not a crash once serving starts
-        except MessageError as exc:
-            raise ValueError(exc.detail) from None
+        return _checked(check_prefix, prefix)  # a usage error (exit 2), not a crash once serving starts
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -395,3 +392,11 @@ def _read_secret(path: Path | None) -> str | None:
         raise UsageError(f"cannot read secret file {path}: {exc.strerror or type(exc).__name__}") from None
     except UnicodeDecodeError:
         raise UsageError(f"secret file {path} is not UTF-8 text") from None
+
+
+def _checked(check: Callable[[str], str], value: str) -> str:
+    """`check(value)`; a `MessageError` as a ValueError of its detail (reason and field are pydantic's)."""
+    try:
+        return check(value)
+    except MessageError as exc:
+        raise ValueError(exc.detail) from None

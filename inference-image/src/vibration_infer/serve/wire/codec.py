@@ -61,8 +61,9 @@ DISCONNECT_PACKET: Final = b"\xe0\x00"
 """Normal disconnection (reason 0, no properties): the session stays for its expiry."""
 DUP_FLAG: Final = 0x08
 FAILURE: Final = 0x80
-QUOTA_EXCEEDED: Final = 0x97
 """Reason codes from here on are failures."""
+PACKET_ID_IN_USE: Final = 0x91
+QUOTA_EXCEEDED: Final = 0x97
 
 _PROP_SESSION_EXPIRY: Final = 0x11
 _PROP_SERVER_KEEP_ALIVE: Final = 0x13

@@ -296,12 +296,13 @@ class WireLink(LinkBase):
                 owed = bool(self._out.inflight)
             mark.set(lazy=lazy)
             wait_s = self._held.wait_s(time.monotonic(), self._coalescer.wait_s(min(1.0, keepalive / 4)))
-            if mark.lazy and owed:
-                wait_s = min(wait_s, LAZY_READ_S)
-            readable = pending or _readable(sock, wait_s)
             # Under the mark the broker's acknowledgements lie unread until a window comes; when
             # none came, they are read now (a read takes what is there, mark or not).
-            if readable or (mark.lazy and owed):
+            unread = mark.lazy and owed
+            if unread:
+                wait_s = min(wait_s, LAZY_READ_S)
+            readable = pending or _readable(sock, wait_s)
+            if readable or unread:
                 # Stamped before the first read: a window's latency counts the whole take.
                 received_ns, received_perf_ns = time.time_ns(), time.perf_counter_ns()
                 try:

@@ -60,7 +60,7 @@ class InFlight(NamedTuple):
     message: Outgoing
 
 
-TRANSIENT_REFUSALS = frozenset({0x91, 0x97})
+TRANSIENT_REFUSALS = frozenset({codec.PACKET_ID_IN_USE, codec.QUOTA_EXCEEDED})
 """Packet identifier in use, quota exceeded: refused for now, not for good (EMQX, Mosquitto)."""
 REFUSALS_SAID_EVERY = 1000
 """After the first refusal of a kind, every this many are logged (with the topic of the last)."""
