@@ -60,23 +60,34 @@ MAX_CHECKS = 24
 """Checks kept in a compact report (the floor, the comparison and latency of up to ten classes)."""
 
 
-_CUTS = 6
+def _passed_checks(report: CompactReport, _excess: int) -> dict[str, object]:
+    return {"checks": [c for c in report.checks if not c.passed]}
 
 
-def _cut(report: CompactReport, step: int, excess: int) -> dict[str, object]:
-    """The fields the `step`-th cut of `report` changes, `excess` bytes over (`CompactReport.encode`)."""
-    if step == 0:
-        return {"checks": [c for c in report.checks if not c.passed]}
-    if step == 1:
-        return {"disagreements": {}}
-    if step == 2:  # noqa: PLR2004 - the cuts in order
-        champion = report.champion
-        return {"champion": champion.model_copy(update={"class_recall": {}}) if champion else None}
-    if step == 3:  # noqa: PLR2004
-        return {"reason": report.reason[: max(0, len(report.reason) - (excess + 3))] + "..."}
-    if step == 4:  # noqa: PLR2004
-        return {"checks": []}
+def _disagreements(_report: CompactReport, _excess: int) -> dict[str, object]:
+    return {"disagreements": {}}
+
+
+def _champion_recall(report: CompactReport, _excess: int) -> dict[str, object]:
+    champion = report.champion
+    return {"champion": champion.model_copy(update={"class_recall": {}}) if champion else None}
+
+
+def _reason_tail(report: CompactReport, excess: int) -> dict[str, object]:
+    return {"reason": report.reason[: max(0, len(report.reason) - (excess + 3))] + "..."}
+
+
+def _every_check(_report: CompactReport, _excess: int) -> dict[str, object]:
+    return {"checks": []}
+
+
+def _class_recall(_report: CompactReport, _excess: int) -> dict[str, object]:
     return {"class_recall": {}}
+
+
+_CUTS = (_passed_checks, _disagreements, _champion_recall, _reason_tail, _every_check, _class_recall)
+"""What `CompactReport.encode` gives way, in order: each the fields it changes, given the report and
+how many bytes it is over."""
 
 
 class CompactReport(BaseModel):
@@ -126,10 +137,10 @@ class CompactReport(BaseModel):
         """
         report = self
         data = report.model_dump_json(exclude_none=True).encode()
-        for step in range(_CUTS):
+        for cut in _CUTS:
             if len(data) <= TERMINATION_MESSAGE_LIMIT:
                 break
-            report = report.model_copy(update=_cut(report, step, len(data) - TERMINATION_MESSAGE_LIMIT))
+            report = report.model_copy(update=cut(report, len(data) - TERMINATION_MESSAGE_LIMIT))
             data = report.model_dump_json(exclude_none=True).encode()
         return data
 

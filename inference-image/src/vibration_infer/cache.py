@@ -335,13 +335,10 @@ def _sweep_staging(staging: Path) -> None:
         with contextlib.suppress(OSError):  # gone meanwhile, or not ours to judge
             if time.time() - _last_change(leftover) < _STAGING_STALE_S:
                 continue
-            fd = os.open(leftover, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: in use
-                shutil.rmtree(leftover, ignore_errors=True)
-                logger.info("staging_leftover_removed", extra={"path": leftover})
-            finally:
-                os.close(fd)
+            with _exclusively(leftover) as unheld:
+                if unheld:
+                    shutil.rmtree(leftover, ignore_errors=True)
+                    logger.info("staging_leftover_removed", extra={"path": leftover})
 
 
 def _last_change(directory: Path) -> float:
@@ -364,16 +361,25 @@ def _recency(directory: Path) -> tuple[bool, float]:
 def _pinned(directory: Path) -> bool:
     """Whether a live validation holds `directory`'s pin (`ModelCache.pin`)."""
     try:
-        fd = os.open(directory / _PIN, os.O_RDONLY | os.O_CLOEXEC)
+        with _exclusively(directory / _PIN) as unheld:
+            return not unheld
     except OSError:
         return False  # never pinned
+
+
+@contextlib.contextmanager
+def _exclusively(path: Path) -> Iterator[bool]:
+    """Whether no process holds a lock on `path`; if none does, this one holds it meanwhile."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
     finally:
         os.close(fd)
-    return False
 
 
 def _touch(directory: Path) -> None:
