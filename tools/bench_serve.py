@@ -85,7 +85,7 @@ FLOOD_NOTE = (
     "serve's core stays below 100 % while the other core is near it, the other core set the pace"
 )
 HALL_RATE, LATENCY_RATE = 300.0, 500.0
-COALESCING_MS = (5, 20)
+COALESCING_MS = (5, 20, 50)
 """`batch_deadline_ms` values tried at the hall load: CPU per window against latency."""
 SETTLE_S = 2.0
 PERF_WINDOWS = 1500
@@ -329,7 +329,7 @@ def main() -> int:
                 *system_figures("serve, binary windows", r.binary, r.ref, BINARY_TARGETS),
                 *system_figures("serve, JSON windows", r.json, r.ref, JSON_TARGETS),
                 *system_figures(litert, r.litert, r.ref, {}),
-                *coalescing_figures(r.coalesced, r.ref),
+                *coalescing_figures(r.coalesced, r.ref, BINARY_TARGETS["hall_us"]),
                 *serve_alone(r),
             ],
             [

@@ -111,8 +111,13 @@ def system_figures(name: str, ours: Loads, ref: Loads, targets: dict[str, tuple[
     return out
 
 
-def coalescing_figures(coalesced: dict[int, Load], ref: Loads) -> list[Figure]:
-    """The hall load with windows held back for company: CPU per window against latency."""
+def coalescing_figures(coalesced: dict[int, Load], ref: Loads, target: tuple[str, float]) -> list[Figure]:
+    """The hall load with windows held back for company: CPU per window against latency.
+
+    Judged against the hall's CPU target alone: the p99 beside it is the deadline's, past the
+    hall's 2 ms by choice (the trade a fanless gateway may make).
+    """
+    text, bound = target
     out = []
     for deadline_ms, load in coalesced.items():
         compared = ratio(load.cpu_us, ref.hall.cpu_us, more_is_better=False)
@@ -121,7 +126,9 @@ def coalescing_figures(coalesced: dict[int, Load], ref: Loads) -> list[Figure]:
                 f"serve, binary windows, --batch-deadline-ms={deadline_ms}: hall load, CPU per window, p99",
                 f"{load.cpu_us:.0f} us ({load.cpu_pct:.0f} % of one core), p99 {load.p99_ms:.1f} ms"
                 + unanswered(load),
+                f"{text} (the p99 is the deadline's)",
                 baseline=f"{ref.hall.cpu_us:.0f} us ({compared})",
+                met=load.cpu_us <= bound,
             )
         )
     return out

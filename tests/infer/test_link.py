@@ -100,8 +100,10 @@ def test_the_coalescer_holds_windows_until_the_batch_is_full_or_the_deadline_pas
     batches.clear()
     held = Coalescer(batches.append, batch_max=3, deadline_s=0.2)
     assert held.wait_s(1.0) == 1.0  # nothing held: the reader waits as long as it likes
+    assert (held.holding, held.room_bytes(), held.first_received()) == (False, 0, None)
     held.add(items[:1])
     assert 0.0 < held.wait_s(1.0) <= 0.2
+    assert (held.holding, held.room_bytes(), held.first_received()) == (True, 0, (0, 0))
     held.flush_due()
     assert batches == []  # not due yet
     held.add(items[1:4])
@@ -111,6 +113,16 @@ def test_the_coalescer_holds_windows_until_the_batch_is_full_or_the_deadline_pas
     assert held.wait_s(1.0) == 0.0
     held.flush_due()
     assert batches == [items[:4], items[4:]]
+
+    # The bytes the batch has room for: the held windows' mean payload times the windows to come.
+    sized = [Incoming("t", b"x" * size, i, 1, 1, 10 + i, 20 + i) for i, size in enumerate((1000, 3000))]
+    held.add(sized[:1])
+    assert (held.room_bytes(), held.first_received()) == (2 * 1000, (10, 20))
+    held.add(sized[1:])
+    assert (held.room_bytes(), held.first_received()) == (1 * 2000, (10, 20))
+    held.flush()
+    assert held.room_bytes() == 0
+    assert batches.pop() == sized
 
     held.add(items[:1])
     held.drop()  # the connection ended: nothing is delivered, and nothing is left to deliver

@@ -404,7 +404,7 @@ def test_a_windows_last_bytes_arriving_alone_are_read_at_once_under_the_low_wate
         proxy.close()
 
 
-def test_the_low_water_mark_is_raised_only_on_plain_tcp_and_only_when_it_changes() -> None:
+def test_the_low_water_mark_is_raised_only_on_plain_tcp_and_while_lazy() -> None:
     server = socket.create_server(("127.0.0.1", 0))
     sock = socket.create_connection(server.getsockname())
     mark = connection.LowWaterMark(sock)
@@ -413,37 +413,80 @@ def test_the_low_water_mark_is_raised_only_on_plain_tcp_and_only_when_it_changes
         return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
 
     mark.set(lazy=True)
-    assert (mark.lazy, level()) == (True, connection.LAZY_LOW_WATER)
+    assert (mark.raised, mark.level, level()) == (True, connection.LAZY_LOW_WATER, connection.LAZY_LOW_WATER)
     mark.set(lazy=False)
-    assert (mark.lazy, level()) == (False, 1)
+    assert (mark.raised, level()) == (False, 1)
+    # Windows held for company: the bytes the batch has room for, between the lazy mark and the
+    # highest; not while something waits on the broker's few bytes (not lazy).
+    for room, expected in (
+        (40_000, 40_000),
+        (3, connection.LAZY_LOW_WATER),
+        (1 << 30, connection.HOLD_LOW_WATER),
+    ):
+        mark.set(lazy=True, hold_bytes=room)
+        assert (mark.level, level()) == (expected, expected)
+    mark.set(lazy=False, hold_bytes=40_000)
+    assert (mark.raised, level()) == (False, 1)
     tls = ssl.create_default_context().wrap_socket(
         socket.socket(), server_hostname="localhost", do_handshake_on_connect=False
     )
     tls_mark = connection.LowWaterMark(tls)
-    tls_mark.set(lazy=True)
-    assert not tls_mark.lazy
+    tls_mark.set(lazy=True, hold_bytes=40_000)
+    assert not tls_mark.raised
     assert tls.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
     for s in (tls, sock, server):
         s.close()
 
 
 @pytest.mark.integration
-def test_a_coalescing_deadline_delivers_windows_that_came_apart_as_one_batch(
-    make_broker: Callable[..., Mosquitto], tmp_path: Path
+def test_a_coalescing_deadline_delivers_windows_that_came_apart_as_one_batch_read_at_once(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broker = make_broker()
     sensor = Peer(broker, "sensor")
     batches: list[list[Incoming]] = []
+    takes = recorded_takes(monkeypatch)
     link = WireLink(settings(broker.url, tmp_path, batch_deadline_ms=400), RAW, batches.append)
     link.start()
     assert link.wait_connected(10)
-    for i in range(4):  # four reads, 50 ms apart: within one deadline
-        sensor.client.publish(f"{PREFIX}/machines/m1/raw", f"w{i}".encode(), qos=1)
+    wait_until(lambda: any(codec.SUBACK in kinds(packets) for _, packets in takes), 10, "the SUBACK")
+    takes.clear()
+    for i in range(4):  # four windows, 50 ms apart: within one deadline
+        sensor.client.publish(f"{PREFIX}/machines/m1/raw", f"w{i}".encode() * 500, qos=1)
         time.sleep(0.05)
-    deadline = time.monotonic() + 5
-    while not batches and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert [[x.payload for x in batch] for batch in batches] == [[f"w{i}".encode() for i in range(4)]]
+    wait_until(lambda: bool(batches), 5, "the batch")
+    assert [[x.payload for x in batch] for batch in batches] == [[f"w{i}".encode() * 500 for i in range(4)]]
+    # The first window woke the link; the others lay in the socket under the hold's mark (the
+    # bytes of the 63 windows the batch had room for) and were read at the deadline, in one take.
+    windows = [len([p for p in packets if isinstance(p, codec.Message)]) for _, packets in takes]
+    assert [n for n in windows if n] == [1, 3], takes
+    # Their latency counts from the first window (they came after it, at most that long ago).
+    assert len({(x.received_ns, x.received_perf_ns) for x in batches[0]}) == 1
+    link.stop(0)
+    sensor.close()
+
+
+@pytest.mark.integration
+def test_a_batch_full_before_its_deadline_is_read_and_delivered_at_once(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
+    # The hold's mark is the bytes the batch has room for: the window that fills it wakes the link.
+    broker = make_broker()
+    sensor = Peer(broker, "sensor")
+    delivered: list[tuple[float, list[Incoming]]] = []
+    config = settings(broker.url, tmp_path, batch_deadline_ms=1000, batch_max=4)
+    link = WireLink(config, RAW, lambda batch: delivered.append((time.monotonic(), batch)))
+    link.start()
+    assert link.wait_connected(10)
+    time.sleep(0.2)  # the SUBACK
+    started = time.monotonic()
+    for i in range(4):
+        sensor.client.publish(f"{PREFIX}/machines/m1/raw", bytes([i]) * 2000, qos=1)
+        time.sleep(0.02)
+    wait_until(lambda: bool(delivered), 5, "the batch")
+    at, batch = delivered[0]
+    assert [x.payload[0] for x in batch] == [0, 1, 2, 3]
+    assert at - started < 0.5, f"a full batch waited {at - started:.3f} s for its deadline"
     link.stop(0)
     sensor.close()
 

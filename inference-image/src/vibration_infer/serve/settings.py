@@ -169,7 +169,9 @@ class ServeSettings(BaseSettings):
         description=(
             "How long a batch may wait for more windows after its first one arrived; 0 runs what is "
             "queued at once (batches still grow under load: windows queue while a batch runs). At a "
-            "hall's few hundred windows a second a few ms let windows share a batch's fixed costs."
+            "hall's few hundred windows a second a few ms let windows share a batch's fixed costs; on "
+            "plain TCP the windows that come while a batch waits are read together when it is due, and "
+            "each counts its latency from the batch's first."
         ),
     )
     max_payload_bytes: int = Field(

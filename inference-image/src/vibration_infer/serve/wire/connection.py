@@ -104,26 +104,45 @@ LAZY_READ_S = 0.1
 """The longest acknowledgements lie unread under the mark (the inputs' own PUBACKs wait for them)."""
 
 
+HOLD_LOW_WATER = 256 * 1024
+"""The highest mark while the coalescer holds windows for company (`Coalescer.room_bytes`).
+
+Its own bytes, not the batch's room, when that is larger: the kernel grows the socket's
+buffer to twice the mark, and a flood reaches this many in a few hundred microseconds.
+"""
+
+
 class LowWaterMark:
-    """The socket's SO_RCVLOWAT: 1 byte, or `LAZY_LOW_WATER` while lazy (plain TCP only).
+    """The socket's SO_RCVLOWAT: 1 byte, `LAZY_LOW_WATER` while lazy, more while windows are held.
 
     Lazy only while nothing waits on the broker's few bytes: no PINGRESP awaited, no answer
     waiting for an acknowledgement to free its slot, no packet half read (its last bytes may
-    be fewer than the mark). Under TLS a record's overhead makes byte counts meaningless: the
+    be fewer than the mark). While lazy and the coalescer holds windows for company
+    (`batch_deadline_ms`), the mark is the bytes of the windows the batch still has room for
+    (`hold_bytes`, at most `HOLD_LOW_WATER`): the windows that come meanwhile lie in the socket
+    until the batch could be full or its deadline passed, and a hall's windows cost one wake-up
+    a batch, not one each. Under TLS a record's overhead makes byte counts meaningless: the
     mark stays at 1.
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._able = not isinstance(sock, ssl.SSLSocket)
-        self.lazy = False
+        self.level = 1
 
-    def set(self, *, lazy: bool) -> None:
-        """Raise the mark (`lazy`) or lower it to one byte; a system call only when it changes."""
-        lazy = lazy and self._able
-        if lazy != self.lazy:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, LAZY_LOW_WATER if lazy else 1)
-            self.lazy = lazy
+    @property
+    def raised(self) -> bool:
+        """Whether bytes may lie unread under the mark."""
+        return self.level > 1
+
+    def set(self, *, lazy: bool, hold_bytes: int = 0) -> None:
+        """Raise the mark (`lazy`; higher with `hold_bytes`) or lower it to 1; a syscall on a change only."""
+        level = 1
+        if lazy and self._able:
+            level = max(LAZY_LOW_WATER, min(hold_bytes, HOLD_LOW_WATER))
+        if level != self.level:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, level)
+            self.level = level
 
 
 def wait_ready(sock: socket.socket, *, write: bool, timeout_s: float) -> bool:

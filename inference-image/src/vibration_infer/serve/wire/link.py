@@ -15,7 +15,10 @@ next answers (`outbound.HeldAcks`). Nor do the broker's acknowledgements
 wake the thread by themselves: while nothing waits on them, the socket's
 low-water mark (`connection.LowWaterMark`) lets them lie until the next
 window's bytes come, or `LAZY_READ_S`, so a hall's window costs one wake-up,
-not two. paho stays available (`mqtt_client:
+not two. While windows are held for company (`batch_deadline_ms`), the mark
+rises to the bytes the batch still has room for: the windows that come
+meanwhile are read together when the batch could be full or is due, one
+wake-up a batch. paho stays available (`mqtt_client:
 paho`); both links keep the same contract, and the same tests run against
 both.
 
@@ -294,17 +297,21 @@ class WireLink(LinkBase):
                 pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
                 lazy = pinged_at is None and not (parser.partial or self._out.waiting or self._subscribing)
                 owed = bool(self._out.inflight)
-            mark.set(lazy=lazy)
+            mark.set(lazy=lazy, hold_bytes=self._coalescer.room_bytes())
             wait_s = self._held.wait_s(time.monotonic(), self._coalescer.wait_s(min(1.0, keepalive / 4)))
-            # Under the mark the broker's acknowledgements lie unread until a window comes; when
-            # none came, they are read now (a read takes what is there, mark or not).
-            unread = mark.lazy and owed
-            if unread:
+            # Under the mark the broker's acknowledgements lie unread until a window comes, and
+            # while windows are held for company, the windows that come meanwhile: when the wait
+            # ends without them, they are read now (a read takes what is there, mark or not).
+            unread = mark.raised and (owed or self._coalescer.holding)
+            if mark.raised and owed:
                 wait_s = min(wait_s, LAZY_READ_S)
             readable = pending or _readable(sock, wait_s)
             if readable or unread:
-                # Stamped before the first read: a window's latency counts the whole take.
-                received_ns, received_perf_ns = time.time_ns(), time.perf_counter_ns()
+                # Stamped before the first read: a window's latency counts the whole take. Windows
+                # that may have lain under a hold's mark count from the held batch's first (they
+                # came after it): a latency at most, never less than the window waited.
+                held = self._coalescer.first_received() if mark.raised else None
+                received_ns, received_perf_ns = held or (time.time_ns(), time.perf_counter_ns())
                 try:
                     packets = self._take(sock, parser, view)
                 except codec.ProtocolError as exc:
