@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 from vibration_core.logs import event_fields
 from vibration_infer.serve.link import Incoming, Outgoing
 from vibration_infer.serve.wire import codec
-from vibration_infer.serve.wire.outbound import REFUSALS_SAID_EVERY, HeldAcks, Outbound
+from vibration_infer.serve.wire.outbound import (
+    ACK_HOLD_S,
+    REFUSALS_SAID_EVERY,
+    HeldAcks,
+    Outbound,
+    ack_hold_s,
+)
 
 if TYPE_CHECKING:
     import pytest
@@ -224,3 +230,8 @@ def test_a_redelivered_input_is_acknowledged_only_once_the_answers_pending_befor
     assert acked_when == [(200 + i, 0) for i in range(6)], "after the last answer, in order"
     # With nothing pending, a redelivery is acknowledged at once.
     assert parsed(out.ack_after_pending(window(300, 2))) == [codec.Control(codec.PUBACK, packet_id=300)]
+
+
+def test_input_acknowledgements_are_held_for_the_next_answers_only_when_those_come_soon() -> None:
+    assert ack_hold_s(0.0) == ACK_HOLD_S  # a hall's next window is answered within a few ms
+    assert ack_hold_s(0.05) == 0.0  # windows held for company: the next answers are a deadline away

@@ -11,7 +11,8 @@ and writes what a batch may send now (as many answers as the broker's
 Receive Maximum and `max_inflight` leave room for) in one `send`; the
 PUBACKs of a read release the next answers and the inputs' acknowledgements
 in one `send` more; acknowledgements alone wait up to 10 ms to go with the
-next answers (`outbound.HeldAcks`). Nor do the broker's acknowledgements
+next answers (`outbound.HeldAcks`; not under a batch deadline, where the next
+answers are a deadline away). Nor do the broker's acknowledgements
 wake the thread by themselves: while nothing waits on them, the socket's
 low-water mark (`connection.LowWaterMark`) lets them lie until the next
 window's bytes come, or `LAZY_READ_S`, so a hall's window costs one wake-up,
@@ -83,7 +84,7 @@ from vibration_infer.serve.wire.connection import (
     send_all,
     wait_ready,
 )
-from vibration_infer.serve.wire.outbound import HeldAcks, Outbound
+from vibration_infer.serve.wire.outbound import HeldAcks, Outbound, ack_hold_s
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -115,9 +116,10 @@ class WireLink(LinkBase):
         # Guarded by _lock; the connection's generation is the Outbound's.
         self._sock: socket.socket | None = None
         self._keepalive_s = float(settings.keepalive_s)
-        self._coalescer = Coalescer(deliver, settings.batch_max, settings.batch_deadline_ms / 1000)
+        deadline_s = settings.batch_deadline_ms / 1000
+        self._coalescer = Coalescer(deliver, settings.batch_max, deadline_s)
         self._out = Outbound(settings.max_inflight)
-        self._held = HeldAcks()
+        self._held = HeldAcks(ack_hold_s(deadline_s))
         self._last_sent = 0.0
         self._subscribing = 0
         """SUBACKs and UNSUBACKs still to come on this connection (read at once: they may be refusals)."""

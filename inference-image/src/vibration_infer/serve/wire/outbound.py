@@ -52,6 +52,16 @@ acknowledgements go alone, 10 ms later, at the cost of a wake-up each.
 """
 
 
+def ack_hold_s(batch_deadline_s: float) -> float:
+    """How long input PUBACKs wait for the next answers: `ACK_HOLD_S`, or not at all under a batch deadline.
+
+    Windows held for company are answered a deadline apart: the inputs'
+    PUBACKs then go at once, on the wake-up that read their answers' PUBACKs,
+    not alone on a wake-up of their own 10 ms later.
+    """
+    return 0.0 if batch_deadline_s > 0 else ACK_HOLD_S
+
+
 class InFlight(NamedTuple):
     """An answer the broker has not finished with."""
 
