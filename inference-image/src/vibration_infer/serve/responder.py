@@ -139,17 +139,17 @@ class Responder:
             self.metrics.record_errors(e.reason.value for e in errors)
         if result.duplicates:
             self.metrics.duplicates.inc(len(result.duplicates))
-        for prediction in predictions:
-            alert = self.alerts.observe(prediction)
-            if alert is not None:
-                self.link.publish(self.layout.alerts(alert.machine), alert.encode(), qos=qos)
-                self.metrics.alerts.labels(label=alert.label, severity=alert.severity).inc()
-                logger.info(
-                    "alert",
-                    extra={
-                        "machine": alert.machine,
-                        "label": alert.label,
-                        "confidence": round(alert.confidence, 3),
-                        "severity": alert.severity,
-                    },
-                )
+        alerts = [alert for alert in map(self.alerts.observe, predictions) if alert is not None]
+        if alerts:  # one write for the batch's alerts
+            self.link.publish_many(Outgoing(self.layout.alerts(a.machine), a.encode(), qos) for a in alerts)
+        for alert in alerts:
+            self.metrics.alerts.labels(label=alert.label, severity=alert.severity).inc()
+            logger.info(
+                "alert",
+                extra={
+                    "machine": alert.machine,
+                    "label": alert.label,
+                    "confidence": round(alert.confidence, 3),
+                    "severity": alert.severity,
+                },
+            )
