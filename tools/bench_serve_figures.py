@@ -49,6 +49,15 @@ LAZY_AB = (
     "(5f42703), alternated on one probe, three runs each (scratch probe, the bench's layout): CPU a window "
     "before 597, 593, 600 us, p99 1.53, 1.23, 1.35 ms; after 577, 537, 593 us, p99 1.37, 1.51, 1.28 ms"
 )
+HOLD_AB = (
+    "the hall load under a batch deadline before the hold's low-water mark (40bd4ae: each window that came "
+    "while a batch waited woke the pod) and after (a83555c: they lie in the socket until the batch could be "
+    "full or is due), alternated on one probe, two runs each (scratch probe, the bench's layout): 20 ms, CPU "
+    "a window before 273, 290 us, after 263, 200 us; 50 ms, before 273, 200 us, after 197, 167 us; p99 the "
+    "deadline's in both (22-23 ms, 53-58 ms). Then (d76710b) the inputs' PUBACKs go on the wake-up that read "
+    "their answers' PUBACKs, not alone 10 ms later: 1 500 windows at 50 ms under strace, 287 polls before, "
+    "205 after"
+)
 
 # (target key, label, which load, which figure, unit, whether more is better)
 ROWS = (
@@ -154,7 +163,7 @@ def profile_notes(profile: Profile | None, libraries: list[tuple[str, float]] | 
             f"by library (this run, perf on serve at 300 windows/s, a run of its own; its share of serve's "
             f"CPU time): {shares}"
         )
-    return [*notes, BEFORE, SESSION_AB, P99_AB, LAZY_AB, RSS_NOTE]
+    return [*notes, BEFORE, SESSION_AB, P99_AB, LAZY_AB, HOLD_AB, RSS_NOTE]
 
 
 def reference_note(ref: Loads) -> str:
