@@ -50,7 +50,7 @@ LAZY_AB = (
     "before 597, 593, 600 us, p99 1.53, 1.23, 1.35 ms; after 577, 537, 593 us, p99 1.37, 1.51, 1.28 ms"
 )
 HOLD_AB = (
-    "the hall load under a batch deadline before the hold's low-water mark (40bd4ae: each window that came "
+    "the hall load under a batch deadline before the hold's low-water mark (bd7058e: each window that came "
     "while a batch waited woke the pod) and after (a83555c: they lie in the socket until the batch could be "
     "full or is due), alternated on one probe, two runs each (scratch probe, the bench's layout): 20 ms, CPU "
     "a window before 273, 290 us, after 263, 200 us; 50 ms, before 273, 200 us, after 197, 167 us; p99 the "
