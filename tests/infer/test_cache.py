@@ -1,4 +1,4 @@
-"""The node cache's eviction: what it must keep (a deferred candidate, the newest entry) and drop."""
+"""The node cache: what eviction must keep (a deferred candidate, the newest), and each version's card."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from vibration_core.modelcard import CARD_FILENAME
+from vibration_core.modelcard import CARD_FILENAME, ModelCard
 from vibration_core.validation import ExitCode
 from vibration_infer.cache import ModelCache
 from vibration_infer.validate import run_validation
-from vibration_testkit.cards import MODEL_ID, TinyModel, for_artifact
+from vibration_testkit.cards import MODEL_ID, TinyModel, card_with, for_artifact
 from vibration_testkit.tiny_models import publish
 
 if TYPE_CHECKING:
@@ -139,3 +139,32 @@ def test_a_new_staging_removes_the_leftovers_of_killed_downloads_only(tmp_path: 
     finally:
         os.close(held)
     assert sorted(p.name for p in staging.iterdir()) == ["fresh", "live", "older-release"]
+
+
+def test_each_version_of_one_artifact_keeps_its_own_card_and_records(
+    onnx_model: TinyModel, tmp_path: Path
+) -> None:
+    """Production passed v3; staging passes the same bytes as v3-r2, under a card of its own.
+
+    Production's record must still read v3's card, and a later offline validation of either
+    version finds its own card in the cache.
+    """
+    cache = ModelCache(tmp_path / "cache")
+    entry = stored(cache, onnx_model, "v3")
+    v3 = entry.card()
+    cache.mark_good(entry, v3, slot="production/spindle")
+    mended = card_with(v3, {"version": "v3-r2"})
+    retry = cache.mark_good(entry, mended, slot="staging/spindle")
+
+    production = cache.last_good_of_slot("production/spindle")
+    assert production is not None
+    assert (production.version, ModelCard.load(production.card)) == ("v3", v3)
+    assert (retry.version, ModelCard.load(retry.card)) == ("v3-r2", mended)
+    assert entry.card() == v3  # the card the bytes came with
+    assert retry.card.name.startswith(".")  # never an artifact's name
+    assert (entry.card_of(None), entry.card_of("v3"), entry.card_of("v3-r2")) == (v3, v3, mended)
+    assert entry.card_of("v3-r3") is None  # never seen here: the registry must say
+    # A file of another version's name that names another version (or is not a card) is not taken.
+    entry.version_card_path("v3-r4").write_text(mended.to_json())
+    entry.version_card_path("v3-r5").write_text("{")
+    assert (entry.card_of("v3-r4"), entry.card_of("v3-r5")) == (None, None)

@@ -763,6 +763,14 @@ def test_vibrationmodels_of_one_name_in_two_namespaces_keep_their_own_last_good_
     (tmp_path / "cache" / ".slots" / "spindle.json").unlink()
     assert ModelCache(tmp_path / "cache", keep=0).evict(MODEL_ID) == []
     assert cache.find(onnx_model.card.artifact.sha256) is not None
+    # Staging applies production's very artifact as v1-r2: its card is kept for that version only.
+    retried = TinyModel(onnx_model.data, card_with(onnx_model.card, {"version": "v1-r2"}))
+    validate_in("staging", retried, publish(registry, retried).as_uri())
+    production = cache.last_good_of_slot("production/spindle")
+    staging = cache.last_good_of_slot("staging/spindle")
+    assert production is not None
+    assert staging is not None
+    assert (ModelCard.load(production.card).version, ModelCard.load(staging.card).version) == ("v1", "v1-r2")
 
 
 def test_the_report_names_the_last_good_version_of_its_own_slot(
@@ -879,6 +887,29 @@ def test_a_candidate_that_loses_recall_on_one_class_is_refused_against_the_champ
         min_class_recall=dict.fromkeys(onnx_model.card.labels, 0.0),
     )
     assert run(alone)[0] is ExitCode.PASSED
+
+
+def test_the_champion_is_evaluated_under_the_card_it_passed_under_in_its_slot(
+    onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
+) -> None:
+    # v3 came with its labels wrong and failed; the same bytes passed as v3-r2, labels mended. The
+    # entry's own card is still the first (v3's); the slot's champion is v3-r2, under its card.
+    digest, slot = onnx_model.card.artifact.sha256, "production/spindle"
+    wrong = TinyModel(onnx_model.data, _renamed_labels(card_with(onnx_model.card, {"version": "v3"})))
+    first = make_settings(model_uri=publish(registry, wrong).as_uri(), expected_version="v3", slot=slot)
+    assert run(first)[0] is not ExitCode.PASSED
+    uri = publish(registry, onnx_model, version="v3-r2").as_uri()
+    assert run(make_settings(model_uri=uri, expected_sha256=digest, expected_version="v3-r2", slot=slot))[
+        0
+    ] is (ExitCode.PASSED)
+    candidate = relabelled(onnx_model, "v4")
+    settings = make_settings(
+        model_uri=publish(registry, candidate).as_uri(), champion_sha256=digest, slot=slot
+    )
+    code, report, compact = run(settings)
+    assert code is ExitCode.PASSED, report["reason"]
+    assert compact.champion is not None, report.get("champion")
+    assert compact.champion.version == "v3-r2"
 
 
 def test_the_champion_and_the_thresholds_are_in_the_report(

@@ -5,6 +5,7 @@ reboot)::
 
     {root}/{model_id}/{sha256}/{artifact filename}
     {root}/{model_id}/{sha256}/modelcard.json
+    {root}/{model_id}/{sha256}/.card-{version}.json   a later version's card for the same bytes
     {root}/{model_id}/{sha256}/.pin    locked while a validation holds the entry
     {root}/{model_id}/last-good.json
     {root}/.slots/{namespace}/{name}.json   the same record per VibrationModel
@@ -20,6 +21,12 @@ good one, nor an entry a validation pins: a candidate that passed but waits
 for its shadow run to end before it is marked last good (`pin`). A pin is a
 shared ``flock`` on the entry's ``.pin`` file, so it ends with its holder: a
 pod that crashes or is killed mid-run never pins an entry for good.
+
+The entry's ``modelcard.json`` is the card its bytes came with. The same bytes
+may pass again under another version (a retry, or another namespace's
+VibrationModel applying them): that version's card is kept beside it
+(`CachedModel.version_card_path`) and its records point there, so one version's
+pass never changes the card another version's record reads.
 
 A *slot* is the VibrationModel a target came from, `namespace/name`. The last
 good record is kept under it too, so a pod whose target fails before its card
@@ -87,8 +94,28 @@ class CachedModel:
     card_path: Path
 
     def card(self) -> ModelCard:
-        """Read the entry's model card."""
+        """Read the entry's model card: the one its bytes came with."""
         return ModelCard.load(self.card_path)
+
+    def version_card_path(self, version: str) -> Path:
+        """Where a card of `version` other than the entry's own is kept (hidden: never an artifact's name)."""
+        return self.card_path.with_name(f".card-{version}.json")
+
+    def card_of(self, version: str | None) -> ModelCard | None:
+        """The entry's card for `version` (its own card when None); None when it has none for that version."""
+        own = self.card()
+        if version is None:
+            return own
+        path = self.version_card_path(version)
+        if path.is_file():
+            try:
+                card = ModelCard.load(path)
+            except ModelCardError as exc:
+                logger.warning("cache_version_card_unreadable", extra={"path": path, "reason": str(exc)})
+            else:
+                if card.version == version and card.artifact.sha256 == self.sha256:
+                    return card
+        return own if own.version == version else None
 
 
 class Pin:
@@ -242,17 +269,21 @@ class ModelCache:
         """Record `entry`, described by `card`, as the last good version; call only after a passed validation.
 
         Durably, as every write here: a gateway loses power without warning, and must find its
-        last good version whole when it boots offline. A `card` other than the cached one (the
-        registry's, for the same artifact) replaces it first.
+        last good version whole when it boots offline. A `card` other than the entry's own (the
+        registry's, for the same artifact, under another version or mended) is kept as its
+        version's card, and the record points there: the entry's own card, which other records
+        may read, stays as it was.
         """
+        card_path = entry.card_path
         if entry.card() != card:
-            _write_atomic(entry.card_path, card.to_json())
+            card_path = entry.version_card_path(card.version)
+            _write_atomic(card_path, card.to_json())
         record = LastGood(
             model_id=card.model_id,
             version=card.version,
             sha256=entry.sha256,
             artifact=entry.artifact,
-            card=entry.card_path,
+            card=card_path,
             validated_at=datetime.now(UTC),
             node=node,
         )

@@ -40,15 +40,16 @@ def resolve(
     """
     expected = settings.expected_sha256
     if expected is not None and (hit := cache.find(expected)) is not None:
-        card = hit.card()
-        # The cached card is the first one this digest came with: the same artifact applied again
-        # under a new version (a retry) brings a card of its own, fetched below (the artifact is
-        # still taken from the cache). The same version needs no registry (an offline reboot).
-        if settings.expected_version in (None, card.version):
+        # The cache keeps a card per version that passed with these bytes: the same artifact
+        # applied again under a new version (a retry) brings a card of its own, fetched below
+        # (the artifact is still taken from the cache). A version seen here before needs no
+        # registry (an offline reboot).
+        card = hit.card_of(settings.expected_version)
+        if card is not None:
             return _found(hit, card, "cache", outcome)
         logger.info(
             "cached_card_of_another_version",
-            extra={"sha256": expected, "cached": card.version, "target": settings.expected_version},
+            extra={"sha256": expected, "cached": hit.card().version, "target": settings.expected_version},
         )
     access, secret = settings.s3_credentials()
     options = FetchOptions(

@@ -285,10 +285,15 @@ def _champion(
         # A node that never served the champion (new, or its cache was cleared) has nothing to compare.
         outcome.details["champion"] = f"{wanted[:12]} is not in this node's cache: no comparison"
         return None
+    # The card it passed under in this slot (a retry's may differ from the one its bytes came with).
+    good = cache.last_good_of_slot(settings.slot) if settings.slot is not None else None
     try:
+        card = (
+            entry.card_of(good.version) if good is not None and good.sha256 == wanted else None
+        ) or entry.card()
         return load_model(
             entry.artifact,
-            entry.card(),
+            card,
             accelerator=settings.accelerator,
             edgetpu_fallback=settings.edgetpu_fallback,
             expected_sha256=wanted,
