@@ -100,10 +100,10 @@ def test_the_coalescer_holds_windows_until_the_batch_is_full_or_the_deadline_pas
     batches.clear()
     held = Coalescer(batches.append, batch_max=3, deadline_s=0.2)
     assert held.wait_s(1.0) == 1.0  # nothing held: the reader waits as long as it likes
-    assert (held.holding, held.room_bytes(), held.first_received()) == (False, 0, None)
+    assert (held.holding, held.room_bytes(), held.first_received_perf_ns()) == (False, 0, None)
     held.add(items[:1])
     assert 0.0 < held.wait_s(1.0) <= 0.2
-    assert (held.holding, held.room_bytes(), held.first_received()) == (True, 0, (0, 0))
+    assert (held.holding, held.room_bytes(), held.first_received_perf_ns()) == (True, 0, 0)
     held.flush_due()
     assert batches == []  # not due yet
     held.add(items[1:4])
@@ -114,15 +114,18 @@ def test_the_coalescer_holds_windows_until_the_batch_is_full_or_the_deadline_pas
     held.flush_due()
     assert batches == [items[:4], items[4:]]
 
-    # The bytes the batch has room for: the held windows' mean payload times the windows to come.
-    sized = [Incoming("t", b"x" * size, i, 1, 1, 10 + i, 20 + i) for i, size in enumerate((1000, 3000))]
+    # The bytes the batch has room for, at least: the smallest held payload times the windows to
+    # come (a large first window must not leave a batch of small ones waiting once it is full).
+    sized = [Incoming("t", b"x" * size, i, 1, 1, 10 + i, 20 + i) for i, size in enumerate((3000, 1000))]
     held.add(sized[:1])
-    assert (held.room_bytes(), held.first_received()) == (2 * 1000, (10, 20))
+    assert (held.room_bytes(), held.first_received_perf_ns()) == (2 * 3000, 20)
     held.add(sized[1:])
-    assert (held.room_bytes(), held.first_received()) == (1 * 2000, (10, 20))
+    assert (held.room_bytes(), held.first_received_perf_ns()) == (1 * 1000, 20)
     held.flush()
     assert held.room_bytes() == 0
     assert batches.pop() == sized
+    held.add([])  # an empty read holds nothing
+    assert (held.holding, held.room_bytes()) == (False, 0)
 
     held.add(items[:1])
     held.drop()  # the connection ended: nothing is delivered, and nothing is left to deliver

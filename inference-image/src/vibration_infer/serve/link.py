@@ -119,37 +119,40 @@ class Coalescer:
         self._max = batch_max
         self._deadline_s = deadline_s
         self._items: list[Incoming] = []
-        self._bytes = 0
-        """The held windows' payload bytes."""
+        self._smallest = 0
+        """The smallest held window's payload bytes."""
         self._due = 0.0
 
     def add(self, items: list[Incoming]) -> None:
         """Take windows; deliver when the batch is full or no deadline is set."""
-        if not self._items:
+        fresh = not self._items
+        if fresh:
             self._due = time.monotonic() + self._deadline_s
         self._items.extend(items)
         if len(self._items) >= self._max or self._deadline_s <= 0:
             self.flush()
-        else:
-            self._bytes += sum(len(item.payload) for item in items)
+        elif items:
+            smallest = min(len(item.payload) for item in items)
+            self._smallest = smallest if fresh else min(self._smallest, smallest)
 
     @property
     def holding(self) -> bool:
         """Whether windows are held for company."""
         return bool(self._items)
 
-    def first_received(self) -> tuple[int, int] | None:
-        """The first held window's receipt stamps (wall and perf counter, ns); None when none is held."""
-        return (self._items[0].received_ns, self._items[0].received_perf_ns) if self._items else None
+    def first_received_perf_ns(self) -> int | None:
+        """The first held window's `received_perf_ns`; None when none is held."""
+        return self._items[0].received_perf_ns if self._items else None
 
     def room_bytes(self) -> int:
-        """About the bytes of the windows the held batch still has room for; 0 when none is held.
+        """The bytes the windows the held batch still has room for take at least; 0 when none is held.
 
-        The held windows' mean payload times the windows still wanted: the wire link's reader
-        sleeps until that many bytes came (`connection.LowWaterMark`) or the deadline passed.
+        The smallest held payload times the windows still wanted: the wire link's reader sleeps
+        until that many bytes came (`connection.LowWaterMark`) or the deadline passed. An estimate
+        from what is held: smaller windows than all of those may fill the batch before the bytes
+        come, and it then goes at its deadline (the wait its setting allows), one read later.
         """
-        held = len(self._items)
-        return (self._max - held) * self._bytes // held if held else 0
+        return (self._max - len(self._items)) * self._smallest if self._items else 0
 
     def wait_s(self, idle_s: float) -> float:
         """How long the reader may wait for bytes: `idle_s`, or less when windows are held."""
@@ -162,11 +165,11 @@ class Coalescer:
 
     def drop(self) -> None:
         """Forget what is held: its connection ended, so it can no longer be acknowledged (redelivered)."""
-        self._items, self._bytes = [], 0
+        self._items = []
 
     def flush(self) -> None:
         """Deliver whatever is held."""
-        items, self._items, self._bytes = self._items, [], 0
+        items, self._items = self._items, []
         if items:
             self._deliver(items)
 

@@ -140,8 +140,8 @@ class Responder:
         if result.duplicates:
             self.metrics.duplicates.inc(len(result.duplicates))
         alerts = [alert for alert in map(self.alerts.observe, predictions) if alert is not None]
-        if alerts:  # one write for the batch's alerts
-            self.link.publish_many(Outgoing(self.layout.alerts(a.machine), a.encode(), qos) for a in alerts)
+        if alerts:  # one write for the batch's alerts, encoded before the link's lock is taken
+            self.link.publish_many([Outgoing(self.layout.alerts(a.machine), a.encode(), qos) for a in alerts])
         for alert in alerts:
             self.metrics.alerts.labels(label=alert.label, severity=alert.severity).inc()
             logger.info(

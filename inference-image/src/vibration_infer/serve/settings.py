@@ -171,7 +171,7 @@ class ServeSettings(BaseSettings):
             "queued at once (batches still grow under load: windows queue while a batch runs). At a "
             "hall's few hundred windows a second a few ms let windows share a batch's fixed costs; on "
             "plain TCP the windows that come while a batch waits are read together when it is due, and "
-            "each counts its latency from the batch's first."
+            "each counts its latency from the batch's first (an upper bound)."
         ),
     )
     max_payload_bytes: int = Field(

@@ -135,6 +135,11 @@ class LowWaterMark:
         """Whether bytes may lie unread under the mark."""
         return self.level > 1
 
+    @property
+    def holding(self) -> bool:
+        """Whether windows may lie unread under the mark (it is above the smallest PUBLISH)."""
+        return self.level > LAZY_LOW_WATER
+
     def set(self, *, lazy: bool, hold_bytes: int = 0) -> None:
         """Raise the mark (`lazy`; higher with `hold_bytes`) or lower it to 1; a syscall on a change only."""
         level = 1

@@ -309,11 +309,7 @@ class WireLink(LinkBase):
                 wait_s = min(wait_s, LAZY_READ_S)
             readable = pending or _readable(sock, wait_s)
             if readable or unread:
-                # Stamped before the first read: a window's latency counts the whole take. Windows
-                # that may have lain under a hold's mark count from the held batch's first (they
-                # came after it): a latency at most, never less than the window waited.
-                held = self._coalescer.first_received() if mark.raised else None
-                received_ns, received_perf_ns = held or (time.time_ns(), time.perf_counter_ns())
+                received_ns, received_perf_ns = self._stamps(mark)
                 try:
                     packets = self._take(sock, parser, view)
                 except codec.ProtocolError as exc:
@@ -337,6 +333,18 @@ class WireLink(LinkBase):
         # Stopping. Should this thread close the socket before `stop` writes its DISCONNECT
         # (which would carry them), the held acknowledgements still go out first.
         self._flush_held(everything=True)
+
+    def _stamps(self, mark: LowWaterMark) -> tuple[int, int]:
+        """The receipt stamps (wall clock, perf counter, ns) of the windows the next take reads.
+
+        Taken before the first read: a window's latency counts the whole take. Windows that may
+        have lain under a hold's mark count theirs from the held batch's first (they came after
+        it): an upper bound, never less than they waited, up to a deadline more. The wall clock
+        (error messages' `received_ns`) stays the read's.
+        """
+        received_ns, received_perf_ns = time.time_ns(), time.perf_counter_ns()
+        held = self._coalescer.first_received_perf_ns() if mark.holding else None
+        return received_ns, received_perf_ns if held is None else held
 
     def _take(
         self, sock: socket.socket, parser: codec.Parser, view: memoryview
