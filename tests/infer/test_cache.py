@@ -141,30 +141,39 @@ def test_a_new_staging_removes_the_leftovers_of_killed_downloads_only(tmp_path: 
     assert sorted(p.name for p in staging.iterdir()) == ["fresh", "live", "older-release"]
 
 
-def test_each_version_of_one_artifact_keeps_its_own_card_and_records(
+def test_each_card_that_passed_with_one_artifact_is_kept_and_each_record_reads_its_own(
     onnx_model: TinyModel, tmp_path: Path
 ) -> None:
-    """Production passed v3; staging passes the same bytes as v3-r2, under a card of its own.
+    """Production passed v3; staging passes the same bytes as v3-r2, then as v3 with a mended card.
 
-    Production's record must still read v3's card, and a later offline validation of either
-    version finds its own card in the cache.
+    Production's record must still read the card it passed under, and a later offline
+    validation of each version finds its own card in the cache: a slot's own first.
     """
     cache = ModelCache(tmp_path / "cache")
     entry = stored(cache, onnx_model, "v3")
     v3 = entry.card()
     cache.mark_good(entry, v3, slot="production/spindle")
-    mended = card_with(v3, {"version": "v3-r2"})
-    retry = cache.mark_good(entry, mended, slot="staging/spindle")
+    retried = card_with(v3, {"version": "v3-r2"})
+    retry = cache.mark_good(entry, retried, slot="staging/spindle")
+    mended = card_with(v3, {"framework": "mended"})  # the same version, another card
+    cache.mark_good(entry, mended, slot="staging/spindle")
 
     production = cache.last_good_of_slot("production/spindle")
     assert production is not None
     assert (production.version, ModelCard.load(production.card)) == ("v3", v3)
-    assert (retry.version, ModelCard.load(retry.card)) == ("v3-r2", mended)
-    assert entry.card() == v3  # the card the bytes came with
-    assert retry.card.name.startswith(".")  # never an artifact's name
-    assert (entry.card_of(None), entry.card_of("v3"), entry.card_of("v3-r2")) == (v3, v3, mended)
-    assert entry.card_of("v3-r3") is None  # never seen here: the registry must say
-    # A file of another version's name that names another version (or is not a card) is not taken.
-    entry.version_card_path("v3-r4").write_text(mended.to_json())
-    entry.version_card_path("v3-r5").write_text("{")
-    assert (entry.card_of("v3-r4"), entry.card_of("v3-r5")) == (None, None)
+    assert (retry.version, ModelCard.load(retry.card)) == ("v3-r2", retried)
+    assert entry.card() == v3  # the card the bytes came with, never rewritten
+    assert retry.card.name.startswith(".card-v3-r2-")  # hidden: never an artifact's name
+    assert cache.card_of(entry, None) == v3
+    assert cache.card_of(entry, "v3", "production/spindle") == v3
+    assert cache.card_of(entry, "v3", "staging/spindle") == mended
+    assert cache.card_of(entry, "v3-r2", "production/spindle") == retried  # passed here, in another slot
+    assert cache.card_of(entry, "v3-r3") is None  # never passed here: the registry must say
+    # A kept file that names another version, or is not a card, is not taken; nor is a glob.
+    entry.kept_card_path(retried).with_name(".card-v3-r4-0.json").write_text(retried.to_json())
+    entry.kept_card_path(retried).with_name(".card-v3-r5-0.json").write_text("{")
+    assert (cache.card_of(entry, "v3-r4"), cache.card_of(entry, "v3-r5"), cache.card_of(entry, "*")) == (
+        None,
+        None,
+        None,
+    )

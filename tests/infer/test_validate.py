@@ -25,6 +25,8 @@ from vibration_core.features import FEATURE_NAMES
 from vibration_core.gate import Figures
 from vibration_core.logs import event_fields
 from vibration_core.modelcard import ModelCard
+from vibration_core.spec import VersionRef
+from vibration_core.target import ModelTarget
 from vibration_core.validation import TERMINATION_MESSAGE_LIMIT, CompactReport, ExitCode
 from vibration_infer import cli
 from vibration_infer import outcome as outcome_module
@@ -893,19 +895,16 @@ def test_the_champion_is_evaluated_under_the_card_it_passed_under_in_its_slot(
     onnx_model: TinyModel, registry: Path, make_settings: MakeSettings
 ) -> None:
     # v3 came with its labels wrong and failed; the same bytes passed as v3-r2, labels mended. The
-    # entry's own card is still the first (v3's); the slot's champion is v3-r2, under its card.
+    # entry's own card is still the first (v3's); the target's champion is v3-r2, under its card.
     digest, slot = onnx_model.card.artifact.sha256, "production/spindle"
     wrong = TinyModel(onnx_model.data, _renamed_labels(card_with(onnx_model.card, {"version": "v3"})))
     first = make_settings(model_uri=publish(registry, wrong).as_uri(), expected_version="v3", slot=slot)
     assert run(first)[0] is not ExitCode.PASSED
     uri = publish(registry, onnx_model, version="v3-r2").as_uri()
-    assert run(make_settings(model_uri=uri, expected_sha256=digest, expected_version="v3-r2", slot=slot))[
-        0
-    ] is (ExitCode.PASSED)
-    candidate = relabelled(onnx_model, "v4")
-    settings = make_settings(
-        model_uri=publish(registry, candidate).as_uri(), champion_sha256=digest, slot=slot
-    )
+    retry = make_settings(model_uri=uri, expected_sha256=digest, expected_version="v3-r2", slot=slot)
+    assert run(retry)[0] is ExitCode.PASSED
+    candidate = publish(registry, relabelled(onnx_model, "v4")).as_uri()
+    settings = make_settings(model_uri=candidate, champion_sha256=digest, champion_version="v3-r2", slot=slot)
     code, report, compact = run(settings)
     assert code is ExitCode.PASSED, report["reason"]
     assert compact.champion is not None, report.get("champion")
@@ -927,3 +926,13 @@ def test_the_champion_and_the_thresholds_are_in_the_report(
     assert floors["macro_f1"] == 0.625
     assert floors["recall[bearing_fault]"] == 0.4375
     assert "default floor" in report["policy"]["min_macro_f1"]
+
+
+def test_a_targets_champion_reaches_the_settings_as_its_digest_and_version(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    champion = VersionRef(version="v3-r2", sha256="a" * 64)
+    target = ModelTarget(name="spindle", version="v4", model_uri="file:///m.onnx", champion=champion)
+    settings = make_settings(target=tmp_path / "target.json").for_target(target)
+    assert (settings.champion_sha256, settings.champion_version) == ("a" * 64, "v3-r2")
+    assert (settings.expected_version, settings.slot) == ("v4", "spindle")

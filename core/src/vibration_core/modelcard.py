@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from vibration_core.errors import ContractMismatchError, ModelCardError
 from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
 from vibration_core.reference import ReferenceDistribution
+from vibration_core.spec import VERSION_PATTERN
 from vibration_core.units import Unit
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ class ModelCard(_Frozen):
     model_id: str = Field(
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="Model id, a DNS label."
     )
-    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", description="Model version, e.g. v3.")
+    version: str = Field(pattern=VERSION_PATTERN, description="Model version, e.g. v3.")
     framework: str = Field(description="What trained it, e.g. sklearn-gradient-boosting 1.9.1.")
     format: ModelFormat = Field(description="Artifact format: onnx, tflite or edgetpu.")
     created: datetime = Field(description="When the card was written (RFC 3339).")

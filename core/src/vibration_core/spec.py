@@ -34,6 +34,8 @@ CATEGORIES = ("vibration",)
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _SHA256 = r"^[0-9a-f]{64}$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+"""A model version (``v3``, ``v3-r2``): safe as a file name's part, as the node cache uses it."""
 _LABEL_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 LABEL_VALUE = rf"^({_LABEL_NAME})?$"
 """A Kubernetes label value: at most 63 characters, alphanumerics and '-', '_', '.' inside."""
@@ -204,7 +206,7 @@ class RolloutSpec(_Schema):
     """Hold the rollout where it is."""
     approval: Literal["auto", "manual"] = "auto"
     """manual: once the canaries pass, hold until spec.rollout.approvedVersion names this version."""
-    approved_version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    approved_version: str | None = Field(default=None, pattern=VERSION_PATTERN)
     """The version a person approved for the rest of the nodes (commit it, or kubectl patch)."""
     shadow: ShadowSpec | None = None
     """After validation, on nodes that serve a version: shadow the candidate on live windows first."""
@@ -286,7 +288,7 @@ class VibrationModelSpec(_Schema):
         )
     )
 
-    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    version: str = Field(pattern=VERSION_PATTERN)
     """The version to serve, as in the model card."""
     artifact: ArtifactRef
     """The model file."""

@@ -5,7 +5,7 @@ reboot)::
 
     {root}/{model_id}/{sha256}/{artifact filename}
     {root}/{model_id}/{sha256}/modelcard.json
-    {root}/{model_id}/{sha256}/.card-{version}.json   a later version's card for the same bytes
+    {root}/{model_id}/{sha256}/.card-{version}-{card digest}.json   another card that passed with these bytes
     {root}/{model_id}/{sha256}/.pin    locked while a validation holds the entry
     {root}/{model_id}/last-good.json
     {root}/.slots/{namespace}/{name}.json   the same record per VibrationModel
@@ -23,10 +23,11 @@ shared ``flock`` on the entry's ``.pin`` file, so it ends with its holder: a
 pod that crashes or is killed mid-run never pins an entry for good.
 
 The entry's ``modelcard.json`` is the card its bytes came with. The same bytes
-may pass again under another version (a retry, or another namespace's
-VibrationModel applying them): that version's card is kept beside it
-(`CachedModel.version_card_path`) and its records point there, so one version's
-pass never changes the card another version's record reads.
+may pass again under another card (a retry under a new version, or another
+namespace's VibrationModel with a mended card): that card is kept beside it,
+named by its version and its own digest (`CachedModel.kept_card_path`), and the
+records of that pass point there. No pass ever rewrites a card another record
+reads; `ModelCache.card_of` finds a version's card for an offline validation.
 
 A *slot* is the VibrationModel a target came from, `namespace/name`. The last
 good record is kept under it too, so a pod whose target fails before its card
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -56,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vibration_core.errors import ModelCardError
 from vibration_core.modelcard import CARD_FILENAME, ModelCard, sha256_file
-from vibration_core.spec import NAME_PATTERN
+from vibration_core.spec import NAME_PATTERN, VERSION_PATTERN
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -97,25 +99,21 @@ class CachedModel:
         """Read the entry's model card: the one its bytes came with."""
         return ModelCard.load(self.card_path)
 
-    def version_card_path(self, version: str) -> Path:
-        """Where a card of `version` other than the entry's own is kept (hidden: never an artifact's name)."""
-        return self.card_path.with_name(f".card-{version}.json")
+    def kept_card_path(self, card: ModelCard) -> Path:
+        """Where `card`, other than the entry's own, is kept.
 
-    def card_of(self, version: str | None) -> ModelCard | None:
-        """The entry's card for `version` (its own card when None); None when it has none for that version."""
-        own = self.card()
-        if version is None:
-            return own
-        path = self.version_card_path(version)
-        if path.is_file():
-            try:
-                card = ModelCard.load(path)
-            except ModelCardError as exc:
-                logger.warning("cache_version_card_unreadable", extra={"path": path, "reason": str(exc)})
-            else:
-                if card.version == version and card.artifact.sha256 == self.sha256:
-                    return card
-        return own if own.version == version else None
+        Hidden (an artifact's name never starts with a dot), and named by the card's version and
+        its own digest: two cards never share a file, so keeping one never rewrites another.
+        """
+        digest = hashlib.sha256(card.to_json().encode()).hexdigest()[:16]
+        return self.card_path.with_name(f".card-{card.version}-{digest}.json")
+
+    def kept_cards(self, version: str) -> list[Path]:
+        """The kept cards of `version`, the latest first."""
+        if not re.fullmatch(VERSION_PATTERN, version):  # a glob of its own choosing must not match others
+            return []
+        paths = self.card_path.parent.glob(f".card-{version}-*.json")
+        return sorted(paths, key=lambda path: path.stat().st_mtime, reverse=True)
 
 
 class Pin:
@@ -270,13 +268,12 @@ class ModelCache:
 
         Durably, as every write here: a gateway loses power without warning, and must find its
         last good version whole when it boots offline. A `card` other than the entry's own (the
-        registry's, for the same artifact, under another version or mended) is kept as its
-        version's card, and the record points there: the entry's own card, which other records
-        may read, stays as it was.
+        registry's, for the same artifact, under another version or mended) is kept beside it
+        and the record points there: no card another record reads is rewritten.
         """
         card_path = entry.card_path
         if entry.card() != card:
-            card_path = entry.version_card_path(card.version)
+            card_path = entry.kept_card_path(card)
             _write_atomic(card_path, card.to_json())
         record = LastGood(
             model_id=card.model_id,
@@ -301,6 +298,32 @@ class ModelCache:
             },
         )
         return record
+
+    def card_of(self, entry: CachedModel, version: str | None, slot: str | None = None) -> ModelCard | None:
+        """The card `entry`'s bytes passed under as `version` on this node; None when there is none.
+
+        The slot's own last good card first (another namespace may have passed a mended card of the
+        same version), then the card the bytes came with, then the latest kept card of `version`.
+        Without a version, the entry's own card.
+        """
+        own = entry.card()
+        if version is None:
+            return own
+        good = self.last_good_of_slot(slot) if slot is not None else None
+        if good is not None and (good.sha256, good.version) == (entry.sha256, version):
+            with contextlib.suppress(ModelCardError):
+                return ModelCard.load(good.card)
+        if own.version == version:
+            return own
+        for path in entry.kept_cards(version):
+            try:
+                card = ModelCard.load(path)
+            except ModelCardError as exc:
+                logger.warning("cache_kept_card_unreadable", extra={"path": path, "reason": str(exc)})
+                continue
+            if card.version == version and card.artifact.sha256 == entry.sha256:
+                return card
+        return None
 
     def _protected(self, model_id: str) -> set[str]:
         """Digests eviction must keep: the last good of `model_id` and of every slot."""

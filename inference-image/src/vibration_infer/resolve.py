@@ -40,11 +40,11 @@ def resolve(
     """
     expected = settings.expected_sha256
     if expected is not None and (hit := cache.find(expected)) is not None:
-        # The cache keeps a card per version that passed with these bytes: the same artifact
-        # applied again under a new version (a retry) brings a card of its own, fetched below
-        # (the artifact is still taken from the cache). A version seen here before needs no
-        # registry (an offline reboot).
-        card = hit.card_of(settings.expected_version)
+        # The cache keeps each card that passed with these bytes: the same artifact applied again
+        # under a new version (a retry) brings a card of its own, fetched below (the artifact is
+        # still taken from the cache). A version that passed here before needs no registry (an
+        # offline reboot).
+        card = cache.card_of(hit, settings.expected_version, settings.slot)
         if card is not None:
             return _found(hit, card, "cache", outcome)
         logger.info(

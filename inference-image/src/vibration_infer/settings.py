@@ -18,6 +18,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vibration_core.gate import DEFAULT_MAX_REGRESSION_CLASS_RECALL, DEFAULT_MAX_REGRESSION_MACRO_F1
+from vibration_core.spec import VERSION_PATTERN
 from vibration_infer.cache import NAMESPACE_PATTERN, SLOT_PATTERN, slot_of
 from vibration_infer.errors import UsageError
 
@@ -80,10 +81,10 @@ class ValidateSettings(BaseSettings):
     )
     expected_version: str | None = Field(
         default=None,
-        min_length=1,
-        max_length=63,
-        description="The version the VibrationModel names: a cached copy of the digest whose card names "
-        "another version (the same artifact applied again under a new version) has its card fetched anew.",
+        pattern=VERSION_PATTERN,
+        description="The version the VibrationModel names: a cached copy of the digest with no card of "
+        "that version on this node (the same artifact applied again under a new version) has its card "
+        "fetched anew.",
     )
     s3_endpoint: str | None = Field(
         default=None, description="S3 endpoint URL such as http://minio.minio:9000; AWS when not set."
@@ -181,6 +182,11 @@ class ValidateSettings(BaseSettings):
         description="The version this node serves (from the node cache), to hold the candidate to; "
         "unset: no comparison.",
     )
+    champion_version: str | None = Field(
+        default=None,
+        pattern=VERSION_PATTERN,
+        description="The champion's version: its card on this node is the one it passed under.",
+    )
     max_p99_ms: float | None = Field(
         default=None, gt=0, description="Highest accepted p99 latency per window (ms); not checked if unset."
     )
@@ -237,6 +243,7 @@ class ValidateSettings(BaseSettings):
             "min_class_recall": target.min_class_recall or self.min_class_recall,
             "max_regression_per_class": target.max_regression_per_class or self.max_regression_per_class,
             "champion_sha256": target.champion.sha256 if target.champion is not None else None,
+            "champion_version": target.champion.version if target.champion is not None else None,
         }
         if target.endpoint:
             update["s3_endpoint"] = target.endpoint

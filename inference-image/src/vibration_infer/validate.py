@@ -285,12 +285,9 @@ def _champion(
         # A node that never served the champion (new, or its cache was cleared) has nothing to compare.
         outcome.details["champion"] = f"{wanted[:12]} is not in this node's cache: no comparison"
         return None
-    # The card it passed under in this slot (a retry's may differ from the one its bytes came with).
-    good = cache.last_good_of_slot(settings.slot) if settings.slot is not None else None
     try:
-        card = (
-            entry.card_of(good.version) if good is not None and good.sha256 == wanted else None
-        ) or entry.card()
+        # The card it passed under on this node (a retry's may differ from the one its bytes came with).
+        card = cache.card_of(entry, settings.champion_version, settings.slot) or entry.card()
         return load_model(
             entry.artifact,
             card,
