@@ -59,6 +59,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from vibration_core.errors import ModelCardError
 from vibration_core.modelcard import CARD_FILENAME, ModelCard, sha256_file
 from vibration_core.spec import NAME_PATTERN, VERSION_PATTERN
+from vibration_infer.durable import exclusively, fsync_dir, sweep_leftovers, write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -183,14 +184,14 @@ class ModelCache:
         """A fresh directory on the cache's file system, removed on exit unless stored.
 
         Locked (``flock``) for its life: a power loss or a SIGKILL skips the removal, and the next
-        staging removes such leftovers, those no process holds (`_sweep_staging`).
+        staging removes such leftovers, those no process holds (`durable.sweep_leftovers`).
         """
         directory = self.root / _STAGING / uuid.uuid4().hex
         directory.mkdir(parents=True)
         fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            _sweep_staging(directory.parent)
+            sweep_leftovers(directory.parent, _STAGING_STALE_S)
             yield directory
         finally:
             shutil.rmtree(directory, ignore_errors=True)
@@ -208,7 +209,7 @@ class ModelCache:
             if self._entry(final) is None:
                 shutil.rmtree(final, ignore_errors=True)
                 staged.rename(final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         entry = self._entry(final)
         if entry is None:
             raise ModelCardError(str(final), "cache entry is incomplete after storing it")
@@ -274,7 +275,7 @@ class ModelCache:
         card_path = entry.card_path
         if entry.card() != card:
             card_path = entry.kept_card_path(card)
-            _write_atomic(card_path, card.to_json())
+            write_atomic(card_path, card.to_json())
         record = LastGood(
             model_id=card.model_id,
             version=card.version,
@@ -285,9 +286,9 @@ class ModelCache:
             node=node,
         )
         text = record.model_dump_json(indent=2) + "\n"
-        _write_atomic(self.root / card.model_id / LAST_GOOD_FILENAME, text)
+        write_atomic(self.root / card.model_id / LAST_GOOD_FILENAME, text)
         if slot is not None:
-            _write_atomic(self._slot_path(slot), text)
+            write_atomic(self._slot_path(slot), text)
         logger.info(
             "last_good_marked",
             extra={
@@ -379,27 +380,6 @@ class ModelCache:
         return CachedModel(card.model_id, directory.name, artifact, card_path)
 
 
-def _sweep_staging(staging: Path) -> None:
-    """Remove the downloads in progress that no process holds and that have not changed for a while.
-
-    The lock says who is alive; the age spares a directory made an instant ago and not locked yet,
-    and one an older pod (before these locks) is still writing into.
-    """
-    for leftover in staging.iterdir():
-        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to judge
-            if time.time() - _last_change(leftover) < _STAGING_STALE_S:
-                continue
-            with _exclusively(leftover) as unheld:
-                if unheld:
-                    shutil.rmtree(leftover, ignore_errors=True)
-                    logger.info("staging_leftover_removed", extra={"path": leftover})
-
-
-def _last_change(directory: Path) -> float:
-    """The latest mtime of `directory` and its files (a download's partial file grows as it goes)."""
-    return max([directory.stat().st_mtime, *(entry.stat().st_mtime for entry in directory.iterdir())])
-
-
 def _recency(directory: Path) -> tuple[bool, float]:
     """How recently an entry was used, for eviction: the later, the greater.
 
@@ -415,63 +395,13 @@ def _recency(directory: Path) -> tuple[bool, float]:
 def _pinned(directory: Path) -> bool:
     """Whether a live validation holds `directory`'s pin (`ModelCache.pin`)."""
     try:
-        with _exclusively(directory / _PIN) as unheld:
+        with exclusively(directory / _PIN) as unheld:
             return not unheld
     except OSError:
         return False  # never pinned
-
-
-@contextlib.contextmanager
-def _exclusively(path: Path) -> Iterator[bool]:
-    """Whether no process holds a lock on `path`; if none does, this one holds it meanwhile."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-        else:
-            yield True
-    finally:
-        os.close(fd)
 
 
 def _touch(directory: Path) -> None:
     # The directory's mtime orders eviction: a used entry counts as recent.
     with contextlib.suppress(OSError):
         os.utime(directory)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    _make_dirs(path.parent)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _make_dirs(directory: Path) -> None:
-    """Create `directory` and its missing parents, each durably: synced into the directory that holds it."""
-    missing = []
-    while not directory.is_dir():
-        missing.append(directory)
-        directory = directory.parent
-    for made in reversed(missing):
-        made.mkdir(exist_ok=True)
-        _fsync_dir(made.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # A rename is durable only once its directory is synced: the reboot case.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
