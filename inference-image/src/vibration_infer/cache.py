@@ -307,13 +307,13 @@ class ModelCache:
         same version), then the card the bytes came with, then the latest kept card of `version`.
         Without a version, the entry's own card.
         """
-        own = entry.card()
         if version is None:
-            return own
+            return entry.card()
         good = self.last_good_of_slot(slot) if slot is not None else None
         if good is not None and (good.sha256, good.version) == (entry.sha256, version):
             with contextlib.suppress(ModelCardError):
                 return ModelCard.load(good.card)
+        own = entry.card()  # read only when the slot's own record did not answer
         if own.version == version:
             return own
         for path in entry.kept_cards(version):
