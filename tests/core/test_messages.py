@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pytest
 from pydantic import ValidationError
 
-from vibration_core import raw
+from vibration_core import raw_json
 from vibration_core.errors import MessageError
 from vibration_core.messages import (
     Alert,
@@ -341,13 +341,13 @@ def test_json_fast_path_decides_as_the_standard_parser(
 ) -> None:
     # simdjson takes the plain documents and hands the rest to json: either way, the same window or refusal.
     fast = _outcome(payload)
-    monkeypatch.setattr(raw, "_fast_document", lambda _payload: None)
+    monkeypatch.setattr(raw_json, "_fast_document", lambda _payload: None)
     assert fast == _outcome(payload)
 
 
 def test_plain_json_windows_take_the_fast_path() -> None:
     payload = encode_raw_json(_signal(), RATE, TS, unit="g")
-    document = raw._fast_document(payload)
+    document = raw_json._fast_document(payload)
     assert document is not None
     assert isinstance(document["samples"], np.ndarray)
     for odd in (
@@ -356,7 +356,7 @@ def test_plain_json_windows_take_the_fast_path() -> None:
         _json(unit=["g"]),
         b'{"a":1,"a":2}',
     ):
-        assert raw._fast_document(odd) is None
+        assert raw_json._fast_document(odd) is None
 
 
 def test_json_windows_decode_alike_on_many_threads() -> None:
@@ -717,11 +717,11 @@ def test_a_key_a_letter_from_a_short_key_of_ours_is_the_sensors_own() -> None:
 
 def test_a_huge_unknown_key_is_judged_without_being_kept() -> None:
     # A sensor's megabyte key must not stay in the typo cache: 256 of them pinned 260 MB of a pod.
-    raw._near_miss_of.cache_clear()  # room in the cache: a key kept would show
-    kept = raw._near_miss_of.cache_info().currsize
+    raw_json._near_miss_of.cache_clear()  # room in the cache: a key kept would show
+    kept = raw_json._near_miss_of.cache_info().currsize
     for i in range(3):
         decode_raw(_json(**{f"{i}" + "k" * 100_000: 1}), "cnc-01")
-    assert raw._near_miss_of.cache_info().currsize == kept
+    assert raw_json._near_miss_of.cache_info().currsize == kept
 
 
 def test_an_error_naming_a_key_without_utf8_is_sent_with_the_key_escaped() -> None:
