@@ -37,7 +37,7 @@ from rich.table import Table
 from vibration_core.messages import Alert, ModelStatus, Prediction
 from vibration_core.modelcard import ModelCard
 from vibration_core.raw import encode_raw_float32
-from vibration_core.spec import VersionRef
+from vibration_core.status import VersionRef
 from vibration_core.target import ModelTarget
 from vibration_core.topics import TopicLayout
 from vibration_testkit.mosquitto import Mosquitto

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from vibration_core.spec import VibrationModelStatus
+from vibration_core.status import VibrationModelStatus
 from vibration_testkit.argocd_health import SCRIPT, UNSAFE, run_health
 from vibration_testkit.helm import ROOT
 

@@ -25,7 +25,7 @@ from vibration_core.features import FEATURE_NAMES
 from vibration_core.gate import Figures
 from vibration_core.logs import event_fields
 from vibration_core.modelcard import ModelCard
-from vibration_core.spec import VersionRef
+from vibration_core.status import VersionRef
 from vibration_core.target import ModelTarget
 from vibration_core.validation import TERMINATION_MESSAGE_LIMIT, CompactReport, ExitCode
 from vibration_infer import cli

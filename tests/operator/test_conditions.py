@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vibration_core.spec import HistoryEntry, UpdateWindow
+from vibration_core.spec import UpdateWindow
+from vibration_core.status import HistoryEntry
 from vibration_operator.conditions import (
     CONDITION_TYPES,
     ConditionType,

@@ -10,7 +10,8 @@ import numpy as np
 from vibration_core.drift_monitor import DriftMonitor, DriftPolicy
 from vibration_core.messages import ModelStatus
 from vibration_core.reference import ReferenceDistribution, build_reference
-from vibration_core.spec import DriftSpec, VibrationModelStatus
+from vibration_core.spec import DriftSpec
+from vibration_core.status import VibrationModelStatus
 from vibration_operator.conditions import get_condition
 from vibration_operator.drift_status import CHECKED_AT_REFRESH, apply_drift, only_checked_at_moved
 from vibration_operator.observe import silent_ready

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from vibration_core import spec as vm_spec
+from vibration_core import api as vm_api
 from vibration_operator import names
 from vibration_operator.crd import CRD_NAME, build_crd
 from vibration_operator.kube import CLUSTER_RULES, NAMESPACED_RULES
@@ -90,7 +90,7 @@ def _load(path: Path, namespace: str) -> dict[str, Any]:
 def _create(k8s: Any, obj: dict[str, Any], *, dry_run: bool) -> dict[str, Any]:
     api = k8s.client.CustomObjectsApi()
     created: dict[str, Any] = api.create_namespaced_custom_object(
-        vm_spec.GROUP, vm_spec.VERSION, obj["metadata"]["namespace"], vm_spec.PLURAL, obj,
+        vm_api.GROUP, vm_api.VERSION, obj["metadata"]["namespace"], vm_api.PLURAL, obj,
         dry_run="All" if dry_run else None,
     )  # fmt: skip
     return created
@@ -177,7 +177,7 @@ async def test_operator_creates_the_workload_and_reports_status(k8s: Any, namesp
 
             def status() -> dict[str, Any]:
                 vm = custom.get_namespaced_custom_object(
-                    vm_spec.GROUP, vm_spec.VERSION, namespace, vm_spec.PLURAL, name
+                    vm_api.GROUP, vm_api.VERSION, namespace, vm_api.PLURAL, name
                 )
                 return dict(vm.get("status") or {})
 
@@ -204,7 +204,7 @@ async def test_operator_creates_the_workload_and_reports_status(k8s: Any, namesp
         # ever once the operator is gone: take it off, so the namespace's deletion can finish.
         with contextlib.suppress(k8s.client.ApiException):
             custom.patch_namespaced_custom_object(
-                vm_spec.GROUP, vm_spec.VERSION, namespace, vm_spec.PLURAL, manifest["metadata"]["name"],
+                vm_api.GROUP, vm_api.VERSION, namespace, vm_api.PLURAL, manifest["metadata"]["name"],
                 {"metadata": {"finalizers": None}},
             )  # fmt: skip
         rbac = k8s.client.RbacAuthorizationV1Api()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from vibration_core.gate import Check, Figures, ReasonCode
-from vibration_core.spec import VersionRef, VibrationModelSpec, VibrationModelStatus
+from vibration_core.status import VersionRef, VibrationModelStatus
 from vibration_core.target import ModelTarget
 from vibration_core.validation import CompactReport
 from vibration_operator.builders import build_serving_pod
@@ -31,6 +31,7 @@ from vibration_testkit.specs import make_spec, sha
 
 if TYPE_CHECKING:
     from vibration_core.messages import CandidateState
+    from vibration_core.spec import VibrationModelSpec
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 NODES = ("edge-1", "edge-2", "edge-3")

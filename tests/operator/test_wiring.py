@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from vibration_core import spec as vm_spec
+from vibration_core import api as vm_api
+from vibration_core.status import VibrationModelStatus
 from vibration_operator import names
 from vibration_operator.kube import RBAC_RULES
 from vibration_operator.logging import quiet_successes
@@ -103,7 +104,7 @@ async def targets(cluster: KmockCluster) -> dict[str, str]:
 def assert_status_only_via_subresource(cluster: KmockCluster) -> None:
     """What a real API server enforces: status changes go to /status, and nothing else does."""
     for write in cluster.writes():
-        if write.method != "PATCH" or write.plural != vm_spec.PLURAL:
+        if write.method != "PATCH" or write.plural != vm_api.PLURAL:
             continue
         if write.subresource == "status":
             assert set(write.data) == {"status"}, write.data
@@ -132,7 +133,7 @@ async def assert_ready_on_v3(cluster: KmockCluster, generation: int = 1) -> dict
     assert sorted(p["metadata"]["annotations"][names.ANNOTATION_NODE] for p in pods) == NODES
     assert await targets(cluster) == dict.fromkeys(NODES, "v3")
     # kopf's bookkeeping (progress, last-handled spec, finalizer) stays out of status.
-    assert set(status) <= {field.alias for field in vm_spec.VibrationModelStatus.model_fields.values()}
+    assert set(status) <= {field.alias for field in VibrationModelStatus.model_fields.values()}
     assert_status_only_via_subresource(cluster)
     assert uncovered(verbs_used(cluster), RBAC_RULES) == set()
     return vm

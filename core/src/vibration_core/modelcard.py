@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Literal, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vibration_core.api import VERSION_PATTERN
 from vibration_core.errors import ContractMismatchError, ModelCardError
 from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
 from vibration_core.reference import ReferenceDistribution
-from vibration_core.spec import VERSION_PATTERN
 from vibration_core.units import Unit
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""The VibrationModel resource (contract 5): its spec and status as pydantic models.
+"""The VibrationModel resource (contract 5): its spec and the whole object, as pydantic models.
 
 One source of truth: the CRD in ``crds/`` is generated from these models
 (`vibration_operator.crd`), the training job builds its manifests with them, and
@@ -7,35 +7,22 @@ the camelCase of the Kubernetes API conventions; every field has a
 description, which is what ``kubectl explain vibrationmodel.spec`` shows.
 Cross-field rules are CEL (``x-kubernetes-validations``), so the API server
 refuses an invalid spec with a clear message instead of the operator finding
-out later.
-
-Longer than the others: it is the whole VibrationModel schema, the CRD's one
-source, and every field carries the docstring the CRD and the docs tables are
-generated from.
+out later. Its status is `vibration_core.status`; its API names are `vibration_core.api`.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, model_validator
 
-GROUP = "edge.vibration.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "VibrationModel"
-PLURAL = "vibrationmodels"
-SINGULAR = "vibrationmodel"
-SHORT_NAMES = ("vibm",)
-CATEGORIES = ("vibration",)
+from vibration_core.api import MAX_NAME_LENGTH, NAME_MESSAGE, NAME_PATTERN, VERSION_PATTERN
+from vibration_core.schema import Schema, cel_rules
+from vibration_core.status import VibrationModelStatus
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _SHA256 = r"^[0-9a-f]{64}$"
-VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
-"""A model version (``v3``, ``v3-r2``): safe as a file name's part, as the node cache uses it."""
 _LABEL_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 LABEL_VALUE = rf"^({_LABEL_NAME})?$"
 """A Kubernetes label value: at most 63 characters, alphanumerics and '-', '_', '.' inside."""
@@ -45,25 +32,11 @@ MAX_SELECTOR_LABELS = 32
 LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
 
 
-def _rules(*rules: tuple[str, str]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
-
-
-class _Schema(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,
-    )
-
-
-class ArtifactRef(_Schema):
+class ArtifactRef(Schema):
     """Where the model file is and which bytes it must be."""
 
     model_config = ConfigDict(
-        json_schema_extra=_rules(
+        json_schema_extra=cel_rules(
             (
                 "has(self.sha256) || (has(self.unverified) && self.unverified)",
                 "artifact.sha256 is required unless artifact.unverified is true",
@@ -90,11 +63,11 @@ class ArtifactRef(_Schema):
         return self
 
 
-class MqttSpec(_Schema):
+class MqttSpec(Schema):
     """The hall's broker and topic tree."""
 
     model_config = ConfigDict(
-        json_schema_extra=_rules(
+        json_schema_extra=cel_rules(
             (
                 "!has(self.caSecret) || self.broker.startsWith('mqtts://')",
                 "mqtt.caSecret needs an mqtts:// broker",
@@ -122,7 +95,7 @@ class MqttSpec(_Schema):
         return self
 
 
-class MaxRegression(_Schema):
+class MaxRegression(Schema):
     """How far a candidate may fall below the version the node serves, on the same test windows."""
 
     macro_f1: float = Field(default=0.05, ge=0, le=1)
@@ -133,7 +106,7 @@ class MaxRegression(_Schema):
     """Per-class overrides of classRecall, e.g. {bearing_fault: 0.02}."""
 
 
-class ValidationSpec(_Schema):
+class ValidationSpec(Schema):
     """What a node checks before it serves a version (the promotion gate; see the README)."""
 
     test_data_path: str = Field(default="/var/lib/vibration-edge/testdata", pattern=r"^/.*")
@@ -151,11 +124,11 @@ class ValidationSpec(_Schema):
     """Champion against challenger: how far the candidate may fall below the version the node serves."""
 
 
-class UpdateWindow(_Schema):
+class UpdateWindow(Schema):
     """When a rollout may change what nodes serve."""
 
     model_config = ConfigDict(
-        json_schema_extra=_rules(
+        json_schema_extra=cel_rules(
             (
                 "duration(self.duration) >= duration('1m') && duration(self.duration) <= duration('24h')",
                 "updateWindow.duration must be between 1m and 24h",
@@ -182,7 +155,7 @@ class UpdateWindow(_Schema):
         return self
 
 
-class ShadowSpec(_Schema):
+class ShadowSpec(Schema):
     """Run a validated candidate beside the serving version on live windows before it may answer."""
 
     windows: int = Field(ge=1, le=10_000_000)
@@ -195,7 +168,7 @@ class ShadowSpec(_Schema):
     """A class the serving version predicted fewer times is shown but not judged."""
 
 
-class RolloutSpec(_Schema):
+class RolloutSpec(Schema):
     """How a new version reaches the nodes."""
 
     canary_nodes: int = Field(default=1, ge=1, le=100)
@@ -212,7 +185,7 @@ class RolloutSpec(_Schema):
     """After validation, on nodes that serve a version: shadow the candidate on live windows first."""
 
 
-class DriftSpec(_Schema):
+class DriftSpec(Schema):
     """Drift checks: features against the card's training data, class shares against each node's start.
 
     Each serving pod evaluates its most recent windows every quarter window. A
@@ -245,7 +218,7 @@ Label = Annotated[str, Field(min_length=1, max_length=128)]
 """A class label of a model card."""
 
 
-class AlertSpec(_Schema):
+class AlertSpec(Schema):
     """When the serving pods raise an alert."""
 
     min_confidence: float = Field(default=0.8, ge=0, le=1)
@@ -260,7 +233,7 @@ class AlertSpec(_Schema):
     """Classes whose alerts are critical; the others' are warnings."""
 
 
-class ServingSpec(_Schema):
+class ServingSpec(Schema):
     """How the serving pods batch the windows they answer.
 
     A hall's few hundred windows a second come one by one, and each then pays a
@@ -277,11 +250,11 @@ class ServingSpec(_Schema):
     """
 
 
-class VibrationModelSpec(_Schema):
+class VibrationModelSpec(Schema):
     """A model version and how the nodes of a hall should serve it."""
 
     model_config = ConfigDict(
-        json_schema_extra=_rules(
+        json_schema_extra=cel_rules(
             (
                 "self.format == 'onnx' || self.accelerator == 'coral'",
                 (
@@ -341,178 +314,7 @@ class VibrationModelSpec(_Schema):
         return self
 
 
-class Condition(_Schema):
-    """A condition shaped like metav1.Condition."""
-
-    type: Literal["Ready", "Validated", "Progressing", "Degraded", "Drifted"]
-    """Ready, Validated, Progressing, Degraded or Drifted."""
-    status: Literal["True", "False", "Unknown"]
-    """True, False or Unknown."""
-    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
-    """CamelCase reason for the last transition."""
-    message: str = Field(default="", max_length=32768)
-    """Human-readable details."""
-    observed_generation: int = Field(ge=0)
-    """metadata.generation the condition was set for."""
-    last_transition_time: datetime
-    """When status last changed."""
-
-
-class VersionRef(_Schema):
-    """A model version and its digest."""
-
-    version: str
-    """Model version."""
-    sha256: str | None = None
-    """Artifact digest."""
-
-
-class GateFigures(_Schema):
-    """What one model scored on a node's test windows."""
-
-    version: str | None = None
-    """The model version."""
-    accuracy: float | None = None
-    """Accuracy."""
-    macro_f1: float | None = None
-    """Mean F1 over the classes in the test data."""
-    class_recall: dict[str, float] = Field(default_factory=dict)
-    """Recall per class label present in the test data."""
-    p99_latency_ms: float | None = None
-    """p99 latency per window, ms."""
-
-
-class NodeGate(_Schema):
-    """The promotion gate's decision on this node for the target, with the numbers it used.
-
-    About 0.8 KB for a four-class model (figures of both models, ten checks): 160 KB of
-    status for a 200-node hall, well inside an object's 1.5 MiB.
-    """
-
-    reason_code: str = Field(max_length=32)
-    """Passed, BelowFloor, Regressed, TooSlow, ShadowDisagreed, BadTestData, ... (README: Promotion gate)."""
-    candidate: GateFigures | None = None
-    """The candidate's figures."""
-    champion: GateFigures | None = None
-    """The figures of the version the node served, on the same windows; unset: no comparison."""
-    checks: list[str] = Field(default_factory=list, max_length=24)
-    """Every figure against its bar, e.g. "recall[bearing_fault] 0.712 < 0.850 (regression)"."""
-    shadow_windows: int | None = None
-    """Live windows the candidate ran beside the served version (spec.rollout.shadow)."""
-    agreement: float | None = None
-    """Share of those windows where both predicted the same class."""
-
-
-class NodeStatus(_Schema):
-    """What one node serves and how its last validation went."""
-
-    name: str
-    """Node name."""
-    state: Literal["Pending", "Validating", "Serving", "Failed", "Waiting"]
-    """Pending, Validating, Serving (the target), Failed (kept its last good version) or Waiting."""
-    serving: VersionRef | None = None
-    """The version the node serves now."""
-    target: VersionRef | None = None
-    """The version the node is moving to."""
-    reason: str = ""
-    """Why the node is in this state, e.g. the validator's one-line reason."""
-    accuracy: float | None = None
-    """Accuracy of the target on the node's test data."""
-    p99_latency_ms: float | None = None
-    """p99 latency per window of the target on the node."""
-    gate: NodeGate | None = None
-    """The promotion gate's decision for the target on this node, with its numbers."""
-    updated_at: datetime | None = None
-    """When this entry last changed."""
-
-
-class HistoryEntry(_Schema):
-    """One promotion or rollback."""
-
-    action: Literal["Promoted", "RolledBack", "ValidationFailed"]
-    """Promoted, RolledBack or ValidationFailed."""
-    version: str
-    """The version concerned."""
-    sha256: str | None = None
-    """Its digest."""
-    node: str | None = None
-    """The node concerned, for failures."""
-    reason: str = ""
-    """Why."""
-    at: datetime
-    """When."""
-
-
-class DriftStatus(_Schema):
-    """Drift seen by the serving pods."""
-
-    drifted: bool = False
-    """Whether any node reports drift beyond the policy."""
-    worst_feature: str | None = None
-    """The feature, or classes (the class shares), behind the verdict: the flagged test of lowest p-value."""
-    psi: float | None = None
-    """PSI of worstFeature: the effect size."""
-    p_value: float | None = None
-    """p-value of worstFeature's test on that node."""
-    max_psi: float | None = None
-    """Largest PSI over features, class shares and nodes: an effect size, not a verdict."""
-    nodes: list[str] = Field(default_factory=list)
-    """Nodes that report drift."""
-    checked_at: datetime | None = None
-    """When the pods were last read."""
-
-
-class ValidationSummary(_Schema):
-    """Validation figures of the target version over the nodes that ran it."""
-
-    accuracy: float | None = None
-    """Lowest accuracy over the nodes that validated the target."""
-    nodes_passed: int = 0
-    """Nodes where the target passed."""
-    nodes_failed: int = 0
-    """Nodes where the target failed."""
-
-
-class VibrationModelStatus(_Schema):
-    """Observed state, written by the operator only."""
-
-    observed_generation: int | None = None
-    """metadata.generation this status describes."""
-    phase: Literal["Pending", "Progressing", "Ready", "Degraded", "Waiting", "Paused"] | None = None
-    """Pending, Progressing, Ready, Degraded, Waiting (outside the update window) or Paused."""
-    target: VersionRef | None = None
-    """The version being rolled out (the spec's)."""
-    active: VersionRef | None = None
-    """The last version promoted on every node: what the hall serves."""
-    ready_nodes: str | None = None
-    """Nodes serving the target over selected nodes, e.g. 2/3."""
-    canaries: list[str] = Field(default_factory=list)
-    """The canary nodes of the target's rollout, chosen when it starts (one that leaves early is replaced)."""
-    nodes: list[NodeStatus] = Field(default_factory=list)
-    """Per-node state."""
-    validation: ValidationSummary | None = None
-    """Validation figures of the target."""
-    drift: DriftStatus | None = None
-    """Drift figures."""
-    history: list[HistoryEntry] = Field(default_factory=list, max_length=10)
-    """The last 10 promotions, rollbacks and failures, newest last."""
-    conditions: list[Condition] = Field(default_factory=list)
-    """Ready, Validated, Progressing, Degraded, Drifted."""
-
-
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-MAX_NAME_LENGTH = 63
-NAME_RULE = (
-    f"!has(self.metadata.name) || (size(self.metadata.name) <= {MAX_NAME_LENGTH} "
-    f"&& self.metadata.name.matches('{NAME_PATTERN}'))"
-)
-NAME_MESSAGE = (
-    f"metadata.name must be a DNS label: lowercase a-z, 0-9 and '-', at most {MAX_NAME_LENGTH} "
-    "characters (it names the model's slot in each node's cache)"
-)
-
-
-class VibrationModel(_Schema):
+class VibrationModel(Schema):
     """A VibrationModel object as the API server stores it."""
 
     api_version: Literal["edge.vibration.io/v1alpha1"] = "edge.vibration.io/v1alpha1"

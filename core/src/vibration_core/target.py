@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vibration_core.errors import TargetError
-from vibration_core.spec import VersionRef
+from vibration_core.status import VersionRef
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -56,9 +56,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from vibration_core.api import NAME_PATTERN, VERSION_PATTERN
 from vibration_core.errors import ModelCardError
 from vibration_core.modelcard import CARD_FILENAME, ModelCard, sha256_file
-from vibration_core.spec import NAME_PATTERN, VERSION_PATTERN
 from vibration_infer.durable import exclusively, fsync_dir, sweep_leftovers, write_atomic
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vibration_core.api import VERSION_PATTERN
 from vibration_core.gate import DEFAULT_MAX_REGRESSION_CLASS_RECALL, DEFAULT_MAX_REGRESSION_MACRO_F1
-from vibration_core.spec import VERSION_PATTERN
 from vibration_infer.cache import NAMESPACE_PATTERN, SLOT_PATTERN, slot_of
 from vibration_infer.errors import UsageError
 

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime
 
-    from vibration_core.spec import VibrationModelSpec, VibrationModelStatus
+    from vibration_core.spec import VibrationModelSpec
+    from vibration_core.status import VibrationModelStatus
     from vibration_core.target import ModelTarget
     from vibration_operator.observe import Observed
     from vibration_operator.rollout import Decision

@@ -16,7 +16,8 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from vibration_core.spec import API_VERSION, KIND, AlertSpec
+from vibration_core.api import API_VERSION, KIND
+from vibration_core.spec import AlertSpec
 from vibration_operator import names
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Status bookkeeping: metav1-style conditions, history and events (drift: `drift_status`).
 
-Pure functions over the status models of `vibration_core.spec`; they return
+Pure functions over the status models of `vibration_core.status`; they return
 new lists and objects (the models are frozen) so that the rollout state
 machine stays a function of its inputs. `record` writes the status and the
 events of one rollout step from the facts `vibration_operator.rollout`
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, get_args
 
-from vibration_core.spec import (
+from vibration_core.status import (
     Condition,
     HistoryEntry,
     NodeStatus,

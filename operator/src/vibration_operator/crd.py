@@ -10,13 +10,17 @@ models carry kept as ``x-kubernetes-validations``.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from vibration_core import spec
+from vibration_core import api, spec
+from vibration_core.status import VibrationModelStatus
 
-CRD_NAME = f"{spec.PLURAL}.{spec.GROUP}"
+if TYPE_CHECKING:
+    from vibration_core.schema import Schema
+
+CRD_NAME = f"{api.PLURAL}.{api.GROUP}"
 _DROP = frozenset({"title", "$defs"})
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -98,7 +102,7 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def openapi_schema(model: type[spec._Schema]) -> dict[str, Any]:
+def openapi_schema(model: type[Schema]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of one model."""
     schema = model.model_json_schema(by_alias=True, mode="validation")
     resolved: dict[str, Any] = _resolve(schema, schema.get("$defs", {}))
@@ -119,19 +123,19 @@ def build_crd() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {"name": CRD_NAME, "labels": {"app.kubernetes.io/part-of": "vibration-edge"}},
         "spec": {
-            "group": spec.GROUP,
+            "group": api.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": spec.KIND,
-                "listKind": f"{spec.KIND}List",
-                "plural": spec.PLURAL,
-                "singular": spec.SINGULAR,
-                "shortNames": list(spec.SHORT_NAMES),
-                "categories": list(spec.CATEGORIES),
+                "kind": api.KIND,
+                "listKind": f"{api.KIND}List",
+                "plural": api.PLURAL,
+                "singular": api.SINGULAR,
+                "shortNames": list(api.SHORT_NAMES),
+                "categories": list(api.CATEGORIES),
             },
             "versions": [
                 {
-                    "name": spec.VERSION,
+                    "name": api.VERSION,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
@@ -142,14 +146,14 @@ def build_crd() -> dict[str, Any]:
                             "description": spec.VibrationModel.__doc__,
                             "required": ["spec"],
                             "x-kubernetes-validations": [
-                                {"rule": spec.NAME_RULE, "message": spec.NAME_MESSAGE}
+                                {"rule": api.NAME_RULE, "message": api.NAME_MESSAGE}
                             ],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": openapi_schema(spec.VibrationModelSpec),
-                                "status": _list_maps(openapi_schema(spec.VibrationModelStatus)),
+                                "status": _list_maps(openapi_schema(VibrationModelStatus)),
                             },
                         }
                     },

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from vibration_core.spec import DriftStatus
+from vibration_core.status import DriftStatus
 from vibration_operator.conditions import ConditionStatus, set_condition
 
 if TYPE_CHECKING:
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from vibration_core.messages import ModelStatus
-    from vibration_core.spec import DriftSpec, VibrationModelStatus
+    from vibration_core.spec import DriftSpec
+    from vibration_core.status import VibrationModelStatus
 
 CLASS_SHARES = "classes"
 """The name the predicted class shares go by in `DriftStatus.worst_feature` and the pods' figures."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vibration_core.spec import GateFigures, NodeGate
+from vibration_core.status import GateFigures, NodeGate
 
 if TYPE_CHECKING:
     from vibration_core.gate import Figures

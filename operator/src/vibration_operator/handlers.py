@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 import kopf
 from pydantic import ValidationError
 
-from vibration_core.spec import GROUP, PLURAL, VERSION, VibrationModelSpec, VibrationModelStatus
+from vibration_core.api import GROUP, PLURAL, VERSION
+from vibration_core.spec import VibrationModelSpec
+from vibration_core.status import VibrationModelStatus
 from vibration_operator import names
 from vibration_operator.apply import apply_decision, drift_events, patch_status, post_events
 from vibration_operator.conditions import Event

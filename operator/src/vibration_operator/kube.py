@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from vibration_core import spec
+from vibration_core import api
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -47,8 +47,8 @@ CLUSTER_RULES: tuple[Rule, ...] = (
 
 NAMESPACED_RULES: tuple[Rule, ...] = (
     # kopf lists and watches them, patches its finalizer and annotations; we get the fresh object.
-    _rule(spec.GROUP, [spec.PLURAL], ["get", "list", "watch", "patch"]),
-    _rule(spec.GROUP, [f"{spec.PLURAL}/status"], ["patch"]),
+    _rule(api.GROUP, [api.PLURAL], ["get", "list", "watch", "patch"]),
+    _rule(api.GROUP, [f"{api.PLURAL}/status"], ["patch"]),
     # Serving pods: kopf watches them (a pod event wakes its VibrationModel), we create and delete
     # them, and patch an annotation when their target changes (the kubelet then refreshes the mount).
     _rule("", ["pods"], ["list", "watch", "create", "patch", "delete"]),
@@ -94,7 +94,7 @@ NODES = Resource("", "v1", "nodes", namespaced=False)
 PODS = Resource("", "v1", "pods")
 CONFIGMAPS = Resource("", "v1", "configmaps")
 EVENTS = Resource("", "v1", "events")
-VIBRATIONMODELS = Resource(spec.GROUP, spec.VERSION, spec.PLURAL)
+VIBRATIONMODELS = Resource(api.GROUP, api.VERSION, api.PLURAL)
 
 
 class KubeError(Exception):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from vibration_core.spec import NodeStatus
+from vibration_core.status import NodeStatus
 from vibration_core.validation import ExitCode
 from vibration_operator.conditions import POD_PROBLEM
 from vibration_operator.gate_view import gate_of
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from vibration_core.messages import CandidateState
-    from vibration_core.spec import NodeGate, VersionRef
+    from vibration_core.status import NodeGate, VersionRef
     from vibration_core.target import ModelTarget
     from vibration_core.validation import CompactReport
 

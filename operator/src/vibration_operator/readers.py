@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from vibration_core.spec import VersionRef
+from vibration_core.status import VersionRef
 from vibration_core.target import ModelTarget
 from vibration_core.validation import CompactReport
 from vibration_operator import names

@@ -63,7 +63,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from vibration_core.spec import NodeStatus, VersionRef, VibrationModelStatus
+from vibration_core.status import NodeStatus, VersionRef, VibrationModelStatus
 from vibration_core.target import ModelTarget
 from vibration_operator import schedule
 from vibration_operator.conditions import (

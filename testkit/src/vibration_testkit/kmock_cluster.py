@@ -2,7 +2,7 @@
 
 `kmock_cluster` starts kmock's `KubernetesEmulator` on 127.0.0.1 with the
 resources the operator and kopf discover (the VibrationModel kind from
-`vibration_core.spec`, nodes, pods, ConfigMaps, events) and talks to it only
+`vibration_core.api`, nodes, pods, ConfigMaps, events) and talks to it only
 over HTTP, as kubectl would. kmock's gaps (no generation, no resourceVersion, no
 CRD schema) are closed here where
 the operator or kopf rely on the real behaviour, in `ApiServerLikeEmulator`:
@@ -37,7 +37,7 @@ import attrs
 import jsonpatch
 import kmock
 
-from vibration_core import spec as vm_spec
+from vibration_core import api as vm_api
 from vibration_operator import names
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger(__name__)
-VM_PATH = f"/apis/{vm_spec.GROUP}/{vm_spec.VERSION}"
+VM_PATH = f"/apis/{vm_api.GROUP}/{vm_api.VERSION}"
 ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 OURS = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
 
@@ -57,11 +57,11 @@ def _resources() -> dict[str, kmock.ResourceInfo]:
             kind=kind, namespaced=namespaced, verbs=ALL_VERBS, subresources=subresources
         )
 
-    vibm = info(vm_spec.KIND, namespaced=True, status=True)
-    vibm.singular, vibm.shortnames = vm_spec.SINGULAR, set(vm_spec.SHORT_NAMES)
-    vibm.categories = set(vm_spec.CATEGORIES)
+    vibm = info(vm_api.KIND, namespaced=True, status=True)
+    vibm.singular, vibm.shortnames = vm_api.SINGULAR, set(vm_api.SHORT_NAMES)
+    vibm.categories = set(vm_api.CATEGORIES)
     return {
-        f"{vm_spec.GROUP}/{vm_spec.VERSION}/{vm_spec.PLURAL}": vibm,
+        f"{vm_api.GROUP}/{vm_api.VERSION}/{vm_api.PLURAL}": vibm,
         "v1/nodes": info("Node", namespaced=False, status=True),
         "v1/pods": info("Pod", namespaced=True, status=True),
         "v1/configmaps": info("ConfigMap", namespaced=True),
@@ -73,7 +73,7 @@ def _resources() -> dict[str, kmock.ResourceInfo]:
     }
 
 
-STATUS_SUBRESOURCE = frozenset({vm_spec.PLURAL, "pods", "nodes"})
+STATUS_SUBRESOURCE = frozenset({vm_api.PLURAL, "pods", "nodes"})
 _REVISIONS = itertools.count(1)
 
 
@@ -268,7 +268,7 @@ class KmockCluster:
     async def apply_model(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """``kubectl apply``: create the VibrationModel, or merge-patch its spec."""
         meta = manifest["metadata"]
-        path = f"{VM_PATH}/namespaces/{meta['namespace']}/{vm_spec.PLURAL}"
+        path = f"{VM_PATH}/namespaces/{meta['namespace']}/{vm_api.PLURAL}"
         try:
             await self.call("GET", f"{path}/{meta['name']}")
         except ApiError as exc:
@@ -284,7 +284,7 @@ class KmockCluster:
     async def model(self, namespace: str, name: str) -> dict[str, Any]:
         """The VibrationModel as the emulator has it."""
         found: dict[str, Any] = await self.call(
-            "GET", f"{VM_PATH}/namespaces/{namespace}/{vm_spec.PLURAL}/{name}"
+            "GET", f"{VM_PATH}/namespaces/{namespace}/{vm_api.PLURAL}/{name}"
         )
         return found
 

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from vibration_core.api import MAX_NAME_LENGTH, NAME_PATTERN
 from vibration_core.modelcard import ModelCard
-from vibration_core.spec import MAX_NAME_LENGTH, NAME_PATTERN
 from vibration_train.cli_common import exit_codes
 from vibration_train.manifest import DEFAULT_BROKER, DEFAULT_TOPIC_PREFIX, build_manifest, to_yaml
 from vibration_train.registry import (

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from vibration_core.spec import API_VERSION, KIND, VibrationModel
+from vibration_core.api import API_VERSION, KIND
+from vibration_core.spec import VibrationModel
 
 if TYPE_CHECKING:
     from vibration_core.modelcard import ModelCard
