@@ -23,8 +23,8 @@ from vibration_core.target import ModelTarget
 from vibration_core.validation import CompactReport
 from vibration_operator.builders import build_serving_pod
 from vibration_operator.conditions import get_condition
-from vibration_operator.handlers import parse_status
 from vibration_operator.node_state import Candidate, NodeObservation
+from vibration_operator.parse import parse_status
 from vibration_operator.rollout import Decision, decide
 from vibration_operator.settings import OperatorSettings
 from vibration_testkit.specs import make_spec, sha

@@ -11,6 +11,7 @@ from kopf._core.intents.stoppers import DaemonStopper  # what kopf hands its tim
 
 from vibration_operator import handlers
 from vibration_operator.settings import OperatorSettings
+from vibration_operator.steps import Runtime
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -39,9 +40,7 @@ async def test_timer_steps_take_turns_and_every_one_runs() -> None:
     assert sorted(done) == list(range(20))
 
 
-def _recording(
-    monkeypatch: pytest.MonkeyPatch, steps: int
-) -> tuple[handlers.Runtime, dict[str, Handler], list[str]]:
+def _recording(monkeypatch: pytest.MonkeyPatch, steps: int) -> tuple[Runtime, dict[str, Handler], list[str]]:
     """A runtime with `steps` turns, and its registered handlers, whose steps only record their name."""
     ran: list[str] = []
 
@@ -50,7 +49,7 @@ def _recording(
 
     monkeypatch.setattr(handlers, "reconcile", recorded)
     monkeypatch.setattr(handlers, "check_drift", recorded)
-    runtime = handlers.Runtime(settings=OperatorSettings(timer_steps=steps), kube=None)  # type: ignore[arg-type]
+    runtime = Runtime(settings=OperatorSettings(timer_steps=steps), kube=None)  # type: ignore[arg-type]
     registry = handlers.build_registry(runtime)
     # kopf's own registry (testkit/operator_calls.py reads it too): the handlers as kopf calls them.
     found = {str(h.id): cast("Handler", h.fn) for h in registry._spawning.get_all_handlers()}

@@ -21,8 +21,9 @@ import kopf
 
 import vibration_operator
 from vibration_operator import kube
-from vibration_operator.handlers import Runtime, build_registry
+from vibration_operator.handlers import build_registry
 from vibration_operator.settings import OperatorSettings
+from vibration_operator.steps import Runtime
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterable
