@@ -52,7 +52,7 @@ def test_names_stay_names_and_one_integer_written_twice_is_refused() -> None:
 
 
 def test_integer_timestamps_past_what_ns_can_hold_are_refused() -> None:
-    from vibration_train.data import _integer_ns  # noqa: PLC0415 - the one private helper tested here
+    from vibration_train.data_columns import _integer_ns  # noqa: PLC0415 - the one private helper tested here
 
     assert _integer_ns("t", np.array([1_700_000_000], dtype=np.int64)).tolist() == [1_700_000_000 * 10**9]
     with pytest.raises(TrainingDataError, match="past 2262 read as s since the epoch"):

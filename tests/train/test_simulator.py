@@ -19,12 +19,11 @@ from vibration_train.simulator import (
     DEFAULT_START,
     Drift,
     MachineProfile,
-    bpfi,
-    bpfo,
     make_machines,
     simulate,
     simulate_machine_stream,
 )
+from vibration_train.simulator_signals import bpfi, bpfo
 
 FS = 25600.0
 # A deep-groove bearing (the SKF 6205 of the CWRU data set) on a 40 Hz shaft,

@@ -13,20 +13,16 @@ Two kinds of parquet file are accepted, told apart by their columns:
 Labels are free strings (the card records them), but a model needs at least
 two classes, and the split (`vibration_train.split`) at least two windows of
 each, one to train on and one to hold out.
-Anything unusable raises a `TrainingDataError` that names the problem.
-
-Longer than the others: it reads every table a user brings (raw windows,
-feature tables, the reference pipeline's) into one shape, each with the
-refusal that names what is wrong.
+Anything unusable raises a `TrainingDataError` that names the problem; the
+label, machine and timestamp columns are read by `vibration_train.data_columns`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -37,12 +33,20 @@ from vibration_core import dataset
 from vibration_core.errors import DatasetError, FeatureInputError
 from vibration_core.features import FEATURE_NAMES, band_bins, extract_features
 from vibration_core.units import METADATA_UNIT, Unit, accepted
+from vibration_train.data_columns import (
+    MACHINE_COLUMN,
+    TIMESTAMP_COLUMN,
+    check_classes,
+    read_labels,
+    read_machines,
+    read_timestamps,
+)
 from vibration_train.errors import TrainingDataError
 from vibration_train.feature_checks import check_feature_table
 from vibration_train.simulator import UNIT as SIMULATED_UNIT
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
     from pathlib import Path
 
     from vibration_train.simulator import SimulatedData
@@ -51,8 +55,6 @@ logger = logging.getLogger(__name__)
 
 SAMPLES_COLUMN: Final = "samples"
 LABEL_COLUMN: Final = "label"
-MACHINE_COLUMN: Final = "machine"
-TIMESTAMP_COLUMN: Final = "timestamp"
 _FEATURE_BLOCK: Final = 1024  # windows per extractor call: granularity of the progress callback
 
 
@@ -143,7 +145,7 @@ def load_table(
             f"has neither a {SAMPLES_COLUMN!r} column (raw windows) nor all ten feature columns "
             f"(missing {', '.join(missing)}); its columns are {', '.join(schema.names) or 'none'}",
         )
-    _check_classes(table)
+    check_classes(source, table.class_counts())
     logger.info(
         "training_table_loaded",
         extra={
@@ -223,7 +225,7 @@ def _load_raw(
     return TrainingTable(
         source=source,
         features=features,
-        labels=_labels(source, windows.labels),
+        labels=read_labels(source, windows.labels),
         machines=windows.machine,
         timestamps_ns=windows.timestamp_ns,
         sample_rate=windows.sample_rate,
@@ -282,103 +284,14 @@ def _load_features(
     return TrainingTable(
         source=source,
         features=np.ascontiguousarray(features),
-        labels=_labels(source, table.column(LABEL_COLUMN).to_pylist()),
-        machines=_machines(source, table),
-        timestamps_ns=_timestamps(source, table),
+        labels=read_labels(source, table.column(LABEL_COLUMN).to_pylist()),
+        machines=read_machines(source, table),
+        timestamps_ns=read_timestamps(source, table),
         sample_rate=float(sample_rate),
         window_length=int(window_length),
         modified=_modified(path),
         unit=unit,
     )
-
-
-def _labels(source: str, values: Sequence[object] | npt.NDArray[Any]) -> npt.NDArray[np.str_]:
-    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-    # A float column's NaN is no label either: pyarrow and polars write it apart from null.
-    empty = [
-        i
-        for i, label in enumerate(items)
-        if label is None or (isinstance(label, float) and math.isnan(label)) or not str(label).strip()
-    ]
-    if empty:
-        shown = ", ".join(str(i) for i in empty[:10]) + (", ..." if len(empty) > 10 else "")  # noqa: PLR2004
-        raise TrainingDataError(source, f"{len(empty)} row(s) have no label (rows {shown})")
-    return np.asarray([str(label) for label in items], dtype=str)
-
-
-def _machines(source: str, table: pa.Table) -> npt.NDArray[np.str_] | None:
-    if MACHINE_COLUMN not in table.column_names:
-        return None
-    values = table.column(MACHINE_COLUMN).to_pylist()
-    if any(value is None for value in values):
-        raise TrainingDataError(source, f"column {MACHINE_COLUMN!r} has missing values")
-    return np.asarray([str(value) for value in values], dtype=str)
-
-
-def _timestamps(source: str, table: pa.Table) -> npt.NDArray[np.int64] | None:
-    if TIMESTAMP_COLUMN not in table.column_names:
-        return None
-    column = table.column(TIMESTAMP_COLUMN)
-    if column.null_count:
-        raise TrainingDataError(
-            source, f"column {TIMESTAMP_COLUMN!r} has {column.null_count} missing value(s)"
-        )
-    if pa.types.is_timestamp(column.type):
-        # A zone-less timestamp is read as UTC, the zone every window start is stated in.
-        return np.asarray(column.cast(pa.timestamp("ns", tz=column.type.tz)).to_numpy().astype(np.int64))
-    if pa.types.is_integer(column.type):
-        return _integer_ns(source, np.asarray(column.to_numpy(), dtype=np.int64))
-    raise TrainingDataError(
-        source,
-        f"column {TIMESTAMP_COLUMN!r} must hold timestamps or integers since the epoch (ns; s, ms, us "
-        "by their size), "
-        f"it holds {column.type}",
-    )
-
-
-_EPOCH_UNITS: Final = ((1e11, "s", 10**9), (1e14, "ms", 10**6), (1e17, "us", 10**3))
-"""Integer timestamps below each bound, read as that unit: 1e11 s, 1e14 ms, 1e17 us all lie past 5138,
-and 1e17 ns is 1973; a table of this century's windows is unambiguous."""
-
-
-def _integer_ns(source: str, values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """Integer timestamps as ns since the epoch: ns as the contract says, or s, ms, us by their size.
-
-    A historian's or Node-RED's export (ms since the epoch) read as ns put the card's training
-    dates in January 1970; the order of the windows, which the split uses, is the same either way.
-    """
-    largest = int(np.abs(values).max()) if values.size else 0
-    for bound, unit, factor in _EPOCH_UNITS:
-        if 0 < largest < bound:
-            if largest * factor > np.iinfo(np.int64).max:  # past 2262: ns since the epoch cannot hold it
-                detail = (
-                    f"column {TIMESTAMP_COLUMN!r} holds {largest}, past 2262 read as {unit} since the epoch"
-                )
-                raise TrainingDataError(source, detail)
-            logger.warning(
-                "timestamps_read_as",
-                extra={
-                    "source": source,
-                    "unit": unit,
-                    "detail": f"integers up to {largest} read as {unit} since the epoch",
-                },
-            )
-            return values * factor
-    return values
-
-
-def _check_classes(table: TrainingTable) -> None:
-    counts = table.class_counts()
-    if len(counts) < 2:  # noqa: PLR2004 - a classifier needs two classes
-        only = next(iter(counts), "")
-        raise TrainingDataError(table.source, f"needs at least 2 classes, found only {only!r}")
-    scarce = {label: count for label, count in counts.items() if count < 2}  # noqa: PLR2004
-    if scarce:
-        listed = ", ".join(f"{label!r} ({count})" for label, count in scarce.items())
-        raise TrainingDataError(
-            table.source,
-            f"every class needs at least 2 windows, one to train on and one to hold out; too few: {listed}",
-        )
 
 
 def _modified(path: Path) -> datetime:
