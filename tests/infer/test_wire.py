@@ -105,6 +105,21 @@ def test_the_parser_reads_the_same_packets_however_the_stream_is_split() -> None
         assert got == meaning, f"split every {step} bytes"
 
 
+def test_the_parser_keeps_nothing_of_a_read_buffer_the_link_reuses() -> None:
+    # The link reads into one buffer and feeds views of it; the parser parses them where they
+    # lie, so what it returns and the partial packet it holds must not point into the buffer.
+    stream, meaning = broker_stream()
+    for step in (5, 64, 300, len(stream)):
+        parser, got, reads = codec.Parser(1 << 20), [], bytearray(step)
+        for i in range(0, len(stream), step):
+            chunk = stream[i : i + step]
+            reads[: len(chunk)] = chunk
+            got += parser.feed(memoryview(reads)[: len(chunk)])
+            reads[:] = b"\xee" * step  # the next read overwrites it
+        assert got == meaning, f"reads of {step} bytes"
+        assert not parser.partial
+
+
 @pytest.mark.parametrize("remaining", [127, 128, 16_383, 16_384, 2_097_151, 2_097_152])
 def test_remaining_lengths_at_each_varint_boundary_round_trip(remaining: int) -> None:
     topic = "t"

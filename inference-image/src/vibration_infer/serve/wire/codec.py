@@ -34,10 +34,13 @@ and the parser side by side so that each packet's layout is read in one place.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple, TypeAlias
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+Bytes: TypeAlias = bytes | bytearray | memoryview
+"""What packets are parsed from: the parser's buffer, or a read where it lies."""
 
 CONNECT: Final = 1
 CONNACK: Final = 2
@@ -269,9 +272,16 @@ class Parser:
         return bool(self._buffer)
 
     def feed(self, data: bytes | memoryview) -> list[Message | Control]:
-        """Add received bytes; return the packets they completed, in order."""
-        buffer = self._buffer
-        buffer += data
+        """Add received bytes; return the packets they completed, in order.
+
+        With no partial packet held, the packets are parsed where `data` lies and only what
+        is left of an incomplete one is kept: a flood's read (a megabyte, 63 windows) is not
+        copied whole into the buffer first, each payload is copied once, into its `Message`.
+        """
+        held = self._buffer
+        if held:
+            held += data
+        buffer: Bytes = held or data
         out: list[Message | Control] = []
         view = memoryview(buffer)
         offset, size = 0, len(buffer)
@@ -300,12 +310,16 @@ class Parser:
             exc.parsed = out
             raise
         finally:
-            view.release()
-            del buffer[:offset]
+            if buffer is held:
+                view.release()
+                del held[:offset]
+            else:
+                held += view[offset:]
+                view.release()
         return out
 
 
-def fixed_header(buffer: bytes | bytearray, offset: int, max_bytes: int) -> tuple[int, int] | None:
+def fixed_header(buffer: Bytes, offset: int, max_bytes: int) -> tuple[int, int] | None:
     """Where the packet at `offset` has its body and where it ends; None while incomplete."""
     got = _varint(buffer, offset + 1)
     if got is None:
@@ -317,7 +331,7 @@ def fixed_header(buffer: bytes | bytearray, offset: int, max_bytes: int) -> tupl
     return (start, end) if end <= len(buffer) else None
 
 
-def _packet_at(buffer: bytearray, view: memoryview, offset: int, start: int, end: int) -> Message | Control:
+def _packet_at(buffer: Bytes, view: memoryview, offset: int, start: int, end: int) -> Message | Control:
     first = buffer[offset]
     if first >> 4 == PUBLISH:
         return _publish(first, buffer, view, start, end)
@@ -327,7 +341,7 @@ def _packet_at(buffer: bytearray, view: memoryview, offset: int, start: int, end
         raise ProtocolError(f"packet of type {first >> 4} shorter than its fields") from None
 
 
-def _publish(first: int, buffer: bytearray, view: memoryview, start: int, end: int) -> Message:
+def _publish(first: int, buffer: Bytes, view: memoryview, start: int, end: int) -> Message:
     qos = (first >> 1) & 0x03
     if qos > 1:  # the link subscribes at QoS 1: a QoS 2 window would need PUBREC, not PUBACK; 3 is none
         raise ProtocolError(f"PUBLISH at QoS {qos}; this client subscribes at QoS 1 and takes no more")
@@ -377,7 +391,7 @@ def _control(kind: int, body: bytes) -> Control:
     return Control(kind)
 
 
-def _varint(data: bytes | bytearray, i: int) -> tuple[int, int] | None:
+def _varint(data: Bytes, i: int) -> tuple[int, int] | None:
     """The Variable Byte Integer at `i` and the index after it; None when `data` ends first."""
     value, shift = 0, 0
     while True:
@@ -393,7 +407,7 @@ def _varint(data: bytes | bytearray, i: int) -> tuple[int, int] | None:
             raise ProtocolError("variable byte integer longer than four bytes")
 
 
-def _varint_at(data: bytes | bytearray, i: int) -> tuple[int, int]:
+def _varint_at(data: Bytes, i: int) -> tuple[int, int]:
     got = _varint(data, i)
     if got is None:
         raise ProtocolError("truncated variable byte integer")
