@@ -708,6 +708,13 @@ def test_a_scale_is_blamed_only_for_what_it_underflows() -> None:
     assert plain.samples.tolist() == scaled.samples.tolist() == [0.0, 0.5, -1.0]
 
 
+def test_counts_beyond_float32_with_a_scale_that_brings_them_back_decode_quietly() -> None:
+    # A sensor may send raw counts with a scale to physical units: the counts alone need not fit
+    # float32, only the samples they scale to (the underflow check must not warn on the way).
+    window = decode_raw(_json(samples=[1e300, -2e300, 0.0], scale=1e-300), "cnc-01")
+    assert window.samples.tolist() == [1.0, -2.0, 0.0]
+
+
 def test_a_key_a_letter_from_a_short_key_of_ours_is_the_sensors_own() -> None:
     # "unix" (a timestamp in seconds), "init" and "unit_id" are words of their own, not typos of "unit".
     window = decode_raw(_json(unix=1_700_000_000, init=True, unit_id=7, scale_factor_note="x"), "cnc-01")

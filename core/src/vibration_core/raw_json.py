@@ -202,11 +202,15 @@ def decode_json(payload: bytes, machine: str) -> RawWindow:
     scale = _json_number(document, "scale") if "scale" in document else None
     unit = _json_unit(document["unit"]) if "unit" in document else None
     data = _json_samples(document.get("samples"))
+    # Overflow into inf is reported by refuse_non_finite with its index; a scale so small that
+    # samples become 0 would pass for a machine at rest. Counts that only fit float32 once
+    # scaled are fine: their own cast, for the comparison, may overflow without a word.
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         samples = (data if scale is None else data * scale).astype(np.float32)
-    # Overflow into inf is reported by refuse_non_finite with its index; a scale so small that
-    # samples become 0 would pass for a machine at rest.
-    if scale is not None and np.count_nonzero(samples) < np.count_nonzero(data.astype(np.float32)):
+        underflowed = scale is not None and np.count_nonzero(samples) < np.count_nonzero(
+            data.astype(np.float32)
+        )
+    if underflowed:
         detail = f"{scale}: samples times it underflow float32 to 0; scale must give physical units"
         raise MessageError(ErrorReason.BAD_FIELD, "scale", detail)
     refuse_non_finite(samples)
