@@ -12,17 +12,15 @@ import pytest
 from vibration_core.errors import ContractMismatchError, ModelCardError
 from vibration_core.features import FEATURE_NAMES
 from vibration_core.modelcard import (
-    FeatureSpec,
-    InputTransform,
     ModelCard,
     RuntimeSignature,
-    TensorSpec,
     check_artifact,
     check_extractor,
     check_signal,
     check_signature,
     sha256_file,
 )
+from vibration_core.modelcard_parts import FeatureSpec, InputTransform, TensorSpec
 from vibration_testkit.cards import LABELS, card_dict
 
 if TYPE_CHECKING:

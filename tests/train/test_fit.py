@@ -15,12 +15,12 @@ from vibration_core.modelcard import (
     CARD_FILENAME,
     ModelCard,
     RuntimeSignature,
-    TensorSpec,
     check_artifact,
     check_extractor,
     check_signature,
     sha256_file,
 )
+from vibration_core.modelcard_parts import TensorSpec
 from vibration_testkit.train_tables import N_WINDOWS, SAMPLE_RATE, TINY, WINDOW_LENGTH, Trained
 from vibration_train.card import write_model
 from vibration_train.data import load_table

@@ -24,7 +24,8 @@ from typer.testing import CliRunner, Result
 
 from vibration_core import dataset
 from vibration_core.features import FEATURE_NAMES, extract_features
-from vibration_core.modelcard import CARD_FILENAME, ModelCard, TensorSpec, check_artifact
+from vibration_core.modelcard import CARD_FILENAME, ModelCard, check_artifact
+from vibration_core.modelcard_parts import TensorSpec
 from vibration_testkit.reference_pipeline import (
     CLASSES,
     SAMPLE_RATE,

@@ -3,9 +3,10 @@
 A model's features are in the unit of the samples it was trained on: rms and
 peak scale with it, the band energies with its square. A model trained in g
 fed m/s^2 sees every amplitude 9.81 times too large and nothing crashes, so
-the card records the unit (`vibration_core.modelcard.Signal.unit`), data
-files declare theirs (`METADATA_UNIT` in a parquet file's schema metadata,
-or a flag where a tool takes one) and every consumer compares the two.
+the card records the unit (`vibration_core.modelcard_parts.Signal.unit`),
+data files declare theirs (`METADATA_UNIT` in a parquet file's schema
+metadata, or a flag where a tool takes one) and every consumer compares the
+two.
 
 Two units are accepted, both of acceleration, which is what the features are
 defined on: ``g`` (standard gravity) and ``m/s^2``; ``m/s²`` and ``m/s2`` are

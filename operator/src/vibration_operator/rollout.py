@@ -66,8 +66,8 @@ from typing import TYPE_CHECKING
 
 from vibration_core.status import VibrationModelStatus
 from vibration_operator import rollout_plan, rollout_targets
-from vibration_operator.conditions import Event, record
 from vibration_operator.pod_lifecycle import pod_changes
+from vibration_operator.rollout_status import record
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -75,6 +75,7 @@ if TYPE_CHECKING:
 
     from vibration_core.spec import VibrationModelSpec
     from vibration_core.target import ModelTarget
+    from vibration_operator.conditions import Event
     from vibration_operator.node_state import NodeObservation
 
 

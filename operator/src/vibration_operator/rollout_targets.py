@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vibration_operator.conditions import POD_PROBLEM, Progress
+from vibration_operator.conditions import POD_PROBLEM
 from vibration_operator.node_state import node_status, same_version
+from vibration_operator.rollout_status import Progress
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -7,14 +7,17 @@ transformed features, as the training job's INT8 path makes them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flatbuffers  # type: ignore[import-untyped] # ships no types
 import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
-from vibration_core.modelcard import ModelCard, TensorSpec
+from vibration_core.modelcard_parts import TensorSpec
 from vibration_testkit.cards import for_artifact
+
+if TYPE_CHECKING:
+    from vibration_core.modelcard import ModelCard
 
 
 def build_tflite(

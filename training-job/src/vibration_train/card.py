@@ -22,14 +22,8 @@ import skl2onnx
 import sklearn
 
 from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
-from vibration_core.modelcard import (
-    CARD_FILENAME,
-    Artifact,
-    FeatureSpec,
-    ModelCard,
-    Signal,
-    TrainingData,
-)
+from vibration_core.modelcard import CARD_FILENAME, ModelCard
+from vibration_core.modelcard_parts import Artifact, FeatureSpec, Signal, TrainingData
 from vibration_core.reference import ReferenceDistribution, build_reference
 from vibration_train.errors import OutputError
 

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
-from vibration_core.modelcard import FeatureSpec, ModelCard, Signal, TensorSpec
+from vibration_core.modelcard import ModelCard
+from vibration_core.modelcard_parts import FeatureSpec, Signal, TensorSpec
 from vibration_train.card import artifact_of, table_reference, training_summary, write_model
 from vibration_train.edgetpu_convert import (
     MlpConfig,
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 
     import numpy.typing as npt
 
-    from vibration_core.modelcard import InputTransform, Metrics
+    from vibration_core.modelcard_parts import InputTransform, Metrics
     from vibration_train.data import TrainingTable
     from vibration_train.split import Split
 

@@ -37,7 +37,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from vibration_core.features import FEATURE_NAMES
-from vibration_core.modelcard import InputTransform
+from vibration_core.modelcard_parts import InputTransform
 from vibration_train.errors import ExportError
 
 if TYPE_CHECKING:

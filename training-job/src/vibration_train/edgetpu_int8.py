@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from vibration_core.modelcard import TensorSpec
+from vibration_core.modelcard_parts import TensorSpec
 from vibration_train.errors import ExportError
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     import numpy.typing as npt
 
-    from vibration_core.modelcard import InputTransform
+    from vibration_core.modelcard_parts import InputTransform
     from vibration_train.edgetpu import EdgeTpuConfig
 
 logger = logging.getLogger(__name__)

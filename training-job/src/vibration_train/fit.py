@@ -4,8 +4,8 @@ The split (`vibration_train.split`) holds out whole machines, or each
 recording's latest windows, never windows one by one; it is seeded. The
 estimator is trained on the string labels so that its ONNX form emits a
 string label tensor, and the held-out figures are computed once here as a
-`vibration_core.modelcard.Metrics`: the printed report and the model card
-both read that one object. Beside the per-window figures it holds the
+`vibration_core.modelcard_parts.Metrics`: the printed report and the model
+card both read that one object. Beside the per-window figures it holds the
 per-recording accuracy: whether the model names a machine's state right
 when all of that state's held-out windows vote.
 """
@@ -22,7 +22,7 @@ import numpy.typing as npt
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-from vibration_core.modelcard import ClassMetrics, HeldOut, Metrics
+from vibration_core.modelcard_parts import ClassMetrics, HeldOut, Metrics
 from vibration_train.errors import FitConfigError
 from vibration_train.split import Split, machine_of_each_window, recording_ids, split_table
 

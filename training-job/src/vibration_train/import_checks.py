@@ -37,7 +37,7 @@ import onnx
 import onnx.checker
 
 from vibration_core.features import FEATURE_NAMES
-from vibration_core.modelcard import TensorSpec
+from vibration_core.modelcard_parts import TensorSpec
 from vibration_train.errors import ModelImportError
 from vibration_train.fit_labels import as_integers
 from vibration_train.onnx_export import PROB_TOLERANCE

@@ -47,7 +47,8 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from vibration_core.features import EXTRACTOR_VERSION, FEATURE_NAMES
-from vibration_core.modelcard import FeatureSpec, ModelCard, Signal
+from vibration_core.modelcard import ModelCard
+from vibration_core.modelcard_parts import FeatureSpec, Signal
 from vibration_train.card import ONNX_FILENAME, artifact_of, table_reference, training_summary, write_model
 from vibration_train.data import load_table
 from vibration_train.errors import ModelImportError

@@ -27,7 +27,7 @@ import onnxruntime as ort
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 
-from vibration_core.modelcard import TensorSpec
+from vibration_core.modelcard_parts import TensorSpec
 from vibration_train.errors import ExportError, ParityError
 
 if TYPE_CHECKING:

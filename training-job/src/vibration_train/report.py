@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from vibration_core.modelcard import HeldOut, Metrics
+    from vibration_core.modelcard_parts import HeldOut, Metrics
 
 _HEADERS = ("precision", "recall", "f1-score", "support")
 _SHOWN_MACHINES = 10

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from vibration_core.modelcard import InputTransform, RuntimeSignature, TensorSpec
+from vibration_core.modelcard import RuntimeSignature
+from vibration_core.modelcard_parts import InputTransform, TensorSpec
 from vibration_infer.errors import LoadError, PredictError
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from vibration_infer.errors import LoadError
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from vibration_core.modelcard import InputTransform
+    from vibration_core.modelcard_parts import InputTransform
     from vibration_infer.backends._tflite import Interpreter
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from vibration_infer.backends._tflite import TFLiteBackend, open_litert
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from vibration_core.modelcard import InputTransform
+    from vibration_core.modelcard_parts import InputTransform
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from vibration_core.modelcard import RuntimeSignature, TensorSpec
+from vibration_core.modelcard import RuntimeSignature
+from vibration_core.modelcard_parts import TensorSpec
 from vibration_infer.errors import LoadError, PredictError
 
 if TYPE_CHECKING:
