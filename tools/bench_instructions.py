@@ -58,6 +58,7 @@ from vibration_infer.serve.app import ServeApp
 from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.serve.wire import codec
 from vibration_infer.serve.wire.link import WireLink
+from vibration_infer.serve.wire.parser import Parser
 from vibration_train.simulator import simulate
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ class SocketBroker:
         out = self.link._out  # noqa: SLF001 - the link's state, as its network thread sets it
         self.link._sock = ours  # noqa: SLF001
         self.link._write(out.connect(1, codec.Control(codec.CONNACK, receive_maximum=1024)))  # noqa: SLF001
-        self._parser = codec.Parser(1 << 24)
+        self._parser = Parser(1 << 24)
         self._buffer = bytearray(1 << 22)
         self._pubacks = [codec.puback_packet(i) for i in range(65536)]
         self.sent = 0

@@ -13,7 +13,7 @@ only what a load generator needs, on the bytes themselves:
   acknowledged when QoS 1), PUBACK (counted), CONNACK and SUBACK (waited on).
 
 TCP_NODELAY is on, as on every client of this project. The framing (remaining length, strings,
-packets) is serve's own, `vibration_infer.serve.wire.codec`. It is not a general
+packets) is serve's own, `vibration_infer.serve.wire.codec` and `.parser`. It is not a general
 client: no reconnect, no QoS 2, no MQTT 5 properties, no TLS.
 """
 
@@ -36,11 +36,11 @@ from vibration_infer.serve.wire.codec import (
     PUBLISH,
     SUBACK,
     SUBSCRIBE,
-    fixed_header,
     packet,
     puback_packet,
     utf8,
 )
+from vibration_infer.serve.wire.parser import fixed_header
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -30,7 +30,8 @@ from vibration_core.target import ModelTarget
 from vibration_core.validation import TERMINATION_MESSAGE_LIMIT, CompactReport, ExitCode
 from vibration_infer import cli
 from vibration_infer import outcome as outcome_module
-from vibration_infer.cache import LAST_GOOD_FILENAME, ModelCache
+from vibration_infer.cache import ModelCache
+from vibration_infer.last_good import LAST_GOOD_FILENAME
 from vibration_infer.outcome import Outcome, emit, one_line
 from vibration_infer.settings import ValidateSettings
 from vibration_infer.validate import validate

@@ -35,6 +35,7 @@ from vibration_infer.serve.settings import ServeSettings
 from vibration_infer.serve.wire import codec, connection
 from vibration_infer.serve.wire import link as wire_link
 from vibration_infer.serve.wire.link import WireLink
+from vibration_infer.serve.wire.parser import Parser
 from vibration_testkit.serving import wait_until
 
 if TYPE_CHECKING:
@@ -97,9 +98,9 @@ def broker_stream() -> tuple[bytes, list[codec.Message | codec.Control]]:
 
 def test_the_parser_reads_the_same_packets_however_the_stream_is_split() -> None:
     stream, meaning = broker_stream()
-    assert codec.Parser(1 << 20).feed(stream) == meaning
+    assert Parser(1 << 20).feed(stream) == meaning
     for step in (1, 2, 3, 7, 64):
-        parser, got = codec.Parser(1 << 20), []
+        parser, got = Parser(1 << 20), []
         for i in range(0, len(stream), step):
             got += parser.feed(stream[i : i + step])
         assert got == meaning, f"split every {step} bytes"
@@ -110,7 +111,7 @@ def test_the_parser_keeps_nothing_of_a_read_buffer_the_link_reuses() -> None:
     # lie, so what it returns and the partial packet it holds must not point into the buffer.
     stream, meaning = broker_stream()
     for step in (5, 64, 300, len(stream)):
-        parser, got, reads = codec.Parser(1 << 20), [], bytearray(step)
+        parser, got, reads = Parser(1 << 20), [], bytearray(step)
         for i in range(0, len(stream), step):
             chunk = stream[i : i + step]
             reads[: len(chunk)] = chunk
@@ -126,7 +127,7 @@ def test_remaining_lengths_at_each_varint_boundary_round_trip(remaining: int) ->
     overhead = 2 + len(topic) + 2 + 1  # topic, packet id, property length
     data = codec.publish_packet(topic, b"\xab" * (remaining - overhead), qos=1, packet_id=77)
     assert len(codec.varint(remaining)) == len(data) - 1 - remaining
-    assert codec.Parser(1 << 22).feed(data) == [codec.Message(topic, b"\xab" * (remaining - overhead), 1, 77)]
+    assert Parser(1 << 22).feed(data) == [codec.Message(topic, b"\xab" * (remaining - overhead), 1, 77)]
 
 
 def test_a_duplicate_keeps_the_packet_and_sets_only_the_dup_flag() -> None:
@@ -134,7 +135,7 @@ def test_a_duplicate_keeps_the_packet_and_sets_only_the_dup_flag() -> None:
     dup = codec.as_duplicate(data)
     assert dup[0] == data[0] | codec.DUP_FLAG
     assert dup[1:] == data[1:]
-    assert codec.Parser(1024).feed(dup) == [codec.Message("a/b", b"xyz", 1, 5)]
+    assert Parser(1024).feed(dup) == [codec.Message("a/b", b"xyz", 1, 5)]
     assert codec.as_duplicate(codec.pubrel_packet(5)) == codec.pubrel_packet(5)
 
 
@@ -152,16 +153,16 @@ def test_a_duplicate_keeps_the_packet_and_sets_only_the_dup_flag() -> None:
 )
 def test_malformed_input_is_refused_with_what_is_wrong(data: bytes, reason: str) -> None:
     with pytest.raises(codec.ProtocolError, match=reason):
-        codec.Parser(4096).feed(data)
+        Parser(4096).feed(data)
 
 
 def test_a_short_packet_over_the_limit_is_refused_too_and_pubacks_keep_their_reason() -> None:
     # One-byte Remaining Lengths take a shorter path; the limit and every field hold there too.
     small = codec.packet(0x30, codec.utf8("t") + b"\x00" + b"x" * 80)
     with pytest.raises(codec.ProtocolError, match="packet of 84 bytes, more than 50 taken"):
-        codec.Parser(50).feed(codec.puback_packet(3) + small)
+        Parser(50).feed(codec.puback_packet(3) + small)
     acks = codec.puback_packet(3) + b"\x40\x03\x00\x05\x10" + b"\x40\x04\x00\x06\x00\x00"
-    assert codec.Parser(50).feed(acks) == [
+    assert Parser(50).feed(acks) == [
         codec.Control(codec.PUBACK, packet_id=3),
         codec.Control(codec.PUBACK, packet_id=5, reason=0x10),
         codec.Control(codec.PUBACK, packet_id=6),  # a reason, then an empty property length
@@ -170,7 +171,7 @@ def test_a_short_packet_over_the_limit_is_refused_too_and_pubacks_keep_their_rea
 
 def test_a_topic_that_is_not_utf8_still_arrives_to_be_answered_with_an_error() -> None:
     data = codec.packet(0x30, struct.pack("!H", 3) + b"a\xffb" + b"\x00" + b"payload")
-    assert codec.Parser(1024).feed(data) == [codec.Message("a\ufffdb", b"payload", 0, 0)]
+    assert Parser(1024).feed(data) == [codec.Message("a\ufffdb", b"payload", 0, 0)]
 
 
 def test_an_unsubscribe_names_every_filter_after_its_packet_id() -> None:
@@ -300,7 +301,7 @@ def recorded_takes(
     take = WireLink._take
 
     def recorded(
-        self: WireLink, sock: socket.socket, parser: codec.Parser, view: memoryview
+        self: WireLink, sock: socket.socket, parser: Parser, view: memoryview
     ) -> list[codec.Message | codec.Control] | None:
         packets = take(self, sock, parser, view)
         takes.append((time.monotonic(), packets or []))
@@ -326,7 +327,7 @@ def test_at_a_trickle_an_inputs_acknowledgement_goes_with_the_next_answer(
     send = connection.send_all  # what the link calls, replaced below by a recording one
 
     def recorded(sock: socket.socket, data: bytes, timeout_s: float) -> None:
-        writes.append(codec.Parser(1 << 20).feed(data))
+        writes.append(Parser(1 << 20).feed(data))
         send(sock, data, timeout_s)
 
     def answer(batch: list[Incoming]) -> None:  # as serve does: on the link's thread, each read at once
@@ -576,9 +577,7 @@ def _windows_of_1024_bytes(n: int) -> list[bytes]:
     ]
 
 
-def _take(
-    link: WireLink, sock: socket.socket, parser: codec.Parser
-) -> list[codec.Message | codec.Control] | None:
+def _take(link: WireLink, sock: socket.socket, parser: Parser) -> list[codec.Message | codec.Control] | None:
     return link._take(sock, parser, memoryview(bytearray(4096)))  # the read loop's step
 
 
@@ -586,7 +585,7 @@ def test_a_take_reads_on_while_reads_come_back_full_and_stops_short_of_batch_max
     link, ours, theirs = _taking(tmp_path, batch_max=14)
     packets = _windows_of_1024_bytes(64)
     theirs.sendall(b"".join(packets))
-    parser = codec.Parser(1 << 20)
+    parser = Parser(1 << 20)
     takes = []
     while (taken := _take(link, ours, parser)) is not None:
         takes.append(taken)
@@ -606,7 +605,7 @@ def test_a_take_keeps_what_came_before_the_broker_hung_up_or_sent_a_malformed_pa
     link, ours, theirs = _taking(tmp_path)
     theirs.sendall(b"".join(_windows_of_1024_bytes(8)))  # two full reads, then the end
     theirs.close()
-    parser = codec.Parser(1 << 20)
+    parser = Parser(1 << 20)
     assert len(_take(link, ours, parser) or []) == 8
     with pytest.raises(ConnectionError, match="the broker closed the connection"):
         _take(link, ours, parser)
@@ -614,7 +613,7 @@ def test_a_take_keeps_what_came_before_the_broker_hung_up_or_sent_a_malformed_pa
 
     link, ours, theirs = _taking(tmp_path)
     theirs.sendall(b"".join(_windows_of_1024_bytes(4)) + b"\x30\xff\xff\xff\xff\x01")
-    parser = codec.Parser(1 << 20)
+    parser = Parser(1 << 20)
     with pytest.raises(codec.ProtocolError, match="longer than four bytes") as refused:
         _take(link, ours, parser)
     assert [m.packet_id for m in refused.value.parsed if isinstance(m, codec.Message)] == [1, 2, 3, 4]
@@ -624,7 +623,7 @@ def test_a_take_keeps_what_came_before_the_broker_hung_up_or_sent_a_malformed_pa
 
 def test_a_take_of_a_packet_not_yet_whole_still_counts_as_heard(tmp_path: Path) -> None:
     link, ours, theirs = _taking(tmp_path)
-    parser = codec.Parser(1 << 20)
+    parser = Parser(1 << 20)
     assert _take(link, ours, parser) is None  # nothing to read at all
     big = codec.publish_packet(f"{PREFIX}/machines/m1/raw", b"x" * 5000, qos=1, packet_id=1)
     theirs.sendall(big[:4096])  # a full read, then nothing: the rest of the packet is on its way

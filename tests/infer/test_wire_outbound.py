@@ -17,6 +17,7 @@ from vibration_infer.serve.wire.outbound import (
     Outbound,
     ack_hold_s,
 )
+from vibration_infer.serve.wire.parser import Parser
 
 if TYPE_CHECKING:
     import pytest
@@ -31,7 +32,7 @@ def connack(**limits: object) -> codec.Control:
 
 
 def parsed(packets: list[bytes]) -> list[codec.Message | codec.Control]:
-    return codec.Parser(1 << 20).feed(b"".join(packets))
+    return Parser(1 << 20).feed(b"".join(packets))
 
 
 def test_answers_wait_for_the_receive_maximum_and_each_settled_one_acknowledges_its_input() -> None:

@@ -1,4 +1,4 @@
-"""The node-local model cache: content-addressed versions and the last good one.
+"""The node-local model cache: content-addressed entries, their staging, pins and eviction.
 
 Layout under the cache root (a hostPath volume, so it survives the pod and a
 reboot)::
@@ -14,28 +14,15 @@ reboot)::
 An entry is addressed by the artifact's digest, so a target whose digest is
 already here needs no download: that is what lets a node that reboots while
 the registry is unreachable validate and serve its model. Entries appear by
-renaming a complete staging directory into place, and ``last-good.json`` is
-replaced atomically and only after a passed validation; a failed one never
-touches it. Eviction keeps the most recently used entries and never the last
-good one, nor an entry a validation pins: a candidate that passed but waits
-for its shadow run to end before it is marked last good (`pin`). A pin is a
-shared ``flock`` on the entry's ``.pin`` file, so it ends with its holder: a
-pod that crashes or is killed mid-run never pins an entry for good.
+renaming a complete staging directory into place. Eviction keeps the most
+recently used entries and never the last good one, nor an entry a validation
+pins: a candidate that passed but waits for its shadow run to end before it
+is marked last good (`pin`). A pin is a shared ``flock`` on the entry's
+``.pin`` file, so it ends with its holder: a pod that crashes or is killed
+mid-run never pins an entry for good.
 
-The entry's ``modelcard.json`` is the card its bytes came with. The same bytes
-may pass again under another card (a retry under a new version, or another
-namespace's VibrationModel with a mended card): that card is kept beside it,
-named by its version and its own digest (`CachedModel.kept_card_path`), and the
-records of that pass point there. No pass ever rewrites a card another record
-reads; `ModelCache.card_of` finds a version's card for an offline validation.
-
-A *slot* is the VibrationModel a target came from, `namespace/name`. The last
-good record is kept under it too, so a pod whose target fails before its card
-is known (the registry is unreachable, say) still finds what it served last,
-and not what a VibrationModel of the same name in another namespace (a staging
-hall on the same gateways) promoted. Pods of operators before the namespace
-came to the pod (`POD_NAMESPACE`) wrote ``.slots/{name}.json``: a slot with no
-record of its own reads that one, as those pods did, until it promotes one.
+What passed (``last-good.json``, the slots' records, the cards kept beside an
+entry) is `last_good`'s: `ModelCache` is built on its `LastGoodRecords`.
 """
 
 from __future__ import annotations
@@ -50,41 +37,27 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from vibration_core.api import NAME_PATTERN, VERSION_PATTERN
+from vibration_core.api import VERSION_PATTERN
 from vibration_core.errors import ModelCardError
 from vibration_core.modelcard import CARD_FILENAME, ModelCard, sha256_file
-from vibration_infer.durable import exclusively, fsync_dir, sweep_leftovers, write_atomic
+from vibration_infer.durable import exclusively, fsync_dir, sweep_leftovers
+from vibration_infer.last_good import LastGoodRecords
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-LAST_GOOD_FILENAME = "last-good.json"
 _PIN = ".pin"
 _STAGING_STALE_S = 24 * 3600.0
 """Unchanged for this long and held by no process, a staging directory is a leftover. Long: a pod
 of a release before these locks holds none, and wrote its download a whole MiB at a time, so on a
 slow uplink its file stays unchanged for minutes while it is very much alive."""
 _STAGING = ".staging"
-_SLOTS = ".slots"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-NAMESPACE_PATTERN = NAME_PATTERN
-"""A namespace is a DNS label, as a VibrationModel's name is."""
-_LABEL = NAME_PATTERN.removeprefix("^").removesuffix("$")
-SLOT_PATTERN = rf"^({_LABEL}/)?{_LABEL}$"
-"""A slot: a VibrationModel's name, after its namespace and a slash when that is known."""
-
-
-def slot_of(name: str, namespace: str | None) -> str:
-    """The slot of the VibrationModel `name` in `namespace`; its name alone where the namespace is unknown."""
-    return f"{namespace}/{name}" if namespace else name
 
 
 @dataclass(frozen=True)
@@ -130,20 +103,6 @@ class Pin:
             self._fd = None
 
 
-class LastGood(BaseModel):
-    """The version that last passed validation on this node (``last-good.json``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_id: str
-    version: str
-    sha256: str
-    artifact: Path
-    card: Path
-    validated_at: datetime
-    node: str | None = None
-
-
 def artifact_filename(card: ModelCard) -> str:
     """The card's artifact file name, refused unless it is a plain name."""
     name = card.artifact.filename
@@ -152,11 +111,11 @@ def artifact_filename(card: ModelCard) -> str:
     return name
 
 
-class ModelCache:
+class ModelCache(LastGoodRecords):
     """The cache under one root directory."""
 
     def __init__(self, root: Path, *, keep: int = 3) -> None:
-        self.root = root
+        super().__init__(root)
         self.keep = keep
 
     def find(self, sha256: str, *, verify: bool = True) -> CachedModel | None:
@@ -237,116 +196,6 @@ class ModelCache:
             os.close(fd)
             raise
         return Pin(fd)
-
-    def last_good(self, model_id: str) -> LastGood | None:
-        """The last version of `model_id` that passed validation here, if its files are still present."""
-        return self._read_record(self.root / model_id / LAST_GOOD_FILENAME)
-
-    def last_good_of_slot(self, slot: str) -> LastGood | None:
-        """The last version that passed here for the VibrationModel of `slot`, if still present.
-
-        A namespaced slot with no record of its own reads the record of its name alone, which
-        pods before the namespace wrote (the module's docstring).
-        """
-        path = self._slot_path(slot)
-        record = self._read_record(path)
-        _, slash, name = slot.rpartition("/")
-        if record is None and slash and not path.exists():
-            record = self._read_record(self._slot_path(name))
-            if record is not None:
-                logger.info("last_good_of_unnamespaced_slot", extra={"slot": slot, "version": record.version})
-        return record
-
-    def _slot_path(self, slot: str) -> Path:
-        if not re.fullmatch(SLOT_PATTERN, slot):  # a path of its own choosing must not leave .slots
-            raise ValueError(f"slot {slot!r} is not [namespace/]name of DNS labels")
-        return self.root / _SLOTS / f"{slot}.json"
-
-    def mark_good(
-        self, entry: CachedModel, card: ModelCard, *, node: str | None = None, slot: str | None = None
-    ) -> LastGood:
-        """Record `entry`, described by `card`, as the last good version; call only after a passed validation.
-
-        Durably, as every write here: a gateway loses power without warning, and must find its
-        last good version whole when it boots offline. A `card` other than the entry's own (the
-        registry's, for the same artifact, under another version or mended) is kept beside it
-        and the record points there: no card another record reads is rewritten.
-        """
-        card_path = entry.card_path
-        if entry.card() != card:
-            card_path = entry.kept_card_path(card)
-            write_atomic(card_path, card.to_json())
-        record = LastGood(
-            model_id=card.model_id,
-            version=card.version,
-            sha256=entry.sha256,
-            artifact=entry.artifact,
-            card=card_path,
-            validated_at=datetime.now(UTC),
-            node=node,
-        )
-        text = record.model_dump_json(indent=2) + "\n"
-        write_atomic(self.root / card.model_id / LAST_GOOD_FILENAME, text)
-        if slot is not None:
-            write_atomic(self._slot_path(slot), text)
-        logger.info(
-            "last_good_marked",
-            extra={
-                "model_id": record.model_id,
-                "version": record.version,
-                "sha256": record.sha256,
-                "slot": slot,
-            },
-        )
-        return record
-
-    def card_of(self, entry: CachedModel, version: str | None, slot: str | None = None) -> ModelCard | None:
-        """The card `entry`'s bytes passed under as `version` on this node; None when there is none.
-
-        The slot's own last good card first (another namespace may have passed a mended card of the
-        same version), then the card the bytes came with, then the latest kept card of `version`.
-        Without a version, the entry's own card.
-        """
-        if version is None:
-            return entry.card()
-        good = self.last_good_of_slot(slot) if slot is not None else None
-        if good is not None and (good.sha256, good.version) == (entry.sha256, version):
-            with contextlib.suppress(ModelCardError):
-                return ModelCard.load(good.card)
-        own = entry.card()  # read only when the slot's own record did not answer
-        if own.version == version:
-            return own
-        for path in entry.kept_cards(version):
-            try:
-                card = ModelCard.load(path)
-            except ModelCardError as exc:
-                logger.warning("cache_kept_card_unreadable", extra={"path": path, "reason": str(exc)})
-                continue
-            if card.version == version and card.artifact.sha256 == entry.sha256:
-                return card
-        return None
-
-    def _protected(self, model_id: str) -> set[str]:
-        """Digests eviction must keep: the last good of `model_id` and of every slot."""
-        records = [self.last_good(model_id)]
-        slots = self.root / _SLOTS
-        if slots.is_dir():
-            paths = [*slots.glob("*.json"), *slots.glob("*/*.json")]  # before namespaces, and after
-            records += [self._read_record(path) for path in paths]
-        return {record.sha256 for record in records if record is not None}
-
-    def _read_record(self, path: Path) -> LastGood | None:
-        try:
-            record = LastGood.model_validate_json(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValidationError) as exc:
-            logger.warning("last_good_unreadable", extra={"path": path, "reason": type(exc).__name__})
-            return None
-        if not (record.artifact.is_file() and record.card.is_file()):
-            logger.warning("last_good_missing_files", extra={"path": path, "sha256": record.sha256})
-            return None
-        return record
 
     def evict(self, model_id: str) -> list[str]:
         """Remove all but the `keep` most recently used digests, never the last good; return the removed."""

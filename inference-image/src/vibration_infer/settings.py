@@ -19,8 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vibration_core.api import VERSION_PATTERN
 from vibration_core.gate import DEFAULT_MAX_REGRESSION_CLASS_RECALL, DEFAULT_MAX_REGRESSION_MACRO_F1
-from vibration_infer.cache import NAMESPACE_PATTERN, SLOT_PATTERN, slot_of
 from vibration_infer.errors import UsageError
+from vibration_infer.last_good import NAMESPACE_PATTERN, SLOT_PATTERN, slot_of
 
 if TYPE_CHECKING:
     from vibration_core.target import ModelTarget

@@ -38,7 +38,7 @@ from vibration_core.errors import TargetError, VibrationCoreError
 from vibration_core.gate import Figures, Policy, judge
 from vibration_core.target import load_target
 from vibration_core.validation import ExitCode
-from vibration_infer.cache import ModelCache, slot_of
+from vibration_infer.cache import ModelCache
 from vibration_infer.errors import InferenceError, exit_code_for
 from vibration_infer.evaluate import (
     check_policy_labels,
@@ -49,6 +49,7 @@ from vibration_infer.evaluate import (
     read_test_data,
 )
 from vibration_infer.fetch import redact_uri
+from vibration_infer.last_good import slot_of
 from vibration_infer.loader import LoadedModel, load_model
 from vibration_infer.outcome import Outcome, emit, one_line, secrets_of
 from vibration_infer.resolve import resolve

@@ -10,7 +10,7 @@ them, `pyproject.toml`):
   metrics, drift, shadow) over `batcher` (windows to answers) and `alerts`
   (debounce), `swap` (a new target, validated in-process) with `shadow`,
   `http` and `metrics` (what the pod shows), `memory`, and the two MQTT clients: `wire` (the
-  project's own, the default: `wire.codec`, `wire.outbound`,
+  project's own, the default: `wire.codec`, `wire.parser`, `wire.outbound`,
   `wire.connection`, `wire.link`) and `paho_link` (the paho-mqtt adapter);
 - `link` (the transport types `Incoming` and `Outgoing`, and the `Link`
   protocol both clients provide);

@@ -35,7 +35,8 @@ from vibration_core.messages import ModelStatus
 from vibration_core.modelcard import ModelCard
 from vibration_core.target import load_target
 from vibration_core.topics import TopicLayout
-from vibration_infer.cache import ModelCache, slot_of
+from vibration_infer.cache import ModelCache
+from vibration_infer.last_good import slot_of
 from vibration_infer.loader import load_model
 from vibration_infer.serve.batcher import collect
 from vibration_infer.serve.http import HttpServer

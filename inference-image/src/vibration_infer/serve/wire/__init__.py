@@ -2,7 +2,8 @@
 
 `link.WireLink` (the network thread, the lock, the session) uses
 `connection` (dial, TLS, CONNECT/CONNACK, non-blocking writes), `outbound`
-(the pure state machine of what is owed to the broker) and `codec` (pure
-functions over bytes). Why a client of our own, and what it keeps alike
-with paho: `link`'s module docstring.
+(the pure state machine of what is owed to the broker), and `codec` and
+`parser` (pure functions over bytes: the packets sent, the stream read).
+Why a client of our own, and what it keeps alike with paho: `link`'s
+module docstring.
 """

@@ -17,6 +17,7 @@ import ssl
 from typing import TYPE_CHECKING, NamedTuple
 
 from vibration_infer.serve.wire import codec
+from vibration_infer.serve.wire.parser import Parser
 
 if TYPE_CHECKING:
     from vibration_infer.serve.settings import ServeSettings
@@ -32,7 +33,7 @@ class Connection(NamedTuple):
     """A connected session's socket and what the handshake brought."""
 
     sock: socket.socket
-    parser: codec.Parser
+    parser: Parser
     connack: codec.Control
     early: list[codec.Message | codec.Control]
     """Packets that came in the same read as the CONNACK."""
@@ -74,7 +75,7 @@ def _await_connack(sock: socket.socket, max_packet_bytes: int) -> Connection:
     The connection's parser refuses a packet over `max_packet_bytes`, which CONNECT announced:
     a broker that sends one anyway breaks the protocol, and the link reconnects.
     """
-    parser = codec.Parser(max_packet_bytes)
+    parser = Parser(max_packet_bytes)
     packets: list[codec.Message | codec.Control] = []
     while not packets:
         data = sock.recv(RECV_BYTES)

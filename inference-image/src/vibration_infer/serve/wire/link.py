@@ -6,7 +6,7 @@ link's CPU per window (docs/benchmarks.md, "serve's MQTT link alone"): several
 wake-up of its network thread per publish. That alone caps a pod at a few
 thousand windows a second, whatever the model costs. This link reads up to
 a megabyte per `recv` (and reads on while the socket has more, up to a
-batch), parses every packet in it at once (`codec.Parser`),
+batch), parses every packet in it at once (`parser.Parser`),
 and writes what a batch may send now (as many answers as the broker's
 Receive Maximum and `max_inflight` leave room for) in one `send`; the
 PUBACKs of a read release the next answers and the inputs' acknowledgements
@@ -52,7 +52,7 @@ non-blocking, so a read never waits on a half record while holding the lock.
 
 Longer than the others: it is the client's one network thread (connect, read,
 keep-alive, reconnect) and the lock it shares with the publishers; the pure
-parts are already apart (codec, outbound, connection).
+parts are already apart (codec, parser, outbound, connection).
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ if TYPE_CHECKING:
 
     from vibration_infer.serve.settings import ServeSettings
     from vibration_infer.serve.wire.connection import Connection
+    from vibration_infer.serve.wire.parser import Parser
 
 logger = logging.getLogger("vibration_infer.serve.wire")
 
@@ -347,7 +348,7 @@ class WireLink(LinkBase):
         return received_ns, received_perf_ns if held is None else held
 
     def _take(
-        self, sock: socket.socket, parser: codec.Parser, view: memoryview
+        self, sock: socket.socket, parser: Parser, view: memoryview
     ) -> list[codec.Message | codec.Control] | None:
         """The packets the socket holds now, read by reads of `view`; None when it held no bytes after all.
 
