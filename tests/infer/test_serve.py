@@ -48,6 +48,7 @@ from vibration_infer.cache import ModelCache
 from vibration_infer.loader import load_model, predict
 from vibration_infer.serve import alerts as alerts_module
 from vibration_infer.serve import batcher as batcher_module
+from vibration_infer.serve import candidate as candidate_module
 from vibration_infer.serve import http as http_module
 from vibration_infer.serve import swap as swap_module
 from vibration_infer.serve.alerts import AlertPolicy, AlertTracker
@@ -57,7 +58,7 @@ from vibration_infer.serve.link import Incoming, Outgoing, Receipt
 from vibration_infer.serve.metrics import ServeMetrics
 from vibration_infer.serve.responder import Active, Responder
 from vibration_infer.serve.settings import ServeSettings
-from vibration_infer.serve.swap import TargetWatcher, is_serving
+from vibration_infer.serve.targets import TargetWatcher, is_serving
 from vibration_infer.serve.wire import codec
 from vibration_testkit.cards import MODEL_ID, SAMPLE_RATE, WINDOW_LENGTH, TinyModel
 from vibration_testkit.net import free_port
@@ -886,7 +887,7 @@ def test_a_hot_swap_during_5000_windows_answers_each_once_and_changes_version_on
 
 def slowed_validation(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, list[str]]:
     """The swap's real validation, a second slower: set once one starts; each target's version and bar."""
-    real = swap_module.validate_target
+    real = candidate_module.validate_target
     started = threading.Event()
     validated: list[str] = []
 
@@ -896,7 +897,7 @@ def slowed_validation(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event,
         time.sleep(1.0)
         return real(settings, target, *args, **kwargs)
 
-    monkeypatch.setattr(swap_module, "validate_target", slowly)
+    monkeypatch.setattr(swap_module, "validate_target", slowly)  # where the swap looks it up
     return started, validated
 
 

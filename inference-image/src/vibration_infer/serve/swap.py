@@ -1,28 +1,16 @@
 """Hot swap: a new target model is validated inside the running pod, then swapped in between batches.
 
-Channel: a watched file, ``/etc/vibration-edge/target/target.json`` by
-default, projected into the pod from a ConfigMap that only the operator may
-write. Who may change it is then decided by Kubernetes RBAC, which is the
-authentication a model target needs; an MQTT control topic would need a
-second set of per-client ACLs kept in step with the operator, and any
-client with a leaked sensor password on a misconfigured broker could point
-every pod of a hall at a model of its choosing. The file is polled (its
-content hash, every `target_poll_s`): kubelet updates a projected ConfigMap
-by swapping a symlink, which inotify follows badly, and one small read a
-second costs nothing. The pod trusts the file for *which* model, never for
-its bytes: the artifact's sha256 is checked against the target and the card
-before anything loads.
-
-Steps (one target at a time, on a thread of its own, while the current
-model keeps serving): fetch into the node cache (a cached digest needs no
-download) → load in the serving runtime → contract check → evaluate on the
-node-local test data against the thresholds → mark last good. This is
-`vibration_infer.validate.run_validation`, the very code of the init
-container, and the model it returns is the session that passed. The
-worker picks the new model up at its next batch boundary (one reference
-assignment), so every window is answered by exactly one model and the
-version in predictions changes once. A failure of any step leaves the old
-model serving, and the status (state ``failed``, with the reason), the
+The target comes from the operator's target file (`targets`: the channel,
+and why a file). Steps (one target at a time, on a thread of its own, while
+the current model keeps serving): fetch into the node cache (a cached
+digest needs no download) → load in the serving runtime → contract check →
+evaluate on the node-local test data against the thresholds → mark last
+good. This is the init container's validation (`candidate`), and the model
+it returns is the session that passed. The worker picks the new model up
+at its next batch boundary (one reference assignment), so every window is
+answered by exactly one model and the version in predictions changes once.
+A failure of any step leaves the old model serving, and the status (state
+``failed``, with the reason), the
 ``vibration_infer_swaps_total{outcome="failed"}`` counter and a log line
 say why. The same target is not tried again until the file changes, except
 one that could not be fetched (the registry down, or refusing the node's
@@ -35,131 +23,34 @@ never without a serving model, also when the new version fails. The
 candidate and the serving model share the TPU in one process, which the
 Edge TPU runtime allows.
 
-Longer than the others: it is one state machine (a target seen, fetched,
-validated, shadowed, promoted or refused) whose steps share the candidate's
-state.
+What stays here is one state machine (a target seen, fetched, validated,
+shadowed, promoted or refused) whose steps share the candidate's state.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from pydantic import ValidationError
-
-from vibration_core.errors import TargetError
-from vibration_core.target import MAX_TARGET_BYTES, ModelTarget, parse_target
 from vibration_core.validation import ExitCode
+from vibration_infer.serve.candidate import validate_target
 from vibration_infer.serve.shadow import Shadow
-from vibration_infer.settings import ValidateSettings
-from vibration_infer.validate import Outcome, run_validation
+from vibration_infer.serve.targets import TargetWatcher, is_serving
+from vibration_infer.validate import Outcome
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from vibration_core.messages import CandidateState, ModelState
+    from vibration_core.target import ModelTarget
     from vibration_core.validation import CompactReport
     from vibration_infer.cache import ModelCache
     from vibration_infer.loader import LoadedModel
     from vibration_infer.serve.metrics import ServeMetrics
     from vibration_infer.serve.settings import ServeSettings
+    from vibration_infer.serve.targets import TargetChange
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TargetChange:
-    """A target file whose content differs from the last one seen."""
-
-    digest: str
-    """sha256 of the file's bytes."""
-    target: ModelTarget | None
-    """The parsed target, or None when the file does not parse."""
-    problem: str = ""
-
-
-class TargetWatcher:
-    """Reports each new content of the target file once."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._last: str | None = None
-
-    def poll(self) -> TargetChange | None:
-        """The new target, if the file changed since the last poll; None otherwise or if absent."""
-        try:
-            with self.path.open("rb") as handle:
-                data = handle.read(MAX_TARGET_BYTES + 1)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            logger.warning(
-                "target_unreadable", extra={"path": self.path, "reason": exc.strerror or type(exc).__name__}
-            )
-            return None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest == self._last:
-            return None
-        self._last = digest
-        try:
-            return TargetChange(digest, parse_target(data, str(self.path)))
-        except TargetError as exc:
-            return TargetChange(digest, None, exc.detail)
-
-
-def validate_target(
-    settings: ServeSettings,
-    target: ModelTarget,
-    cache: ModelCache,
-    serving: LoadedModel | None = None,
-    *,
-    defer_promotion: bool = False,
-    cancel: threading.Event | None = None,
-) -> Outcome:
-    """Run the init container's validation for `target` in this process; never raises for a bad target.
-
-    `serving`, the model answering now, is the champion when the target names it: it is evaluated
-    beside the candidate on the same windows, in the same runtime, without a second load.
-    """
-    if settings.test_data is None:
-        return Outcome(
-            code=ExitCode.USAGE, reason="no node-local test data (test_data) to validate a target on"
-        )
-    try:
-        base = ValidateSettings(
-            model_uri=target.model_uri,
-            s3_endpoint=settings.s3_endpoint,
-            s3_region=settings.s3_region,
-            s3_access_key_file=settings.s3_access_key_file,
-            s3_secret_key_file=settings.s3_secret_key_file,
-            connect_timeout_s=settings.connect_timeout_s,
-            read_timeout_s=settings.read_timeout_s,
-            retries=settings.retries,
-            cache_dir=settings.cache_dir,
-            cache_keep=settings.cache_keep,
-            test_data=settings.test_data,
-            threads=settings.threads,
-            accelerator=settings.accelerator,
-            edgetpu_fallback=settings.edgetpu_fallback,
-            min_accuracy=settings.min_accuracy,
-            min_macro_f1=settings.min_macro_f1,
-            min_class_recall=settings.min_class_recall,
-            max_p99_ms=settings.max_p99_ms,
-            node_name=settings.node_name,
-            namespace=settings.namespace,
-        )
-        vsettings = base.for_target(target)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "target"
-        return Outcome(code=ExitCode.USAGE, reason=f"{where}: {first['msg']}", node=settings.node_name)
-    return run_validation(
-        vsettings, cache=cache, serving=serving, defer_promotion=defer_promotion, cancel=cancel
-    )
 
 
 class SwapHost(Protocol):
@@ -186,17 +77,6 @@ class SwapHost(Protocol):
     def shadow_with(self, shadow: Shadow | None) -> None:
         """Run `shadow` beside the serving model on every batch from now on; None stops it."""
         ...
-
-
-def is_serving(model: LoadedModel | None, target: ModelTarget) -> bool:
-    """Whether `model` is `target`: its version, and its digest where the target names one.
-
-    The same artifact under a new version (a retry) is another target: its card is validated
-    and its version served.
-    """
-    if model is None or model.card.version != target.version:
-        return False
-    return target.sha256 is None or model.sha256 == target.sha256
 
 
 class HotSwap:
