@@ -19,6 +19,7 @@ import ssl
 import struct
 import threading
 import time
+import tracemalloc
 from typing import TYPE_CHECKING
 
 import paho.mqtt.client as paho
@@ -119,6 +120,44 @@ def test_the_parser_keeps_nothing_of_a_read_buffer_the_link_reuses() -> None:
             reads[:] = b"\xee" * step  # the next read overwrites it
         assert got == meaning, f"reads of {step} bytes"
         assert not parser.partial
+
+
+def test_a_malformed_packet_after_a_cut_one_is_refused_with_what_came_before() -> None:
+    good = codec.publish_packet("t", b"w" * 100, qos=1, packet_id=5)
+    bad = codec.publish_packet("t", b"w", qos=2, packet_id=6)
+    for cut in (1, 2, 50):  # inside the fixed header, and inside the body
+        parser = Parser(4096)
+        assert parser.feed(good[:cut]) == []
+        with pytest.raises(codec.ProtocolError, match="PUBLISH at QoS 2") as refused:
+            parser.feed(good[cut:] + bad + good)
+        assert refused.value.parsed == [codec.Message("t", b"w" * 100, 1, 5)]
+        with pytest.raises(codec.ProtocolError, match="PUBLISH at QoS 2"):  # kept: met again
+            parser.feed(b"")
+    parser = Parser(50)
+    assert parser.feed(good[:1]) == []
+    with pytest.raises(codec.ProtocolError, match="more than 50 taken"):  # the cut packet's own length
+        parser.feed(good[1:])
+
+
+def test_a_read_after_a_cut_packet_is_not_copied_whole() -> None:
+    # A flood's reads end inside a packet; the next one completes it and brings sixty more.
+    # Only the cut packet may be copied into the parser's buffer: the payloads are copied once.
+    window = codec.publish_packet("hall/machines/m1/raw", b"\x5a" * 16_000, qos=1, packet_id=1)
+    stream = window * 256  # 4 MB
+    cut = len(window) // 2
+    parser = Parser(1 << 20)
+    assert parser.feed(stream[:cut]) == []
+    rest = memoryview(stream)[cut:]
+    tracemalloc.start()
+    try:
+        got = parser.feed(rest)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(got) == 256
+    assert not parser.partial
+    payloads = sum(len(m.payload) for m in got if isinstance(m, codec.Message))
+    assert peak < payloads * 1.25, f"{peak} bytes at most for {payloads} bytes of payloads"
 
 
 @pytest.mark.parametrize("remaining", [127, 128, 16_383, 16_384, 2_097_151, 2_097_152])

@@ -98,6 +98,8 @@ class ProtocolError(ValueError):
         super().__init__(message)
         self.parsed: list[Message | Control] = []
         """The packets before the bad one, complete and valid: still to be handled."""
+        self.offset = 0
+        """Where the bad packet starts in the bytes the parser was reading (the parser's own use)."""
 
 
 def reason_name(code: int) -> str:

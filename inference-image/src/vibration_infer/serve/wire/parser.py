@@ -6,8 +6,9 @@ MQTT 5.0, chapters 2 and 3): PUBLISH, PUBACK, PUBREC, PUBCOMP, CONNACK (with the
 keeps), SUBACK, UNSUBACK, PINGRESP and DISCONNECT. A PUBLISH's properties are skipped: the pod
 asks for no topic aliases and reads none.
 
-The parser works on a growing buffer and returns every complete packet, so
-one `recv` of a megabyte holding sixty windows costs one call, not sixty.
+The parser reads each `recv` where it lies and returns every complete packet, so
+one `recv` of a megabyte holding sixty windows costs one call, not sixty; only a
+packet a read cuts in two is copied, to be completed by the next.
 
 Why not the PyPI package `mqtt5` (Rust, sans-I/O, 0.8.0, the codec of
 aiomqtt's next client), measured against this parser and `codec` with their tests and a
@@ -76,18 +77,41 @@ class Parser:
         """Whether bytes of a packet not yet complete are held."""
         return bool(self._buffer)
 
-    def feed(self, data: bytes | memoryview) -> list[Message | Control]:
+    def feed(self, data: Bytes) -> list[Message | Control]:
         """Add received bytes; return the packets they completed, in order.
 
-        With no partial packet held, the packets are parsed where `data` lies and only what
-        is left of an incomplete one is kept: a flood's read (a megabyte, 63 windows) is not
-        copied whole into the buffer first, each payload is copied once, into its `Message`.
+        Parsed where `data` lies: only a packet that a read cuts is copied into the buffer,
+        and the next read gives it just the bytes that complete it, so a flood's reads (a
+        megabyte, 63 windows, each read ending inside a packet) are not copied whole first;
+        each payload is copied once, into its `Message`. After a malformed packet, it and what
+        follows are kept: the next feed meets the failure again.
         """
+        out: list[Message | Control] = []
         held = self._buffer
         if held:
-            held += data
-        buffer: Bytes = held or data
-        out: list[Message | Control] = []
+            take = 0
+            try:
+                take = _completing(held, data, self._max)
+                held += data[:take]
+                del held[: self._scan(held, out)]
+            except ProtocolError as exc:
+                del held[: exc.offset]
+                held += data[take:]
+                raise
+            if held:  # still cut: `data` went into it whole
+                return out
+            data = data[take:]
+        try:
+            offset = self._scan(data, out)
+        except ProtocolError as exc:
+            held += data[exc.offset :]
+            raise
+        if offset < len(data):
+            held += data[offset:]
+        return out
+
+    def _scan(self, buffer: Bytes, out: list[Message | Control]) -> int:
+        """Append the complete packets at the start of `buffer` to `out`; return the bytes they took."""
         view = memoryview(buffer)
         offset, size = 0, len(buffer)
         try:
@@ -112,16 +136,23 @@ class Parser:
                     out.append(_packet_at(buffer, view, offset, start, end))
                 offset = end
         except ProtocolError as exc:
-            exc.parsed = out
+            exc.parsed, exc.offset = out, offset
             raise
         finally:
-            if buffer is held:
-                view.release()
-                del held[:offset]
-            else:
-                held += view[offset:]
-                view.release()
-        return out
+            view.release()
+        return offset
+
+
+def _completing(held: bytearray, data: Bytes, max_bytes: int) -> int:
+    """How many bytes of `data` complete the packet `held` starts; all of `data` when it falls short."""
+    head = bytes(held[:5]) if len(held) >= 5 else bytes(held) + bytes(data[: 5 - len(held)])  # noqa: PLR2004
+    got = _varint(head, 1)
+    if got is None:  # its length is cut too
+        return len(data)
+    length, start = got
+    if length > max_bytes:
+        raise ProtocolError(f"packet of {length} bytes, more than {max_bytes} taken")
+    return min(len(data), max(0, start + length - len(held)))
 
 
 def fixed_header(buffer: Bytes, offset: int, max_bytes: int) -> tuple[int, int] | None:
