@@ -20,7 +20,7 @@ from vibration_core.status import VibrationModelStatus
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("vibration_operator.handlers")  # its events kept their logger when they moved
 
 
 def parse_spec(body: Mapping[str, Any]) -> VibrationModelSpec:

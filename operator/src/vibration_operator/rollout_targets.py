@@ -27,18 +27,23 @@ if TYPE_CHECKING:
 def want(plan: Plan, obs: NodeObservation) -> ModelTarget | None:
     """The target a node's ConfigMap must hold; None: the node has nothing it may serve."""
     if plan.stopped:
-        want = plan.active  # rolling back is never held: it restores what passed
+        target = plan.active  # rolling back is never held: it restores what passed
     elif plan.hold is not None:
         old = plan.before.get(obs.name)
         kept = plan.goal if old is not None and old.target == plan.ref else None
-        want = obs.assigned or kept or plan.active
+        target = obs.assigned or kept or plan.active
     elif plan.past_canaries or obs.name in plan.canaries:
-        want = plan.goal
+        target = plan.goal
     else:
-        want = plan.active
-    if want is not None and want.ref == plan.ref and plan.outcomes[obs.name].failed and obs.serving is None:
+        target = plan.active
+    if (
+        target is not None
+        and target.ref == plan.ref
+        and plan.outcomes[obs.name].failed
+        and obs.serving is None
+    ):
         return None  # it failed this very version and has no last good: a pod would only crash-loop
-    return want
+    return target
 
 
 def moving(obs: NodeObservation, target: ModelTarget, plan: Plan) -> bool:

@@ -4,8 +4,9 @@ A reconcile reads, observes, decides and applies; a drift check reads the servin
 figures into the status. One step per VibrationModel at a time (a lock per object, in the
 `Runtime` the handlers share), and always from a fresh read of the object: kopf's cached body
 may predate our last status patch, and deciding from it would repeat events. Errors are
-translated once, here (`boundary`): API errors are `kopf.TemporaryError`, an unusable spec is
-`kopf.PermanentError`.
+translated once, here (`boundary`): API errors are `kopf.TemporaryError`, a schedule that cannot
+be read is `kopf.PermanentError`; an unusable spec already is one when it is parsed
+(`vibration_operator.parse`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from vibration_operator.kube import KubeApi
     from vibration_operator.settings import OperatorSettings
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("vibration_operator.handlers")  # its events kept their logger when they moved
 
 _RETRY_SOON_S = 5.0
 _RETRY_LATER_S = 30.0

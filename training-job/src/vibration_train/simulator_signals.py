@@ -70,7 +70,8 @@ def synthesise(  # noqa: PLR0917 - called once, by the simulator
 ) -> npt.NDArray[np.float32]:
     """Return ``(n, window_length)`` float32 windows, C-contiguous, in g.
 
-    Window ``i`` is of machine ``profiles[machine_idx[i]]`` in class ``labels[i]`` (an index into `CLASSES`).
+    Window ``i`` is of machine ``profiles[machine_idx[i]]`` in class ``labels[i]`` (an index into
+    `vibration_train.simulator.CLASSES`).
     """
     n = machine_idx.size
 

@@ -10,7 +10,7 @@
 ==========  ==============================================================
 
 Nothing here changes state: a GET is all there is, and no endpoint takes a
-model target (those come through the operator's channel, see `swap`).
+model target (those come through the operator's channel, see `targets`).
 """
 
 from __future__ import annotations
