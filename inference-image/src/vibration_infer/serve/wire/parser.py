@@ -146,25 +146,27 @@ class Parser:
 def _completing(held: bytearray, data: Bytes, max_bytes: int) -> int:
     """How many bytes of `data` complete the packet `held` starts; all of `data` when it falls short."""
     head = bytes(held[:5]) if len(held) >= 5 else bytes(held) + bytes(data[: 5 - len(held)])  # noqa: PLR2004
-    got = _varint(head, 1)
-    if got is None:  # its length is cut too
+    bounds = _bounds(head, 0, max_bytes)
+    if bounds is None:  # its length is cut too
         return len(data)
-    length, start = got
-    if length > max_bytes:
-        raise ProtocolError(f"packet of {length} bytes, more than {max_bytes} taken")
-    return min(len(data), max(0, start + length - len(held)))
+    return min(len(data), max(0, bounds[1] - len(held)))
 
 
 def fixed_header(buffer: Bytes, offset: int, max_bytes: int) -> tuple[int, int] | None:
     """Where the packet at `offset` has its body and where it ends; None while incomplete."""
+    bounds = _bounds(buffer, offset, max_bytes)
+    return bounds if bounds is not None and bounds[1] <= len(buffer) else None
+
+
+def _bounds(buffer: Bytes, offset: int, max_bytes: int) -> tuple[int, int] | None:
+    """Where the packet at `offset` has its body and would end; None while its length is cut."""
     got = _varint(buffer, offset + 1)
     if got is None:
         return None
     length, start = got
     if length > max_bytes:
         raise ProtocolError(f"packet of {length} bytes, more than {max_bytes} taken")
-    end = start + length
-    return (start, end) if end <= len(buffer) else None
+    return start, start + length
 
 
 def _packet_at(buffer: Bytes, view: memoryview, offset: int, start: int, end: int) -> Message | Control:
