@@ -37,7 +37,16 @@ from typing import TYPE_CHECKING
 
 from bench_profile import PerfSampler, Profile, Sampler
 from bench_record import Figure, Section, record
-from bench_serve_figures import Loads, coalescing_figures, profile_notes, reference_note, system_figures
+from bench_serve_figures import (
+    Loads,
+    coalescing_figures,
+    flood_note,
+    hall_note,
+    long_term_note,
+    profile_notes,
+    reference_note,
+    system_figures,
+)
 from bench_serve_parts import (
     RATE,
     Collector,
@@ -53,6 +62,7 @@ from bench_serve_probes import (
     HALL_GAP_S,
     HOST_WORK_STEPS,
     compute_floor,
+    host_floor,
     host_wake,
     model_call,
     transport_only,
@@ -162,6 +172,8 @@ class Results:
     """One one-row model call: back to back, after a hall's gap asleep or busy, after other work."""
     host_wake_us: tuple[float, float, float]
     """A fixed piece of pure Python: back to back, after a hall's gap asleep or busy."""
+    host_floor_us: tuple[float, float, float]
+    """No serve at a hall's pace: wake, read, reply; with a model call; with the features too."""
 
 
 def measure(args: argparse.Namespace, work: Path) -> Results:
@@ -233,6 +245,7 @@ def measure(args: argparse.Namespace, work: Path) -> Results:
         link_hall_us,
         model_call(model),
         host_wake(),
+        host_floor(model, sample[0]),
     )
 
 
@@ -289,20 +302,12 @@ def serve_alone(r: Results) -> list[Figure]:
             f"serve's MQTT link alone, no model ({CLIENT_NAMES['wire']}, at a hall's 300 windows/s)",
             f"{r.link_hall_us:.0f} us CPU per window",
         ),
+        Figure(
+            "no serve, no MQTT: a window every 3.3 ms over a socketpair, woken for, read whole and answered "
+            "with 120 bytes / with a one-row model call / with the decode, features and model call",
+            " / ".join(f"{us:.0f}" for us in r.host_floor_us) + " us CPU a window",
+        ),
     ]
-
-
-def flood_note(link_rate: float) -> str:
-    """What a flood's two rates say, with the rate serve's link alone answered in this run."""
-    return (
-        "a flood's two rates: windows/s answered is the pace the two cores kept together, serve on one and, "
-        "on the other, the broker, the sensor publishing and the collector; a whole core's is 1 s over "
-        "serve's CPU per window, what serve would answer with its core to itself and a broker that kept up. "
-        f"Serve's MQTT link alone, with no model, answered {link_rate:.0f} windows/s in this run: the other "
-        "core's pace is this layout's ceiling, whatever serve computes, so the 10 000 a second on one core "
-        "(issue 17) is judged on the whole core's rate. Where serve's core stays below 100 % while the other "
-        "core is near it, the other core set the pace"
-    )
 
 
 def main() -> int:
@@ -352,6 +357,8 @@ def main() -> int:
                 ),
                 reference_note(r.ref),
                 flood_note(r.transport["wire"][1]),
+                long_term_note(r.floor_us[0], r.transport["wire"][0], r.litert.flood.capacity),
+                hall_note(r.host_floor_us, r.floor_us[1], TARGET_HALL_US),
                 *profile_notes(r.profile, r.libraries),
                 (
                     f"load average at the start: {load_at_start:.2f}, at the end: {os.getloadavg()[0]:.2f} "

@@ -173,3 +173,63 @@ def reference_note(ref: Loads) -> str:
         f"{ref.paced.rate:.0f}/s{unanswered(ref.paced)} (p50 {ref.paced.p50_ms:.0f} ms); at 300/s it "
         f"used {ref.hall.cpu_pct:.0f} % of one core; its CPU counts the flow and its inference server"
     )
+
+
+def flood_note(link_rate: float) -> str:
+    """What a flood's two rates say, with the rate serve's link alone answered in this run."""
+    return (
+        "a flood's two rates: windows/s answered is the pace the two cores kept together, serve on one and, "
+        "on the other, the broker, the sensor publishing and the collector; a whole core's is 1 s over "
+        "serve's CPU per window, what serve would answer with its core to itself and a broker that kept up. "
+        f"Serve's MQTT link alone, with no model, answered {link_rate:.0f} windows/s in this run: the other "
+        "core's pace is this layout's ceiling, whatever serve computes, so the 10 000 a second on one core "
+        "(issue 17) is judged on the whole core's rate. Where serve's core stays below 100 % while the other "
+        "core is near it, the other core set the pace"
+    )
+
+
+def long_term_note(batch_us: float, link_us: float, litert_capacity: float) -> str:
+    """What stands in the way of 20 000 binary windows a second on one core, from a run's figures.
+
+    `batch_us`: serve's batch work alone in batches of 64; `link_us`: its MQTT link alone in a
+    flood; `litert_capacity`: the INT8 LiteRT path's whole-core rate.
+    """
+    return (
+        f"20 000 windows/s on one core (the long-term aim) is 50 us a window: in this run serve's batch "
+        f"work alone took {batch_us:.0f} us a window in batches of 64 with no MQTT, and its MQTT link "
+        f"alone {link_us:.0f} us with no model, {(batch_us + link_us) / 50:.1f} x the budget together. In "
+        f"the batch work the features and the model's 600 trees in ONNX Runtime are about half (the "
+        f"instruction counts below), the rest CPython's fixed cost per window (decode, answers, drift, "
+        f"metrics); in the link, a PUBLISH in and one out and their PUBACKs per window, in Python. What "
+        f"would get there: serve's per-window path out of the interpreter (a compiled decode, features "
+        f"and answer encoding), or a lighter model: the INT8 LiteRT path's whole core is "
+        f"{litert_capacity:.0f} windows/s"
+    )
+
+
+def hall_note(floor_us: tuple[float, float, float], one_window_us: float, target_us: float) -> str:
+    """What stands between serve and the hall's target a window on this machine, from a run's figures.
+
+    `floor_us`: `host_floor`'s three figures; `one_window_us`: serve's batch work for one window,
+    back to back.
+    """
+    bare, _, computed = floor_us
+    floor = (
+        f"the hall's {target_us:.0f} us a window: with no serve and no MQTT, a window woken for every "
+        f"3.3 ms, read, decoded, its features computed, the model called once and 120 bytes written back "
+        f"cost this machine {computed:.0f} us CPU in this run ({bare:.0f} us without the decode, features "
+        f"and model call); back to back, serve's whole batch work for one window took {one_window_us:.0f} us"
+    )
+    if computed <= target_us:
+        return (
+            f"{floor}. That floor leaves {target_us - computed:.0f} us a window for serve's MQTT link, "
+            f"the answers, drift and metrics"
+        )
+    return (
+        f"{floor}. The same work costs more after a hall's gap here, whether the process slept or spun "
+        f"through it (the model call's figures above: the machine's other tenants have the caches "
+        f"meanwhile), so no serve that runs numpy's features and ONNX Runtime's model for each window as "
+        f"it comes meets the target on this machine. What serve adds over that floor at a hall's load is "
+        f"its MQTT link, the answers, drift and metrics; a deadline (--batch-deadline-ms) shares the "
+        f"wake-ups among windows, where a hall can wait for its answers"
+    )

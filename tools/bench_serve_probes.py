@@ -4,11 +4,15 @@ Splitting serve's cost into its two halves is what says where a missed
 throughput target is lost: `compute_floor` runs serve's batch work in this
 process on `CORE`; `transport_only` runs serve's MQTT link (either client)
 and batching with no model, in a process of its own on `CORE`, under a flood.
+`host_floor` is what this machine charges for a window at a hall's pace with
+no serve at all; `model_call` and `host_wake` split that charge further.
 """
 
 from __future__ import annotations
 
 import os
+import select
+import socket
 import subprocess
 import sys
 import time
@@ -16,9 +20,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench_serve_parts import CORE, LAYOUT, PREFIX, Collector, Publisher, cpu_seconds, on_core
+from bench_serve_parts import CORE, LAYOUT, OTHER_CORES, PREFIX, Collector, Publisher, cpu_seconds, on_core
 from vibration_core.drift_monitor import DriftMonitor, DriftPolicy
+from vibration_core.features import extract_features
 from vibration_core.modelcard import ModelCard
+from vibration_core.raw import decode_raw
 from vibration_core.target import ShadowPolicy
 from vibration_infer.loader import load_model
 from vibration_infer.serve.batcher import BatchProcessor
@@ -42,6 +48,23 @@ OTHER_WORK_BYTES = 256 << 10
 
 One window's decode, FFT, features and answer allocate 45 KB at their peak
 (tracemalloc), plus the FFT's and the runtime's own buffers.
+"""
+FLOOR_ANSWER_BYTES = 120
+"""What `host_floor` writes back for each window: about a prediction's size."""
+
+# A sensor at a hall's pace for `host_floor`: reads one payload from stdin, then sends it on the
+# socket (fd argv[1]) argv[2] times, one every argv[3] seconds, reading each answer before the next.
+PACER_SCRIPT = """
+import socket, sys, time
+sock = socket.socket(fileno=int(sys.argv[1]))
+payload = sys.stdin.buffer.read()
+due = time.perf_counter()
+for _ in range(int(sys.argv[2])):
+    due += float(sys.argv[3])
+    while (left := due - time.perf_counter()) > 0:
+        time.sleep(left)
+    sock.sendall(payload)
+    sock.recv(4096)
 """
 
 # serve's own MQTT link (the client argv[3] names) and batching with no model: every window
@@ -239,3 +262,78 @@ def model_call(model: Path, calls: int = 500) -> tuple[float, float, float, floa
 
     back_to_back, asleep, busy, touched = after_gaps(call, (_nothing, _asleep, _busy, touch), calls)
     return back_to_back, asleep, busy, touched
+
+
+def host_floor(
+    model: Path, message: tuple[str, int, bytes], windows: int = 1000
+) -> tuple[float, float, float]:
+    """CPU microseconds a window of the least a one-window-at-a-time serve does at a hall's pace, here.
+
+    No serve, no MQTT: a sensor on the other cores sends `message`'s payload
+    every 3.3 ms over a socketpair; this thread, on `CORE`, waits in poll, reads
+    it whole and writes an answer-sized reply, and nothing else; then the same
+    with a one-row model call on a fixed row; then with the payload decoded and
+    its features computed for the model call, as serve does. Whatever serve's
+    own code costs, a serve that answers each window as it comes pays at least
+    the third figure on this machine: the wake-ups' and the cold caches' share
+    of a hall's cost that no change to serve takes away.
+    """
+    machine, _, payload = message
+    card = ModelCard.load(model / "modelcard.json")
+    backend = load_model(model / "model.onnx", card, threads=1).backend
+    rate = card.signal.sample_rate
+    fixed = np.zeros((1, len(card.features.names)), dtype=np.float32)
+
+    def model_only(_: bytearray) -> None:
+        backend.predict_proba(fixed)
+
+    def features_and_model(window: bytearray) -> None:
+        backend.predict_proba(extract_features(decode_raw(bytes(window), machine).samples, rate))
+
+    return (
+        _paced(payload, None, windows),
+        _paced(payload, model_only, windows),
+        _paced(payload, features_and_model, windows),
+    )
+
+
+def _paced(payload: bytes, work: Callable[[bytearray], None] | None, windows: int) -> float:
+    """`host_floor`'s loop: CPU us a window of waking, reading `payload`, `work` on it and a reply."""
+    warm = windows // 10
+    ours, theirs = socket.socketpair()
+    pacer = subprocess.Popen(
+        [sys.executable, "-c", PACER_SCRIPT, str(theirs.fileno()), str(warm + windows), str(HALL_GAP_S)],
+        stdin=subprocess.PIPE,
+        pass_fds=(theirs.fileno(),),
+        preexec_fn=lambda: os.sched_setaffinity(0, OTHER_CORES or {CORE}),  # noqa: PLW1509 - no threads yet
+    )
+    theirs.close()
+    buffer = bytearray(len(payload))
+    view = memoryview(buffer)
+    reply = bytes(FLOOR_ANSWER_BYTES)
+    poller = select.poll()
+    poller.register(ours, select.POLLIN)
+    spent = 0.0
+    try:
+        if pacer.stdin is None:
+            raise RuntimeError("the pacer has no stdin")
+        pacer.stdin.write(payload)
+        pacer.stdin.close()
+        with on_core():
+            for i in range(warm + windows):
+                started = time.thread_time()
+                got = 0
+                while got < len(buffer):
+                    poller.poll()
+                    if not (read := ours.recv_into(view[got:])):
+                        raise RuntimeError(f"the pacer stopped after {i} of {warm + windows} windows")
+                    got += read
+                if work is not None:
+                    work(buffer)
+                ours.sendall(reply)
+                if i >= warm:
+                    spent += time.thread_time() - started
+    finally:
+        ours.close()
+        stop(pacer)
+    return spent / windows * 1e6

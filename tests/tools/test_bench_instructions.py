@@ -7,11 +7,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bench_instructions import LOADS, Load, parse_annotate, run_path, windows_for
-from bench_serve_parts import RATE
 from vibration_core.features import extract_features
 from vibration_infer.serve import batcher
-from vibration_testkit import tiny_models
-from vibration_testkit.cards import card_with
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -45,17 +42,6 @@ def test_the_profile_gives_the_total_and_the_ffts_dedupe_keys_and_json_parses_in
 def test_a_profile_without_those_functions_counts_them_as_none() -> None:
     counts = {"total": 1000, "fft": 0, "key": 0, "json": 0}
     assert parse_annotate("1,000 (100.0%)  PROGRAM TOTALS\n") == counts
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = tiny_models.onnx_model(tiny_models.train_table())
-    # The bench's windows (4096 samples at its rate): a card for other windows refuses them all.
-    card = card_with(model.card, {"signal": {"sample_rate": RATE, "window_length": 4096}})
-    folder = tmp_path_factory.mktemp("model")
-    (folder / card.artifact.filename).write_bytes(model.data)
-    card.save(folder / "modelcard.json")
-    return folder
 
 
 @pytest.mark.slow  # nine runs of serve's path over hundreds of windows, and a model trained first
