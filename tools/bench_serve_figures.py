@@ -11,8 +11,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bench_record import Figure
+from bench_serve_parts import best_load
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from bench_profile import Profile
     from bench_serve_parts import Load
 
@@ -86,6 +89,18 @@ class Loads:
     flood: Load
     paced: Load
     hall: Load
+    runs: tuple[Loads, ...] = ()
+    """The runs these figures are the best of (`best_of`); empty for a single run."""
+
+    @classmethod
+    def best_of(cls, runs: Sequence[Loads]) -> Loads:
+        """Each load's best figures over `runs` (`best_load`), keeping the runs for `spread_note`."""
+        return cls(
+            flood=best_load([run.flood for run in runs]),
+            paced=best_load([run.paced for run in runs]),
+            hall=best_load([run.hall for run in runs]),
+            runs=tuple(runs),
+        )
 
 
 def ratio(ours: float, theirs: float, *, more_is_better: bool) -> str:
@@ -164,6 +179,22 @@ def profile_notes(profile: Profile | None, libraries: list[tuple[str, float]] | 
             f"CPU time): {shares}"
         )
     return [*notes, BEFORE, SESSION_AB, P99_AB, LAZY_AB, HOLD_AB, RSS_NOTE]
+
+
+def spread_note(name: str, loads: Loads) -> str:
+    """Each run's figures that the best ones were taken from, so the page shows the host's swing."""
+
+    def each(values: Sequence[float], unit: str) -> str:
+        return " / ".join(_shown(value, unit) for value in values)
+
+    runs = loads.runs or (loads,)
+    return (
+        f"{name}, each of {len(runs)} runs (the tables give the best): flood "
+        f"{each([run.flood.cpu_us for run in runs], ' us')} a window; 500 windows/s, p99 "
+        f"{each([run.paced.p99_ms for run in runs], ' ms')}; hall load "
+        f"{each([run.hall.cpu_us for run in runs], ' us')} a window, p99 "
+        f"{each([run.hall.p99_ms for run in runs], ' ms')}"
+    )
 
 
 def reference_note(ref: Loads) -> str:

@@ -12,8 +12,8 @@ import pytest
 from bench_profile import parse_perf
 from bench_record import Figure, Section, load, record
 from bench_report import render
-from bench_serve_figures import hall_note
-from bench_serve_parts import RATE, busy_seconds, encoded
+from bench_serve_figures import Loads, hall_note, spread_note
+from bench_serve_parts import RATE, Load, best_load, busy_seconds, encoded
 from bench_serve_probes import cpu_us_each, host_floor, host_wake, transport_only
 from mqtt_wire import WireClient, WireError
 from vibration_testkit.net import free_port
@@ -161,6 +161,29 @@ def test_the_hall_note_says_the_target_is_out_of_reach_only_when_the_floor_is_pa
     within = hall_note((30.0, 60.0, 120.0), 100.0, 150.0)
     assert "leaves 30 us a window" in within
     assert "meets the target" not in within
+
+
+def test_the_best_of_a_few_runs_takes_each_figure_at_its_best_and_is_complete_only_when_all_were() -> None:
+    def load(complete: bool, *figures: float) -> Load:  # noqa: FBT001 - as Load's own field
+        rate, cpu_us, cpu_pct, p50_ms, p99_ms, others_pct = figures
+        return Load(100, complete, rate, cpu_us, cpu_pct, p50_ms, p99_ms, others_pct)
+
+    noisy = load(True, 7000.0, 140.0, 98.0, 1.5, 4.3, 70.0)  # noqa: FBT003
+    quiet = load(True, 9000.0, 100.0, 90.0, 1.1, 3.2, 60.0)  # noqa: FBT003
+    cut = load(False, 8000.0, 120.0, 95.0, 1.0, 3.9, 65.0)  # noqa: FBT003
+    best = best_load([noisy, quiet, cut])
+    assert (best.rate, best.cpu_us, best.cpu_pct, best.p50_ms, best.p99_ms) == (9000.0, 100.0, 90.0, 1.0, 3.2)
+    assert best.others_pct == 60.0  # the least disturbed run's: a pace, not a score
+    assert not best.complete
+    assert best_load([quiet]) == quiet
+    with pytest.raises(ValueError, match="no runs"):
+        best_load([])
+    loads = Loads.best_of([Loads(noisy, noisy, noisy), Loads(quiet, quiet, quiet)])
+    assert loads.flood.cpu_us == loads.hall.cpu_us == 100.0
+    note = spread_note("serve", loads)
+    assert "each of 2 runs" in note
+    assert "flood 140 us / 100 us a window" in note
+    assert "p99 4.30 ms / 3.20 ms" in note
 
 
 def test_a_cores_busy_time_counts_the_cpu_time_spent_on_it() -> None:
