@@ -387,7 +387,7 @@ def main() -> int:
                 ),
                 flood_note(r.transport["wire"][1]),
                 long_term_note(r.floor_us[0], r.transport["wire"][0], r.litert.flood.capacity),
-                hall_note(r.host_floor_us, r.floor_us[1], TARGET_HALL_US),
+                hall_note(r.host_floor_us, (r.floor_us[1], r.floor_us[2]), TARGET_HALL_US),
                 *profile_notes(r.profile, r.libraries),
                 (
                     f"load average at the start: {load_at_start:.2f}, at the end: {os.getloadavg()[0]:.2f} "

@@ -238,18 +238,21 @@ def long_term_note(batch_us: float, link_us: float, litert_capacity: float) -> s
     )
 
 
-def hall_note(floor_us: tuple[float, float, float], one_window_us: float, target_us: float) -> str:
+def hall_note(
+    floor_us: tuple[float, float, float], one_window_us: tuple[float, float], target_us: float
+) -> str:
     """What stands between serve and the hall's target a window on this machine, from a run's figures.
 
     `floor_us`: `host_floor`'s three figures; `one_window_us`: serve's batch work for one window,
-    back to back.
+    back to back and with a hall's gap asleep before each (`compute_floor`).
     """
     bare, _, computed = floor_us
+    back_to_back, asleep = one_window_us
     floor = (
         f"the hall's {target_us:.0f} us a window: with no serve and no MQTT, a window woken for every "
         f"3.3 ms, read, decoded, its features computed, the model called once and 120 bytes written back "
         f"cost this machine {computed:.0f} us CPU in this run ({bare:.0f} us without the decode, features "
-        f"and model call); back to back, serve's whole batch work for one window took {one_window_us:.0f} us"
+        f"and model call)"
     )
     if computed <= target_us:
         return (
@@ -257,10 +260,11 @@ def hall_note(floor_us: tuple[float, float, float], one_window_us: float, target
             f"the answers, drift and metrics"
         )
     return (
-        f"{floor}. The same work costs more after a hall's gap here, whether the process slept or spun "
-        f"through it (the model call's figures above: the machine's other tenants have the caches "
-        f"meanwhile), so no serve that runs numpy's features and ONNX Runtime's model for each window as "
-        f"it comes meets the target on this machine. What serve adds over that floor at a hall's load is "
-        f"its MQTT link, the answers, drift and metrics; a deadline (--batch-deadline-ms) shares the "
-        f"wake-ups among windows, where a hall can wait for its answers"
+        f"{floor}. The same work costs more after a wait here: serve's batch work for one window took "
+        f"{back_to_back:.0f} us back to back and {asleep:.0f} us with 3.3 ms asleep before each (the "
+        f"model call's own figures are above), so no serve that waits for each window and runs numpy's "
+        f"features and ONNX Runtime's model on it as it comes meets the target on this machine. What "
+        f"serve adds over that floor at a hall's load is its MQTT link, the answers, drift and metrics; a "
+        f"deadline (--batch-deadline-ms) shares the wake-ups among windows, where a hall can wait for "
+        f"its answers"
     )

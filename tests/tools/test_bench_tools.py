@@ -155,10 +155,11 @@ def test_the_host_floor_wakes_for_every_paced_window_and_counts_the_work_done_on
 
 
 def test_the_hall_note_says_the_target_is_out_of_reach_only_when_the_floor_is_past_it() -> None:
-    out_of_reach = hall_note((40.0, 170.0, 330.0), 140.0, 150.0)
+    out_of_reach = hall_note((40.0, 170.0, 330.0), (140.0, 510.0), 150.0)
     assert "330 us CPU" in out_of_reach
     assert "meets the target on this machine" in out_of_reach
-    within = hall_note((30.0, 60.0, 120.0), 100.0, 150.0)
+    assert "140 us back to back and 510 us with 3.3 ms asleep" in out_of_reach
+    within = hall_note((30.0, 60.0, 120.0), (100.0, 140.0), 150.0)
     assert "leaves 30 us a window" in within
     assert "meets the target" not in within
 
