@@ -37,7 +37,8 @@ from vibration_train.cli import app
 from vibration_train.cli_common import EXIT_BAD_INPUT
 from vibration_train.cli_import import EXIT_MODEL
 from vibration_train.errors import ModelImportError
-from vibration_train.import_checks import ImportedGraph, decode_labels, read_graph
+from vibration_train.import_checks import decode_labels
+from vibration_train.import_graph import ImportedGraph, read_graph
 from vibration_train.import_labels import check_label_order
 from vibration_train.simulator import SimulatedData, simulate
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from vibration_train.data import TrainingTable
-    from vibration_train.import_checks import ImportedGraph
+    from vibration_train.import_graph import ImportedGraph
 
 logger = logging.getLogger("vibration_train.importer")
 

@@ -6,7 +6,7 @@ classes (0..3, as its classifier node states them) are the columns of the
 names the user gives (`--labels`, in column order). The steps, each refusing
 with a message that names what is wrong:
 
-1. the graph (`import_checks.read_graph`): one float32 input of ten columns,
+1. the graph (`import_graph.read_graph`): one float32 input of ten columns,
    an int64 or string label output, a float32 probabilities output with one
    column per label, and the classes its classifier states, one per label;
 2. the data (`data.load_table`, raw windows or a features table) and its
@@ -53,7 +53,8 @@ from vibration_train.card import ONNX_FILENAME, artifact_of, table_reference, tr
 from vibration_train.data import load_table
 from vibration_train.errors import ModelImportError
 from vibration_train.fit import compute_metrics
-from vibration_train.import_checks import check_labels, check_width, decode_labels, describe, read_graph
+from vibration_train.import_checks import check_labels, check_width, decode_labels
+from vibration_train.import_graph import describe, read_graph
 from vibration_train.import_labels import check_label_order, describe_read_as, read_data_labels
 from vibration_train.report import format_report
 from vibration_train.split import everything
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
 
     from vibration_core.units import Unit
     from vibration_train.data import TrainingTable
-    from vibration_train.import_checks import ImportedGraph
+    from vibration_train.import_graph import ImportedGraph
 
     Step = Callable[[str], AbstractContextManager[Callable[[int, int], None]]]
 
