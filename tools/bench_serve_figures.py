@@ -94,7 +94,7 @@ class Loads:
 
     @classmethod
     def best_of(cls, runs: Sequence[Loads]) -> Loads:
-        """Each load's best figures over `runs` (`best_load`), keeping the runs for `spread_note`."""
+        """Each load's least disturbed run of `runs` (`best_load`), keeping the runs for `spread_note`."""
         return cls(
             flood=best_load([run.flood for run in runs]),
             paced=best_load([run.paced for run in runs]),
@@ -181,19 +181,23 @@ def profile_notes(profile: Profile | None, libraries: list[tuple[str, float]] | 
     return [*notes, BEFORE, SESSION_AB, P99_AB, LAZY_AB, HOLD_AB, RSS_NOTE]
 
 
-def spread_note(name: str, loads: Loads) -> str:
-    """Each run's figures that the best ones were taken from, so the page shows the host's swing."""
+LONG_TERM_RATE = 20000
+"""Binary windows a second on one core: issue 17's long-term aim."""
 
-    def each(values: Sequence[float], unit: str) -> str:
-        return " / ".join(_shown(value, unit) for value in values)
+
+def spread_note(name: str, loads: Loads) -> str:
+    """The main figures of each run the tables' run was chosen from, so the page shows the host's swing."""
+
+    def each(loads_of: Sequence[Load], attr: str, unit: str) -> str:
+        return " / ".join(_shown(getattr(load, attr), unit) + unanswered(load) for load in loads_of)
 
     runs = loads.runs or (loads,)
+    floods, paced, halls = ([getattr(run, which) for run in runs] for which in ("flood", "paced", "hall"))
     return (
-        f"{name}, each of {len(runs)} runs (the tables give the best): flood "
-        f"{each([run.flood.cpu_us for run in runs], ' us')} a window; 500 windows/s, p99 "
-        f"{each([run.paced.p99_ms for run in runs], ' ms')}; hall load "
-        f"{each([run.hall.cpu_us for run in runs], ' us')} a window, p99 "
-        f"{each([run.hall.p99_ms for run in runs], ' ms')}"
+        f"{name}, each of {len(runs)} runs (the tables give the one with the least CPU a window): flood "
+        f"{each(floods, 'cpu_us', ' us')} a window, {each(floods, 'rate', '')} windows/s answered; "
+        f"500 windows/s, {each(paced, 'cpu_us', ' us')} a window, p99 {each(paced, 'p99_ms', ' ms')}; "
+        f"hall load {each(halls, 'cpu_us', ' us')} a window, p99 {each(halls, 'p99_ms', ' ms')}"
     )
 
 
@@ -219,32 +223,44 @@ def flood_note(link_rate: float) -> str:
     )
 
 
-def long_term_note(batch_us: float, link_us: float, litert_capacity: float) -> str:
+def long_term_note(batch_us: float, link_us: float, capacities: tuple[float, float]) -> str:
     """What stands in the way of 20 000 binary windows a second on one core, from a run's figures.
 
     `batch_us`: serve's batch work alone in batches of 64; `link_us`: its MQTT link alone in a
-    flood; `litert_capacity`: the INT8 LiteRT path's whole-core rate.
+    flood; `capacities`: the whole-core rate of serve's flood on ONNX Runtime and on LiteRT.
     """
+    budget = 1e6 / LONG_TERM_RATE
+    onnx, litert = capacities
+
+    def against(us: float) -> str:
+        return "over the budget by itself" if us > budget else "within it"
+
+    lighter = (
+        f"; the INT8 LiteRT model, a lighter one, gave {litert:.0f} against {onnx:.0f}"
+        if litert > onnx
+        else f"; the INT8 LiteRT model gave no more here ({litert:.0f} against {onnx:.0f})"
+    )
     return (
-        f"20 000 windows/s on one core (the long-term aim) is 50 us a window: in this run serve's batch "
-        f"work alone took {batch_us:.0f} us a window in batches of 64 with no MQTT, and its MQTT link "
-        f"alone {link_us:.0f} us with no model, {(batch_us + link_us) / 50:.1f} x the budget together. In "
-        f"the batch work the features and the model's 600 trees in ONNX Runtime are about half (the "
-        f"instruction counts below), the rest CPython's fixed cost per window (decode, answers, drift, "
-        f"metrics); in the link, a PUBLISH in and one out and their PUBACKs per window, in Python. What "
-        f"would get there: serve's per-window path out of the interpreter (a compiled decode, features "
-        f"and answer encoding), or a lighter model: the INT8 LiteRT path's whole core is "
-        f"{litert_capacity:.0f} windows/s"
+        f"{LONG_TERM_RATE:,}".replace(",", " ")
+        + f" windows/s on one core (the long-term aim) is {budget:.0f} us a window: in this "
+        f"run serve's batch work alone (decode, features, model, answers, drift; no MQTT) took "
+        f"{batch_us:.0f} us a window in batches of 64, {against(batch_us)}, and its MQTT link alone "
+        f"(a PUBLISH in and one out and their PUBACKs, in Python; no model) {link_us:.0f} us, "
+        f"{against(link_us)}: {(batch_us + link_us) / budget:.1f} x the budget together{lighter}"
     )
 
 
 def hall_note(
-    floor_us: tuple[float, float, float], one_window_us: tuple[float, float], target_us: float
+    floor_us: tuple[float, float, float],
+    one_window_us: tuple[float, float],
+    serve_us: float,
+    target_us: float,
 ) -> str:
     """What stands between serve and the hall's target a window on this machine, from a run's figures.
 
     `floor_us`: `host_floor`'s three figures; `one_window_us`: serve's batch work for one window,
-    back to back and with a hall's gap asleep before each (`compute_floor`).
+    back to back and with a hall's gap asleep before each (`compute_floor`); `serve_us`: serve's
+    CPU a window at the hall's load.
     """
     bare, _, computed = floor_us
     back_to_back, asleep = one_window_us
@@ -259,12 +275,23 @@ def hall_note(
             f"{floor}. That floor leaves {target_us - computed:.0f} us a window for serve's MQTT link, "
             f"the answers, drift and metrics"
         )
-    return (
-        f"{floor}. The same work costs more after a wait here: serve's batch work for one window took "
+    back_to_back, asleep = one_window_us
+    colder = (
+        f" The same work costs more after a wait here: serve's batch work for one window took "
         f"{back_to_back:.0f} us back to back and {asleep:.0f} us with 3.3 ms asleep before each (the "
-        f"model call's own figures are above), so no serve that waits for each window and runs numpy's "
-        f"features and ONNX Runtime's model on it as it comes meets the target on this machine. What "
-        f"serve adds over that floor at a hall's load is its MQTT link, the answers, drift and metrics; a "
-        f"deadline (--batch-deadline-ms) shares the wake-ups among windows, where a hall can wait for "
-        f"its answers"
+        f"model call's own figures are above)."
+        if asleep > back_to_back
+        else ""
+    )
+    above = (
+        f" Serve took {serve_us:.0f} us a window at the hall's load, {serve_us - computed:.0f} over that "
+        f"floor: its MQTT link, the answers, drift and metrics."
+        if serve_us > computed
+        else f" Serve took {serve_us:.0f} us a window at the hall's load, no more than that floor."
+    )
+    return (
+        f"{floor}, past the target before serve's own work.{colder} So with this model, numpy's features "
+        f"and ONNX Runtime, no serve that waits for each window can meet the target on this machine, by "
+        f"this run's floor.{above} A deadline (--batch-deadline-ms) shares the wake-ups among windows, "
+        f"where a hall can wait for its answers"
     )

@@ -158,25 +158,19 @@ class Load:
 
 
 def best_load(runs: Sequence[Load]) -> Load:
-    """The best of each figure over `runs` of one stream: most windows a second, least CPU and latency.
+    """The least disturbed of `runs` of one stream: the complete run that took the least CPU a window.
 
     On a shared host the other tenants only ever add to a run's CPU and latency (they
-    take the core and the caches), so the best of a few runs is the nearest to what
-    the system itself costs, as timeit takes the least of its repeats. Complete only
-    when every run was.
+    take the core and the caches), so the run that cost the least is the nearest to
+    what the system itself costs, as timeit takes the least of its repeats. All its
+    figures come from that one run (a flood's rate and its two cores' shares describe
+    one pace together). A run with windows unanswered is chosen only when every run
+    was: its rate and latencies leave the lost windows out.
     """
     if not runs:
         raise ValueError("no runs to take the best of")
-    return Load(
-        windows=runs[0].windows,
-        complete=all(run.complete for run in runs),
-        rate=max(run.rate for run in runs),
-        cpu_us=min(run.cpu_us for run in runs),
-        cpu_pct=min(run.cpu_pct for run in runs),
-        p50_ms=min(run.p50_ms for run in runs),
-        p99_ms=min(run.p99_ms for run in runs),
-        others_pct=min(runs, key=lambda run: run.cpu_us).others_pct,  # the least disturbed run's
-    )
+    complete = [run for run in runs if run.complete] or list(runs)
+    return min(complete, key=lambda run: run.cpu_us)
 
 
 def run_load(

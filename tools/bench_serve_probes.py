@@ -10,6 +10,7 @@ no serve at all; `model_call` and `host_wake` split that charge further.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -51,6 +52,8 @@ One window's decode, FFT, features and answer allocate 45 KB at their peak
 """
 FLOOR_ANSWER_BYTES = 120
 """What `host_floor` writes back for each window: about a prediction's size."""
+PACER_PATIENCE_MS = 10_000
+"""How long `host_floor` waits for a window before it gives up on its pacer."""
 
 # A sensor at a hall's pace for `host_floor`: reads one payload from stdin, then sends it on the
 # socket (fd argv[1]) argv[2] times, one every argv[3] seconds, reading each answer before the next.
@@ -274,9 +277,8 @@ def host_floor(
     it whole and writes an answer-sized reply, and nothing else; then the same
     with a one-row model call on a fixed row; then with the payload decoded and
     its features computed for the model call, as serve does. Whatever serve's
-    own code costs, a serve that answers each window as it comes pays at least
-    the third figure on this machine: the wake-ups' and the cold caches' share
-    of a hall's cost that no change to serve takes away.
+    own code costs, a serve that answers each window as it comes with this
+    model and these features pays at least the third figure on this machine.
     """
     machine, _, payload = message
     card = ModelCard.load(model / "modelcard.json")
@@ -300,31 +302,43 @@ def host_floor(
 def _paced(payload: bytes, work: Callable[[bytearray], None] | None, windows: int) -> float:
     """`host_floor`'s loop: CPU us a window of waking, reading `payload`, `work` on it and a reply."""
     warm = windows // 10
-    ours, theirs = socket.socketpair()
-    pacer = subprocess.Popen(
-        [sys.executable, "-c", PACER_SCRIPT, str(theirs.fileno()), str(warm + windows), str(HALL_GAP_S)],
-        stdin=subprocess.PIPE,
-        pass_fds=(theirs.fileno(),),
-        preexec_fn=lambda: os.sched_setaffinity(0, OTHER_CORES or {CORE}),  # noqa: PLW1509 - no threads yet
-    )
-    theirs.close()
     buffer = bytearray(len(payload))
     view = memoryview(buffer)
     reply = bytes(FLOOR_ANSWER_BYTES)
-    poller = select.poll()
-    poller.register(ours, select.POLLIN)
     spent = 0.0
-    try:
+    with contextlib.ExitStack() as stack:
+        ours, theirs = socket.socketpair()
+        stack.callback(ours.close)
+        with theirs:
+            pacer = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    PACER_SCRIPT,
+                    str(theirs.fileno()),
+                    str(warm + windows),
+                    str(HALL_GAP_S),
+                ],
+                stdin=subprocess.PIPE,
+                pass_fds=(theirs.fileno(),),
+                preexec_fn=lambda: os.sched_setaffinity(0, OTHER_CORES or {CORE}),  # noqa: PLW1509 - no threads yet
+            )
+        stack.callback(stop, pacer)
         if pacer.stdin is None:
             raise RuntimeError("the pacer has no stdin")
-        pacer.stdin.write(payload)
-        pacer.stdin.close()
+        with pacer.stdin as stdin:
+            stdin.write(payload)
+        poller = select.poll()
+        poller.register(ours, select.POLLIN)
         with on_core():
             for i in range(warm + windows):
                 started = time.thread_time()
                 got = 0
                 while got < len(buffer):
-                    poller.poll()
+                    if not poller.poll(PACER_PATIENCE_MS):
+                        raise RuntimeError(
+                            f"the pacer sent nothing for {PACER_PATIENCE_MS} ms after {i} windows"
+                        )
                     if not (read := ours.recv_into(view[got:])):
                         raise RuntimeError(f"the pacer stopped after {i} of {warm + windows} windows")
                     got += read
@@ -333,7 +347,4 @@ def _paced(payload: bytes, work: Callable[[bytearray], None] | None, windows: in
                 ours.sendall(reply)
                 if i >= warm:
                     spent += time.thread_time() - started
-    finally:
-        ours.close()
-        stop(pacer)
     return spent / windows * 1e6
