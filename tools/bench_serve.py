@@ -139,8 +139,8 @@ class Bench:
     def loads(self, pids: list[int], *, json: bool, flood: int | None = None) -> Loads:
         """Warm the system up, then flood it, pace it at 500 windows/s and at the hall's 300, `repeats` times.
 
-        The figures are each load's best over the repeats (`Loads.best_of`), taken in turn so that
-        a noisy minute on the host falls on one run of each load, not on every run of one.
+        The figures are each load's least disturbed run (`Loads.best_of`), the loads taken in turn
+        so that a noisy minute on the host falls on one run of each load, not on every run of one.
         """
         self.run(pids, self.streams.take(300, json=json), 1000.0)
         runs = [
@@ -338,7 +338,10 @@ def main() -> int:
     parser.add_argument("--hall-windows", type=int, default=3000, help="windows at the hall's 300/s")
     parser.add_argument("--train-windows", type=int, default=1200, help="windows the models are trained on")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="runs of each load per system; the page gives the best of them"
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each load per system; the page gives the least disturbed of them",
     )
     parser.add_argument(
         "--serve-flag",

@@ -275,7 +275,6 @@ def hall_note(
             f"{floor}. That floor leaves {target_us - computed:.0f} us a window for serve's MQTT link, "
             f"the answers, drift and metrics"
         )
-    back_to_back, asleep = one_window_us
     colder = (
         f" The same work costs more after a wait here: serve's batch work for one window took "
         f"{back_to_back:.0f} us back to back and {asleep:.0f} us with 3.3 ms asleep before each (the "
